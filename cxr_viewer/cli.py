@@ -1,0 +1,65 @@
+"""Command line of CXR Lens.
+
+``cxr-viewer [PATH ...] [--model BUNDLE]`` opens the desktop viewer; the sub-commands run
+headless::
+
+    cxr-viewer info PATH                   one JSON object per study
+    cxr-viewer render PATH -o OUT.png      the 8-bit display image, as the viewer shows it
+    cxr-viewer batch PATH --model B ...    predictions and explanations for many files
+    cxr-viewer --self-test                 headless end-to-end check of an install
+
+Each sub-command lives in ``cxr_viewer/commands/<name>.py`` with ``add_arguments(parser)`` and
+``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: sub-command name → module in cxr_viewer.commands
+COMMANDS = {
+    "info": "info",
+    "render": "render",
+}
+
+
+def _gui_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cxr-viewer",
+        description="CXR Lens: view chest X-rays and why a classifier said what it said. "
+        f"Headless sub-commands: {', '.join(COMMANDS)} (try `cxr-viewer info -h`).",
+    )
+    p.add_argument("paths", nargs="*", help="image files or folders to open (PNG, JPEG, DICOM)")
+    p.add_argument("--model", help="model bundle folder or .zip (default: the demo bundle)")
+    p.add_argument("--no-model", action="store_true", help="open without loading a model")
+    p.add_argument(
+        "--self-test",
+        action="store_true",
+        help="headless end-to-end check of this install; writes a JSON report",
+    )
+    p.add_argument("--report", help="where --self-test writes its JSON report")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:
+        name = argv[0]
+        module = importlib.import_module(f"cxr_viewer.commands.{COMMANDS[name]}")
+        parser = argparse.ArgumentParser(prog=f"cxr-viewer {name}", description=module.__doc__)
+        module.add_arguments(parser)
+        return int(module.run(parser.parse_args(argv[1:])) or 0)
+    args = _gui_parser().parse_args(argv)
+    if args.self_test:
+        from .commands import selftest
+
+        return int(selftest.run(args) or 0)
+    from .gui.app import run_app
+
+    return int(run_app(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Headless sub-commands of ``cxr-viewer`` (see :mod:`cxr_viewer.cli`)."""

@@ -1,0 +1,325 @@
+"""The model bundle: the contract between the trainer and the viewer.
+
+A bundle is a folder (or a ``.zip`` of one) holding::
+
+    model.keras        the Keras 3 model (loaded with safe_mode=True)
+    metadata.json      what the viewer needs to use and explain it (schema below)
+    background.npy     a small set of model inputs for SHAP, plain float32, no pickle
+
+Both sides read and write it through this module only. The schema follows the spirit of
+MONAI's bundle ``metadata.json``: a version, what the model takes and gives, how it was made,
+how well it did and what it is for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import BundleError
+from .preprocess import InputSpec
+
+SCHEMA_VERSION = 1
+MODEL_FILE = "model.keras"
+METADATA_FILE = "metadata.json"
+BACKGROUND_FILE = "background.npy"
+INTENDED_USE = "research and demonstration, not for diagnosis"
+REQUIRED_KEYS = ("schema_version", "name", "class_names", "input", "model_file", "model_sha256")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Bundle:
+    """A model bundle opened from disk (the model itself is loaded lazily, see ``load_model``).
+
+    Attributes mirror ``metadata.json``; ``metadata`` keeps the whole document for display.
+    """
+
+    root: Path
+    metadata: dict[str, Any]
+    input_spec: InputSpec
+    class_names: list[str]
+    gradcam_layer: str | None = None
+    shap_layers: list[str] = field(default_factory=list)
+    threshold: float | None = None
+    positive_class: str | None = None
+    _tmpdir: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+
+    @property
+    def model_path(self) -> Path:
+        return self.root / self.metadata["model_file"]
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", self.root.name))
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata.get("version", ""))
+
+    @property
+    def intended_use(self) -> str:
+        return str(self.metadata.get("intended_use", INTENDED_USE))
+
+    def background(self) -> np.ndarray | None:
+        """The SHAP background set (n, h, w, c) float32, or None if the bundle has none."""
+        name = self.metadata.get("background_file")
+        if not name:
+            return None
+        path = self.root / name
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise BundleError(
+                f"Cannot read the SHAP background set {path.name}",
+                str(exc),
+                "Re-export the bundle with `cxr-train export`.",
+            ) from exc
+        expected = (self.input_spec.height, self.input_spec.width, self.input_spec.channels)
+        if arr.ndim != 4 or tuple(arr.shape[1:]) != expected:
+            raise BundleError(
+                "The SHAP background set does not match the model input",
+                f"background.npy has shape {arr.shape}, the model takes (n, {expected}).",
+                "Re-export the bundle.",
+            )
+        return arr.astype(np.float32, copy=False)
+
+    def load_model(self):
+        """Load the Keras model with safe mode on, after verifying its checksum."""
+        path = self.model_path
+        if not path.is_file():
+            raise BundleError(
+                f"The bundle has no model file {path.name}",
+                f"{self.root} lacks it.",
+                "Choose a complete bundle folder.",
+            )
+        expected = self.metadata.get("model_sha256")
+        actual = sha256_file(path)
+        if expected != actual:
+            raise BundleError(
+                "The model file does not match its bundle",
+                f"sha256 of {path.name} is {actual[:12]}…, metadata.json expects {str(expected)[:12]}….",
+                "The file was changed or truncated after export: re-export or re-copy the bundle.",
+            )
+        from .model_io import load_keras_model  # imports TensorFlow: keep it lazy
+
+        model = load_keras_model(path)
+        self._check_model(model)
+        return model
+
+    def _check_model(self, model) -> None:
+        shape = tuple(model.inputs[0].shape[1:])
+        spec = self.input_spec
+        if shape != (spec.height, spec.width, spec.channels):
+            raise BundleError(
+                "The model does not match its bundle",
+                f"the model takes {shape}, metadata.json says "
+                f"{(spec.height, spec.width, spec.channels)}.",
+                "Re-export the bundle from the trained model.",
+            )
+        n_out = model.outputs[0].shape[-1]
+        if n_out != len(self.class_names):
+            raise BundleError(
+                "The model does not match its bundle",
+                f"the model has {n_out} outputs, metadata.json names {len(self.class_names)} classes.",
+                "Re-export the bundle with the right class names.",
+            )
+        names = {layer.name for layer in model.layers}
+        for layer in [self.gradcam_layer, *self.shap_layers]:
+            if layer and layer not in names:
+                raise BundleError(
+                    f"The bundle names a layer the model lacks: '{layer}'",
+                    "Grad-CAM and SHAP need the backbone's layers addressable by name.",
+                    "Re-export the bundle (the trainer keeps backbones flat).",
+                )
+
+
+def _read_metadata(root: Path) -> dict[str, Any]:
+    path = root / METADATA_FILE
+    if not path.is_file():
+        raise BundleError(
+            f"{root.name} is not a CXR Lens model bundle",
+            f"it has no {METADATA_FILE}.",
+            "Choose a bundle folder written by `cxr-train` (or import a bare model with "
+            "`cxr-train import`).",
+        )
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"Cannot read {path}", str(exc), "Re-export the bundle.") from exc
+    if not isinstance(meta, dict):
+        raise BundleError(f"{path} is not a JSON object", "", "Re-export the bundle.")
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise BundleError(
+            "The bundle's metadata.json is incomplete",
+            f"missing keys: {', '.join(missing)}.",
+            "Re-export the bundle with `cxr-train`.",
+        )
+    if int(meta["schema_version"]) > SCHEMA_VERSION:
+        raise BundleError(
+            "The bundle is newer than this CXR Lens",
+            f"schema version {meta['schema_version']}, this version reads up to {SCHEMA_VERSION}.",
+            "Update CXR Lens.",
+        )
+    return meta
+
+
+def _safe_extract(zip_path: Path) -> tuple[Path, tempfile.TemporaryDirectory]:
+    tmp = tempfile.TemporaryDirectory(prefix="cxr-bundle-")
+    dest = Path(tmp.name).resolve()
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            for info in zf.infolist():
+                target = (dest / info.filename).resolve()
+                if not target.is_relative_to(dest):
+                    raise BundleError(
+                        f"Refusing to open {zip_path.name}",
+                        f"the archive entry '{info.filename}' points outside the bundle.",
+                    )
+            zf.extractall(dest)
+    except zipfile.BadZipFile as exc:
+        tmp.cleanup()
+        raise BundleError(f"{zip_path.name} is not a readable zip", str(exc)) from exc
+    # a zip may hold the bundle folder itself or its files at the top level
+    if (dest / METADATA_FILE).is_file():
+        return dest, tmp
+    subdirs = [p for p in dest.iterdir() if p.is_dir() and (p / METADATA_FILE).is_file()]
+    if len(subdirs) == 1:
+        return subdirs[0], tmp
+    tmp.cleanup()
+    raise BundleError(f"{zip_path.name} holds no model bundle", f"no {METADATA_FILE} inside.")
+
+
+def open_bundle(path: str | Path) -> Bundle:
+    """Open a bundle folder or zip and validate its metadata (the model loads later)."""
+    path = Path(path)
+    tmp = None
+    if not path.exists():
+        raise BundleError(f"No model bundle at {path}", "the path does not exist.")
+    if path.is_file() and path.suffix.lower() == ".zip":
+        root, tmp = _safe_extract(path)
+    elif path.is_dir():
+        root = path
+    else:
+        raise BundleError(
+            f"{path.name} is not a model bundle",
+            "a bundle is a folder (or .zip) with model.keras and metadata.json.",
+            "For a bare .keras or .h5 model, run `cxr-train import` first.",
+        )
+    meta = _read_metadata(root)
+    spec = InputSpec.from_dict(meta["input"])
+    classes = [str(c) for c in meta["class_names"]]
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise BundleError("The bundle's class names are invalid", f"got {classes}.")
+    return Bundle(
+        root=root,
+        metadata=meta,
+        input_spec=spec,
+        class_names=classes,
+        gradcam_layer=meta.get("gradcam_layer"),
+        shap_layers=list(meta.get("shap_layers", [])),
+        threshold=meta.get("threshold"),
+        positive_class=meta.get("positive_class"),
+        _tmpdir=tmp,
+    )
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape a bundle, for its metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in (
+        "tensorflow",
+        "keras",
+        "numpy",
+        "shap",
+        "lime",
+        "pydicom",
+        "opencv-python-headless",
+    ):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def write_bundle(
+    out_dir: str | Path,
+    model,
+    *,
+    name: str,
+    class_names: list[str],
+    input_spec: InputSpec,
+    gradcam_layer: str | None,
+    shap_layers: list[str],
+    background: np.ndarray | None,
+    extra: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Bundle:
+    """Write ``model`` and its metadata as a bundle folder, then re-open it to check it.
+
+    ``extra`` adds or overrides metadata keys (version, threshold, positive_class,
+    data_summary, metrics, training config, ...). The model is saved to a temporary file first so
+    a failed export never leaves a half-written bundle behind.
+    """
+    out = Path(out_dir)
+    if out.exists():
+        if not overwrite:
+            raise BundleError(f"{out} already exists", "", "Choose a new folder or pass overwrite.")
+        shutil.rmtree(out)
+    staging = out.with_name(out.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    model.save(staging / MODEL_FILE)
+    meta: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "version": "1",
+        "class_names": list(class_names),
+        "input": input_spec.to_dict(),
+        "output": {"activation": "softmax", "classes": len(class_names)},
+        "model_file": MODEL_FILE,
+        "model_sha256": sha256_file(staging / MODEL_FILE),
+        "gradcam_layer": gradcam_layer,
+        "shap_layers": list(shap_layers),
+        "intended_use": INTENDED_USE,
+        "library_versions": library_versions(),
+    }
+    if background is not None:
+        bg = np.ascontiguousarray(background, dtype=np.float32)
+        np.save(staging / BACKGROUND_FILE, bg, allow_pickle=False)
+        meta["background_file"] = BACKGROUND_FILE
+        meta["background_count"] = int(bg.shape[0])
+    meta.update(extra or {})
+    (staging / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=_json_default), "utf-8")
+    staging.rename(out)
+    return open_bundle(out)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to metadata.json")

@@ -1,0 +1,80 @@
+"""The project's exception types.
+
+Every message answers three questions: what failed, why, and what the user can do about it.
+Raise them with :func:`CxrError.__init__`'s three parts so the GUI can show a headline, an
+explanation and a hint separately (see ``cxr_viewer.gui.error_dialog``).
+"""
+
+from __future__ import annotations
+
+
+class CxrError(Exception):
+    """Base class of every error CXR Lens reports to a user.
+
+    Parameters
+    ----------
+    what:
+        What failed, as a headline ("Cannot open chest.dcm").
+    why:
+        Why it failed, in plain words.
+    hint:
+        What to do about it (install a codec, choose another file, ...). May be empty.
+    """
+
+    def __init__(self, what: str, why: str = "", hint: str = "") -> None:
+        self.what = what
+        self.why = why
+        self.hint = hint
+        parts = [what]
+        if why:
+            parts.append(why)
+        if hint:
+            parts.append(hint)
+        super().__init__(": ".join(parts[:2]) + (f". {hint}" if hint else ""))
+
+
+class StudyLoadError(CxrError):
+    """A file or folder could not be read as an image study."""
+
+
+class UnsupportedFormatError(StudyLoadError):
+    """The file is not an image format CXR Lens reads (PNG, JPEG, DICOM)."""
+
+
+class CorruptFileError(StudyLoadError):
+    """The file has a known format but its bytes are truncated or damaged."""
+
+
+class MissingCodecError(StudyLoadError):
+    """A DICOM transfer syntax needs a decoder plugin that is not installed."""
+
+
+class NoPixelDataError(StudyLoadError):
+    """A DICOM file has no Pixel Data element (e.g. a structured report)."""
+
+
+class ImageTooLargeError(StudyLoadError):
+    """The image exceeds the pixel limit (protection against decompression bombs)."""
+
+
+class BundleError(CxrError):
+    """A model bundle is missing pieces, is inconsistent or fails its checksum."""
+
+
+class ModelLoadError(BundleError):
+    """The Keras model inside a bundle (or a bare model file) could not be loaded safely."""
+
+
+class ExplainError(CxrError):
+    """An explanation could not be computed with the given settings."""
+
+
+class Cancelled(CxrError):
+    """Raised inside long work when the user cancelled it; not an error to show."""
+
+    def __init__(self, what: str = "Cancelled", why: str = "", hint: str = "") -> None:
+        super().__init__(what, why, hint)
+
+
+class TrainingError(CxrError):
+    """The trainer could not read a dataset, split it, or train with the given config."""

@@ -1,0 +1,1 @@
+"""Explanation methods behind one interface (see :mod:`.base` and :mod:`.registry`)."""

@@ -1,0 +1,135 @@
+"""One interface for every explanation method.
+
+An :class:`Explainer` is built from a :class:`~cxr_viewer.core.inference.Classifier` and its
+settings, and computes a :class:`Heatmap` for one preprocessed model input and one target class.
+Every explainer reports progress, stops promptly when cancelled (raising
+:class:`~cxr_viewer.core.errors.Cancelled`), and gives the same result for the same seed.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+
+from cxr_viewer.core.preprocess import study_to_input
+from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
+from cxr_viewer.core.study import Study
+
+PartialFn = Callable[["Heatmap"], None]
+
+
+@dataclass
+class Heatmap:
+    """An explanation map and what produced it.
+
+    Attributes
+    ----------
+    values:
+        float32 (rows, columns). At the model's input size from :meth:`Explainer.explain`, at the
+        study's size after :func:`explain_study`. Signed where ``signed`` (positive: toward the
+        target class), else non-negative.
+    method, target_class, class_name, layer, settings, seed:
+        What was asked for.
+    runtime_s:
+        Wall-clock seconds the explanation took.
+    trust:
+        Figures that say how far to trust the map (e.g. ``deletion_auc``, ``insertion_auc``,
+        ``completeness_gap``).
+    partial:
+        True for a progressive, not yet final result (LIME while samples accumulate).
+    """
+
+    values: np.ndarray
+    method: str
+    target_class: int
+    class_name: str
+    signed: bool
+    layer: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    runtime_s: float = 0.0
+    trust: dict[str, float] = field(default_factory=dict)
+    partial: bool = False
+
+    def resized(self, rows: int, columns: int) -> Heatmap:
+        """The same map resized to (rows, columns) with bilinear interpolation."""
+        if self.values.shape == (rows, columns):
+            return self
+        v = cv2.resize(
+            self.values.astype(np.float32), (columns, rows), interpolation=cv2.INTER_LINEAR
+        )
+        return replace(self, values=v.astype(np.float32))
+
+
+class Explainer(ABC):
+    """Base of every explanation method.
+
+    Subclasses set ``name``, ``label``, ``needs_gradients``, ``signed`` and ``uses_layer`` and
+    implement :meth:`explain`. ``settings`` is a plain dict of the method's own options (with
+    defaults in ``default_settings``); it is recorded in every Heatmap.
+    """
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    needs_gradients: ClassVar[bool]
+    signed: ClassVar[bool]
+    uses_layer: ClassVar[bool] = False
+    default_settings: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, classifier, settings: dict[str, Any] | None = None) -> None:
+        self.classifier = classifier
+        self.settings = {**self.default_settings, **(settings or {})}
+
+    def layers(self) -> list[str]:
+        """The layers this method can be computed at (empty if it takes none)."""
+        return []
+
+    @abstractmethod
+    def explain(
+        self,
+        x: np.ndarray,
+        target_class: int,
+        *,
+        progress: ProgressFn = no_progress,
+        cancel: CancelToken | None = None,
+        partial: PartialFn | None = None,
+    ) -> Heatmap:
+        """Explain model input ``x`` (h, w, c), preprocessed, for ``target_class``.
+
+        Returns a Heatmap at the model's input size. ``partial`` receives progressive results
+        where the method has them.
+        """
+
+
+def explain_study(
+    explainer: Explainer,
+    study: Study,
+    target_class: int,
+    *,
+    progress: ProgressFn = no_progress,
+    cancel: CancelToken | None = None,
+    partial: PartialFn | None = None,
+) -> Heatmap:
+    """Explain a study: shared preprocessing, then the map resized to the study's pixels."""
+    x = study_to_input(study, explainer.classifier.spec)
+    start = time.perf_counter()
+
+    def _partial(h: Heatmap) -> None:
+        if partial is not None:
+            partial(h.resized(study.rows, study.columns))
+
+    hm = explainer.explain(
+        x,
+        target_class,
+        progress=progress,
+        cancel=cancel,
+        partial=_partial if partial is not None else None,
+    )
+    hm.runtime_s = hm.runtime_s or (time.perf_counter() - start)
+    return hm.resized(study.rows, study.columns)

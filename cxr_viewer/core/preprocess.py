@@ -1,0 +1,117 @@
+"""The one preprocessing function from a study to model input.
+
+The trainer, the classifier and every explainer call :func:`study_to_input` (or its two halves
+:func:`resize_for_model` and :func:`normalize`), so the model is explained on exactly the input
+it was trained on. The model sees the study's *default* display (its own window, inversion
+applied), never the radiologist's interactive window/level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from .display import display_image
+from .errors import BundleError
+from .study import Study
+
+#: name → (scale, offset) applied to a [0, 1] image: ``x * scale + offset``.
+PREPROCESSINGS: dict[str, tuple[float, float]] = {
+    # [0, 1]: the custom CNNs trained from scratch.
+    "unit": (1.0, 0.0),
+    # [-1, 1]: what keras.applications' ResNet V2 and MobileNet V2 `preprocess_input` do.
+    "symmetric": (2.0, -1.0),
+}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model takes: size, channels and the named value mapping."""
+
+    height: int
+    width: int
+    channels: int = 3
+    preprocessing: str = "unit"
+
+    def __post_init__(self) -> None:
+        if self.preprocessing not in PREPROCESSINGS:
+            raise BundleError(
+                f"Unknown preprocessing '{self.preprocessing}'",
+                f"CXR Lens knows {sorted(PREPROCESSINGS)}.",
+                "Re-export the bundle with one of those names.",
+            )
+        if self.channels not in (1, 3):
+            raise BundleError(
+                f"Unsupported channel count {self.channels}",
+                "Chest X-ray models take 1 (greyscale) or 3 (greyscale repeated) channels.",
+            )
+        if self.height < 8 or self.width < 8:
+            raise BundleError(f"Input size {self.height}x{self.width} is too small")
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        scale, offset = PREPROCESSINGS[self.preprocessing]
+        return (offset, scale + offset)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["value_range"] = list(self.value_range)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> InputSpec:
+        try:
+            return cls(
+                height=int(d["height"]),
+                width=int(d["width"]),
+                channels=int(d.get("channels", 3)),
+                preprocessing=str(d.get("preprocessing", "unit")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(
+                "The bundle's input description is incomplete",
+                f"metadata.json 'input' needs height, width, channels, preprocessing ({exc}).",
+            ) from exc
+
+
+def resize_for_model(image01: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Resize a [0, 1] display image (H, W) to the model's (height, width), float32.
+
+    Area interpolation when shrinking (no aliasing of fine lung texture), cubic when enlarging.
+    """
+    h, w = image01.shape[:2]
+    interp = cv2.INTER_AREA if (h >= spec.height and w >= spec.width) else cv2.INTER_CUBIC
+    out = cv2.resize(image01.astype(np.float32), (spec.width, spec.height), interpolation=interp)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def normalize(image01: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Map resized [0, 1] images to model values and channels.
+
+    Accepts (h, w), (h, w, c), (n, h, w) or (n, h, w, c) with c in {1, 3}; returns
+    (..., h, w, spec.channels) float32. A 3-channel input is reduced to its mean first when the
+    model takes 1 channel, and a 1-channel input is repeated when it takes 3.
+    """
+    x = np.asarray(image01, dtype=np.float32)
+    if x.shape[-1] in (1, 3) and x.ndim >= 3 and x.shape[-2] == spec.width:
+        pass  # already has a channel axis
+    else:
+        x = x[..., None]
+    if x.shape[-1] == 3 and spec.channels == 1:
+        x = x.mean(axis=-1, keepdims=True)
+    elif x.shape[-1] == 1 and spec.channels == 3:
+        x = np.repeat(x, 3, axis=-1)
+    scale, offset = PREPROCESSINGS[spec.preprocessing]
+    return (x * scale + offset).astype(np.float32)
+
+
+def study_to_input(study: Study, spec: InputSpec) -> np.ndarray:
+    """Model input (height, width, channels) for a study: default display → resize → normalize."""
+    return normalize(resize_for_model(display_image(study), spec), spec)
+
+
+def image01_to_input(image01: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Model input for an already displayed [0, 1] image of any size."""
+    return normalize(resize_for_model(image01, spec), spec)

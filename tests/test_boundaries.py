@@ -1,0 +1,44 @@
+"""House rules a green feature test does not show: lint, Qt only in gui/, TensorFlow lazy."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ruff_lint_is_clean():
+    ruff = pytest.importorskip("ruff")
+    exe = Path(ruff.__file__).parent / "__main__.py"
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", str(ROOT)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert exe.exists()
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_core_and_trainer_never_import_qt():
+    offenders = []
+    for pkg in ("cxr_viewer", "trainer"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            if "gui" in path.relative_to(ROOT).parts:
+                continue
+            for line in path.read_text(encoding="utf-8").splitlines():
+                s = line.strip()
+                if s.startswith(("import PySide6", "from PySide6")):
+                    offenders.append(f"{path.relative_to(ROOT)}: {s}")
+    assert not offenders, offenders
+
+
+def test_importing_the_core_does_not_import_tensorflow_or_qt():
+    code = (
+        "import sys, cxr_viewer.cli, cxr_viewer.core.bundle, cxr_viewer.core.inference, "
+        "cxr_viewer.core.preprocess, cxr_viewer.core.display\n"
+        "bad = [m for m in ('tensorflow', 'keras', 'PySide6', 'shap', 'lime') if m in sys.modules]\n"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"imported eagerly: {out.stdout.strip()}"

@@ -1,0 +1,1 @@
+"""Sub-commands of ``cxr-train`` (see :mod:`trainer.cli`)."""
