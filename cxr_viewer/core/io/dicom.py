@@ -1,0 +1,254 @@
+"""DICOM reader (pydicom 3): header checks, decoding one frame, modality LUT → Study.
+
+The grayscale pipeline of DICOM PS3.3 C.11 is split in two: this reader applies the modality
+LUT (Rescale Slope/Intercept or Modality LUT Sequence, via pydicom's ``apply_modality_lut``)
+and records — but does not apply — the VOI windows/LUTs and the MONOCHROME1 / INVERSE
+inversion, which :func:`cxr_viewer.core.display.display_image` applies once. pydicom's
+``pixel_array`` only decodes (and converts YBR to RGB); it never windows or inverts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.pixels import apply_color_lut, apply_modality_lut
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from cxr_viewer.core.display import auto_window_from_pixels, full_range_window
+from cxr_viewer.core.errors import (
+    CorruptFileError,
+    ImageTooLargeError,
+    NoPixelDataError,
+    StudyLoadError,
+    UnsupportedFormatError,
+)
+from cxr_viewer.core.study import Study, Window
+
+from .channels import to_grey
+from .dicom_codecs import DAMAGED_HINT, check_decoder, decode_frame, short
+from .dicom_header import (
+    frame_view,
+    inverts,
+    metadata_of,
+    pixel_spacing_of,
+    voi_luts_of,
+    windows_of,
+)
+from .limits import check_pixel_count
+
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def read_dataset(path: Path, bare: bool) -> Dataset:
+    """Parse the file; ``bare`` = no preamble/``DICM`` (ACR-NEMA, or a headerless data set).
+
+    A bare file is only accepted when it really parses and holds an image: pydicom's
+    ``force=True`` reads almost anything as *some* data set.
+    """
+    try:
+        ds = pydicom.dcmread(path, force=bare)
+        has_pixels = any(k in ds for k in PIXEL_KEYWORDS)
+        has_rows = "Rows" in ds and "Columns" in ds
+        recognised = any(k in ds for k in ("SOPClassUID", "Modality", "StudyInstanceUID"))
+    except Exception as exc:
+        if bare:
+            raise UnsupportedFormatError(
+                f"Cannot open {path.name}",
+                "it is not a PNG, JPEG or DICOM file (no DICOM file header, and it does not "
+                f"parse as an old ACR-NEMA data set either: {short(exc, 200)})",
+                "Choose a PNG, JPEG or DICOM file.",
+            ) from exc
+        raise CorruptFileError(
+            f"Cannot open {path.name}",
+            f"it is a DICOM file but its data set could not be parsed ({short(exc)})",
+            DAMAGED_HINT,
+        ) from exc
+    if bare and not (has_pixels and has_rows) and not recognised:
+        raise UnsupportedFormatError(
+            f"Cannot open {path.name}",
+            "it is not a PNG, JPEG or DICOM file (no DICOM file header, and it does not hold "
+            "an ACR-NEMA image either)",
+            "Choose a PNG, JPEG or DICOM file.",
+        )
+    if not has_pixels and has_rows:
+        raise CorruptFileError(
+            f"Cannot open {path.name}",
+            "its header describes an image (Rows, Columns) but the file has no Pixel Data; "
+            "it was probably cut short",
+            DAMAGED_HINT,
+        )
+    if not has_pixels:
+        try:
+            what = f"a DICOM {UID(str(ds.SOPClassUID)).name} object"
+        except Exception:
+            what = "a DICOM data set"
+        raise NoPixelDataError(
+            f"Cannot open {path.name}",
+            f"it is {what} without Pixel Data (a report, a presentation state or a directory)",
+            "Open the image files of the study instead.",
+        )
+    with _damaged(path, "its File Meta Information is damaged"):
+        _ensure_transfer_syntax(ds)
+        UID(str(ds.file_meta.TransferSyntaxUID))
+    return ds
+
+
+def _ensure_transfer_syntax(ds: Dataset) -> None:
+    """Give files without File Meta (ACR-NEMA) the transfer syntax pydicom read them with."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        meta = ds.file_meta = FileMetaDataset()
+    value = meta.get("TransferSyntaxUID")
+    if value:
+        if not isinstance(value, str):
+            raise ValueError(f"Transfer Syntax UID is not a single UID: {value!r}")
+        return
+    implicit, little = ds.original_encoding
+    if implicit is not False:
+        meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    else:
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def _complete_image_module(ds: Dataset, path: Path) -> tuple[int, int, int, str, int]:
+    """Rows, columns, frames, photometric, bits stored; defaults old ACR-NEMA files omit.
+
+    ACR-NEMA 2.0 had no Samples per Pixel / Photometric Interpretation in many files; their
+    images are single-sample greyscale (MONOCHROME2 unless stated).
+    """
+    rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    bits_alloc = int(ds.get("BitsAllocated") or 0)
+    if rows <= 0 or cols <= 0 or bits_alloc <= 0:
+        raise CorruptFileError(
+            f"Cannot open {path.name}",
+            f"its header gives no usable image size (Rows {rows}, Columns {cols}, "
+            f"Bits Allocated {bits_alloc})",
+            DAMAGED_HINT,
+        )
+    if "SamplesPerPixel" not in ds:
+        ds.SamplesPerPixel = 1
+    if not str(ds.get("PhotometricInterpretation") or "").strip():
+        ds.PhotometricInterpretation = "MONOCHROME2" if ds.SamplesPerPixel == 1 else "RGB"
+    if "BitsStored" not in ds:
+        ds.BitsStored = bits_alloc
+    if "PixelRepresentation" not in ds:
+        ds.PixelRepresentation = 0
+    frames = int(ds.get("NumberOfFrames") or 1)
+    photometric = str(ds.PhotometricInterpretation).strip().upper()
+    return rows, cols, max(frames, 1), photometric, int(ds.BitsStored)
+
+
+def load_dicom(path: Path, bare: bool, frame: int, max_pixels: int) -> Study:
+    """Read one frame of a DICOM file into a :class:`Study`.
+
+    Parameters
+    ----------
+    path:
+        The file.
+    bare:
+        True when the file has no preamble / ``DICM`` prefix (ACR-NEMA).
+    frame:
+        Frame index, 0-based.
+    max_pixels:
+        Largest ``rows × columns`` accepted, checked from the header before decoding.
+    """
+    ds = read_dataset(path, bare)
+    with _damaged(path, "its image header is damaged"):
+        rows, cols, n_frames, photometric, bits_stored = _complete_image_module(ds, path)
+        if not 0 <= frame < n_frames:
+            raise StudyLoadError(
+                f"Cannot open frame {frame} of {path.name}",
+                f"the file has {n_frames} frame(s), numbered 0 to {n_frames - 1}",
+                "Choose a frame in that range.",
+            )
+        check_pixel_count(path, rows, cols, max_pixels)
+        check_decoder(ds, path, bits_stored)
+    stored = decode_frame(ds, frame, path)
+    with _damaged(path, "its modality/VOI LUT or image attributes are damaged"):
+        return _build_study(path, ds, stored, frame, n_frames, photometric, bits_stored)
+
+
+@contextmanager
+def _damaged(path: Path, why: str) -> Iterator[None]:
+    """Turn a library exception (pydicom converts values lazily) into a CorruptFileError."""
+    try:
+        yield
+    except StudyLoadError:
+        raise
+    except MemoryError as exc:
+        raise ImageTooLargeError(
+            f"Cannot open {path.name}", "there is not enough memory to read it"
+        ) from exc
+    except Exception as exc:
+        raise CorruptFileError(
+            f"Cannot open {path.name}",
+            f"{why} ({type(exc).__name__}: {short(exc)})",
+            DAMAGED_HINT,
+        ) from exc
+
+
+def _build_study(
+    path: Path,
+    ds: Dataset,
+    stored: np.ndarray,
+    frame: int,
+    n_frames: int,
+    photometric: str,
+    bits_stored: int,
+) -> Study:
+    view = frame_view(ds, frame)
+    common = dict(
+        path=path,
+        format="dicom",
+        photometric=photometric,
+        bits_stored=bits_stored,
+        frame=frame,
+        n_frames=n_frames,
+        pixel_spacing=pixel_spacing_of(view),
+        transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
+        metadata=metadata_of(ds),
+    )
+    if photometric == "PALETTE COLOR":
+        stored = apply_color_lut(stored, ds)
+    if stored.ndim == 3:  # colour: pydicom already converted YBR to RGB
+        top = 255 if stored.dtype.itemsize == 1 else 2 ** min(bits_stored, 16) - 1
+        grey, is_color = to_grey(stored, float(top))
+        bits = 8 if top == 255 else min(bits_stored, 16)
+        return Study(pixels=grey, auto_window=full_range_window(bits), is_color=is_color, **common)
+    modality = np.asarray(apply_modality_lut(stored, view), dtype=np.float32)
+    windows, luts = windows_of(view), voi_luts_of(view)
+    return Study(
+        pixels=modality,
+        auto_window=_auto_window(modality, view, bits_stored),
+        windows=windows,
+        voi_luts=luts,
+        invert=inverts(photometric, view),
+        **common,
+    )
+
+
+def _auto_window(modality: np.ndarray, view: Dataset, bits_stored: int) -> Window:
+    """The window used when the file gives none.
+
+    8-bit unsigned greyscale with no modality transform (secondary captures such as the
+    SIIM-ACR files) already is a display image: it is shown over its full range, exactly as
+    the same pixels saved as PNG would be. Anything else gets a percentile window
+    (:func:`~cxr_viewer.core.display.auto_window_from_pixels`).
+    """
+    rescaled = "ModalityLUTSequence" in view or (
+        float(view.get("RescaleSlope", 1) or 1) != 1.0
+        or float(view.get("RescaleIntercept", 0) or 0) != 0.0
+    )
+    if bits_stored <= 8 and not rescaled and int(view.get("PixelRepresentation", 0) or 0) == 0:
+        return full_range_window(bits_stored)
+    return auto_window_from_pixels(modality)
