@@ -22,6 +22,7 @@ import sys
 COMMANDS = {
     "info": "info",
     "render": "render",
+    "batch": "batch",
 }
 
 

@@ -11,7 +11,14 @@ import importlib
 import sys
 
 #: sub-command name → (module in trainer.commands, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "import": ("import_model", "wrap a .keras/.h5 model into a bundle"),
+    "synth": ("synth", "write synthetic chest X-ray phantoms with lesion masks (PNG + DICOM)"),
+    "samples": ("samples", "write the viewer's synthetic sample studies (resources/samples)"),
+    "split": ("split", "read a dataset and preview its patient-level split (no training)"),
+    "evaluate": ("evaluate", "evaluate a model bundle on a dataset with the bundle's threshold"),
+    "train": ("train", "train, evaluate and export a model bundle (resumes an interrupted run)"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,13 +1,16 @@
 """Headless end-to-end check of an installation (source or frozen): ``cxr-viewer --self-test``.
 
-Loads the demo bundle, opens a JPEG 2000 DICOM, a JPEG-LS DICOM and a PNG sample, predicts each,
-computes Grad-CAM, a short LIME and one SHAP layer, writes a JSON report and exits 0 only if all
-of it worked. Frozen apps commonly lose DICOM codec plugins and data files; this finds out.
+Checks that every compressed DICOM transfer syntax CXR Lens reads still has a decoder plugin
+and that matplotlib still writes PDF/PNG (report export), loads the demo bundle (or ``--model``), opens a JPEG 2000 DICOM, a JPEG-LS DICOM and a PNG
+sample, predicts each, computes Grad-CAM, a short LIME and one SHAP layer, writes a JSON report
+and exits 0 only if all of it worked. Frozen apps commonly lose DICOM codec plugins (pylibjpeg
+finds them through package entry points, i.e. dist-info metadata) and data files; this finds out.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -19,18 +22,33 @@ from typing import Any
 from cxr_viewer import __version__
 from cxr_viewer.core.paths import demo_bundle_dir, samples_dir
 
-#: the sample studies the self-test opens, by what they exercise
+#: the sample studies the self-test opens, by what they exercise (written by
+#: ``python -m trainer.sample_studies``)
 SAMPLES = {
     "jpeg2000_dicom": "phantom_j2k.dcm",
     "jpegls_dicom": "phantom_jpegls.dcm",
-    "png": "phantom_001.png",
+    "png": "phantom_selftest.png",
 }
 #: short explanation settings: enough to prove each method runs end to end
-EXPLAIN = {
+EXPLAIN: dict[str, dict[str, Any]] = {
     "gradcam": {},
-    "lime": {"num_samples": 100},
-    "shap": {"num_samples": 20},
+    "lime": {"num_samples": 96, "chunk_size": 48, "early_stop": False},
+    "shap": {"nsamples": 16, "max_background": 4},
 }
+#: compressed transfer syntaxes (pydicom.uid keywords) that must keep a decoder plugin
+CODEC_SYNTAXES = (
+    "JPEGBaseline8Bit",
+    "JPEGExtended12Bit",
+    "JPEGLossless",
+    "JPEGLosslessSV1",
+    "JPEGLSLossless",
+    "JPEGLSNearLossless",
+    "JPEG2000Lossless",
+    "JPEG2000",
+    "HTJ2KLossless",
+    "HTJ2K",
+    "RLELossless",
+)
 
 
 def add_arguments(parser) -> None:
@@ -38,7 +56,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", help="bundle to test (default: the demo bundle)")
 
 
-def _step(report: dict[str, Any], name: str, fn: Callable[[], dict[str, Any] | None]):
+def _step(report: dict[str, Any], name: str, fn: Callable[[], dict[str, Any] | None]) -> bool:
+    """Run one step, record ok / seconds / error in ``report["steps"][name]``, print a line."""
     start = time.perf_counter()
     entry: dict[str, Any] = {"ok": False}
     try:
@@ -57,9 +76,62 @@ def _step(report: dict[str, Any], name: str, fn: Callable[[], dict[str, Any] | N
     return entry["ok"]
 
 
-def run(args) -> int:
-    import os
+def check_codecs() -> dict[str, Any]:
+    """Usable decoder plugins per compressed transfer syntax; raises when one is unusable.
 
+    pydicom 3 decodes through plugins (``pydicom.pixels.get_decoder``). Its "pylibjpeg" plugin
+    counts as available when the ``libjpeg`` / ``openjpeg`` / ``rle`` modules import, but it
+    decodes with the functions pylibjpeg registers through package *entry points*: a frozen app
+    without their dist-info metadata lists the plugin and then fails on the first JPEG lossless,
+    HTJ2K or RLE file. So a syntax whose pylibjpeg decoder has no entry point is a failure here.
+    """
+    import pydicom.uid
+    from pydicom.pixels import get_decoder
+    from pylibjpeg.utils import get_pixel_data_decoders
+
+    found = get_pixel_data_decoders()
+    plugins: dict[str, list[str]] = {}
+    no_entry_point = []
+    for keyword in CODEC_SYNTAXES:
+        uid = getattr(pydicom.uid, keyword)
+        available = set(get_decoder(uid).available_plugins)
+        if "pylibjpeg" in available and uid not in found:
+            available.discard("pylibjpeg")
+            no_entry_point.append(keyword)
+        plugins[keyword] = sorted(available)
+    lost = [k for k, v in plugins.items() if not v]
+    if lost or no_entry_point:
+        raise RuntimeError(
+            f"no usable decoder for {', '.join(lost) or '(none)'}; pylibjpeg has no decoder "
+            f"entry point for {', '.join(no_entry_point) or '(none)'} — the dist-info metadata "
+            "of pylibjpeg-libjpeg / -openjpeg / -rle is missing (frozen app: copy_metadata)"
+        )
+    return {"plugins": plugins, "pylibjpeg_entry_points": len(found)}
+
+
+def check_matplotlib() -> dict[str, Any]:
+    """Render a figure to PDF and PNG (the viewer's report export and the overlay colormaps).
+
+    matplotlib picks its output backend by import at save time, which a frozen app can lose.
+    """
+    import io
+
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2, 2))
+    fig.add_subplot().imshow([[0.0, 1.0], [1.0, 0.0]], cmap=matplotlib.colormaps["inferno"])
+    fig.text(0.1, 0.9, "CXR Lens self-test")
+    sizes = {}
+    for fmt in ("pdf", "png"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt)
+        sizes[fmt] = len(buf.getvalue())
+    return {"matplotlib": matplotlib.__version__, "bytes": sizes}
+
+
+def run(args) -> int:
+    """Run every step; write the report to ``args.report`` if given; 0 iff all steps passed."""
     os.environ.setdefault("TQDM_DISABLE", "1")
     from cxr_viewer.core.bundle import open_bundle
     from cxr_viewer.core.explain.base import explain_study
@@ -77,11 +149,22 @@ def run(args) -> int:
     state: dict[str, Any] = {"studies": {}}
     model_path = Path(getattr(args, "model", None) or demo_bundle_dir())
 
+    _step(report, "dicom_codecs", check_codecs)
+    _step(report, "matplotlib", check_matplotlib)
+
     def load_model():
         clf = Classifier(open_bundle(model_path))
         clf.warm_up()
         state["clf"] = clf
-        return {"bundle": str(model_path), "device": clf.device, "classes": list(clf.class_names)}
+        import tensorflow as tf
+
+        return {
+            "bundle": str(model_path),
+            "device": clf.device,
+            "tensorflow": tf.__version__,
+            "classes": list(clf.class_names),
+            "input": [clf.spec.height, clf.spec.width, clf.spec.channels],
+        }
 
     _step(report, "load_model", load_model)
     report["device"] = report["steps"]["load_model"].get("device")
@@ -91,20 +174,25 @@ def run(args) -> int:
         def load(filename=filename, key=key):
             study = load_study(samples_dir() / filename)
             state["studies"][key] = study
-            return {
+            out: dict[str, Any] = {
                 "file": filename,
                 "shape": [study.rows, study.columns],
                 "transfer_syntax": study.transfer_syntax,
             }
+            if study.transfer_syntax:
+                from pydicom.pixels import get_decoder
+
+                out["decoders"] = sorted(get_decoder(study.transfer_syntax).available_plugins)
+            return out
 
         _step(report, f"open_{key}", load)
 
-    for key, study in state["studies"].items():
-        if "clf" not in state:
-            break
+    for key in SAMPLES:
 
-        def predict(study=study):
-            pred = state["clf"].predict_study(study)
+        def predict(key=key):
+            if "clf" not in state or key not in state["studies"]:
+                raise RuntimeError("needs the model and the study (see the failed steps above)")
+            pred = state["clf"].predict_study(state["studies"][key])
             state.setdefault("target", pred.predicted_index)
             return {"probabilities": pred.as_dict(), "predicted": pred.predicted_class}
 
@@ -114,17 +202,17 @@ def run(args) -> int:
     for method, settings in EXPLAIN.items():
 
         def explain(method=method, settings=settings):
+            import numpy as np
+
             if "clf" not in state or study is None:
                 raise RuntimeError("needs a loaded model and a study (see the failed steps above)")
             explainer = create_explainer(method, state["clf"], settings)
             heatmap = explain_study(explainer, study, int(state.get("target", 0)))
-            import numpy as np
-
             if (
                 heatmap.values.shape != (study.rows, study.columns)
                 or not np.isfinite(heatmap.values).all()
             ):
-                raise RuntimeError(f"bad heat map: shape {heatmap.values.shape}")
+                raise RuntimeError(f"bad heat map: shape {heatmap.values.shape} or not finite")
             return {
                 "layer": heatmap.layer,
                 "settings": heatmap.settings,
@@ -135,9 +223,14 @@ def run(args) -> int:
         _step(report, f"explain_{method}", explain)
 
     report["ok"] = all(s["ok"] for s in report["steps"].values())
+    report["failed"] = [name for name, s in report["steps"].items() if not s["ok"]]
     text = json.dumps(report, indent=2, default=str)
     if getattr(args, "report", None):
         Path(args.report).write_text(text, encoding="utf-8")
         print(f"report written to {args.report}")
-    print("SELF-TEST " + ("PASSED" if report["ok"] else "FAILED"))
+    print(
+        "SELF-TEST "
+        + ("PASSED" if report["ok"] else f"FAILED ({', '.join(report['failed'])})")
+        + f" on {report['device'] or 'no device'}"
+    )
     return 0 if report["ok"] else 1

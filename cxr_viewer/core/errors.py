@@ -25,12 +25,10 @@ class CxrError(Exception):
         self.what = what
         self.why = why
         self.hint = hint
-        parts = [what]
-        if why:
-            parts.append(why)
+        message = f"{what}: {why}" if why else what
         if hint:
-            parts.append(hint)
-        super().__init__(": ".join(parts[:2]) + (f". {hint}" if hint else ""))
+            message = f"{message.rstrip('.')}. {hint}"
+        super().__init__(message)
 
 
 class StudyLoadError(CxrError):

@@ -1,0 +1,123 @@
+"""Helpers shared by the explainers: per-model caches, class checks, layer lookup.
+
+Compiled functions (Grad-CAM per layer, SHAP sub-models) are cached per Keras model object, so
+building a new explainer (the GUI does per request) never re-traces (DESIGN.md: tracing stalls
+0.2–1 s). Nothing here imports TensorFlow at import time.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+import cv2
+import numpy as np
+
+from cxr_viewer.core.errors import ExplainError
+
+from .layers import flatten_model
+
+_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def model_cache(model) -> dict[str, Any]:
+    """A dict living as long as ``model``, for compiled functions built from it."""
+    with _LOCK:
+        try:
+            cache = _CACHES.get(model)
+        except TypeError:  # unhashable model: fall back to an attribute
+            cache = getattr(model, "_cxr_explain_cache", None)
+            if cache is None:
+                cache = {}
+                model._cxr_explain_cache = cache
+            return cache
+        if cache is None:
+            cache = {}
+            _CACHES[model] = cache
+        return cache
+
+
+def flat_model(model):
+    """The model with nested backbones inlined (cached), see :func:`layers.flatten_model`."""
+    cache = model_cache(model)
+    if "flat" not in cache:
+        cache["flat"] = flatten_model(model)
+    return cache["flat"]
+
+
+def get_layer(model, name: str):
+    """Layer ``name`` of the (flattened) model, or ExplainError listing what exists."""
+    try:
+        return model.get_layer(name)
+    except ValueError as exc:
+        raise ExplainError(
+            f"The model has no layer '{name}'",
+            "the layer name is not in the model (or hidden inside a nested backbone).",
+            "Choose one of the layers the explainer offers.",
+        ) from exc
+
+
+def check_target(classifier, target_class: int) -> int:
+    """``target_class`` as an int within the classifier's classes."""
+    n = len(classifier.class_names)
+    t = int(target_class)
+    if not 0 <= t < n:
+        raise ExplainError(
+            f"Class index {target_class} is out of range",
+            f"the model has {n} classes ({', '.join(classifier.class_names)}).",
+            "Choose one of the model's classes.",
+        )
+    return t
+
+
+def check_input(classifier, x: np.ndarray) -> np.ndarray:
+    """``x`` as float32 (h, w, c) matching the classifier's input spec."""
+    spec = classifier.spec
+    x = np.asarray(x, dtype=np.float32)
+    if x.shape != (spec.height, spec.width, spec.channels):
+        raise ExplainError(
+            "The image does not match the model input",
+            f"got {x.shape}, the model takes ({spec.height}, {spec.width}, {spec.channels}).",
+            "Pass the output of cxr_viewer.core.preprocess.study_to_input.",
+        )
+    if not np.all(np.isfinite(x)):
+        raise ExplainError("The model input contains NaN or infinite values")
+    return x
+
+
+def to_unit(x: np.ndarray, spec) -> np.ndarray:
+    """Model input back to the [0, 1] display scale (inverse of ``preprocess.normalize``)."""
+    lo, hi = spec.value_range
+    return np.clip((np.asarray(x, np.float32) - lo) / (hi - lo), 0.0, 1.0)
+
+
+def upsample(m: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of a 2-D map to (height, width), float32."""
+    m = np.asarray(m, dtype=np.float32)
+    if m.shape == (height, width):
+        return m
+    return cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+
+
+def final_score_parts(model):
+    """How to get the class *score* (pre-softmax) for Grad-CAM (Selvaraju et al. §3).
+
+    Returns ``(tensor, kind, layer)``: for a final Dense layer with a softmax/sigmoid activation
+    the tensor is that layer's input and ``kind`` is ``"dense_logit"`` (logits = h·W + b); for a
+    final Activation layer it is that layer's input (``"logit"``); otherwise the model output
+    itself (``"probability"``).
+    """
+    out = model.outputs[0]
+    op = out._keras_history.operation
+    cls = type(op).__name__
+    act = getattr(op, "activation", None)
+    act_name = getattr(act, "__name__", str(act))
+    if cls == "Dense" and act_name in ("softmax", "sigmoid"):
+        return op.input, "dense_logit", op
+    if cls in ("Activation", "Softmax") and (
+        cls == "Softmax" or act_name in ("softmax", "sigmoid")
+    ):
+        return op.input, "logit", op
+    return out, "probability", op

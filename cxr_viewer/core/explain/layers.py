@@ -1,0 +1,261 @@
+"""Which layers of a Keras 3 model Grad-CAM and per-layer SHAP can be computed at.
+
+The model object is passed in (so TensorFlow is already loaded); this module itself imports
+nothing heavy at import time.
+
+* :func:`gradcam_layers` — layers with a 4-D (batch, rows, columns, channels) output. Grad-CAM
+  (Selvaraju et al. 2017) needs only the gradient of the class score w.r.t. that output, so any
+  such layer works; :func:`default_gradcam_layer` is the last one before global pooling.
+* :func:`shap_layers` — layers whose output is a *cut* of the graph: every path from the input
+  to the output passes through that one tensor. Only then does ``shap.GradientExplainer`` on
+  ``(layer.output, model.output)`` see the whole model downstream of the layer, and only then
+  do the attributions sum to f(x) − E f(background) (completeness, Lundberg & Lee 2017). Inside
+  a residual block a single layer's output is not a cut (the skip connection bypasses it), so
+  those layers are not offered (DESIGN.md, measured).
+* :func:`flatten_model` — a nested backbone (``Model`` used as a layer) hides its layers; this
+  re-traces the graph with every nested functional model inlined, so they become addressable
+  (same layers, same weights, identical outputs).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from cxr_viewer.core.errors import ExplainError
+
+#: layer classes whose outputs are not worth explaining (they only pad, reshape or copy)
+_SKIP_CLASSES = {
+    "InputLayer",
+    "ZeroPadding2D",
+    "Cropping2D",
+    "Dropout",
+    "SpatialDropout2D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "Rescaling",
+    "Normalization",
+    "Resizing",
+    "CenterCrop",
+    "RandomFlip",
+    "RandomRotation",
+    "RandomZoom",
+    "RandomTranslation",
+    "RandomContrast",
+    "RandomBrightness",
+}
+_CONV_CLASSES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose")
+_POOL_CLASSES = {"GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten"}
+
+
+def _is_submodel(layer) -> bool:
+    return hasattr(layer, "_run_through_graph") and hasattr(layer, "_nodes_by_depth")
+
+
+def has_nested_model(model) -> bool:
+    """True if a layer of ``model`` is itself a functional model (a nested backbone)."""
+    return any(_is_submodel(layer) for layer in getattr(model, "layers", []))
+
+
+def flatten_model(model):
+    """``model`` with every nested functional model inlined (or ``model`` itself if none).
+
+    The flattened model shares the original's layer objects and weights; its outputs are
+    identical. Per DESIGN.md, a backbone called as one layer hides its 190 layers from
+    Grad-CAM/SHAP; re-applying the outer graph to the inlined backbone exposes them.
+    """
+    if not has_nested_model(model):
+        return model
+    import keras
+
+    def operation_fn(op):
+        if _is_submodel(op):
+
+            def inline(*args, **kwargs):
+                inputs = args[0] if len(args) == 1 else list(args)
+                return op._run_through_graph(inputs, operation_fn=operation_fn)
+
+            return inline
+        return op
+
+    try:
+        new_inputs = [
+            keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=f"flat_{i}")
+            for i, t in enumerate(model.inputs)
+        ]
+        outputs = model._run_through_graph(
+            new_inputs if len(new_inputs) > 1 else new_inputs[0], operation_fn=operation_fn
+        )
+        inputs = new_inputs if len(new_inputs) > 1 else new_inputs[0]
+        return keras.Model(inputs, outputs, name=f"{model.name}_flat")
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ExplainError(
+            "Cannot expose the layers of a nested backbone",
+            f"re-tracing the model with its sub-model inlined failed: {exc}",
+            "Re-export the model with a flat backbone (build it with input_tensor=).",
+        ) from exc
+
+
+class _Graph:
+    """The layer graph of a functional model: one vertex per call node."""
+
+    def __init__(self, model) -> None:
+        if not hasattr(model, "_nodes_by_depth"):
+            raise ExplainError(
+                "Cannot inspect the model's layers",
+                f"{type(model).__name__} is not a functional Keras model.",
+                "Export the model as a functional (or Sequential) Keras 3 model.",
+            )
+        depths = sorted(model._nodes_by_depth, reverse=True)  # inputs first
+        self.nodes = [n for d in depths for n in model._nodes_by_depth[d]]
+        ids = {id(n) for n in self.nodes}
+        self.children: dict[int, list[int]] = defaultdict(list)
+        for n in self.nodes:
+            for p in n.parent_nodes:
+                if id(p) in ids:
+                    self.children[id(p)].append(id(n))
+        self.sources = [id(n) for n in self.nodes if n.is_input]
+        out_ids = set()
+        for t in model.outputs:
+            op, node_index, _ = t._keras_history
+            out_ids.add(id(op._inbound_nodes[node_index]))
+        self.sinks = out_ids
+        self.by_id = {id(n): n for n in self.nodes}
+
+    def reaches_output_without(self, removed: int) -> bool:
+        seen = {removed}
+        stack = [s for s in self.sources if s != removed]
+        while stack:
+            k = stack.pop()
+            if k in seen:
+                continue
+            seen.add(k)
+            if k in self.sinks:
+                return True
+            stack.extend(self.children.get(k, ()))
+        return False
+
+
+def _four_d(node) -> bool:
+    outs = node.outputs
+    if len(outs) != 1:
+        return False
+    shape = outs[0].shape
+    return len(shape) == 4 and all(s is None or s > 1 for s in shape[1:3])
+
+
+def _candidate_nodes(model) -> tuple[_Graph, list]:
+    g = _Graph(model)
+    names: set[str] = set()
+    out = []
+    for n in g.nodes:
+        op = n.operation
+        if n.is_input or op is None or type(op).__name__ in _SKIP_CLASSES:
+            continue
+        if op.name in names or not _four_d(n):  # shared layers: first call only
+            continue
+        names.add(op.name)
+        out.append(n)
+    return g, out
+
+
+def gradcam_layers(model) -> list[str]:
+    """Names of the layers Grad-CAM can be computed at (4-D outputs), input side first."""
+    _, nodes = _candidate_nodes(flatten_model(model))
+    return [n.operation.name for n in nodes]
+
+
+def default_gradcam_layer(model) -> str:
+    """The last layer with a 4-D output before global pooling (Selvaraju et al. 2017, §3).
+
+    Raises ExplainError for a model without convolutional feature maps.
+    """
+    flat = flatten_model(model)
+    _, nodes = _candidate_nodes(flat)
+    if not nodes:
+        raise ExplainError(
+            "The model has no convolutional feature maps",
+            "Grad-CAM needs a layer with a (rows, columns, channels) output.",
+            "Use LIME for this model.",
+        )
+    # prefer the input of a global pooling / flatten layer
+    for n in reversed(_Graph(flat).nodes):
+        if type(n.operation).__name__ in _POOL_CLASSES:
+            for p in n.parent_nodes:
+                if p.operation is not None and _four_d(p) and not p.is_input:
+                    return p.operation.name
+    return nodes[-1].operation.name
+
+
+def cut_layers(model) -> list[str]:
+    """All layers whose single 4-D output is a cut of the graph (input side first)."""
+    g, nodes = _candidate_nodes(flatten_model(model))
+    return [n.operation.name for n in nodes if not g.reaches_output_without(id(n))]
+
+
+def is_cut_layer(model, name: str) -> bool:
+    """True if every path from the model's input to its output passes through ``name``.
+
+    ``name`` must be a layer called once with a single output tensor.
+    """
+    g = _Graph(flatten_model(model))
+    found = [n for n in g.nodes if n.operation is not None and n.operation.name == name]
+    if len(found) != 1 or found[0].is_input or len(found[0].outputs) != 1:
+        return False
+    return not g.reaches_output_without(id(found[0]))
+
+
+def shap_layers(model, max_layers: int = 6) -> list[str]:
+    """A sensible subset of :func:`cut_layers` for per-layer SHAP, input side first.
+
+    Priority: the input of the first convolution (the seeds' ``conv1_conv`` input), then the
+    first *branching* cut at each spatial resolution (a block input such as ResNet V2's
+    ``convN_block1_preact_relu``, which feeds both the residual and the shortcut path), then
+    the last cut before global pooling, then the first cut at each remaining resolution.
+    """
+    flat = flatten_model(model)
+    g, nodes = _candidate_nodes(flat)
+    cuts = [n for n in nodes if not g.reaches_output_without(id(n))]
+    if not cuts:
+        return []
+    order = {id(n): i for i, n in enumerate(g.nodes)}
+    chosen: list = []
+
+    def add(n) -> None:
+        if n is not None and all(n is not c for c in chosen):
+            chosen.append(n)
+
+    cut_ids = {id(n) for n in cuts}
+    # 1. the input of the first convolution, if it is a cut and not the raw input
+    for n in g.nodes:
+        if type(n.operation).__name__ in _CONV_CLASSES:
+            for p in n.parent_nodes:
+                if id(p) in cut_ids or (
+                    not p.is_input
+                    and len(p.outputs) == 1
+                    and len(p.outputs[0].shape) == 4
+                    and not g.reaches_output_without(id(p))
+                ):
+                    add(p)
+            break
+    # 2. the first branching cut at each resolution
+    seen_res: set = set()
+    for n in cuts:
+        res = tuple(n.outputs[0].shape[1:3])
+        if res in seen_res:
+            continue
+        if len(g.children.get(id(n), ())) > 1:
+            seen_res.add(res)
+            add(n)
+    # 3. the last cut before global pooling
+    add(cuts[-1])
+    # 4. the first cut at each resolution not covered yet
+    for n in cuts:
+        res = tuple(n.outputs[0].shape[1:3])
+        if res not in seen_res:
+            seen_res.add(res)
+            add(n)
+    if len(chosen) > max_layers:
+        last = cuts[-1]
+        chosen = [c for c in chosen if c is not last][: max(max_layers - 1, 0)] + [last]
+    chosen.sort(key=lambda n: order[id(n)])
+    return [n.operation.name for n in chosen]

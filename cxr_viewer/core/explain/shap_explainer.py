@@ -1,0 +1,349 @@
+"""Per-layer SHAP with ``shap.GradientExplainer`` (expected gradients).
+
+The attributed quantity f is the target class's score: its logit by default (see
+:func:`_output_fn`), or its probability (``output="probability"``). Expected gradients (Lundberg & Lee, NeurIPS 2017; Erion et al., Nat. Mach. Intell. 2021)
+attribute f(x) − E_b f(b) to the features of a layer's activations ``h``:
+``phi = E_{b, t} [ (h(x) − h(b)) ⊙ ∇_h f(h(b) + t (h(x) − h(b))) ]`` with b drawn from the
+background set and t ~ U(0, 1); the attributions sum to f(x) − E f(b) (completeness).
+
+``shap.GradientExplainer((layer.output, model.output), background_at_layer)`` builds the head
+model from the layer to the output and its compiled per-class gradient; this is correct only
+when the layer's output is a *cut* of the graph (DESIGN.md; :func:`layers.is_cut_layer`), so
+other layers are refused. shap's own ``shap_values`` draws b and t uniformly at random, which
+leaves a completeness gap of ~40 % at 50 samples and ~12 % at 200 on a trained ResNet50V2
+(measured). The default sampling here keeps shap's gradient machinery but uses a
+stratified schedule: every background image gets an equal share of the samples and its
+interpolation points t are jittered-stratified on [0, 1] — the same estimator, unbiased, with
+far lower variance (~1 % at 200 samples). ``sampling="shap"`` calls ``shap_values`` as is.
+
+The attribution is summed over channels and mapped onto the image (padding layers cropped,
+bilinear upsampling scaled so the map keeps the layer's total).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any, ClassVar
+
+import numpy as np
+
+from cxr_viewer.core.errors import ExplainError
+from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
+
+from ._common import (
+    check_input,
+    check_target,
+    final_score_parts,
+    flat_model,
+    get_layer,
+    model_cache,
+    upsample,
+)
+from .base import Explainer, Heatmap, PartialFn
+from .layers import is_cut_layer, shap_layers
+
+SAMPLINGS = ("stratified", "shap")
+OUTPUTS = ("logit", "probability")
+
+
+def _output_fn(model, output: str):
+    """(output tensor, compiled x -> output) for the class *score* SHAP attributes.
+
+    "logit": the pre-softmax scores (for a final Dense softmax layer a linear twin sharing its
+    weights is applied to the Dense layer's input; for a final Activation its input). Along the
+    interpolation path of a ReLU network the logit is piecewise linear, so expected gradients
+    integrate it accurately with few samples; a saturated softmax is a steep step that needs
+    many. "probability": the model output itself. A model without a separable softmax gives
+    probabilities either way.
+    """
+    cache = model_cache(model)
+    key = ("shap_output", output)
+    if key in cache:
+        return cache[key]
+    import keras
+
+    from cxr_viewer.core.model_io import import_tensorflow
+
+    tf = import_tensorflow()
+    tensor = model.outputs[0]
+    used = "probability"
+    if output == "logit":
+        score, kind, final = final_score_parts(model)
+        if kind == "logit":
+            tensor, used = score, "logit"
+        elif kind == "dense_logit":
+            twin = keras.layers.Dense(
+                final.units, activation=None, use_bias=final.use_bias, name=f"{final.name}_logit"
+            )
+            tensor = twin(score)
+            twin.set_weights(final.get_weights())
+            used = "logit"
+    sub = keras.Model(model.inputs, tensor)
+    shape = [None, *model.inputs[0].shape[1:]]
+    fn = tf.function(
+        lambda x: sub(x, training=False), input_signature=[tf.TensorSpec(shape, tf.float32)]
+    )
+    cache[key] = (tensor, fn, used)
+    return cache[key]
+
+
+def _stem_fn(model, layer_name: str):
+    """Compiled x -> activations at ``layer_name`` (cached per model and layer)."""
+    cache = model_cache(model)
+    key = ("shap_stem", layer_name)
+    if key not in cache:
+        import keras
+
+        from cxr_viewer.core.model_io import import_tensorflow
+
+        tf = import_tensorflow()
+        layer = get_layer(model, layer_name)
+        stem = keras.Model(model.inputs, layer.output)
+        shape = [None, *model.inputs[0].shape[1:]]
+        cache[key] = tf.function(
+            lambda x: stem(x, training=False), input_signature=[tf.TensorSpec(shape, tf.float32)]
+        )
+    return cache[key]
+
+
+def _activations(fn, x: np.ndarray, batch: int, cancel: CancelToken | None) -> np.ndarray:
+    out = []
+    for i in range(0, len(x), batch):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        out.append(np.asarray(fn(x[i : i + batch])))
+    return np.concatenate(out, axis=0)
+
+
+def stratified_schedule(n_background: int, nsamples: int, rng: np.random.Generator):
+    """(background index, t) per sample: equal shares, jittered-stratified t per background.
+
+    With ``nsamples`` not a multiple of ``n_background`` the first backgrounds of a random
+    order get one sample more.
+    """
+    order = rng.permutation(n_background)
+    counts = np.full(n_background, nsamples // n_background)
+    counts[order[: nsamples % n_background]] += 1
+    idx, ts = [], []
+    for b in range(n_background):
+        r = int(counts[b])
+        if r == 0:
+            continue
+        t = (rng.permutation(r) + rng.uniform(size=r)) / r
+        idx.append(np.full(r, b))
+        ts.append(t)
+    idx_a, t_a = np.concatenate(idx), np.concatenate(ts)
+    perm = rng.permutation(len(idx_a))  # mix backgrounds across batches
+    return idx_a[perm], t_a[perm].astype(np.float32)
+
+
+class ShapLayerExplainer(Explainer):
+    """Expected-gradients SHAP at a layer's activations (``shap.GradientExplainer``).
+
+    Settings
+    --------
+    layer: a layer whose output is a cut of the graph (None: the bundle's first SHAP layer).
+    nsamples: gradient samples (the viewer's count; completeness within 5 % is tested there).
+    max_background: use at most this many background images (the first ones of the bundle's).
+    sampling: "stratified" (default, see module doc) or "shap" (shap_values as is).
+    batch_size: gradient batch (memory: 2.4 GB at 10 vs 3.5 GB at 50 for ResNet50V2).
+    seed: random seed of the schedule.
+    """
+
+    name: ClassVar[str] = "shap"
+    label: ClassVar[str] = "SHAP (per layer)"
+    needs_gradients: ClassVar[bool] = True
+    signed: ClassVar[bool] = True
+    uses_layer: ClassVar[bool] = True
+    default_settings: ClassVar[dict[str, Any]] = {
+        "layer": None,
+        "nsamples": 200,
+        "max_background": 8,
+        "sampling": "stratified",
+        "output": "logit",
+        "batch_size": 10,
+        "seed": 0,
+    }
+
+    def __init__(self, classifier, settings: dict[str, Any] | None = None) -> None:
+        super().__init__(classifier, settings)
+        self._background: np.ndarray | None = None
+
+    @property
+    def model(self):
+        return flat_model(self.classifier.model)
+
+    def layers(self) -> list[str]:
+        bundle = getattr(self.classifier, "bundle", None)
+        offered = list(getattr(bundle, "shap_layers", []) or [])
+        valid = [name for name in offered if is_cut_layer(self.model, name)]
+        return valid or shap_layers(self.model)
+
+    def default_layer(self) -> str:
+        layers = self.layers()
+        if not layers:
+            raise ExplainError(
+                "The model offers no layer for per-layer SHAP",
+                "no layer's output is a cut of the graph (every path passes through it).",
+            )
+        return layers[0]
+
+    def set_background(self, background: np.ndarray) -> None:
+        """Use ``background`` (n, h, w, c) model inputs instead of the bundle's."""
+        self._background = np.asarray(background, dtype=np.float32)
+
+    def background(self) -> np.ndarray:
+        bg = self._background
+        if bg is None:
+            bundle = getattr(self.classifier, "bundle", None)
+            bg = bundle.background() if bundle is not None else None
+        if bg is None or len(bg) == 0:
+            raise ExplainError(
+                "The model bundle has no SHAP background set",
+                "expected gradients integrate from background images, and the bundle has none.",
+                "Re-export the bundle with `cxr-train export` (it stores background.npy).",
+            )
+        return bg[: int(self.settings["max_background"])]
+
+    def _setup(self, layer_name: str, output: str, cancel: CancelToken | None):
+        """(shap explainer, background activations, f(bg), f) for a layer, cached per model."""
+        model = self.model
+        bg = self.background()
+        cache = model_cache(model)
+        key = ("shap", layer_name, output, bg.shape, hash(bg.tobytes()))
+        if key in cache:
+            return cache[key]
+        import shap
+
+        layer = get_layer(model, layer_name)
+        batch = int(self.settings["batch_size"])
+        out_tensor, f, used = _output_fn(model, output)
+        bg_h = _activations(_stem_fn(model, layer_name), bg, batch, cancel)
+        explainer = shap.GradientExplainer((layer.output, out_tensor), bg_h, batch_size=batch)
+        f_bg = _activations(f, bg, batch, cancel)
+        cache[key] = (explainer, bg_h, f_bg, f, used)
+        return cache[key]
+
+    def explain(
+        self,
+        x: np.ndarray,
+        target_class: int,
+        *,
+        progress: ProgressFn = no_progress,
+        cancel: CancelToken | None = None,
+        partial: PartialFn | None = None,
+    ) -> Heatmap:
+        start = time.perf_counter()
+        x = check_input(self.classifier, x)
+        t = check_target(self.classifier, target_class)
+        s = dict(self.settings)
+        layer_name = s.get("layer") or self.default_layer()
+        sampling = s.get("sampling", "stratified")
+        if sampling not in SAMPLINGS:
+            raise ExplainError(f"Unknown SHAP sampling '{sampling}'", f"choose one of {SAMPLINGS}.")
+        nsamples = int(s["nsamples"])
+        if nsamples < 1:
+            raise ExplainError("SHAP needs at least one sample", f"nsamples={nsamples}.")
+        model = self.model
+        if not is_cut_layer(model, layer_name):
+            raise ExplainError(
+                f"Per-layer SHAP is not valid at '{layer_name}'",
+                "a residual (skip) connection bypasses this layer, so the attributions at its "
+                "output would miss part of the model and not add up to the prediction.",
+                f"Choose one of: {', '.join(self.layers())}.",
+            )
+        progress(0.0, f"SHAP at {layer_name}: background")
+        output = s.get("output", "logit")
+        if output not in OUTPUTS:
+            raise ExplainError(f"Unknown SHAP output '{output}'", f"choose one of {OUTPUTS}.")
+        explainer, bg_h, f_bg, f, used = self._setup(layer_name, output, cancel)
+        x_h = _activations(_stem_fn(model, layer_name), x[None], 1, cancel)
+        seed = int(s["seed"])
+        if sampling == "shap":
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            with warnings.catch_warnings():
+                # shap hands the head model a one-element list; Keras 3 warns about the structure
+                warnings.filterwarnings("ignore", message="The structure of `inputs`")
+                values = explainer.shap_values(
+                    x_h,
+                    nsamples=nsamples,
+                    ranked_outputs=np.array([[t]]),
+                    output_rank_order="custom",
+                    rseed=seed,
+                )[0]
+            phi = np.asarray(values)[0, ..., 0]
+        else:
+            phi = self._stratified(explainer, x_h[0], bg_h, t, nsamples, seed, progress, cancel)
+        f_x = float(np.asarray(f(x[None]))[0, t])
+        e_bg = float(np.mean(f_bg[:, t]))
+        total = float(phi.sum())
+        diff = f_x - e_bg
+        gap = abs(total - diff) / abs(diff) if abs(diff) > 1e-6 else float("nan")
+        values = self._to_image(phi.sum(axis=-1) if phi.ndim == 3 else phi, layer_name)
+        progress(1.0, "SHAP done")
+        return Heatmap(
+            values=values,
+            method="shap",
+            target_class=t,
+            class_name=self.classifier.class_names[t],
+            signed=True,
+            layer=layer_name,
+            settings={
+                **s,
+                "layer": layer_name,
+                "output": used,
+                "background_count": int(len(bg_h)),
+            },
+            seed=seed,
+            runtime_s=time.perf_counter() - start,
+            trust={
+                "completeness_gap": gap,
+                "completeness_abs_gap": abs(total - diff),
+                "sum_attributions": total,
+                "f_x": f_x,
+                "f_background": e_bg,
+            },
+        )
+
+    def _stratified(self, explainer, x_h, bg_h, t, nsamples, seed, progress, cancel):
+        """Expected gradients with shap's compiled gradient and a stratified schedule."""
+        from cxr_viewer.core.model_io import import_tensorflow
+
+        tf = import_tensorflow()
+        # shap's _TFGradient compiles and caches one gradient function per output class
+        grad_fn = explainer.explainer.gradient(t)
+        rng = np.random.default_rng(seed)
+        idx, ts = stratified_schedule(len(bg_h), nsamples, rng)
+        acc = np.zeros(x_h.shape, np.float64)
+        batch = int(self.settings["batch_size"])
+        for b0 in range(0, nsamples, batch):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            bi, tb = idx[b0 : b0 + batch], ts[b0 : b0 + batch]
+            base = bg_h[bi]
+            delta = x_h[None] - base
+            shape = (-1,) + (1,) * (x_h.ndim)
+            points = (base + tb.reshape(shape) * delta).astype(np.float32)
+            g = np.asarray(grad_fn(tf.convert_to_tensor(points)))
+            acc += (g * delta).sum(axis=0)
+            progress(min(0.99, (b0 + len(bi)) / nsamples), f"SHAP: {b0 + len(bi)}/{nsamples}")
+        return (acc / nsamples).astype(np.float32)
+
+    def _to_image(self, m: np.ndarray, layer_name: str) -> np.ndarray:
+        """A channel-summed layer map on the model input grid, keeping its total."""
+        layer = get_layer(self.model, layer_name)
+        if type(layer).__name__ == "ZeroPadding2D":
+            (top, bottom), (left, right) = layer.padding
+            m = m[top : m.shape[0] - bottom, left : m.shape[1] - right]
+        spec = self.classifier.spec
+        if m.ndim != 2:
+            raise ExplainError(
+                f"Cannot map SHAP at '{layer_name}' onto the image",
+                f"its activations have shape {m.shape}; a spatial (rows, columns) map is needed.",
+                "Choose a convolutional layer.",
+            )
+        area = m.shape[0] * m.shape[1] / float(spec.height * spec.width)
+        # bilinear resampling keeps the mean, so scaling by the area ratio keeps the total
+        return (upsample(m, spec.height, spec.width) * np.float32(area)).astype(np.float32)

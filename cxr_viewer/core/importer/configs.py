@@ -1,0 +1,134 @@
+"""Model configurations as data: what a saved model declares, and what is refused.
+
+Everything here reads the JSON a Keras file stores (``model_config`` of a Keras 2 ``.h5``,
+``config.json`` of a ``.keras``, or ``keras.saving.serialize_keras_object(model)``) without
+building or running anything, so a model can be refused before any of it loads.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+from cxr_viewer.core.errors import BundleError
+
+#: configurations of these classes are models to inline, not layers
+NESTED_CLASSES = {"Functional", "Model", "Sequential"}
+
+#: layer class → why it cannot be imported
+REFUSED_CLASSES = {
+    "Lambda": (
+        "it holds arbitrary Python code (a Lambda layer), which safe mode refuses to load: "
+        "opening it could run code from the file"
+    ),
+    "TFOpLambda": (
+        "it calls a raw TensorFlow function on Keras tensors (a TFOpLambda layer, e.g. "
+        "tf.math.truediv from an in-model preprocess_input), which Keras 3 cannot rebuild"
+    ),
+    "SlicingOpLambda": (
+        "it slices a Keras tensor with raw TensorFlow (a SlicingOpLambda layer), which Keras 3 "
+        "cannot rebuild"
+    ),
+}
+REFUSED_HINT = (
+    "Rebuild the model with standard Keras layers (e.g. keras.layers.Rescaling instead of a "
+    "Lambda or in-graph preprocess_input), copy the weights over, and save it again."
+)
+
+
+def iter_layer_configs(config: dict, path: tuple[str, ...] = ()):
+    """Yield ``(path, class_name, layer_config)`` for every layer, descending into nested models."""
+    inner = config.get("config", {}) if isinstance(config, dict) else {}
+    for layer in inner.get("layers", []) if isinstance(inner, dict) else []:
+        if not isinstance(layer, dict):
+            continue
+        cls = str(layer.get("class_name", ""))
+        name = str(layer.get("name") or layer.get("config", {}).get("name", "?"))
+        yield (*path, name), cls, layer
+        if cls in NESTED_CLASSES:
+            yield from iter_layer_configs(layer, (*path, name))
+
+
+def refuse_unsupported(config: dict, source_name: str) -> None:
+    """Raise :class:`BundleError` if any object is of a class in :data:`REFUSED_CLASSES`.
+
+    The whole document is searched, not only the layer lists, so a Lambda wrapped in another
+    layer (``TimeDistributed(Lambda(...))``) is found too.
+    """
+    for path, cls in _walk_classes(config, ()):
+        if cls in REFUSED_CLASSES:
+            raise BundleError(
+                f"Cannot import {source_name}: layer '{'/'.join(path)}' is a {cls}",
+                REFUSED_CLASSES[cls] + ".",
+                REFUSED_HINT,
+            )
+
+
+def _walk_classes(obj, path: tuple[str, ...]):
+    if isinstance(obj, dict):
+        cls = obj.get("class_name")
+        cfg = obj.get("config")
+        name = obj.get("name") or (cfg.get("name") if isinstance(cfg, dict) else None)
+        here = (*path, str(name)) if isinstance(cls, str) and name else path
+        if isinstance(cls, str):
+            yield here or ("?",), cls
+        for value in obj.values():
+            yield from _walk_classes(value, here)
+    elif isinstance(obj, list):
+        for value in obj:
+            yield from _walk_classes(value, path)
+
+
+def has_nested_model(config: dict) -> bool:
+    return any(cls in NESTED_CLASSES for _, cls, _ in iter_layer_configs(config))
+
+
+def declared_input_shape(config: dict) -> tuple | None:
+    """The (batch, ...) input shape a model configuration declares, or None if it declares none."""
+    inner = config.get("config", {})
+    layers = inner.get("layers", [])
+    if not layers:
+        return None
+    first = layers[0]
+    cfg = first.get("config", {})
+    for key in ("batch_shape", "batch_input_shape"):
+        if cfg.get(key) is not None:
+            return tuple(cfg[key])
+    if config.get("class_name") == "Sequential":
+        build = inner.get("build_input_shape")
+        if build is not None:
+            return tuple(build)
+    if first.get("class_name") in NESTED_CLASSES:
+        return declared_input_shape(first)
+    return None
+
+
+_DROP_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
+_DROP_KEYS = ("batch_input_shape", "input_shape", "batch_size", "input_dim")
+
+
+def sanitize_legacy(cls: str, cfg: dict) -> dict:
+    """Adapt a Keras 2 layer configuration to Keras 3 (see the module docstring)."""
+    out = {}
+    for key, value in cfg.items():
+        if key.endswith(_DROP_SUFFIXES) or key in _DROP_KEYS:
+            continue
+        out[key] = copy.deepcopy(value)
+    if cls == "DepthwiseConv2D":
+        out.pop("groups", None)  # Keras 2 stored the Conv base's `groups`; depthwise has none
+    if cls == "BatchNormalization" and isinstance(out.get("axis"), list) and len(out["axis"]) == 1:
+        out["axis"] = int(out["axis"][0])
+    dtype = out.get("dtype")
+    if isinstance(dtype, dict):  # a mixed-precision Policy object
+        out["dtype"] = str(dtype.get("config", {}).get("name", "float32"))
+    act = out.get("activation")
+    if isinstance(act, dict) and isinstance(act.get("config"), str):
+        out["activation"] = act["config"]  # Keras 2.13+ serialised a built-in function
+    return out
+
+
+def unrecognized_keys(msg: str, cfg: dict) -> list[str]:
+    if "nrecognized keyword argument" not in msg and "unexpected keyword" not in msg:
+        return []
+    tail = msg.split("argument", 1)[-1]
+    return [k for k in re.findall(r"'(\w+)'", tail) if k in cfg]

@@ -1,0 +1,341 @@
+"""Rebuild a saved Keras model configuration as one flat Keras 3 functional graph.
+
+A backbone used as one layer (``base = MobileNetV2(...); x = base(inputs)``) hides its layers
+from Grad-CAM and SHAP. Here the configuration is replayed layer by layer and every nested
+``Functional``/``Sequential`` model is *inlined*: its inner layers are called directly on the
+outer graph's tensors, so each one becomes a layer of the flat model with a single call node
+(``model.get_layer(name).output`` is then a tensor of the flat graph, DESIGN.md "Nested
+backbones hide layers"). The arithmetic is the same, so the outputs are identical.
+
+Two configuration dialects are read, both as plain JSON (nothing is executed):
+
+* Keras 2 (``tf.keras`` ``.h5`` ``model_config``): nodes are lists
+  ``[layer_name, node_index, tensor_index, kwargs]``; layer configurations may carry keys Keras 3
+  no longer accepts, which :func:`.configs.sanitize_legacy` adapts or drops (initialisers, regularisers
+  and constraints are dropped: the weights are loaded afterwards and they do not affect
+  inference).
+* Keras 3 (``keras.saving.serialize_keras_object(model)``): nodes are ``{"args", "kwargs"}`` with
+  ``__keras_tensor__`` references.
+
+Keras 2 layers are created only from the built-in classes of ``keras.layers`` (by name, with
+``from_config``); Keras 3 layers with ``keras.saving.deserialize_keras_object`` in safe mode.
+``Lambda`` layers (arbitrary Python) and ``TFOpLambda`` layers (raw TensorFlow calls, which
+Keras 3 cannot express) are refused before anything is built.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from cxr_viewer.core.errors import BundleError
+
+from .configs import (
+    NESTED_CLASSES,
+    REFUSED_CLASSES,
+    REFUSED_HINT,
+    sanitize_legacy,
+    unrecognized_keys,
+)
+
+_KERAS_TENSOR = "__keras_tensor__"
+
+
+class _NotReady(Exception):
+    """An inbound tensor of a node has not been computed yet (the node waits for a later pass)."""
+
+
+@dataclass
+class FlatModel:
+    """A rebuilt flat Keras 3 model and where each of its layers came from.
+
+    Attributes
+    ----------
+    model:
+        The flat ``keras.Model`` (fresh, unweighted until weights are loaded).
+    sources:
+        Flat layer name → path of names in the original model, outermost first
+        (``("mobilenetv2_0.35_32", "Conv1")`` for a layer of a nested backbone).
+    nested:
+        Names of the nested models that were inlined (empty for a model that was flat).
+    renamed:
+        Flat name → original name, for inner layers renamed because the name was taken.
+    notes:
+        What was adapted to Keras 3 (dropped configuration keys), for the bundle metadata.
+    """
+
+    model: Any
+    sources: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    nested: list[str] = field(default_factory=list)
+    renamed: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def rebuild_flat(config: dict, *, legacy: bool, input_shape: tuple[int, int, int]) -> FlatModel:
+    """Rebuild ``config`` (a serialised Functional or Sequential model) as a flat Keras 3 model.
+
+    Parameters
+    ----------
+    config:
+        ``{"class_name": ..., "config": {...}}`` of the whole model.
+    legacy:
+        True for a Keras 2 ``model_config`` (h5), False for a Keras 3 serialisation.
+    input_shape:
+        (rows, columns, channels) of the new model input.
+    """
+    import keras
+
+    return _Rebuilder(keras, legacy).build(config, input_shape)
+
+
+class _Rebuilder:
+    def __init__(self, keras, legacy: bool) -> None:
+        self.keras = keras
+        self.legacy = legacy
+        self.result = FlatModel(model=None)
+        self.leaves: dict[tuple[str, ...], Any] = {}
+        self.used: set[str] = set()
+
+    # -- entry point ---------------------------------------------------------------------
+    def build(self, config: dict, input_shape: tuple[int, int, int]) -> FlatModel:
+        cls = config.get("class_name")
+        if cls not in NESTED_CLASSES:
+            raise BundleError(
+                f"Cannot flatten a '{cls}' model",
+                "only Functional and Sequential models have a layer graph CXR Lens can explain "
+                "(a subclassed model's layers are Python code, not data).",
+                "Rebuild the model with the functional API and save it again.",
+            )
+        name = str(config.get("config", {}).get("name") or "input")
+        inp = self.keras.Input(shape=tuple(input_shape), name=self._input_name(config, name))
+        self.used.add(inp.name)
+        outputs = self._inline(config, [inp], ())
+        if len(outputs) != 1:
+            raise BundleError(
+                "The model has several outputs",
+                f"it returns {len(outputs)} tensors; CXR Lens explains a classifier with one "
+                "output of class probabilities.",
+                "Export a model with a single softmax output.",
+            )
+        self.result.model = self.keras.Model(inp, outputs[0], name=config["config"].get("name"))
+        return self.result
+
+    def _input_name(self, config: dict, fallback: str) -> str:
+        layers = config.get("config", {}).get("layers", [])
+        if layers and layers[0].get("class_name") == "InputLayer":
+            return str(layers[0].get("config", {}).get("name") or fallback)
+        return f"{fallback}_input"
+
+    # -- models --------------------------------------------------------------------------
+    def _inline(self, config: dict, inputs: list, scope: tuple[str, ...]) -> list:
+        if config.get("class_name") == "Sequential":
+            return self._run_sequential(config["config"], inputs, scope)
+        return self._run_functional(config["config"], inputs, scope)
+
+    def _run_sequential(self, cfg: dict, inputs: list, scope: tuple[str, ...]) -> list:
+        if len(inputs) != 1:
+            raise BundleError("A Sequential model received several inputs", f"at {scope}.")
+        x = inputs
+        for layer_data in cfg.get("layers", []):
+            if layer_data.get("class_name") == "InputLayer":
+                continue
+            x = self._call(layer_data, x, {}, scope)
+        return x
+
+    def _run_functional(self, cfg: dict, inputs: list, scope: tuple[str, ...]) -> list:
+        calls: dict[str, list[list]] = {}
+        input_refs = _refs(cfg.get("input_layers", []))
+        if len(input_refs) != len(inputs):
+            raise BundleError(
+                "The model takes several inputs",
+                f"'{'/'.join(scope) or cfg.get('name')}' has {len(input_refs)} inputs; CXR Lens "
+                "explains single-image classifiers.",
+            )
+        for (name, _, _), t in zip(input_refs, inputs, strict=True):
+            calls.setdefault(name, []).append([t])
+        by_name = {str(ld["name"]): ld for ld in cfg.get("layers", [])}
+        queue = {
+            name: list(ld.get("inbound_nodes", []))
+            for name, ld in by_name.items()
+            if ld.get("class_name") != "InputLayer" and ld.get("inbound_nodes")
+        }
+        while queue:
+            progressed = False
+            for name in list(queue):
+                nodes = queue[name]
+                while nodes:
+                    try:
+                        args, kwargs = self._node_inputs(nodes[0], calls, by_name)
+                    except _NotReady:
+                        break
+                    out = self._call(by_name[name], args, kwargs, scope)
+                    calls.setdefault(name, []).append(out)
+                    nodes.pop(0)
+                    progressed = True
+                if not nodes:
+                    del queue[name]
+            if not progressed:
+                raise BundleError(
+                    "Cannot rebuild the model's layer graph",
+                    f"the layers {sorted(queue)[:5]} wait for inputs that are never computed.",
+                    "The file may be damaged, or written by an unsupported Keras version.",
+                )
+        outputs = []
+        for ref in _refs(cfg.get("output_layers", [])):
+            outputs.append(self._resolve(ref, calls, by_name))
+        return outputs
+
+    # -- nodes ---------------------------------------------------------------------------
+    def _node_inputs(self, node: Any, calls: dict, by_name: dict) -> tuple[list, dict]:
+        if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
+            args = self._fill(node.get("args", []), calls, by_name)
+            kwargs = self._fill(node.get("kwargs", {}), calls, by_name)
+            kwargs.pop("training", None)
+            kwargs.pop("mask", None)
+            return list(args), kwargs
+        # Keras 2: [[layer_name, node_index, tensor_index, kwargs], ...]; the kwargs held
+        # `training` flags and masks only, which do not apply to inference.
+        tensors = [self._resolve(entry[:3], calls, by_name) for entry in node]
+        return [tensors[0] if len(tensors) == 1 else tensors], {}
+
+    def _fill(self, obj: Any, calls: dict, by_name: dict) -> Any:
+        if isinstance(obj, dict):
+            if obj.get("class_name") == _KERAS_TENSOR:
+                return self._resolve(obj["config"]["keras_history"], calls, by_name)
+            return {k: self._fill(v, calls, by_name) for k, v in obj.items()}
+        if isinstance(obj, list | tuple):
+            return [self._fill(v, calls, by_name) for v in obj]
+        return obj
+
+    def _resolve(self, ref, calls: dict, by_name: dict):
+        name, node_index, tensor_index = str(ref[0]), int(ref[1]), int(ref[2])
+        made = calls.get(name, [])
+        # A nested functional model has a node of its own (input → output) before its first
+        # call, and both Keras 2 and 3 count it in node indices (tf_keras
+        # `_should_skip_first_node`, Keras 3 `Functional.get_config`).
+        index = node_index - self._node_offset(by_name.get(name))
+        if not 0 <= index < len(made):
+            index = node_index
+        if not 0 <= index < len(made):
+            raise _NotReady(name)
+        return made[index][tensor_index]
+
+    def _node_offset(self, layer_data: dict | None) -> int:
+        if not layer_data:
+            return 0
+        cls = layer_data.get("class_name")
+        if cls in ("Functional", "Model"):
+            return 1
+        if cls == "Sequential" and self.legacy:
+            layers = layer_data.get("config", {}).get("layers", [])
+            return int(bool(layers) and layers[0].get("class_name") == "InputLayer")
+        return 0
+
+    def _call(self, layer_data: dict, args: list, kwargs: dict, scope: tuple[str, ...]) -> list:
+        cls = layer_data.get("class_name")
+        name = str(layer_data.get("name") or layer_data.get("config", {}).get("name"))
+        if cls in NESTED_CLASSES:
+            if name not in self.result.nested:
+                self.result.nested.append(name)
+            inputs = args[0] if len(args) == 1 and isinstance(args[0], list) else args
+            return self._inline(layer_data, list(inputs), (*scope, name))
+        layer = self._leaf(layer_data, cls, name, scope)
+        out = layer(*args, **kwargs)
+        return list(out) if isinstance(out, list | tuple) else [out]
+
+    # -- layers --------------------------------------------------------------------------
+    def _leaf(self, layer_data: dict, cls: str, name: str, scope: tuple[str, ...]):
+        key = (*scope, name)
+        if key in self.leaves:  # a shared layer: called again, same weights
+            return self.leaves[key]
+        if cls in REFUSED_CLASSES:
+            raise BundleError(
+                f"Cannot import the model: layer '{'/'.join(key)}' is a {cls}",
+                REFUSED_CLASSES[cls] + ".",
+                REFUSED_HINT,
+            )
+        flat_name = self._unique(name, scope)
+        if self.legacy:
+            layer = self._legacy_layer(cls, layer_data.get("config", {}), flat_name)
+        else:
+            layer = self._keras3_layer(layer_data, flat_name)
+        if flat_name != name:
+            self.result.renamed[flat_name] = name
+        self.result.sources[flat_name] = key
+        self.leaves[key] = layer
+        return layer
+
+    def _unique(self, name: str, scope: tuple[str, ...]) -> str:
+        candidate = name
+        if candidate in self.used and scope:
+            candidate = f"{scope[-1]}_{name}"
+        base, i = candidate, 1
+        while candidate in self.used:
+            candidate, i = f"{base}_{i}", i + 1
+        self.used.add(candidate)
+        return candidate
+
+    def _keras3_layer(self, layer_data: dict, flat_name: str):
+        data = {k: v for k, v in layer_data.items() if k not in ("inbound_nodes", "name")}
+        data = copy.deepcopy(data)
+        data.setdefault("config", {})["name"] = flat_name
+        try:
+            return self.keras.saving.deserialize_keras_object(data, safe_mode=True)
+        except (TypeError, ValueError) as exc:
+            raise BundleError(
+                f"Cannot rebuild layer '{flat_name}' ({layer_data.get('class_name')})",
+                str(exc).splitlines()[0][:300],
+                "A custom layer class must be registered with keras.saving."
+                "register_keras_serializable and importable.",
+            ) from exc
+
+    def _legacy_layer(self, cls: str, cfg: dict, flat_name: str):
+        cfg = sanitize_legacy(cls, cfg)
+        cfg["name"] = flat_name
+        layer_cls = getattr(self.keras.layers, cls, None)
+        if not (isinstance(layer_cls, type) and issubclass(layer_cls, self.keras.layers.Layer)):
+            raise self._legacy_error(cls, flat_name, "Unknown layer")
+        for _ in range(4):
+            try:
+                return layer_cls.from_config(dict(cfg))
+            except TypeError as exc:
+                msg = str(exc)
+                dropped = unrecognized_keys(msg, cfg)
+                if not dropped:
+                    raise self._legacy_error(cls, flat_name, msg) from exc
+                for key in dropped:
+                    cfg.pop(key, None)
+                self.result.notes.append(
+                    f"{flat_name} ({cls}): dropped Keras 2 option(s) {', '.join(dropped)}"
+                )
+            except ValueError as exc:
+                raise self._legacy_error(cls, flat_name, str(exc)) from exc
+        raise self._legacy_error(cls, flat_name, "too many unsupported options")
+
+    @staticmethod
+    def _legacy_error(cls: str, name: str, msg: str) -> BundleError:
+        if "Could not locate class" in msg or "Unknown layer" in msg:
+            return BundleError(
+                f"Cannot import the model: layer '{name}' is of a custom class '{cls}'",
+                "the .h5 file stores only its name, not its code, so Keras 3 cannot rebuild it.",
+                "Rebuild the model from standard Keras layers, or save it as a Keras 3 .keras "
+                "file with the class registered (keras.saving.register_keras_serializable).",
+            )
+        return BundleError(
+            f"Cannot rebuild layer '{name}' ({cls}) in Keras 3",
+            msg.splitlines()[0][:300] if msg else "",
+            "Re-save the model with Keras 3 (model.save('model.keras')) and import that file.",
+        )
+
+
+def _refs(value: Any) -> list[tuple]:
+    """Normalise ``input_layers``/``output_layers`` (one triple, a list, or a dict of them)."""
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in _refs(v)]
+    if isinstance(value, list | tuple) and value and isinstance(value[0], str):
+        return [tuple(value[:3])]
+    out = []
+    for v in value or []:
+        out.extend(_refs(v))
+    return out

@@ -1,0 +1,1 @@
+"""The CXR Lens desktop viewer (PySide6). The only package that imports Qt."""

@@ -1,0 +1,259 @@
+"""Menus, toolbar and keyboard shortcuts of the main window.
+
+Every frequent action has a key: open (Ctrl+O), open folder (Ctrl+Shift+O), next/previous study
+(PgDown/PgUp, N/P), toggle each overlay (G, L, S), reset view (R), fit (F), 1:1 (1), zoom (+/−),
+invert (I), window presets (Ctrl+1…), single view (V), hide patient fields (H), export PNG
+(Ctrl+E), PDF report (Ctrl+P), cancel (Esc), open model (Ctrl+M).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QMenu, QToolBar
+
+from .state import METHOD_LABELS, METHODS
+from .theme import icon
+
+if TYPE_CHECKING:
+    from .main_window import MainWindow
+
+OVERLAY_KEYS = {"gradcam": "G", "lime": "L", "shap": "S"}
+
+
+class Actions:
+    """All QActions of a MainWindow, by name."""
+
+    def __init__(self, win: MainWindow) -> None:
+        self.win = win
+        self.all: dict[str, QAction] = {}
+        s, c = win.state, win.controller
+
+        def act(name, text, slot: Callable, keys=(), icon_name=None, checkable=False, tip=""):
+            a = QAction(text, win)
+            if icon_name:
+                a.setIcon(icon(icon_name))
+            if keys:
+                a.setShortcuts([QKeySequence(k) for k in keys])
+            a.setCheckable(checkable)
+            if tip:
+                a.setToolTip(f"{tip} ({', '.join(keys)})" if keys else tip)
+                a.setStatusTip(tip)
+            (a.toggled if checkable else a.triggered).connect(slot)
+            win.addAction(a)  # shortcuts work even when the menu bar is hidden
+            self.all[name] = a
+            return a
+
+        act("open", "&Open file…", win.open_file_dialog, ["Ctrl+O"], "open", tip="Open image files")
+        act(
+            "open_folder",
+            "Open &folder…",
+            win.open_folder_dialog,
+            ["Ctrl+Shift+O"],
+            "folder",
+            tip="Open every image in a folder",
+        )
+        act(
+            "open_model",
+            "Open &model…",
+            win.open_model_dialog,
+            ["Ctrl+M"],
+            "model",
+            tip="Load another model bundle (folder or .zip)",
+        )
+        act(
+            "import_model",
+            "&Import a Keras model (.keras/.h5)…",
+            win.import_model_dialog,
+            tip="Wrap a bare Keras model into a bundle and load it",
+        )
+        act(
+            "export_png",
+            "&Export view as PNG…",
+            win.export_png_dialog,
+            ["Ctrl+E"],
+            "export",
+            tip="Save the overlay view at full resolution",
+        )
+        act(
+            "export_pdf",
+            "PDF &report…",
+            win.export_pdf_dialog,
+            ["Ctrl+P"],
+            "report",
+            tip="One-page report: image, overlays, probabilities, settings, model",
+        )
+        act("quit", "&Quit", win.close, ["Ctrl+Q"])
+        act("next", "&Next study", lambda: c.step(1), ["PgDown", "N"], "next", tip="Next study")
+        act(
+            "prev",
+            "&Previous study",
+            lambda: c.step(-1),
+            ["PgUp", "P"],
+            "prev",
+            tip="Previous study",
+        )
+        act("fit", "&Fit to window", win.fit_views, ["F"], "fit", tip="Fit the image")
+        act(
+            "actual",
+            "Actual size &1:1",
+            win.actual_size,
+            ["1"],
+            "actual",
+            tip="One image pixel per screen pixel",
+        )
+        act("zoom_in", "Zoom &in", lambda: win.zoom(1.25), ["+", "="])
+        act("zoom_out", "Zoom &out", lambda: win.zoom(0.8), ["-"])
+        act("reset", "&Reset view", win.reset_view, ["R"], tip="Fit, and back to the file's window")
+        act(
+            "invert",
+            "&Invert",
+            lambda on: s.set_invert_flip(on),
+            ["I"],
+            "invert",
+            True,
+            tip="Invert grey levels",
+        )
+        act(
+            "single",
+            "&Single view with overlays",
+            lambda on: s.set_single_view(on),
+            ["V"],
+            "single",
+            True,
+            tip="One view (for small screens)",
+        )
+        act(
+            "hide_patient",
+            "&Hide patient fields",
+            lambda on: s.set_hide_patient(on),
+            ["H"],
+            checkable=True,
+            tip="Mask patient name, ID, birth date and sex (for demos)",
+        )
+        for m in METHODS:
+            act(
+                f"toggle_{m}",
+                f"Show {METHOD_LABELS[m]}",
+                lambda on, m=m: s.set_visible(m, on),
+                [OVERLAY_KEYS[m]],
+                checkable=True,
+                tip=f"Toggle the {METHOD_LABELS[m]} overlay",
+            )
+        act(
+            "cancel",
+            "&Cancel explanations",
+            c.cancel_explanations,
+            ["Esc"],
+            "cancel",
+            tip="Stop running explanations",
+        )
+        act("shortcuts", "&Keyboard shortcuts", win.show_shortcuts, ["F1"])
+        act("about", "&About CXR Lens", win.show_about)
+
+        self.recent_menu = QMenu("Open &recent", win)
+        self.preset_menu = QMenu("&Window presets", win)
+        self.preset_menu.setIcon(icon("window"))
+        self._build_menus()
+        self._build_toolbar()
+        s.events.overlay.connect(self._sync_overlay)
+        s.events.display.connect(self._sync_display)
+        s.events.layout.connect(lambda: self._set_checked("single", s.single_view))
+        s.events.privacy.connect(lambda: self._set_checked("hide_patient", s.hide_patient))
+        s.events.study.connect(self.rebuild_presets)
+
+    def __getitem__(self, name: str) -> QAction:
+        return self.all[name]
+
+    def _build_menus(self) -> None:
+        a, mb = self.all, self.win.menuBar()
+        f = mb.addMenu("&File")
+        for name in ("open", "open_folder"):
+            f.addAction(a[name])
+        f.addMenu(self.recent_menu)
+        f.addSeparator()
+        f.addAction(a["open_model"])
+        f.addAction(a["import_model"])
+        f.addSeparator()
+        f.addAction(a["export_png"])
+        f.addAction(a["export_pdf"])
+        f.addSeparator()
+        f.addAction(a["quit"])
+        v = mb.addMenu("&View")
+        for name in ("fit", "actual", "zoom_in", "zoom_out", "reset"):
+            v.addAction(a[name])
+        v.addSeparator()
+        v.addAction(a["invert"])
+        v.addMenu(self.preset_menu)
+        v.addSeparator()
+        v.addAction(a["single"])
+        v.addAction(a["hide_patient"])
+        self.panels_menu = v.addMenu("&Panels")
+        st = mb.addMenu("&Study")
+        st.addAction(a["next"])
+        st.addAction(a["prev"])
+        e = mb.addMenu("&Explain")
+        for m in METHODS:
+            e.addAction(a[f"toggle_{m}"])
+        e.addSeparator()
+        e.addAction(a["cancel"])
+        h = mb.addMenu("&Help")
+        h.addAction(a["shortcuts"])
+        h.addAction(a["about"])
+
+    def _build_toolbar(self) -> None:
+        tb = QToolBar("Main")
+        tb.setObjectName("MainToolbar")
+        tb.setMovable(False)
+        a = self.all
+        for name in ("open", "open_folder", None, "prev", "next", None, "fit", "actual", "invert"):
+            if name is None:
+                tb.addSeparator()
+            else:
+                tb.addAction(a[name])
+        tb.addAction(self.preset_menu.menuAction())
+        for name in (None, "single", None, "export_png", "export_pdf", None, "open_model"):
+            if name is None:
+                tb.addSeparator()
+            else:
+                tb.addAction(a[name])
+        self.win.addToolBar(tb)
+        self.toolbar = tb
+
+    def _set_checked(self, name: str, on: bool) -> None:
+        act = self.all[name]
+        if act.isChecked() != on:
+            act.blockSignals(True)
+            act.setChecked(on)
+            act.blockSignals(False)
+
+    def _sync_overlay(self, method: str, what: str) -> None:
+        ov = self.win.state.overlays[method]
+        self._set_checked(f"toggle_{method}", ov.visible)
+
+    def _sync_display(self) -> None:
+        self._set_checked("invert", self.win.state.invert_flip)
+
+    def rebuild_recent(self, paths: list[str]) -> None:
+        self.recent_menu.clear()
+        for p in paths:
+            act = self.recent_menu.addAction(p)
+            act.triggered.connect(lambda _=False, p=p: self.win.open_paths([p]))
+        self.recent_menu.setEnabled(bool(paths))
+
+    def rebuild_presets(self) -> None:
+        from .presenter import DisplayPresenter
+
+        self.preset_menu.clear()
+        study = self.win.state.study
+        if study is None:
+            self.preset_menu.setEnabled(False)
+            return
+        self.preset_menu.setEnabled(True)
+        for i, (name, window) in enumerate(DisplayPresenter.presets(study)):
+            act = self.preset_menu.addAction(name)
+            if i < 9:
+                act.setShortcut(QKeySequence(f"Ctrl+{i + 1}"))
+            act.triggered.connect(lambda _=False, w=window: self.win.state.set_window(w))

@@ -1,0 +1,347 @@
+"""A dialog that wraps a bare ``.keras``/``.h5`` model into a CXR Lens bundle.
+
+It asks what the file does not say — class names (one per output, in order), the value range
+the model was trained on, the input size when the model accepts any, an optional folder of
+images for the SHAP background — then runs :func:`cxr_viewer.core.importer.import_model` on a
+worker thread (the app's model worker when given, since it is the one thread that touches
+TensorFlow) with a progress bar and a working Cancel. On success it emits :attr:`imported`
+with the bundle folder and accepts; on failure it shows the error (what, why, what to do) and
+stays open so the user can correct the answers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Signal, Slot
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from cxr_viewer.core.errors import BundleError, CxrError
+
+from .error_dialog import describe
+from .worker import Failure, Task, WorkerThread
+
+#: (label, preprocessing name) offered in the dialog
+PREPROCESSING_CHOICES = (
+    ("[0, 1] — pixel values divided by 255 (\u201cunit\u201d)", "unit"),
+    ("[-1, 1] — ResNet V2 / MobileNet V2 preprocess_input (\u201csymmetric\u201d)", "symmetric"),
+)
+NO_POSITIVE = "(none)"
+
+
+def default_bundle_dir(model_path: Path) -> Path:
+    """``<folder of the model>/<stem>_bundle`` (numbered if taken)."""
+    base = model_path.with_name(f"{model_path.stem}_bundle")
+    candidate, i = base, 2
+    while candidate.exists():
+        candidate, i = base.with_name(f"{base.name}_{i}"), i + 1
+    return candidate
+
+
+def parse_class_names(text: str) -> list[str]:
+    """Class names from "a, b, c" (commas or new lines)."""
+    return [part.strip() for part in text.replace("\n", ",").split(",") if part.strip()]
+
+
+class ImportDialog(QDialog):
+    """Ask how to import ``model_path``, import it in the background, give the bundle path.
+
+    Parameters
+    ----------
+    model_path:
+        The bare ``.keras``/``.h5`` file the user chose.
+    out_dir:
+        Where to write the bundle (default :func:`default_bundle_dir`); editable in the dialog.
+    worker:
+        The thread to run the import on (the app's model worker); a private one is made if None.
+    """
+
+    #: the bundle folder (Path), after a successful import
+    imported = Signal(object)
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        parent: QWidget | None = None,
+        *,
+        out_dir: str | Path | None = None,
+        worker: WorkerThread | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.model_path = Path(model_path)
+        self.bundle_path: Path | None = None
+        self._worker = worker
+        self._own_worker: WorkerThread | None = None
+        self._task: Task | None = None
+        self.setWindowTitle(f"Import model — {self.model_path.name}")
+        self._build(Path(out_dir) if out_dir else default_bundle_dir(self.model_path))
+
+    # -- layout --------------------------------------------------------------------------
+    def _build(self, out_dir: Path) -> None:
+        self._browse_buttons: list[QPushButton] = []
+        intro = QLabel(
+            f"<b>{self.model_path.name}</b> is a bare Keras model. CXR Lens will wrap it into a "
+            "model bundle so it can be explained like its own. Say what the file does not:"
+        )
+        intro.setWordWrap(True)
+        self.classes_edit = QLineEdit()
+        self.classes_edit.setPlaceholderText(
+            "one name per model output, in order: normal, COVID-19"
+        )
+        self.positive_combo = QComboBox()
+        self.preprocess_combo = QComboBox()
+        for label, name in PREPROCESSING_CHOICES:
+            self.preprocess_combo.addItem(label, name)
+        self.size_auto = QCheckBox("read from the model")
+        self.size_auto.setChecked(True)
+        self.height_spin, self.width_spin = QSpinBox(), QSpinBox()
+        for spin in (self.height_spin, self.width_spin):
+            spin.setRange(8, 4096)
+            spin.setValue(224)
+        size_row = QHBoxLayout()
+        size_widgets = [self.size_auto, QLabel("rows"), self.height_spin]
+        for w in (*size_widgets, QLabel("columns"), self.width_spin):
+            size_row.addWidget(w)
+        self.background_edit = QLineEdit()
+        self.background_edit.setPlaceholderText("empty: synthetic chest X-ray phantoms")
+        self.out_edit = QLineEdit(str(out_dir))
+        form = QFormLayout()
+        form.addRow("Class names", self.classes_edit)
+        form.addRow("Positive class", self.positive_combo)
+        form.addRow("Input values", self.preprocess_combo)
+        form.addRow("Input size", _wrap(size_row))
+        form.addRow("SHAP background", self._with_browse(self.background_edit, self._browse_bg))
+        form.addRow("Save bundle to", self._with_browse(self.out_edit, self._browse_out))
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setVisible(False)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        self.import_button = self.buttons.button(QDialogButtonBox.Ok)
+        self.import_button.setText("Import")
+        self.buttons.accepted.connect(self.start)
+        self.buttons.rejected.connect(self.cancel_or_close)
+        layout = QVBoxLayout(self)
+        for w in (intro, _wrap(form), self.status, self.progress, self.buttons):
+            layout.addWidget(w)
+        self.classes_edit.textChanged.connect(self._update_positive)
+        self.size_auto.toggled.connect(self._update_size)
+        self._update_positive()
+        self._update_size()
+        self._inputs = [
+            self.classes_edit,
+            self.positive_combo,
+            self.preprocess_combo,
+            self.size_auto,
+            self.height_spin,
+            self.width_spin,
+            self.background_edit,
+            self.out_edit,
+        ]
+
+    def _with_browse(self, edit: QLineEdit, slot) -> QWidget:
+        row = QHBoxLayout()
+        row.addWidget(edit)
+        button = QPushButton("Browse…")
+        button.clicked.connect(slot)
+        row.addWidget(button)
+        self._browse_buttons.append(button)
+        return _wrap(row)
+
+    @Slot()
+    def _browse_bg(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder of chest X-rays for SHAP")
+        if folder:
+            self.background_edit.setText(folder)
+
+    @Slot()
+    def _browse_out(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder to put the bundle in")
+        if folder:
+            self.out_edit.setText(str(Path(folder) / default_bundle_dir(self.model_path).name))
+
+    @Slot()
+    def _update_positive(self) -> None:
+        current = self.positive_combo.currentText()
+        self.positive_combo.clear()
+        self.positive_combo.addItem(NO_POSITIVE)
+        names = parse_class_names(self.classes_edit.text())
+        self.positive_combo.addItems(names)
+        if current in names:
+            self.positive_combo.setCurrentText(current)
+        elif len(names) == 2:
+            self.positive_combo.setCurrentText(names[1])
+
+    @Slot()
+    def _update_size(self) -> None:
+        manual = not self.size_auto.isChecked()
+        self.height_spin.setEnabled(manual)
+        self.width_spin.setEnabled(manual)
+
+    # -- the answers ---------------------------------------------------------------------
+    def import_arguments(self) -> dict[str, Any]:
+        """The keyword arguments for ``import_model`` (BundleError if an answer is missing)."""
+        classes = parse_class_names(self.classes_edit.text())
+        if len(classes) < 2 or len(set(classes)) != len(classes):
+            raise BundleError(
+                "Name the classes",
+                "give at least two distinct names, one per model output, separated by commas.",
+            )
+        out = self.out_edit.text().strip()
+        if not out:
+            raise BundleError("Choose where to save the bundle", "the folder is empty.")
+        positive = self.positive_combo.currentText()
+        background = self.background_edit.text().strip()
+        return {
+            "class_names": classes,
+            "out_dir": Path(out),
+            "preprocessing": self.preprocess_combo.currentData(),
+            "input_size": None
+            if self.size_auto.isChecked()
+            else (self.height_spin.value(), self.width_spin.value()),
+            "background_dir": Path(background) if background else None,
+            "positive_class": positive if positive in classes else None,
+        }
+
+    # -- running -------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    @Slot()
+    def start(self) -> None:
+        """Validate the answers and start the import on the worker thread."""
+        if self.running:
+            return
+        try:
+            kwargs = self.import_arguments()
+        except CxrError as exc:
+            self._show_error(exc)
+            return
+        path = self.model_path
+        classes = kwargs.pop("class_names")
+
+        def run(progress, cancel, partial):
+            from cxr_viewer.core.importer import import_model
+
+            return import_model(path, classes, progress=progress, cancel=cancel, **kwargs).root
+
+        self._task = Task(
+            fn=run,
+            slot="import",
+            on_done=self._done,
+            on_error=self._failed,
+            on_progress=self._progress,
+            on_cancelled=self._cancelled,
+        )
+        self._set_running(True)
+        self._show_status("Importing…")
+        self._worker_thread().submit(self._task)
+
+    def _worker_thread(self) -> WorkerThread:
+        if self._worker is None:
+            self._own_worker = WorkerThread("cxr-import", self)
+            self._worker = self._own_worker
+        return self._worker
+
+    @Slot()
+    def cancel_or_close(self) -> None:
+        """Cancel a running import (the dialog stays open), or close the dialog."""
+        if self._task is not None:
+            self._task.cancel()
+            self._show_status("Cancelling after the current step…")
+            return
+        self.reject()
+
+    def _progress(self, fraction: float, message: str) -> None:
+        self.progress.setValue(int(round(100 * fraction)))
+        self._show_status(message[:1].upper() + message[1:] + "…" if message else "Importing…")
+
+    def _done(self, bundle_path: Path) -> None:
+        self._task = None
+        self._set_running(False)
+        self.bundle_path = Path(bundle_path)
+        self._show_status(f"Imported to {self.bundle_path}")
+        self.imported.emit(self.bundle_path)
+        self.accept()
+
+    def _failed(self, failure: Failure) -> None:
+        self._task = None
+        self._set_running(False)
+        self._show_error(failure.exc)
+
+    def _cancelled(self) -> None:
+        self._task = None
+        self._set_running(False)
+        self._show_status("Import cancelled.")
+
+    def _set_running(self, running: bool) -> None:
+        for w in self._inputs + self._browse_buttons:
+            w.setEnabled(not running)
+        if not running:
+            self._update_size()
+        self.import_button.setEnabled(not running)
+        self.progress.setVisible(running)
+        if running:
+            self.progress.setValue(0)
+
+    def _show_status(self, text: str) -> None:
+        self.status.setStyleSheet("")
+        self.status.setText(text)
+
+    def _show_error(self, exc: BaseException) -> None:
+        headline, body = describe(exc)
+        self.status.setStyleSheet("color: #b00020;")
+        self.status.setText(
+            f"<b>{_escape(headline)}</b><br>{_escape(body).replace(chr(10), '<br>')}"
+        )
+
+    def done(self, result: int) -> None:  # noqa: D401 - QDialog override
+        """Close; a private worker thread is stopped (a running import is cancelled first)."""
+        if self._task is not None:
+            self._task.cancel()
+        if self._own_worker is not None:
+            self._own_worker.shutdown()
+            self._own_worker = None
+        super().done(result)
+
+
+def run_import_dialog(
+    model_path: str | Path,
+    parent: QWidget | None = None,
+    *,
+    worker: WorkerThread | None = None,
+    out_dir: str | Path | None = None,
+) -> Path | None:
+    """Show the dialog modally; the bundle folder, or None if the user cancelled."""
+    dialog = ImportDialog(model_path, parent, out_dir=out_dir, worker=worker)
+    dialog.exec()
+    return dialog.bundle_path
+
+
+def _wrap(layout) -> QWidget:
+    w = QWidget()
+    w.setLayout(layout)
+    layout.setContentsMargins(0, 0, 0, 0)
+    return w
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

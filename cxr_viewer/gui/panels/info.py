@@ -1,0 +1,125 @@
+"""Metadata panel (DICOM tags that matter, patient fields hideable) and model panel."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QLabel,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from cxr_viewer.core.study import Study
+from cxr_viewer.gui.state import ViewerState
+
+HIDDEN = "(hidden)"
+
+
+def study_rows(study: Study, hide_patient: bool) -> list[tuple[str, str]]:
+    """(name, value) rows for the metadata table, patient fields masked when ``hide_patient``."""
+    rows: list[tuple[str, str]] = [
+        ("File", study.path.name),
+        ("Format", study.format.upper()),
+        ("Size", f"{study.columns} × {study.rows} px"),
+        ("Photometric", study.photometric),
+        ("Bits stored", str(study.bits_stored)),
+    ]
+    if study.n_frames > 1:
+        rows.append(("Frame", f"{study.frame + 1} of {study.n_frames}"))
+    if study.pixel_spacing:
+        rows.append(
+            ("Pixel spacing", f"{study.pixel_spacing[0]:.3g} × {study.pixel_spacing[1]:.3g} mm")
+        )
+    if study.transfer_syntax:
+        rows.append(("Transfer syntax", study.transfer_syntax))
+    for w in study.windows:
+        rows.append((f"Window {w.name or ''}".strip(), f"C {w.center:g} / W {w.width:g}"))
+    for key, value in study.metadata.items():
+        if key in Study.PATIENT_KEYS and hide_patient:
+            value = HIDDEN
+        rows.append((key, str(value)))
+    return rows
+
+
+class MetadataPanel(QWidget):
+    """A two-column table of the current study's metadata."""
+
+    def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("MetadataPanel")
+        self.state = state
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.table = QTableWidget(0, 2)
+        self.table.setHorizontalHeaderLabels(["Tag", "Value"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(
+            0, QHeaderView.ResizeMode.ResizeToContents
+        )
+        self.table.horizontalHeader().setStretchLastSection(True)
+        layout.addWidget(self.table)
+        state.events.study.connect(self.refresh)
+        state.events.privacy.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self) -> None:
+        study = self.state.study
+        rows = study_rows(study, self.state.hide_patient) if study is not None else []
+        self.table.setRowCount(len(rows))
+        for i, (k, v) in enumerate(rows):
+            self.table.setItem(i, 0, QTableWidgetItem(k))
+            self.table.setItem(i, 1, QTableWidgetItem(v))
+
+    def values(self) -> dict[str, str]:
+        return {
+            self.table.item(i, 0).text(): self.table.item(i, 1).text()
+            for i in range(self.table.rowCount())
+        }
+
+
+class ModelPanel(QWidget):
+    """What model is loaded, what it was trained on, and that it is not for diagnosis."""
+
+    def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("ModelPanel")
+        self.state = state
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        self.warning = QLabel("Research and demonstration software — not for diagnosis.")
+        self.warning.setObjectName("NotForDiagnosis")
+        self.warning.setWordWrap(True)
+        layout.addWidget(self.warning)
+        self.text = QLabel("")
+        self.text.setWordWrap(True)
+        self.text.setObjectName("ModelText")
+        layout.addWidget(self.text)
+        layout.addStretch(1)
+        state.events.model.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self) -> None:
+        m = self.state.model
+        if m is None:
+            status = self.state.model_status
+            msg = self.state.model_message or "No model loaded."
+            self.text.setText(f"<i>{status}</i>: {msg}" if status != "none" else msg)
+            return
+        use = m.intended_use
+        self.warning.setText(
+            f"Intended use: {use}." if "diagnos" in use.lower() else f"{use} — not for diagnosis."
+        )
+        lines = [
+            f"<b>{m.name}</b>" + (f" — version {m.version}" if m.version else ""),
+            f"Classes: {', '.join(m.class_names)}",
+            f"Training data: {m.data_summary}",
+            f"Runs on: {m.device}",
+        ]
+        auc = m.metrics.get("auc") or m.metrics.get("roc_auc")
+        if isinstance(auc, int | float):
+            lines.append(f"Validation AUC: {auc:.3f}")
+        self.text.setText("<br>".join(lines))

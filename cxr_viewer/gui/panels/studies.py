@@ -1,0 +1,76 @@
+"""The study list: one row per file with its thumbnail (filled in by a background worker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSignalBlocker, QSize, Qt, Signal
+from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtWidgets import QListWidget, QListWidgetItem, QWidget
+
+from cxr_viewer.gui.state import ViewerState
+
+THUMB = 72
+
+
+class StudyList(QListWidget):
+    """Lists ``state.studies``; choosing a row asks to open it (``openRequested(index)``)."""
+
+    openRequested = Signal(int)
+
+    def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("StudyList")
+        self.state = state
+        self.setIconSize(QSize(THUMB, THUMB))
+        self.setUniformItemSizes(True)
+        self.setWordWrap(True)
+        self._thumbs: dict[Path, QIcon] = {}
+        self._placeholder = self._blank()
+        self.currentRowChanged.connect(self._row_changed)
+        state.events.studies.connect(self.rebuild)
+        state.events.study.connect(self._select_current)
+        self.rebuild()
+
+    def _row_changed(self, row: int) -> None:
+        if row >= 0 and row != self.state.index:
+            self.openRequested.emit(row)
+
+    def _blank(self) -> QIcon:
+        pm = QPixmap(THUMB, THUMB)
+        pm.fill(Qt.GlobalColor.black)
+        return QIcon(pm)
+
+    def rebuild(self) -> None:
+        with QSignalBlocker(self):
+            self.clear()
+            for p in self.state.studies:
+                item = QListWidgetItem(self._thumbs.get(p, self._placeholder), p.name)
+                item.setToolTip(str(p))
+                item.setData(Qt.ItemDataRole.UserRole, str(p))
+                self.addItem(item)
+        self._select_current()
+
+    def _select_current(self) -> None:
+        with QSignalBlocker(self):
+            if 0 <= self.state.index < self.count():
+                self.setCurrentRow(self.state.index)
+
+    def set_thumbnail(self, path: Path, image: QImage) -> None:
+        icon = QIcon(QPixmap.fromImage(image))
+        self._thumbs[Path(path)] = icon
+        for i in range(self.count()):
+            item = self.item(i)
+            if item.data(Qt.ItemDataRole.UserRole) == str(path):
+                item.setIcon(icon)
+
+    def mark_unreadable(self, path: Path) -> None:
+        """Grey out a file that could not be read (its error was shown when it was opened)."""
+        for i in range(self.count()):
+            item = self.item(i)
+            if item.data(Qt.ItemDataRole.UserRole) == str(path):
+                item.setForeground(Qt.GlobalColor.darkGray)
+                item.setText(f"{Path(path).name} (unreadable)")
+
+    def has_thumbnail(self, path: Path) -> bool:
+        return Path(path) in self._thumbs

@@ -1,0 +1,158 @@
+"""Presenters: redraw the image views from the state (they own nothing the state does not say).
+
+* :class:`DisplayPresenter` draws the study through the display pipeline: at once from the
+  screen-size copy, then the full-size image from the I/O worker (debounced while the user drags
+  window/level).
+* :class:`OverlayPresenter` shows each method's map from its screen-size RGBA (coloured by the
+  model worker; recoloured here only when the user picks another colormap), and only sets item
+  opacity/visibility when those change — fading an overlay neither recomputes nor recolourises.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from cxr_viewer.core.study import Window
+
+from .controller import Controller
+from .imaging import gray_qimage, render_u8, rgba_qimage
+from .state import METHODS, ViewerState, study_key
+from .views import ImageView
+
+FULL_RENDER_DELAY_MS = 120
+#: fraction of the window width one screen pixel of right-drag moves centre/width by
+WL_SENSITIVITY = 0.004
+
+
+class DisplayPresenter(QObject):
+    """Keeps the base image of every view equal to the state's study, window and inversion."""
+
+    firstImageDrawn = Signal()
+
+    def __init__(self, state: ViewerState, controller: Controller, views: list[ImageView]) -> None:
+        super().__init__()
+        self.state, self.controller, self.views = state, controller, views
+        self._full_key: tuple | None = None
+        self._drawn_any = False
+        self._dragging = False
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(FULL_RENDER_DELAY_MS)
+        self._timer.timeout.connect(self._request_full)
+        state.events.display.connect(self.redraw)
+        controller.fullImageReady.connect(self._full_ready)
+        for v in views:
+            v.windowDragged.connect(self.drag_window)
+            v.windowDragFinished.connect(self._drag_finished)
+
+    def _key(self) -> tuple | None:
+        s = self.state.study
+        if s is None:
+            return None
+        return (study_key(s), self.state.window, self.state.effective_invert)
+
+    def redraw(self) -> None:
+        """Draw the screen-size image now; the full-size one follows from the I/O worker."""
+        study = self.state.study
+        if study is None:
+            for v in self.views:
+                v.set_image(None, None)
+            return
+        preview = self.controller.preview_of(study)
+        image = gray_qimage(render_u8(preview, self.state.window, self.state.effective_invert))
+        for v in self.views:
+            v.set_image(image, (study.columns, study.rows))
+        if not self._drawn_any:
+            self._drawn_any = True
+            self.firstImageDrawn.emit()
+        self._full_key = None
+        if preview is not study and not self._dragging:
+            self._timer.start()
+
+    def _request_full(self) -> None:
+        study, key = self.state.study, self._key()
+        if study is None or key is None:
+            return
+        self._full_key = key
+        self.controller.render_full(key, study, self.state.window, self.state.effective_invert)
+
+    def _full_ready(self, key: tuple, image, size) -> None:
+        if key == self._key() and key == self._full_key:
+            for v in self.views:
+                v.set_image(image, size)
+
+    # ------------------------------------------------------------------ window/level
+    def drag_window(self, dx: float, dy: float) -> None:
+        """Right-drag: horizontal changes the width (contrast), vertical the centre (level)."""
+        if self.state.study is None:
+            return
+        self._dragging = True
+        self._timer.stop()
+        base = self.state.effective_window or self.state.study.auto_window
+        step = max(base.width, 1e-3) * WL_SENSITIVITY
+        self.state.adjust_window(d_center=-dy * step, d_width=dx * step)
+
+    def _drag_finished(self) -> None:
+        self._dragging = False
+        if self.state.study is not None:
+            self._timer.start()
+
+    @staticmethod
+    def presets(study) -> list[tuple[str, Window | None]]:
+        """Window presets for ``study``: its own, auto, and three chest-radiograph variants.
+
+        Radiographs have no absolute units like CT's Hounsfield scale, so the chest presets are
+        relative to the study's automatic (0.5–99.5 percentile) window.
+        """
+        out: list[tuple[str, Window | None]] = [("File default", None)]
+        for i, w in enumerate(study.windows):
+            out.append((f"File window {i + 1}: {w.name or f'C {w.center:g} W {w.width:g}'}", w))
+        a = study.auto_window
+        out.append(("Auto (0.5–99.5 %)", Window(a.center, a.width, "LINEAR_EXACT", "auto")))
+        out.append(
+            ("Lung detail (narrow)", Window(a.center, a.width * 0.6, "LINEAR_EXACT", "lung"))
+        )
+        out.append(
+            ("Mediastinum/bone (wide)", Window(a.center, a.width * 1.6, "LINEAR_EXACT", "wide"))
+        )
+        lo, hi = float(study.pixels.min()), float(study.pixels.max())
+        if hi > lo:
+            out.append(("Full range", Window((lo + hi) / 2, hi - lo, "LINEAR_EXACT", "full")))
+        return out
+
+
+class OverlayPresenter(QObject):
+    """Draws each method's overlay on the overlay view from the state."""
+
+    def __init__(self, state: ViewerState, view: ImageView) -> None:
+        super().__init__()
+        self.state, self.view = state, view
+        self.colorize_calls = 0
+        state.events.overlay.connect(self._on_overlay)
+        state.events.study.connect(self.redraw_all)
+
+    def redraw_all(self) -> None:
+        for m in METHODS:
+            self._recolor(m)
+
+    def _on_overlay(self, method: str, what: str) -> None:
+        ov = self.state.overlays[method]
+        if what == "opacity":
+            self.view.set_overlay_opacity(method, ov.opacity)
+        elif what == "visible":
+            self.view.set_overlay_visible(method, ov.visible and ov.heatmap is not None)
+        elif what in ("heatmap", "colormap", "config", "layer", "settings"):
+            self._recolor(method)
+
+    def _recolor(self, method: str) -> None:
+        ov = self.state.overlays[method]
+        result = ov.heatmap
+        if result is None or self.state.study is None:
+            self.view.set_overlay(method, None)
+            return
+        if result.rgba is None or result.colormap != ov.colormap:
+            self.colorize_calls += 1  # a colormap change: the worker coloured another one
+        rgba = result.recolor(ov.colormap)
+        self.view.set_overlay(method, rgba_qimage(rgba), z=1.0 + METHODS.index(method))
+        self.view.set_overlay_opacity(method, ov.opacity)
+        self.view.set_overlay_visible(method, ov.visible)

@@ -1,0 +1,209 @@
+"""The model as the viewer uses it: load, warm up, predict, explain. No Qt.
+
+A :class:`ModelSession` is created in the GUI thread but every method that touches the model
+runs in the model worker thread only (see :mod:`.worker`), so TensorFlow is used from one
+thread. Explainers are built once per (method, layer, settings) and reused, so their compiled
+functions are traced once (tracing holds the interpreter 0.2–0.3 s, DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from cxr_viewer.core.errors import ExplainError
+from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
+from cxr_viewer.core.study import Study
+
+from .results import OverlayResult
+from .state import METHODS, ModelInfo
+
+log = logging.getLogger(__name__)
+
+
+def summarize_data(meta: dict[str, Any]) -> str:
+    """One or two lines about the training data from a bundle's metadata."""
+    summary = meta.get("data_summary")
+    if not summary:
+        return "no training data summary in this bundle"
+    if isinstance(summary, str):
+        return summary if len(summary) <= 400 else summary[:400] + "…"
+    if isinstance(summary, dict):
+        parts = []
+        for key, value in summary.items():
+            if isinstance(value, dict):
+                inner = ", ".join(f"{k} {v}" for k, v in value.items())
+                parts.append(f"{key}: {inner}")
+            elif isinstance(value, list | tuple):
+                parts.append(f"{key}: {', '.join(map(str, value))}")
+            else:
+                parts.append(f"{key}: {value}")
+        return "; ".join(parts)
+    return str(summary)
+
+
+def _import_explainer_libraries() -> None:
+    """Import lime, shap and matplotlib now (worker thread, "warming up"), not on first use.
+
+    An import runs module code under the interpreter lock for a second or so; done during the
+    first explanation it would show as an event-loop stall while the user works.
+    """
+    import importlib
+
+    for name in ("lime.lime_image", "shap", "matplotlib"):  # matplotlib: overlay colormaps
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:  # the explainer reports it properly when asked
+            log.warning("cannot import %s: %s", name, exc)
+
+
+class ModelSession:
+    """Owns the classifier and its explainers (used from the model worker thread only)."""
+
+    def __init__(self) -> None:
+        self.classifier = None
+        self.info: ModelInfo | None = None
+        self._explainers: dict[tuple, Any] = {}
+        self.explain_calls = 0  # how many explanations were computed (tests count them)
+
+    # ------------------------------------------------------------------ loading
+    def load(
+        self,
+        path: str | Path,
+        progress: ProgressFn = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> ModelInfo:
+        """Open a bundle, load and warm up its model and explainers; returns what to show."""
+        from cxr_viewer.core.bundle import open_bundle
+
+        progress(0.02, "Opening the model bundle…")
+        bundle = open_bundle(path)
+        progress(0.1, "Loading TensorFlow and the model…")
+        from cxr_viewer.core.inference import Classifier
+
+        clf = Classifier(bundle)
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        progress(0.6, "Warming up…")
+        clf.warm_up()
+        self.classifier, self._explainers = clf, {}
+        layers, defaults, settings = self._describe_explainers(bundle)
+        meta = bundle.metadata
+        info = ModelInfo(
+            name=bundle.name,
+            version=bundle.version,
+            class_names=list(bundle.class_names),
+            intended_use=bundle.intended_use,
+            data_summary=summarize_data(meta),
+            device=clf.device,
+            threshold=bundle.threshold,
+            positive_class=bundle.positive_class,
+            path=str(Path(path).resolve()),
+            layers=layers,
+            default_layers=defaults,
+            settings=settings,
+            metrics=meta["metrics"] if isinstance(meta.get("metrics"), dict) else {},
+        )
+        progress(0.75, "Warming up Grad-CAM…")
+        self._warm_up_gradcam(defaults.get("gradcam"), settings.get("gradcam", {}))
+        progress(0.85, "Loading LIME and SHAP…")
+        _import_explainer_libraries()
+        self.info = info
+        progress(1.0, "Model ready")
+        return info
+
+    def _describe_explainers(self, bundle) -> tuple[dict, dict, dict]:
+        from cxr_viewer.core.explain.registry import EXPLAINERS, create_explainer
+
+        layers: dict[str, list[str]] = {}
+        defaults: dict[str, str | None] = {}
+        settings: dict[str, dict[str, Any]] = {}
+        for method in METHODS:
+            if method not in EXPLAINERS:
+                continue
+            if method == "shap" and bundle.background() is None:
+                log.warning("SHAP is not available: the bundle has no background set")
+                continue
+            try:
+                ex = create_explainer(method, self.classifier, None)
+                offered = list(ex.layers()) if ex.uses_layer else []
+                default = ex.default_layer() if ex.uses_layer else None
+            except ExplainError as exc:  # e.g. no layer SHAP can be computed at
+                log.warning("%s is not available for this bundle: %s", method, exc)
+                continue
+            settings[method] = {k: v for k, v in ex.settings.items() if k != "layer"}
+            if ex.uses_layer:
+                layers[method] = offered
+                defaults[method] = (
+                    default if default in offered else (offered[0] if offered else None)
+                )
+        return layers, defaults, settings
+
+    def _warm_up_gradcam(self, layer: str | None, settings: dict[str, Any]) -> None:
+        if layer is None or self.classifier is None:
+            return
+        try:
+            self._explainer("gradcam", layer, settings).warm_up(layer)
+        except ExplainError as exc:
+            log.warning("Grad-CAM warm-up failed: %s", exc)
+
+    # ------------------------------------------------------------------ work
+    def _require(self):
+        if self.classifier is None:
+            raise ExplainError("No model is loaded", "", "Open a model bundle (File ▸ Open model).")
+        return self.classifier
+
+    def _explainer(self, method: str, layer: str | None, settings: dict[str, Any]):
+        from cxr_viewer.core.explain.registry import create_explainer
+
+        key = (method, layer, tuple(sorted(settings.items())))
+        ex = self._explainers.get(key)
+        if ex is None:
+            full = dict(settings)
+            if layer is not None:
+                full["layer"] = layer
+            ex = create_explainer(method, self._require(), full)
+            self._explainers[key] = ex
+        return ex
+
+    def predict(self, study: Study, progress: ProgressFn = no_progress, cancel=None, partial=None):
+        """The classifier's Prediction for ``study``."""
+        clf = self._require()
+        progress(0.1, "Predicting…")
+        return clf.predict_study(study)
+
+    def explain(
+        self,
+        study: Study,
+        method: str,
+        target_class: int,
+        layer: str | None,
+        settings: dict[str, Any],
+        progress: ProgressFn = no_progress,
+        cancel: CancelToken | None = None,
+        partial=None,
+        colormap: str | None = None,
+    ) -> OverlayResult:
+        """Explain ``study`` for ``target_class`` with ``method``; partial maps go to ``partial``.
+
+        With ``colormap`` the screen-size colours are computed here too (worker thread).
+        """
+        from cxr_viewer.core.explain.base import explain_study
+
+        ex = self._explainer(method, layer, settings)
+        self.explain_calls += 1
+
+        def _partial(hm) -> None:
+            if partial is not None:
+                partial(OverlayResult.from_heatmap(hm, colormap))
+
+        hm = explain_study(
+            ex,
+            study,
+            int(target_class),
+            progress=progress,
+            cancel=cancel,
+            partial=_partial if partial is not None else None,
+        )
+        return OverlayResult.from_heatmap(hm, colormap)

@@ -1,0 +1,96 @@
+"""Settings remembered between sessions (QSettings): window layout, recent files, preferences.
+
+``$CXR_LENS_SETTINGS`` (an .ini path) overrides the platform's location; tests use it so they
+never read or write a user's settings.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QSettings
+
+from .state import METHODS, ViewerState
+
+MAX_RECENT = 10
+
+
+class Settings:
+    """A thin typed wrapper over QSettings."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        path = path or os.environ.get("CXR_LENS_SETTINGS")
+        if path:
+            self.q = QSettings(str(path), QSettings.Format.IniFormat)
+        else:
+            self.q = QSettings("CXR Lens", "cxr-viewer")
+
+    def _get(self, key: str, default: Any, kind: type) -> Any:
+        value = self.q.value(key, default)
+        if value is None:
+            return default
+        try:
+            if kind is bool:
+                return value if isinstance(value, bool) else str(value).lower() in ("true", "1")
+            return kind(value)
+        except (TypeError, ValueError):
+            return default
+
+    # ------------------------------------------------------------------ recent files
+    def recent_files(self) -> list[str]:
+        value = self.q.value("recent", [])
+        if isinstance(value, str):
+            value = [value]
+        return [str(v) for v in (value or []) if v]
+
+    def add_recent(self, path: str | Path) -> list[str]:
+        p = str(Path(path).resolve())
+        recent = [p] + [r for r in self.recent_files() if r != p]
+        recent = recent[:MAX_RECENT]
+        self.q.setValue("recent", recent)
+        return recent
+
+    def clear_recent(self) -> None:
+        self.q.setValue("recent", [])
+
+    # ------------------------------------------------------------------ misc
+    @property
+    def last_dir(self) -> str:
+        return self._get("last_dir", str(Path.home()), str)
+
+    @last_dir.setter
+    def last_dir(self, value: str) -> None:
+        self.q.setValue("last_dir", str(value))
+
+    def geometry(self) -> tuple[QByteArray | None, QByteArray | None]:
+        return self.q.value("geometry"), self.q.value("window_state")
+
+    def save_geometry(self, geometry: QByteArray, window_state: QByteArray) -> None:
+        self.q.setValue("geometry", geometry)
+        self.q.setValue("window_state", window_state)
+
+    # ------------------------------------------------------------------ state
+    def restore_state(self, state: ViewerState) -> None:
+        """Preferences into the state (invalid stored values are ignored)."""
+        state.set_single_view(self._get("single_view", False, bool))
+        state.set_hide_patient(self._get("hide_patient", False, bool))
+        for m in METHODS:
+            try:
+                state.set_opacity(m, self._get(f"overlay/{m}/opacity", 0.5, float))
+                cmap = self._get(f"overlay/{m}/colormap", "", str)
+                if cmap:
+                    state.set_colormap(m, cmap)
+            except ValueError:
+                continue
+
+    def save_state(self, state: ViewerState) -> None:
+        self.q.setValue("single_view", state.single_view)
+        self.q.setValue("hide_patient", state.hide_patient)
+        for m, ov in state.overlays.items():
+            self.q.setValue(f"overlay/{m}/opacity", ov.opacity)
+            self.q.setValue(f"overlay/{m}/colormap", ov.colormap)
+
+    def sync(self) -> None:
+        self.q.sync()

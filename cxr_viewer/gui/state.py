@@ -1,0 +1,421 @@
+"""The viewer's state in plain Python: what is shown, not how (DESIGN.md, boundary 2).
+
+Widgets never own state: they call the setters here, which validate, store and emit an
+:class:`~cxr_viewer.gui.events.Event`; views and the controller listen and redraw or start work.
+Compositing an overlay at a new opacity is a state change that only views listen to, so it
+never recomputes an explanation. Nothing in this module imports Qt, so it is tested headless.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxr_viewer.core.overlay import SIGNED_COLORMAPS, UNSIGNED_COLORMAPS, default_colormap
+from cxr_viewer.core.study import Study, Window
+
+from .events import Event
+
+#: the explanation methods the viewer offers, in panel order
+METHODS: tuple[str, ...] = ("gradcam", "lime", "shap")
+METHOD_LABELS = {"gradcam": "Grad-CAM", "lime": "LIME", "shap": "SHAP"}
+#: signed maps (positive: toward the target class, negative: against it) get diverging colormaps
+METHOD_SIGNED = {"gradcam": False, "lime": True, "shap": True}
+
+SEQUENTIAL_COLORMAPS: tuple[str, ...] = UNSIGNED_COLORMAPS
+DIVERGING_COLORMAPS: tuple[str, ...] = SIGNED_COLORMAPS
+
+#: default settings per method, merged with the explainer's own defaults when the model loads
+DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
+    "gradcam": {},
+    "lime": {"num_samples": 1000},
+    "shap": {"nsamples": 64},
+}
+#: the main "how many samples" setting per method and the values the panel offers
+SAMPLE_SETTINGS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "lime": ("num_samples", (100, 300, 1000, 3000)),
+    "shap": ("nsamples", (16, 32, 64, 128, 200)),
+}
+
+STATUSES = ("idle", "waiting", "queued", "running", "done", "failed", "cancelled")
+MODEL_STATUSES = ("none", "loading", "warming up", "ready", "failed")
+
+
+def colormaps_for(signed: bool) -> tuple[str, ...]:
+    """The colormaps offered for a map: diverging when it is signed, else sequential."""
+    return DIVERGING_COLORMAPS if signed else SEQUENTIAL_COLORMAPS
+
+
+@dataclass
+class OverlayState:
+    """One explanation method's overlay: how it is shown and its current result."""
+
+    method: str
+    label: str
+    signed: bool
+    visible: bool = False
+    opacity: float = 0.5
+    colormap: str = ""
+    layer: str | None = None
+    layers: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    available: bool = True
+    status: str = "idle"
+    progress: float = 0.0
+    message: str = ""
+    heatmap: Any = None  # core.explain.base.Heatmap at the study's size, or None
+
+    def __post_init__(self) -> None:
+        if not self.colormap:
+            self.colormap = default_colormap(self.signed)
+
+
+@dataclass
+class ModelInfo:
+    """What the viewer shows about the loaded model bundle."""
+
+    name: str
+    version: str
+    class_names: list[str]
+    intended_use: str
+    data_summary: str = ""
+    device: str = ""
+    threshold: float | None = None
+    positive_class: str | None = None
+    path: str = ""
+    layers: dict[str, list[str]] = field(default_factory=dict)
+    default_layers: dict[str, str | None] = field(default_factory=dict)
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class ViewerState:
+    """Everything the viewer shows; setters validate, store and emit.
+
+    Events (arguments in brackets): ``studies`` (), ``study`` (), ``display`` (),
+    ``prediction`` (), ``target_class`` (), ``overlay`` (method, what), ``model`` (),
+    ``layout`` (), ``privacy`` ().
+    """
+
+    def __init__(self) -> None:
+        self.studies: list[Path] = []
+        self.index: int = -1
+        self.study: Study | None = None
+        self.window: Window | None = None  # None: the study's own default
+        self.invert_flip: bool = False  # True: show inverted relative to the study's own
+        self.prediction: Any = None  # core.inference.Prediction
+        self.target_class: int | None = None
+        self.target_pinned: bool = False
+        self.model: ModelInfo | None = None
+        self.model_status: str = "none"
+        self.model_message: str = "No model loaded"
+        self.single_view: bool = False
+        self.hide_patient: bool = False
+        self.overlays: dict[str, OverlayState] = {
+            m: OverlayState(
+                m, METHOD_LABELS[m], METHOD_SIGNED[m], settings=dict(DEFAULT_SETTINGS[m])
+            )
+            for m in METHODS
+        }
+        self.events = _Events()
+
+    # ---------------------------------------------------------------- studies
+    def set_studies(self, paths: list[Path], index: int = 0) -> None:
+        """Replace the study list (``index`` selects which to open next; -1 for none)."""
+        self.studies = [Path(p) for p in paths]
+        self.index = min(max(index, -1), len(self.studies) - 1)
+        self.events.studies.emit()
+
+    def add_studies(self, paths: list[Path]) -> int:
+        """Append paths not yet in the list; returns the index of the first of ``paths``."""
+        first = -1
+        for p in (Path(x) for x in paths):
+            if p in self.studies:
+                idx = self.studies.index(p)
+            else:
+                self.studies.append(p)
+                idx = len(self.studies) - 1
+            if first < 0:
+                first = idx
+        self.events.studies.emit()
+        return first
+
+    def step_index(self, step: int) -> int | None:
+        """The index ``step`` studies away from the current one, or None past either end."""
+        if not self.studies:
+            return None
+        new = self.index + step
+        return new if 0 <= new < len(self.studies) else None
+
+    def set_study(self, study: Study | None, index: int | None = None) -> None:
+        """Show ``study``; clears the prediction and every overlay result, resets the window."""
+        self.study = study
+        if index is not None:
+            self.index = index
+        self.window = None
+        self.invert_flip = False
+        self.prediction = None
+        if not self.target_pinned:
+            self.target_class = None
+        for ov in self.overlays.values():
+            ov.heatmap = None
+            ov.status, ov.progress, ov.message = "idle", 0.0, ""
+        self.events.study.emit()
+        self.events.display.emit()
+        self.events.prediction.emit()
+        for m in METHODS:
+            self.events.overlay.emit(m, "heatmap")
+
+    # ---------------------------------------------------------------- display
+    @property
+    def effective_window(self) -> Window | None:
+        """The window in use: the user's, else the study's first, else None (VOI LUT/auto)."""
+        if self.window is not None:
+            return self.window
+        if self.study is None:
+            return None
+        return self.study.default_window or (
+            None if self.study.voi_luts else self.study.auto_window
+        )
+
+    @property
+    def effective_invert(self) -> bool:
+        return bool(self.study.invert if self.study is not None else False) ^ self.invert_flip
+
+    def set_window(self, window: Window | None) -> None:
+        """Use ``window`` (None: back to the study's own)."""
+        if window is not None and not isinstance(window, Window):
+            raise TypeError(f"window must be a Window, got {type(window).__name__}")
+        if window == self.window:
+            return
+        self.window = window
+        self.events.display.emit()
+
+    def adjust_window(self, d_center: float, d_width: float) -> None:
+        """Move the window by (Δcentre, Δwidth) in modality units; the width stays ≥ 1e-3."""
+        base = self.effective_window
+        if base is None:
+            if self.study is None:
+                return
+            base = self.study.auto_window
+        if not (math.isfinite(d_center) and math.isfinite(d_width)):
+            raise ValueError("window change must be finite")
+        width = max(base.width + d_width, 1e-3)
+        self.set_window(Window(base.center + d_center, width, base.function, "manual"))
+
+    def set_invert_flip(self, flip: bool) -> None:
+        flip = bool(flip)
+        if flip != self.invert_flip:
+            self.invert_flip = flip
+            self.events.display.emit()
+
+    def toggle_invert(self) -> None:
+        self.set_invert_flip(not self.invert_flip)
+
+    def reset_display(self) -> None:
+        """Back to the study's own window and inversion."""
+        changed = self.window is not None or self.invert_flip
+        self.window, self.invert_flip = None, False
+        if changed:
+            self.events.display.emit()
+
+    # ---------------------------------------------------------------- model
+    def set_model_status(self, status: str, message: str = "") -> None:
+        if status not in MODEL_STATUSES:
+            raise ValueError(f"model status must be one of {MODEL_STATUSES}, got {status!r}")
+        self.model_status, self.model_message = status, message
+        self.events.model.emit()
+
+    def set_model(self, info: ModelInfo | None) -> None:
+        """A new model (or none): clears predictions and results, applies its layers/settings."""
+        self.model = info
+        self.prediction = None
+        self.target_class, self.target_pinned = None, False
+        for m, ov in self.overlays.items():
+            ov.heatmap, ov.status, ov.progress, ov.message = None, "idle", 0.0, ""
+            if info is not None:
+                ov.layers = list(info.layers.get(m, []))
+                default = info.default_layers.get(m)
+                ov.layer = (
+                    default if default in ov.layers else (ov.layers[0] if ov.layers else None)
+                )
+                ov.settings = {**DEFAULT_SETTINGS[m], **info.settings.get(m, {})}
+                ov.available = m in info.settings or m in info.layers
+        self.model_status = "ready" if info is not None else self.model_status
+        self.events.model.emit()
+        self.events.prediction.emit()
+        self.events.target_class.emit()
+        for m in METHODS:
+            self.events.overlay.emit(m, "config")
+
+    # ---------------------------------------------------------------- prediction
+    def set_prediction(self, prediction: Any) -> None:
+        """The current study's prediction; sets the target class unless the user pinned one."""
+        self.prediction = prediction
+        self.events.prediction.emit()
+        if prediction is not None and not self.target_pinned:
+            self._set_target(int(prediction.predicted_index))
+
+    def set_target_class(self, index: int | None) -> None:
+        """Explain ``index`` for every method (None: follow the predicted class)."""
+        if index is None:
+            self.target_pinned = False
+            pred = self.prediction
+            self._set_target(int(pred.predicted_index) if pred is not None else None)
+            return
+        n = len(self.model.class_names) if self.model is not None else 0
+        if not 0 <= int(index) < n:
+            raise ValueError(f"target class {index} out of range (model has {n} classes)")
+        self.target_pinned = True
+        self._set_target(int(index))
+
+    def _set_target(self, index: int | None) -> None:
+        if index == self.target_class:
+            return
+        self.target_class = index
+        for ov in self.overlays.values():
+            ov.heatmap, ov.status, ov.progress = None, "idle", 0.0
+        self.events.target_class.emit()
+        for m in METHODS:
+            self.events.overlay.emit(m, "heatmap")
+
+    # ---------------------------------------------------------------- overlays
+    def _ov(self, method: str) -> OverlayState:
+        try:
+            return self.overlays[method]
+        except KeyError:
+            raise ValueError(f"unknown method {method!r}; known: {METHODS}") from None
+
+    def set_visible(self, method: str, visible: bool) -> None:
+        ov = self._ov(method)
+        if ov.visible != bool(visible):
+            ov.visible = bool(visible)
+            self.events.overlay.emit(method, "visible")
+
+    def toggle_visible(self, method: str) -> None:
+        self.set_visible(method, not self._ov(method).visible)
+
+    def set_opacity(self, method: str, opacity: float) -> None:
+        """Opacity in [0, 1]; emits ``overlay(method, "opacity")`` — views only, no recompute."""
+        opacity = float(opacity)
+        if not (0.0 <= opacity <= 1.0):
+            raise ValueError(f"opacity must be between 0 and 1, got {opacity}")
+        ov = self._ov(method)
+        if ov.opacity != opacity:
+            ov.opacity = opacity
+            self.events.overlay.emit(method, "opacity")
+
+    def set_colormap(self, method: str, colormap: str) -> None:
+        ov = self._ov(method)
+        allowed = colormaps_for(ov.signed)
+        if colormap not in allowed:
+            raise ValueError(f"colormap for {ov.label} must be one of {allowed}, got {colormap!r}")
+        if ov.colormap != colormap:
+            ov.colormap = colormap
+            self.events.overlay.emit(method, "colormap")
+
+    def set_layer(self, method: str, layer: str | None) -> None:
+        ov = self._ov(method)
+        if layer is not None and ov.layers and layer not in ov.layers:
+            raise ValueError(f"{ov.label} has no layer {layer!r}")
+        if ov.layer != layer:
+            ov.layer = layer
+            ov.heatmap, ov.status, ov.progress = None, "idle", 0.0
+            self.events.overlay.emit(method, "layer")
+
+    def set_setting(self, method: str, key: str, value: Any) -> None:
+        ov = self._ov(method)
+        if key in ("num_samples", "nsamples") and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 2
+        ):
+            raise ValueError(f"{key} must be an integer ≥ 2, got {value!r}")
+        if ov.settings.get(key) != value:
+            ov.settings = {**ov.settings, key: value}
+            ov.heatmap, ov.status, ov.progress = None, "idle", 0.0
+            self.events.overlay.emit(method, "settings")
+
+    def set_result(self, method: str, heatmap: Any) -> None:
+        """The computed (or partial) map for the current study/class/settings, or None."""
+        ov = self._ov(method)
+        ov.heatmap = heatmap
+        if heatmap is not None and not getattr(heatmap, "partial", False):
+            ov.status, ov.progress, ov.message = "done", 1.0, ""
+        self.events.overlay.emit(method, "heatmap")
+
+    def set_status(
+        self, method: str, status: str, progress: float = 0.0, message: str = ""
+    ) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        ov = self._ov(method)
+        ov.status, ov.progress, ov.message = status, float(np.clip(progress, 0.0, 1.0)), message
+        self.events.overlay.emit(method, "status")
+
+    # ---------------------------------------------------------------- layout/privacy
+    def set_single_view(self, single: bool) -> None:
+        if self.single_view != bool(single):
+            self.single_view = bool(single)
+            self.events.layout.emit()
+
+    def set_hide_patient(self, hide: bool) -> None:
+        if self.hide_patient != bool(hide):
+            self.hide_patient = bool(hide)
+            self.events.privacy.emit()
+
+    # ---------------------------------------------------------------- keys
+    def result_key(self, method: str) -> tuple | None:
+        """Cache key of ``method``'s map for the current study and class, or None if not askable."""
+        if self.study is None or self.target_class is None or self.model is None:
+            return None
+        ov = self._ov(method)
+        return (
+            study_key(self.study),
+            self.model.path,
+            int(self.target_class),
+            method,
+            ov.layer,
+            tuple(sorted((k, _hashable(v)) for k, v in ov.settings.items())),
+        )
+
+
+def study_key(study: Study) -> tuple:
+    """Identity of a study for caching: file path and frame."""
+    return (str(study.path), int(study.frame))
+
+
+def _hashable(v: Any) -> Any:
+    if isinstance(v, list | tuple):
+        return tuple(_hashable(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _hashable(x)) for k, x in v.items()))
+    return v
+
+
+class _Events:
+    def __init__(self) -> None:
+        for name in (
+            "studies",
+            "study",
+            "display",
+            "prediction",
+            "target_class",
+            "overlay",
+            "model",
+            "layout",
+            "privacy",
+        ):
+            setattr(self, name, Event(name))
+
+    studies: Event
+    study: Event
+    display: Event
+    prediction: Event
+    target_class: Event
+    overlay: Event
+    model: Event
+    layout: Event
+    privacy: Event

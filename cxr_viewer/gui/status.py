@@ -1,0 +1,102 @@
+"""The status bar: messages, window/level, pixel under the pointer, progress + Cancel, device."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtWidgets import QLabel, QProgressBar, QPushButton, QStatusBar, QWidget
+
+from .state import METHODS, ViewerState
+from .theme import icon
+
+
+class StatusArea(QStatusBar):
+    """Shows background work (newest first) with one Cancel button for explanations."""
+
+    cancelRequested = Signal()
+
+    def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.msg = QLabel("")
+        self.addWidget(self.msg, 1)
+        self.pixel = QLabel("")
+        self.addPermanentWidget(self.pixel)
+        self.window_label = QLabel("")
+        self.addPermanentWidget(self.window_label)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setMaximumWidth(220)
+        self.progress.setVisible(False)
+        self.addPermanentWidget(self.progress)
+        self.cancel_button = QPushButton(icon("cancel"), "Cancel")
+        self.cancel_button.setToolTip("Stop the running explanations (Esc)")
+        self.cancel_button.setVisible(False)
+        self.cancel_button.clicked.connect(self.cancelRequested.emit)
+        self.addPermanentWidget(self.cancel_button)
+        self.model_label = QLabel("")
+        self.addPermanentWidget(self.model_label)
+        self.device_label = QLabel("")
+        self.device_label.setObjectName("Device")
+        self.addPermanentWidget(self.device_label)
+        self._work: dict[str, tuple[float, str]] = {}
+        self._clear = QTimer(self)
+        self._clear.setSingleShot(True)
+        self._clear.timeout.connect(lambda: self.msg.setText(""))
+        state.events.model.connect(self._model_changed)
+        state.events.display.connect(self._window_changed)
+        self._model_changed()
+
+    def show_message(self, text: str, timeout_ms: int = 6000) -> None:
+        self.msg.setText(text)
+        if timeout_ms:
+            self._clear.start(timeout_ms)
+
+    def on_busy(self, kind: str, fraction: float, message: str) -> None:
+        """A worker's progress (fraction < 0: that work ended)."""
+        if fraction < 0:
+            self._work.pop(kind, None)
+        else:
+            self._work.pop(kind, None)
+            self._work[kind] = (fraction, message)
+        if not self._work:
+            self.progress.setVisible(False)
+            self.cancel_button.setVisible(False)
+            return
+        kind, (fraction, message) = next(reversed(self._work.items()))
+        self.progress.setVisible(True)
+        self.progress.setValue(int(fraction * 1000))
+        self.progress.setFormat(message or kind)
+        self.cancel_button.setVisible(any(k in METHODS for k in self._work))
+
+    def busy_kinds(self) -> list[str]:
+        return list(self._work)
+
+    def _model_changed(self) -> None:
+        m = self.state.model
+        if m is not None:
+            self.device_label.setText(f"Model runs on: {m.device}")
+            self.model_label.setText(f"{m.name} {m.version}".strip())
+            return
+        self.device_label.setText("")
+        status = self.state.model_status
+        text = {
+            "none": "No model",
+            "loading": "Loading model…",
+            "warming up": "Warming up…",
+            "failed": "Model failed to load",
+        }.get(status, status)
+        self.model_label.setText(text)
+
+    def _window_changed(self) -> None:
+        w = self.state.effective_window
+        inv = " · inverted" if self.state.invert_flip else ""
+        self.window_label.setText(
+            f"C {w.center:.4g} / W {w.width:.4g}{inv}" if w else f"VOI LUT{inv}"
+        )
+
+    def show_pixel(self, x: int, y: int) -> None:
+        s = self.state.study
+        if s is None or x < 0 or y < 0 or y >= s.rows or x >= s.columns:
+            self.pixel.setText("")
+            return
+        self.pixel.setText(f"x {x}, y {y}: {float(s.pixels[y, x]):.5g}")

@@ -1,0 +1,124 @@
+"""Models shared by the explainer, trust and batch tests (built once per test process).
+
+* :func:`tiny_classifier` — a random 32×32 greyscale CNN with a residual block (contract tests).
+* :func:`phantom_classifier` — a small CNN trained on ``trainer.synth`` phantoms (64×64, a few
+  hundred images, a few epochs, fixed seeds) plus held-out test phantoms with lesion masks.
+
+Both are written as real model bundles (with a SHAP background set) and loaded through
+``Classifier``, so the tests exercise the same path as the viewer.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+_TMP = tempfile.TemporaryDirectory(prefix="cxr-explain-tests-")
+PHANTOM_SIZE = 64
+
+
+def _conv_bn_relu(x, filters: int, kernel: int, name: str, dilation: int = 1):
+    from keras import layers
+
+    x = layers.Conv2D(
+        filters, kernel, padding="same", dilation_rate=dilation, name=f"{name}_conv"
+    )(x)
+    x = layers.BatchNormalization(momentum=0.8, name=f"{name}_bn")(x)
+    return layers.ReLU(name=name)(x)
+
+
+def build_small_cnn(size: int, *, seed: int = 0, width: int = 16):
+    """stem (5×5, BN) → max pool → residual block → conv → conv (BN) → GAP → softmax(2).
+
+    The residual block makes ``b1_conv1``/``b1_conv2`` non-cut layers (SHAP must refuse them);
+    the last conv ``c4`` (stride 2 of the input) is the Grad-CAM layer. Global *average*
+    pooling: Grad-CAM's channel weights assume it (with a max-pooling head a channel's
+    activations away from its maximum do not count toward the score, yet Grad-CAM draws them).
+    """
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((size, size, 1), name="image")
+    x = _conv_bn_relu(inp, width, 5, "stem")
+    x = layers.MaxPooling2D(name="pool1")(x)
+    y = layers.Conv2D(width, 3, padding="same", activation="relu", name="b1_conv1")(x)
+    y = layers.Conv2D(width, 3, padding="same", name="b1_conv2")(y)
+    x = layers.Add(name="b1_add")([x, y])
+    x = layers.ReLU(name="b1_out")(x)
+    x = layers.Conv2D(2 * width, 3, padding="same", activation="relu", name="c3")(x)
+    x = _conv_bn_relu(x, 2 * width, 3, "c4")
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    out = layers.Dense(2, activation="softmax", name="predictions")(x)
+    return keras.Model(inp, out, name="small_cnn")
+
+
+def _bundle(model, name: str, size: int, background: np.ndarray):
+    from cxr_viewer.core.bundle import write_bundle
+    from cxr_viewer.core.explain.layers import default_gradcam_layer, shap_layers
+    from cxr_viewer.core.preprocess import InputSpec
+
+    return write_bundle(
+        Path(_TMP.name) / name,
+        model,
+        name=name,
+        class_names=["no_lesion", "lesion"],
+        input_spec=InputSpec(size, size, 1, "unit"),
+        gradcam_layer=default_gradcam_layer(model),
+        shap_layers=shap_layers(model),
+        background=background,
+        overwrite=True,
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_classifier():
+    """A random-weight 32×32 classifier (bundle with 6 background images)."""
+    from cxr_viewer.core.inference import Classifier
+
+    model = build_small_cnn(32, seed=1, width=4)
+    rng = np.random.default_rng(0)
+    bg = rng.random((6, 32, 32, 1), dtype=np.float32)
+    return Classifier(_bundle(model, "tiny", 32, bg), batch_size=8)
+
+
+@dataclass
+class PhantomCase:
+    classifier: object
+    images: np.ndarray  # (n, s, s, 1) model inputs
+    labels: np.ndarray
+    masks: np.ndarray
+    val_accuracy: float
+
+    @property
+    def positives(self) -> np.ndarray:
+        return np.nonzero(self.labels == 1)[0]
+
+
+@functools.lru_cache(maxsize=1)
+def phantom_classifier() -> PhantomCase:
+    """A small CNN trained on phantoms; held-out test phantoms with their lesion masks."""
+    import keras
+
+    from cxr_viewer.core.inference import Classifier
+    from trainer.synth import make_phantoms
+
+    s = PHANTOM_SIZE
+    train = make_phantoms(500, s, seed=1)
+    test = make_phantoms(60, s, seed=2)
+    background = make_phantoms(16, s, seed=3).images[..., None]
+    model = build_small_cnn(s, seed=1)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    model.fit(train.images[..., None], train.labels, epochs=10, batch_size=32, verbose=0)
+    # one more pass at learning rate 0 only refreshes the batch-norm statistics (momentum 0.8
+    # lags the weights after 160 steps and leaves the inference model near chance)
+    model.optimizer.learning_rate.assign(0.0)
+    model.fit(train.images[..., None], train.labels, epochs=1, batch_size=32, verbose=0)
+    x = test.images[..., None].astype(np.float32)
+    acc = float(np.mean(np.argmax(model.predict(x, verbose=0), axis=1) == test.labels))
+    clf = Classifier(_bundle(model, "phantom", s, background), batch_size=16)
+    return PhantomCase(clf, x, test.labels, test.masks, acc)

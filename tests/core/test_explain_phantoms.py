@@ -1,0 +1,128 @@
+"""Explainers on a small model trained on phantoms, whose lesion masks say where to look.
+
+The model (tests/core/explain_support.py) is trained once per test process (~30–60 s on two
+cores). Findings these tests pin down:
+
+* Grad-CAM (Selvaraju et al. 2017) finds the lesion, but on this 64-pixel model its peak sits on
+  the lesion's rim rather than inside it (strict in-mask hit rate 10–47 % over three training
+  seeds; 70–93 % within 4 px). The test therefore uses the pointing game of Zhang et al. (2018),
+  which counts a hit within 15 px of the object at 224 px — 4 px at 64 px.
+* LIME's top superpixel (Ribeiro et al. 2016) overlaps the lesion.
+* Randomizing the weights changes the maps (Adebayo et al. 2018, model randomization test).
+* Expected-gradients SHAP is complete at each offered layer with the viewer's defaults.
+* Deleting the top 20 % Grad-CAM pixels hurts the lesion probability more than a random 20 %.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from explain_support import _bundle, phantom_classifier
+from scipy.ndimage import distance_transform_edt
+from scipy.stats import spearmanr
+
+from cxr_viewer.core.explain.registry import create_explainer
+from cxr_viewer.core.trust import delete_top_fraction
+
+pytestmark = pytest.mark.slow
+
+#: Zhang et al. 2018 pointing-game tolerance (15 px at 224) scaled to the 64-px phantoms
+POINTING_TOLERANCE_PX = 4.0
+LESION = 1
+
+
+@pytest.fixture(scope="module")
+def case():
+    pytest.importorskip("tensorflow")
+    c = phantom_classifier()
+    assert c.val_accuracy >= 0.9, "the phantom model failed to train"
+    return c
+
+
+def _rank_corr(a: np.ndarray, b: np.ndarray) -> float:
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 0.0
+    return float(spearmanr(a.ravel(), b.ravel()).statistic)
+
+
+def test_gradcam_points_at_the_lesion(case):
+    explainer = create_explainer("gradcam", case.classifier)
+    assert explainer.default_layer() == "c4"
+    dist = []
+    for i in case.positives:
+        v = explainer.explain(case.images[i], LESION).values
+        r, c = np.unravel_index(np.argmax(v), v.shape)
+        dist.append(distance_transform_edt(~case.masks[i])[r, c])
+    hits = np.mean(np.array(dist) <= POINTING_TOLERANCE_PX)
+    assert hits >= 0.9, f"pointing-game hit rate {hits:.2f}"
+
+
+def test_lime_top_superpixel_is_on_the_lesion(case):
+    hits = []
+    for i in case.positives[:15]:
+        explainer = create_explainer("lime", case.classifier)
+        v = explainer.explain(case.images[i], LESION).values
+        segments = explainer.last_segments
+        top = segments == segments.flat[np.argmax(v)]
+        hits.append(bool((top & case.masks[i]).any()))
+    assert np.mean(hits) >= 0.8, f"top superpixel on the lesion for {np.mean(hits):.2f}"
+
+
+def test_model_randomization_changes_the_maps(case, tmp_path):
+    import keras
+
+    from cxr_viewer.core.inference import Classifier
+
+    keras.utils.set_random_seed(123)
+    random_model = keras.models.clone_model(case.classifier.model)  # fresh initial weights
+    random_clf = Classifier(_bundle(random_model, "randomized", 64, case.images[:4]))
+    idx = case.positives[:6]
+    for method, settings in (("gradcam", {}), ("lime", {"num_samples": 200})):
+        rhos = []
+        for i in idx:
+            a = create_explainer(method, case.classifier, settings).explain(case.images[i], 1)
+            b = create_explainer(method, random_clf, settings).explain(case.images[i], 1)
+            rhos.append(_rank_corr(a.values, b.values))
+        assert np.mean(np.abs(rhos)) < 0.4, f"{method}: rank correlation {np.mean(rhos):.2f}"
+
+
+def test_shap_is_complete_at_every_offered_layer(case):
+    """|Σφ − (f(x) − E f(bg))| / |f(x) − E f(bg)| ≤ 5 % with the viewer's default settings.
+
+    The relative gap is ill-conditioned when f(x) ≈ E f(bg), so images whose class score
+    differs from the background mean by less than 0.5 (logit units) are left out.
+    """
+    layers = create_explainer("shap", case.classifier).layers()
+    assert layers == case.classifier.bundle.shap_layers and len(layers) >= 3
+    checked = 0
+    for layer in layers:
+        gaps = []
+        for i in case.positives[:12]:
+            hm = create_explainer("shap", case.classifier, {"layer": layer}).explain(
+                case.images[i], LESION
+            )
+            if abs(hm.trust["f_x"] - hm.trust["f_background"]) >= 0.5:
+                gaps.append(hm.trust["completeness_gap"])
+        assert len(gaps) >= 5
+        checked += len(gaps)
+        assert max(gaps) <= 0.05, f"{layer}: completeness gaps {np.round(gaps, 3)}"
+    assert checked >= 15
+
+
+def test_deleting_gradcam_pixels_hurts_more_than_random(case):
+    explainer = create_explainer("gradcam", case.classifier)
+    drop_map, drop_random = [], []
+    for i in case.positives:
+        x = case.images[i]
+        p0 = float(case.classifier.predict_inputs(x[None])[0, LESION])
+        sal = explainer.explain(x, LESION).values
+        drop_map.append(p0 - delete_top_fraction(case.classifier, x, sal, LESION, 0.2))
+        drop_random.append(
+            np.mean(
+                [
+                    p0 - delete_top_fraction(case.classifier, x, None, LESION, 0.2, seed=s)
+                    for s in range(3)
+                ]
+            )
+        )
+    assert np.mean(drop_map) > np.mean(drop_random) + 0.1

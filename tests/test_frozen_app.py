@@ -1,0 +1,123 @@
+"""The frozen app (``bash packaging/build.sh`` → ``dist/cxr-viewer/``): self-test and GUI start.
+
+Skipped when no build is present (CI does not build: ~15 min and 2 GB). ``$CXR_FROZEN_APP``
+points at another build's executable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXE_NAME = "cxr-viewer.exe" if sys.platform == "win32" else "cxr-viewer"
+APP = Path(os.environ.get("CXR_FROZEN_APP") or ROOT / "dist" / "cxr-viewer" / EXE_NAME)
+#: what the GUI's logger (``%(asctime)s %(levelname)s %(name)s: ...``) or Python print when
+#: something failed while it started
+GUI_FAILURE = re.compile(r"^Traceback|^\S+ \S+ (ERROR|CRITICAL) |unexpected error|task failed")
+
+pytestmark = pytest.mark.skipif(
+    not APP.is_file(),
+    reason=f"no frozen build at {APP} (build it with `bash packaging/build.sh`)",
+)
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "CXR_RESOURCES"}
+    env.update(QT_QPA_PLATFORM="offscreen", TF_CPP_MIN_LOG_LEVEL="2")
+    return env
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    """The build's own demo bundle, or a tiny one when the build was made without it."""
+    demo = APP.parent / "_internal" / "resources" / "demo_bundle"
+    if (demo / "metadata.json").is_file():
+        return demo
+    from selftest_support import write_tiny_bundle
+
+    return write_tiny_bundle(tmp_path_factory.mktemp("frozen") / "tiny_bundle")
+
+
+@pytest.mark.slow
+def test_frozen_self_test_passes(tmp_path, bundle):
+    report_path = tmp_path / "selftest.json"
+    cmd = [str(APP), "--self-test", "--report", str(report_path), "--model", str(bundle)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    assert report["ok"] and report["frozen"] is True, report["failed"]
+    steps = report["steps"]
+    # decoders found through pylibjpeg's entry points, i.e. its dist-info made it into the build
+    assert "pylibjpeg" in steps["open_jpeg2000_dicom"]["decoders"]
+    assert steps["dicom_codecs"]["plugins"]["JPEGLossless"] == ["pylibjpeg"]
+    from pylibjpeg.utils import get_pixel_data_decoders
+
+    assert steps["dicom_codecs"]["pylibjpeg_entry_points"] == len(get_pixel_data_decoders())
+    assert steps["open_jpegls_dicom"]["transfer_syntax"] == "1.2.840.10008.1.2.4.80"
+    assert report["device"] == "CPU" or report["device"].startswith("GPU")
+    assert "SELF-TEST PASSED" in done.stdout
+
+
+@pytest.mark.slow
+def test_frozen_gui_starts_and_keeps_running(bundle):
+    """The window starts (offscreen), opens the samples and loads a model without an error."""
+    proc = subprocess.Popen(
+        [str(APP), "--model", str(bundle)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        time.sleep(25)
+        alive = proc.poll() is None
+    finally:
+        proc.terminate()
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+    assert alive, f"the app exited early with {proc.returncode}:\n{out}\n{err[-4000:]}"
+    failures = [line for line in err.splitlines() if GUI_FAILURE.search(line)]
+    assert not failures, err[-4000:]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_frozen_app_shows_every_real_dicom_like_the_source_install(shared_data, tmp_path):
+    """Every transfer syntax in ../shared/data/dicom: the frozen `render` gives the same 8-bit
+    display image as the source install, and the file no decoder accepts fails the same way."""
+    import numpy as np
+    from PIL import Image
+
+    from cxr_viewer.core.display import display_image, to_uint8
+    from cxr_viewer.core.errors import StudyLoadError
+    from cxr_viewer.core.io import load_study
+
+    files = sorted((shared_data / "dicom").glob("*.dcm"))
+    assert files
+    for path in files:
+        out = tmp_path / f"{path.stem}.png"
+        done = subprocess.run(
+            [str(APP), "render", str(path), "-o", str(out)],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=300,
+        )
+        try:
+            expected = to_uint8(display_image(load_study(path)))
+        except StudyLoadError:
+            assert done.returncode == 2 and "Cannot decode" in done.stderr, path.name
+            continue
+        assert done.returncode == 0, f"{path.name}: {done.stderr[-2000:]}"
+        assert np.array_equal(np.asarray(Image.open(out)), expected), path.name

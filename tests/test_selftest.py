@@ -1,0 +1,110 @@
+"""``cxr-viewer --self-test`` in the source install, against a tiny bundle (not the demo one)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from selftest_support import write_tiny_bundle
+
+from cxr_viewer.cli import main
+from cxr_viewer.commands import selftest
+from cxr_viewer.core.paths import samples_dir
+
+STEPS = [
+    "dicom_codecs",
+    "matplotlib",
+    "load_model",
+    *(f"open_{k}" for k in selftest.SAMPLES),
+    *(f"predict_{k}" for k in selftest.SAMPLES),
+    *(f"explain_{m}" for m in selftest.EXPLAIN),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    return write_tiny_bundle(tmp_path_factory.mktemp("selftest") / "tiny_bundle")
+
+
+def _run(tmp_path, *extra: str) -> tuple[int, dict]:
+    report = tmp_path / "report.json"
+    code = main(["--self-test", "--report", str(report), *extra])
+    return code, json.loads(report.read_text(encoding="utf-8"))
+
+
+def test_samples_exist_with_the_syntaxes_they_exercise():
+    import pydicom
+
+    for name in selftest.SAMPLES.values():
+        assert (samples_dir() / name).is_file(), f"{name}: run python -m trainer.sample_studies"
+    syntaxes = {
+        pydicom.dcmread(samples_dir() / n, stop_before_pixels=True).file_meta.TransferSyntaxUID
+        for n in (selftest.SAMPLES["jpeg2000_dicom"], selftest.SAMPLES["jpegls_dicom"])
+    }
+    assert syntaxes == {pydicom.uid.JPEG2000Lossless, pydicom.uid.JPEGLSLossless}
+
+
+def test_explain_settings_are_ones_the_explainers_take():
+    from cxr_viewer.core.explain.registry import EXPLAINERS
+
+    for method, settings in selftest.EXPLAIN.items():
+        assert set(settings) <= set(EXPLAINERS[method].default_settings), method
+
+
+def test_self_test_passes_and_reports_every_step(tmp_path, tiny_bundle, capsys):
+    code, report = _run(tmp_path, "--model", str(tiny_bundle))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert report["ok"] is True and report["failed"] == []
+    assert list(report["steps"]) == STEPS
+    assert all(s["ok"] and s["seconds"] >= 0 for s in report["steps"].values())
+    assert report["device"] == report["steps"]["load_model"]["device"]
+    assert report["device"] == "CPU" or report["device"].startswith("GPU")
+    steps = report["steps"]
+    assert steps["open_jpeg2000_dicom"]["transfer_syntax"] == "1.2.840.10008.1.2.4.90"
+    assert steps["open_jpegls_dicom"]["transfer_syntax"] == "1.2.840.10008.1.2.4.80"
+    assert "pylibjpeg" in steps["open_jpeg2000_dicom"]["decoders"]
+    assert steps["explain_lime"]["settings"]["samples_used"] == 96
+    assert (
+        steps["explain_shap"]["layer"]
+        in json.loads((tiny_bundle / "metadata.json").read_text(encoding="utf-8"))["shap_layers"]
+    )
+    assert "SELF-TEST PASSED on CPU" in out or "SELF-TEST PASSED on GPU" in out
+
+
+def test_a_broken_bundle_fails_with_the_step_named(tmp_path, tiny_bundle, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_bundle, broken)
+    model_file = broken / "model.keras"
+    model_file.write_bytes(model_file.read_bytes()[:1000])  # truncated: checksum and zip broken
+    code, report = _run(tmp_path, "--model", str(broken))
+    out = capsys.readouterr().out
+    assert code == 1
+    assert report["ok"] is False
+    assert report["failed"][0] == "load_model"
+    assert report["steps"]["open_png"]["ok"]  # what does not need the model still runs
+    assert "predict_png" in report["failed"] and "explain_gradcam" in report["failed"]
+    assert "[FAILED] load_model" in out and "SELF-TEST FAILED (load_model" in out
+
+
+def test_missing_samples_fail_the_open_steps(tmp_path, tiny_bundle, monkeypatch, capsys):
+    empty = tmp_path / "resources"
+    (empty / "samples").mkdir(parents=True)
+    monkeypatch.setenv("CXR_RESOURCES", str(empty))
+    code, report = _run(tmp_path, "--model", str(tiny_bundle))
+    capsys.readouterr()
+    assert code == 1
+    assert {f"open_{k}" for k in selftest.SAMPLES} <= set(report["failed"])
+    assert report["steps"]["load_model"]["ok"]
+    assert "phantom_j2k.dcm" in report["steps"]["open_jpeg2000_dicom"]["error"]
+
+
+def test_codec_check_fails_when_pylibjpeg_entry_points_are_lost(monkeypatch):
+    """What a frozen app without pylibjpeg's dist-info looks like: modules import, no decoders."""
+    import pylibjpeg.utils
+
+    assert selftest.check_codecs()["plugins"]["JPEGLossless"] == ["pylibjpeg"]
+    monkeypatch.setattr(pylibjpeg.utils, "get_pixel_data_decoders", lambda *a, **k: {})
+    with pytest.raises(RuntimeError, match=r"no usable decoder for JPEGLossless.*copy_metadata"):
+        selftest.check_codecs()

@@ -1,0 +1,70 @@
+"""Model builders: flat backbones (every layer addressable), the head, fine-tuning, weights."""
+
+from __future__ import annotations
+
+import pytest
+
+from cxr_viewer.core.errors import TrainingError
+from cxr_viewer.core.preprocess import InputSpec
+from trainer.config import ModelConfig
+from trainer.models import build_model
+
+
+def _head_ok(model, n_classes):
+    names = [layer.name for layer in model.layers]
+    assert names[-5:] == ["head_pool", "head_dropout", "head_dense", "head_leaky_relu", "output"]
+    assert model.get_layer("output").activation.__name__ == "softmax"
+    assert tuple(model.output.shape) == (None, n_classes)
+    # flat: no layer is itself a model
+    assert not any(hasattr(layer, "layers") for layer in model.layers)
+
+
+def test_resnet50v2_is_flat_and_fine_tunes_from_layer_n():
+    from cxr_viewer.core.explain.layers import default_gradcam_layer
+
+    model = build_model(
+        ModelConfig(architecture="resnet50v2", fine_tune_from=100), InputSpec(64, 64, 3), 3
+    )
+    _head_ok(model, 3)
+    for name in ("conv1_conv", "conv3_block1_preact_relu", "post_relu"):
+        model.get_layer(name)
+    assert default_gradcam_layer(model) == "post_relu"
+    assert not any(layer.trainable for layer in model.layers[:100] if layer.weights)
+    assert all(layer.trainable for layer in model.layers[100:])
+
+
+def test_mobilenetv2_and_dcnn_resnet(tmp_path):
+    import keras
+
+    mobile = build_model(ModelConfig(architecture="mobilenetv2", alpha=0.35), InputSpec(96, 96), 2)
+    _head_ok(mobile, 2)
+    mobile.get_layer("out_relu")
+    dcnn = build_model(ModelConfig(blocks=3), InputSpec(224, 224, 1), 2)
+    _head_ok(dcnn, 2)
+    assert tuple(dcnn.get_layer("block3_out").output.shape[1:3]) == (7, 7)
+    # names survive saving and safe-mode loading
+    path = tmp_path / "m.keras"
+    dcnn.save(path)
+    again = keras.saving.load_model(path, safe_mode=True, compile=False)
+    assert [layer.name for layer in again.layers] == [layer.name for layer in dcnn.layers]
+
+
+def test_weights_are_local_files_only(tmp_path):
+    with pytest.raises(TrainingError, match="never downloads"):
+        build_model(
+            ModelConfig(architecture="resnet50v2", weights=str(tmp_path / "none.h5")),
+            InputSpec(64, 64),
+            2,
+        )
+    (tmp_path / "w.h5").write_bytes(b"x")
+    with pytest.raises(TrainingError, match="3 input channels"):
+        build_model(
+            ModelConfig(architecture="mobilenetv2", weights=str(tmp_path / "w.h5")),
+            InputSpec(64, 64, 1),
+            2,
+        )
+
+
+def test_fine_tune_from_past_the_end():
+    with pytest.raises(TrainingError, match="past the last layer"):
+        build_model(ModelConfig(blocks=1, fine_tune_from=10_000), InputSpec(32, 32), 2)

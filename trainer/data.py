@@ -1,0 +1,124 @@
+"""From a config to ready training data: manifest → cache → patient-level splits.
+
+The split is written to ``<run>/splits.csv`` and reused when the run is resumed (a resumed run
+must see the same split); it is re-checked for patient leaks every time it is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxr_viewer.core.errors import TrainingError
+from cxr_viewer.core.preprocess import InputSpec
+
+from .cache import ImageCache, build_cache
+from .config import Config, resolve_path
+from .datasets import class_names_for, read_dataset
+from .splits import check_no_patient_leak, split_by_patient, split_summary, subsample_by_patient
+
+SPLITS_FILE = "splits.csv"
+
+
+@dataclass
+class PreparedData:
+    """The manifest (with ``split``, ``y`` = class index and ``row`` = cache row), the class
+    names, the input spec and the image cache."""
+
+    manifest: pd.DataFrame
+    class_names: list[str]
+    spec: InputSpec
+    cache: ImageCache
+
+    def part(self, split: str) -> pd.DataFrame:
+        return self.manifest[self.manifest["split"] == split]
+
+    def rows(self, split: str) -> np.ndarray:
+        return self.part(split)["row"].to_numpy(np.int64)
+
+    def labels(self, split: str) -> np.ndarray:
+        return self.part(split)["y"].to_numpy(np.int64)
+
+    def summary(self) -> dict:
+        """Data summary for reports and bundle metadata."""
+        m = self.manifest
+        return {
+            "sources": sorted(m["source"].unique().tolist()),
+            "views": sorted(v for v in m["view"].unique().tolist() if v),
+            "images": int(len(m)),
+            "patients": int(m["patient_id"].nunique()),
+            "unreadable_images": len(self.cache.failed),
+            "splits": split_summary(m, self.class_names),
+            "split_unit": "patient",
+        }
+
+
+def input_spec_for(cfg: Config) -> InputSpec:
+    """The model input spec a config asks for."""
+    size = cfg.model.input_size
+    return InputSpec(size, size, cfg.model.channels, cfg.preprocessing)
+
+
+def prepare_data(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> PreparedData:
+    """Read the dataset, decode it into the cache, and split it by patient (or reuse the
+    run's split)."""
+    run_dir = Path(run_dir)
+    manifest = read_dataset(cfg.data)
+    manifest = subsample_by_patient(manifest, cfg.data.max_images, cfg.seed)
+    class_names = class_names_for(manifest, cfg.data)
+    spec = input_spec_for(cfg)
+    cache_dir = resolve_path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "cache"
+    cache = build_cache(
+        manifest["path"].tolist(), spec, cache_dir, workers=cfg.data.workers, progress=progress
+    )
+    manifest = manifest.assign(row=np.arange(len(manifest)))
+    manifest = manifest[cache.ok].reset_index(drop=True)
+    index = {c: i for i, c in enumerate(class_names)}
+    manifest["y"] = manifest["label"].map(index).astype(np.int64)
+
+    splits_path = run_dir / SPLITS_FILE
+    reused = _reuse_split(manifest, splits_path)
+    if reused is not None:
+        manifest["split"] = reused
+    else:
+        manifest["split"] = split_by_patient(
+            manifest,
+            val_fraction=cfg.split.val_fraction,
+            test_fraction=cfg.split.test_fraction,
+            seed=cfg.seed,
+        )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        manifest[["path", "label", "patient_id", "view", "source", "split"]].to_csv(
+            splits_path, index=False
+        )
+    check_no_patient_leak(manifest)
+    for split in ("train", "val"):
+        present = set(manifest.loc[manifest["split"] == split, "label"])
+        if len(present) < 2:
+            raise TrainingError(
+                f"The {split} split has a single class",
+                f"it only holds {sorted(present)}; training and model selection need both.",
+                "Use more data (data.max_images = 0) or larger split fractions.",
+            )
+    return PreparedData(manifest, class_names, spec, cache)
+
+
+def _reuse_split(manifest: pd.DataFrame, path: Path) -> pd.Series | None:
+    """The split stored in ``path`` if it covers exactly the manifest's files."""
+    if not path.is_file():
+        return None
+    stored = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if set(stored["path"]) != set(manifest["path"]):
+        raise TrainingError(
+            "The run folder holds a split of different data",
+            f"{path} lists other files than the current dataset/config.",
+            "Use a new --out folder, or --fresh to discard the old run.",
+        )
+    return (
+        manifest["path"]
+        .map(dict(zip(stored["path"], stored["split"], strict=True)))
+        .rename("split")
+    )

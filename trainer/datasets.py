@@ -1,0 +1,311 @@
+"""Dataset readers: each public layout becomes one manifest.
+
+A manifest is a :class:`pandas.DataFrame` with at least the columns :data:`MANIFEST_COLUMNS`
+(``path`` absolute, ``label`` a class name, ``patient_id`` prefixed with the source so ids of two
+datasets never collide, ``view``, ``source``); readers may add columns (``finding``,
+``original_split``, ``mask_path``). Rows whose image file is missing are dropped and counted in
+``manifest.attrs["missing"]``. Images themselves are read later, through
+:func:`cxr_viewer.core.io.load_study`, by :mod:`trainer.cache`.
+
+Layouts
+-------
+* ``covid_chestxray`` — the COVID-19 chest X-ray dataset (Cohen et al. 2020,
+  arXiv:2006.11988): ``metadata.csv`` (patientid, finding, view, modality, folder, filename, …)
+  and ``images/``. X-ray rows only, filtered by view; findings mapped to the binary task
+  (non-COVID-19 / COVID-19) or the three-class task (normal / COVID-19 / other_pneumonia).
+* ``class_folders`` — one folder per class, optionally under ``train|val|test`` (e.g. the
+  pediatric pneumonia set of Kermany et al. 2018: ``NORMAL|PNEUMONIA`` or
+  ``BACTERIA|NORMAL|VIRUS``). Patient ids come from file names where the set encodes them
+  (``person123_bacteria_4.jpeg``, ``IM-0115-0001.jpeg``), else each file is its own patient.
+* ``rsna`` — RSNA Pneumonia Detection Challenge: ``stage_2_train_labels.csv`` (patientId,
+  x, y, width, height, Target; one row per box) + ``stage_2_train_images/<patientId>.dcm``.
+* ``csv`` — a generic CSV with ``path`` and ``label`` (optional ``patient_id``, ``view``,
+  ``source``); relative paths are relative to the CSV's folder.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+
+from cxr_viewer.core.errors import TrainingError
+
+from .config import DataConfig, resolve_path
+
+MANIFEST_COLUMNS = ["path", "label", "patient_id", "view", "source"]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".tiff"}
+
+COVID = "COVID-19"
+BINARY_CLASSES = ["non-COVID-19", COVID]
+THREE_CLASSES = ["normal", COVID, "other_pneumonia"]
+#: findings that are no label at all
+_UNLABELLED = {"", "todo", "unknown", "nan"}
+
+
+def _finish(df: pd.DataFrame, source: str, what: str) -> pd.DataFrame:
+    """Drop rows whose file is missing, check the result is usable, fix column order."""
+    exists = df["path"].map(lambda p: Path(p).is_file())
+    missing = int((~exists).sum())
+    df = df[exists].reset_index(drop=True)
+    if df.empty:
+        raise TrainingError(
+            f"No usable images in {source}",
+            f"{what} ({missing} listed files are missing).",
+            "Check data.root and data.format (and data.views for the COVID-19 dataset).",
+        )
+    for col in MANIFEST_COLUMNS:
+        if col not in df.columns:
+            df[col] = ""
+    df["label"] = df["label"].astype(str)
+    df["patient_id"] = df["patient_id"].astype(str)
+    df["view"] = df["view"].fillna("").astype(str)
+    extra = [c for c in df.columns if c not in MANIFEST_COLUMNS]
+    df = df[MANIFEST_COLUMNS + extra]
+    df.attrs["missing"] = missing
+    return df
+
+
+def covid_label(finding: str, task: str) -> str | None:
+    """Map a covid-chestxray ``finding`` to a class (None: drop the row).
+
+    Handles both the flat findings of early releases ("COVID-19, ARDS", "No Finding",
+    "Streptococcus") and the hierarchical ones of later releases ("Pneumonia/Viral/COVID-19").
+    """
+    text = str(finding).strip()
+    if text.lower() in _UNLABELLED:
+        return None
+    is_covid = "covid-19" in text.lower() or "sars-cov-2" in text.lower()
+    if task == "binary":
+        return COVID if is_covid else BINARY_CLASSES[0]
+    if is_covid:
+        return COVID
+    if text.lower() in ("no finding", "normal"):
+        return "normal"
+    return "other_pneumonia"
+
+
+def read_covid_chestxray(
+    root: str | Path, *, task: str = "binary", views: Iterable[str] = ("PA", "AP", "AP Supine")
+) -> pd.DataFrame:
+    """Manifest of the COVID-19 chest X-ray dataset layout (see module docstring)."""
+    root = Path(root)
+    meta_path = root / "metadata.csv"
+    if not meta_path.is_file():
+        raise TrainingError(
+            f"{root} is not in the COVID-19 chest X-ray dataset layout",
+            "it has no metadata.csv.",
+            "Point data.root at the dataset folder (metadata.csv + images/).",
+        )
+    meta = pd.read_csv(meta_path, dtype=str, keep_default_na=False)
+    needed = {"patientid", "finding", "view", "filename"}
+    if not needed <= set(meta.columns):
+        raise TrainingError(
+            f"{meta_path} lacks columns the reader needs",
+            f"needs {sorted(needed)}, has {sorted(meta.columns)[:12]}….",
+        )
+    if "modality" in meta.columns:
+        meta = meta[meta["modality"].str.strip().str.lower().isin(["x-ray", "xray", ""])]
+    views = [v.strip().lower() for v in views]
+    if views:
+        meta = meta[meta["view"].str.strip().str.lower().isin(views)]
+    labels = meta["finding"].map(lambda f: covid_label(f, task))
+    meta = meta[labels.notna()]
+    labels = labels[labels.notna()]
+    folder = meta["folder"] if "folder" in meta.columns else pd.Series("images", index=meta.index)
+    folder = folder.replace("", "images")
+    df = pd.DataFrame(
+        {
+            "path": [
+                str((root / f / n).resolve()) for f, n in zip(folder, meta["filename"], strict=True)
+            ],
+            "label": labels.values,
+            "patient_id": ("covid-" + meta["patientid"].str.strip()).values,
+            "view": meta["view"].str.strip().values,
+            "source": "covid-chestxray",
+            "finding": meta["finding"].values,
+        }
+    )
+    return _finish(df, str(root), f"{len(df)} rows after the view filter {list(views)}")
+
+
+_PATIENT_PATTERNS = (
+    re.compile(r"^(person\d+)_", re.IGNORECASE),  # pediatric pneumonia: person1_bacteria_1
+    re.compile(r"^(?:NORMAL\d*-)?(IM-\d+)-", re.IGNORECASE),  # IM-0115-0001, NORMAL2-IM-1427-0001
+)
+
+
+def patient_from_filename(name: str) -> str:
+    """Patient id encoded in a file name (pediatric pneumonia conventions), else the stem."""
+    for pattern in _PATIENT_PATTERNS:
+        m = pattern.match(name)
+        if m:
+            return m.group(1).lower()
+    return Path(name).stem
+
+
+def read_class_folders(root: str | Path) -> pd.DataFrame:
+    """Manifest of a class-per-folder layout, with or without ``train|val|test`` folders."""
+    root = Path(root)
+    if not root.is_dir():
+        raise TrainingError(
+            f"No dataset folder at {root}", "the folder does not exist", "Check data.root."
+        )
+    split_names = {"train", "val", "test", "valid", "validation"}
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if subdirs and all(p.name.lower() in split_names for p in subdirs):
+        class_dirs = [(s.name, c) for s in subdirs for c in sorted(s.iterdir()) if c.is_dir()]
+    else:
+        class_dirs = [("", c) for c in subdirs]
+    rows = []
+    for original_split, cdir in class_dirs:
+        for f in sorted(cdir.iterdir()):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
+                rows.append(
+                    {
+                        "path": str(f.resolve()),
+                        "label": cdir.name,
+                        "patient_id": f"{root.name}-{patient_from_filename(f.name)}",
+                        "view": "",
+                        "source": f"class_folders:{root.name}",
+                        "original_split": original_split,
+                    }
+                )
+    if not rows:
+        raise TrainingError(
+            f"No images found in class folders under {root}",
+            "expected <root>/<class>/*.png|jpg|dcm or <root>/train|val|test/<class>/*.",
+            "Check data.root and data.format.",
+        )
+    return _finish(pd.DataFrame(rows), str(root), "no image files")
+
+
+def _dicom_view(path: str) -> str:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["ViewPosition"])
+        return str(ds.get("ViewPosition", "") or "")
+    except (OSError, pydicom.errors.InvalidDicomError):
+        return ""
+
+
+def read_rsna(root: str | Path, *, views: Iterable[str] = (), workers: int = 2) -> pd.DataFrame:
+    """Manifest of the RSNA Pneumonia Detection Challenge layout.
+
+    One image per ``patientId`` (the challenge's id is per study); label ``pneumonia`` if any of
+    its rows has ``Target`` 1, else ``no_pneumonia``. The view comes from each DICOM's
+    ViewPosition (read without pixel data) and is filtered by ``views`` when given.
+    """
+    root = Path(root)
+    labels_csv = next(
+        (root / n for n in ("stage_2_train_labels.csv", "stage_1_train_labels.csv")
+         if (root / n).is_file()),
+        None,
+    )  # fmt: skip
+    if labels_csv is None:
+        raise TrainingError(
+            f"{root} is not in the RSNA pneumonia layout",
+            "it has no stage_2_train_labels.csv.",
+            "Point data.root at the folder holding the labels CSV and stage_2_train_images/.",
+        )
+    table = pd.read_csv(labels_csv)
+    if not {"patientId", "Target"} <= set(table.columns):
+        raise TrainingError(f"{labels_csv.name} lacks patientId/Target columns")
+    target = table.groupby("patientId", sort=True)["Target"].max()
+    image_dir = next(
+        (root / n for n in ("stage_2_train_images", "stage_1_train_images") if (root / n).is_dir()),
+        root,
+    )
+    paths = [str((image_dir / f"{pid}.dcm").resolve()) for pid in target.index]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        view_list = list(pool.map(_dicom_view, paths))
+    df = pd.DataFrame(
+        {
+            "path": paths,
+            "label": ["pneumonia" if t else "no_pneumonia" for t in target.values],
+            "patient_id": [f"rsna-{p}" for p in target.index],
+            "view": view_list,
+            "source": "rsna-pneumonia",
+        }
+    )
+    wanted = [v.strip().upper() for v in views]
+    if wanted:
+        df = df[df["view"].str.upper().isin(wanted)]
+    return _finish(df, str(root), f"{len(df)} images after the view filter {wanted}")
+
+
+def read_csv_manifest(csv_path: str | Path) -> pd.DataFrame:
+    """Manifest from a generic CSV (``path``, ``label``; optional ``patient_id``, ``view``,
+    ``source``). Without ``patient_id`` each image counts as its own patient."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise TrainingError(
+            f"No CSV file at {csv_path}", "the file does not exist", "Check data.root."
+        )
+    try:
+        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise TrainingError(f"Cannot read {csv_path.name} as CSV", str(exc)) from exc
+    if not {"path", "label"} <= set(df.columns):
+        raise TrainingError(
+            f"{csv_path.name} lacks the columns path and label",
+            f"it has {list(df.columns)}.",
+            "Add a header row: path,label[,patient_id,view,source].",
+        )
+    base = csv_path.parent
+    df = df.copy()
+    df["path"] = [str((base / p).resolve()) for p in df["path"]]
+    if "patient_id" not in df.columns or (df["patient_id"] == "").any():
+        fallback = df["path"].map(lambda p: Path(p).stem)
+        pid = df["patient_id"] if "patient_id" in df.columns else fallback
+        df["patient_id"] = pid.where(pid != "", fallback)
+    df["patient_id"] = f"{csv_path.stem}-" + df["patient_id"]
+    if "source" not in df.columns:
+        df["source"] = f"csv:{csv_path.name}"
+    df = df[df["label"].str.strip() != ""]
+    return _finish(df, str(csv_path), f"{len(df)} labelled rows")
+
+
+def read_dataset(data: DataConfig) -> pd.DataFrame:
+    """The manifest for a ``[data]`` config section."""
+    root = resolve_path(data.root)
+    if data.format == "covid_chestxray":
+        return read_covid_chestxray(root, task=data.task, views=data.views)
+    if data.format == "class_folders":
+        return read_class_folders(root)
+    if data.format == "rsna":
+        return read_rsna(root, views=data.views, workers=data.workers)
+    if data.format == "csv":
+        return read_csv_manifest(root)
+    raise TrainingError(f"Unknown data.format '{data.format}'")
+
+
+def class_names_for(manifest: pd.DataFrame, data: DataConfig) -> list[str]:
+    """Class order: ``data.class_names`` if set, the task's order for the COVID-19 dataset,
+    else sorted labels. Raises if a manifest label is not among them or a class is empty."""
+    present = sorted(manifest["label"].unique())
+    if data.class_names:
+        names = list(data.class_names)
+    elif data.format == "covid_chestxray":
+        names = BINARY_CLASSES if data.task == "binary" else THREE_CLASSES
+    else:
+        names = present
+    unknown = sorted(set(present) - set(names))
+    if unknown:
+        raise TrainingError(
+            "The data has labels outside data.class_names",
+            f"labels {unknown} are not in {names}.",
+            "Add them to data.class_names or leave it empty.",
+        )
+    empty = [n for n in names if n not in present]
+    if empty or len(names) < 2:
+        raise TrainingError(
+            "A classifier needs at least two classes with images",
+            f"classes without images: {empty}; classes: {names}.",
+            "Check the data filter (views, task) or data.class_names.",
+        )
+    return names

@@ -1,0 +1,143 @@
+"""Export a trained model as a CXR Lens bundle (:func:`cxr_viewer.core.bundle.write_bundle`).
+
+The default Grad-CAM layer and the SHAP layers offered come from
+:mod:`cxr_viewer.core.explain.layers` (the same rules the viewer applies to imported models);
+the SHAP background set is a class-stratified random sample of *training* inputs, already
+preprocessed (``study_to_input`` space), saved as plain float32 ``.npy``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxr_viewer.core.bundle import Bundle, write_bundle
+
+from .config import Config
+from .data import PreparedData
+from .pipeline import gather_inputs
+
+PREPROCESSING_NOTE = (
+    "cxr_viewer.core.preprocess.study_to_input: the study's default display image "
+    "(window, VOI LUT, MONOCHROME1 inversion) in [0, 1] → resize_for_model (area when "
+    "shrinking, cubic when enlarging) → normalize ({name}: x·{scale} + {offset}, grey repeated "
+    "to {channels} channel(s))"
+)
+
+
+def background_rows(data: PreparedData, n: int, seed: int) -> np.ndarray:
+    """``n`` training cache rows, stratified by class, in seeded random order."""
+    part = data.part("train")
+    rng = np.random.default_rng(seed)
+    n = min(n, len(part))
+    share = part["y"].value_counts(normalize=True).sort_index()
+    picked: list[int] = []
+    for cls, frac in share.items():
+        rows = part.loc[part["y"] == cls, "row"].to_numpy()
+        take = min(len(rows), max(1, int(round(frac * n))))
+        picked.extend(rng.choice(rows, size=take, replace=False).tolist())
+    rng.shuffle(picked)
+    return np.asarray(picked[:n], dtype=np.int64)
+
+
+def _metrics_for_metadata(evaluation: dict) -> dict[str, Any]:
+    val, test = evaluation["val"], evaluation["test"]
+    return {
+        # flat keys the viewer shows (validation figures), then the full tables
+        "auc": val["auc"],
+        "accuracy": val["accuracy"],
+        "test_auc": test["auc"],
+        "test_accuracy": test["accuracy"],
+        "threshold_rule": evaluation["threshold_rule"],
+        "validation": val,
+        "test": test,
+    }
+
+
+def data_summary_for_metadata(data: PreparedData) -> dict[str, Any]:
+    s = data.summary()
+    m = data.manifest
+    per_class = ", ".join(f"{c} {int((m['label'] == c).sum())}" for c in data.class_names)
+    sp = s["splits"]
+    return {
+        "source": ", ".join(s["sources"]),
+        "views": ", ".join(s["views"]) or "not recorded",
+        "images": s["images"],
+        "patients": s["patients"],
+        "classes": per_class,
+        "split": (
+            f"by patient, train/val/test = {sp['train']['patients']}/{sp['val']['patients']}/"
+            f"{sp['test']['patients']} patients, {sp['train']['images']}/{sp['val']['images']}/"
+            f"{sp['test']['images']} images"
+        ),
+    }
+
+
+def export_bundle(
+    model,
+    cfg: Config,
+    data: PreparedData,
+    evaluation: dict,
+    out_dir: str | Path,
+    *,
+    training: dict[str, Any] | None = None,
+    report_files: list[Path] | None = None,
+) -> Bundle:
+    """Write the bundle to ``out_dir`` (replacing it) and return it re-opened.
+
+    ``report_files`` (the Markdown report and figures) are copied into ``out_dir/report/``.
+    """
+    from cxr_viewer.core.explain.layers import default_gradcam_layer, shap_layers
+    from cxr_viewer.core.preprocess import PREPROCESSINGS
+
+    spec = data.spec
+    background = gather_inputs(
+        data.cache.images, background_rows(data, cfg.export.background_size, cfg.seed), spec
+    )
+    scale, offset = PREPROCESSINGS[spec.preprocessing]
+    extra: dict[str, Any] = {
+        "description": cfg.export.description
+        or f"{cfg.model.architecture} trained by cxr-train on {', '.join(data.summary()['sources'])}",
+        "architecture": cfg.model.architecture,
+        "threshold": evaluation["threshold"],
+        "positive_class": evaluation["positive_class"],
+        "preprocessing": PREPROCESSING_NOTE.format(
+            name=spec.preprocessing, scale=scale, offset=offset, channels=spec.channels
+        ),
+        "data_summary": data_summary_for_metadata(data),
+        "data_splits": data.summary()["splits"],
+        "metrics": _metrics_for_metadata(evaluation),
+        "background": {
+            "count": int(background.shape[0]),
+            "selection": f"class-stratified random training inputs (seed {cfg.seed})",
+        },
+        "training": training or {},
+        "config": cfg.to_dict(),
+        "trainer": "cxr-train (trainer package of CXR Lens)",
+    }
+    import keras
+
+    # an uncompiled view of the same layers: the bundle carries no optimizer state (a third of
+    # the size for Adam), and the viewer loads it with compile=False anyway
+    inference = keras.Model(model.inputs, model.outputs, name=model.name)
+    bundle = write_bundle(
+        out_dir,
+        inference,
+        name=cfg.name,
+        class_names=data.class_names,
+        input_spec=spec,
+        gradcam_layer=default_gradcam_layer(inference),
+        shap_layers=shap_layers(inference, max_layers=cfg.export.shap_max_layers),
+        background=background,
+        extra=extra,
+        overwrite=True,
+    )
+    if report_files:
+        dest = Path(out_dir) / "report"
+        dest.mkdir(exist_ok=True)
+        for f in report_files:
+            shutil.copy2(f, dest / Path(f).name)
+    return bundle

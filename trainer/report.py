@@ -1,0 +1,131 @@
+"""The short Markdown report of a run: data, training, validation and test figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cxr_viewer.core.bundle import INTENDED_USE
+
+from .config import Config
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def _metrics_table(metrics: dict, class_names: list[str]) -> list[str]:
+    lines = [
+        f"- images: {metrics['n']}, accuracy **{_fmt(metrics['accuracy'])}**, "
+        f"AUC **{_fmt(metrics['auc'])}**, macro F1 {_fmt(metrics['macro_f1'])}",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "|---|---|---|---|---|",
+    ]
+    for name in class_names:
+        m = metrics["per_class"][name]
+        lines.append(
+            f"| {name} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | {_fmt(m['f1'])} "
+            f"| {m['support']} |"
+        )
+    cm = metrics["confusion_matrix"]
+    lines += ["", "Confusion matrix (rows = true, columns = predicted):", ""]
+    lines.append("| | " + " | ".join(class_names) + " |")
+    lines.append("|---" * (len(class_names) + 1) + "|")
+    for name, row in zip(class_names, cm, strict=True):
+        lines.append(f"| **{name}** | " + " | ".join(str(v) for v in row) + " |")
+    return lines
+
+
+def write_report(
+    path: Path,
+    cfg: Config,
+    summary: dict,
+    class_names: list[str],
+    evaluation: dict,
+    training: dict,
+    figures: list[Path],
+    trials: list[dict] | None = None,
+) -> Path:
+    """Write ``report.md``; figure links are relative to its folder."""
+    sp = summary["splits"]
+    lines = [
+        f"# {cfg.name}: training report",
+        "",
+        f"*Intended use: {INTENDED_USE}.*",
+        "",
+        "## Data",
+        "",
+        f"- source: {', '.join(summary['sources'])}; views: {', '.join(summary['views']) or 'n/a'}",
+        f"- {summary['images']} images of {summary['patients']} patients "
+        f"({summary['unreadable_images']} unreadable, skipped); split **by patient**, stratified",
+        "",
+        "| split | patients | images | " + " | ".join(class_names) + " |",
+        "|---" * (3 + len(class_names)) + "|",
+    ]
+    for s in ("train", "val", "test"):
+        row = sp[s]
+        counts = " | ".join(str(row["per_class"][c]) for c in class_names)
+        lines.append(f"| {s} | {row['patients']} | {row['images']} | {counts} |")
+    m = cfg.model
+    lines += [
+        "",
+        "## Model and training",
+        "",
+        f"- {m.architecture}, input {m.input_size}×{m.input_size}×{m.channels} "
+        f"({cfg.preprocessing}), {training.get('parameters', 'n/a')} parameters",
+        f"- imbalance: {cfg.imbalance.strategy}"
+        + (
+            f" (class weights {training.get('class_weight')})"
+            if training.get("class_weight")
+            else ""
+        )
+        + f"; augmentation: {'on' if cfg.augment.enabled else 'off'}",
+        f"- epochs run: {training.get('epochs_run')}, best epoch (by {cfg.train.monitor}): "
+        f"{training.get('best_epoch')}, wall time {_fmt(training.get('wall_time_s'))} s",
+        "",
+    ]
+    if trials:
+        lines += [
+            "## Random search (selected on validation)",
+            "",
+            "| trial | learning rate | dropout | dense units | val AUC |",
+            "|---|---|---|---|---|",
+        ]
+        for t in trials:
+            lines.append(
+                f"| {t['trial']} | {t['learning_rate']:.2e} | {t['dropout']:.2f} | "
+                f"{t['dense_units']} | {_fmt(t['val_auc'])} |"
+            )
+        lines.append("")
+    thr = evaluation["threshold"]
+    lines += [
+        "## Decision rule",
+        "",
+        (
+            f"{evaluation['positive_class']} if p ≥ {thr:.3f} (chosen on validation by "
+            f"{evaluation['threshold_rule']}; never on test)"
+            if thr is not None
+            else "arg-max over classes"
+        ),
+        "",
+        "## Validation",
+        "",
+        *_metrics_table(evaluation["val"], class_names),
+        "",
+        "## Test (held out; reported once)",
+        "",
+        *_metrics_table(evaluation["test"], class_names),
+        "",
+        "## Figures",
+        "",
+    ]
+    for f in figures:
+        rel = Path(f).relative_to(path.parent) if Path(f).is_relative_to(path.parent) else f
+        lines.append(f"![{Path(f).stem}]({rel})")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,142 @@
+"""One ``cxr-train train`` run end to end: data → (search →) train → evaluate → report → bundle.
+
+Outputs in the run folder: ``config.resolved.toml`` (every key; re-running it reproduces the
+run), ``splits.csv``, ``history.csv``, ``checkpoints/``, ``logs/`` (TensorBoard), ``model.keras``,
+``metrics.json``, ``report/`` (``report.md`` + figures) and, unless configured elsewhere,
+``bundle/``. Re-running the same command continues an interrupted run; a finished run is
+re-evaluated and re-exported without retraining.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cxr_viewer.core.bundle import Bundle
+from cxr_viewer.core.errors import TrainingError
+
+from .config import Config, config_from_dict, resolve_path, write_config
+from .data import PreparedData, prepare_data
+from .evaluate import evaluate_model
+from .export import export_bundle
+from .figures import write_figures
+from .imbalance import class_weights
+from .report import write_report
+from .search import random_search
+from .train import train_model
+
+RESOLVED_CONFIG = "config.resolved.toml"
+#: keys that may differ between an interrupted run and its resumption
+_NON_SEMANTIC = {("run_dir",), ("export", "bundle_dir"), ("train", "verbose"), ("data", "workers")}
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    bundle: Bundle
+    evaluation: dict
+    training: dict
+    report: Path
+
+
+def _semantic(cfg: Config) -> dict:
+    d = cfg.to_dict()
+    for path in _NON_SEMANTIC:
+        node = d
+        for key in path[:-1]:
+            node = node[key]
+        node.pop(path[-1], None)
+    return d
+
+
+def _check_same_config(cfg: Config, run_dir: Path) -> None:
+    import tomllib
+
+    path = run_dir / RESOLVED_CONFIG
+    if not path.is_file():
+        return
+    try:
+        old = config_from_dict(tomllib.loads(path.read_text(encoding="utf-8")), str(path))
+    except (TrainingError, tomllib.TOMLDecodeError):
+        old = None
+    if old is None or _semantic(old) != _semantic(cfg):
+        raise TrainingError(
+            f"{run_dir} holds a run with a different configuration",
+            f"its {RESOLVED_CONFIG} differs from the current config; resuming would mix them.",
+            "Use a new --out folder, or pass --fresh to discard the old run.",
+        )
+
+
+def run_training(
+    cfg: Config,
+    run_dir: str | Path,
+    *,
+    bundle_dir: str | Path | None = None,
+    fresh: bool = False,
+    progress: bool = True,
+) -> RunOutcome:
+    """Train, evaluate and export as ``cfg`` says; see the module docstring for the outputs."""
+    run_dir = Path(run_dir)
+    if fresh and run_dir.exists():
+        for name in (RESOLVED_CONFIG, "splits.csv"):
+            (run_dir / name).unlink(missing_ok=True)
+    _check_same_config(cfg, run_dir)
+    write_config(cfg, run_dir / RESOLVED_CONFIG)
+    t0 = time.perf_counter()
+    data: PreparedData = prepare_data(cfg, run_dir, progress=progress)
+    trials = None
+    if cfg.search.trials > 0:
+        chosen_cfg, result, trials = random_search(cfg, data, run_dir)
+    else:
+        chosen_cfg, result = cfg, train_model(cfg, data, run_dir, fresh=fresh)
+    model = result.model
+    evaluation = evaluate_model(
+        model,
+        data,
+        positive_class=cfg.evaluate.positive_class,
+        rule=cfg.evaluate.threshold_rule,
+    )
+    weights = None
+    if cfg.imbalance.strategy == "class_weight":
+        weights = class_weights(
+            data.labels("train"), data.class_names, cfg.imbalance.class_multipliers
+        )
+    training = {
+        "parameters": int(model.count_params()),
+        "epochs_run": int(len(result.history)),
+        "best_epoch": int(result.best_epoch) + 1,
+        "monitor": cfg.train.monitor,
+        "imbalance": cfg.imbalance.strategy,
+        "class_weight": {data.class_names[i]: round(w, 4) for i, w in (weights or {}).items()},
+        "resumed_from_epoch": int(max(result.resumed_from, 0)),
+        "wall_time_s": round(time.perf_counter() - t0, 1),
+        "chosen_hyperparameters": {
+            "learning_rate": chosen_cfg.train.learning_rate,
+            "dropout": chosen_cfg.model.dropout,
+            "dense_units": chosen_cfg.model.dense_units,
+        },
+    }
+    if trials is not None:
+        training["search_trials"] = trials
+
+    report_dir = run_dir / "report"
+    labels = {s: data.labels(s) for s in ("val", "test")}
+    figures = write_figures(report_dir, evaluation, labels, data.class_names, result.history)
+    report = write_report(
+        report_dir / "report.md", chosen_cfg, data.summary(), data.class_names, evaluation,
+        training, figures, trials,
+    )  # fmt: skip
+    metrics = {k: v for k, v in evaluation.items() if k != "probs"}
+    (run_dir / "metrics.json").write_text(
+        json.dumps({"evaluation": metrics, "training": training}, indent=2), encoding="utf-8"
+    )
+    if bundle_dir is None:
+        bundle_dir = resolve_path(cfg.export.bundle_dir) if cfg.export.bundle_dir else None
+    bundle_dir = Path(bundle_dir) if bundle_dir else run_dir / "bundle"
+    bundle = export_bundle(
+        model, chosen_cfg, data, evaluation, bundle_dir,
+        training=training, report_files=[report, *figures],
+    )  # fmt: skip
+    return RunOutcome(run_dir, bundle, evaluation, training, report)

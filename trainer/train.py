@@ -1,0 +1,215 @@
+"""Fit a classifier on prepared data, resumably.
+
+Run folder layout (``run_dir``)::
+
+    checkpoints/backup/     keras BackupAndRestore state (weights + optimizer + epoch); it is
+                            deleted when fit() completes, so its presence means "interrupted"
+    checkpoints/best.weights.h5   best epoch so far on the monitored validation metric
+    history.csv             one row per finished epoch (CSVLogger, appended on resume)
+    logs/                   TensorBoard
+    model.keras             the final (best) model once training has finished
+
+Running the same command again after an interruption resumes at the next epoch with the same
+split, weights, optimizer state and early-stopping state (restored from ``history.csv``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxr_viewer.core.model_io import import_tensorflow
+
+from .config import Config
+from .data import PreparedData
+from .imbalance import augmentation_layers, class_weights, oversample_indices
+from .models import build_model, compile_model
+from .pipeline import make_dataset
+
+HISTORY_FILE = "history.csv"
+FINAL_MODEL = "model.keras"
+
+
+@dataclass
+class TrainResult:
+    model: object
+    history: pd.DataFrame
+    best_epoch: int
+    resumed_from: int  # 0 for a fresh run, -1 when a finished run's model was reused
+    class_weight: dict[int, float] | None
+
+
+def _mode(monitor: str) -> str:
+    return "min" if monitor.endswith("loss") else "max"
+
+
+def _best_so_far(history: pd.DataFrame, monitor: str) -> tuple[float | None, int, int]:
+    """(best value, its epoch index, epochs waited since) from a history table."""
+    if history.empty or monitor not in history:
+        return None, 0, 0
+    values = history[monitor].to_numpy(dtype=float)
+    i = int(np.nanargmin(values) if _mode(monitor) == "min" else np.nanargmax(values))
+    return float(values[i]), int(history["epoch"].iloc[i]), len(values) - 1 - i
+
+
+def _resumable_early_stopping(history_path: Path, monitor: str, patience: int):
+    import keras
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        """EarlyStopping whose best value and patience counter survive an interruption."""
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            best, epoch, wait = _best_so_far(read_history(history_path), self.monitor)
+            if best is not None:
+                self.best, self.best_epoch, self.wait = best, epoch, wait
+
+    return ResumableEarlyStopping(
+        monitor=monitor, mode=_mode(monitor), patience=patience, restore_best_weights=False
+    )
+
+
+def read_history(path: Path) -> pd.DataFrame:
+    """The per-epoch history (empty frame when there is none)."""
+    if not Path(path).is_file() or Path(path).stat().st_size == 0:
+        return pd.DataFrame({"epoch": []})
+    return pd.read_csv(path)
+
+
+def _backup_epoch(backup_dir: Path) -> int:
+    meta = backup_dir / "training_metadata.json"
+    if not meta.is_file():
+        return 0
+    try:
+        return int(json.loads(meta.read_text())["epoch"])
+    except (ValueError, KeyError, OSError):
+        return 0
+
+
+def _strategy_and_precision(cfg: Config):
+    """MirroredStrategy + mixed precision when GPUs are present (or forced), else defaults."""
+    tf = import_tensorflow()
+    import keras
+
+    gpus = tf.config.list_physical_devices("GPU")
+    mixed = cfg.train.mixed_precision == "on" or (cfg.train.mixed_precision == "auto" and gpus)
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    strategy = tf.distribute.MirroredStrategy() if gpus else tf.distribute.get_strategy()
+    return strategy, bool(mixed)
+
+
+def train_model(
+    cfg: Config,
+    data: PreparedData,
+    run_dir: str | Path,
+    *,
+    extra_callbacks: Sequence = (),
+    fresh: bool = False,
+) -> TrainResult:
+    """Train (or resume training) and return the model with the best validation epoch's
+    weights."""
+    import keras
+
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    backup_dir = ckpt_dir / "backup"
+    best_path = ckpt_dir / "best.weights.h5"
+    history_path = run_dir / HISTORY_FILE
+    if fresh:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        history_path.unlink(missing_ok=True)
+        (run_dir / FINAL_MODEL).unlink(missing_ok=True)
+    resumed_from = _backup_epoch(backup_dir)
+    final = run_dir / FINAL_MODEL
+    if resumed_from == 0 and final.is_file():  # finished before: reuse, don't retrain
+        from cxr_viewer.core.model_io import load_keras_model
+
+        history = read_history(history_path)
+        _, best_epoch, _ = _best_so_far(history, cfg.train.monitor)
+        return TrainResult(load_keras_model(final), history, best_epoch, -1, None)
+    if resumed_from == 0:  # a fresh start: nothing stale may leak into it
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        history_path.unlink(missing_ok=True)
+    else:  # keep exactly the epochs the backup holds
+        hist = read_history(history_path)
+        hist[hist["epoch"] < resumed_from].to_csv(history_path, index=False)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+
+    n_classes = len(data.class_names)
+    if cfg.train.deterministic:  # process-wide; seeds alone leave CPU kernels' order free
+        import_tensorflow().config.experimental.enable_op_determinism()
+    strategy, _ = _strategy_and_precision(cfg)
+    try:
+        with strategy.scope():
+            model = build_model(cfg.model, data.spec, n_classes, seed=cfg.seed)
+            compile_model(model, cfg.train.learning_rate, n_classes)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+    train_rows, train_y = data.rows("train"), data.labels("train")
+    weights = None
+    if cfg.imbalance.strategy == "class_weight":
+        weights = class_weights(train_y, data.class_names, cfg.imbalance.class_multipliers)
+    elif cfg.imbalance.strategy == "oversample":
+        picked = oversample_indices(train_y, cfg.seed)
+        train_rows, train_y = train_rows[picked], train_y[picked]
+    aug = augmentation_layers(cfg.augment, data.spec.value_range, cfg.seed)
+    bs = cfg.train.batch_size
+    train_ds = make_dataset(
+        data.cache.images, train_rows, train_y, n_classes, data.spec,
+        batch_size=bs, shuffle=True, seed=cfg.seed, augment=aug,
+    )  # fmt: skip
+    val_ds = make_dataset(
+        data.cache.images, data.rows("val"), data.labels("val"), n_classes, data.spec,
+        batch_size=bs,
+    )  # fmt: skip
+
+    monitor = cfg.train.monitor
+    best, _, _ = _best_so_far(read_history(history_path), monitor)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(backup_dir)),
+        keras.callbacks.CSVLogger(str(history_path), append=True),
+        keras.callbacks.ModelCheckpoint(
+            str(best_path),
+            monitor=monitor,
+            mode=_mode(monitor),
+            save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=best,
+        ),  # fmt: skip
+        _resumable_early_stopping(history_path, monitor, cfg.train.patience),
+    ]
+    if cfg.train.tensorboard:
+        if importlib.util.find_spec("tensorboard") is None:
+            warnings.warn(
+                "train.tensorboard is on but the tensorboard package is not installed: "
+                "no TensorBoard logs (pip install tensorboard)",
+                stacklevel=2,
+            )
+        else:
+            callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False))
+    callbacks.extend(extra_callbacks)
+
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=cfg.train.epochs,
+        class_weight=weights,
+        callbacks=callbacks,
+        verbose=cfg.train.verbose,
+        shuffle=False,  # the dataset shuffles itself (seeded)
+    )
+    if best_path.is_file():
+        model.load_weights(str(best_path))
+    history = read_history(history_path)
+    _, best_epoch, _ = _best_so_far(history, monitor)
+    model.save(final)
+    return TrainResult(model, history, best_epoch, resumed_from, weights)
