@@ -186,30 +186,55 @@ class MainWindow(QMainWindow):
             self.open_paths([folder])
 
     def open_model_dialog(self) -> None:
+        """Open a bundle, or a bare .keras/.h5 model (imported first, once)."""
         start = str(demo_bundle_dir().parent)
         path, _ = QFileDialog.getOpenFileName(
             self,
-            "Open a model bundle (metadata.json or .zip)",
+            "Open a model (bundle metadata.json or .zip, or a Keras .keras/.h5 file)",
             start,
-            "Model bundles (metadata.json *.zip);;All files (*)",
+            "Models (metadata.json *.zip *.keras *.h5);;All files (*)",
         )
         if path:
-            p = Path(path)
-            self.load_model(p.parent if p.name == "metadata.json" else p)
+            self.open_model_path(Path(path))
+
+    def open_model_path(self, p: Path) -> None:
+        """Load a bundle; a bare model goes through the import dialog unless already imported."""
+        if p.suffix.lower() in (".keras", ".h5"):
+            known = self.settings.imported_bundle(p)
+            if known is not None:
+                self.status.show_message(
+                    f"Using the bundle imported earlier from {p.name}: {known}"
+                )
+                self.load_model(known)
+            else:
+                self.start_import(p)
+            return
+        self.load_model(p.parent if p.name == "metadata.json" else p)
 
     def import_model_dialog(self) -> None:
         """Choose a bare .keras/.h5 model, describe it, wrap it into a bundle, load that."""
-        from .import_dialog import ImportDialog
-
         path, _ = QFileDialog.getOpenFileName(
             self, "Import a Keras model", self.settings.last_dir, "Keras models (*.keras *.h5)"
         )
-        if not path:
-            return
+        if path:
+            self.start_import(Path(path))
+
+    def start_import(self, path: Path):
+        """Walk the user through importing ``path``; the bundle is remembered and loaded."""
+        from .import_dialog import ImportDialog
+
         dialog = ImportDialog(path, self, worker=self.controller.model_worker)
-        dialog.imported.connect(self.load_model)
+        dialog.imported.connect(self._on_imported)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
         dialog.open()
+        return dialog
+
+    def _on_imported(self, bundle_path) -> None:
+        dialog = self.sender()
+        source = getattr(dialog, "model_path", None)
+        if source is not None:
+            self.settings.remember_import(source, bundle_path)
+        self.load_model(bundle_path)
 
     def load_model(self, path: str | Path) -> None:
         self.controller.load_model(path)

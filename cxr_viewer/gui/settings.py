@@ -6,6 +6,7 @@ never read or write a user's settings.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,28 @@ class Settings:
         for m, ov in state.overlays.items():
             self.q.setValue(f"overlay/{m}/opacity", ov.opacity)
             self.q.setValue(f"overlay/{m}/colormap", ov.colormap)
+
+    # ------------------------------------------------------------------ imported models
+    @staticmethod
+    def _import_key(model_path: str | Path) -> str:
+        p = Path(model_path).resolve()
+        stat = p.stat()
+        # QSettings keys cannot hold '/' freely: hash the file's identity (path, size, mtime)
+        ident = f"{p}|{stat.st_size}|{stat.st_mtime_ns}"
+        return "imported/" + hashlib.sha1(ident.encode("utf-8")).hexdigest()
+
+    def imported_bundle(self, model_path: str | Path) -> Path | None:
+        """The bundle an earlier import made from this very file (unchanged since), if it exists."""
+        try:
+            value = self.q.value(self._import_key(model_path))
+        except OSError:
+            return None
+        if value and (Path(str(value)) / "metadata.json").is_file():
+            return Path(str(value))
+        return None
+
+    def remember_import(self, model_path: str | Path, bundle_dir: str | Path) -> None:
+        self.q.setValue(self._import_key(model_path), str(Path(bundle_dir).resolve()))
 
     def sync(self) -> None:
         self.q.sync()

@@ -122,3 +122,21 @@ def test_cancel_while_running_stops_the_import(qtbot, h5_model, tmp_path):
     assert dialog.isVisible() and dialog.bundle_path is None
     assert not (tmp_path / "b").exists()
     assert np.isfinite(dialog.progress.value())
+
+
+def test_open_model_with_a_bare_h5_imports_once_then_remembers(qtbot, window, h5_model):
+    """File ▸ Open model on a .h5 walks through the import; a second open reuses the bundle."""
+    dialog = window.start_import(h5_model)
+    dialog.classes_edit.setText("normal, lesion")
+    with qtbot.waitSignal(dialog.imported, timeout=120_000) as blocker:
+        dialog.import_button.click()
+    bundle_dir = Path(blocker.args[0])
+    qtbot.waitUntil(lambda: window.state.model is not None, timeout=120_000)
+    assert window.settings.imported_bundle(h5_model) == bundle_dir.resolve()
+
+    asked: list[Path] = []
+    loaded: list[Path] = []
+    window.start_import = asked.append  # must not be asked again
+    window.load_model = loaded.append
+    window.open_model_path(h5_model)
+    assert asked == [] and loaded == [bundle_dir.resolve()]
