@@ -41,7 +41,29 @@ def _gui_parser() -> argparse.ArgumentParser:
         help="headless end-to-end check of this install; writes a JSON report",
     )
     p.add_argument("--report", help="where --self-test writes its JSON report")
+    p.add_argument(
+        "--quit-after",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="close the viewer cleanly after SECONDS and exit 0 (smoke tests of an install)",
+    )
+    p.add_argument(
+        "--quit-when-ready",
+        action="store_true",
+        help="close the viewer cleanly once the model is ready (exit 0) or failed to load "
+        "(exit 1); with --quit-after, a model not ready by then also exits 1",
+    )
     return p
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,10 @@ Order matters for start-up time: the window is built and shown first (no TensorF
 DESIGN.md: ~4 s), then the studies open on the I/O worker and the model loads on the model
 worker behind a "loading / warming up" status. With no paths the sample studies open; with no
 bundle the app still opens and says there is no model — it never invents predictions.
+
+``--quit-after SECONDS`` and ``--quit-when-ready`` close the window by themselves (the same
+clean shutdown as the user closing it: settings saved, work cancelled, worker threads stopped)
+so an installed or frozen app can be smoke-tested without a person at the screen.
 """
 
 from __future__ import annotations
@@ -113,13 +117,68 @@ def build(
     return app, window
 
 
+def schedule_quit(
+    window: MainWindow, after_s: float | None = None, when_ready: bool = False
+) -> list[int]:
+    """Close ``window`` by itself: after ``after_s`` seconds and/or once the model is settled.
+
+    With ``when_ready`` the window closes as soon as the model is ready (exit code 0) or failed
+    to load or there is none to load (exit code 1); if ``after_s`` passes first, that also
+    counts as not ready (1). With ``after_s`` alone the window closes after that time with exit
+    code 0. The close is the window's own (``MainWindow.closeEvent`` stops the workers), always
+    run from the event loop, never from inside a state callback.
+
+    Returns
+    -------
+    list[int]
+        A one-element holder of the exit code decided so far (0 until a failure is seen).
+    """
+    code = [0]
+    closing = [False]
+
+    def close(exit_code: int, why: str) -> None:
+        if closing[0]:
+            return
+        closing[0] = True
+        code[0] = exit_code
+        log.info("closing by itself: %s", why)
+        QTimer.singleShot(0, close_and_quit)
+
+    def close_and_quit() -> None:
+        window.close()
+        app = QApplication.instance()
+        if app is not None:  # an open error dialog would otherwise keep the app running
+            app.quit()
+
+    if when_ready:
+
+        def on_model(*_args) -> None:
+            status = window.state.model_status
+            if status == "ready":
+                close(0, "the model is ready")
+            elif status in ("failed", "none"):
+                close(1, f"no model is ready ({status}: {window.state.model_message})")
+
+        window.state.events.model.connect(on_model)
+    if after_s is not None:
+        message = "the model was not ready in time" if when_ready else f"{after_s:g} s passed"
+        timer = QTimer(window)
+        timer.setSingleShot(True)
+        timer.timeout.connect(lambda: close(1 if when_ready else 0, message))
+        timer.start(max(1, round(after_s * 1000)))
+    return code
+
+
 def run_app(args: argparse.Namespace) -> int:
     """Entry point from :mod:`cxr_viewer.cli`: run the viewer until its window closes."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     app, window = build(args)
-    code = int(app.exec())
+    after_s = getattr(args, "quit_after", None)
+    when_ready = bool(getattr(args, "quit_when_ready", False))
+    quit_code = schedule_quit(window, after_s, when_ready) if after_s or when_ready else [0]
+    code = int(app.exec()) or quit_code[0]
     from .worker import unfinished_threads
 
     if unfinished_threads():

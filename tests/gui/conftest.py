@@ -156,12 +156,21 @@ def wait_done(qtbot, win, method: str, timeout: int = 60_000) -> None:
     qtbot.waitUntil(done, timeout=timeout)
 
 
+def start_long_lime(qtbot, win, path: Path) -> None:
+    """Open ``path`` and start a LIME run long enough (20 000 samples) to interrupt."""
+    open_study(qtbot, win, path)
+    win.state.set_setting("lime", "early_stop", False)
+    win.state.set_setting("lime", "num_samples", 20000)
+    win.state.set_visible("lime", True)
+
+
 class Helpers:
     open_study = staticmethod(open_study)
     wait_done = staticmethod(wait_done)
+    start_long_lime = staticmethod(start_long_lime)
 
 
 @pytest.fixture
 def gui() -> Helpers:
-    """open_study / wait_done helpers (tests/ is not a package, so no relative imports)."""
+    """open_study / wait_done / start_long_lime helpers (tests/ is not a package, so no relative imports)."""
     return Helpers()

@@ -85,10 +85,7 @@ def test_toggle_and_fade_each_overlay_without_recomputing(qtbot, gui, viewer, st
 
 def test_cancel_stops_a_running_lime_promptly(qtbot, gui, viewer, studies_dir):
     win = viewer
-    gui.open_study(qtbot, win, studies_dir / "phantom2.png")
-    win.state.set_setting("lime", "early_stop", False)
-    win.state.set_setting("lime", "num_samples", 20000)
-    win.state.set_visible("lime", True)
+    gui.start_long_lime(qtbot, win, studies_dir / "phantom2.png")
     qtbot.waitUntil(lambda: win.state.overlays["lime"].status == "running", timeout=30_000)
     qtbot.waitUntil(lambda: win.state.overlays["lime"].progress > 0.0, timeout=30_000)
     assert win.status.cancel_button.isVisible()
@@ -312,10 +309,7 @@ def test_hide_patient_fields(qtbot, gui, window, tmp_path):
 def test_newer_request_supersedes_older(qtbot, gui, viewer, studies_dir):
     """Changing the class while LIME runs cancels that run; only the new class's map lands."""
     win = viewer
-    gui.open_study(qtbot, win, studies_dir / "phantom1.png")
-    win.state.set_setting("lime", "early_stop", False)
-    win.state.set_setting("lime", "num_samples", 20000)
-    win.state.set_visible("lime", True)
+    gui.start_long_lime(qtbot, win, studies_dir / "phantom1.png")
     qtbot.waitUntil(lambda: win.state.overlays["lime"].progress > 0.0, timeout=30_000)
     old_task = win.controller._explain_tasks["lime"]
     first = win.state.target_class

@@ -74,38 +74,16 @@ def check_decoder(ds: Dataset, path: Path, bits_stored: int) -> None:
         )
 
 
-def _decode(ds: Dataset, frame: int, path: Path) -> np.ndarray:
-    uid = UID(ds.file_meta.TransferSyntaxUID)
-    try:
-        return pixel_array(ds, index=frame)
-    except MemoryError as exc:
-        raise ImageTooLargeError(
-            f"Cannot open {path.name}", "there is not enough memory to decode it"
-        ) from exc
-    except BaseException as exc:
-        # Rust decoders (pylibjpeg-rle) report corrupt data by a pyo3 PanicException, which
-        # derives from BaseException; anything else that is not an Exception propagates.
-        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
-            raise
-        text = str(exc)
-        if "raised by all available plugins" in text:
-            raise CorruptFileError(
-                f"Cannot decode {path.name}",
-                f"every installed '{uid.name}' decoder rejected its compressed pixel data "
-                f"({short(text.split(':', 1)[-1])})",
-                "The compressed data are damaged or not standard-conformant. Ask for the "
-                "image again from the sending system, or install another decoder that "
-                "pydicom tries automatically (pip install python-gdcm).",
-            ) from exc
-        raise CorruptFileError(
-            f"Cannot decode {path.name}",
-            f"its '{uid.name}' pixel data could not be decoded "
-            f"({type(exc).__name__}: {short(text)})",
-            DAMAGED_HINT,
-        ) from exc
-
-
 def decode_frame(ds: Dataset, frame: int, path: Path) -> np.ndarray:
+    """Frame ``frame`` of the stored pixel data (PS3.5 §8 native or §A.4 encapsulated).
+
+    Raises
+    ------
+    ImageTooLargeError
+        Not enough memory to decode the frame.
+    CorruptFileError
+        Every installed decoder plugin rejected the data, or decoding failed otherwise.
+    """
     uid = UID(ds.file_meta.TransferSyntaxUID)
     try:
         return pixel_array(ds, index=frame)

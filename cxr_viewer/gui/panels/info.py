@@ -5,15 +5,15 @@ from __future__ import annotations
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
-    QLabel,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
 from cxr_viewer.core.study import Study
 from cxr_viewer.gui.state import ViewerState
+
+from .base import StatePanel, add_label
 
 HIDDEN = "(hidden)"
 
@@ -44,15 +44,11 @@ def study_rows(study: Study, hide_patient: bool) -> list[tuple[str, str]]:
     return rows
 
 
-class MetadataPanel(QWidget):
+class MetadataPanel(StatePanel):
     """A two-column table of the current study's metadata."""
 
     def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setObjectName("MetadataPanel")
-        self.state = state
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
+        super().__init__(state, "MetadataPanel", parent, margin=0)
         self.table = QTableWidget(0, 2)
         self.table.setHorizontalHeaderLabels(["Tag", "Value"])
         self.table.verticalHeader().setVisible(False)
@@ -61,7 +57,7 @@ class MetadataPanel(QWidget):
             0, QHeaderView.ResizeMode.ResizeToContents
         )
         self.table.horizontalHeader().setStretchLastSection(True)
-        layout.addWidget(self.table)
+        self.box.addWidget(self.table)
         state.events.study.connect(self.refresh)
         state.events.privacy.connect(self.refresh)
         self.refresh()
@@ -81,24 +77,16 @@ class MetadataPanel(QWidget):
         }
 
 
-class ModelPanel(QWidget):
+class ModelPanel(StatePanel):
     """What model is loaded, what it was trained on, and that it is not for diagnosis."""
 
     def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setObjectName("ModelPanel")
-        self.state = state
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(6, 6, 6, 6)
-        self.warning = QLabel("Research and demonstration software — not for diagnosis.")
-        self.warning.setObjectName("NotForDiagnosis")
-        self.warning.setWordWrap(True)
-        layout.addWidget(self.warning)
-        self.text = QLabel("")
-        self.text.setWordWrap(True)
-        self.text.setObjectName("ModelText")
-        layout.addWidget(self.text)
-        layout.addStretch(1)
+        super().__init__(state, "ModelPanel", parent)
+        self.warning = add_label(
+            self.box, "Research and demonstration software — not for diagnosis.", "NotForDiagnosis"
+        )
+        self.text = add_label(self.box, "", "ModelText")
+        self.box.addStretch(1)
         state.events.model.connect(self.refresh)
         self.refresh()
 

@@ -9,37 +9,29 @@ from PySide6.QtWidgets import (
     QGridLayout,
     QLabel,
     QProgressBar,
-    QVBoxLayout,
     QWidget,
 )
 
 from cxr_viewer.gui.state import ViewerState
 
+from .base import StatePanel, add_label
+
 FOLLOW = "Predicted class (auto)"
 
 
-class PredictionPanel(QWidget):
+class PredictionPanel(StatePanel):
     """Shows ``state.prediction``; its class selector sets ``state.target_class``."""
 
     def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setObjectName("PredictionPanel")
-        self.state = state
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(6, 6, 6, 6)
-        self.headline = QLabel("No prediction")
-        self.headline.setObjectName("PredictionHeadline")
-        self.headline.setWordWrap(True)
-        layout.addWidget(self.headline)
+        super().__init__(state, "PredictionPanel", parent)
+        layout = self.box
+        self.headline = add_label(layout, "No prediction", "PredictionHeadline")
         self._bars_box = QWidget()
         self._grid = QGridLayout(self._bars_box)
         self._grid.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self._bars_box)
         self.bars: dict[str, QProgressBar] = {}
-        self.threshold_label = QLabel("")
-        self.threshold_label.setObjectName("Dim")
-        self.threshold_label.setWordWrap(True)
-        layout.addWidget(self.threshold_label)
+        self.threshold_label = add_label(layout, "", "Dim")
         form = QFormLayout()
         self.class_combo = QComboBox()
         self.class_combo.setToolTip("The class every explanation is computed for")
