@@ -24,9 +24,9 @@ PHANTOM_SIZE = 64
 def _conv_bn_relu(x, filters: int, kernel: int, name: str, dilation: int = 1):
     from keras import layers
 
-    x = layers.Conv2D(
-        filters, kernel, padding="same", dilation_rate=dilation, name=f"{name}_conv"
-    )(x)
+    x = layers.Conv2D(filters, kernel, padding="same", dilation_rate=dilation, name=f"{name}_conv")(
+        x
+    )
     x = layers.BatchNormalization(momentum=0.8, name=f"{name}_bn")(x)
     return layers.ReLU(name=name)(x)
 

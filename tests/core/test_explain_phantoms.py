@@ -60,7 +60,8 @@ def test_gradcam_points_at_the_lesion(case):
 def test_lime_top_superpixel_is_on_the_lesion(case):
     hits = []
     for i in case.positives[:15]:
-        explainer = create_explainer("lime", case.classifier)
+        # at most 300 samples (the viewer allows 1000) keeps the test short
+        explainer = create_explainer("lime", case.classifier, {"num_samples": 300})
         v = explainer.explain(case.images[i], LESION).values
         segments = explainer.last_segments
         top = segments == segments.flat[np.argmax(v)]
@@ -82,6 +83,8 @@ def test_model_randomization_changes_the_maps(case, tmp_path):
         for i in idx:
             a = create_explainer(method, case.classifier, settings).explain(case.images[i], 1)
             b = create_explainer(method, random_clf, settings).explain(case.images[i], 1)
+            if method == "gradcam":
+                assert np.ptp(b.values) > 0  # the randomized model still gives a map
             rhos.append(_rank_corr(a.values, b.values))
         assert np.mean(np.abs(rhos)) < 0.4, f"{method}: rank correlation {np.mean(rhos):.2f}"
 

@@ -110,14 +110,15 @@ def final_score_parts(model):
     itself (``"probability"``).
     """
     out = model.outputs[0]
-    op = out._keras_history.operation
+    op, node_index, _ = out._keras_history
+    # the input of *this* call (a flattened model calls its head layers a second time)
+    node_inputs = op._inbound_nodes[node_index].input_tensors
     cls = type(op).__name__
     act = getattr(op, "activation", None)
     act_name = getattr(act, "__name__", str(act))
-    if cls == "Dense" and act_name in ("softmax", "sigmoid"):
-        return op.input, "dense_logit", op
-    if cls in ("Activation", "Softmax") and (
-        cls == "Softmax" or act_name in ("softmax", "sigmoid")
-    ):
-        return op.input, "logit", op
+    if len(node_inputs) == 1 and cls == "Dense" and act_name in ("softmax", "sigmoid"):
+        return node_inputs[0], "dense_logit", op
+    is_softmax = cls == "Softmax" or (cls == "Activation" and act_name in ("softmax", "sigmoid"))
+    if len(node_inputs) == 1 and is_softmax:
+        return node_inputs[0], "logit", op
     return out, "probability", op

@@ -31,7 +31,7 @@ from ._common import (
     upsample,
 )
 from .base import Explainer, Heatmap, PartialFn
-from .layers import default_gradcam_layer, gradcam_layers
+from .layers import default_gradcam_layer, gradcam_layers, layer_output
 
 VARIANTS = ("gradcam", "gradcam++")
 
@@ -43,10 +43,10 @@ def _build_fn(model, layer_name: str):
     from cxr_viewer.core.model_io import import_tensorflow
 
     tf = import_tensorflow()
-    layer = get_layer(model, layer_name)
+    get_layer(model, layer_name)  # a clear error for an unknown name
     score_tensor, kind, final = final_score_parts(model)
     try:
-        sub = keras.Model(model.inputs, [layer.output, score_tensor])
+        sub = keras.Model(model.inputs, [layer_output(model, layer_name), score_tensor])
     except ValueError as exc:
         raise ExplainError(
             f"Cannot compute Grad-CAM at '{layer_name}'",

@@ -135,6 +135,28 @@ class _Graph:
         return False
 
 
+def layer_output(model, name: str):
+    """The output tensor of layer ``name`` *in this model's graph*.
+
+    ``layer.output`` is the layer's first call; after :func:`flatten_model` re-traced a nested
+    backbone, the flattened graph holds the layer's second call, so look the node up instead.
+    """
+    g = _Graph(model)
+    for n in g.nodes:
+        if n.operation is not None and n.operation.name == name and not n.is_input:
+            if len(n.outputs) != 1:
+                raise ExplainError(
+                    f"Layer '{name}' has {len(n.outputs)} outputs",
+                    "explanations need a layer with a single output tensor.",
+                )
+            return n.outputs[0]
+    raise ExplainError(
+        f"The model has no layer '{name}'",
+        "the layer name is not in the model.",
+        "Choose one of the layers the explainer offers.",
+    )
+
+
 def _four_d(node) -> bool:
     outs = node.outputs
     if len(outs) != 1:

@@ -9,8 +9,10 @@ superpixel pushes toward the target class. This uses the ``lime`` package itself
 
 * after every chunk the surrogate is refitted on all samples so far and a partial map is
   reported (``partial``), so the user sees a map within seconds;
-* the run stops early once the superpixel ranking has converged (Spearman rank correlation
-  and top-k overlap between successive fits above thresholds for ``patience`` fits in a row);
+* the run stops early once the superpixel ranking has converged: the surrogate is also fitted
+  on two disjoint halves of the samples, and when those two fits agree (Spearman rank
+  correlation and top-k overlap of the superpixel weights above thresholds, ``patience`` times
+  in a row) an independent run would very likely agree with the full fit too;
 * model calls are batched at the classifier's batch size through its compiled function;
 * cancelling raises :class:`Cancelled` from inside ``classifier_fn`` (lime has no hook).
 
@@ -124,8 +126,8 @@ class LimeExplainer(Explainer):
         (quickshift_kernel_size, quickshift_max_dist, quickshift_ratio; the seeds' choice).
     chunk_size: samples per progressive step (the first map comes after one chunk).
     early_stop, min_samples, stop_rho, stop_top_k, stop_overlap, patience: the stopping rule —
-        stop when Spearman ρ ≥ stop_rho and top-k overlap ≥ stop_overlap between successive
-        fits, ``patience`` times in a row, after at least ``min_samples``.
+        stop when the fits on the two halves of the samples agree (Spearman ρ ≥ stop_rho and
+        top-k overlap ≥ stop_overlap), ``patience`` times in a row, after ``min_samples``.
     batch_size: model batch (None: the classifier's, sized for the device).
     seed: random seed of the perturbations and of quickshift.
     """
@@ -231,11 +233,32 @@ class LimeExplainer(Explainer):
         data_parts: list[np.ndarray] = []
         label_parts: list[np.ndarray] = []
         n_have = 0
-        prev_w: np.ndarray | None = None
+        w: np.ndarray | None = None
         streak = 0
         converged = False
+        agreement = (float("nan"), float("nan"))
         fit: tuple = ()
         chunk = int(s["chunk_size"])
+
+        def surrogate(d: np.ndarray, lab: np.ndarray) -> tuple[np.ndarray, tuple]:
+            """lime's weighted linear fit on rows ``d`` (row 0: the unperturbed image)."""
+            distances = sklearn.metrics.pairwise_distances(
+                d, d[0].reshape(1, -1), metric=s["distance_metric"]
+            ).ravel()
+            res = explainer.base.explain_instance_with_data(
+                d,
+                lab,
+                distances,
+                t,
+                int(s["num_features"]),
+                model_regressor=None,
+                feature_selection=s["feature_selection"],
+            )
+            weights = np.zeros(n_seg, np.float64)
+            for f, v in res[1]:
+                weights[int(f)] = v
+            return weights, res
+
         while n_have < total:
             want = min(chunk, total - n_have)
             first = n_have == 0
@@ -250,36 +273,30 @@ class LimeExplainer(Explainer):
             n_have += len(data)
             all_data = np.concatenate(data_parts)
             all_labels = np.concatenate(label_parts)
-            distances = sklearn.metrics.pairwise_distances(
-                all_data, all_data[0].reshape(1, -1), metric=s["distance_metric"]
-            ).ravel()
-            fit = explainer.base.explain_instance_with_data(
-                all_data,
-                all_labels,
-                distances,
-                t,
-                int(s["num_features"]),
-                model_regressor=None,
-                feature_selection=s["feature_selection"],
-            )
-            w = np.zeros(n_seg, np.float64)
-            for f, v in fit[1]:
-                w[int(f)] = v
-            if prev_w is not None:
-                rho, overlap = rank_agreement(prev_w, w, int(s["stop_top_k"]))
-                ok = rho >= float(s["stop_rho"]) and overlap >= float(s["stop_overlap"])
+            w, fit = surrogate(all_data, all_labels)
+            if s["early_stop"] and n_have >= int(s["min_samples"]):
+                # split-half check: two fits on disjoint halves of the samples estimate how
+                # much an independent run (another seed) would agree at half the samples
+                even = np.arange(0, n_have, 2)
+                odd = np.concatenate([[0], np.arange(1, n_have, 2)])
+                wa, _ = surrogate(all_data[even], all_labels[even])
+                wb, _ = surrogate(all_data[odd], all_labels[odd])
+                agreement = rank_agreement(wa, wb, int(s["stop_top_k"]))
+                ok = agreement[0] >= float(s["stop_rho"]) and agreement[1] >= float(
+                    s["stop_overlap"]
+                )
                 streak = streak + 1 if ok else 0
-            prev_w = w
-            heat = self._heatmap(w, segments, t, s, seed, n_have, fit, start, partial=True)
-            if s["early_stop"] and n_have >= int(s["min_samples"]) and streak >= int(s["patience"]):
-                converged = True
-                break
+                if streak >= int(s["patience"]):
+                    converged = True
+                    break
             if partial is not None and n_have < total:
-                partial(heat)
+                partial(self._heatmap(w, segments, t, s, seed, n_have, fit, start, partial=True))
         progress(1.0, f"LIME done ({n_have} samples)")
-        assert prev_w is not None
-        hm = self._heatmap(prev_w, segments, t, s, seed, n_have, fit, start, partial=False)
+        assert w is not None
+        hm = self._heatmap(w, segments, t, s, seed, n_have, fit, start, partial=False)
         hm.settings["converged"] = converged
+        hm.trust["split_half_rho"] = float(agreement[0])
+        hm.trust["split_half_top_overlap"] = float(agreement[1])
         self.last_segments = segments
         return hm
 

@@ -41,7 +41,7 @@ from ._common import (
     upsample,
 )
 from .base import Explainer, Heatmap, PartialFn
-from .layers import is_cut_layer, shap_layers
+from .layers import is_cut_layer, layer_output, shap_layers
 
 SAMPLINGS = ("stratified", "shap")
 OUTPUTS = ("logit", "probability")
@@ -98,8 +98,8 @@ def _stem_fn(model, layer_name: str):
         from cxr_viewer.core.model_io import import_tensorflow
 
         tf = import_tensorflow()
-        layer = get_layer(model, layer_name)
-        stem = keras.Model(model.inputs, layer.output)
+        get_layer(model, layer_name)
+        stem = keras.Model(model.inputs, layer_output(model, layer_name))
         shape = [None, *model.inputs[0].shape[1:]]
         cache[key] = tf.function(
             lambda x: stem(x, training=False), input_signature=[tf.TensorSpec(shape, tf.float32)]
@@ -145,8 +145,11 @@ class ShapLayerExplainer(Explainer):
     --------
     layer: a layer whose output is a cut of the graph (None: the bundle's first SHAP layer).
     nsamples: gradient samples (the viewer's count; completeness within 5 % is tested there).
-    max_background: use at most this many background images (the first ones of the bundle's).
+    max_background: use at most this many background images (evenly spaced through the
+        bundle's set); fewer images get more interpolation points each, which is what makes the
+        attributions add up (completeness) at a given cost.
     sampling: "stratified" (default, see module doc) or "shap" (shap_values as is).
+    output: "logit" (default; the class score before the softmax) or "probability".
     batch_size: gradient batch (memory: 2.4 GB at 10 vs 3.5 GB at 50 for ResNet50V2).
     seed: random seed of the schedule.
     """
@@ -204,7 +207,12 @@ class ShapLayerExplainer(Explainer):
                 "expected gradients integrate from background images, and the bundle has none.",
                 "Re-export the bundle with `cxr-train export` (it stores background.npy).",
             )
-        return bg[: int(self.settings["max_background"])]
+        k = int(self.settings["max_background"])
+        if k < 1:
+            raise ExplainError("SHAP needs at least one background image", f"max_background={k}.")
+        if len(bg) <= k:
+            return bg
+        return bg[np.linspace(0, len(bg) - 1, k).round().astype(int)]
 
     def _setup(self, layer_name: str, output: str, cancel: CancelToken | None):
         """(shap explainer, background activations, f(bg), f) for a layer, cached per model."""
@@ -216,11 +224,12 @@ class ShapLayerExplainer(Explainer):
             return cache[key]
         import shap
 
-        layer = get_layer(model, layer_name)
         batch = int(self.settings["batch_size"])
         out_tensor, f, used = _output_fn(model, output)
         bg_h = _activations(_stem_fn(model, layer_name), bg, batch, cancel)
-        explainer = shap.GradientExplainer((layer.output, out_tensor), bg_h, batch_size=batch)
+        explainer = shap.GradientExplainer(
+            (layer_output(model, layer_name), out_tensor), bg_h, batch_size=batch
+        )
         f_bg = _activations(f, bg, batch, cancel)
         cache[key] = (explainer, bg_h, f_bg, f, used)
         return cache[key]
