@@ -206,4 +206,10 @@ class ModelSession:
             cancel=cancel,
             partial=_partial if partial is not None else None,
         )
+        # Trust figures next to every map: deletion / insertion AUC (2 x 17 batched model calls)
+        from cxr_viewer.core.preprocess import study_to_input
+        from cxr_viewer.core.trust import add_trust
+
+        x = study_to_input(study, self.classifier.spec)
+        hm = add_trust(hm, self.classifier, x, cancel=cancel)
         return OverlayResult.from_heatmap(hm, colormap)

@@ -67,6 +67,11 @@ def test_toggle_and_fade_each_overlay_without_recomputing(qtbot, gui, viewer, st
         assert session.explain_calls == calls, "fading/toggling recomputed the explanation"
         assert presenter.colorize_calls == colorized, "fading recolourised the overlay"
 
+        # trust figures are computed with the map and shown next to it
+        trust = win.state.overlays[method].heatmap.heatmap.trust
+        assert 0.0 <= trust["deletion_auc"] <= 1.0 and 0.0 <= trust["insertion_auc"] <= 1.0
+        assert "del " in win.overlay_panel.controls[method].status.text()
+
     # a different class is a different explanation; coming back to the first is cached
     calls = session.explain_calls
     other = 1 - win.state.target_class

@@ -158,7 +158,7 @@ class OverlayControls(QFrame):
             "waiting": "waits for the prediction",
             "queued": "queued",
             "running": f"computing {ov.progress * 100:.0f} %",
-            "done": _duration(getattr(ov.heatmap.heatmap, "runtime_s", 0.0)) if ov.heatmap else "",
+            "done": _done_text(ov.heatmap.heatmap) if ov.heatmap else "",
             "failed": "failed",
             "cancelled": "cancelled",
         }.get(ov.status, ov.status)
@@ -190,3 +190,14 @@ class OverlayPanel(QWidget):
         for c in self.controls.values():
             layout.addWidget(c)
         layout.addStretch(1)
+
+
+def _done_text(heatmap) -> str:
+    """Runtime and trust figures of a finished map (deletion/insertion AUC, SHAP completeness)."""
+    parts = [_duration(getattr(heatmap, "runtime_s", 0.0))]
+    trust = getattr(heatmap, "trust", {}) or {}
+    if "deletion_auc" in trust:
+        parts.append(f"del {trust['deletion_auc']:.2f} / ins {trust['insertion_auc']:.2f}")
+    if "completeness_gap" in trust:
+        parts.append(f"gap {trust['completeness_gap'] * 100:.1f} %")
+    return " · ".join(parts)
