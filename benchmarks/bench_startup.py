@@ -4,7 +4,8 @@ Runs the viewer in fresh processes (offscreen unless ``--display``) and prints, 
 median over ``--runs`` launches, plus the ratio to a baseline measured in the same run: a bare
 PySide6 process that shows an empty QMainWindow. It also checks that TensorFlow is not in
 ``sys.modules`` when the window is shown (the window must never wait ~4 s for it), and
-records the longest event-loop stall (5 ms timer) from window shown until the model is ready.
+records the longest event-loop stall (5 ms timer) from window shown until the model is ready,
+with and without the GIL-free preload of TensorFlow's native libraries (``CXR_NO_TF_PRELOAD``).
 
     python benchmarks/bench_startup.py [--runs 3] [--study PATH] [--model BUNDLE] [--display]
 
@@ -133,6 +134,11 @@ def main() -> int:
     p.add_argument("--model", help="bundle to load (default: the demo bundle if present)")
     p.add_argument("--display", action="store_true", help="use the real display, not offscreen")
     p.add_argument("--timeout", type=float, default=180.0)
+    p.add_argument(
+        "--no-preload-compare",
+        action="store_true",
+        help="skip the runs without the TensorFlow library preload (CXR_NO_TF_PRELOAD=1)",
+    )
     p.add_argument("--child", choices=["viewer", "baseline"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child == "viewer":
@@ -159,10 +165,13 @@ def main() -> int:
     if model:
         viewer_argv += ["--model", model]
 
-    base, runs = [], []
+    base, runs, no_preload = [], [], []
+    env_no_preload = dict(env, CXR_NO_TF_PRELOAD="1")
     for _ in range(args.runs):
         base.append(_launch(["--child", "baseline"], env)["t_shown"])
         runs.append(_launch(viewer_argv, env))
+        if model and not args.no_preload_compare:
+            no_preload.append(_launch(viewer_argv, env_no_preload))
     b = statistics.median(base)
     print(f"study: {study}\nmodel: {model or '(none: --no-model)'}\nruns: {args.runs}")
     print(f"baseline (bare PySide6 window shown): {b:.2f} s")
@@ -184,6 +193,14 @@ def main() -> int:
             f"longest event-loop stall, shown → ready: {max(stalls):.0f} ms "
             f"(median of runs {statistics.median(stalls):.0f} ms; p99 "
             f"{statistics.median(r['p99_stall_ms'] for r in runs if r.get('p99_stall_ms')):.0f} ms)"
+        )
+    old = [r["max_stall_ms"] for r in no_preload if r.get("max_stall_ms") is not None]
+    if stalls and old:
+        print(
+            f"  same without the GIL-free TensorFlow preload (CXR_NO_TF_PRELOAD=1): "
+            f"{max(old):.0f} ms (median {statistics.median(old):.0f} ms; runs: "
+            f"{', '.join(f'{v:.0f}' for v in old)}) → "
+            f"{statistics.median(old) / max(statistics.median(stalls), 1e-3):.1f}× longer"
         )
     if any("model_failed" in r for r in runs):
         print("model failed to load:", runs[0].get("model_failed"))

@@ -13,6 +13,7 @@ so an installed or frozen app can be smoke-tested without a person at the screen
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -107,6 +108,10 @@ def build(
     window = MainWindow(settings)
     window.reporter.install()
     window.show()
+    # Everything imported so far lives as long as the app: move it out of the garbage
+    # collector's way, so its full collections (which hold the GIL) stay short while the
+    # workers import TensorFlow, shap and lime (see core.model_io.gc_paused).
+    gc.freeze()
     paths = list(getattr(args, "paths", None) or [])
     QTimer.singleShot(
         0,

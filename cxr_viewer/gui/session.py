@@ -47,13 +47,14 @@ def _import_explainer_libraries() -> None:
     """Import lime, shap and matplotlib now (worker thread, "warming up"), not on first use.
 
     An import runs module code under the interpreter lock for a second or so; done during the
-    first explanation it would show as an event-loop stall while the user works.
+    first explanation it would show as an event-loop stall while the user works. The
+    garbage collector is paused meanwhile (:func:`~cxr_viewer.core.model_io.gc_paused`).
     """
-    import importlib
+    from cxr_viewer.core.model_io import import_heavy
 
     for name in ("lime.lime_image", "shap", "matplotlib"):  # matplotlib: overlay colormaps
         try:
-            importlib.import_module(name)
+            import_heavy(name)
         except ImportError as exc:  # the explainer reports it properly when asked
             log.warning("cannot import %s: %s", name, exc)
 

@@ -222,7 +222,9 @@ class ShapLayerExplainer(Explainer):
         key = ("shap", layer_name, output, bg.shape, hash(bg.tobytes()))
         if key in cache:
             return cache[key]
-        import shap
+        from cxr_viewer.core.model_io import import_heavy
+
+        shap = import_heavy("shap")
 
         batch = int(self.settings["batch_size"])
         out_tensor, f, used = _output_fn(model, output)
