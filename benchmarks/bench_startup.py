@@ -38,6 +38,7 @@ def _child_viewer(study: str, model: str | None, timeout_s: float) -> None:
     app, win = build(args)
     gaps: list[float] = []
     last = [0.0]
+    drawn_gaps = [0]  # number of ticks measured before the first image was drawn
 
     def tick() -> None:
         now = time.perf_counter()
@@ -52,6 +53,8 @@ def _child_viewer(study: str, model: str | None, timeout_s: float) -> None:
         timer.start(5)
 
     def drawn() -> None:
+        if "t_first_image" not in out:
+            drawn_gaps[0] = len(gaps)
         out.setdefault("t_first_image", time.time())
         maybe_done()
 
@@ -67,6 +70,9 @@ def _child_viewer(study: str, model: str | None, timeout_s: float) -> None:
         model_done = model is None or "t_model_ready" in out or "model_failed" in out
         if "t_first_image" in out and model_done:
             out["max_stall_ms"] = max(gaps) * 1000 if gaps else None
+            before, after = gaps[: drawn_gaps[0] + 1], gaps[drawn_gaps[0] + 1 :]
+            out["stall_until_first_image_ms"] = max(before) * 1000 if before else None
+            out["stall_after_first_image_ms"] = max(after) * 1000 if after else None
             out["p99_stall_ms"] = (
                 (sorted(gaps)[int(0.99 * (len(gaps) - 1))] * 1000) if gaps else None
             )
@@ -194,6 +200,13 @@ def main() -> int:
             f"(median of runs {statistics.median(stalls):.0f} ms; p99 "
             f"{statistics.median(r['p99_stall_ms'] for r in runs if r.get('p99_stall_ms')):.0f} ms)"
         )
+    for key, label in (
+        ("stall_until_first_image_ms", "shown → first image drawn"),
+        ("stall_after_first_image_ms", "first image → model ready (TensorFlow import, load)"),
+    ):
+        vals = [r[key] for r in runs if r.get(key) is not None]
+        if vals:
+            print(f"  longest stall, {label}: {', '.join(f'{v:.0f}' for v in vals)} ms")
     old = [r["max_stall_ms"] for r in no_preload if r.get("max_stall_ms") is not None]
     if stalls and old:
         print(
