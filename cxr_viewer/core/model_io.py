@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 from .errors import ModelLoadError
 
@@ -80,13 +78,15 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def import_heavy(name: str) -> ModuleType:
-    """``importlib.import_module(name)`` under :func:`gc_paused` (once per process)."""
-    module = sys.modules.get(name)
-    if module is not None:
-        return module
-    with gc_paused():
-        return importlib.import_module(name)
+def importing(name: str) -> contextlib.AbstractContextManager:
+    """:func:`gc_paused` for the import of ``name``, or nothing if it is already imported.
+
+    Write the import itself as a plain statement inside, so that PyInstaller sees it::
+
+        with importing("shap"):
+            import shap
+    """
+    return contextlib.nullcontext() if name in sys.modules else gc_paused()
 
 
 def import_tensorflow():

@@ -50,11 +50,15 @@ def _import_explainer_libraries() -> None:
     first explanation it would show as an event-loop stall while the user works. The
     garbage collector is paused meanwhile (:func:`~cxr_viewer.core.model_io.gc_paused`).
     """
-    from cxr_viewer.core.model_io import import_heavy
+    import importlib
 
+    from cxr_viewer.core.model_io import importing
+
+    # (all three are imported statically elsewhere, so PyInstaller collects them)
     for name in ("lime.lime_image", "shap", "matplotlib"):  # matplotlib: overlay colormaps
         try:
-            import_heavy(name)
+            with importing(name):
+                importlib.import_module(name)
         except ImportError as exc:  # the explainer reports it properly when asked
             log.warning("cannot import %s: %s", name, exc)
 

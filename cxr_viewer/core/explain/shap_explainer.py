@@ -222,9 +222,10 @@ class ShapLayerExplainer(Explainer):
         key = ("shap", layer_name, output, bg.shape, hash(bg.tobytes()))
         if key in cache:
             return cache[key]
-        from cxr_viewer.core.model_io import import_heavy
+        from cxr_viewer.core.model_io import importing
 
-        shap = import_heavy("shap")
+        with importing("shap"):
+            import shap
 
         batch = int(self.settings["batch_size"])
         out_tensor, f, used = _output_fn(model, output)
