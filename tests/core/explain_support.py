@@ -3,6 +3,29 @@
 * :func:`tiny_classifier` — a random 32×32 greyscale CNN with a residual block (contract tests).
 * :func:`phantom_classifier` — a small CNN trained on ``trainer.synth`` phantoms (64×64, a few
   hundred images, a few epochs, fixed seeds) plus held-out test phantoms with lesion masks.
+  ``CXR_PHANTOM_SEED`` (default 1) sets the model's training seed, to check that a finding is
+  not one seed's luck.
+
+Where the phantom model's Grad-CAM peak (default layer ``c4``, stride 2) falls on the 30
+positive test phantoms, for training seeds 0 / 1 / 2 (``CXR_PHANTOM_SEED=<seed>`` runs the
+tests with another seed):
+
+* residual block 3×3 + 3×3 (``c4`` receptive field 22 px): strictly inside the mask 0.17 /
+  0.10 / 0.50, within 4 px 0.80 / 0.93 / 0.73.
+* 3×3 + 1×1 (18 px, used here): strictly inside 0.03 / 0.23 / 0.13, within 4 px 1.00 / 1.00 /
+  0.97; Grad-CAM rank correlation with the weight-randomized model 0.34 / 0.19 / 0.33.
+* 1×1 + 1×1 (14 px): strictly inside 0.00 / 0.03 / 0.03, within 4 px 0.97 / 1.00 / 1.00, but
+  rank correlation with the randomized model 0.45 / 0.37 / 0.24 (fails Adebayo's check at
+  seed 0).
+
+The peak sits 1–3 px *outside* the lesion rim for every variant tried (dilated, 5×5, or 7×7/11×11
+separable last convolutions, extra depth, a second pooling to stride 4, average or blur pooling,
+a 9×9 stem, 128-px input, no pooling at all with the map at full resolution: strict rates
+0.00–0.57 at seed 1). The map at full resolution peaks outside too, so it is neither the
+upsampling nor the stride; the units that detect the lesion sit just outside it, in the lung
+next to it, and Grad-CAM, exact for a GAP head (it equals CAM), reports where those units are.
+The 3×3 + 1×1 block keeps the peak within 4 px on every seed (3×3 + 3×3 does not) and the map
+still far from a random model's, so the phantom model uses it (training ~60 s on two cores).
 
 Both are written as real model bundles (with a SHAP background set) and loaded through
 ``Classifier``, so the tests exercise the same path as the viewer.
@@ -11,6 +34,7 @@ Both are written as real model bundles (with a SHAP background set) and loaded t
 from __future__ import annotations
 
 import functools
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +55,17 @@ def _conv_bn_relu(x, filters: int, kernel: int, name: str, dilation: int = 1):
     return layers.ReLU(name=name)(x)
 
 
-def build_small_cnn(size: int, *, seed: int = 0, width: int = 16):
+def build_small_cnn(
+    size: int, *, seed: int = 0, width: int = 16, block_kernels: tuple[int, int] = (3, 3)
+):
     """stem (5×5, BN) → max pool → residual block → conv → conv (BN) → GAP → softmax(2).
 
     The residual block makes ``b1_conv1``/``b1_conv2`` non-cut layers (SHAP must refuse them);
     the last conv ``c4`` (stride 2 of the input) is the Grad-CAM layer. Global *average*
     pooling: Grad-CAM's channel weights assume it (with a max-pooling head a channel's
     activations away from its maximum do not count toward the score, yet Grad-CAM draws them).
+    ``block_kernels`` are the residual block's two kernel sizes: (3, 3) gives ``c4`` a 22-px
+    receptive field, (3, 1) 18 px, (1, 1) 14 px.
     """
     import keras
     from keras import layers
@@ -46,8 +74,9 @@ def build_small_cnn(size: int, *, seed: int = 0, width: int = 16):
     inp = keras.Input((size, size, 1), name="image")
     x = _conv_bn_relu(inp, width, 5, "stem")
     x = layers.MaxPooling2D(name="pool1")(x)
-    y = layers.Conv2D(width, 3, padding="same", activation="relu", name="b1_conv1")(x)
-    y = layers.Conv2D(width, 3, padding="same", name="b1_conv2")(y)
+    k1, k2 = block_kernels
+    y = layers.Conv2D(width, k1, padding="same", activation="relu", name="b1_conv1")(x)
+    y = layers.Conv2D(width, k2, padding="same", name="b1_conv2")(y)
     x = layers.Add(name="b1_add")([x, y])
     x = layers.ReLU(name="b1_out")(x)
     x = layers.Conv2D(2 * width, 3, padding="same", activation="relu", name="c3")(x)
@@ -101,7 +130,10 @@ class PhantomCase:
 
 @functools.lru_cache(maxsize=1)
 def phantom_classifier() -> PhantomCase:
-    """A small CNN trained on phantoms; held-out test phantoms with their lesion masks."""
+    """A small CNN trained on phantoms; held-out test phantoms with their lesion masks.
+
+    The training seed is ``CXR_PHANTOM_SEED`` (default 1); the phantom sets are fixed.
+    """
     import keras
 
     from cxr_viewer.core.inference import Classifier
@@ -111,7 +143,9 @@ def phantom_classifier() -> PhantomCase:
     train = make_phantoms(500, s, seed=1)
     test = make_phantoms(60, s, seed=2)
     background = make_phantoms(16, s, seed=3).images[..., None]
-    model = build_small_cnn(s, seed=1)
+    model = build_small_cnn(
+        s, seed=int(os.environ.get("CXR_PHANTOM_SEED", "1")), block_kernels=(3, 1)
+    )
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     model.fit(train.images[..., None], train.labels, epochs=10, batch_size=32, verbose=0)
     # one more pass at learning rate 0 only refreshes the batch-norm statistics (momentum 0.8

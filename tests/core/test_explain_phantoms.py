@@ -1,12 +1,17 @@
 """Explainers on a small model trained on phantoms, whose lesion masks say where to look.
 
-The model (tests/core/explain_support.py) is trained once per test process (~30–60 s on two
+The model (tests/core/explain_support.py) is trained once per test process (~30–70 s on two
 cores). Findings these tests pin down:
 
-* Grad-CAM (Selvaraju et al. 2017) finds the lesion, but on this 64-pixel model its peak sits on
-  the lesion's rim rather than inside it (strict in-mask hit rate 10–47 % over three training
-  seeds; 70–93 % within 4 px). The test therefore uses the pointing game of Zhang et al. (2018),
-  which counts a hit within 15 px of the object at 224 px — 4 px at 64 px.
+* Grad-CAM (Selvaraju et al. 2017) finds the lesion, but its peak sits just *outside* the
+  lesion's rim (1–3 px), not inside: the argmax is strictly in the mask on 3–23 % of positives
+  over training seeds 0–2 (10–50 % with the earlier 3×3-block model), within 4 px on 97–100 %
+  (figures and the variants tried in explain_support's docstring). The class map (= CAM, GAP
+  head) is a near-flat disc out to ~2 lesion radii with its maximum beyond the rim; a map
+  computed at full resolution peaks outside too, and the upsampling is centre-aligned (checked
+  below), so this is where the model's lesion-detecting units sit, not an artefact. The test
+  therefore uses the pointing game of Zhang et al. (2018), which counts a hit within 15 px of
+  the object at 224 px — 4 px at 64 px — and reports the strict rate alongside.
 * LIME's top superpixel (Ribeiro et al. 2016) overlaps the lesion.
 * Randomizing the weights changes the maps (Adebayo et al. 2018, model randomization test).
 * Expected-gradients SHAP is complete at each offered layer with the viewer's defaults.
@@ -53,8 +58,24 @@ def test_gradcam_points_at_the_lesion(case):
         v = explainer.explain(case.images[i], LESION).values
         r, c = np.unravel_index(np.argmax(v), v.shape)
         dist.append(distance_transform_edt(~case.masks[i])[r, c])
-    hits = np.mean(np.array(dist) <= POINTING_TOLERANCE_PX)
-    assert hits >= 0.9, f"pointing-game hit rate {hits:.2f}"
+    dist = np.array(dist)
+    hits = np.mean(dist <= POINTING_TOLERANCE_PX)
+    strict = np.mean(dist == 0)  # the argmax pixel itself is in the mask
+    assert hits >= 0.9, f"pointing-game hit rate {hits:.2f} (strictly inside: {strict:.2f})"
+
+
+def test_gradcam_upsampling_is_centre_aligned():
+    """A feature cell j at stride 2 (2×2 max pool) covers input pixels 2j and 2j+1; the
+    bilinear upsampling must put its weight's centre at 2j + 0.5 (no half-cell shift)."""
+    from cxr_viewer.core.explain._common import upsample
+
+    cam = np.zeros((32, 32), np.float32)
+    cam[10, 13] = 1.0
+    v = upsample(cam, 64, 64)
+    rows, cols = np.mgrid[:64, :64]
+    assert np.isclose((v * rows).sum() / v.sum(), 20.5)
+    assert np.isclose((v * cols).sum() / v.sum(), 26.5)
+    assert v[20, 26] == v[21, 27] == v.max()
 
 
 def test_lime_top_superpixel_is_on_the_lesion(case):
