@@ -35,19 +35,27 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def test_window_and_first_image_without_tensorflow(tmp_path, studies_dir):
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", CXR_LENS_SETTINGS=str(tmp_path / "s.ini"))
+def _run_child(script: str, *argv: str, settings: Path, timeout: float) -> dict:
+    """Run ``script`` in a fresh offscreen interpreter; its ``RESULT {json}`` line, parsed."""
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", CXR_LENS_SETTINGS=str(settings))
+    env.pop("CXR_NO_TF_PRELOAD", None)
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(studies_dir / "phantom0.png")],
+        [sys.executable, "-c", script, *argv],
         capture_output=True,
         text=True,
         env=env,
         cwd=ROOT,
-        timeout=120,
+        timeout=timeout,
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-2000:]
-    out = json.loads(lines[-1][7:])
+    return json.loads(lines[-1][7:])
+
+
+def test_window_and_first_image_without_tensorflow(tmp_path, studies_dir):
+    out = _run_child(
+        CHILD, str(studies_dir / "phantom0.png"), settings=tmp_path / "s.ini", timeout=120
+    )
     assert out["heavy_at_shown"] == [] and out["heavy_at_drawn"] == []
     assert out["drawn"] and out["visible"]
     assert out["model_status"] == "none"  # --no-model: the app says so, predicts nothing
@@ -99,22 +107,10 @@ def test_event_loop_never_stalls_while_tensorflow_and_the_model_load(tmp_path, s
     """
     from cxr_viewer.core.paths import demo_bundle_dir
 
-    bundle = demo_bundle_dir()
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", CXR_LENS_SETTINGS=str(tmp_path / "s.ini"))
-    env.pop("CXR_NO_TF_PRELOAD", None)
+    study, bundle = str(studies_dir / "phantom0.png"), str(demo_bundle_dir())
     runs = []
     for _ in range(3):
-        proc = subprocess.run(
-            [sys.executable, "-c", STALL_CHILD, str(studies_dir / "phantom0.png"), str(bundle)],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            timeout=200,
-        )
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        assert proc.returncode == 0 and lines, proc.stderr[-2000:]
-        out = json.loads(lines[-1][7:])
+        out = _run_child(STALL_CHILD, study, bundle, settings=tmp_path / "s.ini", timeout=200)
         assert out["status"] == "ready" and out["tf_loaded"] and not out["tf_at_shown"], out
         assert out["ticks"] > 100, out  # the load took long enough to be measured
         runs.append(out)
