@@ -182,11 +182,11 @@ class Controller(QObject):
 
     def render_full(self, key: tuple, study, window, invert: bool) -> None:
         """Render the full-size display image on the I/O worker (newest request wins)."""
-        from .imaging import gray_qimage
+        from .imaging import display_qimage
 
         def render(progress, cancel, partial):
             cancel.raise_if_cancelled()
-            return gray_qimage(render_u8(study, window, invert))
+            return display_qimage(render_u8(study, window, invert))
 
         self.io_worker.submit(
             Task(

@@ -11,11 +11,12 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtGui import QPixmap
 
 from cxr_viewer.core.study import Window
 
 from .controller import Controller
-from .imaging import gray_qimage, render_u8, rgba_qimage
+from .imaging import display_qimage, render_u8, rgba_qimage
 from .state import METHODS, ViewerState, study_key
 from .views import ImageView
 
@@ -59,9 +60,10 @@ class DisplayPresenter(QObject):
                 v.set_image(None, None)
             return
         preview = self.controller.preview_of(study)
-        image = gray_qimage(render_u8(preview, self.state.window, self.state.effective_invert))
+        image = display_qimage(render_u8(preview, self.state.window, self.state.effective_invert))
+        pixmap = QPixmap.fromImage(image)  # once for all views
         for v in self.views:
-            v.set_image(image, (study.columns, study.rows))
+            v.set_image(pixmap, (study.columns, study.rows))
         if not self._drawn_any:
             self._drawn_any = True
             self.firstImageDrawn.emit()
@@ -78,8 +80,9 @@ class DisplayPresenter(QObject):
 
     def _full_ready(self, key: tuple, image, size) -> None:
         if key == self._key() and key == self._full_key:
+            pixmap = QPixmap.fromImage(image)  # once for all views
             for v in self.views:
-                v.set_image(image, size)
+                v.set_image(pixmap, size)
 
     # ------------------------------------------------------------------ window/level
     def drag_window(self, dx: float, dy: float) -> None:

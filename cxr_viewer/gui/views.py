@@ -56,7 +56,7 @@ class ImageView(QGraphicsView):
         self.paint_count = 0
 
     # ------------------------------------------------------------------ content
-    def set_image(self, image: QImage | None, study_size: tuple[int, int] | None) -> None:
+    def set_image(self, image: QImage | QPixmap | None, study_size: tuple[int, int] | None) -> None:
         """Show ``image`` stretched to ``study_size`` = (columns, rows) scene units."""
         if image is None or study_size is None:
             self._image_item.setPixmap(QPixmap())
@@ -68,7 +68,8 @@ class ImageView(QGraphicsView):
         new_size = tuple(int(v) for v in study_size)
         first = self._image_size != new_size
         self._image_size = new_size
-        self._place(self._image_item, QPixmap.fromImage(image))
+        pixmap = image if isinstance(image, QPixmap) else QPixmap.fromImage(image)
+        self._place(self._image_item, pixmap)
         self._scene.setSceneRect(QRectF(0, 0, new_size[0], new_size[1]))
         if first or self._fit:
             self.fit()
