@@ -24,7 +24,7 @@ from cxr_viewer.core.errors import CxrError, StudyLoadError
 
 from .cache import ResultCache
 from .error_dialog import ErrorReporter
-from .imaging import preview_study, render_u8, thumbnail
+from .imaging import display_qimage, preview_study, render_u8, thumbnail
 from .session import ModelSession
 from .state import METHODS, ViewerState, study_key
 from .worker import Failure, Task, WorkerThread
@@ -123,15 +123,19 @@ class Controller(QObject):
 
             cancel.raise_if_cancelled()
             study = load_study(path)
-            return study, preview_study(study)
+            preview = preview_study(study)
+            # the first picture (the study's own window) and the thumbnail are drawn here, so
+            # the GUI thread only has to put them on screen
+            first = display_qimage(render_u8(preview, None, preview.invert))
+            return study, preview, first, thumbnail(preview)
 
         def done(result) -> None:
-            study, preview = result
-            self._remember(study, preview)
+            study, preview, first, thumb = result
+            self._remember(study, preview, first)
             self.state.set_study(study, index)
             self.message.emit(f"{path.name}: {study.columns} × {study.rows}")
             self.studyLoaded.emit(path)
-            self.thumbnailReady.emit(path, thumbnail(preview))
+            self.thumbnailReady.emit(path, thumb)
 
         def failed(f: Failure) -> None:
             self.loadFailed.emit(path)
@@ -146,11 +150,16 @@ class Controller(QObject):
         if idx is not None:
             self.open_index(idx)
 
-    def _remember(self, study, preview) -> None:
-        self._studies[str(study.path)] = (study, preview)
+    def _remember(self, study, preview, default_image=None) -> None:
+        self._studies[str(study.path)] = (study, preview, default_image)
         self._studies.move_to_end(str(study.path))
         while len(self._studies) > STUDY_CACHE_SIZE:
             self._studies.popitem(last=False)
+
+    def default_image_of(self, study):
+        """The preview drawn with the study's own window and inversion, if the loader made it."""
+        entry = self._studies.get(str(study.path))
+        return entry[2] if entry is not None and entry[0] is study else None
 
     def preview_of(self, study):
         """The screen-size copy of ``study`` (made now if the study did not come via open_index)."""
@@ -182,7 +191,6 @@ class Controller(QObject):
 
     def render_full(self, key: tuple, study, window, invert: bool) -> None:
         """Render the full-size display image on the I/O worker (newest request wins)."""
-        from .imaging import display_qimage
 
         def render(progress, cancel, partial):
             cancel.raise_if_cancelled()

@@ -60,7 +60,13 @@ class DisplayPresenter(QObject):
                 v.set_image(None, None)
             return
         preview = self.controller.preview_of(study)
-        image = display_qimage(render_u8(preview, self.state.window, self.state.effective_invert))
+        image = None
+        if self.state.window is None and not self.state.invert_flip:
+            image = self.controller.default_image_of(study)  # drawn by the loader
+        if image is None:
+            image = display_qimage(
+                render_u8(preview, self.state.window, self.state.effective_invert)
+            )
         pixmap = QPixmap.fromImage(image)  # once for all views
         for v in self.views:
             v.set_image(pixmap, (study.columns, study.rows))

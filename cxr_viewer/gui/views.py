@@ -10,7 +10,7 @@ Views own no state: window/level drags are reported as signals and the state dec
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QImage, QPainter, QPixmap, QTransform
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPixmap, QTransform
 from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QWidget
 
 ZOOM_STEP = 1.25
@@ -54,6 +54,8 @@ class ImageView(QGraphicsView):
         self.horizontalScrollBar().valueChanged.connect(self._scrolled)
         self.verticalScrollBar().valueChanged.connect(self._scrolled)
         self.paint_count = 0
+        self._caption_font: QFont | None = None
+        self._caption_pen: QColor | None = None
 
     # ------------------------------------------------------------------ content
     def set_image(self, image: QImage | QPixmap | None, study_size: tuple[int, int] | None) -> None:
@@ -232,10 +234,12 @@ class ImageView(QGraphicsView):
             return
         painter.save()
         painter.resetTransform()
-        painter.setPen(QColor(230, 230, 230))
-        font = painter.font()
-        font.setPointSizeF(max(9.0, font.pointSizeF()))
-        painter.setFont(font)
+        if self._caption_font is None:  # made once: building it costs ~1 ms per paint
+            self._caption_font = painter.font()
+            self._caption_font.setPointSizeF(max(9.0, self._caption_font.pointSizeF()))
+            self._caption_pen = QColor(230, 230, 230)
+        painter.setPen(self._caption_pen)
+        painter.setFont(self._caption_font)
         painter.drawText(8, 18, self.caption)
         painter.restore()
 
