@@ -4,14 +4,14 @@ Small valid files are built in the test (test_io_samples), then Hypothesis cuts 
 overwrites bytes (anywhere, or in the header where parsers branch most). Every outcome must be
 a Study or a StudyLoadError subclass — no other exception type, no hang. Examples are
 derandomised so CI sees the same cases every run; a SIGALRM guard (POSIX) stops a runaway
-Python loop, and a per-example time check catches slow native code.
+Python loop. This is a hang guard with a generous limit, not a speed assertion: speed is
+measured in ``benchmarks/``, never asserted in the default run.
 """
 
 from __future__ import annotations
 
 import random
 import signal
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,8 @@ from cxr_viewer.core.io import load_study
 from cxr_viewer.core.study import Study
 
 EXAMPLES = 60
-SECONDS_PER_EXAMPLE = 5.0
+#: hang guard per example (a hang, not slowness, fails the test)
+HANG_SECONDS = 60
 
 
 def _windowed_dicom() -> bytes:
@@ -132,8 +133,7 @@ def test_damaged_files_raise_only_study_load_errors(seed, workdir):
         path.write_bytes(_mutate(data, mutation))
         has_alarm = hasattr(signal, "SIGALRM")
         if has_alarm:
-            signal.alarm(int(SECONDS_PER_EXAMPLE * 2))
-        start = time.perf_counter()
+            signal.alarm(HANG_SECONDS)
         try:
             result = load_study(path, max_pixels=1_000_000)
             assert isinstance(result, Study)
@@ -142,7 +142,5 @@ def test_damaged_files_raise_only_study_load_errors(seed, workdir):
         finally:
             if has_alarm:
                 signal.alarm(0)
-        elapsed = time.perf_counter() - start
-        assert elapsed < SECONDS_PER_EXAMPLE, f"{mutation} took {elapsed:.1f} s"
 
     check()

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 CHILD = r"""
@@ -96,6 +98,7 @@ print("RESULT " + json.dumps(out))
 """
 
 
+@pytest.mark.perf
 def test_event_loop_never_stalls_while_tensorflow_and_the_model_load(tmp_path, studies_dir):
     """Longest gap between 5 ms timer ticks from window shown to model ready < 50 ms.
 
