@@ -24,21 +24,23 @@ from typing import Any
 
 from cxr_viewer.core.errors import TrainingError
 
-FORMATS = ("covid_chestxray", "class_folders", "rsna", "csv")
+FORMATS = ("covid_chestxray", "pediatric_pneumonia", "class_folders", "rsna", "csv")
 TASKS = ("binary", "three_class")
 STRATEGIES = ("none", "class_weight", "oversample")
-ARCHITECTURES = ("dcnn_resnet", "resnet50v2", "resnet101v2", "mobilenetv2")
+ARCHITECTURES = ("dcnn_resnet", "resnet50v2", "resnet101v2", "mobilenet", "mobilenetv2")
 MONITORS = ("val_auc", "val_loss", "val_accuracy")
-THRESHOLD_RULES = ("youden", "f1")
+THRESHOLD_RULES = ("youden", "f1", "sensitivity")
 
 
 @dataclass
 class DataConfig:
-    #: covid_chestxray | class_folders | rsna | csv
+    #: covid_chestxray | pediatric_pneumonia | class_folders | rsna | csv
     format: str = "covid_chestxray"
     #: dataset folder (the CSV file itself for format = "csv")
     root: str = "{shared_data}/covid-chestxray-subset"
-    #: covid_chestxray only: "binary" (non-COVID-19 / COVID-19) or "three_class"
+    #: covid_chestxray: "binary" (non-COVID-19 / COVID-19) or "three_class" (normal / COVID-19 /
+    #: other_pneumonia); pediatric_pneumonia: "binary" (NORMAL / PNEUMONIA) or "three_class"
+    #: (normal / bacteria / virus)
     task: str = "binary"
     #: covid_chestxray: the views kept (metadata.csv "view" column); empty = all
     views: list[str] = field(default_factory=lambda: ["PA", "AP", "AP Supine"])
@@ -85,17 +87,19 @@ class ImbalanceConfig:
 
 @dataclass
 class ModelConfig:
-    #: dcnn_resnet | resnet50v2 | resnet101v2 | mobilenetv2
+    #: dcnn_resnet | resnet50v2 | resnet101v2 | mobilenet (v1) | mobilenetv2
     architecture: str = "dcnn_resnet"
     #: square input side in pixels
     input_size: int = 224
-    #: 1 or 3 (greyscale repeated)
+    #: 1 or 3 (greyscale repeated). With a pretrained RGB backbone and channels = 1 the model
+    #: repeats the grey channel itself (layer "grey_to_rgb"): same weights, a third of the input
     channels: int = 3
     #: "unit" ([0, 1]) or "symmetric" ([-1, 1]); "" = per architecture (unit for dcnn_resnet)
     preprocessing: str = ""
-    #: local ImageNet (or other) weights file for the keras.applications backbones; "" = none
+    #: backbone weights (keras.applications' no-top file): a local path, "imagenet" (Keras
+    #: downloads and caches it; needs internet once) or "" (random initialisation)
     weights: str = ""
-    #: MobileNetV2 width multiplier
+    #: MobileNet / MobileNetV2 width multiplier
     alpha: float = 1.0
     #: first backbone layer (index) that is trained; earlier ones are frozen. 0 = train all
     fine_tune_from: int = 0
@@ -125,14 +129,33 @@ class TrainConfig:
     deterministic: bool = True
     #: Keras progress bar (1), one line per epoch (2) or silent (0)
     verbose: int = 1
+    #: fine-tuning a pretrained backbone, as keras.applications users do: first this many
+    #: epochs train the head on a frozen backbone (at learning_rate); then the backbone is
+    #: unfrozen (from model.fine_tune_from) and trained for `epochs` more at
+    #: fine_tune_learning_rate. 0 = a single phase, everything trainable from the start
+    head_epochs: int = 0
+    #: learning rate of the fine-tuning phase (0 = learning_rate / 10)
+    fine_tune_learning_rate: float = 0.0
+    #: keep BatchNormalization layers frozen (inference mode) while fine-tuning: their ImageNet
+    #: statistics are not disturbed by small batches
+    freeze_batchnorm: bool = True
 
 
 @dataclass
 class EvaluateConfig:
     #: binary tasks: the class whose probability is thresholded; "" = the last class
     positive_class: str = ""
-    #: rule choosing the threshold on the validation set: youden (max TPR − FPR) or f1
+    #: rule choosing the threshold on the validation set: youden (max TPR − FPR), f1, or
+    #: sensitivity (the highest threshold whose validation sensitivity ≥ target_sensitivity)
     threshold_rule: str = "youden"
+    #: the sensitivity the "sensitivity" rule aims for on validation
+    target_sensitivity: float = 0.95
+    #: fit the logistic-regression baseline on 32×32 pixels on the same split (reported beside
+    #: the model)
+    pixel_baseline: bool = True
+    #: Grad-CAM faithfulness on at most this many test images (deletion of the top 20 % vs a
+    #: random 20 %, map mass in the central 80 %); 0 = skip
+    gradcam_check: int = 0
 
 
 @dataclass
@@ -145,6 +168,10 @@ class ExportConfig:
     shap_max_layers: int = 6
     #: short description in the bundle
     description: str = ""
+    #: model card: who the training images came from, what the model is for and not for
+    training_population: str = ""
+    intended_use: str = ""
+    not_for: str = ""
 
 
 @dataclass
@@ -267,6 +294,10 @@ def validate(cfg: Config, source: str = "config") -> Config:
         (cfg.model.blocks >= 1 and cfg.model.init_filters >= 1, "model.blocks/init_filters", "≥ 1"),
         (cfg.model.alpha > 0, "model.alpha", "> 0"),
         (cfg.model.fine_tune_from >= 0, "model.fine_tune_from", "≥ 0"),
+        (cfg.train.head_epochs >= 0, "train.head_epochs", "≥ 0"),
+        (cfg.train.fine_tune_learning_rate >= 0, "train.fine_tune_learning_rate", "≥ 0"),
+        (0 < cfg.evaluate.target_sensitivity < 1, "evaluate.target_sensitivity", "in (0, 1)"),
+        (cfg.evaluate.gradcam_check >= 0, "evaluate.gradcam_check", "≥ 0"),
         (cfg.train.epochs >= 1, "train.epochs", "≥ 1"),
         (cfg.train.batch_size >= 1, "train.batch_size", "≥ 1"),
         (cfg.train.learning_rate > 0, "train.learning_rate", "> 0"),
@@ -290,6 +321,9 @@ def validate(cfg: Config, source: str = "config") -> Config:
     for ok, key, expected in checks:
         if not ok:
             raise _bad(key, f"must be {expected}", source)
+    if cfg.train.head_epochs > 0 and cfg.train.fine_tune_learning_rate == 0:
+        # resolved here, so config.resolved.toml records the rate really used
+        cfg.train.fine_tune_learning_rate = cfg.train.learning_rate / 10
     if cfg.split.val_fraction + cfg.split.test_fraction >= 0.8:
         raise _bad("split", "val_fraction + test_fraction leaves < 20 % for training", source)
     if len(set(cfg.data.class_names)) != len(cfg.data.class_names):

@@ -17,6 +17,11 @@ Layouts
   pediatric pneumonia set of Kermany et al. 2018: ``NORMAL|PNEUMONIA`` or
   ``BACTERIA|NORMAL|VIRUS``). Patient ids come from file names where the set encodes them
   (``person123_bacteria_4.jpeg``, ``IM-0115-0001.jpeg``), else each file is its own patient.
+* ``pediatric_pneumonia`` — the paediatric pneumonia set of Kermany et al. 2018 (Cell;
+  Mendeley Data doi:10.17632/rscbjbr9sj.2, CC BY 4.0) as a ``labels.csv`` (filename, label
+  NORMAL/PNEUMONIA, subtype normal/bacteria/virus, patient_id) next to ``images/``. Task
+  ``binary``: NORMAL / PNEUMONIA; ``three_class``: normal / bacteria / virus. Without a
+  ``labels.csv`` the folder is read as ``class_folders`` (patient ids from Kermany's file names).
 * ``rsna`` — RSNA Pneumonia Detection Challenge: ``stage_2_train_labels.csv`` (patientId,
   x, y, width, height, Target; one row per box) + ``stage_2_train_images/<patientId>.dcm``.
 * ``csv`` — a generic CSV with ``path`` and ``label`` (optional ``patient_id``, ``view``,
@@ -42,6 +47,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".t
 COVID = "COVID-19"
 BINARY_CLASSES = ["non-COVID-19", COVID]
 THREE_CLASSES = ["normal", COVID, "other_pneumonia"]
+PEDIATRIC_BINARY = ["NORMAL", "PNEUMONIA"]
+PEDIATRIC_THREE = ["normal", "bacteria", "virus"]
 #: findings that are no label at all
 _UNLABELLED = {"", "todo", "unknown", "nan"}
 
@@ -133,18 +140,29 @@ def read_covid_chestxray(
 
 
 _PATIENT_PATTERNS = (
-    re.compile(r"^(person\d+)_", re.IGNORECASE),  # pediatric pneumonia: person1_bacteria_1
-    re.compile(r"^(?:NORMAL\d*-)?(IM-\d+)-", re.IGNORECASE),  # IM-0115-0001, NORMAL2-IM-1427-0001
+    # Kermany et al.: person1_bacteria_1 → P1; IM-0115-0001 → N1-0115; NORMAL2-IM-1427-0001 →
+    # N2-1427 (the NORMAL2 series numbers its patients separately from the IM- series)
+    (re.compile(r"^person(\d+)_", re.IGNORECASE), "P{}"),
+    (re.compile(r"^NORMAL2-IM-(\d+)-", re.IGNORECASE), "N2-{}"),
+    (re.compile(r"^IM-(\d+)-", re.IGNORECASE), "N1-{}"),
 )
+_SUBTYPE_PATTERN = re.compile(r"_(bacteria|virus)_", re.IGNORECASE)
 
 
 def patient_from_filename(name: str) -> str:
-    """Patient id encoded in a file name (pediatric pneumonia conventions), else the stem."""
-    for pattern in _PATIENT_PATTERNS:
+    """Patient id encoded in a file name (Kermany's conventions, the ids the dataset's
+    ``labels.csv`` uses), else the stem (each file its own patient)."""
+    for pattern, template in _PATIENT_PATTERNS:
         m = pattern.match(name)
         if m:
-            return m.group(1).lower()
+            return template.format(m.group(1))
     return Path(name).stem
+
+
+def subtype_from_filename(name: str) -> str:
+    """``bacteria`` / ``virus`` from a Kermany pneumonia file name, else ``""``."""
+    m = _SUBTYPE_PATTERN.search(name)
+    return m.group(1).lower() if m else ""
 
 
 def read_class_folders(root: str | Path) -> pd.DataFrame:
@@ -172,6 +190,7 @@ def read_class_folders(root: str | Path) -> pd.DataFrame:
                         "view": "",
                         "source": f"class_folders:{root.name}",
                         "original_split": original_split,
+                        "subtype": subtype_from_filename(f.name),
                     }
                 )
     if not rows:
@@ -181,6 +200,68 @@ def read_class_folders(root: str | Path) -> pd.DataFrame:
             "Check data.root and data.format.",
         )
     return _finish(pd.DataFrame(rows), str(root), "no image files")
+
+
+def read_pediatric_pneumonia(root: str | Path, *, task: str = "binary") -> pd.DataFrame:
+    """Manifest of the paediatric pneumonia set (see module docstring).
+
+    Reads ``labels.csv`` when present (patient ids and subtypes as the dataset states them),
+    else the class-folder layout with Kermany's file-name patient ids. ``subtype`` is kept as a
+    column (per-subtype sensitivity in the report); ``task = "three_class"`` uses it as label.
+    """
+    root = Path(root)
+    labels_csv = root / "labels.csv"
+    if labels_csv.is_file():
+        try:
+            table = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+            raise TrainingError(f"Cannot read {labels_csv} as CSV", str(exc)) from exc
+        needed = {"filename", "label", "patient_id"}
+        if not needed <= set(table.columns):
+            raise TrainingError(
+                f"{labels_csv} lacks columns the reader needs",
+                f"needs {sorted(needed)}, has {sorted(table.columns)}.",
+                "Use the dataset's own labels.csv (filename,label,subtype,patient_id).",
+            )
+        if "subtype" not in table.columns:
+            table["subtype"] = table["filename"].map(lambda f: subtype_from_filename(Path(f).name))
+        df = pd.DataFrame(
+            {
+                "path": [str((root / f).resolve()) for f in table["filename"]],
+                "label": table["label"].str.strip().str.upper().values,
+                "patient_id": ("kermany-" + table["patient_id"].str.strip()).values,
+                "view": "AP",
+                "source": "pediatric-pneumonia",
+                "subtype": table["subtype"].str.strip().str.lower().values,
+            }
+        )
+    else:
+        folders = root / "images" if (root / "images").is_dir() else root
+        df = read_class_folders(folders)
+        df["label"] = df["label"].str.upper()
+        df["patient_id"] = "kermany-" + df["path"].map(
+            lambda p: patient_from_filename(Path(p).name)
+        )
+        df["source"] = "pediatric-pneumonia"
+        df["view"] = "AP"
+        df.loc[df["label"] == "NORMAL", "subtype"] = "normal"
+    bad = sorted(set(df["label"]) - set(PEDIATRIC_BINARY))
+    if bad:
+        raise TrainingError(
+            f"{root}: labels outside NORMAL/PNEUMONIA",
+            f"found {bad[:5]}.",
+            "Point data.root at the paediatric pneumonia folder (labels.csv + images/).",
+        )
+    if task == "three_class":
+        unknown = df["subtype"].isin(PEDIATRIC_THREE) == False  # noqa: E712
+        if unknown.any():
+            raise TrainingError(
+                "The three-class task needs a subtype for every image",
+                f"{int(unknown.sum())} images have none of {PEDIATRIC_THREE}.",
+                'Use labels.csv with its subtype column, or data.task = "binary".',
+            )
+        df["label"] = df["subtype"]
+    return _finish(df, str(root), f"{len(df)} labelled images")
 
 
 def _dicom_view(path: str) -> str:
@@ -277,6 +358,8 @@ def read_dataset(data: DataConfig) -> pd.DataFrame:
         return read_covid_chestxray(root, task=data.task, views=data.views)
     if data.format == "class_folders":
         return read_class_folders(root)
+    if data.format == "pediatric_pneumonia":
+        return read_pediatric_pneumonia(root, task=data.task)
     if data.format == "rsna":
         return read_rsna(root, views=data.views, workers=data.workers)
     if data.format == "csv":
@@ -292,6 +375,8 @@ def class_names_for(manifest: pd.DataFrame, data: DataConfig) -> list[str]:
         names = list(data.class_names)
     elif data.format == "covid_chestxray":
         names = BINARY_CLASSES if data.task == "binary" else THREE_CLASSES
+    elif data.format == "pediatric_pneumonia":
+        names = PEDIATRIC_BINARY if data.task == "binary" else PEDIATRIC_THREE
     else:
         names = present
     unknown = sorted(set(present) - set(names))

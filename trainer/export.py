@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cxr_viewer.core.bundle import Bundle, write_bundle
+from cxr_viewer.core.bundle import INTENDED_USE, Bundle, write_bundle
 
 from .config import Config
 from .data import PreparedData
@@ -51,10 +51,53 @@ def _metrics_for_metadata(evaluation: dict) -> dict[str, Any]:
         "accuracy": val["accuracy"],
         "test_auc": test["auc"],
         "test_accuracy": test["accuracy"],
+        "test_sensitivity": test.get("sensitivity"),
+        "test_specificity": test.get("specificity"),
+        "test_ece": test.get("ece"),
+        "pixel_baseline": evaluation.get("pixel_baseline"),
+        "gradcam_check": evaluation.get("gradcam_check"),
         "threshold_rule": evaluation["threshold_rule"],
         "validation": val,
         "test": test,
     }
+
+
+def model_card(cfg: Config, data: PreparedData, evaluation: dict) -> dict[str, Any]:
+    """What a reader needs in five seconds: held-out figures at the operating point, who the
+    training films came from, what the model is for and not for (Mitchell et al. 2019)."""
+    test = evaluation["test"]
+    sp = data.summary()["splits"]["test"]
+    card: dict[str, Any] = {
+        "task": " vs ".join(data.class_names),
+        "test_auc": test["auc"],
+        "test_auc_per_class": test.get("auc_per_class", {}),
+        "test_images": sp["images"],
+        "test_patients": sp["patients"],
+        "test_ece": test.get("ece"),
+        "threshold": evaluation["threshold"],
+        "threshold_rule": evaluation["threshold_rule"],
+        "positive_class": evaluation["positive_class"],
+        "training_population": cfg.export.training_population
+        or f"{data.summary()['images']} images of {data.summary()['patients']} patients from "
+        f"{', '.join(data.summary()['sources'])}",
+        "intended_use": cfg.export.intended_use or INTENDED_USE,
+        "not_for": cfg.export.not_for or "any clinical decision",
+    }
+    if test.get("sensitivity") is not None:
+        card["test_sensitivity"] = test["sensitivity"]
+        card["test_specificity"] = test["specificity"]
+    if test.get("sensitivity_by_subtype"):
+        card["test_sensitivity_by_subtype"] = {
+            k: v["sensitivity"] for k, v in test["sensitivity_by_subtype"].items()
+        }
+    if evaluation.get("pixel_baseline"):
+        card["pixel_baseline_test_auc"] = evaluation["pixel_baseline"]["test_auc"]
+    if evaluation.get("gradcam_check"):
+        g = evaluation["gradcam_check"]
+        card["gradcam_median_drop"] = g["median_drop_gradcam"]
+        card["gradcam_median_drop_random"] = g["median_drop_random"]
+        card["gradcam_centre_mass"] = g["median_centre_mass"]
+    return card
 
 
 def data_summary_for_metadata(data: PreparedData) -> dict[str, Any]:
@@ -110,6 +153,8 @@ def export_bundle(
         "data_summary": data_summary_for_metadata(data),
         "data_splits": data.summary()["splits"],
         "metrics": _metrics_for_metadata(evaluation),
+        "model_card": model_card(cfg, data, evaluation),
+        "intended_use": cfg.export.intended_use or INTENDED_USE,
         "background": {
             "count": int(background.shape[0]),
             "selection": f"class-stratified random training inputs (seed {cfg.seed})",

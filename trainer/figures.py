@@ -1,5 +1,5 @@
 """Evaluation figures with matplotlib's Agg backend (no display needed): ROC, precision-recall,
-confusion matrix and learning curves, each saved as a PNG."""
+confusion matrix, reliability diagram and learning curves, each saved as a PNG."""
 
 from __future__ import annotations
 
@@ -95,6 +95,41 @@ def learning_curves_figure(history: pd.DataFrame, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def reliability_figure(
+    y_true, probs, class_names: Sequence[str], pos: int | None, ece: float, path: Path, title: str
+) -> Path:
+    """Reliability diagram (10 equal-width bins): the observed positive rate (binary) or
+    top-class accuracy (multi-class) against the predicted probability, with each bin's count."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if pos is not None and probs.shape[1] == 2:
+        conf, hit = probs[:, pos], (y_true == pos).astype(float)
+        xlabel, ylabel = f"predicted p({class_names[pos]})", f"observed share {class_names[pos]}"
+    else:
+        conf, hit = probs.max(axis=1), (probs.argmax(axis=1) == y_true).astype(float)
+        xlabel, ylabel = "top-class confidence", "accuracy"
+    edges = np.linspace(0, 1, 11)
+    which = np.minimum((conf * 10).astype(int), 9)
+    centres, observed, counts = [], [], []
+    for b in range(10):
+        inside = which == b
+        if inside.any():
+            centres.append(conf[inside].mean())
+            observed.append(hit[inside].mean())
+            counts.append(int(inside.sum()))
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfect calibration")
+    ax.bar(edges[:-1], [0] * 10, width=0.1)  # keeps the axis at the bins
+    ax.plot(centres, observed, "o-", c="tab:red", label=f"model (ECE {ece:.3f})")
+    for c, o, n in zip(centres, observed, counts, strict=True):
+        ax.annotate(str(n), (c, o), textcoords="offset points", xytext=(0, 6), fontsize=7,
+                    ha="center")  # fmt: skip
+    ax.set(xlim=(0, 1), ylim=(0, 1.05), xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, path)
+
+
 def write_figures(
     out_dir: Path, evaluation: dict, labels: dict, class_names, history: pd.DataFrame
 ) -> list[Path]:
@@ -124,6 +159,13 @@ def write_figures(
                 out_dir / f"confusion_{split}.png", f"Confusion matrix ({name})",
             )
         )  # fmt: skip
+    files.append(
+        reliability_figure(
+            labels["test"], evaluation["probs"]["test"], class_names, pos,
+            evaluation["test"]["ece"], out_dir / "reliability_test.png",
+            "Reliability (test)",
+        )
+    )  # fmt: skip
     curves = learning_curves_figure(history, out_dir / "learning_curves.png")
     if curves:
         files.append(curves)

@@ -9,12 +9,10 @@ Head (as in the covid-cxr seeds): GlobalAveragePooling → Dropout → Dense wit
 LeakyReLU → Dense softmax named ``output`` (float32 even under mixed precision).
 
 References: He et al. 2016, *Identity mappings in deep residual networks* (ResNet V2);
-Sandler et al. 2018, *MobileNetV2*.
+Howard et al. 2017, *MobileNets*; Sandler et al. 2018, *MobileNetV2*.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from cxr_viewer.core.errors import TrainingError
 from cxr_viewer.core.preprocess import InputSpec
@@ -66,33 +64,62 @@ def _dcnn_resnet(inputs, mc: ModelConfig):
     return x
 
 
-def _application(inputs, mc: ModelConfig, spec: InputSpec):
-    """A keras.applications backbone built on ``inputs`` (flat), weights from a local file."""
-    import keras
+def _weights_file_name(arch: str, alpha: float, size: int) -> str:
+    """The no-top ImageNet weights file keras.applications downloads for this backbone."""
+    if arch == "mobilenet":
+        a = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}.get(alpha, f"{alpha}")
+        rows = size if size in (128, 160, 192, 224) else 224
+        return f"mobilenet_{a}_{rows}_tf_no_top.h5"
+    if arch == "mobilenetv2":
+        rows = size if size in (96, 128, 160, 192, 224) else 224
+        return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}_no_top.h5"
+    return f"{arch}_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
-    weights = None
-    if mc.weights:
-        path = Path(mc.weights).expanduser()
-        if not path.is_file():
-            raise TrainingError(
-                f"Backbone weights file not found: {path}",
-                "CXR Lens never downloads weights.",
-                "Download the no-top ImageNet weights once and set model.weights to the file.",
-            )
-        if spec.channels != 3:
-            raise TrainingError(
-                "Pretrained backbone weights need 3 input channels",
-                f"model.channels is {spec.channels}.",
-                "Set model.channels = 3 (the grey image is repeated).",
-            )
-        weights = str(path)
-    kwargs = dict(include_top=False, weights=weights, input_tensor=inputs, pooling=None)
+
+def _resolve_weights(mc: ModelConfig, spec: InputSpec) -> str | None:
+    """``model.weights`` as keras.applications takes it: a checked local path, "imagenet", or
+    None."""
+    if not mc.weights:
+        return None
+    if mc.weights == "imagenet":
+        return "imagenet"
+    from .config import resolve_path
+
+    path = resolve_path(mc.weights)
+    if not path.is_file():
+        raise TrainingError(
+            f"Backbone weights file not found: {path}",
+            "model.weights names a file that does not exist.",
+            f"Point model.weights at the no-top ImageNet file "
+            f"({_weights_file_name(mc.architecture, mc.alpha, spec.height)}), or set it to "
+            '"imagenet" on a machine with internet access.',
+        )
+    return str(path)
+
+
+def _application(inputs, mc: ModelConfig, spec: InputSpec):
+    """A keras.applications backbone built on ``inputs`` (flat), ImageNet weights from a local
+    file or Keras' own download.
+
+    A 1-channel input is repeated to RGB inside the model (layer ``grey_to_rgb``) so that the
+    ImageNet weights apply while the bundle, its SHAP background and LIME stay greyscale.
+    """
+    import keras
+    from keras import layers
+
+    weights = _resolve_weights(mc, spec)
+    x = inputs
+    if spec.channels == 1:
+        x = layers.Concatenate(axis=-1, name="grey_to_rgb")([inputs, inputs, inputs])
+    kwargs = dict(include_top=False, weights=weights, input_tensor=x, pooling=None)
     arch = mc.architecture
     try:
         if arch == "resnet50v2":
             base = keras.applications.ResNet50V2(**kwargs)
         elif arch == "resnet101v2":
             base = keras.applications.ResNet101V2(**kwargs)
+        elif arch == "mobilenet":
+            base = keras.applications.MobileNet(alpha=mc.alpha, **kwargs)
         elif arch == "mobilenetv2":
             base = keras.applications.MobileNetV2(alpha=mc.alpha, **kwargs)
         else:  # pragma: no cover - validated in config
@@ -100,6 +127,17 @@ def _application(inputs, mc: ModelConfig, spec: InputSpec):
     except ValueError as exc:
         raise TrainingError(
             f"Cannot build the {arch} backbone", str(exc), "Check model.weights and model.alpha."
+        ) from exc
+    except Exception as exc:  # the "imagenet" download: URLError, HTTPError, OSError, …
+        if weights != "imagenet":
+            raise
+        name = _weights_file_name(arch, mc.alpha, spec.height)
+        raise TrainingError(
+            f"Cannot download the ImageNet weights for {arch}",
+            f"Keras could not fetch {name} ({type(exc).__name__}: {exc}); this machine is "
+            "probably offline.",
+            f"Copy {name} (the keras.applications no-top ImageNet file) to this machine and set "
+            'model.weights to its path, or put it in ~/.keras/models/ and keep "imagenet".',
         ) from exc
     return base.output
 
@@ -129,15 +167,40 @@ def build_model(mc: ModelConfig, spec: InputSpec, n_classes: int, *, seed: int =
     x = layers.LeakyReLU(name="head_leaky_relu")(x)
     outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name=OUTPUT_NAME)(x)
     model = keras.Model(inputs, outputs, name=f"cxr_{mc.architecture}")
-    if mc.fine_tune_from > 0:
-        if mc.fine_tune_from >= len(model.layers):
-            raise TrainingError(
-                "model.fine_tune_from is past the last layer",
-                f"the model has {len(model.layers)} layers.",
-            )
-        for layer in model.layers[: mc.fine_tune_from]:
-            layer.trainable = False
+    if mc.fine_tune_from >= len(model.layers):
+        raise TrainingError(
+            "model.fine_tune_from is past the last layer",
+            f"the model has {len(model.layers)} layers.",
+        )
+    set_trainable(model, mc, phase="train")
     return model
+
+
+def is_head_layer(layer) -> bool:
+    """A layer of the classification head (trained in the frozen-backbone phase)."""
+    return layer.name.startswith("head_") or layer.name == OUTPUT_NAME
+
+
+def set_trainable(model, mc: ModelConfig, *, phase: str, freeze_batchnorm: bool = False) -> int:
+    """Freeze layers for a training phase; return the number of trainable weights.
+
+    ``"head"``: only the head trains (the backbone is frozen: its ImageNet features are kept
+    while the new head finds its footing). ``"train"``/``"fine_tune"``: layers before
+    ``mc.fine_tune_from`` stay frozen, the rest train; with ``freeze_batchnorm`` the
+    BatchNormalization layers stay frozen too (in Keras a frozen BatchNormalization runs in
+    inference mode, so its ImageNet statistics are kept).
+    """
+    from keras import layers
+
+    for i, layer in enumerate(model.layers):
+        if phase == "head":
+            layer.trainable = is_head_layer(layer)
+        else:
+            frozen = i < mc.fine_tune_from or (
+                freeze_batchnorm and isinstance(layer, layers.BatchNormalization)
+            )
+            layer.trainable = not frozen
+    return len(model.trainable_weights)
 
 
 def compile_model(model, learning_rate: float, n_classes: int) -> None:

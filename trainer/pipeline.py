@@ -2,8 +2,15 @@
 
 Per epoch: shuffle row indices → batch → gather the cached [0, 1] images and apply
 :func:`cxr_viewer.core.preprocess.normalize` (the same function the viewer uses) in a parallel
-``map`` → augment (training only, keras preprocessing layers, parallel ``map``) → ``prefetch``
-so the next batch is ready while the model steps. Decoding happened once, in :mod:`.cache`.
+``map`` → augment (training only, keras preprocessing layers) → ``prefetch`` so the next batch
+is ready while the model steps. Decoding happened once, in :mod:`.cache`.
+
+Reproducible across interruptions: the training order of epoch *e* is a permutation drawn from
+``(seed, e)`` (an :class:`EpochClock` set by a callback tells the pipeline which epoch it is
+feeding), and :class:`EpochClock` also resets every random generator of the augmentation and of
+the model (dropout) to a state derived from ``(its seed, e)``. Augmentation runs in a sequential
+``map`` so batches draw from the generators in a fixed order. A run resumed at epoch *e* thus
+sees exactly the data, augmentation and dropout masks the uninterrupted run saw.
 """
 
 from __future__ import annotations
@@ -27,6 +34,53 @@ def gather_inputs(images: np.ndarray, rows: np.ndarray, spec: InputSpec) -> np.n
     return normalize(np.asarray(images[rows], dtype=np.float32), spec)
 
 
+class EpochClock:
+    """Which epoch the training pipeline is feeding, and a Keras callback that keeps it (and
+    every random generator of the augmentation layers and the model) in step with ``fit``."""
+
+    #: generator counter stride per epoch: far more draws than any epoch makes
+    STRIDE = 1 << 32
+
+    def __init__(self, augment: Sequence = ()) -> None:
+        self.epoch = 0
+        self._augment = list(augment)
+        self._initial: dict[int, int] = {}
+
+    def _generators(self, model) -> list:
+        found = []
+        for owner in [*self._augment, *(model._flatten_layers() if model is not None else [])]:
+            for gen in getattr(owner, "_seed_generators", []) or []:
+                if all(g is not gen for g in found):
+                    found.append(gen)
+        return found
+
+    def set_epoch(self, epoch: int, model=None) -> None:
+        self.epoch = int(epoch)
+        for gen in self._generators(model):
+            key = id(gen)
+            if key not in self._initial:
+                self._initial[key] = int(np.asarray(gen.state.value)[0])
+            gen.state.assign(
+                np.array([self._initial[key], self.epoch * self.STRIDE], dtype=gen.state.dtype)
+            )
+
+    def callback(self):
+        import keras
+
+        clock = self
+
+        class _EpochClockCallback(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                clock.set_epoch(epoch, self.model)
+
+        return _EpochClockCallback()
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The training order of epoch ``epoch``: a permutation of ``n`` from ``(seed, epoch)``."""
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(n).astype(np.int64)
+
+
 def make_dataset(
     images: np.ndarray,
     rows: np.ndarray,
@@ -38,6 +92,7 @@ def make_dataset(
     shuffle: bool = False,
     seed: int = 0,
     augment: Sequence = (),
+    clock: EpochClock | None = None,
 ):
     """A batched, prefetched ``tf.data.Dataset`` of (inputs, one-hot labels).
 
@@ -51,6 +106,9 @@ def make_dataset(
         Integer class of each entry of ``rows``.
     augment:
         Keras preprocessing layers applied in order with ``training=True``.
+    clock:
+        With ``shuffle``, the epoch whose order is drawn (see :class:`EpochClock`); without
+        one, each pass over the dataset draws the next epoch's order.
     """
     from cxr_viewer.core.model_io import import_tensorflow
 
@@ -66,9 +124,28 @@ def make_dataset(
         x.set_shape(shape)
         return x
 
-    ds = tf.data.Dataset.from_tensor_slices((rows, y))
+    n = len(rows)
     if shuffle:
-        ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+        own_clock = clock or EpochClock()
+        passes = [0]
+
+        def order() -> np.ndarray:
+            if clock is None:  # no callback keeps the epoch: count the passes
+                own_clock.epoch, passes[0] = passes[0], passes[0] + 1
+            return epoch_order(n, seed, own_clock.epoch)
+
+        rows_t, y_t = tf.constant(rows), tf.constant(y)
+
+        def one_epoch(_):
+            idx = tf.numpy_function(order, [], tf.int64, stateful=True)
+            idx.set_shape([n])
+            return tf.data.Dataset.from_tensor_slices(idx)
+
+        ds = tf.data.Dataset.from_tensors(0).flat_map(one_epoch)
+        ds = ds.map(lambda i: (tf.gather(rows_t, i), tf.gather(y_t, i)))
+        ds = ds.apply(tf.data.experimental.assert_cardinality(n))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((rows, y))
     ds = ds.batch(batch_size)
     ds = ds.map(lambda r, t: (load(r), t), num_parallel_calls=tf.data.AUTOTUNE)
     if augment:
@@ -78,7 +155,7 @@ def make_dataset(
                 x = layer(x, training=True)
             return x, t
 
-        ds = ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(aug)  # sequential: batches draw from the generators in a fixed order
     options = tf.data.Options()
     options.deterministic = True
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)

@@ -32,6 +32,23 @@ def _metrics_table(metrics: dict, class_names: list[str]) -> list[str]:
             f"| {name} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | {_fmt(m['f1'])} "
             f"| {m['support']} |"
         )
+    if metrics.get("sensitivity") is not None:
+        lines.insert(
+            1,
+            f"- at the threshold: sensitivity **{_fmt(metrics['sensitivity'])}**, specificity "
+            f"**{_fmt(metrics['specificity'])}**",
+        )
+    if metrics.get("ece") is not None:
+        lines.insert(
+            1, f"- calibration: expected calibration error (10 bins) {_fmt(metrics['ece'])}"
+        )
+    if len(class_names) > 2 and metrics.get("auc_per_class"):
+        per = ", ".join(f"{k} {_fmt(v)}" for k, v in metrics["auc_per_class"].items())
+        lines.insert(1, f"- one-vs-rest AUC per class: {per}")
+    for sub, v in (metrics.get("sensitivity_by_subtype") or {}).items():
+        lines.insert(
+            1, f"- sensitivity for subtype *{sub}*: {_fmt(v['sensitivity'])} (n = {v['n']})"
+        )
     cm = metrics["confusion_matrix"]
     lines += ["", "Confusion matrix (rows = true, columns = predicted):", ""]
     lines.append("| | " + " | ".join(class_names) + " |")
@@ -108,7 +125,13 @@ def write_report(
         "",
         (
             f"{evaluation['positive_class']} if p ≥ {thr:.3f} (chosen on validation by "
-            f"{evaluation['threshold_rule']}; never on test)"
+            f"{evaluation['threshold_rule']}"
+            + (
+                f", target sensitivity {evaluation['target_sensitivity']:.2f}"
+                if evaluation.get("target_sensitivity")
+                else ""
+            )
+            + "; never on test)"
             if thr is not None
             else "arg-max over classes"
         ),
@@ -121,9 +144,50 @@ def write_report(
         "",
         *_metrics_table(evaluation["test"], class_names),
         "",
-        "## Figures",
-        "",
     ]
+    base = evaluation.get("pixel_baseline")
+    if base:
+        model_auc = evaluation["test"]["auc"]
+        verdict = (
+            "the model beats it"
+            if model_auc is not None
+            and base["test_auc"] is not None
+            and model_auc > base["test_auc"]
+            else "**the model does not beat it**"
+        )
+        lines += [
+            "## Baseline on the same split",
+            "",
+            f"- {base['model']}: validation AUC {_fmt(base['val_auc'])}, test AUC "
+            f"**{_fmt(base['test_auc'])}**, against the model's test AUC **{_fmt(model_auc)}**: "
+            f"{verdict}.",
+            "",
+        ]
+    g = evaluation.get("gradcam_check")
+    if g:
+        lines += [
+            "## Grad-CAM on the test split",
+            "",
+            f"{g['images']} test images, Grad-CAM at `{g['layer']}` for the predicted class; the "
+            f"top {g['fraction_removed']:.0%} of pixels replaced with a {g['fill']}.",
+            "",
+            "| map removed | median drop of p | mean drop of p |",
+            "|---|---|---|",
+            f"| Grad-CAM top {g['fraction_removed']:.0%} | {_fmt(g['median_drop_gradcam'])} | "
+            f"{_fmt(g['mean_drop_gradcam'])} |",
+            f"| random ({g['random_reference']}) | {_fmt(g['median_drop_random'])} | "
+            f"{_fmt(g['mean_drop_random'])} |",
+            "",
+            f"- ratio of median drops (Grad-CAM / random): **{_fmt(g['ratio_median_drop'])}**; "
+            f"Grad-CAM's removal drops p more than random's on "
+            f"{g['share_gradcam_beats_random']:.0%} of images",
+            f"- median share of the map inside the central 80 % of the image: "
+            f"**{_fmt(g['median_centre_mass'])}** (a uniform map: {_fmt(g['centre_mass_uniform_map'])};"
+            f" {g['share_centre_mass_below_uniform']:.0%} of maps fall below it — border, "
+            "markers or collimation edge)",
+            "",
+        ]
+    lines += ["## Figures", ""]
     for f in figures:
         rel = Path(f).relative_to(path.parent) if Path(f).is_relative_to(path.parent) else f
         lines.append(f"![{Path(f).stem}]({rel})")

@@ -97,6 +97,8 @@ def run_training(
         data,
         positive_class=cfg.evaluate.positive_class,
         rule=cfg.evaluate.threshold_rule,
+        target_sensitivity=cfg.evaluate.target_sensitivity,
+        baseline=cfg.evaluate.pixel_baseline,
     )
     weights = None
     if cfg.imbalance.strategy == "class_weight":
@@ -121,6 +123,17 @@ def run_training(
     if trials is not None:
         training["search_trials"] = trials
 
+    if bundle_dir is None:
+        bundle_dir = resolve_path(cfg.export.bundle_dir) if cfg.export.bundle_dir else None
+    bundle_dir = Path(bundle_dir) if bundle_dir else run_dir / "bundle"
+    bundle = export_bundle(model, chosen_cfg, data, evaluation, bundle_dir, training=training)
+    if cfg.evaluate.gradcam_check > 0:  # on the exported bundle, through the viewer's Grad-CAM
+        from .gradcam_check import gradcam_check
+
+        evaluation["gradcam_check"] = gradcam_check(
+            bundle_dir, data, limit=cfg.evaluate.gradcam_check, seed=cfg.seed
+        )
+
     report_dir = run_dir / "report"
     labels = {s: data.labels(s) for s in ("val", "test")}
     figures = write_figures(report_dir, evaluation, labels, data.class_names, result.history)
@@ -132,9 +145,6 @@ def run_training(
     (run_dir / "metrics.json").write_text(
         json.dumps({"evaluation": metrics, "training": training}, indent=2), encoding="utf-8"
     )
-    if bundle_dir is None:
-        bundle_dir = resolve_path(cfg.export.bundle_dir) if cfg.export.bundle_dir else None
-    bundle_dir = Path(bundle_dir) if bundle_dir else run_dir / "bundle"
     bundle = export_bundle(
         model, chosen_cfg, data, evaluation, bundle_dir,
         training=training, report_files=[report, *figures],

@@ -1,7 +1,14 @@
 """Fit a classifier on prepared data, resumably.
 
+Two phases when ``train.head_epochs`` > 0 (fine-tuning a pretrained backbone, as the Keras
+transfer-learning guide does): the head trains on a frozen backbone for ``head_epochs`` epochs,
+then the backbone is unfrozen and everything trains at ``train.fine_tune_learning_rate`` for
+``train.epochs`` more (epochs are numbered on through both phases). Otherwise one phase.
+
 Run folder layout (``run_dir``)::
 
+    checkpoints/backup_head/  BackupAndRestore state of the head phase
+    checkpoints/head.weights.h5   the head phase's final weights: its presence means "done"
     checkpoints/backup/     keras BackupAndRestore state (weights + optimizer + epoch); it is
                             deleted when fit() completes, so its presence means "interrupted"
     checkpoints/best.weights.h5   best epoch so far on the monitored validation metric
@@ -10,7 +17,9 @@ Run folder layout (``run_dir``)::
     model.keras             the final (best) model once training has finished
 
 Running the same command again after an interruption resumes at the next epoch with the same
-split, weights, optimizer state and early-stopping state (restored from ``history.csv``).
+split, weights, optimizer state and early-stopping state (restored from ``history.csv``), and
+the same data order, augmentation and dropout draws (:class:`trainer.pipeline.EpochClock`): on
+a CPU, killed-and-resumed ends with the same weights as uninterrupted, bit for bit.
 """
 
 from __future__ import annotations
@@ -31,8 +40,8 @@ from cxr_viewer.core.model_io import import_tensorflow
 from .config import Config
 from .data import PreparedData
 from .imbalance import augmentation_layers, class_weights, oversample_indices
-from .models import build_model, compile_model
-from .pipeline import make_dataset
+from .models import build_model, compile_model, set_trainable
+from .pipeline import EpochClock, make_dataset
 
 HISTORY_FILE = "history.csv"
 FINAL_MODEL = "model.keras"
@@ -106,6 +115,39 @@ def _strategy_and_precision(cfg: Config):
     return strategy, bool(mixed)
 
 
+def _callbacks(cfg: Config, run_dir: Path, backup_dir: Path, *, early_stopping: bool):
+    import keras
+
+    ckpt_dir = run_dir / "checkpoints"
+    history_path = run_dir / HISTORY_FILE
+    monitor = cfg.train.monitor
+    best, _, _ = _best_so_far(read_history(history_path), monitor)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(backup_dir)),
+        keras.callbacks.CSVLogger(str(history_path), append=True),
+        keras.callbacks.ModelCheckpoint(
+            str(ckpt_dir / "best.weights.h5"),
+            monitor=monitor,
+            mode=_mode(monitor),
+            save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=best,
+        ),  # fmt: skip
+    ]
+    if early_stopping:
+        callbacks.append(_resumable_early_stopping(history_path, monitor, cfg.train.patience))
+    if cfg.train.tensorboard:
+        if importlib.util.find_spec("tensorboard") is None:
+            warnings.warn(
+                "train.tensorboard is on but the tensorboard package is not installed: "
+                "no TensorBoard logs (pip install tensorboard)",
+                stacklevel=3,
+            )
+        else:
+            callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False))
+    return callbacks
+
+
 def train_model(
     cfg: Config,
     data: PreparedData,
@@ -120,27 +162,33 @@ def train_model(
 
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
-    backup_dir = ckpt_dir / "backup"
+    backup_dir, head_backup = ckpt_dir / "backup", ckpt_dir / "backup_head"
+    head_done = ckpt_dir / "head.weights.h5"
     best_path = ckpt_dir / "best.weights.h5"
     history_path = run_dir / HISTORY_FILE
+    head_epochs = cfg.train.head_epochs
     if fresh:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         history_path.unlink(missing_ok=True)
         (run_dir / FINAL_MODEL).unlink(missing_ok=True)
-    resumed_from = _backup_epoch(backup_dir)
+    resumed_from = max(_backup_epoch(backup_dir), _backup_epoch(head_backup))
     final = run_dir / FINAL_MODEL
-    if resumed_from == 0 and final.is_file():  # finished before: reuse, don't retrain
+    started = resumed_from > 0 or (head_epochs > 0 and head_done.is_file())
+    if not started and final.is_file():  # finished before: reuse, don't retrain
         from cxr_viewer.core.model_io import load_keras_model
 
         history = read_history(history_path)
         _, best_epoch, _ = _best_so_far(history, cfg.train.monitor)
         return TrainResult(load_keras_model(final), history, best_epoch, -1, None)
-    if resumed_from == 0:  # a fresh start: nothing stale may leak into it
+    if not started:  # a fresh start: nothing stale may leak into it
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         history_path.unlink(missing_ok=True)
-    else:  # keep exactly the epochs the backup holds
+    else:  # keep exactly the epochs the checkpoints hold
+        kept = resumed_from if resumed_from > 0 else head_epochs
+        if head_done.is_file() and _backup_epoch(backup_dir) == 0:
+            kept = head_epochs
         hist = read_history(history_path)
-        hist[hist["epoch"] < resumed_from].to_csv(history_path, index=False)
+        hist[hist["epoch"] < kept].to_csv(history_path, index=False)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
 
     n_classes = len(data.class_names)
@@ -150,7 +198,6 @@ def train_model(
     try:
         with strategy.scope():
             model = build_model(cfg.model, data.spec, n_classes, seed=cfg.seed)
-            compile_model(model, cfg.train.learning_rate, n_classes)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
@@ -162,54 +209,50 @@ def train_model(
         picked = oversample_indices(train_y, cfg.seed)
         train_rows, train_y = train_rows[picked], train_y[picked]
     aug = augmentation_layers(cfg.augment, data.spec.value_range, cfg.seed)
+    clock = EpochClock(aug)
     bs = cfg.train.batch_size
     train_ds = make_dataset(
         data.cache.images, train_rows, train_y, n_classes, data.spec,
-        batch_size=bs, shuffle=True, seed=cfg.seed, augment=aug,
+        batch_size=bs, shuffle=True, seed=cfg.seed, augment=aug, clock=clock,
     )  # fmt: skip
     val_ds = make_dataset(
         data.cache.images, data.rows("val"), data.labels("val"), n_classes, data.spec,
         batch_size=bs,
     )  # fmt: skip
 
-    monitor = cfg.train.monitor
-    best, _, _ = _best_so_far(read_history(history_path), monitor)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(backup_dir)),
-        keras.callbacks.CSVLogger(str(history_path), append=True),
-        keras.callbacks.ModelCheckpoint(
-            str(best_path),
-            monitor=monitor,
-            mode=_mode(monitor),
-            save_best_only=True,
-            save_weights_only=True,
-            initial_value_threshold=best,
-        ),  # fmt: skip
-        _resumable_early_stopping(history_path, monitor, cfg.train.patience),
-    ]
-    if cfg.train.tensorboard:
-        if importlib.util.find_spec("tensorboard") is None:
-            warnings.warn(
-                "train.tensorboard is on but the tensorboard package is not installed: "
-                "no TensorBoard logs (pip install tensorboard)",
-                stacklevel=2,
+    def fit(phase: str, lr: float, backup: Path, initial_epoch: int, epochs: int) -> None:
+        with strategy.scope():
+            set_trainable(
+                model, cfg.model, phase=phase, freeze_batchnorm=cfg.train.freeze_batchnorm
             )
-        else:
-            callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False))
-    callbacks.extend(extra_callbacks)
+            compile_model(model, lr, n_classes)
+        callbacks = _callbacks(cfg, run_dir, backup, early_stopping=phase != "head")
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            initial_epoch=initial_epoch,
+            epochs=epochs,
+            class_weight=weights,
+            callbacks=[clock.callback(), *callbacks, *extra_callbacks],
+            verbose=cfg.train.verbose,
+            shuffle=False,  # the dataset orders itself (seeded per epoch)
+        )
 
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=cfg.train.epochs,
-        class_weight=weights,
-        callbacks=callbacks,
-        verbose=cfg.train.verbose,
-        shuffle=False,  # the dataset shuffles itself (seeded)
-    )
+    if head_epochs > 0:
+        if head_done.is_file():
+            model.load_weights(str(head_done))
+        else:
+            fit("head", cfg.train.learning_rate, head_backup, 0, head_epochs)
+            model.save_weights(str(head_done))
+        fit(
+            "fine_tune", cfg.train.fine_tune_learning_rate, backup_dir,
+            head_epochs, head_epochs + cfg.train.epochs,
+        )  # fmt: skip
+    else:
+        fit("train", cfg.train.learning_rate, backup_dir, 0, cfg.train.epochs)
     if best_path.is_file():
         model.load_weights(str(best_path))
     history = read_history(history_path)
-    _, best_epoch, _ = _best_so_far(history, monitor)
+    _, best_epoch, _ = _best_so_far(history, cfg.train.monitor)
     model.save(final)
     return TrainResult(model, history, best_epoch, resumed_from, weights)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cxr_viewer.core.errors import ExplainError
+from cxr_viewer.core.model_card import model_card_lines
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
 from cxr_viewer.core.study import Study
 
@@ -109,6 +110,7 @@ class ModelSession:
             default_layers=defaults,
             settings=settings,
             metrics=meta["metrics"] if isinstance(meta.get("metrics"), dict) else {},
+            card=model_card_lines(meta),
         )
         progress(0.75, "Warming up Grad-CAM…")
         self._warm_up_gradcam(defaults.get("gradcam"), settings.get("gradcam", {}))

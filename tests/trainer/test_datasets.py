@@ -39,8 +39,14 @@ def test_class_folders_with_split_dirs_and_patient_ids(tmp_path):
     m = read_class_folders(root)
     assert list(m.columns[:5]) == MANIFEST_COLUMNS
     assert len(m) == 6 and sorted(m["label"].unique()) == ["NORMAL", "PNEUMONIA"]
-    # the same person's films share a patient id; both IM-0115 files are one patient
-    assert m["patient_id"].nunique() == 4
+    # the same person's films share a patient id; IM-0115 and NORMAL2-IM-0115 are two
+    # patients (Kermany's NORMAL2 series numbers its patients separately)
+    assert m["patient_id"].nunique() == 5
+    assert m.set_index(m["path"].map(lambda p: p.rsplit("/", 1)[-1]))["subtype"].to_dict() == {
+        "person1_bacteria_1.jpeg": "bacteria", "person1_virus_7.jpeg": "virus",
+        "person2_bacteria_3.jpeg": "bacteria", "IM-0115-0001.jpeg": "",
+        "NORMAL2-IM-0115-0002.jpeg": "", "IM-0200-0001.jpeg": "",
+    }  # fmt: skip
     assert set(m["original_split"]) == {"train", "test"}
     assert all(p.startswith(str(root)) for p in m["path"])
 
@@ -58,9 +64,67 @@ def test_class_folders_without_split_dirs(tmp_path):
 
 
 def test_patient_from_filename():
-    assert patient_from_filename("person1419_virus_2423.jpeg") == "person1419"
-    assert patient_from_filename("NORMAL2-IM-1427-0001.jpeg") == "im-1427"
+    # the ids the dataset's own labels.csv uses
+    assert patient_from_filename("person1419_virus_2423.jpeg") == "P1419"
+    assert patient_from_filename("NORMAL2-IM-1427-0001.jpeg") == "N2-1427"
+    assert patient_from_filename("IM-0005-0001.jpeg") == "N1-0005"
     assert patient_from_filename("scan_17.png") == "scan_17"
+
+
+def _pediatric_tree(root):
+    names = {
+        "NORMAL": ["IM-0001-0001.jpeg", "NORMAL2-IM-0001-0001.jpeg", "IM-0002-0001.jpeg"],
+        "PNEUMONIA": ["person1_bacteria_1.jpeg", "person1_bacteria_2.jpeg", "person2_virus_3.jpeg"],
+    }
+    rows = ["filename,label,subtype,patient_id,sha256"]
+    for label, files in names.items():
+        for f in files:
+            _img(root / "images" / label / f)
+            sub = "normal" if label == "NORMAL" else f.split("_")[1]
+            rows.append(f"images/{label}/{f},{label},{sub},{patient_from_filename(f)},x")
+    return rows
+
+
+def test_pediatric_pneumonia_labels_csv_and_folder_layouts(tmp_path):
+    from trainer.config import DataConfig
+    from trainer.datasets import class_names_for, read_pediatric_pneumonia
+
+    rows = _pediatric_tree(tmp_path)
+    # without labels.csv: class folders, ids from Kermany's file names
+    by_folder = read_pediatric_pneumonia(tmp_path)
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    m = read_pediatric_pneumonia(tmp_path)
+    assert len(m) == 6 and m["patient_id"].nunique() == 5
+    assert sorted(m["patient_id"]) == sorted(by_folder["patient_id"])
+    assert sorted(m["subtype"]) == sorted(by_folder["subtype"])
+    assert class_names_for(m, DataConfig(format="pediatric_pneumonia")) == ["NORMAL", "PNEUMONIA"]
+    three = read_pediatric_pneumonia(tmp_path, task="three_class")
+    assert sorted(three["label"]) == ["bacteria"] * 2 + ["normal"] * 3 + ["virus"]
+    cfg3 = DataConfig(format="pediatric_pneumonia", task="three_class")
+    assert class_names_for(three, cfg3) == ["normal", "bacteria", "virus"]
+    # a listed file that is missing is dropped and counted
+    (tmp_path / "images" / "NORMAL" / "IM-0002-0001.jpeg").unlink()
+    assert read_pediatric_pneumonia(tmp_path).attrs["missing"] == 1
+    (tmp_path / "labels.csv").write_text("name,label\nx.png,NORMAL\n")
+    with pytest.raises(TrainingError, match="lacks columns"):
+        read_pediatric_pneumonia(tmp_path)
+
+
+@pytest.mark.integration
+def test_real_pediatric_pneumonia_reader():
+    from cxr_viewer.core.paths import shared_data_dir
+
+    shared = shared_data_dir()
+    if shared is None or not (shared / "pediatric-pneumonia" / "labels.csv").is_file():
+        pytest.skip("../shared/data/pediatric-pneumonia is not present (set CXR_SHARED_DATA)")
+    from trainer.datasets import read_pediatric_pneumonia
+
+    m = read_pediatric_pneumonia(shared / "pediatric-pneumonia")
+    assert len(m) == 5098 and m["patient_id"].nunique() == 2689
+    assert m["label"].value_counts().to_dict() == {"PNEUMONIA": 3737, "NORMAL": 1361}
+    # the file-name rule gives the dataset's own patient ids
+    names = m["path"].map(lambda p: p.rsplit("/", 1)[-1])
+    assert (names.map(patient_from_filename).radd("kermany-") == m["patient_id"]).all()
 
 
 def test_rsna_layout_with_phantom_dicoms(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
@@ -101,13 +103,17 @@ class ModelPanel(StatePanel):
         self.warning.setText(
             f"Intended use: {use}." if "diagnos" in use.lower() else f"{use} — not for diagnosis."
         )
+        title = f"<b>{html.escape(m.name)}</b>" + (
+            f" — version {html.escape(m.version)}" if m.version else ""
+        )
+        card = [html.escape(line) for line in m.card]
+        if card:  # the headline figure first, in bold
+            card[0] = f"<b>{card[0]}</b>"
         lines = [
-            f"<b>{m.name}</b>" + (f" — version {m.version}" if m.version else ""),
-            f"Classes: {', '.join(m.class_names)}",
-            f"Training data: {m.data_summary}",
-            f"Runs on: {m.device}",
+            title,
+            *card,
+            f"Classes: {html.escape(', '.join(m.class_names))}",
+            f"Training data: {html.escape(m.data_summary)}",
+            f"Runs on: {html.escape(m.device)}",
         ]
-        auc = m.metrics.get("auc") or m.metrics.get("roc_auc")
-        if isinstance(auc, int | float):
-            lines.append(f"Validation AUC: {auc:.3f}")
         self.text.setText("<br>".join(lines))
