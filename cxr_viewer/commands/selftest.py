@@ -135,8 +135,8 @@ def check_matplotlib() -> dict[str, Any]:
 def check_device(state: dict[str, Any]) -> dict[str, Any]:
     """The device section: where TensorFlow runs and, on a GPU, GPU-vs-CPU agreement.
 
-    Raises when TensorFlow's device settings came too late (after its first op) or, on a GPU,
-    when an output differs from the CPU's beyond :data:`cxr_viewer.core.device_compare.TOLERANCE`.
+    Raises when, with a GPU, TensorFlow's device settings came too late (after its first op),
+    or when an output on the GPU differs from the CPU's beyond :data:`cxr_viewer.core.device_compare.TOLERANCE`.
     """
     from cxr_viewer.core.device_compare import compare_devices
     from cxr_viewer.core.model_io import import_tensorflow, runtime_config, runtime_state
@@ -157,8 +157,10 @@ def check_device(state: dict[str, Any]) -> dict[str, Any]:
         out["precision"] = clf.precision
         if clf.precision_check is not None:
             out["precision_check"] = clf.precision_check.as_dict()
-    if rs is None or not rs.applied_before_first_op:
-        raise RuntimeError(rs.note if rs else "TensorFlow did not start through the one place")
+    if rs is None:
+        raise RuntimeError("TensorFlow did not start through cxr_viewer.core.model_io")
+    if rs.gpus_found and not rs.applied_before_first_op:  # on a CPU there is nothing to apply
+        raise RuntimeError(rs.note)
     study = state["studies"].get("png") or next(iter(state["studies"].values()), None)
     if clf is None or study is None:
         out["gpu_vs_cpu"] = {"compared": False, "reason": "no model or study (see above)"}

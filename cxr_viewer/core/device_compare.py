@@ -54,10 +54,16 @@ def run_on(device: str, fn):
 
 
 def compare_devices(
-    classifier, study, target: int, settings: dict[str, dict[str, Any]]
+    classifier,
+    study,
+    target: int,
+    settings: dict[str, dict[str, Any]],
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Predict and explain ``study`` on the first GPU and on the CPU; compare within tolerance.
 
+    ``device`` replaces the first GPU (a test compares "/CPU:0" with itself: the runs must be
+    identical, which is what makes a GPU-vs-CPU difference mean arithmetic only).
     Returns ``{"compared": False, "reason": ...}`` when TensorFlow sees no GPU. Otherwise
     ``compared``, ``gpu``, ``tolerance``, per output (``predict`` and each method in
     ``settings``) the difference, the seconds on each device and ``ok``, and overall ``ok``.
@@ -65,7 +71,7 @@ def compare_devices(
     from .explain.base import explain_study
     from .explain.registry import create_explainer
 
-    gpus = gpu_names()
+    gpus = [device] if device else gpu_names()
     if not gpus:
         return {"compared": False, "reason": "TensorFlow sees no GPU: nothing to compare"}
     gpu = gpus[0]

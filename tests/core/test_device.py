@@ -8,49 +8,16 @@ mixed precision on a tiny model) run here. On a GPU machine the same child proce
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from device_support import NOISE, SAMPLE_PNG, _child, _result
 from selftest_support import write_tiny_bundle
 
 from cxr_viewer.core.errors import DeviceError
 from cxr_viewer.core.model_io import DeviceRequest, NativeLogFilter, quiet_native_stderr
-
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLE_PNG = ROOT / "resources" / "samples" / "phantom_selftest.png"
-#: what TensorFlow prints at start-up that the user must not see without --verbose
-NOISE = re.compile(
-    r"absl::InitializeLog|^[IW]\d{4} |oneDNN custom operations|cuInit|cuda drivers"
-    r"|rebuild TensorFlow with the appropriate compiler flags",
-    re.MULTILINE,
-)
-
-
-def _child(code: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter at the repository root (this copy of the code)."""
-    full_env = dict(os.environ, PYTHONPATH=str(ROOT), TQDM_DISABLE="1")
-    full_env.pop("CUDA_VISIBLE_DEVICES", None)
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, *(["-c", code] if code else []), *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=ROOT,
-        timeout=600,
-    )
-
-
-def _result(proc: subprocess.CompletedProcess) -> dict:
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    return json.loads(lines[-1][7:])
 
 
 @pytest.fixture(scope="module")
@@ -340,3 +307,26 @@ def test_mixed_precision_is_checked_against_float32(tiny_bundle):
         clf16._try_mixed_precision(require_gpu=False)
         assert clf16.precision == "mixed_float16"
         np.testing.assert_allclose(clf16.predict_inputs(x), p32, atol=MIXED_PRECISION_TOLERANCE)
+
+
+def test_the_device_comparison_is_exact_for_the_same_device(tiny_bundle):
+    """Every explainer is seeded: on one device two runs are identical, so a GPU-vs-CPU
+    difference is floating-point arithmetic only, which the tolerances bound."""
+    from cxr_viewer.commands.selftest import EXPLAIN
+    from cxr_viewer.core.device_compare import TOLERANCE, compare_devices, gpu_names
+    from cxr_viewer.core.inference import load_classifier
+    from cxr_viewer.core.io import load_study
+
+    clf = load_classifier(tiny_bundle)
+    study = load_study(SAMPLE_PNG)
+    if not gpu_names():
+        assert compare_devices(clf, study, 0, EXPLAIN) == {
+            "compared": False,
+            "reason": "TensorFlow sees no GPU: nothing to compare",
+        }
+    out = compare_devices(clf, study, 0, EXPLAIN, device="/CPU:0")
+    assert out["compared"] is True and out["ok"] is True
+    assert set(out["results"]) == {"predict", *EXPLAIN} and set(TOLERANCE) >= set(out["results"])
+    assert out["results"]["predict"]["max_abs_diff"] == 0.0
+    for method in EXPLAIN:
+        assert out["results"][method]["max_rel_diff"] == 0.0, method
