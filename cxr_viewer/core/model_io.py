@@ -179,8 +179,8 @@ def configure(
     ``CUDA_VISIBLE_DEVICES=-1`` at once, so TensorFlow never sees a GPU; with no memory cap,
     ``TF_FORCE_GPU_ALLOW_GROWTH=true`` is set too, which covers any code that imports Keras
     before :func:`import_tensorflow` runs. Returns True when the choice takes effect in this
-    process, False when TensorFlow has already started on a device (then it takes effect at
-    the next start).
+    process, False when TensorFlow has already started (or is starting, on another thread:
+    this never waits for it) on another device; then it takes effect at the next start.
     """
     global _config
     req = DeviceRequest.parse(device)
@@ -188,7 +188,10 @@ def configure(
         gpu_memory_mb = None
     mb = None if gpu_memory_mb is None else int(gpu_memory_mb)
     new = RuntimeConfig(req, mb, verbose, mixed_precision)
-    with _tf_lock:
+    if not _tf_lock.acquire(blocking=False):  # TensorFlow is starting right now (a worker)
+        return False
+    with contextlib.ExitStack() as stack:
+        stack.callback(_tf_lock.release)
         if _state is not None:  # TensorFlow runs already: only the verbosity can change
             same = str(req) == _state.request and new.gpu_memory_mb == _config.gpu_memory_mb
             _config = RuntimeConfig(_config.device, _config.gpu_memory_mb, verbose, mixed_precision)
