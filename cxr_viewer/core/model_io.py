@@ -354,6 +354,11 @@ def quiet_native_stderr(enabled: bool = True) -> Iterator[NativeLogFilter]:
         yield _native_filter
         return
     r, w = os.pipe()
+    with contextlib.suppress(ImportError, AttributeError, OSError):
+        import fcntl
+
+        # room for 1 MB of output even while a writer holds the GIL the reader needs to filter
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20)
 
     def forward() -> None:
         pending = b""
