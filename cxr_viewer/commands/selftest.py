@@ -167,6 +167,9 @@ def check_device(state: dict[str, Any]) -> dict[str, Any]:
         if rs.visible_gpus:
             raise RuntimeError("a GPU is in use but the comparison with the CPU could not run")
         return out
+    if rs.request == "cpu":
+        out["gpu_vs_cpu"] = {"compared": False, "reason": "--device cpu: GPUs hidden by request"}
+        return out
     out["gpu_vs_cpu"] = compare_devices(clf, study, int(state.get("target", 0)), EXPLAIN)
     if out["gpu_vs_cpu"]["compared"] and not out["gpu_vs_cpu"]["ok"]:
         bad = [k for k, r in out["gpu_vs_cpu"]["results"].items() if not r["ok"]]
