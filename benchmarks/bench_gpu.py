@@ -1,15 +1,17 @@
 """GPU vs CPU in one run: predict, Grad-CAM, LIME and SHAP timed on both devices, with ratios.
 
     python benchmarks/bench_gpu.py [--model BUNDLE] [--image PATH] [--repeats 3]
-                                   [--gpu-memory MB] [--json OUT.json]
+                                   [--gpu-memory MB] [--no-tf32] [--json OUT.json]
 
 Model: ``--model``, else the demo bundle. Image: ``--image``, else the self-test's PNG phantom.
 TensorFlow starts through the viewer's one place (first GPU, memory growth or the cap); each
 measurement runs the same call under ``tf.device("/GPU:0")`` and ``tf.device("/CPU:0")`` —
 median of ``--repeats`` after one untimed call per device — and prints seconds on each and the
 speed-up (CPU seconds / GPU seconds), plus how far the GPU's output is from the CPU's (the
-self-test's measure and tolerance). Both devices use the batch size the classifier chose at
-warm-up on the GPU.
+self-test's measure and tolerance; "(!)" marks a difference beyond it). Both devices use the
+batch size the classifier chose at warm-up on the GPU. TensorFloat-32 stays as TensorFlow sets
+it (on for Ampere and newer GPUs: faster, ~10 mantissa bits, so differences can exceed the
+float32 tolerances the self-test checks with TF32 off); ``--no-tf32`` turns it off.
 
 * predict: one image, and 256 images (a LIME/trust-curve sized batch);
 * Grad-CAM at the bundle's layer; LIME with 400 samples (no early stop); SHAP (expected
@@ -59,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image", help="image to explain (default: the self-test's PNG phantom)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--gpu-memory", type=int, metavar="MB", help="cap TensorFlow's GPU memory")
+    p.add_argument("--no-tf32", action="store_true", help="turn TensorFloat-32 off on the GPU")
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args(argv)
 
@@ -73,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
 
     configure("auto", args.gpu_memory)
     tf = import_tensorflow()
+    if args.no_tf32:
+        tf.config.experimental.enable_tensor_float_32_execution(False)
     start = time.perf_counter()
     clf = load_classifier(args.model or demo_bundle_dir())
     load_s = time.perf_counter() - start
@@ -83,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     target = clf.predict_study(study).predicted_index
     gpus = gpu_names()
     state = runtime_state()
+    tf32 = tf.config.experimental.tensor_float_32_execution_enabled()
     print(f"TensorFlow {tf.__version__}; device: {clf.device}; model {clf.bundle.name}")
     print(
         f"memory growth: {state.memory_growth}, cap: {state.memory_limit_mb or 'none'} MB; "
         f"batch size {clf.batch_size} (measured: {clf.batch_throughput or 'no, CPU'}); "
-        f"load + warm-up {load_s:.2f} s"
+        f"load + warm-up {load_s:.2f} s; TF32 {'on' if tf32 else 'off'}"
     )
     if not gpus:
         print("TensorFlow sees no GPU on this machine: CPU figures only, no GPU/CPU ratio.")

@@ -152,7 +152,9 @@ def test_the_gpu_batch_size_is_measured_at_warm_up(tiny_bundle):
     # the batch size changes the speed, never the result
     x = np.random.default_rng(1).random((clf.batch_size + 7, 64, 64, 1), dtype=np.float32)
     one_by_one = Classifier(open_bundle(tiny_bundle), batch_size=1)
-    np.testing.assert_allclose(clf.predict_inputs(x), one_by_one.predict_inputs(x), atol=1e-4)
+    np.testing.assert_allclose(
+        clf.predict_inputs(x), one_by_one.predict_inputs(x), atol=TOLERANCE["predict"]
+    )
 
 
 def test_mixed_precision_on_the_gpu_is_used_only_if_it_matches_float32(tiny_bundle):

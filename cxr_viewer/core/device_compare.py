@@ -3,8 +3,10 @@
 Used by ``cxr-viewer --self-test`` (its device section), the ``gpu``-marked tests and
 ``benchmarks/bench_gpu.py``. Every explainer is seeded (LIME's perturbations, SHAP's
 background/interpolation schedule), so the two runs differ only by floating-point arithmetic:
-cuDNN vs oneDNN kernels, summation order, and TensorFloat-32 convolutions on Ampere and newer
-GPUs (TensorFlow's default there, ~10 mantissa bits).
+cuDNN vs oneDNN kernels and summation order. TensorFloat-32 (TensorFlow's default for
+convolutions and matrix products on Ampere and newer GPUs, ~10 mantissa bits) is turned off for
+the comparison and restored after it: the check is that the GPU computes the same float32
+function, not how much precision TF32 trades for speed.
 
 Tolerances (:data:`TOLERANCE`): probabilities by absolute difference; maps by the largest
 absolute difference divided by the CPU map's largest absolute value (so a map that is all
@@ -68,13 +70,23 @@ def compare_devices(
     ``compared``, ``gpu``, ``tolerance``, per output (``predict`` and each method in
     ``settings``) the difference, the seconds on each device and ``ok``, and overall ``ok``.
     """
-    from .explain.base import explain_study
-    from .explain.registry import create_explainer
-
     gpus = [device] if device else gpu_names()
     if not gpus:
         return {"compared": False, "reason": "TensorFlow sees no GPU: nothing to compare"}
     gpu = gpus[0]
+    tf = import_tensorflow()
+    tf32 = tf.config.experimental.tensor_float_32_execution_enabled()
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    try:
+        return _compare(classifier, study, target, settings, gpu)
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(tf32)
+
+
+def _compare(classifier, study, target, settings, gpu: str) -> dict[str, Any]:
+    from .explain.base import explain_study
+    from .explain.registry import create_explainer
+
     x = study_to_input(study, classifier.spec)[None]
     out: dict[str, Any] = {"compared": True, "gpu": gpu, "tolerance": dict(TOLERANCE)}
     results: dict[str, Any] = {}
