@@ -237,6 +237,20 @@ def runtime_initialized(tf) -> bool:
     return bool(getattr(context.context(), "_initialized", False))
 
 
+def apply_memory_policy(tf, device, cap_mb: int | None) -> str:
+    """Memory growth on ``device`` ("growth"), or a cap of ``cap_mb`` MB ("cap").
+
+    TensorFlow accepts either, not both, and only before its first op.
+    """
+    if cap_mb:
+        tf.config.set_logical_device_configuration(
+            device, [tf.config.LogicalDeviceConfiguration(memory_limit=int(cap_mb))]
+        )
+        return "cap"
+    tf.config.experimental.set_memory_growth(device, True)
+    return "growth"
+
+
 def apply_device_config(tf, config: RuntimeConfig | None = None) -> RuntimeState:
     """Make the chosen GPU (if any) the only visible one and set its memory policy.
 
@@ -276,13 +290,9 @@ def apply_device_config(tf, config: RuntimeConfig | None = None) -> RuntimeState
         # hiding GPUs is valid on every machine; on a CPU-only one there are none to hide
         tf.config.set_visible_devices(chosen, "GPU")
         for gpu in chosen:
-            if config.gpu_memory_mb:
-                tf.config.set_logical_device_configuration(
-                    gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=config.gpu_memory_mb)]
-                )
+            if apply_memory_policy(tf, gpu, config.gpu_memory_mb) == "cap":
                 state.memory_limit_mb = config.gpu_memory_mb
             else:
-                tf.config.experimental.set_memory_growth(gpu, True)
                 state.memory_growth = True
     except RuntimeError as exc:  # the runtime already started (someone ran an op first)
         state.applied_before_first_op = False

@@ -9,6 +9,7 @@ mixed precision on a tiny model) run here. On a GPU machine the same child proce
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import numpy as np
@@ -146,6 +147,37 @@ def test_memory_growth_or_cap_runs_against_the_real_tf_config_api(cap_mb):
         assert out["growth"] is (cap_mb == 0) and state["memory_growth"] is (cap_mb == 0)
         assert out["limit"] == (cap_mb or None) and state["memory_limit_mb"] == (cap_mb or None)
         assert isinstance(out["memory_in_use"], int)
+
+
+MEMORY_API_CHILD = r"""
+import json
+import re
+from cxr_viewer.core.model_io import apply_memory_policy, import_tensorflow
+tf = import_tensorflow()
+target = (tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("CPU"))[0]
+out = {"device_type": target.device_type}
+# on a GPU only growth here (a cap excludes it; tests/test_gpu.py checks the cap)
+for cap in (None, 512) if target.device_type == "CPU" else (None,):
+    try:
+        out[str(cap)] = apply_memory_policy(tf, target, cap)
+    except ValueError as exc:  # TensorFlow's own refusal for a CPU device
+        out[str(cap)] = "ValueError: " + str(exc)
+if target.device_type == "GPU":
+    out["growth"] = tf.config.experimental.get_memory_growth(target)
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_the_memory_policy_calls_reach_the_real_tf_config_api():
+    """On a CPU machine the growth and cap calls are made on the CPU device: TensorFlow's
+    own API receives them well-formed and refuses them for what they are (not a GPU), which
+    a wrong call (TypeError, AttributeError) would not do. On a GPU both are accepted."""
+    out = _result(_child(MEMORY_API_CHILD))
+    if out["device_type"] == "GPU":
+        assert out["None"] == "growth" and out["growth"] is True
+    else:
+        assert re.fullmatch(r"ValueError: Cannot set memory growth on non-GPU.*", out["None"])
+        assert re.fullmatch(r"ValueError: Setting memory limit on CPU .*", out["512"])
 
 
 LATE_CHILD = r"""
