@@ -13,6 +13,7 @@ default, GPU only, and used only if its probabilities match float32's within
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,8 @@ class Prediction:
     def as_dict(self) -> dict[str, float]:
         return {c: float(p) for c, p in zip(self.class_names, self.probabilities, strict=True)}
 
+
+log = logging.getLogger("cxr_viewer")
 
 #: CPU batch (~10 saturates a 2-core CPU); the GPU's first guess before it is measured
 CPU_BATCH = 16
@@ -167,7 +170,15 @@ class Classifier:
         self.precision_check: PrecisionCheck | None = None
         self._predict_fn = self._compile(self.model)
         if runtime_config().mixed_precision if mixed_precision is None else mixed_precision:
-            self.precision_check = self._try_mixed_precision()
+            self.precision_check = c = self._try_mixed_precision()
+            log.info(
+                "mixed precision %s (max |p16 - p32| %s over %d check inputs, tolerance %s)%s",
+                "used" if c.used else "not used",
+                "n/a" if c.max_abs_diff is None else f"{c.max_abs_diff:.2g}",
+                c.inputs,
+                c.tolerance,
+                f": {c.reason}" if c.reason else "",
+            )
 
     def _compile(self, model):
         tf = import_tensorflow()

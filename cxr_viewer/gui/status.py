@@ -146,6 +146,17 @@ class StatusArea(QStatusBar):
             action.triggered.connect(lambda _=False, c=choice: self.choose_device(c))
             group.addAction(action)
             menu.addAction(action)
+        menu.addSeparator()
+        mixed = QAction("Mixed precision on a GPU (checked against float32)", menu)
+        mixed.setCheckable(True)
+        mixed.setChecked(self.settings.mixed_precision)
+        mixed.toggled.connect(self._set_mixed_precision)
+        menu.addAction(mixed)
+
+    def _set_mixed_precision(self, on: bool) -> None:
+        self.settings.mixed_precision = on
+        self.settings.sync()
+        self.choose_device(self.settings.device)
 
     def choose_device(self, choice: str) -> bool:
         """Save the device choice; True if it applies in this session (TensorFlow not started)."""

@@ -46,7 +46,13 @@ def test_the_device_menu_saves_the_choice_for_the_next_start(qtbot, tmp_path):
     status._fill_device_menu()
     texts = [a.text() for a in status.device_button.menu().actions()]
     gpus = len(tf.config.list_physical_devices("GPU"))
-    assert texts == ["Auto (first GPU, else CPU)", "CPU", *(f"GPU {i}" for i in range(gpus))]
+    assert texts == [
+        "Auto (first GPU, else CPU)",
+        "CPU",
+        *(f"GPU {i}" for i in range(gpus)),
+        "",  # separator
+        "Mixed precision on a GPU (checked against float32)",
+    ]
     assert [a.isChecked() for a in status.device_button.menu().actions()][:2] == [True, False]
 
     status.device_button.menu().actions()[1].trigger()  # CPU
@@ -55,3 +61,8 @@ def test_the_device_menu_saves_the_choice_for_the_next_start(qtbot, tmp_path):
     assert model_io.runtime_state().request == "auto"  # unchanged in this process
     assert status.choose_device("auto") is True
     assert "already in use" in status.msg.text()
+    status.device_button.menu().actions()[-1].trigger()  # mixed precision on
+    assert Settings(tmp_path / "settings.ini").mixed_precision is True
+    assert model_io.runtime_config().mixed_precision is True  # for the next model loaded
+    status.device_button.menu().actions()[-1].trigger()  # and off again
+    assert model_io.runtime_config().mixed_precision is False
