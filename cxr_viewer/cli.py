@@ -56,9 +56,14 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, device_default: str |
         "--device",
         type=_device,
         default=device_default,
-        metavar="auto|cpu|gpu:N",
-        help="where the model runs: auto = the first GPU if TensorFlow sees one, else the CPU"
-        + (" (default: auto)" if device_default else " (default: the viewer's setting, auto)"),
+        metavar="auto|cpu|gpu:N|all",
+        help="where the model runs: auto = the first GPU if TensorFlow sees one, else the CPU; "
+        "all = every GPU"
+        + (
+            f" (default: {device_default})"
+            if device_default
+            else " (default: the viewer's setting, auto)"
+        ),
     )
     g.add_argument(
         "--gpu-memory",

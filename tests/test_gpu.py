@@ -114,6 +114,12 @@ def test_gpu_n_picks_that_gpu_and_a_missing_one_is_a_clear_error():
     assert missing["error"] == f"Cannot run on gpu:{n}"
 
 
+def test_device_all_keeps_every_gpu_with_memory_growth():
+    out = _result(_child(INDEX_CHILD, "all"))
+    assert out["state"]["visible_gpus"] == out["physical"]
+    assert out["state"]["memory_growth"] is True and out["state"]["request"] == "all"
+
+
 def test_device_cpu_hides_the_gpu_and_stays_quiet():
     proc = _child(INDEX_CHILD, "cpu")
     out = _result(proc)

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(f"trainer.commands.{module_name}")
         p = sub.add_parser(name, help=help_text, description=module.__doc__)
         module.add_arguments(p)
-        add_runtime_arguments(p)
+        # training spreads over every GPU (MirroredStrategy); the rest use one, as the viewer
+        add_runtime_arguments(p, device_default="all" if name == "train" else "auto")
         p.set_defaults(_run=module.run)
     args = parser.parse_args(argv)
     apply_runtime_arguments(args)

@@ -110,23 +110,24 @@ def importing(name: str) -> contextlib.AbstractContextManager:
 # ---------------------------------------------------------------------------------- device
 @dataclass(frozen=True)
 class DeviceRequest:
-    """Where the model should run: ``auto`` (first GPU, else CPU), ``cpu`` or ``gpu:N``."""
+    """Where the model runs: ``auto`` (first GPU, else CPU), ``cpu``, ``gpu:N`` or ``all``
+    (every GPU: ``cxr-train train``'s default, for its multi-GPU MirroredStrategy)."""
 
     kind: str = "auto"
     index: int | None = None
 
     @classmethod
     def parse(cls, text: str | DeviceRequest | None) -> DeviceRequest:
-        """``auto`` / ``cpu`` / ``gpu`` (= ``gpu:0``) / ``gpu:N``; ValueError otherwise."""
+        """``auto`` / ``cpu`` / ``all`` / ``gpu`` (= ``gpu:0``) / ``gpu:N``; else ValueError."""
         if isinstance(text, DeviceRequest):
             return text
         t = (text or "auto").strip().lower()
-        if t in ("auto", "cpu"):
+        if t in ("auto", "cpu", "all"):
             return cls(t)
         m = re.fullmatch(r"gpu(?::(\d+))?", t)
         if m:
             return cls("gpu", int(m.group(1) or 0))
-        raise ValueError(f"expected auto, cpu or gpu:N (N = 0, 1, ...), got {text!r}")
+        raise ValueError(f"expected auto, cpu or gpu:N (N = 0, 1, ...) or all, got {text!r}")
 
     def __str__(self) -> str:
         return f"gpu:{self.index}" if self.kind == "gpu" else self.kind
@@ -273,6 +274,8 @@ def apply_device_config(tf, config: RuntimeConfig | None = None) -> RuntimeState
                 'bar), or check the GPU driver and the CUDA wheels (pip install -e ".[gpu]").',
             )
         chosen = [gpus[req.index]]
+    elif req.kind == "all":
+        chosen = gpus
     else:
         chosen = gpus[:1]
     state = RuntimeState(request=str(req), gpus_found=len(gpus))
@@ -489,7 +492,8 @@ def _describe(tf) -> str:
     except (ValueError, RuntimeError):
         name = gpus[0].name
     index = gpus[0].name.rsplit(":", 1)[-1]
-    return f"GPU {index}: {name}"
+    more = f" (+{len(gpus) - 1} more)" if len(gpus) > 1 else ""
+    return f"GPU {index}: {name}{more}"
 
 
 def describe_device() -> str:

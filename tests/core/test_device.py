@@ -29,7 +29,13 @@ def tiny_bundle(tmp_path_factory):
 # ------------------------------------------------------------------------------ parsing
 @pytest.mark.parametrize(
     "text, kind, index",
-    [("auto", "auto", None), ("CPU", "cpu", None), ("gpu", "gpu", 0), (" gpu:2 ", "gpu", 2)],
+    [
+        ("auto", "auto", None),
+        ("CPU", "cpu", None),
+        ("all", "all", None),
+        ("gpu", "gpu", 0),
+        (" gpu:2 ", "gpu", 2),
+    ],
 )
 def test_device_requests_parse(text, kind, index):
     req = DeviceRequest.parse(text)
@@ -67,6 +73,15 @@ def test_the_trainer_cli_refuses_bad_device_options(capsys):
         main(["split", "--device", "gpu:one", "--config", "x.toml"])
     assert exc.value.code == 2
     assert "expected auto, cpu or gpu:N" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, default", [("train", "all"), ("evaluate", "auto")])
+def test_training_uses_every_gpu_by_default_the_rest_one(command, default, capsys):
+    from trainer.cli import main
+
+    with pytest.raises(SystemExit):
+        main([command, "-h"])
+    assert f"(default: {default})" in " ".join(capsys.readouterr().out.split())
 
 
 @pytest.mark.parametrize("module", ["cxr_viewer.cli", "trainer.cli"])
