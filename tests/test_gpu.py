@@ -103,9 +103,9 @@ print("RESULT " + json.dumps(out))
 
 
 def test_gpu_n_picks_that_gpu_and_a_missing_one_is_a_clear_error():
-    import tensorflow as tf
+    from cxr_viewer.core.model_io import import_tensorflow
 
-    n = len(tf.config.list_physical_devices("GPU"))
+    n = len(import_tensorflow().config.list_physical_devices("GPU"))
     last = _result(_child(INDEX_CHILD, f"gpu:{n - 1}"))
     assert last["state"]["visible_gpus"] == [last["physical"][n - 1]]
     assert last["state"]["device"].startswith(f"GPU {n - 1}: ")
