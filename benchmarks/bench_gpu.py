@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"memory growth: {state.memory_growth}, cap: {state.memory_limit_mb or 'none'} MB; "
         f"batch size {clf.batch_size} (measured: {clf.batch_throughput or 'no, CPU'}); "
-        f"load + warm-up {load_s:.2f} s; TF32 {'on' if tf32 else 'off'}"
+        f"load + warm-up {load_s:.2f} s" + (f"; TF32 {'on' if tf32 else 'off'}" if gpus else "")
     )
     if not gpus:
         print("TensorFlow sees no GPU on this machine: CPU figures only, no GPU/CPU ratio.")
