@@ -14,7 +14,7 @@ SAMPLE_PNG = ROOT / "resources" / "samples" / "phantom_selftest.png"
 #: what TensorFlow prints at start-up that the user must not see without --verbose
 NOISE = re.compile(
     r"absl::InitializeLog|^[IW]\d{4} |oneDNN custom operations|cuInit|cuda drivers"
-    r"|rebuild TensorFlow with the appropriate compiler flags",
+    r"|rebuild TensorFlow with the appropriate compiler flags|Unable to register cu\w+ factory",
     re.MULTILINE,
 )
 

@@ -315,12 +315,19 @@ _NOISE = re.compile(
     r"|[IW]\d{4} [\d:.]+\s+\d+ \S+:\d+\] .*"
     r"|To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler flags\.)\s*$"
 )
+#: ERROR lines TensorFlow's CUDA builds print at every start although nothing is wrong (each
+#: CUDA library's plugin registered twice, once per native library)
+_HARMLESS_ERRORS = re.compile(r"^E\d{4} .*Unable to register cu\w+ factory: Attempting to register")
 _CUINIT = re.compile(r"^E\d{4} .*failed call to cuInit", re.IGNORECASE)
 _NO_DRIVER = re.compile(r"Could not find cuda drivers on your machine", re.IGNORECASE)
 
 
 class NativeLogFilter:
     """Decides line by line what of TensorFlow's native start-up output reaches stderr.
+
+    Dropped: absl's pre-initialisation notice, INFO and WARNING lines of native code, the
+    CPU-feature notice's second line, and the "Unable to register cuDNN/cuFFT/cuBLAS factory"
+    ERROR lines CUDA builds print at every start. Everything else is kept, errors included.
 
     A cuInit failure is dropped only when there is no GPU to use: TensorFlow found no CUDA
     driver at all, or ``CUDA_VISIBLE_DEVICES`` hides every GPU (``--device cpu``). With a
@@ -334,7 +341,7 @@ class NativeLogFilter:
     def keep(self, line: str) -> bool:
         if _NO_DRIVER.search(line):
             self.no_driver = True
-        if _NOISE.match(line):
+        if _NOISE.match(line) or _HARMLESS_ERRORS.match(line):
             self.dropped += 1
             return False
         if _CUINIT.match(line):

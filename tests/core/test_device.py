@@ -242,6 +242,8 @@ def test_the_log_filter_drops_start_up_noise_and_keeps_everything_else(monkeypat
         "W0000 00:00:1796045548.511030    6082 gpu_device.cc:2344] Cannot dlopen some GPU libs",
         "To enable the following instructions: AVX2 FMA, in other operations, rebuild "
         "TensorFlow with the appropriate compiler flags.",
+        "E0000 00:00:1.2    1 cuda_dnn.cc:8310] Unable to register cuDNN factory: Attempting to "
+        "register factory for plugin cuDNN when one has already been registered",
     ]
     kept = [
         "E0000 00:00:1.2    1 some_op.cc:10] a real native error",
