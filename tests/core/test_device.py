@@ -232,6 +232,22 @@ def test_a_gpu_that_is_not_there_is_a_clear_error():
     assert "TensorFlow sees" in out["why"] and "--device auto or cpu" in out["hint"]
 
 
+@pytest.mark.parametrize(
+    "argv, prefix",
+    [
+        (["-m", "cxr_viewer", "batch", str(SAMPLE_PNG), "--device", "gpu:99"], "cxr-viewer batch:"),
+        (["-m", "trainer.cli", "evaluate", "--bundle", "b", "--out", "o", "--device", "gpu:99"],
+         "cxr-train: error:"),
+    ],
+)  # fmt: skip
+def test_both_clis_report_a_missing_gpu_clearly(argv, prefix, tiny_bundle, tmp_path):
+    if argv[1] == "cxr_viewer":
+        argv = [*argv, "--model", str(tiny_bundle), "--out", str(tmp_path / "out")]
+    proc = _child("", *argv)
+    assert proc.returncode == 2
+    assert f"{prefix} Cannot run on gpu:99" in proc.stderr and "Traceback" not in proc.stderr
+
+
 # ------------------------------------------------------------------------------ quiet consoles
 def test_the_log_filter_drops_start_up_noise_and_keeps_everything_else(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
