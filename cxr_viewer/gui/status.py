@@ -147,35 +147,70 @@ class StatusArea(QStatusBar):
             group.addAction(action)
             menu.addAction(action)
         menu.addSeparator()
+        cap = self.settings.gpu_memory_mb
+        memory = QAction(f"GPU memory: {f'cap {cap} MB' if cap else 'grow as needed'}…", menu)
+        memory.triggered.connect(self._ask_gpu_memory_cap)
+        menu.addAction(memory)
         mixed = QAction("Mixed precision on a GPU (checked against float32)", menu)
         mixed.setCheckable(True)
         mixed.setChecked(self.settings.mixed_precision)
-        mixed.toggled.connect(self._set_mixed_precision)
+        mixed.toggled.connect(self.set_mixed_precision)
         menu.addAction(mixed)
 
-    def _set_mixed_precision(self, on: bool) -> None:
-        self.settings.mixed_precision = on
-        self.settings.sync()
-        self.choose_device(self.settings.device)
+    def _ask_gpu_memory_cap(self) -> None:
+        from PySide6.QtWidgets import QInputDialog
 
-    def choose_device(self, choice: str) -> bool:
-        """Save the device choice; True if it applies in this session (TensorFlow not started)."""
-        self.settings.device = choice
+        value, ok = QInputDialog.getInt(
+            self,
+            "GPU memory",
+            "Cap TensorFlow's GPU memory at MB (0: grow as needed, leaving the rest to others):",
+            self.settings.gpu_memory_mb or 0,
+            0,
+            1 << 20,
+            256,
+        )
+        if ok:
+            self.set_gpu_memory_cap(value or None)
+
+    def _apply(self) -> bool:
+        """Hand the saved settings to TensorFlow's one start place; True if they apply now."""
         self.settings.sync()
-        now = model_io.configure(
-            choice,
+        return model_io.configure(
+            self.settings.device,
             self.settings.gpu_memory_mb,
             model_io.runtime_config().verbose,
             self.settings.mixed_precision,
         )
+
+    def _when(self, now: bool) -> str:
         if not now:
-            when = "takes effect at next start (TensorFlow cannot switch devices while running)"
-        elif model_io.runtime_state() is None:
-            when = "applies when the model loads"
-        else:
-            when = "already in use"
-        self.show_message(f"Device: {choice} — {when}", 10000)
+            return "takes effect at next start (TensorFlow cannot switch devices while running)"
+        return "applies when the model loads" if model_io.runtime_state() is None else "in use"
+
+    def choose_device(self, choice: str) -> bool:
+        """Save the device choice; True if it applies in this session."""
+        self.settings.device = choice
+        now = self._apply()
+        self.show_message(f"Device: {choice} — {self._when(now)}", 10000)
         return now
+
+    def set_gpu_memory_cap(self, mb: int | None) -> bool:
+        """Save the GPU memory cap (None: grow as needed); True if it applies in this session."""
+        self.settings.gpu_memory_mb = mb
+        now = self._apply()
+        what = f"capped at {mb} MB" if mb else "grows as needed"
+        self.show_message(f"GPU memory {what} — {self._when(now)}", 10000)
+        return now
+
+    def set_mixed_precision(self, on: bool) -> None:
+        """Save the choice; it applies to the next model loaded (checked against float32)."""
+        self.settings.mixed_precision = on
+        self._apply()
+        self.show_message(
+            f"Mixed precision {'on' if on else 'off'} for the next model loaded"
+            + (" (used on a GPU only, if it matches float32)" if on else ""),
+            10000,
+        )
 
     def _window_changed(self) -> None:
         w = self.state.effective_window

@@ -51,6 +51,7 @@ def test_the_device_menu_saves_the_choice_for_the_next_start(qtbot, tmp_path):
         "CPU",
         *(f"GPU {i}" for i in range(gpus)),
         "",  # separator
+        "GPU memory: grow as needed…",
         "Mixed precision on a GPU (checked against float32)",
     ]
     assert [a.isChecked() for a in status.device_button.menu().actions()][:2] == [True, False]
@@ -60,9 +61,16 @@ def test_the_device_menu_saves_the_choice_for_the_next_start(qtbot, tmp_path):
     assert "takes effect at next start" in status.msg.text()
     assert model_io.runtime_state().request == "auto"  # unchanged in this process
     assert status.choose_device("auto") is True
-    assert "already in use" in status.msg.text()
+    assert "auto — in use" in status.msg.text()
+    assert status.set_gpu_memory_cap(1024) is False  # TensorFlow runs: at the next start
+    assert Settings(tmp_path / "settings.ini").gpu_memory_mb == 1024
+    assert "capped at 1024 MB — takes effect at next start" in status.msg.text()
+    status._fill_device_menu()
+    assert "GPU memory: cap 1024 MB…" in [a.text() for a in status.device_button.menu().actions()]
+    assert status.set_gpu_memory_cap(None) is True
     status.device_button.menu().actions()[-1].trigger()  # mixed precision on
     assert Settings(tmp_path / "settings.ini").mixed_precision is True
+    assert "Mixed precision on for the next model loaded" in status.msg.text()
     assert model_io.runtime_config().mixed_precision is True  # for the next model loaded
     status.device_button.menu().actions()[-1].trigger()  # and off again
     assert model_io.runtime_config().mixed_precision is False
