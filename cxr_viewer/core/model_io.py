@@ -380,24 +380,30 @@ def quiet_native_stderr(enabled: bool = True) -> Iterator[NativeLogFilter]:
         # room for 1 MB of output even while a writer holds the GIL the reader needs to filter
         fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20)
 
-    def forward() -> None:
-        pending = b""
-        while True:
-            try:
-                chunk = os.read(r, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            out = [ln for ln in lines if _native_filter.keep(ln.decode("utf-8", "replace"))]
-            if out:
-                os.write(saved, b"\n".join(out) + b"\n")
-        if pending and _native_filter.keep(pending.decode("utf-8", "replace")):
-            os.write(saved, pending)
-        os.close(r)
+    def write(data: bytes) -> None:
+        with contextlib.suppress(OSError):  # stderr closed under us: nothing to show it on
+            while data:
+                data = data[os.write(saved, data) :]
 
+    def forward() -> None:  # owns r and saved: closes them when the pipe's writers are gone
+        pending = b""
+        try:
+            while chunk := os.read(r, 65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                out = [ln for ln in lines if _native_filter.keep(ln.decode("utf-8", "replace"))]
+                if out:
+                    write(b"\n".join(out) + b"\n")
+            if pending and _native_filter.keep(pending.decode("utf-8", "replace")):
+                write(pending)
+        except OSError:
+            pass
+        finally:
+            os.close(r)
+            restored.wait(60)  # never close saved before fd 2 is a copy of it again
+            os.close(saved)
+
+    restored = threading.Event()
     reader = threading.Thread(target=forward, name="tf-stderr-filter", daemon=True)
     reader.start()
     os.dup2(w, 2)
@@ -407,9 +413,11 @@ def quiet_native_stderr(enabled: bool = True) -> Iterator[NativeLogFilter]:
     finally:
         with contextlib.suppress(OSError, AttributeError, ValueError):
             sys.stderr.flush()
-        os.dup2(saved, 2)  # closes the pipe's last write end: the reader sees EOF
+        # fd 2 back to the real stderr; that closes the pipe's last write end (unless a child
+        # process inherited it), so the reader sees end-of-file, forwards the rest and ends
+        os.dup2(saved, 2)
+        restored.set()
         reader.join(timeout=10)
-        os.close(saved)
 
 
 def import_tensorflow():
