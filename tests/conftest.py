@@ -1,4 +1,5 @@
-"""Shared fixtures: the real-data folder (skipped when absent) and quiet TensorFlow."""
+"""Shared fixtures: the real-data folder (skipped when absent), quiet TensorFlow, and the
+``gpu`` marker (such tests skip, with the reason, where TensorFlow sees no GPU)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# however TensorFlow starts in a test process, it must not take the whole GPU: the gpu tests'
+# child processes need some of it too
+os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 
 from cxr_viewer.core.paths import shared_data_dir  # noqa: E402
 
@@ -20,3 +24,24 @@ def shared_data():
     if path is None:
         pytest.skip("real test data not found: set CXR_SHARED_DATA or place it at ../shared/data")
     return path
+
+
+_GPU_SEEN: list[str] = []
+
+
+def _gpus_tensorflow_sees() -> list[str]:
+    """Physical GPUs of this process's TensorFlow (imported through the one place, once)."""
+    if not _GPU_SEEN:
+        from cxr_viewer.core.model_io import import_tensorflow
+
+        tf = import_tensorflow()
+        _GPU_SEEN.append(",".join(d.name for d in tf.config.list_physical_devices("GPU")))
+    return [n for n in _GPU_SEEN[0].split(",") if n]
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("gpu") is not None and not _gpus_tensorflow_sees():
+        pytest.skip(
+            "TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') is empty): "
+            'gpu tests run only on a machine with a CUDA GPU and `pip install -e ".[gpu]"`'
+        )

@@ -13,6 +13,9 @@ def write_tiny_bundle(out_dir: str | Path, size: int = 32) -> Path:
     conv → conv → GAP → softmax(2), with a 4-image SHAP background: every explainer runs on it
     in well under a second, so the self-test's own logic is what the tests measure.
     """
+    from cxr_viewer.core.model_io import import_tensorflow
+
+    import_tensorflow()  # the one place TensorFlow starts (device settings before any op)
     import keras
     from keras import layers
 

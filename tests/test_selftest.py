@@ -19,6 +19,7 @@ STEPS = [
     *(f"open_{k}" for k in selftest.SAMPLES),
     *(f"predict_{k}" for k in selftest.SAMPLES),
     *(f"explain_{m}" for m in selftest.EXPLAIN),
+    "device",
 ]
 
 
@@ -71,6 +72,34 @@ def test_self_test_passes_and_reports_every_step(tmp_path, tiny_bundle, capsys):
         in json.loads((tiny_bundle / "metadata.json").read_text(encoding="utf-8"))["shap_layers"]
     )
     assert "SELF-TEST PASSED on CPU" in out or "SELF-TEST PASSED on GPU" in out
+    _check_device_section(steps["device"], report["device"])
+
+
+def _check_device_section(section: dict, device: str) -> None:
+    """What the device section says, on this machine (CPU) or a GPU one."""
+    import tensorflow as tf
+
+    assert section["ok"] is True
+    # in this test process other tests may have run Keras before the one place did (noted);
+    # the fresh-process checks are in tests/core/test_device.py
+    assert section["applied_before_first_op"] is True or "already run an op" in section["note"]
+    assert section["device"] == device and section["request"] == "auto"
+    assert section["gpus_found"] == len(tf.config.list_physical_devices("GPU"))
+    if section["gpus_found"] == 0:
+        assert device == "CPU" and section["visible_gpus"] == []
+        assert section["memory_growth"] is False and section["memory_limit_mb"] is None
+        assert section["batch_size"] == 16 and section["batch_throughput"] == {}
+        assert section["gpu_vs_cpu"] == {
+            "compared": False,
+            "reason": "TensorFlow sees no GPU: nothing to compare",
+        }
+    else:
+        assert device.startswith("GPU 0") and len(section["visible_gpus"]) == 1
+        assert section["memory_growth"] is True
+        comparison = section["gpu_vs_cpu"]
+        assert comparison["compared"] is True and comparison["ok"] is True
+        assert set(comparison["results"]) == {"predict", *selftest.EXPLAIN}
+    assert section["precision"] == "float32" and section["mixed_precision_requested"] is False
 
 
 def test_a_broken_bundle_fails_with_the_step_named(tmp_path, tiny_bundle, capsys):

@@ -2,7 +2,9 @@
 
 Checks that every compressed DICOM transfer syntax CXR Lens reads still has a decoder plugin
 and that matplotlib still writes PDF/PNG (report export), loads the demo bundle (or ``--model``), opens a JPEG 2000 DICOM, a JPEG-LS DICOM and a PNG
-sample, predicts each, computes Grad-CAM, a short LIME and one SHAP layer, writes a JSON report
+sample, predicts each, computes Grad-CAM, a short LIME and one SHAP layer, then reports the
+compute device (which device, GPUs found, memory growth or cap; on a GPU the same prediction and
+explanations run again on the CPU and must agree within stated tolerances), writes a JSON report
 and exits 0 only if all of it worked. Frozen apps commonly lose DICOM codec plugins (pylibjpeg
 finds them through package entry points, i.e. dist-info metadata) and data files; this finds out.
 """
@@ -130,6 +132,51 @@ def check_matplotlib() -> dict[str, Any]:
     return {"matplotlib": matplotlib.__version__, "bytes": sizes}
 
 
+def check_device(state: dict[str, Any]) -> dict[str, Any]:
+    """The device section: where TensorFlow runs and, on a GPU, GPU-vs-CPU agreement.
+
+    Raises when, with a GPU, TensorFlow's device settings came too late (after its first op),
+    or when an output on the GPU differs from the CPU's beyond :data:`cxr_viewer.core.device_compare.TOLERANCE`.
+    """
+    from cxr_viewer.core.device_compare import compare_devices
+    from cxr_viewer.core.model_io import import_tensorflow, runtime_config, runtime_state
+
+    tf = import_tensorflow()
+    rs = runtime_state()
+    build = tf.sysconfig.get_build_info()
+    out: dict[str, Any] = {
+        **(rs.as_dict() if rs else {}),
+        "tensorflow_cuda_build": bool(build.get("is_cuda_build", False)),
+        "cuda_version": build.get("cuda_version"),
+        "mixed_precision_requested": runtime_config().mixed_precision,
+    }
+    clf = state.get("clf")
+    if clf is not None:
+        out["batch_size"] = clf.batch_size
+        out["batch_throughput"] = {str(k): round(v, 1) for k, v in clf.batch_throughput.items()}
+        out["precision"] = clf.precision
+        if clf.precision_check is not None:
+            out["precision_check"] = clf.precision_check.as_dict()
+    if rs is None:
+        raise RuntimeError("TensorFlow did not start through cxr_viewer.core.model_io")
+    if rs.gpus_found and not rs.applied_before_first_op:  # on a CPU there is nothing to apply
+        raise RuntimeError(rs.note)
+    study = state["studies"].get("png") or next(iter(state["studies"].values()), None)
+    if clf is None or study is None:
+        out["gpu_vs_cpu"] = {"compared": False, "reason": "no model or study (see above)"}
+        if rs.visible_gpus:
+            raise RuntimeError("a GPU is in use but the comparison with the CPU could not run")
+        return out
+    if rs.request == "cpu":
+        out["gpu_vs_cpu"] = {"compared": False, "reason": "--device cpu: GPUs hidden by request"}
+        return out
+    out["gpu_vs_cpu"] = compare_devices(clf, study, int(state.get("target", 0)), EXPLAIN)
+    if out["gpu_vs_cpu"]["compared"] and not out["gpu_vs_cpu"]["ok"]:
+        bad = [k for k, r in out["gpu_vs_cpu"]["results"].items() if not r["ok"]]
+        raise RuntimeError(f"GPU and CPU disagree beyond tolerance on {', '.join(bad)}: {out}")
+    return out
+
+
 def run(args) -> int:
     """Run every step; write the report to ``args.report`` if given; 0 iff all steps passed."""
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -221,6 +268,8 @@ def run(args) -> int:
             }
 
         _step(report, f"explain_{method}", explain)
+
+    _step(report, "device", lambda: check_device(state))
 
     report["ok"] = all(s["ok"] for s in report["steps"].values())
     report["failed"] = [name for name, s in report["steps"].items() if not s["ok"]]

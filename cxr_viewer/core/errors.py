@@ -76,3 +76,7 @@ class Cancelled(CxrError):
 
 class TrainingError(CxrError):
     """The trainer could not read a dataset, split it, or train with the given config."""
+
+
+class DeviceError(CxrError):
+    """The requested compute device (``--device``, the viewer's setting) is not available."""

@@ -104,6 +104,17 @@ def build(
     """Create the app and the window, show it and schedule :func:`start` (used by tests too)."""
     os.environ.setdefault("TQDM_DISABLE", "1")  # lime's tqdm: no stderr in a windowed app
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    settings = settings or Settings()
+    if getattr(args, "device", None) is None:
+        # the saved device choice (``--device`` on the command line was applied before)
+        from cxr_viewer.core.model_io import configure
+
+        configure(
+            settings.device,
+            getattr(args, "gpu_memory", None) or settings.gpu_memory_mb,
+            bool(getattr(args, "verbose", False)),
+            bool(getattr(args, "mixed_precision", False)) or settings.mixed_precision,
+        )
     app = ensure_app()
     window = MainWindow(settings)
     window.reporter.install()

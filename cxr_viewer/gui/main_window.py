@@ -73,7 +73,7 @@ class MainWindow(QMainWindow):
         self.prediction_panel = PredictionPanel(self.state)
         self.overlay_panel = OverlayPanel(self.state)
         self.metadata_panel = MetadataPanel(self.state)
-        self.status = StatusArea(self.state)
+        self.status = StatusArea(self.state, settings=self.settings)
         self.setStatusBar(self.status)
         self.actions_ = Actions(self)
         self._docks()

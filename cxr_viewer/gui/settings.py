@@ -13,6 +13,8 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings
 
+from cxr_viewer.core.model_io import DeviceRequest
+
 from .state import METHODS, ViewerState
 
 MAX_RECENT = 10
@@ -71,6 +73,41 @@ class Settings:
     def save_geometry(self, geometry: QByteArray, window_state: QByteArray) -> None:
         self.q.setValue("geometry", geometry)
         self.q.setValue("window_state", window_state)
+
+    # ------------------------------------------------------------------ compute device
+    @property
+    def device(self) -> str:
+        """Where the model runs: "auto", "cpu" or "gpu:N" (an invalid stored value: "auto").
+
+        Read when the viewer starts (``--device`` overrides it); TensorFlow cannot move to
+        another device once it runs, so a change takes effect at the next start.
+        """
+        try:
+            return str(DeviceRequest.parse(self._get("device/choice", "auto", str)))
+        except ValueError:
+            return "auto"
+
+    @device.setter
+    def device(self, value: str) -> None:
+        self.q.setValue("device/choice", str(DeviceRequest.parse(value)))
+
+    @property
+    def gpu_memory_mb(self) -> int | None:
+        """Cap of TensorFlow's GPU memory in MB, or None: grow as needed (the default)."""
+        value = self._get("device/gpu_memory_mb", 0, int)
+        return value if value > 0 else None
+
+    @gpu_memory_mb.setter
+    def gpu_memory_mb(self, value: int | None) -> None:
+        self.q.setValue("device/gpu_memory_mb", int(value) if value and value > 0 else 0)
+
+    @property
+    def mixed_precision(self) -> bool:
+        return self._get("device/mixed_precision", False, bool)
+
+    @mixed_precision.setter
+    def mixed_precision(self, value: bool) -> None:
+        self.q.setValue("device/mixed_precision", bool(value))
 
     # ------------------------------------------------------------------ state
     def restore_state(self, state: ViewerState) -> None:
