@@ -7,7 +7,7 @@
 Model: ``--model``, else the demo bundle (resources/demo_bundle), else ``--resnet50v2``: a
 ResNet50V2 built with ``weights=None`` (224×224×3, random weights: right for timing, not for
 ranking stability, which needs a trained model). Image: ``--image``, else the first image of the
-shared COVID subset, else resources/samples/sample-01_lesion.png. Explained class: the predicted
+shared COVID subset, else the first real pneumonia film in resources/samples. Explained class: the predicted
 one. Printed:
 
 * Grad-CAM (default layer) time vs one plain compiled prediction (median of ``--repeats``);
@@ -57,7 +57,7 @@ def _image_path(arg: str | None) -> Path:
         files = list_study_files(shared / "covid-chestxray-subset")
         if files:
             return files[0]
-    return ROOT / "resources" / "samples" / "sample-01_lesion.png"
+    return sorted((ROOT / "resources" / "samples").glob("real-*_pneumonia_*"))[0]
 
 
 def _resnet_bundle(tmp: Path):

@@ -13,11 +13,11 @@ Prints the ratio pipeline / model; above 1 the pipeline keeps the model busy (pr
 the two), below 1 the model would wait for data. Uses the real COVID-19 subset when
 ``../shared/data`` is present, else phantoms.
 
-    python benchmarks/bench_input_pipeline.py [--config trainer/configs/demo.toml]
+    python benchmarks/bench_input_pipeline.py [--config trainer/configs/pneumonia.toml]
         [--batches 20] [--no-augment]
 
 The input size, channels, model and batch size come from the config (default: the demo
-bundle's, trainer/configs/demo.toml).
+bundle's, trainer/configs/pneumonia.toml).
 
 Exit status 1 if the pipeline is slower than the model step.
 """
@@ -56,7 +56,7 @@ def _images(tmp: Path) -> tuple[list[str], str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     root = Path(__file__).resolve().parents[1]
-    ap.add_argument("--config", default=str(root / "trainer" / "configs" / "demo.toml"))
+    ap.add_argument("--config", default=str(root / "trainer" / "configs" / "pneumonia.toml"))
     ap.add_argument("--batches", type=int, default=20, help="batches timed per measurement")
     ap.add_argument("--no-augment", action="store_true")
     args = ap.parse_args()

@@ -103,7 +103,14 @@ def write_report(
         )
         + f"; augmentation: {'on' if cfg.augment.enabled else 'off'}",
         f"- epochs run: {training.get('epochs_run')}, best epoch (by {cfg.train.monitor}): "
-        f"{training.get('best_epoch')}, wall time {_fmt(training.get('wall_time_s'))} s",
+        f"{training.get('best_epoch')}; time in fit() over all invocations "
+        f"{_fmt(training.get('fit_seconds_all_invocations'))} s; this invocation "
+        f"{_fmt(training.get('wall_time_s'))} s"
+        + (
+            " (the trained model was reused: evaluation and export only)"
+            if training.get("reused_trained_model")
+            else ""
+        ),
         "",
     ]
     if trials:

@@ -25,11 +25,14 @@ from .figures import write_figures
 from .imbalance import class_weights
 from .report import write_report
 from .search import random_search
-from .train import train_model
+from .train import train_model, training_seconds
 
 RESOLVED_CONFIG = "config.resolved.toml"
-#: keys that may differ between an interrupted run and its resumption
-_NON_SEMANTIC = {("run_dir",), ("export", "bundle_dir"), ("train", "verbose"), ("data", "workers")}
+#: keys that may differ between an interrupted (or finished) run and its re-run: they do not
+#: change what is trained — evaluation and export are redone from the trained model
+_NON_SEMANTIC = {
+    ("run_dir",), ("name",), ("evaluate",), ("export",), ("train", "verbose"), ("data", "workers"),
+}  # fmt: skip
 
 
 @dataclass
@@ -114,6 +117,8 @@ def run_training(
         "class_weight": {data.class_names[i]: round(w, 4) for i, w in (weights or {}).items()},
         "resumed_from_epoch": int(max(result.resumed_from, 0)),
         "wall_time_s": round(time.perf_counter() - t0, 1),
+        "fit_seconds_all_invocations": training_seconds(run_dir),
+        "reused_trained_model": result.resumed_from == -1,
         "chosen_hyperparameters": {
             "learning_rate": chosen_cfg.train.learning_rate,
             "dropout": chosen_cfg.model.dropout,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -103,6 +104,25 @@ def _backup_epoch(backup_dir: Path) -> int:
         return 0
 
 
+TIME_FILE = "training_seconds.json"
+
+
+def _add_training_seconds(run_dir: Path, seconds: float) -> None:
+    """Accumulate the seconds spent in fit() over every invocation of a run (resumed ones
+    included), so the report states what training cost, not what the last invocation did."""
+    path = run_dir / TIME_FILE
+    total = training_seconds(run_dir) or 0.0
+    path.write_text(json.dumps({"fit_seconds": round(total + seconds, 1)}), encoding="utf-8")
+
+
+def training_seconds(run_dir: Path) -> float | None:
+    """Seconds spent in fit() over all invocations of the run (None if not recorded)."""
+    try:
+        return float(json.loads((Path(run_dir) / TIME_FILE).read_text())["fit_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _strategy_and_precision(cfg: Config):
     """MirroredStrategy + mixed precision when GPUs are present (or forced), else defaults."""
     tf = import_tensorflow()
@@ -173,7 +193,8 @@ def train_model(
         (run_dir / FINAL_MODEL).unlink(missing_ok=True)
     resumed_from = max(_backup_epoch(backup_dir), _backup_epoch(head_backup))
     final = run_dir / FINAL_MODEL
-    started = resumed_from > 0 or (head_epochs > 0 and head_done.is_file())
+    # the head phase's weights mark "phase 1 done" only until the run finishes
+    started = resumed_from > 0 or (head_epochs > 0 and head_done.is_file() and not final.is_file())
     if not started and final.is_file():  # finished before: reuse, don't retrain
         from cxr_viewer.core.model_io import load_keras_model
 
@@ -238,6 +259,7 @@ def train_model(
             shuffle=False,  # the dataset orders itself (seeded per epoch)
         )
 
+    started_at = time.perf_counter()
     if head_epochs > 0:
         if head_done.is_file():
             model.load_weights(str(head_done))
@@ -255,4 +277,6 @@ def train_model(
     history = read_history(history_path)
     _, best_epoch, _ = _best_so_far(history, cfg.train.monitor)
     model.save(final)
+    head_done.unlink(missing_ok=True)
+    _add_training_seconds(run_dir, time.perf_counter() - started_at)
     return TrainResult(model, history, best_epoch, resumed_from, weights)

@@ -17,9 +17,15 @@ def test_default_toml_documents_exactly_the_defaults():
     assert load_config(CONFIGS / "default.toml") == Config()
 
 
-def test_demo_config_is_valid():
-    cfg = load_config(CONFIGS / "demo.toml")
-    assert cfg.export.bundle_dir == "resources/demo_bundle"
+def test_shipped_configs_are_valid_and_pneumonia_builds_the_demo():
+    demo = load_config(CONFIGS / "pneumonia.toml")
+    assert demo.export.bundle_dir == "resources/demo_bundle"
+    assert demo.data.format == "pediatric_pneumonia" and demo.model.architecture == "mobilenet"
+    assert demo.train.head_epochs > 0 and demo.train.fine_tune_learning_rate > 0
+    three = load_config(CONFIGS / "pneumonia3.toml")
+    assert three.data.task == "three_class" and three.export.bundle_dir == ""
+    covid = load_config(CONFIGS / "covid.toml")
+    assert covid.export.bundle_dir == ""  # the chance-level model is not the demo any more
 
 
 def test_round_trip(tmp_path):

@@ -99,7 +99,9 @@ def test_two_phases_load_local_weights_then_fine_tune(
     snap = Snapshot()
     result = train_model(cfg, data, run, extra_callbacks=[snap])
     assert list(read_history(run / "history.csv")["epoch"]) == [0, 1, 2, 3]
-    assert (run / "checkpoints" / "head.weights.h5").is_file()
+    # finished: the phase marker is gone, and running again reuses the model
+    assert not (run / "checkpoints" / "head.weights.h5").exists()
+    assert train_model(cfg, data, run).resumed_from == -1
     # phase 1 trained only the head: the backbone still equals the ImageNet-style file
     names = [v.path for v in result.model.weights]
     head_phase = dict(zip(names, Snapshot.after_head, strict=True))
