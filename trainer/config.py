@@ -52,6 +52,9 @@ class DataConfig:
     cache_dir: str = ""
     #: threads decoding images into the cache
     workers: int = 2
+    #: refuse to train when more than this fraction of the listed images is missing or
+    #: unreadable (every skipped file is listed in <run>/skipped_files.csv and the report)
+    max_skipped_fraction: float = 0.02
 
 
 @dataclass
@@ -279,6 +282,7 @@ def validate(cfg: Config, source: str = "config") -> Config:
         (cfg.data.task in TASKS, "data.task", f"one of {TASKS}"),
         (cfg.data.max_images >= 0, "data.max_images", "≥ 0"),
         (cfg.data.workers >= 1, "data.workers", "≥ 1"),
+        (0 <= cfg.data.max_skipped_fraction < 1, "data.max_skipped_fraction", "in [0, 1)"),
         (0 < cfg.split.val_fraction < 0.5, "split.val_fraction", "in (0, 0.5)"),
         (0 < cfg.split.test_fraction < 0.5, "split.test_fraction", "in (0, 0.5)"),
         (cfg.imbalance.strategy in STRATEGIES, "imbalance.strategy", f"one of {STRATEGIES}"),

@@ -6,7 +6,7 @@ must see the same split); it is re-checked for patient leaks every time it is re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +23,20 @@ from .splits import check_no_patient_leak, split_by_patient, split_summary, subs
 SPLITS_FILE = "splits.csv"
 
 
+SKIPPED_FILE = "skipped_files.csv"
+
+
 @dataclass
 class PreparedData:
     """The manifest (with ``split``, ``y`` = class index and ``row`` = cache row), the class
-    names, the input spec and the image cache."""
+    names, the input spec, the image cache and the listed files that were skipped (missing or
+    unreadable: path, reason)."""
 
     manifest: pd.DataFrame
     class_names: list[str]
     spec: InputSpec
     cache: ImageCache
+    skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"path": [], "reason": []}))
 
     def part(self, split: str) -> pd.DataFrame:
         return self.manifest[self.manifest["split"] == split]
@@ -51,6 +56,8 @@ class PreparedData:
             "images": int(len(m)),
             "patients": int(m["patient_id"].nunique()),
             "unreadable_images": len(self.cache.failed),
+            "missing_images": int((self.skipped["reason"] == "missing").sum()),
+            "skipped_files": self.skipped.head(20).to_dict("records"),
             "splits": split_summary(m, self.class_names),
             "split_unit": "patient",
         }
@@ -67,6 +74,7 @@ def prepare_data(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> 
     run's split)."""
     run_dir = Path(run_dir)
     manifest = read_dataset(cfg.data)
+    missing_files = list(manifest.attrs.get("missing_files", []))
     manifest = subsample_by_patient(manifest, cfg.data.max_images, cfg.seed)
     class_names = class_names_for(manifest, cfg.data)
     spec = input_spec_for(cfg)
@@ -75,6 +83,24 @@ def prepare_data(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> 
         manifest["path"].tolist(), spec, cache_dir, workers=cfg.data.workers, progress=progress
     )
     manifest = manifest.assign(row=np.arange(len(manifest)))
+    skipped = pd.DataFrame(
+        {
+            "path": missing_files + [str(manifest["path"].iloc[i]) for i in sorted(cache.failed)],
+            "reason": ["missing"] * len(missing_files)
+            + [f"unreadable: {cache.failed[i]}" for i in sorted(cache.failed)],
+        }
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    skipped.to_csv(run_dir / SKIPPED_FILE, index=False)
+    listed = len(manifest) + len(missing_files)
+    if len(skipped) > cfg.data.max_skipped_fraction * listed:
+        first = "; ".join(f"{r.path} ({r.reason})" for r in skipped.head(3).itertuples())
+        raise TrainingError(
+            f"{len(skipped)} of {listed} listed images are missing or unreadable",
+            f"that is more than data.max_skipped_fraction = {cfg.data.max_skipped_fraction} "
+            f"(all listed in {run_dir / SKIPPED_FILE}); first: {first}",
+            "Fix the dataset (or data.root), or raise data.max_skipped_fraction knowingly.",
+        )
     manifest = manifest[cache.ok].reset_index(drop=True)
     index = {c: i for i, c in enumerate(class_names)}
     manifest["y"] = manifest["label"].map(index).astype(np.int64)
@@ -103,7 +129,7 @@ def prepare_data(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> 
                 f"it only holds {sorted(present)}; training and model selection need both.",
                 "Use more data (data.max_images = 0) or larger split fractions.",
             )
-    return PreparedData(manifest, class_names, spec, cache)
+    return PreparedData(manifest, class_names, spec, cache, skipped)
 
 
 def _reuse_split(manifest: pd.DataFrame, path: Path) -> pd.Series | None:

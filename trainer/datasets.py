@@ -3,8 +3,8 @@
 A manifest is a :class:`pandas.DataFrame` with at least the columns :data:`MANIFEST_COLUMNS`
 (``path`` absolute, ``label`` a class name, ``patient_id`` prefixed with the source so ids of two
 datasets never collide, ``view``, ``source``); readers may add columns (``finding``,
-``original_split``, ``mask_path``). Rows whose image file is missing are dropped and counted in
-``manifest.attrs["missing"]``. Images themselves are read later, through
+``original_split``, ``mask_path``). Rows whose image file is missing are dropped, counted in
+``manifest.attrs["missing"]`` and listed in ``manifest.attrs["missing_files"]``. Images themselves are read later, through
 :func:`cxr_viewer.core.io.load_study`, by :mod:`trainer.cache`.
 
 Layouts
@@ -57,6 +57,7 @@ def _finish(df: pd.DataFrame, source: str, what: str) -> pd.DataFrame:
     """Drop rows whose file is missing, check the result is usable, fix column order."""
     exists = df["path"].map(lambda p: Path(p).is_file())
     missing = int((~exists).sum())
+    missing_files = df.loc[~exists, "path"].astype(str).tolist()
     df = df[exists].reset_index(drop=True)
     if df.empty:
         raise TrainingError(
@@ -73,6 +74,7 @@ def _finish(df: pd.DataFrame, source: str, what: str) -> pd.DataFrame:
     extra = [c for c in df.columns if c not in MANIFEST_COLUMNS]
     df = df[MANIFEST_COLUMNS + extra]
     df.attrs["missing"] = missing
+    df.attrs["missing_files"] = missing_files
     return df
 
 

@@ -79,7 +79,10 @@ def write_report(
         "",
         f"- source: {', '.join(summary['sources'])}; views: {', '.join(summary['views']) or 'n/a'}",
         f"- {summary['images']} images of {summary['patients']} patients "
-        f"({summary['unreadable_images']} unreadable, skipped); split **by patient**, stratified",
+        f"({summary.get('missing_images', 0)} listed but missing and "
+        f"{summary['unreadable_images']} unreadable, skipped: all in `skipped_files.csv`); "
+        "split **by patient**, stratified",
+        *[f"  - skipped: `{r['path']}` ({r['reason']})" for r in summary.get("skipped_files", [])],
         "",
         "| split | patients | images | " + " | ".join(class_names) + " |",
         "|---" * (3 + len(class_names)) + "|",

@@ -32,6 +32,7 @@ RESOLVED_CONFIG = "config.resolved.toml"
 #: change what is trained — evaluation and export are redone from the trained model
 _NON_SEMANTIC = {
     ("run_dir",), ("name",), ("evaluate",), ("export",), ("train", "verbose"), ("data", "workers"),
+    ("data", "max_skipped_fraction"),
 }  # fmt: skip
 
 
