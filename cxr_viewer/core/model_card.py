@@ -19,8 +19,10 @@ def _num(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def model_card_lines(meta: dict[str, Any]) -> list[str]:
-    """Short plain-text lines, most important first."""
+def model_card_lines(meta: dict[str, Any], *, short: bool = False) -> list[str]:
+    """Plain-text lines, most important first. ``short``: only the held-out figure, the
+    decision rule, the training population and what the model is not for (the five-second
+    read); the rest belongs in a tooltip or a report."""
     card = meta.get("model_card") if isinstance(meta.get("model_card"), dict) else {}
     metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
     lines: list[str] = []
@@ -43,6 +45,14 @@ def model_card_lines(meta: dict[str, Any]) -> list[str]:
         if sens is not None and spec is not None:
             text += f": on test, sensitivity {sens:.2f}, specificity {spec:.2f}"
         lines.append(text)
+    population = card.get("training_population")
+    not_for = card.get("not_for")
+    if short:
+        if isinstance(population, str) and population:
+            lines.append(f"Trained on: {population}")
+        if isinstance(not_for, str) and not_for:
+            lines.append(f"Not for: {not_for}")
+        return lines
     subtypes = card.get("test_sensitivity_by_subtype")
     if isinstance(subtypes, dict) and subtypes:
         parts = [f"{k} {v:.2f}" for k, v in subtypes.items() if _num(v) is not None]
@@ -53,13 +63,11 @@ def model_card_lines(meta: dict[str, Any]) -> list[str]:
         lines.append(f"Calibration error (ECE) {ece:.3f}: probabilities are close to observed rates"
                      if ece < 0.05 else f"Calibration error (ECE) {ece:.3f}: read p as a score, "
                      "not a rate")  # fmt: skip
-    population = card.get("training_population")
     if isinstance(population, str) and population:
         lines.append(f"Trained on: {population}")
     use = card.get("intended_use", meta.get("intended_use"))
     if isinstance(use, str) and use:
         lines.append(f"For: {use}")
-    not_for = card.get("not_for")
     if isinstance(not_for, str) and not_for:
         lines.append(f"Not for: {not_for}")
     return lines

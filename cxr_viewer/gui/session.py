@@ -110,7 +110,8 @@ class ModelSession:
             default_layers=defaults,
             settings=settings,
             metrics=meta["metrics"] if isinstance(meta.get("metrics"), dict) else {},
-            card=model_card_lines(meta),
+            card=model_card_lines(meta, short=True),
+            card_details=model_card_lines(meta),
         )
         progress(0.75, "Warming up Grad-CAM…")
         self._warm_up_gradcam(defaults.get("gradcam"), settings.get("gradcam", {}))

@@ -91,8 +91,10 @@ class ModelInfo:
     default_layers: dict[str, str | None] = field(default_factory=dict)
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
-    #: the model card in plain lines (cxr_viewer.core.model_card)
+    #: the model card in plain lines (cxr_viewer.core.model_card): the five-second read, and
+    #: every line (tooltip)
     card: list[str] = field(default_factory=list)
+    card_details: list[str] = field(default_factory=list)
 
 
 class ViewerState:

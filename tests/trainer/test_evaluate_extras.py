@@ -69,6 +69,8 @@ def test_model_card_lines_put_test_auc_and_the_rule_first():
     )
     assert any(line.startswith("Trained on: children") for line in lines)
     assert lines[-1] == "Not for: adults"
+    short = model_card_lines(meta, short=True)
+    assert short == [lines[0], lines[1], "Trained on: children aged 1-5", "Not for: adults"]
     # an old bundle: validation figure only, said as such
     old = model_card_lines({"metrics": {"auc": 0.63}, "intended_use": "research"})
     assert old[0].startswith("Validation AUC 0.630 (no held-out test figure")

@@ -109,11 +109,11 @@ class ModelPanel(StatePanel):
         card = [html.escape(line) for line in m.card]
         if card:  # the headline figure first, in bold
             card[0] = f"<b>{card[0]}</b>"
-        lines = [
-            title,
-            *card,
-            f"Classes: {html.escape(', '.join(m.class_names))}",
-            f"Training data: {html.escape(m.data_summary)}",
-            f"Runs on: {html.escape(m.device)}",
-        ]
+        lines = [title, *card, f"Runs on: {html.escape(m.device)}"]
         self.text.setText("<br>".join(lines))
+        details = [
+            *m.card_details,
+            f"Classes: {', '.join(m.class_names)}",
+            f"Training data: {m.data_summary}",
+        ]
+        self.text.setToolTip("<br>".join(html.escape(d) for d in details))
