@@ -35,7 +35,7 @@ from cxr_viewer.core.errors import (
 from cxr_viewer.core.study import Study, Window
 
 from .channels import to_grey
-from .dicom_codecs import DAMAGED_HINT, check_decoder, decode_frame, short
+from .dicom_codecs import DAMAGED_HINT, check_codestream, check_decoder, decode_frame, short
 from .dicom_header import (
     frame_view,
     inverts,
@@ -44,7 +44,7 @@ from .dicom_header import (
     voi_luts_of,
     windows_of,
 )
-from .limits import check_pixel_count
+from .limits import check_decoded_bytes, check_pixel_count, decoded_budget
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
@@ -172,10 +172,29 @@ def load_dicom(path: Path, bare: bool, frame: int, max_pixels: int) -> Study:
                 "Choose a frame in that range.",
             )
         check_pixel_count(path, rows, cols, max_pixels)
+        samples = int(ds.SamplesPerPixel)
+        budget = decoded_budget(max_pixels)
+        _check_header_budget(path, ds, (rows, cols, samples), photometric, budget)
         check_decoder(ds, path, bits_stored)
-    stored = decode_frame(ds, frame, path)
+        check_codestream(ds, frame, n_frames, path, (rows, cols, samples), budget)
+    stored = decode_frame(ds, frame, path, (rows, cols, samples))
     with _damaged(path, "its modality/VOI LUT or image attributes are damaged"):
         return _build_study(path, ds, stored, frame, n_frames, photometric, bits_stored)
+
+
+def _check_header_budget(
+    path: Path, ds: Dataset, shape: tuple[int, int, int], photometric: str, budget: int
+) -> None:
+    """Refuse a frame whose decoded size (as the DICOM header declares it) is over budget.
+
+    Palette colour frames count as the 16-bit RGB image the colour LUT turns them into.
+    """
+    rows, cols, samples = shape
+    nbytes = (int(ds.BitsAllocated) + 7) // 8
+    if photometric == "PALETTE COLOR":
+        samples, nbytes = 3, 2
+    what = f"a {cols} × {rows} frame with {samples} sample(s) of {8 * nbytes} bits"
+    check_decoded_bytes(path, what, rows * cols * samples * nbytes, budget)
 
 
 @contextmanager

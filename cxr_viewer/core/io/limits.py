@@ -37,3 +37,32 @@ def check_pixel_count(path: Path, rows: int, columns: int, max_pixels: int) -> N
             "protect against decompression bombs",
             "If the image is genuine, raise the limit (load_study(..., max_pixels=N)).",
         )
+
+
+#: Bytes per pixel of the memory budget: one float32 frame of ``max_pixels`` pixels.
+BUDGET_BYTES_PER_PIXEL: int = 4
+
+
+def decoded_budget(max_pixels: int) -> int:
+    """Largest decoded frame accepted, in bytes (256 MiB for the default pixel limit).
+
+    A decoder's output (samples × bytes per sample per pixel) and the reader's float32 copy
+    both stay under it, so one file never needs more than a small multiple of it.
+    """
+    return int(max_pixels) * BUDGET_BYTES_PER_PIXEL
+
+
+def check_decoded_bytes(path: Path, what: str, nbytes: int, budget: int) -> None:
+    """Raise :class:`ImageTooLargeError` when a frame would decode to more than ``budget`` bytes.
+
+    ``what`` describes the declared image ("a 8192 × 8192 RGBA 16-bit PNG image").
+    """
+    if nbytes > budget:
+        raise ImageTooLargeError(
+            f"Cannot open {path.name}",
+            f"it declares {what}, which decodes to {nbytes / 2**20:,.0f} MiB, more than the "
+            f"memory budget of {budget / 2**20:,.0f} MiB per image; such files are refused "
+            "before decoding to protect against decompression bombs",
+            "If the image is genuine, convert it to 8-bit greyscale or raise the limit "
+            "(load_study(..., max_pixels=N)).",
+        )
