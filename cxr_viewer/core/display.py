@@ -115,8 +115,11 @@ def to_uint8(image01: np.ndarray) -> np.ndarray:
 def auto_window_from_pixels(
     pixels: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5
 ) -> Window:
-    """A window spanning the given percentiles of the pixel values (for files with no window)."""
+    """A window spanning the given percentiles of the finite pixel values (files with no window)."""
     sample = pixels[:: max(1, pixels.shape[0] // 512), :: max(1, pixels.shape[1] // 512)]
+    sample = sample[np.isfinite(sample)]  # NaN/inf pixels (float data) do not move the window
+    if sample.size == 0:
+        sample = np.zeros(1, np.float32)
     lo, hi = np.percentile(sample, [low_pct, high_pct]).astype(float)
     if not hi > lo:
         lo, hi = float(sample.min()), float(sample.max())
