@@ -66,3 +66,14 @@ def check_decoded_bytes(path: Path, what: str, nbytes: int, budget: int) -> None
             "If the image is genuine, convert it to 8-bit greyscale or raise the limit "
             "(load_study(..., max_pixels=N)).",
         )
+
+
+def peak_memory_allowance(max_pixels: int, file_size: int) -> int:
+    """The most memory reading and displaying one file may take, in bytes.
+
+    Twice the file (pydicom holds a DICOM file whole and a decoder its compressed input),
+    four frames of the decoded budget (decoder output, the float32 modality copy, the display
+    image, one temporary) and 64 MiB of decoder working memory. The fuzz benchmark
+    (``benchmarks/fuzz_loaders.py``) measures every file's peak against it.
+    """
+    return 2 * int(file_size) + 4 * decoded_budget(max_pixels) + 64 * 2**20
