@@ -241,3 +241,23 @@ def test_real_files_patched_or_cut_are_refused(tmp_path, shared_data, name, monk
     monkeypatch.setattr(dicom_codecs, "pixel_array", _must_not_decode)
     with pytest.raises(ImageTooLargeError, match="65500 × 65500"):
         _load(tmp_path, bomb)
+
+
+def test_deflated_dicom_that_inflates_past_the_budget_is_refused(tmp_path, monkeypatch):
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    ds = dicom_dataset(gradient(top=4095))
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    assert _load(tmp_path, buf.getvalue(), "ok.dcm").pixels.shape == (24, 32)  # genuine
+    buf.seek(0)
+    read_preamble(buf, False)
+    _read_file_meta_info(buf)
+    head = buf.getvalue()[: buf.tell()]
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = b"".join(packer.compress(bytes(2**20)) for _ in range(80)) + packer.flush()
+    assert len(body) < 2**20  # 80 MiB of zeros deflate to well under 1 MiB
+    monkeypatch.setattr(pydicom, "dcmread", _must_not_decode)  # refused before pydicom parses
+    with pytest.raises(ImageTooLargeError, match="inflates to more than 72 MiB"):
+        _load(tmp_path, head + body, "bomb.dcm", max_pixels=1_000_000)
