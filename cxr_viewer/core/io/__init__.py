@@ -46,7 +46,8 @@ def load_study(path: str | Path, frame: int = 0, *, max_pixels: int = DEFAULT_MA
     frame:
         Frame of a multi-frame DICOM, 0-based (``Study.n_frames`` tells how many there are).
     max_pixels:
-        Largest ``rows × columns`` accepted; checked from the header before decoding.
+        Largest ``rows × columns`` accepted; checked from the header before decoding. It also
+        sets the memory budget: a frame may decode to at most ``4 × max_pixels`` bytes.
 
     Raises
     ------

@@ -1,8 +1,10 @@
 """Size limits that protect the reader against decompression bombs.
 
-The limit is checked from the header (PNG IHDR, JPEG SOF, DICOM Rows/Columns) *before* any
-pixel data is decoded, so a small file that claims a huge image is refused without allocating
-memory for it.
+The limits are checked from the headers — the DICOM header and the compressed stream's own
+(PNG IHDR, JPEG SOF/SOF55, JPEG 2000 SIZ, see :mod:`.codestream`) — *before* any pixel data is
+decoded, so a small file that claims a huge image is refused without allocating memory for it.
+Two limits apply: pixels per frame (``max_pixels``) and bytes per decoded frame
+(:func:`decoded_budget`, samples × bytes per sample count too).
 """
 
 from __future__ import annotations
