@@ -313,6 +313,9 @@ def run(args: argparse.Namespace) -> int:
         writer = OutputWriter(out_dir, cols, resume=args.resume, overwrite=args.overwrite)
     except (CxrError, OSError) as exc:
         return fail(exc)
+    except KeyboardInterrupt:
+        print("cxr-viewer batch: interrupted before any file was processed", file=sys.stderr)
+        return 130
     ctx = BatchContext(args, clf, methods, target, Path(args.path), writer)
     total = len(listing.files) + len(listing.skipped)
     n_ok = n_done = 0

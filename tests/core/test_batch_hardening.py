@@ -211,6 +211,18 @@ def test_ctrl_c_finishes_the_current_file_and_exits_130(tmp_path, bundle_root, m
     assert len(_rows(out)) == 4
 
 
+def test_ctrl_c_while_the_model_loads_is_one_line_and_130(tmp_path, monkeypatch, capsys):
+    _png(tmp_path / "in" / "a.png")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("cxr_viewer.core.inference.load_classifier", interrupted)
+    assert _run(tmp_path / "in", tmp_path / "out", tmp_path / "no-bundle") == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["cxr-viewer batch: interrupted before any file was processed"]
+
+
 def test_a_killed_run_leaves_a_journal_that_resume_reads_and_a_torn_row_is_dropped(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
