@@ -123,9 +123,6 @@ def _tag(method: str) -> str:
     return method.replace("+", "p")
 
 
-#: Output kinds written per file and method: column prefix → (file suffix, writer). Each
-#: writer is called as ``write(path, ctx, study, heatmap)`` with the heat map resized to the
-#: study; its file name is recorded in the column ``<prefix>_<method>``.
 def _write_map(path: Path, ctx: BatchContext, study, hm) -> None:
     with open(path, "wb") as fh:
         np.save(fh, hm.values.astype(np.float32), allow_pickle=False)
@@ -142,6 +139,10 @@ def _write_overlay(path: Path, ctx: BatchContext, study, hm) -> None:
     Image.fromarray(rgb).save(path, format="PNG")
 
 
+#: Output kinds written per file and method: column prefix → (file suffix, writer). Each
+#: writer is called as ``write(path, ctx, study, heatmap)`` with the heat map resized to the
+#: study; its file name is recorded in the column ``<prefix>_<method>``.
+#: ``path`` is a temporary file that :meth:`OutputWriter.save` renames when it is complete.
 OUTPUTS: dict[str, tuple[str, Any]] = {
     "overlay": (".png", _write_overlay),
     "map": (".npy", _write_map),
