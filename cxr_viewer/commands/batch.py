@@ -311,7 +311,13 @@ def run(args: argparse.Namespace) -> int:
         clf = load_classifier(args.model)
         target = _target(args.target, clf.class_names)
         cols = _columns(clf.class_names, methods, not args.no_trust)
-        writer = OutputWriter(out_dir, cols, resume=args.resume, overwrite=args.overwrite)
+        writer = OutputWriter(
+            out_dir,
+            cols,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            output_prefixes=tuple(f"{kind}_" for kind in OUTPUTS),
+        )
     except (CxrError, OSError) as exc:
         return fail(exc)
     except KeyboardInterrupt:

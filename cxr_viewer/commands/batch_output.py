@@ -146,13 +146,23 @@ class OutputWriter:
         Keep the rows of an earlier run (their files are skipped when done and unchanged).
     overwrite:
         Delete the files an earlier run recorded, and its CSV, before starting.
+    output_prefixes:
+        Columns starting with these hold output file names (``overlay_gradcam``, ...): the
+        files :meth:`save` wrote, which ``--overwrite`` and a redone file delete.
     """
 
     def __init__(
-        self, out_dir: Path, columns: list[str], *, resume: bool = False, overwrite: bool = False
+        self,
+        out_dir: Path,
+        columns: list[str],
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        output_prefixes: tuple[str, ...] = ("overlay_", "map_"),
     ) -> None:
         self.out_dir = out_dir
         self.columns = list(columns)
+        self.output_prefixes = tuple(output_prefixes)
         old_columns, old_rows = read_rows(out_dir) if (resume or overwrite) else ([], [])
         if resume and old_rows and old_columns != self.columns:
             added = sorted(set(self.columns) - set(old_columns))
@@ -281,7 +291,7 @@ class OutputWriter:
         """Output file names recorded in a row (only plain names inside the folder)."""
         out = []
         for key, value in row.items():
-            if key and key.startswith(("overlay_", "map_")) and isinstance(value, str) and value:
+            if key and key.startswith(self.output_prefixes) and isinstance(value, str) and value:
                 if "/" not in value and "\\" not in value and value not in (".", ".."):
                     out.append(value)
         return out
