@@ -120,12 +120,14 @@ def test_unwritable_outputs_become_partial_rows_and_the_run_goes_on(
     out.mkdir()
     real_save = np.save
 
-    def disk_full_for_b(fh, arr, **kw):
-        if getattr(fh, "name", "") and calls.append(1) is None and len(calls) == 2:
+    calls: list[object] = []
+
+    def disk_full_for_b(fh, arr, **kw):  # one map per file, in order a, b, c
+        calls.append(fh)
+        if len(calls) == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(fh, arr, **kw)
 
-    calls: list[int] = []
     monkeypatch.setattr(batch.np, "save", disk_full_for_b)
     assert _run(src, out, bundle_root) == 0
     rows = _by_name(_rows(out))
