@@ -218,6 +218,7 @@ SCHEMA: dict[str, Key] = {
     "library_versions": Key(mapping(values=string(max_len=200)), False, "library versions"),
     "background_file": Key(nullable(bundle_path), False, "SHAP background set (.npy)"),
     "background_count": Key(integer(0, 1_000_000), False, "images in the background set"),
+    "model_card": Key(mapping(), False, "the model card shown in the viewer (an object)"),
 }
 
 
