@@ -1,26 +1,36 @@
 """Predict and explain many images headless (covid-cxr's predict.py, grown up).
 
 ``cxr-viewer batch PATH --model BUNDLE --explain gradcam,lime,shap --out DIR`` writes
-``DIR/predictions.csv`` — one row per input file: file, status, error message, probability per
-class, predicted class, explained class, seconds per method and the trust figures (deletion /
-insertion AUC, SHAP completeness gap) — and, per image and method, an overlay PNG and the heat
-map as ``.npy`` (float32, the study's pixel size). A file that cannot be read gets an error row
-and the batch goes on. Exit status 0 if at least one file was predicted, 2 otherwise.
+``DIR/predictions.csv`` — one row per input file: file, content hash, status, error message,
+probability per class, predicted class, explained class, seconds per method, the trust figures
+(deletion / insertion AUC, SHAP completeness gap) and the names of its output files — and, per
+image and method, an overlay PNG (``overlay_<method>``) and the heat map as ``.npy``
+(``map_<method>``, float32, the study's pixel size).
+
+Every per-file failure (unreadable or damaged file, a FIFO or dangling link in the folder, a
+failed explanation, an output that cannot be written) is a row and the batch goes on. An
+output folder that holds files is refused unless ``--resume`` (files already predicted, with
+the same path and content hash, are skipped) or ``--overwrite``. Ctrl+C finishes the current
+file, writes the CSV and exits 130. Exit status 0 if at least one file was predicted, 2 if
+none, 1 if the results could not be written.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import re
+import signal
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cxr_viewer.core.errors import CxrError
+
+from .batch_output import OutputWriter, content_hash, prepare_out_dir, printable
 
 DEFAULT_METHODS = "gradcam"
 
@@ -51,6 +61,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--opacity", type=float, default=0.5, help="overlay opacity (0..1)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an earlier run in --out: skip files already predicted (same path and "
+        "content), redo the others",
+    )
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results of an earlier run in --out (deletes the files its "
+        "predictions.csv lists)",
+    )
 
 
 def _methods(spec: str) -> list[str]:
@@ -85,9 +108,10 @@ def _settings(method: str, args: argparse.Namespace) -> dict[str, Any]:
     return s
 
 
-def _target(arg: str | None, class_names: tuple[str, ...], predicted: int) -> int:
+def _target(arg: str | None, class_names: tuple[str, ...]) -> int | None:
+    """The class to explain for every file (``None``: each file's predicted class)."""
     if arg is None:
-        return predicted
+        return None
     if arg in class_names:
         return class_names.index(arg)
     if arg.isdigit() and int(arg) < len(class_names):
@@ -95,24 +119,38 @@ def _target(arg: str | None, class_names: tuple[str, ...], predicted: int) -> in
     raise CxrError(f"Unknown class '{arg}'", f"the model's classes are {', '.join(class_names)}.")
 
 
-def _stem(path: Path, root: Path) -> str:
-    rel = path.relative_to(root) if root.is_dir() else Path(path.name)
-    stem = "__".join(rel.with_suffix("").parts)
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem) or "image"
+def _tag(method: str) -> str:
+    return method.replace("+", "p")
 
 
-def _write_overlay(path: Path, study, values: np.ndarray, signed: bool, opacity: float) -> None:
+def _write_map(path: Path, ctx: BatchContext, study, hm) -> None:
+    with open(path, "wb") as fh:
+        np.save(fh, hm.values.astype(np.float32), allow_pickle=False)
+
+
+def _write_overlay(path: Path, ctx: BatchContext, study, hm) -> None:
     from PIL import Image
 
     from cxr_viewer.core.display import display_image
     from cxr_viewer.core.overlay import colorize, composite
 
-    rgb = composite(display_image(study), [(colorize(values, signed=signed), opacity)])
-    Image.fromarray(rgb).save(path)
+    layer = colorize(hm.values, signed=hm.signed)
+    rgb = composite(display_image(study), [(layer, ctx.args.opacity)])
+    Image.fromarray(rgb).save(path, format="PNG")
+
+
+#: Output kinds written per file and method: column prefix → (file suffix, writer). Each
+#: writer is called as ``write(path, ctx, study, heatmap)`` with the heat map resized to the
+#: study; its file name is recorded in the column ``<prefix>_<method>``.
+#: ``path`` is a temporary file that :meth:`OutputWriter.save` renames when it is complete.
+OUTPUTS: dict[str, tuple[str, Any]] = {
+    "overlay": (".png", _write_overlay),
+    "map": (".npy", _write_map),
+}
 
 
 def _columns(class_names, methods: list[str], trust: bool) -> list[str]:
-    cols = ["file", "status", "error"]
+    cols = ["file", "sha256", "status", "error"]
     cols += [f"p_{c}" for c in class_names]
     cols += ["predicted_class", "explained_class"]
     for m in methods:
@@ -123,13 +161,87 @@ def _columns(class_names, methods: list[str], trust: bool) -> list[str]:
             cols.append("shap_completeness_gap")
         if m == "lime":
             cols.append("lime_samples")
+        cols += [f"{kind}_{_tag(m)}" for kind in OUTPUTS]
     return cols
 
 
-def _explain_one(method, clf, args, x, target, study, out_dir: Path, stem: str, row: dict) -> None:
+@dataclass
+class BatchContext:
+    """What every file of a run shares: the arguments, the model and the output folder."""
+
+    args: argparse.Namespace
+    clf: Any
+    methods: list[str]
+    target: int | None
+    root: Path
+    writer: OutputWriter
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+def _describe_failure(exc: BaseException) -> str:
+    """One line for a row's error column: the project's own message, else type + message."""
+    if isinstance(exc, CxrError):
+        return printable(exc)
+    if isinstance(exc, MemoryError):
+        return "there is not enough memory to process this file"
+    if isinstance(exc, OSError):
+        where = f" {printable(exc.filename)}" if exc.filename else ""
+        return f"cannot read or write{where}: {exc.strerror or exc}"
+    return f"unexpected {type(exc).__name__}: {printable(exc)}"
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix() if path != root else path.name
+    except ValueError:
+        return path.name
+
+
+def process_file(ctx: BatchContext, path: Path, digest: str | None) -> dict[str, Any]:
+    """Predict and explain one file; every failure becomes the row's status and error."""
+    from cxr_viewer.core.io import load_study
+    from cxr_viewer.core.preprocess import study_to_input
+
+    row: dict[str, Any] = {"file": printable(path), "sha256": digest or "", "status": "ok"}
+    row["error"] = ""
+    clf = ctx.clf
+    try:
+        if digest is None:
+            content_hash(path)  # raises the OSError that tells why it cannot be read
+        study = load_study(path)
+        x = study_to_input(study, clf.spec)
+        pred = clf.make_prediction(clf.predict_inputs(x[None])[0])
+    except Exception as exc:  # one bad file never stops the batch
+        row.update(status="error", error=_describe_failure(exc))
+        return row
+    row.update({f"p_{c}": round(float(p), 6) for c, p in pred.as_dict().items()})
+    row["predicted_class"] = pred.predicted_class
+    target = pred.predicted_index if ctx.target is None else ctx.target
+    row["explained_class"] = clf.class_names[target]
+    if not ctx.methods:
+        return row
+    suffixes = [f"_{_tag(m)}{OUTPUTS[k][0]}" for m in ctx.methods for k in OUTPUTS]
+    try:
+        stem = ctx.writer.unique_stem(_rel(path, ctx.root), suffixes)
+    except CxrError as exc:
+        row.update(status="partial", error=_describe_failure(exc))
+        return row
+    errors = []
+    for method in ctx.methods:
+        try:
+            _explain_one(ctx, method, x, target, study, stem, row)
+        except Exception as exc:
+            errors.append(f"{method}: {_describe_failure(exc)}")
+    if errors:
+        row.update(status="partial", error="; ".join(errors))
+    return row
+
+
+def _explain_one(ctx: BatchContext, method: str, x, target: int, study, stem: str, row) -> None:
     from cxr_viewer.core.explain.registry import create_explainer
     from cxr_viewer.core.trust import deletion_insertion
 
+    args, clf = ctx.args, ctx.clf
     start = time.perf_counter()
     hm = create_explainer(method, clf, _settings(method, args)).explain(x, target)
     row[f"seconds_{method}"] = round(time.perf_counter() - start, 3)
@@ -142,72 +254,116 @@ def _explain_one(method, clf, args, x, target, study, out_dir: Path, stem: str, 
     if method == "lime":
         row["lime_samples"] = hm.settings.get("samples_used")
     full = hm.resized(study.rows, study.columns)
-    tag = method.replace("+", "p")
-    np.save(out_dir / f"{stem}_{tag}.npy", full.values.astype(np.float32), allow_pickle=False)
-    _write_overlay(out_dir / f"{stem}_{tag}.png", study, full.values, hm.signed, args.opacity)
+    tag = _tag(method)
+    for kind, (suffix, write) in OUTPUTS.items():
+        ctx.writer.save(
+            row, f"{kind}_{tag}", f"{stem}_{tag}{suffix}", lambda p, w=write: w(p, ctx, study, full)
+        )
+
+
+class _StopOnSigint:
+    """While active, the first Ctrl+C (SIGINT) asks the loop to stop after the current file;
+    a second one interrupts at once (KeyboardInterrupt)."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+        self.stop.set()
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 def run(args: argparse.Namespace) -> int:
-    from cxr_viewer.core.io import list_study_files, load_study
+    from cxr_viewer.core.io import scan_study_files
 
     def say(msg: str) -> None:
         if not args.quiet:
-            print(msg, file=sys.stderr, flush=True)
+            print(printable(msg), file=sys.stderr, flush=True)
 
+    def fail(exc: BaseException, code: int = 2) -> int:
+        print(f"cxr-viewer batch: {_describe_failure(exc)}", file=sys.stderr)
+        return code
+
+    out_dir = Path(args.out)
     try:
         methods = _methods(args.explain)
-        files = list_study_files(args.path)
+        listing = scan_study_files(args.path)
+        if not listing.files and not listing.skipped:
+            print(
+                f"cxr-viewer batch: no PNG, JPEG or DICOM files in {printable(args.path)}",
+                file=sys.stderr,
+            )
+            return 2
+        prepare_out_dir(out_dir, resume=args.resume, overwrite=args.overwrite)
         from cxr_viewer.core.inference import load_classifier
 
         clf = load_classifier(args.model)
-    except CxrError as exc:
-        print(f"cxr-viewer batch: {exc}", file=sys.stderr)
-        return 2
-    if not files:
-        print(f"cxr-viewer batch: no PNG, JPEG or DICOM files in {args.path}", file=sys.stderr)
-        return 2
-    from cxr_viewer.core.preprocess import study_to_input
-
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    root = Path(args.path)
-    cols = _columns(clf.class_names, methods, not args.no_trust)
-    n_ok = 0
-    with open(out_dir / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=cols, restval="")
-        writer.writeheader()
-        for i, path in enumerate(files, 1):
-            row: dict[str, Any] = {"file": str(path), "status": "ok", "error": ""}
-            try:
-                study = load_study(path)
-                x = study_to_input(study, clf.spec)
-                pred = clf.make_prediction(clf.predict_inputs(x[None])[0])
-            except CxrError as exc:
-                row.update(status="error", error=str(exc))
-                writer.writerow(row)
-                fh.flush()
-                say(f"[{i}/{len(files)}] {path}: {exc}")
-                continue
-            n_ok += 1
-            row.update({f"p_{c}": round(float(p), 6) for c, p in pred.as_dict().items()})
-            row["predicted_class"] = pred.predicted_class
-            try:
-                target = _target(args.target, clf.class_names, pred.predicted_index)
-            except CxrError as exc:
-                print(f"cxr-viewer batch: {exc}", file=sys.stderr)
-                return 2
-            row["explained_class"] = clf.class_names[target]
-            stem = _stem(path, root)
-            errors = []
-            for method in methods:
+        target = _target(args.target, clf.class_names)
+        cols = _columns(clf.class_names, methods, not args.no_trust)
+        writer = OutputWriter(
+            out_dir,
+            cols,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            output_prefixes=tuple(f"{kind}_" for kind in OUTPUTS),
+        )
+    except (CxrError, OSError) as exc:
+        return fail(exc)
+    except KeyboardInterrupt:
+        print("cxr-viewer batch: interrupted before any file was processed", file=sys.stderr)
+        return 130
+    ctx = BatchContext(args, clf, methods, target, Path(args.path), writer)
+    total = len(listing.files) + len(listing.skipped)
+    n_ok = n_done = 0
+    try:
+        with _StopOnSigint(ctx.stop):
+            for path, reason in listing.skipped:
+                writer.add_row({"file": printable(path), "status": "skipped", "error": reason})
+                say(f"[skipped] {path}: {reason}")
+            for i, path in enumerate(listing.files, 1):
+                if ctx.stop.is_set():
+                    break
                 try:
-                    _explain_one(method, clf, args, x, target, study, out_dir, stem, row)
-                except CxrError as exc:
-                    errors.append(f"{method}: {exc}")
-            if errors:
-                row.update(status="partial", error="; ".join(errors))
-            writer.writerow(row)
-            fh.flush()
-            say(f"[{i}/{len(files)}] {path}: {pred.predicted_class} {row['status']}")
-    say(f"wrote {out_dir / 'predictions.csv'} ({n_ok} of {len(files)} files predicted)")
+                    digest: str | None = content_hash(path)
+                except OSError:
+                    digest = None
+                if writer.done(printable(path), digest):
+                    n_ok += 1
+                    n_done += 1
+                    continue
+                writer.release(printable(path))
+                row = process_file(ctx, path, digest)
+                writer.add_row(row)
+                n_ok += row["status"] in ("ok", "partial")
+                n_done += 1
+                detail = row["error"] if row["status"] != "ok" else row["predicted_class"]
+                say(f"[{i}/{len(listing.files)}] {path}: {row['status']} {detail}")
+    except KeyboardInterrupt:
+        ctx.stop.set()
+    except OSError as exc:  # the journal itself cannot be written (disk full, ...)
+        writer.abandon()
+        return fail(CxrError(f"Cannot write the results to {out_dir}", str(exc)), 1)
+    try:
+        csv_path = writer.close()
+    except OSError as exc:
+        return fail(CxrError(f"Cannot write {out_dir / 'predictions.csv'}", str(exc)), 1)
+    if ctx.stop.is_set():
+        print(
+            f"cxr-viewer batch: interrupted after {n_done} of {len(listing.files)} files; "
+            f"results so far in {csv_path} (run again with --resume to continue)",
+            file=sys.stderr,
+        )
+        return 130
+    say(f"wrote {csv_path} ({n_ok} of {total} files predicted)")
     return 0 if n_ok else 2

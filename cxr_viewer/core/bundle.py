@@ -24,15 +24,16 @@ from typing import Any
 
 import numpy as np
 
+from .archive import BUNDLE_LIMITS, extract_zip
+from .bundle_schema import MAX_METADATA_BYTES, SCHEMA, SCHEMA_VERSION, validate_metadata
 from .errors import BundleError
 from .preprocess import InputSpec
 
-SCHEMA_VERSION = 1
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 BACKGROUND_FILE = "background.npy"
 INTENDED_USE = "research and demonstration, not for diagnosis"
-REQUIRED_KEYS = ("schema_version", "name", "class_names", "input", "model_file", "model_sha256")
+REQUIRED_KEYS = tuple(key for key, spec in SCHEMA.items() if spec.required)
 
 
 def sha256_file(path: Path) -> str:
@@ -159,41 +160,29 @@ def _read_metadata(root: Path) -> dict[str, Any]:
             "`cxr-train import`).",
         )
     try:
+        size = path.stat().st_size
+        if size > MAX_METADATA_BYTES:
+            raise BundleError(
+                f"Cannot read {path}",
+                f"it is {size:,} bytes; a metadata.json is at most {MAX_METADATA_BYTES:,}.",
+                "Re-export the bundle.",
+            )
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"Cannot read {path}", str(exc), "Re-export the bundle.") from exc
-    if not isinstance(meta, dict):
-        raise BundleError(f"{path} is not a JSON object", "", "Re-export the bundle.")
-    missing = [k for k in REQUIRED_KEYS if k not in meta]
-    if missing:
-        raise BundleError(
-            "The bundle's metadata.json is incomplete",
-            f"missing keys: {', '.join(missing)}.",
-            "Re-export the bundle with `cxr-train`.",
-        )
-    if int(meta["schema_version"]) > SCHEMA_VERSION:
-        raise BundleError(
-            "The bundle is newer than this CXR Lens",
-            f"schema version {meta['schema_version']}, this version reads up to {SCHEMA_VERSION}.",
-            "Update CXR Lens.",
-        )
-    return meta
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        why = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise BundleError(f"Cannot read {path}", why, "Re-export the bundle.") from exc
+    return validate_metadata(meta, root)
 
 
 def _safe_extract(zip_path: Path) -> tuple[Path, tempfile.TemporaryDirectory]:
     tmp = tempfile.TemporaryDirectory(prefix="cxr-bundle-")
     dest = Path(tmp.name).resolve()
     try:
-        with zipfile.ZipFile(zip_path) as zf:
-            for info in zf.infolist():
-                target = (dest / info.filename).resolve()
-                if not target.is_relative_to(dest):
-                    raise BundleError(
-                        f"Refusing to open {zip_path.name}",
-                        f"the archive entry '{info.filename}' points outside the bundle.",
-                    )
-            zf.extractall(dest)
-    except zipfile.BadZipFile as exc:
+        extract_zip(zip_path, dest, BUNDLE_LIMITS)
+    except BundleError:
+        tmp.cleanup()
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         tmp.cleanup()
         raise BundleError(f"{zip_path.name} is not a readable zip", str(exc)) from exc
     # a zip may hold the bundle folder itself or its files at the top level
@@ -222,11 +211,14 @@ def open_bundle(path: str | Path) -> Bundle:
             "a bundle is a folder (or .zip) with model.keras and metadata.json.",
             "For a bare .keras or .h5 model, run `cxr-train import` first.",
         )
-    meta = _read_metadata(root)
+    try:
+        meta = _read_metadata(root)
+    except BaseException:
+        if tmp is not None:
+            tmp.cleanup()
+        raise
     spec = InputSpec.from_dict(meta["input"])
-    classes = [str(c) for c in meta["class_names"]]
-    if len(classes) < 2 or len(set(classes)) != len(classes):
-        raise BundleError("The bundle's class names are invalid", f"got {classes}.")
+    classes = list(meta["class_names"])
     return Bundle(
         root=root,
         metadata=meta,

@@ -55,6 +55,10 @@ class ImageTooLargeError(StudyLoadError):
     """The image exceeds the pixel limit (protection against decompression bombs)."""
 
 
+class InvalidInputError(CxrError):
+    """A study cannot be given to the model (e.g. its display image is not finite)."""
+
+
 class BundleError(CxrError):
     """A model bundle is missing pieces, is inconsistent or fails its checksum."""
 

@@ -23,7 +23,7 @@ import numpy as np
 from .bundle import Bundle
 from .errors import ExplainError
 from .model_io import describe_device, import_tensorflow, runtime_config
-from .preprocess import study_to_input
+from .preprocess import check_finite, study_to_input
 from .progress import CancelToken, ProgressFn, no_progress
 from .study import Study
 
@@ -268,7 +268,10 @@ class Classifier:
         progress: ProgressFn = no_progress,
         cancel: CancelToken | None = None,
     ) -> np.ndarray:
-        """Probabilities (n, classes) for preprocessed inputs (n, h, w, c), in batches."""
+        """Probabilities (n, classes) for preprocessed inputs (n, h, w, c), in batches.
+
+        Non-finite inputs are refused (:class:`~cxr_viewer.core.errors.InvalidInputError`).
+        """
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 4 or tuple(x.shape[1:]) != (
             self.spec.height,
@@ -279,6 +282,7 @@ class Classifier:
                 "Model input has the wrong shape",
                 f"got {x.shape}, the model takes (n, {self.spec.height}, {self.spec.width}, {self.spec.channels}).",
             )
+        check_finite(x, "this input")
         outs = []
         n = len(x)
         for start in range(0, n, self.batch_size):

@@ -469,8 +469,16 @@ def load_keras_model(path: str | Path):
     """Load a ``.keras`` (or flat Keras 2 ``.h5``) model with ``safe_mode=True``.
 
     Safe mode refuses to deserialise Python lambdas, so a model file can never run code.
+    A ``.keras`` archive is checked against size and compression-ratio caps first
+    (:data:`~cxr_viewer.core.archive.KERAS_LIMITS`).
     """
     path = Path(path)
+    from .archive import KERAS_LIMITS, ArchiveError, check_zip_file
+
+    try:
+        check_zip_file(path, KERAS_LIMITS)  # a .keras file is a zip: no zip bomb reaches Keras
+    except ArchiveError as exc:
+        raise ModelLoadError(exc.what, exc.why, exc.hint) from exc
     import_tensorflow()
     import keras
 

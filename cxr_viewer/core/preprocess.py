@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from .display import display_image
-from .errors import BundleError
+from .errors import BundleError, InvalidInputError
 from .study import Study
 
 #: name → (scale, offset) applied to a [0, 1] image: ``x * scale + offset``.
@@ -108,10 +108,38 @@ def normalize(image01: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 
 def study_to_input(study: Study, spec: InputSpec) -> np.ndarray:
-    """Model input (height, width, channels) for a study: default display → resize → normalize."""
-    return normalize(resize_for_model(display_image(study), spec), spec)
+    """Model input (height, width, channels) for a study: default display → resize → normalize.
+
+    Raises
+    ------
+    InvalidInputError
+        When the display image or the input is not finite (NaN/inf pixels, or a window or
+        LUT that turns them into NaN): a prediction on such an input would mean nothing.
+    """
+    try:
+        image01 = display_image(study)
+    except ValueError as exc:  # a window or VOI LUT that cannot be applied
+        raise InvalidInputError(
+            f"Cannot give {study.name} to the model",
+            f"its display transform is invalid ({exc})",
+            "Check the file's window and VOI LUT attributes.",
+        ) from exc
+    return check_finite(normalize(resize_for_model(image01, spec), spec), study.name)
+
+
+def check_finite(x: np.ndarray, name: str = "the image") -> np.ndarray:
+    """``x`` unchanged if every value is finite, else :class:`InvalidInputError`."""
+    bad = x.size - int(np.count_nonzero(np.isfinite(x)))
+    if bad:
+        raise InvalidInputError(
+            f"Cannot give {name} to the model",
+            f"{bad:,} of its {x.size:,} input values are not finite (NaN or infinite); the "
+            "image's pixel values or its window/level are damaged",
+            "Check the file (e.g. `cxr-viewer info`) or choose another one.",
+        )
+    return x
 
 
 def image01_to_input(image01: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """Model input for an already displayed [0, 1] image of any size."""
-    return normalize(resize_for_model(image01, spec), spec)
+    """Model input for an already displayed [0, 1] image of any size (refused if not finite)."""
+    return check_finite(normalize(resize_for_model(image01, spec), spec))

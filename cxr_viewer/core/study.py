@@ -54,6 +54,14 @@ class VoiLut:
     bits: int
     name: str = ""
 
+    def __post_init__(self) -> None:
+        if not 1 <= int(self.bits) <= 16:
+            raise ValueError(f"VOI LUT entries must have 1 to 16 bits, got {self.bits}")
+        if np.ndim(self.data) != 1 or len(self.data) == 0:
+            raise ValueError(
+                f"VOI LUT data must be a non-empty 1-D table, got {np.shape(self.data)}"
+            )
+
 
 @dataclass
 class Study:

@@ -62,7 +62,7 @@ def test_incomplete_metadata_is_refused(tiny_bundle, tmp_path):
     meta = json.loads((copy / "metadata.json").read_text())
     del meta["class_names"]
     (copy / "metadata.json").write_text(json.dumps(meta))
-    with pytest.raises(BundleError, match="missing keys: class_names"):
+    with pytest.raises(BundleError, match="'class_names' is missing"):
         open_bundle(copy)
 
 

@@ -13,16 +13,25 @@ from pathlib import Path
 from cxr_viewer.core.errors import CorruptFileError, StudyLoadError, UnsupportedFormatError
 from cxr_viewer.core.study import Study
 
-from .folder import FolderResult, list_study_files, load_folder
+from .folder import (
+    FolderResult,
+    Listing,
+    list_study_files,
+    load_folder,
+    not_a_file_reason,
+    scan_study_files,
+)
 from .limits import DEFAULT_MAX_PIXELS
 from .sniff import DICOM_SUFFIXES, IMAGE_SUFFIXES, describe, read_head, sniff
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "FolderResult",
+    "Listing",
     "list_study_files",
     "load_folder",
     "load_study",
+    "scan_study_files",
 ]
 
 
@@ -37,7 +46,8 @@ def load_study(path: str | Path, frame: int = 0, *, max_pixels: int = DEFAULT_MA
     frame:
         Frame of a multi-frame DICOM, 0-based (``Study.n_frames`` tells how many there are).
     max_pixels:
-        Largest ``rows × columns`` accepted; checked from the header before decoding.
+        Largest ``rows × columns`` accepted; checked from the header before decoding. It also
+        sets the memory budget: a frame may decode to at most ``4 × max_pixels`` bytes.
 
     Raises
     ------
@@ -55,6 +65,13 @@ def load_study(path: str | Path, frame: int = 0, *, max_pixels: int = DEFAULT_MA
         Missing file, unreadable file, frame out of range.
     """
     p = Path(path)
+    reason = not_a_file_reason(p)
+    if reason == "no such file or folder":
+        raise StudyLoadError(
+            f"Cannot open {p}", "the file does not exist", "Check the path and try again."
+        )
+    if reason is not None:
+        raise StudyLoadError(f"Cannot open {p.name}", reason, "Choose an image file.")
     if p.is_dir():
         raise StudyLoadError(
             f"Cannot open {p.name}", "it is a folder, not an image file", "Open it as a folder."

@@ -9,6 +9,7 @@ inversion, which :func:`cxr_viewer.core.display.display_image` applies once. pyd
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 from pydicom.uid import (
     UID,
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -35,7 +38,7 @@ from cxr_viewer.core.errors import (
 from cxr_viewer.core.study import Study, Window
 
 from .channels import to_grey
-from .dicom_codecs import DAMAGED_HINT, check_decoder, decode_frame, short
+from .dicom_codecs import DAMAGED_HINT, check_codestream, check_decoder, decode_frame, short
 from .dicom_header import (
     frame_view,
     inverts,
@@ -44,17 +47,21 @@ from .dicom_header import (
     voi_luts_of,
     windows_of,
 )
-from .limits import check_pixel_count
+from .limits import check_decoded_bytes, check_pixel_count, decoded_budget
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
-def read_dataset(path: Path, bare: bool) -> Dataset:
+def read_dataset(path: Path, bare: bool, inflate_limit: int | None = None) -> Dataset:
     """Parse the file; ``bare`` = no preamble/``DICM`` (ACR-NEMA, or a headerless data set).
 
     A bare file is only accepted when it really parses and holds an image: pydicom's
-    ``force=True`` reads almost anything as *some* data set.
+    ``force=True`` reads almost anything as *some* data set. A Deflated Explicit VR Little
+    Endian file, which pydicom inflates whole in memory, is refused when it inflates to more
+    than ``inflate_limit`` bytes (a zip bomb).
     """
+    if not bare and inflate_limit is not None:
+        _check_deflated_size(path, inflate_limit)
     try:
         ds = pydicom.dcmread(path, force=bare)
         has_pixels = any(k in ds for k in PIXEL_KEYWORDS)
@@ -101,6 +108,34 @@ def read_dataset(path: Path, bare: bool) -> Dataset:
         _ensure_transfer_syntax(ds)
         UID(str(ds.file_meta.TransferSyntaxUID))
     return ds
+
+
+def _check_deflated_size(path: Path, limit: int) -> None:
+    """Stream-inflate a deflated data set (PS3.5 §A.5) and refuse it past ``limit`` bytes."""
+    with open(path, "rb") as fp:
+        try:
+            read_preamble(fp, False)
+            meta = _read_file_meta_info(fp)
+            if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+                return
+        except Exception:  # not parseable here: pydicom's own parse reports it
+            return
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        total = 0
+        while not inflater.eof and (chunk := fp.read(1 << 20)):
+            while chunk:
+                try:
+                    total += len(inflater.decompress(chunk, 1 << 22))
+                except zlib.error:
+                    return  # damaged: pydicom's parse reports it
+                if total > limit:
+                    raise ImageTooLargeError(
+                        f"Cannot open {path.name}",
+                        f"its deflated data set inflates to more than {limit / 2**20:,.0f} MiB, "
+                        "the memory budget; such files are refused to protect against zip bombs",
+                        "If the file is genuine, convert it to an uncompressed transfer syntax.",
+                    )
+                chunk = inflater.unconsumed_tail
 
 
 def _ensure_transfer_syntax(ds: Dataset) -> None:
@@ -162,7 +197,7 @@ def load_dicom(path: Path, bare: bool, frame: int, max_pixels: int) -> Study:
     max_pixels:
         Largest ``rows × columns`` accepted, checked from the header before decoding.
     """
-    ds = read_dataset(path, bare)
+    ds = read_dataset(path, bare, 2 * decoded_budget(max_pixels) + 64 * 2**20)
     with _damaged(path, "its image header is damaged"):
         rows, cols, n_frames, photometric, bits_stored = _complete_image_module(ds, path)
         if not 0 <= frame < n_frames:
@@ -172,10 +207,29 @@ def load_dicom(path: Path, bare: bool, frame: int, max_pixels: int) -> Study:
                 "Choose a frame in that range.",
             )
         check_pixel_count(path, rows, cols, max_pixels)
+        samples = int(ds.SamplesPerPixel)
+        budget = decoded_budget(max_pixels)
+        _check_header_budget(path, ds, (rows, cols, samples), photometric, budget)
         check_decoder(ds, path, bits_stored)
-    stored = decode_frame(ds, frame, path)
+        check_codestream(ds, frame, n_frames, path, (rows, cols, samples), budget)
+    stored = decode_frame(ds, frame, path, (rows, cols, samples))
     with _damaged(path, "its modality/VOI LUT or image attributes are damaged"):
         return _build_study(path, ds, stored, frame, n_frames, photometric, bits_stored)
+
+
+def _check_header_budget(
+    path: Path, ds: Dataset, shape: tuple[int, int, int], photometric: str, budget: int
+) -> None:
+    """Refuse a frame whose decoded size (as the DICOM header declares it) is over budget.
+
+    Palette colour frames count as the 16-bit RGB image the colour LUT turns them into.
+    """
+    rows, cols, samples = shape
+    nbytes = (int(ds.BitsAllocated) + 7) // 8
+    if photometric == "PALETTE COLOR":
+        samples, nbytes = 3, 2
+    what = f"a {cols} × {rows} frame with {samples} sample(s) of {8 * nbytes} bits"
+    check_decoded_bytes(path, what, rows * cols * samples * nbytes, budget)
 
 
 @contextmanager

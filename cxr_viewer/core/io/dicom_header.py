@@ -130,8 +130,9 @@ def voi_luts_of(view: Dataset) -> list[VoiLut]:
 
     Each table is obtained by mapping every input it covers through ``apply_voi``, so pydicom
     handles the US/SS and US/OW ambiguities of LUT Descriptor and LUT Data. Tables are read
-    into 16-bit entries; if the data exceed the bit depth the descriptor declares (a known
-    encoder error), the depth is taken from the data.
+    into 16-bit entries; if the data exceed the bit depth the descriptor declares, or it
+    declares a depth outside 1..16 bits (known encoder errors), the depth is taken from the
+    data.
     """
     out: list[VoiLut] = []
     for item in view.get("VOILUTSequence") or []:
@@ -149,8 +150,10 @@ def voi_luts_of(view: Dataset) -> list[VoiLut]:
         one.VOILUTSequence = Sequence([table])
         data = apply_voi(np.arange(first, first + entries, dtype=np.int64), one)
         top = int(data.max()) if data.size else 0
-        if top >= 2**bits:
-            bits = top.bit_length()
+        if not 1 <= bits <= 16 or top >= 2**bits:
+            # PS3.3 C.11.2.1.1 allows 8 to 16 bits; a descriptor outside (e.g. 64 or 1024, or
+            # one the data exceed) is an encoder error: the depth is taken from the data
+            bits = min(max(top.bit_length(), 1), 16)
         name = str(item.get("LUTExplanation") or "").strip()
         out.append(VoiLut(first_mapped=first, data=np.asarray(data), bits=bits, name=name))
     return out

@@ -7,7 +7,7 @@ RGB/RGBA is reduced to one channel, and the EXIF orientation is honoured (EXIF 2
 
 from __future__ import annotations
 
-import struct
+import mmap
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +19,8 @@ from cxr_viewer.core.errors import CorruptFileError, ImageTooLargeError, Unsuppo
 from cxr_viewer.core.study import Study
 
 from .channels import to_grey
-from .limits import check_pixel_count
+from .codestream import CodestreamError, StreamInfo, jpeg_info, png_info
+from .limits import check_decoded_bytes, check_pixel_count, decoded_budget
 
 _UINT16_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
 _NATIVE_MODES = frozenset({"L", "LA", "RGB", "RGBA"})
@@ -37,14 +38,6 @@ _ORIENT = {
 }
 
 
-def png_header(head: bytes) -> tuple[int, int, int, int] | None:
-    """(width, height, bit depth, colour type) from a PNG's IHDR chunk, if present (PNG §11.2.2)."""
-    if len(head) < 26 or head[12:16] != b"IHDR":
-        return None
-    width, height, depth, colour = struct.unpack_from(">IIBB", head, 16)
-    return width, height, depth, colour
-
-
 def load_raster(path: Path, kind: Literal["png", "jpeg"], head: bytes, max_pixels: int) -> Study:
     """Read a PNG or JPEG file into a :class:`Study` (values as stored, 8 or 16 bits).
 
@@ -60,6 +53,23 @@ def load_raster(path: Path, kind: Literal["png", "jpeg"], head: bytes, max_pixel
         Largest ``rows × columns`` accepted, checked before decoding.
     """
     fmt = "PNG" if kind == "png" else "JPEG"
+    info = _stream_info(path, kind)
+    check_pixel_count(path, info.height, info.width, max_pixels)
+    check_decoded_bytes(
+        path,
+        f"a {info.width} × {info.height} {fmt} image with {info.components} sample(s) of "
+        f"{info.precision} bits per pixel",
+        info.decoded_bytes,
+        decoded_budget(max_pixels),
+    )
+    if not info.complete:
+        end = "IEND chunk" if kind == "png" else "end-of-image (EOI) marker after its scan"
+        raise CorruptFileError(
+            f"Cannot open {path.name}",
+            f"it is cut short or damaged: its {fmt} data have no {end}"
+            + (" or a chunk runs past the end of the file" if kind == "png" else ""),
+            "The file is truncated or corrupt; export it again from its source.",
+        )
     try:
         im = Image.open(path, formats=[fmt])
     except Image.DecompressionBombError as exc:
@@ -74,10 +84,16 @@ def load_raster(path: Path, kind: Literal["png", "jpeg"], head: bytes, max_pixel
         ) from exc
     with im:
         width, height = im.size
-        check_pixel_count(path, height, width, max_pixels)
-        ihdr = png_header(head) if kind == "png" else None
+        if (width, height) != (info.width, info.height):
+            raise CorruptFileError(
+                f"Cannot open {path.name}",
+                f"its {fmt} headers disagree about the image size ({width} × {height} and "
+                f"{info.width} × {info.height})",
+                "The file is damaged; export it again from its source.",
+            )
+        colour_type = head[25] if kind == "png" and len(head) > 25 else None  # IHDR byte
         try:
-            if ihdr and ihdr[2] == 16 and ihdr[3] in (2, 4, 6):
+            if info.precision == 16 and colour_type in (2, 4, 6):
                 pixels, bits = _decode_png16_colour(path), 16
                 pixels = _orient(pixels, _exif_orientation(im))
             else:
@@ -104,6 +120,25 @@ def load_raster(path: Path, kind: Literal["png", "jpeg"], head: bytes, max_pixel
         bits_stored=bits,
         is_color=is_color,
     )
+
+
+def _stream_info(path: Path, kind: str) -> StreamInfo:
+    """The codestream's own size and completeness, read through a memory map (no copy)."""
+    try:
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return png_info(data) if kind == "png" else jpeg_info(data)
+    except CodestreamError as exc:
+        raise CorruptFileError(
+            f"Cannot open {path.name}",
+            f"it starts like a {kind.upper()} file but is damaged: {exc}",
+            "The file is truncated or corrupt; export it again from its source.",
+        ) from exc
+    except (OSError, ValueError) as exc:
+        raise CorruptFileError(
+            f"Cannot open {path.name}",
+            f"it cannot be read ({exc})",
+            "The file is truncated or corrupt; export it again from its source.",
+        ) from exc
 
 
 def _exif_orientation(im: Image.Image) -> int:
@@ -147,36 +182,11 @@ def _decode_pillow(im: Image.Image, path: Path) -> tuple[np.ndarray, int]:
     return np.asarray(im), 8
 
 
-def png_chunks_fit(data: bytes) -> bool:
-    """True when every PNG chunk lies inside ``data`` and an IEND chunk ends it (PNG §5.3).
-
-    A structural check only (lengths, not CRCs): OpenCV's PNG reader takes tens of seconds on
-    a file whose chunk length claims gigabytes, so such files are refused before it runs.
-    """
-    pos = 8
-    while pos + 12 <= len(data):
-        (length,) = struct.unpack_from(">I", data, pos)
-        end = pos + 12 + length
-        if length > 0x7FFF_FFFF or end > len(data):
-            return False
-        if data[pos + 4 : pos + 8] == b"IEND":
-            return True
-        pos = end
-    return False
-
-
 def _decode_png16_colour(path: Path) -> np.ndarray:
     """A 16-bit RGB/RGBA/grey+alpha PNG as uint16 RGB(A), via OpenCV (Pillow keeps 8 bits)."""
     import cv2
 
-    data = np.fromfile(path, dtype=np.uint8)
-    if not png_chunks_fit(data.tobytes()):
-        raise CorruptFileError(
-            f"Cannot open {path.name}",
-            "its PNG chunk structure is broken (a chunk runs past the end of the file, or "
-            "the final IEND chunk is missing)",
-            "The file is truncated or corrupt; export it again from its source.",
-        )
+    data = np.fromfile(path, dtype=np.uint8)  # chunk structure checked by _stream_info
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise CorruptFileError(
