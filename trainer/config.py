@@ -139,8 +139,8 @@ class TrainConfig:
     head_epochs: int = 0
     #: learning rate of the fine-tuning phase (0 = learning_rate / 10)
     fine_tune_learning_rate: float = 0.0
-    #: keep BatchNormalization layers frozen (inference mode) while fine-tuning: their ImageNet
-    #: statistics are not disturbed by small batches
+    #: keep BatchNormalization layers frozen (inference mode) in the fine-tuning phase (with
+    #: head_epochs > 0): their ImageNet statistics are not disturbed by small batches
     freeze_batchnorm: bool = True
 
 

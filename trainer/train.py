@@ -243,9 +243,10 @@ def train_model(
 
     def fit(phase: str, lr: float, backup: Path, initial_epoch: int, epochs: int) -> None:
         with strategy.scope():
-            set_trainable(
-                model, cfg.model, phase=phase, freeze_batchnorm=cfg.train.freeze_batchnorm
-            )
+            # BatchNorm is kept frozen only when fine-tuning a pretrained backbone: a model
+            # trained from scratch needs its statistics learnt
+            freeze_bn = cfg.train.freeze_batchnorm and phase == "fine_tune"
+            set_trainable(model, cfg.model, phase=phase, freeze_batchnorm=freeze_bn)
             compile_model(model, lr, n_classes)
         callbacks = _callbacks(cfg, run_dir, backup, early_stopping=phase != "head")
         model.fit(
