@@ -5,9 +5,11 @@ layer's opacity or visibility only re-runs :func:`composite`, which is cheap, so
 recomputes an explanation to redraw it.
 
 Alpha encodes evidence strength: a pixel's alpha is proportional to ``|value| / vmax``, so
-weak evidence is transparent and the X-ray shows through. Signed maps (LIME, SHAP) use a
-diverging colormap centred on zero (red: toward the class, blue: against); non-negative maps
-(Grad-CAM) a sequential one.
+weak evidence is transparent and the X-ray shows through, and values below ``cutoff`` (a
+fraction of vmax) are fully transparent, so a faint wash does not tint the whole lung field.
+Signed maps (LIME, SHAP) use a diverging colormap centred on zero (warm: toward the class,
+cool: against); non-negative maps (Grad-CAM) a perceptually uniform sequential one (inferno).
+Each method's own defaults live with the method (``Explainer.display``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,18 @@ from functools import lru_cache
 import numpy as np
 
 #: colormaps offered for signed maps (diverging, centred on 0) and for non-negative maps
-SIGNED_COLORMAPS = ("RdBu_r", "coolwarm", "bwr", "PiYG_r")
-UNSIGNED_COLORMAPS = ("jet", "inferno", "turbo", "viridis", "magma", "hot")
+SIGNED_COLORMAPS = ("RdBu_r", "PuOr_r", "coolwarm", "bwr", "PiYG_r")
+UNSIGNED_COLORMAPS = ("inferno", "magma", "viridis", "turbo", "hot", "jet")
 DEFAULT_SIGNED_COLORMAP = "RdBu_r"
-DEFAULT_UNSIGNED_COLORMAP = "jet"
+DEFAULT_UNSIGNED_COLORMAP = "inferno"
+#: (low end, high end) colour names of the diverging colormaps, for legends
+DIVERGING_ENDS = {
+    "RdBu_r": ("blue", "red"),
+    "PuOr_r": ("purple", "orange"),
+    "coolwarm": ("blue", "red"),
+    "bwr": ("blue", "red"),
+    "PiYG_r": ("green", "pink"),
+}
 
 
 def default_colormap(signed: bool) -> str:
@@ -59,6 +69,7 @@ def colorize(
     signed: bool,
     colormap: str | None = None,
     vmax: float | None = None,
+    cutoff: float = 0.0,
 ) -> np.ndarray:
     """An (H, W, 4) uint8 RGBA image of a heat map.
 
@@ -73,6 +84,8 @@ def colorize(
         A matplotlib colormap name; default :func:`default_colormap`.
     vmax:
         |value| drawn at full colour and full alpha; default :func:`robust_vmax`.
+    cutoff:
+        |value| / vmax below which a pixel is fully transparent (0: none).
     """
     v = np.asarray(values, dtype=np.float32)
     if v.ndim != 2:
@@ -89,6 +102,8 @@ def colorize(
         t = np.clip(v / scale, 0.0, 1.0)
         idx = np.round(t * 255.0).astype(np.intp)
         strength = t
+    if cutoff > 0:
+        strength = np.where(strength < float(cutoff), 0.0, strength)
     out = np.empty(v.shape + (4,), np.uint8)
     out[..., :3] = lut[idx]
     out[..., 3] = np.round(np.where(finite, strength, 0.0) * 255.0).astype(np.uint8)
@@ -134,6 +149,7 @@ def colorbar_image(
     thickness: int = 16,
     vertical: bool = True,
     with_alpha: bool = True,
+    cutoff: float = 0.0,
 ) -> np.ndarray:
     """A legend strip (RGBA uint8) for :func:`colorize`'s mapping.
 
@@ -144,10 +160,31 @@ def colorbar_image(
     """
     lo = -1.0 if signed else 0.0
     ramp = np.linspace(lo, 1.0, length, dtype=np.float32)
-    strip = colorize(ramp[None, :], signed=signed, colormap=colormap, vmax=1.0)[0]
+    strip = colorize(ramp[None, :], signed=signed, colormap=colormap, vmax=1.0, cutoff=cutoff)[0]
     if not with_alpha:
         strip[:, 3] = 255
     img = np.repeat(strip[None, :, :], thickness, axis=0)  # (thickness, length, 4)
     if vertical:
         img = np.ascontiguousarray(np.transpose(img, (1, 0, 2))[::-1])
     return img
+
+
+#: what every legend says about its scale: each map is scaled to its own image
+RELATIVE_NOTE = "relative, scaled to this image"
+
+
+def legend_labels(signed: bool, colormap: str, class_name: str = "") -> tuple[str, str, str]:
+    """(low end, high end, caption) of a map's legend, in words rather than raw values.
+
+    Raw attribution values (±0.000686) mean nothing to a reader and change from image to image;
+    the colours are scaled per image (:func:`robust_vmax`), and the caption says so.
+    """
+    cls = class_name or "the class"
+    if signed:
+        low, high = DIVERGING_ENDS.get(colormap, ("low end", "high end"))
+        return (
+            f"against {cls}",
+            f"toward {cls}",
+            f"{high}: toward {cls} · {low}: against · {RELATIVE_NOTE}",
+        )
+    return "weak", "strong", f"evidence for {cls} · {RELATIVE_NOTE}"

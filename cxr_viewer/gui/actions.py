@@ -2,8 +2,9 @@
 
 Every frequent action has a key: open (Ctrl+O), open folder (Ctrl+Shift+O), next/previous study
 (PgDown/PgUp, N/P), toggle each overlay (G, L, S), reset view (R), fit (F), 1:1 (1), zoom (+/−),
-invert (I), window presets (Ctrl+1…), single view (V), hide patient fields (H), export PNG
-(Ctrl+E), PDF report (Ctrl+P), cancel (Esc), open model (Ctrl+M).
+invert (I), window presets (Ctrl+1…), layouts (V cycles grid → side by side → single method;
+Alt+1/2/3 choose one; M shows the next method in the single view), hide patient fields (H),
+export PNG (Ctrl+E), PDF report (Ctrl+P), cancel (Esc), open model (Ctrl+M).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMenu, QToolBar
 
-from .state import METHOD_LABELS, METHODS
+from .state import LAYOUT_LABELS, METHOD_LABELS, METHODS
 from .theme import icon
 
 if TYPE_CHECKING:
@@ -117,13 +118,43 @@ class Actions:
             tip="Invert grey levels",
         )
         act(
+            "layout_grid",
+            "&Grid: one pane per method",
+            lambda: (s.set_layout("grid"), self._sync_layout()),
+            ["Alt+1"],
+            tip="The original and one pane per shown method, each with its legend",
+        )
+        act(
+            "layout_side",
+            "Side by si&de: original and all maps",
+            lambda: (s.set_layout("side"), self._sync_layout()),
+            ["Alt+2"],
+            tip="The original next to one view with every shown map",
+        )
+        act(
             "single",
-            "&Single view with overlays",
+            "&Single method, full view",
             lambda on: s.set_single_view(on),
-            ["V"],
+            ["Alt+3"],
             "single",
             True,
-            tip="One view (for small screens)",
+            tip="One method's map filling the image area (M: next method)",
+        )
+        for name in ("layout_grid", "layout_side"):
+            self.all[name].setCheckable(True)
+        act(
+            "cycle_layout",
+            "Next &layout",
+            s.cycle_layout,
+            ["V"],
+            tip="Grid → side by side → single method",
+        )
+        act(
+            "next_method",
+            "Next &method (single view)",
+            s.cycle_focus,
+            ["M"],
+            tip="Show the next method in the single view",
         )
         act(
             "hide_patient",
@@ -158,9 +189,10 @@ class Actions:
         self.preset_menu.setIcon(icon("window"))
         self._build_menus()
         self._build_toolbar()
+        self._sync_layout()
         s.events.overlay.connect(self._sync_overlay)
         s.events.display.connect(self._sync_display)
-        s.events.layout.connect(lambda: self._set_checked("single", s.single_view))
+        s.events.layout.connect(self._sync_layout)
         s.events.privacy.connect(lambda: self._set_checked("hide_patient", s.hide_patient))
         s.events.study.connect(self.rebuild_presets)
 
@@ -188,7 +220,9 @@ class Actions:
         v.addAction(a["invert"])
         v.addMenu(self.preset_menu)
         v.addSeparator()
-        v.addAction(a["single"])
+        for name in ("layout_grid", "layout_side", "single", "cycle_layout", "next_method"):
+            v.addAction(a[name])
+        v.addSeparator()
         v.addAction(a["hide_patient"])
         self.panels_menu = v.addMenu("&Panels")
         st = mb.addMenu("&Study")
@@ -232,6 +266,12 @@ class Actions:
     def _sync_overlay(self, method: str, what: str) -> None:
         ov = self.win.state.overlays[method]
         self._set_checked(f"toggle_{method}", ov.visible)
+
+    def _sync_layout(self) -> None:
+        layout = self.win.state.layout
+        for name, mode in (("layout_grid", "grid"), ("layout_side", "side"), ("single", "single")):
+            self._set_checked(name, layout == mode)
+        self.all["cycle_layout"].setStatusTip(f"Now: {LAYOUT_LABELS[layout]}")
 
     def _sync_display(self) -> None:
         self._set_checked("invert", self.win.state.invert_flip)

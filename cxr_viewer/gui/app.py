@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt, QTimer, QtMsgType, qInstallMessageHandler
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication
 
@@ -30,9 +30,25 @@ from .settings import Settings
 from .theme import apply_theme
 
 log = logging.getLogger("cxr_viewer")
+qt_log = logging.getLogger("cxr_viewer.qt")
 
 SWITCH_INTERVAL_S = 0.001
 MODEL_LOAD_DELAY_MS = 3000
+
+
+def _qt_message(kind, context, text: str) -> None:
+    """Qt's own messages go to the log: debug level (seen with --verbose), errors as errors.
+
+    Qt warns on stderr about things a user cannot act on ("This plugin does not support
+    propagateSizeHints()", xcb/Wayland details); a radiologist's terminal stays quiet.
+    """
+    level = (
+        logging.ERROR
+        if kind in (QtMsgType.QtCriticalMsg, QtMsgType.QtFatalMsg)
+        else (logging.DEBUG)
+    )
+    category = getattr(context, "category", None) or "default"
+    qt_log.log(level, "[%s] %s", category, text)
 
 
 def ensure_app(argv: list[str] | None = None) -> QApplication:
@@ -43,6 +59,7 @@ def ensure_app(argv: list[str] | None = None) -> QApplication:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     app = QApplication.instance()
     if app is None:
+        qInstallMessageHandler(_qt_message)
         # fractional scale factors (125 %, 150 %) are drawn as such, not rounded
         QGuiApplication.setHighDpiScaleFactorRoundingPolicy(
             Qt.HighDpiScaleFactorRoundingPolicy.PassThrough
@@ -186,7 +203,19 @@ def schedule_quit(
 
 
 def run_app(args: argparse.Namespace) -> int:
-    """Entry point from :mod:`cxr_viewer.cli`: run the viewer until its window closes."""
+    """Entry point from :mod:`cxr_viewer.cli`: run the viewer until its window closes.
+
+    Before any window exists, :func:`~.platform_check.check_display` makes sure Qt can open
+    one; if not, the message names the missing packages and the headless alternatives and the
+    exit code is 3 (never Qt's abort).
+    """
+    from .platform_check import DisplayUnavailable, check_display, message
+
+    try:
+        check_display()
+    except DisplayUnavailable as exc:
+        sys.stderr.write(message(exc))
+        return 3
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -217,8 +217,9 @@ class Controller(QObject):
         self.predictions.clear()
 
         def progress(fraction: float, msg: str) -> None:
-            if "Warming" in msg and self.state.model_status != "warming up":
-                self.state.set_model_status("warming up", msg)
+            if self.state.model is None and self.state.model_status in ("loading", "warming up"):
+                status = "warming up" if "Warming" in msg or fraction >= 0.6 else "loading"
+                self.state.set_model_status(status, msg, fraction)
             self.busy.emit("model", fraction, msg)
 
         def done(info) -> None:
@@ -396,7 +397,8 @@ class Controller(QObject):
                 self.state.set_result(method, None)
                 self.state.set_visible(method, False)
         if cancelled:
-            self.message.emit(f"Cancelled: {', '.join(cancelled)}")
+            labels = [self.state.overlays[m].label for m in cancelled]
+            self.message.emit(f"Cancelled: {', '.join(labels)}")
         return cancelled
 
     def explaining(self) -> list[str]:

@@ -12,6 +12,7 @@ unexpected exception anywhere is logged, shown, and the app keeps running.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 import traceback
@@ -27,12 +28,34 @@ log = logging.getLogger("cxr_viewer")
 MAX_OPEN_DIALOGS = 3
 
 
+#: a trailing "(…)" that quotes a library: an exception name, or long technical text
+_LIBRARY_TEXT = re.compile(
+    r"^(?P<plain>.*?)\s*\((?P<lib>(?:[A-Za-z_][\w.]*(?:Error|Exception|Warning)\b|[^()]{40,}).*)\)"
+    r"\s*\.?$",
+    re.DOTALL,
+)
+
+
+def split_library_text(why: str) -> tuple[str, str]:
+    """(plain sentence, library message) of an error's "why" (the message may be empty).
+
+    Readers see "it is a DICOM file but its data set could not be parsed"; pydicom's own words
+    ("ValueError: Expected explicit VR, but found …") go to the details with the traceback.
+    """
+    m = _LIBRARY_TEXT.match(why.strip())
+    if m is None or not m.group("plain").strip():
+        return why.strip(), ""
+    return m.group("plain").strip(), m.group("lib").strip()
+
+
 def describe(exc: BaseException) -> tuple[str, str]:
     """(headline, explanation) for any exception; CxrError carries its own three parts."""
     if isinstance(exc, CxrError):
-        body = exc.why.strip()
+        body, _library = split_library_text(exc.why)
         if body and not body.endswith((".", "!", "?")):
             body += "."
+        if body:
+            body = body[0].upper() + body[1:]
         if exc.hint:
             body = f"{body}\n\n{exc.hint}" if body else exc.hint
         return exc.what, body
@@ -99,6 +122,10 @@ class ErrorReporter(QObject):
 
     def _show(self, exc: BaseException, details: str) -> ErrorDialog | None:
         headline, explanation = describe(exc)
+        if isinstance(exc, CxrError):
+            library = split_library_text(exc.why)[1]
+            if library:
+                details = f"Library message: {library}\n\n{details}"
         self.shown.append((headline, explanation))
         self.open_dialogs = [d for d in self.open_dialogs if _alive(d)]
         if len(self.open_dialogs) >= MAX_OPEN_DIALOGS:

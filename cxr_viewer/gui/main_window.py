@@ -1,4 +1,9 @@
-"""The main window: two linked views in the middle, studies left, model/prediction/overlays right.
+"""The main window: linked image views in the middle, studies left, model/prediction/maps right.
+
+The image area has three layouts (View menu, V cycles them): a grid with the original and one
+pane per shown method, each with its own legend (the default); the original next to one view
+with every map composited; and one method's map filling the area. All views share zoom, pan
+and window/level.
 
 The window assembles parts and forwards user intent; it owns no viewer state (that is
 :class:`~cxr_viewer.gui.state.ViewerState`) and does no work (that is the controller's workers).
@@ -13,10 +18,11 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
+    QGridLayout,
     QMainWindow,
     QMessageBox,
     QScrollArea,
-    QSplitter,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -33,12 +39,13 @@ from .panels.studies import StudyList
 from .presenter import DisplayPresenter, OverlayPresenter
 from .report import LayerSnapshot, Snapshot, save_pdf, save_png
 from .settings import Settings
-from .state import METHOD_LABELS, ViewerState
+from .state import METHODS, ViewerState
 from .status import StatusArea
 from .views import ImageView, ViewLink
 
 log = logging.getLogger(__name__)
 
+LEFT_DOCK_WIDTH, RIGHT_DOCK_WIDTH = 260, 350
 IMAGE_FILTER = "Images (*.dcm *.dicom *.DCM *.png *.jpg *.jpeg *.PNG *.JPG *.JPEG);;All files (*)"
 
 
@@ -55,17 +62,25 @@ class MainWindow(QMainWindow):
         self.reporter = ErrorReporter(self)
         self.controller = Controller(self.state, self.reporter, self)
 
-        # --- views
+        # --- views: the original, all maps composited, and one pane per method
         self.original_view = ImageView("Original")
         self.overlay_view = ImageView("Explanations")
-        self.views = [self.original_view, self.overlay_view]
+        self.panes = {m: ImageView("") for m in METHODS}
+        for m, pane in self.panes.items():
+            pane.setObjectName(f"Pane_{m}")
+        self.views = [self.original_view, self.overlay_view, *self.panes.values()]
+        for v in self.views:  # the layout decides their size, never their contents
+            v.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
+            v.setMinimumSize(120, 120)
         self.link = ViewLink(*self.views)
-        self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.splitter.addWidget(self.original_view)
-        self.splitter.addWidget(self.overlay_view)
-        self.setCentralWidget(self.splitter)
+        self.image_area = QWidget()
+        self.image_area.setObjectName("ImageArea")
+        self.grid = QGridLayout(self.image_area)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setSpacing(3)
+        self.setCentralWidget(self.image_area)
         self.display = DisplayPresenter(self.state, self.controller, self.views)
-        self.overlays = OverlayPresenter(self.state, self.overlay_view)
+        self.overlays = OverlayPresenter(self.state, self.overlay_view, self.panes)
 
         # --- panels
         self.study_list = StudyList(self.state)
@@ -90,7 +105,9 @@ class MainWindow(QMainWindow):
             v.hovered.connect(self.status.show_pixel)
         self.state.events.layout.connect(self._apply_layout)
         self.state.events.study.connect(self._study_changed)
-        self.state.events.overlay.connect(self._overlay_caption)
+        self.state.events.privacy.connect(self._study_changed)
+        self.state.events.overlay.connect(self._overlay_shown)
+        self.state.events.model.connect(self._apply_layout)
 
         self.settings.restore_state(self.state)
         self.actions_.rebuild_recent(self.settings.recent_files())
@@ -103,7 +120,6 @@ class MainWindow(QMainWindow):
         if window_state is not None:
             self.restoreState(window_state)
         self._apply_layout()
-        self._overlay_caption()
 
     # ------------------------------------------------------------------ layout
     def _docks(self) -> None:
@@ -122,7 +138,11 @@ class MainWindow(QMainWindow):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(right_box)
-        scroll.setMinimumWidth(330)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # fixed dock widths: nothing the panels show can push the image area around
+        scroll.setFixedWidth(RIGHT_DOCK_WIDTH)
+        self.study_list.setFixedWidth(LEFT_DOCK_WIDTH)
+        self.metadata_panel.setFixedWidth(LEFT_DOCK_WIDTH)
         right = QDockWidget("Model · prediction · explanations", self)
         right.setObjectName("ExplainDock")
         right.setWidget(scroll)
@@ -137,23 +157,56 @@ class MainWindow(QMainWindow):
         for d in (left, right, meta):
             self.actions_.panels_menu.addAction(d.toggleViewAction())
 
-    def _apply_layout(self) -> None:
-        self.original_view.setVisible(not self.state.single_view)
-        if not self.state.single_view:
-            QTimer.singleShot(0, lambda: self.original_view.copy_view_from(self.overlay_view))
+    def shown_views(self) -> list[ImageView]:
+        """The views the current layout shows, in reading order."""
+        st = self.state
+        shown = [m for m in METHODS if st.overlays[m].visible and st.overlays[m].available]
+        if st.layout == "side":
+            return [self.original_view, self.overlay_view]
+        if st.layout == "single":
+            if not shown:
+                return [self.overlay_view]
+            focus = st.focus_method if st.focus_method in shown else shown[0]
+            return [self.panes[focus]]
+        return [self.original_view] + [self.panes[m] for m in shown]
 
-    def _overlay_caption(self, _method: str = "", what: str = "visible") -> None:
-        if what not in ("visible", "opacity"):
+    def _apply_layout(self) -> None:
+        """Put the shown views in the grid; new ones take the zoom and pan of the old ones."""
+        views = self.shown_views()
+        old = [v for v in self.views if v.isVisible()]
+        if [self.grid.itemAt(i).widget() for i in range(self.grid.count())] == views and all(
+            v.isVisible() for v in views
+        ):
             return
-        shown = [
-            f"{METHOD_LABELS[m]} {int(ov.opacity * 100)} %"
-            for m, ov in self.state.overlays.items()
-            if ov.visible
-        ]
-        caption = "Explanations: " + (", ".join(shown) if shown else "none")
-        if caption != self.overlay_view.caption:
-            self.overlay_view.caption = caption
-            self.overlay_view.viewport().update()
+        ref = old[0] if old else None
+        for v in self.views:
+            self.grid.removeWidget(v)
+        n = len(views)
+        cols = 1 if n == 1 else 2 if n <= 4 else 3
+        for i, v in enumerate(views):
+            self.grid.addWidget(v, i // cols, i % cols)
+        for c in range(3):
+            self.grid.setColumnStretch(c, 1 if c < cols else 0)
+        rows = (n + cols - 1) // cols
+        for r in range(3):
+            self.grid.setRowStretch(r, 1 if r < rows else 0)
+        for v in self.views:
+            v.setVisible(v in views)
+
+        def sync() -> None:
+            if ref is None or ref.fit_mode:
+                for v in views:
+                    v.fit()
+            else:
+                for v in views:
+                    if v is not ref:
+                        v.copy_view_from(ref)
+
+        QTimer.singleShot(0, sync)
+
+    def _overlay_shown(self, _method: str = "", what: str = "visible") -> None:
+        if what in ("visible", "config"):
+            self._apply_layout()
 
     def _study_changed(self) -> None:
         s = self.state.study
@@ -249,8 +302,8 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ view
     def fit_views(self) -> None:
-        self.overlay_view.fit()
-        self.original_view.fit()
+        for v in self.views:
+            v.fit()
 
     def actual_size(self) -> None:
         self._active_view().actual_size()
@@ -259,7 +312,7 @@ class MainWindow(QMainWindow):
         self._active_view().zoom_by(factor)
 
     def _active_view(self) -> ImageView:
-        return self.overlay_view if self.state.single_view else self.original_view
+        return self.shown_views()[0]
 
     def reset_view(self) -> None:
         self.state.reset_display()
@@ -290,6 +343,7 @@ class MainWindow(QMainWindow):
                     dict(hm.settings),
                     float(hm.runtime_s),
                     dict(hm.trust),
+                    float(ov.cutoff),
                 )
             )
         pred = st.prediction
@@ -308,6 +362,9 @@ class MainWindow(QMainWindow):
             intended_use=m.intended_use if m else "research and demonstration",
             device=m.device if m else "",
             hide_patient=st.hide_patient,
+            threshold=float(m.threshold) if m is not None and m.threshold is not None else None,
+            positive_class=m.positive_class if m is not None else None,
+            invert_flipped=st.invert_flip,
         )
 
     def export(self, kind: str, path: str | Path) -> None:
@@ -343,17 +400,9 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ help
     def show_shortcuts(self) -> None:
-        rows = []
-        for a in self.actions_.all.values():
-            keys = ", ".join(k.toString() for k in a.shortcuts())
-            if keys:
-                rows.append(f"<tr><td><b>{keys}</b></td><td>{a.text().replace('&', '')}</td></tr>")
-        rows.append("<tr><td><b>Wheel</b></td><td>Zoom</td></tr>")
-        rows.append("<tr><td><b>Left drag</b></td><td>Pan</td></tr>")
-        rows.append("<tr><td><b>Right drag</b></td><td>Window (←→ width, ↑↓ level)</td></tr>")
         box = QMessageBox(self)
         box.setWindowTitle("Keyboard shortcuts")
-        box.setText("<table>" + "".join(rows) + "</table>")
+        box.setText(shortcuts_html(self.actions_.all.values()))
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
         box.open()
 
@@ -378,6 +427,24 @@ class MainWindow(QMainWindow):
         self.controller.shutdown()
         self.reporter.uninstall()
         super().closeEvent(event)
+
+
+def shortcuts_html(actions) -> str:
+    """The F1 table: keys in a no-wrap first column with room before the description."""
+    cell = "style='white-space:nowrap; padding-right:18px'"
+    rows = []
+    for a in actions:
+        keys = ", ".join(k.toString() for k in a.shortcuts())
+        if keys:
+            text = a.text().replace("&", "")
+            rows.append(f"<tr><td {cell}><b>{keys}</b></td><td>{text}</td></tr>")
+    for keys, text in (
+        ("Wheel", "Zoom (all panes together)"),
+        ("Left drag", "Pan"),
+        ("Right drag", "Window (←→ width, ↑↓ level)"),
+    ):
+        rows.append(f"<tr><td {cell}><b>{keys}</b></td><td>{text}</td></tr>")
+    return "<table cellspacing='0' cellpadding='3'>" + "".join(rows) + "</table>"
 
 
 def raise_no_study() -> None:

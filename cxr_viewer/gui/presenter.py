@@ -6,6 +6,8 @@
 * :class:`OverlayPresenter` shows each method's map from its screen-size RGBA (coloured by the
   model worker; recoloured here only when the user picks another colormap), and only sets item
   opacity/visibility when those change — fading an overlay neither recomputes nor recolourises.
+  Every map goes to the composite view (all methods over one image) and to its own pane, each
+  with its caption, verdict badges and legend drawn inside the view.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QPixmap
 
+from cxr_viewer.core.overlay import colorbar_image, legend_labels
 from cxr_viewer.core.study import Window
+from cxr_viewer.core.trust import verdicts
 
 from .controller import Controller
 from .imaging import display_qimage, render_u8, rgba_qimage
 from .state import METHODS, ViewerState, study_key
-from .views import ImageView
+from .views import ImageView, Legend
 
 FULL_RENDER_DELAY_MS = 120
 #: fraction of the window width one screen pixel of right-drag moves centre/width by
@@ -130,38 +134,136 @@ class DisplayPresenter(QObject):
         return out
 
 
-class OverlayPresenter(QObject):
-    """Draws each method's overlay on the overlay view from the state."""
+def status_text(state: ViewerState, method: str) -> str:
+    """What ``method``'s map is doing, in a few words ("computing 40 %", "failed", …)."""
+    ov = state.overlays[method]
+    if state.model is None:
+        return "no model"
+    if not ov.available:
+        return "not offered by this model"
+    return {
+        "idle": "",
+        "waiting": "waits for the prediction",
+        "queued": "queued",
+        "running": f"computing {ov.progress * 100:.0f} %",
+        "done": "",
+        "failed": "failed",
+        "cancelled": "cancelled",
+    }.get(ov.status, ov.status)
 
-    def __init__(self, state: ViewerState, view: ImageView) -> None:
+
+def method_verdicts(state: ViewerState, method: str):
+    """The trust verdicts of ``method``'s finished map (none while it is partial or absent)."""
+    result = state.overlays[method].heatmap
+    if result is None or result.partial:
+        return []
+    hm = result.heatmap
+    return verdicts(method, dict(getattr(hm, "trust", {}) or {}), dict(hm.settings or {}))
+
+
+class OverlayPresenter(QObject):
+    """Draws each method's map on the composite view and on its own pane, with annotations."""
+
+    def __init__(
+        self, state: ViewerState, view: ImageView, panes: dict[str, ImageView] | None = None
+    ) -> None:
         super().__init__()
         self.state, self.view = state, view
+        self.panes = panes or {}
         self.colorize_calls = 0
+        self._strips: dict[tuple, object] = {}
         state.events.overlay.connect(self._on_overlay)
         state.events.study.connect(self.redraw_all)
+        state.events.target_class.connect(self.annotate)
+        state.events.model.connect(self.annotate)
+        self.annotate()
+
+    def _views_of(self, method: str) -> list[ImageView]:
+        pane = self.panes.get(method)
+        return [self.view, pane] if pane is not None else [self.view]
 
     def redraw_all(self) -> None:
         for m in METHODS:
             self._recolor(m)
+        self.annotate()
 
     def _on_overlay(self, method: str, what: str) -> None:
         ov = self.state.overlays[method]
         if what == "opacity":
-            self.view.set_overlay_opacity(method, ov.opacity)
+            for v in self._views_of(method):
+                v.set_overlay_opacity(method, ov.opacity)
         elif what == "visible":
-            self.view.set_overlay_visible(method, ov.visible and ov.heatmap is not None)
+            for v in self._views_of(method):
+                v.set_overlay_visible(method, ov.visible and ov.heatmap is not None)
         elif what in ("heatmap", "colormap", "config", "layer", "settings"):
             self._recolor(method)
+        self.annotate()
 
     def _recolor(self, method: str) -> None:
         ov = self.state.overlays[method]
         result = ov.heatmap
         if result is None or self.state.study is None:
-            self.view.set_overlay(method, None)
+            for v in self._views_of(method):
+                v.set_overlay(method, None)
             return
         if result.rgba is None or result.colormap != ov.colormap:
             self.colorize_calls += 1  # a colormap change: the worker coloured another one
         rgba = result.recolor(ov.colormap)
-        self.view.set_overlay(method, rgba_qimage(rgba), z=1.0 + METHODS.index(method))
-        self.view.set_overlay_opacity(method, ov.opacity)
-        self.view.set_overlay_visible(method, ov.visible)
+        pixmap = QPixmap.fromImage(rgba_qimage(rgba))  # once for both views
+        for v in self._views_of(method):
+            v.set_overlay(method, pixmap, z=1.0 + METHODS.index(method))
+            v.set_overlay_opacity(method, ov.opacity)
+            v.set_overlay_visible(method, ov.visible)
+
+    # ------------------------------------------------------------------ annotations
+    def _class_name(self) -> str:
+        names = self.state.model.class_names if self.state.model else []
+        t = self.state.target_class
+        return names[t] if t is not None and 0 <= t < len(names) else ""
+
+    def legend(self, method: str) -> Legend | None:
+        """The legend of ``method``'s map as drawn in the views (None without a map)."""
+        ov = self.state.overlays[method]
+        if ov.heatmap is None:
+            return None
+        key = (ov.colormap, ov.signed, ov.cutoff)
+        strip = self._strips.get(key)
+        if strip is None:
+            strip = rgba_qimage(
+                colorbar_image(
+                    signed=ov.signed, colormap=ov.colormap, vertical=False, cutoff=ov.cutoff
+                )
+            )
+            self._strips[key] = strip
+        low, high, caption = legend_labels(ov.signed, ov.colormap, self._class_name())
+        return Legend(ov.label, strip, low, high, caption)
+
+    def caption(self, method: str) -> str:
+        ov = self.state.overlays[method]
+        parts = [ov.label, f"opacity {round(ov.opacity * 100)} %"]
+        if ov.layer:
+            parts.append(f"layer {ov.layer}")
+        status = status_text(self.state, method)
+        if status:
+            parts.append(status)
+        elif ov.heatmap is None:
+            parts.append("no map yet")
+        return " · ".join(parts)
+
+    def annotate(self, *_args) -> None:
+        """Captions, verdict badges and legends of the composite view and the panes."""
+        shown = [m for m in METHODS if self.state.overlays[m].visible]
+        if shown:
+            caption = "Explanations: " + ", ".join(
+                f"{self.state.overlays[m].label} (opacity "
+                f"{round(self.state.overlays[m].opacity * 100)} %)"
+                for m in shown
+            )
+        else:
+            caption = "Explanations: none (G, L, S show them)"
+        legends = [lg for lg in (self.legend(m) for m in shown) if lg is not None]
+        self.view.set_annotations(caption, [], legends)
+        for m, pane in self.panes.items():
+            lg = self.legend(m)
+            badges = [(v.level, v.text) for v in method_verdicts(self.state, m)]
+            pane.set_annotations(self.caption(m), badges, [lg] if lg is not None else [])

@@ -1,12 +1,16 @@
-"""Export: the composite view as PNG and a one-page PDF report (matplotlib, no Qt).
+"""Export: the annotated composite as PNG and a one-page PDF report (matplotlib, no Qt).
 
 Both run on the I/O worker from a :class:`Snapshot` of the state taken in the GUI thread, so
 the export sees exactly what was on screen when the user asked, and the GUI never waits.
+The PNG is the full-size composite with a band below it that says what it shows: methods and
+their legends, the prediction and its decision rule, the display settings and that it is not
+for diagnosis — a picture that travels without the viewer must carry that itself.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,12 +20,15 @@ import numpy as np
 
 from cxr_viewer.core.display import display_image
 from cxr_viewer.core.errors import CxrError
-from cxr_viewer.core.overlay import colorize, composite
+from cxr_viewer.core.overlay import colorbar_image, colorize, composite, legend_labels
 from cxr_viewer.core.study import Study, Window
+from cxr_viewer.core.trust import verdicts
 
 from .results import downsample
 
 REPORT_MAX_SIDE = 1024
+#: characters per line of the PDF's monospace text (7.5 pt on the A4 text width)
+PDF_WRAP = 104
 
 
 @dataclass
@@ -38,6 +45,7 @@ class LayerSnapshot:
     settings: dict[str, Any]
     runtime_s: float
     trust: dict[str, float] = field(default_factory=dict)
+    cutoff: float = 0.0
 
 
 @dataclass
@@ -57,6 +65,54 @@ class Snapshot:
     intended_use: str
     device: str
     hide_patient: bool
+    threshold: float | None = None
+    positive_class: str | None = None
+    invert_flipped: bool = False  # the reader inverted the study's own grey scale
+
+
+DISCLAIMER = (
+    "Heat maps show which image regions the model's output depends on; they are not findings. "
+    "Research and demonstration software, not for diagnosis."
+)
+
+
+def study_label(snap: Snapshot) -> str:
+    return "study (patient data hidden)" if snap.hide_patient else snap.study.path.name
+
+
+def prediction_line(snap: Snapshot) -> str:
+    """The prediction with its decision rule ("Prediction: X · p(X) 0.91 · rule: …")."""
+    if snap.probabilities is None or not snap.class_names:
+        return "Prediction: none (no model loaded)"
+    probs = dict(zip(snap.class_names, snap.probabilities, strict=False))
+    parts = [f"Prediction: {snap.predicted}"]
+    if snap.threshold is not None and snap.positive_class in probs:
+        p = probs[snap.positive_class]
+        sign = "≥" if p >= snap.threshold else "<"
+        parts.append(
+            f"p({snap.positive_class}) {p:.2f} {sign} threshold {snap.threshold:.2f} "
+            f"(rule: {snap.positive_class} if p ≥ {snap.threshold:.2f})"
+        )
+    else:
+        parts.append("rule: the class with the highest probability")
+    parts.append(", ".join(f"{c} {p * 100:.1f} %" for c, p in probs.items()))
+    return " · ".join(parts)
+
+
+def display_line(snap: Snapshot) -> str:
+    """Window and grey-scale inversion as shown."""
+    w = snap.window
+    win = f"window C {w.center:.4g} / W {w.width:.4g}" if w is not None else "the file's window"
+    inv = "inverted by the reader" if snap.invert_flipped else "not inverted"
+    grey = "white = dense" if not snap.invert else "black = dense"
+    return f"Display: {win}, {inv} ({grey})"
+
+
+def layer_line(ly: LayerSnapshot) -> str:
+    parts = [ly.label, f"opacity {round(ly.opacity * 100)} %", ly.colormap]
+    if ly.layer:
+        parts.append(f"layer {ly.layer}")
+    return " · ".join(parts)
 
 
 def composite_image(snap: Snapshot, max_side: int | None = None) -> np.ndarray:
@@ -73,17 +129,119 @@ def composite_image(snap: Snapshot, max_side: int | None = None) -> np.ndarray:
             values = cv2.resize(
                 values.astype(np.float32), base.shape[::-1], interpolation=cv2.INTER_LINEAR
             )
-        rgba = colorize(values, signed=ly.signed, colormap=ly.colormap, vmax=ly.vmax)
+        rgba = colorize(
+            values, signed=ly.signed, colormap=ly.colormap, vmax=ly.vmax, cutoff=ly.cutoff
+        )
         layers.append((rgba, ly.opacity))
     return composite(base, layers)
 
 
-def save_png(snap: Snapshot, path: str | Path) -> Path:
-    """Write the full-size composite to ``path`` (PNG)."""
+#: the annotation band is laid out for this width and scaled to the image's
+BAND_BASE_WIDTH = 1000
+
+
+def annotated_image(snap: Snapshot) -> np.ndarray:
+    """(H', W', 3) uint8: the full-size composite on top, the annotation band below it.
+
+    The composite keeps its pixels (rows × columns at the top left); the canvas is at least
+    :data:`BAND_BASE_WIDTH` wide so the text stays legible under small images.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rgb = composite_image(snap)
+    h, w = rgb.shape[:2]
+    cw = max(w, BAND_BASE_WIDTH)
+    s = cw / BAND_BASE_WIDTH  # pixels per layout unit
+    shown = [ly for ly in snap.layers if ly.visible]
+    font = 15.0 * s  # px
+    line = font * 1.45
+    chars = int((cw - 30 * s) / (font * 0.6))
+
+    blocks: list[tuple[str, object]] = []  # ("text", (str, size, weight, colour)) | ("legend", ly)
+
+    def text(t: str, size: float = font, weight: str = "normal", colour: str = "#e6e6e6"):
+        width = chars * font / size * (0.88 if weight == "bold" else 1.0)
+        for para in t.split("\n"):
+            for ln in textwrap.wrap(para, max(20, int(width))) or [""]:
+                blocks.append(("text", (ln, size, weight, colour)))
+
+    text(
+        f"CXR Lens — {study_label(snap)} — {snap.model_name} {snap.model_version}".strip(),
+        font * 1.1,
+        "bold",
+    )
+    text(prediction_line(snap))
+    text(f"Explained class: {snap.target_class or '—'} · {display_line(snap)}")
+    if not shown:
+        text("No explanation shown.")
+    for ly in shown:
+        extra = "; ".join(v.text for v in verdicts(ly.method, ly.trust, ly.settings))
+        text(layer_line(ly) + (f" — {extra}" if extra else ""))
+        blocks.append(("legend", ly))
+        caption = legend_labels(ly.signed, ly.colormap, snap.target_class or "")[2]
+        text(caption, font * 0.85, colour="#aab0b8")
+    text(DISCLAIMER, font * 0.95, "bold", "#f0c36d")
+
+    legend_h = line * 0.7 + 3 * s + line * 0.95 + 4 * s
+    band = int(np.ceil(16 * s + sum(legend_h if k == "legend" else line for k, _ in blocks)))
+    total_h = h + band
+    dpi = 100
+    fig = Figure(figsize=(cw / dpi, total_h / dpi), dpi=dpi, facecolor="#141517")
+    FigureCanvasAgg(fig)
+    fig.figimage(rgb, xo=0, yo=band, origin="upper")
+    y = band - 8 * s  # from the band's top, downward (pixels from the figure bottom)
+    x0 = 14 * s
+    for kind, item in blocks:
+        if kind == "text":
+            t, size, weight, colour = item
+            y -= line * size / font
+            fig.text(
+                x0 / cw,
+                y / total_h,
+                t,
+                fontsize=size * 72 / dpi,
+                color=colour,
+                fontweight=weight,
+                va="bottom",
+            )
+            continue
+        ly = item
+        lo, hi, _caption = legend_labels(ly.signed, ly.colormap, snap.target_class or "")
+        top = y
+        bar_w, bar_h = min(520 * s, cw - 2 * x0), 0.7 * line
+        strip = colorbar_image(
+            signed=ly.signed, colormap=ly.colormap, vertical=False, with_alpha=False, cutoff=0.0
+        )
+        ax = fig.add_axes((x0 / cw, (y - bar_h - 3 * s) / total_h, bar_w / cw, bar_h / total_h))
+        ax.imshow(strip[..., :3], aspect="auto", interpolation="nearest")
+        ax.set_axis_off()
+        y -= bar_h + 3 * s + line * 0.95
+        fs = font * 0.85 * 72 / dpi
+        fig.text(x0 / cw, y / total_h, lo, fontsize=fs, color="#cfcfcf", va="bottom")
+        fig.text(
+            (x0 + bar_w) / cw,
+            y / total_h,
+            hi,
+            fontsize=fs,
+            color="#cfcfcf",
+            ha="right",
+            va="bottom",
+        )
+        y = top - legend_h
+    canvas = fig.canvas
+    canvas.draw()
+    out = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    out[:h, :w] = rgb  # the composite's own pixels, untouched by any resampling
+    return out
+
+
+def save_png(snap: Snapshot, path: str | Path, annotate: bool = True) -> Path:
+    """Write the full-size composite to ``path`` (PNG), with its annotation band by default."""
     path = Path(path)
     if path.suffix.lower() != ".png":
         path = path.with_suffix(".png")
-    rgb = composite_image(snap)
+    rgb = annotated_image(snap) if annotate else composite_image(snap)
     if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
         raise CxrError(
             f"Cannot write {path.name}",
@@ -105,6 +263,17 @@ REPORTED_SETTINGS = (
     "max_background",
     "sampling",
     "seed",
+)
+
+
+#: the trust figures the report lists (the verdict lines say what they mean)
+REPORTED_TRUST = (
+    "deletion_auc",
+    "insertion_auc",
+    "drop_top",
+    "drop_random",
+    "completeness_gap",
+    "surrogate_r2",
 )
 
 
@@ -131,40 +300,60 @@ def save_pdf(snap: Snapshot, path: str | Path) -> Path:
     n_img = 1 + max(1, len(shown))
     fig = Figure(figsize=(8.27, 11.69))  # A4 portrait, inches
     fig.suptitle("CXR Lens report", fontsize=15, fontweight="bold", y=0.975)
-    name = "(hidden)" if snap.hide_patient else snap.study.path.name
-    header = (
+    name = study_label(snap)
+    header_lines = [
         f"Study: {name}    Size: {snap.study.columns} × {snap.study.rows}    "
-        f"Created: {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}\n"
-        f"Model: {snap.model_name} (version {snap.model_version or '?'}) on {snap.device}\n"
+        f"Created: {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}",
+        f"Model: {snap.model_name} (version {snap.model_version or '?'}) on {snap.device}",
         f"Intended use: {snap.intended_use}."
-        + ("" if "diagnos" in snap.intended_use.lower() else " Not for diagnosis.")
-    )
-    fig.text(0.06, 0.945, header, fontsize=8.5, va="top")
+        + ("" if "diagnos" in snap.intended_use.lower() else " Not for diagnosis."),
+        display_line(snap),
+    ]
+    header = "\n".join(textwrap.fill(t, PDF_WRAP, subsequent_indent="  ") for t in header_lines)
+    fig.text(0.06, 0.95, header, fontsize=8.5, va="top")
     cols = min(n_img, 2)
     rows = int(np.ceil(n_img / cols))
-    top, bottom = 0.88, 0.36
+    top, bottom = 0.88, 0.385
     h = (top - bottom) / rows
     w = 0.88 / cols
     axes = []
     for i in range(n_img):
         r, c = divmod(i, cols)
-        axes.append(fig.add_axes((0.06 + c * w, top - (r + 1) * h + 0.02, w - 0.02, h - 0.04)))
+        axes.append(fig.add_axes((0.06 + c * w, top - (r + 1) * h + 0.05, w - 0.02, h - 0.075)))
     axes[0].imshow(base, cmap="gray", vmin=0, vmax=1)
     axes[0].set_title("Original", fontsize=9)
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
     for ax, ly in zip(axes[1:], shown, strict=False):
         vals = cv2.resize(
             ly.values.astype(np.float32), base.shape[::-1], interpolation=cv2.INTER_LINEAR
         )
-        rgba = colorize(vals, signed=ly.signed, colormap=ly.colormap, vmax=ly.vmax)
-        ax.imshow(composite(base, [(rgba, max(ly.opacity, 0.5))]))
-        ax.set_title(f"{ly.label} ({ly.colormap})", fontsize=9)
+        rgba = colorize(
+            vals, signed=ly.signed, colormap=ly.colormap, vmax=ly.vmax, cutoff=ly.cutoff
+        )
+        opacity = max(ly.opacity, 0.5)
+        ax.imshow(composite(base, [(rgba, opacity)]))
+        ax.set_title(f"{ly.label} ({ly.colormap}, opacity {round(opacity * 100)} %)", fontsize=9)
+        # its colour bar, in words: each map is scaled to this image
+        lo, hi, caption = legend_labels(ly.signed, ly.colormap, snap.target_class or "")
+        box = ax.get_position()
+        cax = fig.add_axes((box.x0 + box.width * 0.1, box.y0 - 0.011, box.width * 0.8, 0.007))
+        norm = Normalize(-1.0 if ly.signed else 0.0, 1.0)
+        bar = fig.colorbar(
+            ScalarMappable(norm=norm, cmap=ly.colormap), cax=cax, orientation="horizontal"
+        )
+        bar.set_ticks([])
+        for x, text, ha in ((0.0, lo, "left"), (1.0, hi, "right")):
+            cax.text(x, -0.5, text, transform=cax.transAxes, ha=ha, va="top", fontsize=6)
+        bar.set_label(textwrap.fill(caption, 80), fontsize=6, labelpad=9)
     if not shown:
         axes[1].text(0.5, 0.5, "No explanation computed", ha="center", va="center", fontsize=9)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
 
-    bar_ax = fig.add_axes((0.30, 0.22, 0.62, 0.11))
+    bar_ax = fig.add_axes((0.30, 0.245, 0.62, 0.085))
     if snap.probabilities is not None:
         y = np.arange(len(snap.class_names))
         colors = ["#d9534f" if c == snap.predicted else "#6c8ebf" for c in snap.class_names]
@@ -174,24 +363,37 @@ def save_pdf(snap: Snapshot, path: str | Path) -> Path:
         bar_ax.invert_yaxis()
         for yi, p in zip(y, snap.probabilities, strict=True):
             bar_ax.text(min(p + 0.01, 0.9), yi, f"{p * 100:.1f} %", va="center", fontsize=8)
-        bar_ax.set_title(f"Probabilities — predicted: {snap.predicted}", fontsize=9)
+        if snap.threshold is not None and snap.positive_class in snap.class_names:
+            yi = snap.class_names.index(snap.positive_class)
+            bar_ax.plot(
+                [snap.threshold, snap.threshold], [yi - 0.45, yi + 0.45], "k--", linewidth=1.2
+            )
+            bar_ax.text(
+                snap.threshold,
+                yi - 0.5,
+                f"threshold {snap.threshold:.2f}",
+                fontsize=7,
+                ha="center",
+                va="bottom",
+            )
+        title = f"Probabilities — predicted: {snap.predicted}"
+        if snap.threshold is not None and snap.positive_class:
+            title += f"\n(rule: {snap.positive_class} if p ≥ {snap.threshold:.2f})"
+        else:
+            title += "\n(rule: the class with the highest probability)"
+        bar_ax.set_title(title, fontsize=8.5)
     else:
         bar_ax.text(0.5, 0.5, "No prediction (no model loaded)", ha="center", va="center")
         bar_ax.set_axis_off()
 
     lines = [f"Explained class: {snap.target_class or '—'}"]
     for ly in shown:
-        trust = ", ".join(f"{k} {v:.3g}" for k, v in ly.trust.items())
+        trust = ", ".join(f"{k} {float(ly.trust[k]):.3g}" for k in REPORTED_TRUST if k in ly.trust)
         lines.append(f"{ly.label}: {_settings_text(ly)}" + (f"; {trust}" if trust else ""))
-    fig.text(0.06, 0.18, "\n".join(lines), fontsize=8, va="top", family="monospace")
-    fig.text(
-        0.06,
-        0.03,
-        "Heat maps show which image regions the model's output depends on; they are not findings. "
-        "Research and demonstration software, not for diagnosis.",
-        fontsize=7,
-        style="italic",
-        wrap=True,
-    )
+        for v in verdicts(ly.method, ly.trust, ly.settings):
+            lines.append(f"  {v.level}: {v.text}")
+    wrapped = "\n".join(textwrap.fill(t, PDF_WRAP, subsequent_indent="    ") for t in lines)
+    fig.text(0.06, 0.205, wrapped, fontsize=7.5, va="top", family="monospace")
+    fig.text(0.06, 0.022, textwrap.fill(DISCLAIMER, 120), fontsize=7, style="italic")
     fig.savefig(path, format="pdf")
     return path

@@ -52,13 +52,22 @@ class OverlayResult:
     vmax: float
     colormap: str | None = None
     rgba: np.ndarray | None = None  # preview colourised with ``colormap``
+    cutoff: float = 0.0  # |value| / vmax drawn transparent
 
     @classmethod
-    def from_heatmap(cls, heatmap, colormap: str | None = None) -> OverlayResult:
+    def from_heatmap(
+        cls, heatmap, colormap: str | None = None, cutoff: float | None = None
+    ) -> OverlayResult:
         """Screen-size copy, scale and (with ``colormap``) its colours, computed by the caller's
         thread — the model worker — so the GUI thread only wraps the pixels in a QImage."""
         preview = downsample(heatmap.values)
         result = cls(heatmap=heatmap, preview=preview, vmax=value_scale(preview))
+        if cutoff is None:
+            from cxr_viewer.core.explain.registry import EXPLAINERS
+
+            method = getattr(heatmap, "method", None)
+            cutoff = EXPLAINERS[method].display.cutoff if method in EXPLAINERS else 0.0
+        result.cutoff = float(cutoff)
         if colormap is not None:
             result.recolor(colormap)
         return result
@@ -67,7 +76,11 @@ class OverlayResult:
         """RGBA of the preview in ``colormap`` (kept, so a later redraw reuses it)."""
         if self.rgba is None or self.colormap != colormap:
             self.rgba = colorize(
-                self.preview, signed=self.signed, colormap=colormap, vmax=self.vmax
+                self.preview,
+                signed=self.signed,
+                colormap=colormap,
+                vmax=self.vmax,
+                cutoff=self.cutoff,
             )
             self.colormap = colormap
         return self.rgba

@@ -112,23 +112,29 @@ class Settings:
     # ------------------------------------------------------------------ state
     def restore_state(self, state: ViewerState) -> None:
         """Preferences into the state (invalid stored values are ignored)."""
-        state.set_single_view(self._get("single_view", False, bool))
+        # ("overlay/…" keys held the old jet / 50 % defaults: the "display/…" keys start anew)
+        try:
+            state.set_layout(self._get("layout", state.layout, str))
+        except ValueError:
+            pass
         state.set_hide_patient(self._get("hide_patient", False, bool))
         for m in METHODS:
             try:
-                state.set_opacity(m, self._get(f"overlay/{m}/opacity", 0.5, float))
-                cmap = self._get(f"overlay/{m}/colormap", "", str)
+                state.set_opacity(
+                    m, self._get(f"display/{m}/opacity", state.overlays[m].opacity, float)
+                )
+                cmap = self._get(f"display/{m}/colormap", "", str)
                 if cmap:
                     state.set_colormap(m, cmap)
             except ValueError:
                 continue
 
     def save_state(self, state: ViewerState) -> None:
-        self.q.setValue("single_view", state.single_view)
+        self.q.setValue("layout", state.layout)
         self.q.setValue("hide_patient", state.hide_patient)
         for m, ov in state.overlays.items():
-            self.q.setValue(f"overlay/{m}/opacity", ov.opacity)
-            self.q.setValue(f"overlay/{m}/colormap", ov.colormap)
+            self.q.setValue(f"display/{m}/opacity", ov.opacity)
+            self.q.setValue(f"display/{m}/colormap", ov.colormap)
 
     # ------------------------------------------------------------------ imported models
     @staticmethod

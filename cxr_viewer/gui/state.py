@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from cxr_viewer.core.explain.registry import EXPLAINERS
 from cxr_viewer.core.overlay import SIGNED_COLORMAPS, UNSIGNED_COLORMAPS, default_colormap
 from cxr_viewer.core.study import Study, Window
 
@@ -22,9 +23,19 @@ from .events import Event
 
 #: the explanation methods the viewer offers, in panel order
 METHODS: tuple[str, ...] = ("gradcam", "lime", "shap")
-METHOD_LABELS = {"gradcam": "Grad-CAM", "lime": "LIME", "shap": "SHAP"}
+#: each method's display defaults (label, colormap, opacity, cut-off) live with the method
+METHOD_DISPLAY = {m: EXPLAINERS[m].display for m in METHODS}
+METHOD_LABELS = {m: METHOD_DISPLAY[m].short_label for m in METHODS}
 #: signed maps (positive: toward the target class, negative: against it) get diverging colormaps
-METHOD_SIGNED = {"gradcam": False, "lime": True, "shap": True}
+METHOD_SIGNED = {m: bool(EXPLAINERS[m].signed) for m in METHODS}
+#: layouts of the image area: original + one pane per shown method; original + all maps in
+#: one pane; one method's map filling the area
+LAYOUTS: tuple[str, ...] = ("grid", "side", "single")
+LAYOUT_LABELS = {
+    "grid": "Grid: one pane per method",
+    "side": "Side by side: original and all maps",
+    "single": "Single method, full view",
+}
 
 SEQUENTIAL_COLORMAPS: tuple[str, ...] = UNSIGNED_COLORMAPS
 DIVERGING_COLORMAPS: tuple[str, ...] = SIGNED_COLORMAPS
@@ -58,8 +69,9 @@ class OverlayState:
     label: str
     signed: bool
     visible: bool = False
-    opacity: float = 0.5
+    opacity: float = 0.35
     colormap: str = ""
+    cutoff: float = 0.0
     layer: str | None = None
     layers: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
@@ -117,11 +129,19 @@ class ViewerState:
         self.model: ModelInfo | None = None
         self.model_status: str = "none"
         self.model_message: str = "No model loaded"
-        self.single_view: bool = False
+        self.model_progress: float = 0.0
+        self.layout: str = "grid"
+        self.focus_method: str = METHODS[0]
         self.hide_patient: bool = False
         self.overlays: dict[str, OverlayState] = {
             m: OverlayState(
-                m, METHOD_LABELS[m], METHOD_SIGNED[m], settings=dict(DEFAULT_SETTINGS[m])
+                m,
+                METHOD_LABELS[m],
+                METHOD_SIGNED[m],
+                opacity=METHOD_DISPLAY[m].opacity,
+                colormap=METHOD_DISPLAY[m].colormap,
+                cutoff=METHOD_DISPLAY[m].cutoff,
+                settings=dict(DEFAULT_SETTINGS[m]),
             )
             for m in METHODS
         }
@@ -228,10 +248,12 @@ class ViewerState:
             self.events.display.emit()
 
     # ---------------------------------------------------------------- model
-    def set_model_status(self, status: str, message: str = "") -> None:
+    def set_model_status(self, status: str, message: str = "", progress: float = 0.0) -> None:
+        """The model's status; ``progress`` (0–1) says how far loading / warming up has got."""
         if status not in MODEL_STATUSES:
             raise ValueError(f"model status must be one of {MODEL_STATUSES}, got {status!r}")
         self.model_status, self.model_message = status, message
+        self.model_progress = float(np.clip(progress, 0.0, 1.0))
         self.events.model.emit()
 
     def set_model(self, info: ModelInfo | None) -> None:
@@ -295,7 +317,12 @@ class ViewerState:
             raise ValueError(f"unknown method {method!r}; known: {METHODS}") from None
 
     def set_visible(self, method: str, visible: bool) -> None:
+        """Show or hide ``method``'s map; a method switched on becomes the single view's."""
         ov = self._ov(method)
+        if visible and self.focus_method != method:
+            self.focus_method = method
+            if self.layout == "single":
+                self.events.layout.emit()
         if ov.visible != bool(visible):
             ov.visible = bool(visible)
             self.events.overlay.emit(method, "visible")
@@ -360,10 +387,41 @@ class ViewerState:
         self.events.overlay.emit(method, "status")
 
     # ---------------------------------------------------------------- layout/privacy
+    @property
+    def single_view(self) -> bool:
+        """True in the single-method full view."""
+        return self.layout == "single"
+
     def set_single_view(self, single: bool) -> None:
-        if self.single_view != bool(single):
-            self.single_view = bool(single)
+        """The single-method view on, or back to the grid."""
+        self.set_layout("single" if single else "grid")
+
+    def set_layout(self, layout: str) -> None:
+        """Arrange the image area as ``layout`` (one of :data:`LAYOUTS`)."""
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        if self.layout != layout:
+            self.layout = layout
             self.events.layout.emit()
+
+    def cycle_layout(self) -> str:
+        """The next layout in :data:`LAYOUTS` order (the keyboard's V)."""
+        self.set_layout(LAYOUTS[(LAYOUTS.index(self.layout) + 1) % len(LAYOUTS)])
+        return self.layout
+
+    def set_focus_method(self, method: str) -> None:
+        """The method the single view shows."""
+        self._ov(method)
+        if self.focus_method != method:
+            self.focus_method = method
+            self.events.layout.emit()
+
+    def cycle_focus(self, step: int = 1) -> str:
+        """The next shown method (every method if none is shown) for the single view."""
+        pool = [m for m in METHODS if self.overlays[m].visible] or list(METHODS)
+        i = pool.index(self.focus_method) if self.focus_method in pool else -1
+        self.set_focus_method(pool[(i + step) % len(pool)])
+        return self.focus_method
 
     def set_hide_patient(self, hide: bool) -> None:
         if self.hide_patient != bool(hide):

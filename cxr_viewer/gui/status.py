@@ -3,6 +3,9 @@
 The device label says where the model runs and, on a GPU, the memory TensorFlow holds there
 (polled every few seconds); the "Device" button next to it chooses auto / CPU / GPU N for the
 next start (TensorFlow cannot move to another device once it runs).
+
+Texts that can be long (messages, what the background work is doing) are elided with the whole
+text in their tooltip, so they never widen the window; a badge says when patient data is hidden.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from cxr_viewer.core import model_io
 
+from .panels.base import ElidedLabel
 from .state import METHODS, ViewerState
 from .theme import icon
 
@@ -36,7 +40,7 @@ class StatusArea(QStatusBar):
         super().__init__(parent)
         self.state = state
         self.settings = settings
-        self.msg = QLabel("")
+        self.msg = ElidedLabel("")
         self.addWidget(self.msg, 1)
         self.pixel = QLabel("")
         self.addPermanentWidget(self.pixel)
@@ -44,8 +48,13 @@ class StatusArea(QStatusBar):
         self.addPermanentWidget(self.window_label)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
-        self.progress.setMaximumWidth(220)
+        self.progress.setFixedWidth(120)
+        self.progress.setTextVisible(False)
         self.progress.setVisible(False)
+        self.work_label = ElidedLabel("")
+        self.work_label.setFixedWidth(230)
+        self.work_label.setVisible(False)
+        self.addPermanentWidget(self.work_label)
         self.addPermanentWidget(self.progress)
         self.cancel_button = QPushButton(icon("cancel"), "Cancel")
         self.cancel_button.setToolTip("Stop the running explanations (Esc)")
@@ -69,6 +78,12 @@ class StatusArea(QStatusBar):
         self.addPermanentWidget(self.device_button)
         self._gpu_timer = QTimer(self)
         self._gpu_timer.timeout.connect(self._show_device)
+        self.privacy_badge = QLabel("Patient data hidden")
+        self.privacy_badge.setObjectName("PrivacyBadge")
+        self.privacy_badge.setToolTip("Patient fields are masked on screen and in exports (H)")
+        self.addPermanentWidget(self.privacy_badge)
+        self.privacy_badge.setVisible(state.hide_patient)
+        state.events.privacy.connect(lambda: self.privacy_badge.setVisible(self.state.hide_patient))
         self._work: dict[str, tuple[float, str]] = {}
         self._clear = QTimer(self)
         self._clear.setSingleShot(True)
@@ -91,12 +106,15 @@ class StatusArea(QStatusBar):
             self._work[kind] = (fraction, message)
         if not self._work:
             self.progress.setVisible(False)
+            self.work_label.setVisible(False)
             self.cancel_button.setVisible(False)
             return
         kind, (fraction, message) = next(reversed(self._work.items()))
         self.progress.setVisible(True)
         self.progress.setValue(int(fraction * 1000))
         self.progress.setFormat(message or kind)
+        self.work_label.set_full_text(message or kind)
+        self.work_label.setVisible(True)
         self.cancel_button.setVisible(any(k in METHODS for k in self._work))
 
     def busy_kinds(self) -> list[str]:

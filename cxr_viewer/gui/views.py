@@ -5,13 +5,37 @@ resolution of the pixmaps it draws (screen-size previews are scaled up by their 
 Overlay items sit above the image; their opacity is an item property, so fading an overlay
 repaints without touching the map. :class:`ViewLink` keeps zoom and pan of several views in step.
 Views own no state: window/level drags are reported as signals and the state decides.
+A view draws its caption (top left), verdict badges under it and its legends (bottom left)
+itself, over the image: they never change the size of anything around the view.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPixmap, QTransform
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPixmap, QTransform
 from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QWidget
+
+#: badge colours by verdict level (cxr_viewer.core.trust.LEVELS)
+BADGE_COLORS = {
+    "good": QColor(46, 125, 50),
+    "warn": QColor(176, 110, 0),
+    "bad": QColor(183, 28, 28),
+    "info": QColor(69, 90, 100),
+}
+
+
+@dataclass
+class Legend:
+    """A colour bar drawn inside a view: the strip, its two ends and a caption."""
+
+    title: str
+    strip: QImage
+    low: str
+    high: str
+    caption: str
+
 
 ZOOM_STEP = 1.25
 ZOOM_MIN, ZOOM_MAX = 0.02, 40.0
@@ -56,6 +80,8 @@ class ImageView(QGraphicsView):
         self.paint_count = 0
         self._caption_font: QFont | None = None
         self._caption_pen: QColor | None = None
+        self.legends: list[Legend] = []
+        self.badges: list[tuple[str, str]] = []  # (level, text)
 
     # ------------------------------------------------------------------ content
     def set_image(self, image: QImage | QPixmap | None, study_size: tuple[int, int] | None) -> None:
@@ -76,7 +102,7 @@ class ImageView(QGraphicsView):
         if first or self._fit:
             self.fit()
 
-    def set_overlay(self, name: str, image: QImage | None, z: float = 1.0) -> None:
+    def set_overlay(self, name: str, image: QImage | QPixmap | None, z: float = 1.0) -> None:
         """Put an RGBA image above the study (None removes it)."""
         item = self._overlays.get(name)
         if image is None:
@@ -89,7 +115,7 @@ class ImageView(QGraphicsView):
             item.setZValue(z)
             self._scene.addItem(item)
             self._overlays[name] = item
-        self._place(item, QPixmap.fromImage(image))
+        self._place(item, image if isinstance(image, QPixmap) else QPixmap.fromImage(image))
 
     def set_overlay_opacity(self, name: str, opacity: float) -> None:
         item = self._overlays.get(name)
@@ -227,10 +253,19 @@ class ImageView(QGraphicsView):
         else:
             super().dropEvent(event)
 
+    # ------------------------------------------------------------------ annotations
+    def set_annotations(
+        self, caption: str, badges: list[tuple[str, str]], legends: list[Legend]
+    ) -> None:
+        """Caption, verdict badges ((level, text)) and legends drawn over the image."""
+        if (caption, badges, legends) != (self.caption, self.badges, self.legends):
+            self.caption, self.badges, self.legends = caption, list(badges), list(legends)
+            self.viewport().update()
+
     def drawForeground(self, painter: QPainter, rect: QRectF) -> None:  # noqa: N802
         super().drawForeground(painter, rect)
         self.paint_count += 1
-        if not self.caption:
+        if not (self.caption or self.badges or self.legends):
             return
         painter.save()
         painter.resetTransform()
@@ -238,10 +273,65 @@ class ImageView(QGraphicsView):
             self._caption_font = painter.font()
             self._caption_font.setPointSizeF(max(9.0, self._caption_font.pointSizeF()))
             self._caption_pen = QColor(230, 230, 230)
-        painter.setPen(self._caption_pen)
         painter.setFont(self._caption_font)
-        painter.drawText(8, 18, self.caption)
+        fm = QFontMetrics(self._caption_font)
+        width = self.viewport().width()
+        if self.caption:
+            painter.setPen(self._caption_pen)
+            text = fm.elidedText(self.caption, Qt.TextElideMode.ElideRight, max(20, width - 16))
+            painter.drawText(8, 18, text)
+        y = 26
+        flags = Qt.AlignmentFlag.AlignLeft | Qt.TextFlag.TextWordWrap
+        for level, text in self.badges:
+            avail = max(40, min(width - 28, 460))
+            bound = fm.boundingRect(0, 0, avail, fm.height() * 2, flags, text)
+            box = QRectF(8, y, bound.width() + 12, min(bound.height(), fm.height() * 2) + 4)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(BADGE_COLORS.get(level, BADGE_COLORS["info"]))
+            painter.drawRoundedRect(box, 4, 4)
+            painter.setPen(QColor(255, 255, 255))
+            painter.drawText(box.adjusted(6, 2, -6, -2), flags, text)
+            y += box.height() + 4
+        self._draw_legends(painter, fm)
         painter.restore()
+
+    def _draw_legends(self, painter: QPainter, fm: QFontMetrics) -> None:
+        if not self.legends:
+            return
+        vw, vh = self.viewport().width(), self.viewport().height()
+        w = min(420, vw - 16)
+        if w < 60:
+            return
+        line = fm.height()
+        one = 10 + line * 2 + 12  # strip, end labels, caption, padding
+        y = vh - 6 - one * len(self.legends)
+        for lg in self.legends:
+            box = QRectF(8, y, w, one - 4)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(QColor(0, 0, 0, 175))
+            painter.drawRoundedRect(box, 4, 4)
+            bar = QRectF(box.left() + 6, box.top() + 5, w - 12, 10)
+            painter.fillRect(bar, QColor(40, 40, 40))
+            painter.drawImage(bar, lg.strip)
+            painter.setPen(QColor(225, 225, 225))
+            ends = QRectF(bar.left(), bar.bottom() + 1, bar.width(), line)
+            half = int(bar.width() / 2) - 4
+            painter.drawText(
+                ends,
+                Qt.AlignmentFlag.AlignLeft,
+                fm.elidedText(lg.low, Qt.TextElideMode.ElideRight, half),
+            )
+            painter.drawText(
+                ends,
+                Qt.AlignmentFlag.AlignRight,
+                fm.elidedText(lg.high, Qt.TextElideMode.ElideRight, half),
+            )
+            painter.setPen(QColor(175, 181, 189))
+            cap = fm.elidedText(
+                f"{lg.title}: {lg.caption}", Qt.TextElideMode.ElideRight, int(bar.width())
+            )
+            painter.drawText(QRectF(bar.left(), ends.bottom(), bar.width(), line), 0, cap)
+            y += one
 
 
 class ViewLink:

@@ -24,6 +24,28 @@ from cxr_viewer.core.study import Study
 PartialFn = Callable[["Heatmap"], None]
 
 
+@dataclass(frozen=True)
+class DisplayDefaults:
+    """How a method's map is shown until the user changes it.
+
+    Attributes
+    ----------
+    short_label:
+        The method's name on screen ("SHAP" rather than "SHAP (per layer)").
+    colormap:
+        A perceptually uniform map: sequential for non-negative maps, diverging for signed ones.
+    opacity:
+        Overlay opacity: enough to see the map, little enough to read the film through it.
+    cutoff:
+        Fraction of the map's scale below which it is drawn fully transparent.
+    """
+
+    short_label: str
+    colormap: str
+    opacity: float = 0.35
+    cutoff: float = 0.1
+
+
 @dataclass
 class Heatmap:
     """An explanation map and what produced it.
@@ -81,6 +103,7 @@ class Explainer(ABC):
     signed: ClassVar[bool]
     uses_layer: ClassVar[bool] = False
     default_settings: ClassVar[dict[str, Any]] = {}
+    display: ClassVar[DisplayDefaults]
 
     def __init__(self, classifier, settings: dict[str, Any] | None = None) -> None:
         self.classifier = classifier

@@ -30,7 +30,7 @@ from ._common import (
     model_cache,
     upsample,
 )
-from .base import Explainer, Heatmap, PartialFn
+from .base import DisplayDefaults, Explainer, Heatmap, PartialFn
 from .layers import default_gradcam_layer, gradcam_layers, layer_output
 
 VARIANTS = ("gradcam", "gradcam++")
@@ -114,6 +114,8 @@ class GradCamExplainer(Explainer):
     needs_gradients: ClassVar[bool] = True
     signed: ClassVar[bool] = False
     uses_layer: ClassVar[bool] = True
+    #: inferno: dark where the map is weak, so (with the cut-off) no wash over the lung fields
+    display: ClassVar[DisplayDefaults] = DisplayDefaults("Grad-CAM", "inferno")
     default_settings: ClassVar[dict[str, Any]] = {
         "layer": None,
         "variant": "gradcam",

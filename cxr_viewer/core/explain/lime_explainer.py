@@ -52,7 +52,7 @@ from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
 
 from ._common import check_input, check_target, to_unit
-from .base import Explainer, Heatmap, PartialFn
+from .base import DisplayDefaults, Explainer, Heatmap, PartialFn
 
 SEGMENTATIONS = ("slic", "quickshift")
 FEATURE_SELECTIONS = ("lasso_path", "highest_weights", "forward_selection", "none", "auto")
@@ -216,6 +216,8 @@ class LimeExplainer(Explainer):
     needs_gradients: ClassVar[bool] = False
     signed: ClassVar[bool] = True
     uses_layer: ClassVar[bool] = False
+    #: purple/orange, so LIME and SHAP (red/blue) stay apart where both are shown together
+    display: ClassVar[DisplayDefaults] = DisplayDefaults("LIME", "PuOr_r")
     default_settings: ClassVar[dict[str, Any]] = {
         "num_samples": 2000,
         "kernel_width": 1.75,

@@ -10,7 +10,7 @@ from typing import Any
 
 from cxr_viewer.core.errors import ExplainError
 
-from .base import Explainer
+from .base import DisplayDefaults, Explainer
 from .gradcam import GradCamExplainer
 from .lime_explainer import LimeExplainer
 from .shap_explainer import ShapLayerExplainer
@@ -45,3 +45,14 @@ def create_explainer(name: str, classifier, settings: dict[str, Any] | None = No
             f"{cls.label} takes {', '.join(sorted(cls.default_settings))}.",
         )
     return cls(classifier, settings)
+
+
+def display_defaults(name: str) -> DisplayDefaults:
+    """How method ``name``'s map is shown by default (colormap, opacity, cut-off, label)."""
+    cls = EXPLAINERS.get(str(name).strip().lower())
+    if cls is None:
+        raise ExplainError(
+            f"Unknown explanation method '{name}'",
+            f"CXR Lens offers {', '.join(EXPLAINERS)}.",
+        )
+    return cls.display

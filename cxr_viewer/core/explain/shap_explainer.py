@@ -40,7 +40,7 @@ from ._common import (
     model_cache,
     upsample,
 )
-from .base import Explainer, Heatmap, PartialFn
+from .base import DisplayDefaults, Explainer, Heatmap, PartialFn
 from .layers import is_cut_layer, layer_output, shap_layers
 
 SAMPLINGS = ("stratified", "shap")
@@ -159,6 +159,7 @@ class ShapLayerExplainer(Explainer):
     needs_gradients: ClassVar[bool] = True
     signed: ClassVar[bool] = True
     uses_layer: ClassVar[bool] = True
+    display: ClassVar[DisplayDefaults] = DisplayDefaults("SHAP", "RdBu_r")
     default_settings: ClassVar[dict[str, Any]] = {
         "layer": None,
         "nsamples": 200,
@@ -184,13 +185,23 @@ class ShapLayerExplainer(Explainer):
         return valid or shap_layers(self.model)
 
     def default_layer(self) -> str:
+        """The bundle's ``shap_default_layer`` if offered, else the middle offered layer.
+
+        The input side (the stem convolution) is the slowest and its map looks like noise at
+        this resolution; the last layer is as coarse as Grad-CAM's. A middle layer is the
+        useful first look; the others stay one click away.
+        """
         layers = self.layers()
         if not layers:
             raise ExplainError(
                 "The model offers no layer for per-layer SHAP",
                 "no layer's output is a cut of the graph (every path passes through it).",
             )
-        return layers[0]
+        bundle = getattr(self.classifier, "bundle", None)
+        chosen = (getattr(bundle, "metadata", None) or {}).get("shap_default_layer")
+        if chosen in layers:
+            return chosen
+        return layers[len(layers) // 2]
 
     def set_background(self, background: np.ndarray) -> None:
         """Use ``background`` (n, h, w, c) model inputs instead of the bundle's."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QLabel, QLayout, QVBoxLayout, QWidget
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtWidgets import QLabel, QLayout, QSizePolicy, QVBoxLayout, QWidget
 
 from cxr_viewer.gui.state import ViewerState
 
@@ -41,3 +42,61 @@ def add_label(layout: QLayout, text: str, object_name: str) -> QLabel:
     label.setWordWrap(True)
     layout.addWidget(label)
     return label
+
+
+class ElidedLabel(QLabel):
+    """One line of plain text cut with "…" to the space it has; the whole text in its tooltip.
+
+    Its size hint never grows with the text, so a long message cannot widen a dock or the
+    window.
+    """
+
+    def __init__(
+        self,
+        text: str = "",
+        parent: QWidget | None = None,
+        mode: Qt.TextElideMode = Qt.TextElideMode.ElideRight,
+    ) -> None:
+        super().__init__(parent)
+        self._full = ""
+        self._mode = mode
+        self.setTextFormat(Qt.TextFormat.PlainText)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setMinimumWidth(20)
+        self.set_full_text(text)
+
+    def set_full_text(self, text: str, tooltip: str | None = None) -> None:
+        """Show ``text`` (elided to fit); the tooltip is ``tooltip`` or the whole text."""
+        self._full = text or ""
+        self.setToolTip(tooltip if tooltip is not None else self._full)
+        self._elide()
+
+    setText = set_full_text  # noqa: N815 - QLabel's name, so callers need not know
+
+    def full_text(self) -> str:
+        return self._full
+
+    def shown_text(self) -> str:
+        """The text as drawn (with "…" when cut)."""
+        return super().text()
+
+    def text(self) -> str:  # the whole text, as a plain QLabel would return it
+        return self._full
+
+    def is_elided(self) -> bool:
+        return self.shown_text() != self._full
+
+    def _elide(self) -> None:
+        width = max(self.width(), 10)
+        shown = self.fontMetrics().elidedText(self._full, self._mode, width)
+        QLabel.setText(self, shown)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        self._elide()
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(20, super().minimumSizeHint().height())
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(60, super().sizeHint().height())

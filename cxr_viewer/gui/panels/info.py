@@ -7,6 +7,8 @@ import html
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
+    QLabel,
+    QProgressBar,
     QTableWidget,
     QTableWidgetItem,
     QWidget,
@@ -18,6 +20,17 @@ from cxr_viewer.gui.state import ViewerState
 from .base import StatePanel, add_label
 
 HIDDEN = "(hidden)"
+
+
+def transfer_syntax_name(uid: str) -> str:
+    """A transfer syntax's name ("JPEG 2000 Image Compression (Lossless Only)"), else its UID."""
+    try:
+        from pydicom.uid import UID
+
+        name = UID(str(uid)).name
+    except Exception:  # noqa: BLE001 - a malformed UID is shown as it is
+        return str(uid)
+    return name if name and name != str(uid) else str(uid)
 
 
 def study_rows(study: Study, hide_patient: bool) -> list[tuple[str, str]]:
@@ -36,7 +49,7 @@ def study_rows(study: Study, hide_patient: bool) -> list[tuple[str, str]]:
             ("Pixel spacing", f"{study.pixel_spacing[0]:.3g} × {study.pixel_spacing[1]:.3g} mm")
         )
     if study.transfer_syntax:
-        rows.append(("Transfer syntax", study.transfer_syntax))
+        rows.append(("Transfer syntax", transfer_syntax_name(study.transfer_syntax)))
     for w in study.windows:
         rows.append((f"Window {w.name or ''}".strip(), f"C {w.center:g} / W {w.width:g}"))
     for key, value in study.metadata.items():
@@ -51,6 +64,13 @@ class MetadataPanel(StatePanel):
 
     def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
         super().__init__(state, "MetadataPanel", parent, margin=0)
+        self.privacy = QLabel("Patient data hidden (H shows it)")
+        self.privacy.setObjectName("PrivacyBadge")
+        self.privacy.setToolTip(
+            "Patient name, ID, birth date and sex are masked here, in the window title and in "
+            "exports. View ▸ Hide patient fields (H) switches this off."
+        )
+        self.box.addWidget(self.privacy)
         self.table = QTableWidget(0, 2)
         self.table.setHorizontalHeaderLabels(["Tag", "Value"])
         self.table.verticalHeader().setVisible(False)
@@ -67,10 +87,13 @@ class MetadataPanel(StatePanel):
     def refresh(self) -> None:
         study = self.state.study
         rows = study_rows(study, self.state.hide_patient) if study is not None else []
+        self.privacy.setVisible(self.state.hide_patient)
         self.table.setRowCount(len(rows))
         for i, (k, v) in enumerate(rows):
             self.table.setItem(i, 0, QTableWidgetItem(k))
-            self.table.setItem(i, 1, QTableWidgetItem(v))
+            item = QTableWidgetItem(v)
+            item.setToolTip(study.transfer_syntax if k == "Transfer syntax" else v)
+            self.table.setItem(i, 1, item)
 
     def values(self) -> dict[str, str]:
         return {
@@ -87,6 +110,13 @@ class ModelPanel(StatePanel):
         self.warning = add_label(
             self.box, "Research and demonstration software — not for diagnosis.", "NotForDiagnosis"
         )
+        self.headline = add_label(self.box, "", "ModelHeadline")
+        self.progress = QProgressBar()
+        self.progress.setObjectName("ModelProgress")
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(False)
+        self.progress.setMaximumHeight(8)
+        self.box.addWidget(self.progress)
         self.text = add_label(self.box, "", "ModelText")
         self.box.addStretch(1)
         state.events.model.connect(self.refresh)
@@ -94,11 +124,34 @@ class ModelPanel(StatePanel):
 
     def refresh(self) -> None:
         m = self.state.model
+        status = self.state.model_status
+        loading = m is None and status in ("loading", "warming up")
+        self.progress.setVisible(loading)
+        self.headline.setVisible(m is None)
         if m is None:
-            status = self.state.model_status
-            msg = self.state.model_message or "No model loaded."
-            self.text.setText(f"<i>{status}</i>: {msg}" if status != "none" else msg)
+            if loading:
+                self.headline.setText(
+                    "Loading model…" if status == "loading" else "Warming up the model…"
+                )
+                self.progress.setValue(int(round(self.state.model_progress * 1000)))
+                self.text.setText(
+                    (self.state.model_message or "")
+                    + "<br>Predictions and explanations follow as soon as it is ready."
+                )
+            elif status == "failed":
+                self.headline.setText("The model could not be loaded")
+                self.text.setText(
+                    f"{self.state.model_message}<br>File ▸ Open model… loads another bundle."
+                )
+            else:
+                self.headline.setText("No model loaded")
+                self.text.setText(
+                    self.state.model_message
+                    if self.state.model_message not in ("", "No model loaded")
+                    else "File ▸ Open model… loads a bundle."
+                )
             return
+        self.headline.setText("")
         use = m.intended_use
         self.warning.setText(
             f"Intended use: {use}." if "diagnos" in use.lower() else f"{use} — not for diagnosis."
@@ -117,3 +170,7 @@ class ModelPanel(StatePanel):
             f"Training data: {m.data_summary}",
         ]
         self.text.setToolTip("<br>".join(html.escape(d) for d in details))
+
+    def shown_text(self) -> str:
+        """Headline and text as shown (for tests)."""
+        return f"{self.headline.text()}\n{self.text.text()}"

@@ -1,8 +1,9 @@
-"""Overlay panel: per method a visibility toggle, opacity, colormap, layer/settings and a legend.
+"""Overlay panel: per method a visibility toggle, trust verdicts and collapsible settings.
 
 Every control only calls a :class:`~cxr_viewer.gui.state.ViewerState` setter; the panel redraws
 itself from the state's ``overlay`` events (so keyboard shortcuts and tests that change the
-state directly keep it in step).
+state directly keep it in step). The maps' legends are drawn inside the image panes; here each
+method shows its figures (with a tooltip saying what they mean) and its verdict badges.
 """
 
 from __future__ import annotations
@@ -16,19 +17,22 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QSlider,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
+from cxr_viewer.core.trust import figures_text, figures_tooltip
+from cxr_viewer.gui.presenter import method_verdicts, status_text
 from cxr_viewer.gui.state import METHODS, SAMPLE_SETTINGS, ViewerState, colormaps_for
 
-from .legend import ColorBar
+from .base import ElidedLabel
 
 SHORTCUT_KEYS = {"gradcam": "G", "lime": "L", "shap": "S"}
 
 
 class OverlayControls(QFrame):
-    """The controls of one method."""
+    """The controls of one method: a header that is always shown, settings that fold away."""
 
     def __init__(self, state: ViewerState, method: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -37,19 +41,38 @@ class OverlayControls(QFrame):
         ov = state.overlays[method]
         outer = QVBoxLayout(self)
         outer.setContentsMargins(6, 4, 6, 4)
+        outer.setSpacing(3)
         top = QHBoxLayout()
+        self.expand = QToolButton()
+        self.expand.setObjectName("SectionToggle")
+        self.expand.setCheckable(True)
+        self.expand.setAutoRaise(True)
+        self.expand.setToolTip(f"Show or fold away the {ov.label} settings")
+        self.expand.toggled.connect(self._set_expanded)
+        top.addWidget(self.expand)
         self.toggle = QCheckBox(f"{ov.label}")
         self.toggle.setObjectName("OverlayToggle")
-        self.toggle.setToolTip(f"Show or hide the {ov.label} overlay ({SHORTCUT_KEYS[method]})")
+        self.toggle.setToolTip(f"Show or hide the {ov.label} map ({SHORTCUT_KEYS[method]})")
         self.toggle.toggled.connect(lambda on: self.state.set_visible(self.method, on))
         top.addWidget(self.toggle)
-        top.addStretch(1)
-        self.status = QLabel("")
+        self.status = ElidedLabel("")
         self.status.setObjectName("Dim")
-        top.addWidget(self.status)
+        self.status.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        top.addWidget(self.status, 1)
         outer.addLayout(top)
 
-        form = QFormLayout()
+        self.figures = ElidedLabel("")
+        self.figures.setObjectName("TrustFigures")
+        outer.addWidget(self.figures)
+        self.badge_box = QVBoxLayout()
+        self.badge_box.setContentsMargins(0, 0, 0, 0)
+        self.badge_box.setSpacing(2)
+        outer.addLayout(self.badge_box)
+        self.badges: list[QLabel] = []
+
+        self.details = QWidget()
+        self.details.setObjectName("OverlayDetails")
+        form = QFormLayout(self.details)
         form.setContentsMargins(18, 0, 0, 0)
         row = QHBoxLayout()
         self.opacity = QSlider(Qt.Orientation.Horizontal)
@@ -100,13 +123,22 @@ class OverlayControls(QFrame):
                 )
             )
             form.addRow("Samples", self.samples)
-        outer.addLayout(form)
+        outer.addWidget(self.details)
         self.form = form
-        self.colorbar = ColorBar()
-        outer.addWidget(self.colorbar)
         state.events.overlay.connect(self._on_overlay)
-        state.events.target_class.connect(self._refresh_legend)
+        state.events.target_class.connect(self._refresh_trust)
+        self._set_expanded(False)
         self.refresh()
+
+    def _set_expanded(self, on: bool) -> None:
+        with QSignalBlocker(self.expand):
+            self.expand.setChecked(on)
+        self.expand.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+        self.details.setVisible(on)
+
+    @property
+    def expanded(self) -> bool:
+        return self.details.isVisibleTo(self)
 
     def _on_overlay(self, method: str, what: str) -> None:
         if method != self.method:
@@ -115,7 +147,7 @@ class OverlayControls(QFrame):
             self.status.setText(self._status_text())
         elif what == "heatmap":
             self.status.setText(self._status_text())
-            self._refresh_legend()
+            self._refresh_trust()
         else:
             self.refresh()
 
@@ -145,33 +177,49 @@ class OverlayControls(QFrame):
                     self.samples.addItem(str(n), n)
                 self.samples.setCurrentIndex(self.samples.findData(n))
         self.status.setText(self._status_text())
-        self._refresh_legend()
+        self._refresh_trust()
 
     def _status_text(self) -> str:
         ov = self.state.overlays[self.method]
-        if self.state.model is None:
-            return "no model"
-        if not ov.available:
-            return "not offered by this model"
-        return {
-            "idle": "",
-            "waiting": "waits for the prediction",
-            "queued": "queued",
-            "running": f"computing {ov.progress * 100:.0f} %",
-            "done": _done_text(ov.heatmap.heatmap) if ov.heatmap else "",
-            "failed": "failed",
-            "cancelled": "cancelled",
-        }.get(ov.status, ov.status)
+        if ov.status == "done" and ov.heatmap is not None and self.state.model is not None:
+            return _duration(getattr(ov.heatmap.heatmap, "runtime_s", 0.0))
+        return status_text(self.state, self.method)
 
-    def _refresh_legend(self) -> None:
+    def _refresh_trust(self) -> None:
+        """The figures line (tooltip: what they mean) and one badge per verdict."""
         ov = self.state.overlays[self.method]
-        self.colorbar.setVisible(ov.heatmap is not None)
-        if ov.heatmap is None:
-            return
-        names = self.state.model.class_names if self.state.model else []
-        t = self.state.target_class
-        cls = names[t] if t is not None and 0 <= t < len(names) else ""
-        self.colorbar.set_scale(ov.colormap, ov.signed, ov.heatmap.vmax, cls)
+        result = ov.heatmap
+        trust = (
+            dict(getattr(result.heatmap, "trust", {}) or {})
+            if result is not None and not result.partial
+            else {}
+        )
+        text = figures_text(trust)
+        self.figures.set_full_text(text, figures_tooltip(trust) if text else "")
+        self.figures.setVisible(bool(text))
+        found = method_verdicts(self.state, self.method)
+        while len(self.badges) < len(found):
+            label = QLabel("")  # wrapped, not cut: the dock's width is fixed
+            label.setObjectName("VerdictBadge")
+            label.setWordWrap(True)
+            label.setTextFormat(Qt.TextFormat.PlainText)
+            self.badge_box.addWidget(label)
+            self.badges.append(label)
+        for i, label in enumerate(self.badges):
+            if i < len(found):
+                v = found[i]
+                label.setText(v.text)
+                label.setToolTip(f"<p><b>{v.text}.</b></p><p>{v.detail}</p>")
+                label.setProperty("level", v.level)
+                label.style().unpolish(label)
+                label.style().polish(label)
+                label.show()
+            else:
+                label.hide()
+
+    def verdict_texts(self) -> list[tuple[str, str]]:
+        """(level, text) of the badges shown (for tests)."""
+        return [(str(b.property("level")), b.text()) for b in self.badges if not b.isHidden()]
 
 
 def _duration(seconds: float) -> str:
@@ -179,7 +227,7 @@ def _duration(seconds: float) -> str:
 
 
 class OverlayPanel(QWidget):
-    """The three methods' controls, stacked."""
+    """The three methods' controls, stacked (settings folded away until a method is shown)."""
 
     def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -190,14 +238,3 @@ class OverlayPanel(QWidget):
         for c in self.controls.values():
             layout.addWidget(c)
         layout.addStretch(1)
-
-
-def _done_text(heatmap) -> str:
-    """Runtime and trust figures of a finished map (deletion/insertion AUC, SHAP completeness)."""
-    parts = [_duration(getattr(heatmap, "runtime_s", 0.0))]
-    trust = getattr(heatmap, "trust", {}) or {}
-    if "deletion_auc" in trust:
-        parts.append(f"del {trust['deletion_auc']:.2f} / ins {trust['insertion_auc']:.2f}")
-    if "completeness_gap" in trust:
-        parts.append(f"gap {trust['completeness_gap'] * 100:.1f} %")
-    return " · ".join(parts)

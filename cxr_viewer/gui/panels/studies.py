@@ -24,8 +24,10 @@ class StudyList(QListWidget):
         self.state = state
         self.setIconSize(QSize(THUMB, THUMB))
         self.setUniformItemSizes(True)
-        self.setWordWrap(True)
+        self.setWordWrap(False)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # the full path is the tooltip
         self._thumbs: dict[Path, QIcon] = {}
+        self._unreadable: set[str] = set()
         self._placeholder = self._blank()
         self.currentRowChanged.connect(self._row_changed)
         state.events.studies.connect(self.rebuild)
@@ -49,6 +51,8 @@ class StudyList(QListWidget):
                 item.setToolTip(str(p))
                 item.setData(Qt.ItemDataRole.UserRole, str(p))
                 self.addItem(item)
+                if str(p) in self._unreadable:
+                    self._mark(item, p)
         self._select_current()
 
     def _select_current(self) -> None:
@@ -66,11 +70,20 @@ class StudyList(QListWidget):
 
     def mark_unreadable(self, path: Path) -> None:
         """Grey out a file that could not be read (its error was shown when it was opened)."""
+        self._unreadable.add(str(path))
         for i in range(self.count()):
             item = self.item(i)
             if item.data(Qt.ItemDataRole.UserRole) == str(path):
-                item.setForeground(Qt.GlobalColor.darkGray)
-                item.setText(f"{Path(path).name} (unreadable)")
+                self._mark(item, Path(path))
+
+    @staticmethod
+    def _mark(item: QListWidgetItem, path: Path) -> None:
+        item.setForeground(Qt.GlobalColor.darkGray)
+        item.setText(f"{path.name} (unreadable)")
+        item.setToolTip(f"{path}\ncould not be read (the error was shown when it was opened)")
+
+    def is_unreadable(self, path: Path) -> bool:
+        return str(path) in self._unreadable
 
     def has_thumbnail(self, path: Path) -> bool:
         return Path(path) in self._thumbs
