@@ -152,7 +152,7 @@ class Actions:
         act(
             "next_method",
             "Next &method (single view)",
-            s.cycle_focus,
+            lambda: s.cycle_focus(1),
             ["M"],
             tip="Show the next method in the single view",
         )

@@ -31,7 +31,7 @@ def test_unsigned_map_clips_negatives_and_scales_alpha():
     v = np.array([[-1.0, 0.0, 0.25, 1.0, 4.0]], np.float32)
     rgba = colorize(v, signed=False, vmax=1.0, colormap="inferno")
     assert list(rgba[0, :, 3]) == [0, 0, 64, 255, 255]
-    assert default_colormap(False) in ("jet", "inferno", "turbo")
+    assert default_colormap(False) == "inferno"  # perceptually uniform, dark where weak
     assert default_colormap(True) == "RdBu_r"
 
 
@@ -77,3 +77,17 @@ def test_colorbar_runs_high_at_the_top():
     assert bar[32, 0, 3] < 10  # middle ≈ 0 → transparent
     flat = colorbar_image(signed=False, length=32, thickness=4, vertical=False, with_alpha=False)
     assert flat.shape == (4, 32, 4) and np.all(flat[..., 3] == 255)
+
+
+def test_cutoff_makes_weak_values_transparent_and_legends_say_relative():
+    from cxr_viewer.core.overlay import legend_labels
+
+    v = np.array([[0.05, 0.2, 1.0]], np.float32)
+    rgba = colorize(v, signed=False, colormap="inferno", vmax=1.0, cutoff=0.1)
+    assert rgba[0, 0, 3] == 0 and rgba[0, 1, 3] > 0 and rgba[0, 2, 3] == 255
+    signed = colorize(-v, signed=True, colormap="RdBu_r", vmax=1.0, cutoff=0.1)
+    assert signed[0, 0, 3] == 0 and signed[0, 2, 3] == 255
+    low, high, caption = legend_labels(True, "PuOr_r", "PNEUMONIA")
+    assert "against PNEUMONIA" == low and "toward PNEUMONIA" == high
+    assert "orange" in caption and "relative, scaled to this image" in caption
+    assert "relative, scaled to this image" in legend_labels(False, "inferno", "X")[2]

@@ -70,7 +70,9 @@ def test_toggle_and_fade_each_overlay_without_recomputing(qtbot, gui, viewer, st
         # trust figures are computed with the map and shown next to it
         trust = win.state.overlays[method].heatmap.heatmap.trust
         assert 0.0 <= trust["deletion_auc"] <= 1.0 and 0.0 <= trust["insertion_auc"] <= 1.0
-        assert "del " in win.overlay_panel.controls[method].status.text()
+        controls = win.overlay_panel.controls[method]
+        assert "del " in controls.figures.text()  # own line, with a tooltip saying what it means
+        assert "Lower is better" in controls.figures.toolTip()
 
     # a different class is a different explanation; coming back to the first is cached
     calls = session.explain_calls
@@ -210,7 +212,9 @@ def test_unexpected_exception_is_shown_and_app_keeps_running(qtbot, gui, window)
 def test_views_zoom_pan_window_level_in_sync(qtbot, gui, window, studies_dir):
     win = window
     gui.open_study(qtbot, win, studies_dir / "phantom0.png", with_prediction=False)
+    win.actions_["layout_side"].trigger()  # the original next to the composite
     a, b = win.original_view, win.overlay_view
+    qtbot.waitUntil(lambda: a.isVisible() and b.isVisible())
     a.zoom_by(2.0)
     assert b.zoom == pytest.approx(a.zoom)
     a.horizontalScrollBar().setValue(a.horizontalScrollBar().maximum() // 2)
@@ -281,8 +285,14 @@ def test_export_png_and_one_page_pdf(qtbot, gui, viewer, studies_dir, tmp_path):
     qtbot.waitUntil(lambda: png.exists() and pdf.exists(), timeout=60_000)
     qtbot.waitUntil(lambda: not win.controller.io_worker.busy, timeout=60_000)
     img = cv2.imread(str(png), cv2.IMREAD_COLOR)
-    assert img.shape[:2] == (win.state.study.rows, win.state.study.columns)
-    assert img.std(axis=2).max() > 0  # the coloured overlay is in it
+    rows, cols = win.state.study.rows, win.state.study.columns
+    assert img.shape[0] > rows and img.shape[1] >= cols  # the composite plus its annotation band
+    from cxr_viewer.gui.report import composite_image
+
+    # the composite's own pixels at the top left, untouched
+    np.testing.assert_array_equal(img[:rows, :cols, ::-1], composite_image(win.snapshot()))
+    assert img[:rows, :cols].std(axis=2).max() > 0  # the coloured overlay is in it
+    assert img[rows:].std() > 0  # the band has text and a colour bar
     data = pdf.read_bytes()
     assert data.startswith(b"%PDF")
     import re
