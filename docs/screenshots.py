@@ -1,12 +1,15 @@
-"""Screenshots of the real viewer window, one per overlay, for the README.
+"""Screenshots of the real viewer window for the README.
 
 Run under a virtual X server (the real xcb platform, not offscreen)::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python docs/screenshots.py \
-        --study resources/samples/<phantom> [--model resources/demo_bundle]
+        --study resources/samples/<sample> [--model resources/demo_bundle]
 
-Writes ``docs/screenshot-<method>.png`` (that overlay alone) and ``docs/screenshot-all.png``.
-Use phantoms (resources/samples) only: never real patient images.
+Writes ``docs/screenshot-grid.png`` (the default grid layout, every method in its own pane),
+``docs/screenshot-<method>.png`` (the single-method view), ``docs/screenshot-all.png`` (side
+by side: the original and every map composited), ``docs/screenshot-error.png`` (the error
+dialog for a truncated DICOM) and ``docs/export-example.png`` (File ▸ Export view as PNG).
+Use the repository's samples only: never patient images from elsewhere.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def main() -> int:
     p.add_argument("--width", type=int, default=1560)
     p.add_argument("--height", type=int, default=940)
     p.add_argument("--lime-samples", type=int, default=1000)
-    p.add_argument("--shap-layer", help="SHAP layer to show (default: the deepest offered)")
+    p.add_argument("--shap-layer", help="SHAP layer to show (default: the bundle's default)")
     args = p.parse_args()
     tmp = tempfile.TemporaryDirectory()  # fresh settings: default layout, nothing remembered
     os.environ["CXR_LENS_SETTINGS"] = str(Path(tmp.name) / "settings.ini")
@@ -71,17 +74,16 @@ def main() -> int:
     win.open_paths([args.study])
     wait(lambda: win.state.prediction is not None, 120, "prediction")
     win.state.set_setting("lime", "num_samples", args.lime_samples)
-    shap_layers = win.state.overlays["shap"].layers
-    if shap_layers:
-        win.state.set_layer("shap", args.shap_layer or shap_layers[-1])
+    if args.shap_layer:
+        win.state.set_layer("shap", args.shap_layer)
     out = Path(args.out)
 
-    def shoot(name: str) -> None:
+    def shoot(name: str, whole_screen: bool = False) -> None:
         for _ in range(30):
             app.processEvents()
             time.sleep(0.02)
         screen = QApplication.primaryScreen()
-        pix = screen.grabWindow(win.winId())
+        pix = screen.grabWindow(0 if whole_screen else win.winId())
         if pix.isNull() or pix.width() < 100:  # some platforms cannot grab: render instead
             pix = win.grab()
         path = out / f"screenshot-{name}.png"
@@ -89,19 +91,41 @@ def main() -> int:
         _shrink(path)
         print(f"wrote {path} ({path.stat().st_size // 1024} KiB, {pix.width()}×{pix.height()})")
 
-    for method in METHODS:
-        if not win.state.overlays[method].available:
-            print(f"{method}: not offered by this model, skipped")
-            continue
-        for m in METHODS:
-            win.state.set_visible(m, m == method)
-        win.state.set_opacity(method, 0.6)
-        wait(lambda m=method: win.state.overlays[m].status == "done", 900, method)
+    available = [m for m in METHODS if win.state.overlays[m].available]
+    for m in available:
+        win.state.set_visible(m, True)
+    for m in available:
+        wait(lambda m=m: win.state.overlays[m].status == "done", 900, m)
+    win.state.set_layout("grid")
+    shoot("grid")
+    win.state.set_layout("single")
+    for method in available:
+        win.state.set_focus_method(method)
         shoot(method)
-    for m in METHODS:
-        win.state.set_visible(m, win.state.overlays[m].available)
-        win.state.set_opacity(m, 0.45)
+    win.state.set_layout("side")
     shoot("all")
+    win.state.set_layout("grid")
+
+    export = out / "export-example.png"
+    win.export("png", export)
+    wait(lambda: export.exists() and not win.controller.io_worker.busy, 120, "export")
+    _shrink(export)
+    print(f"wrote {export}")
+
+    # the error dialog: a DICOM sample cut short, as a failed transfer leaves it
+    dicoms = sorted(Path(args.study).parent.glob("sample-*.dcm")) or sorted(
+        Path(args.study).parent.glob("*.dcm")
+    )
+    if dicoms:
+        cut = Path(tmp.name) / f"truncated-{dicoms[0].name}"
+        data = dicoms[0].read_bytes()
+        cut.write_bytes(data[: len(data) // 3])
+        win.open_paths([str(cut)])
+        wait(lambda: bool(win.reporter.open_dialogs), 60, "the error dialog")
+        dialog = win.reporter.open_dialogs[-1]
+        dialog.move(win.geometry().center() - dialog.rect().center())
+        shoot("error", whole_screen=True)
+        dialog.accept()
     win.close()
     return 0
 

@@ -28,9 +28,10 @@ log = logging.getLogger("cxr_viewer")
 MAX_OPEN_DIALOGS = 3
 
 
-#: a trailing "(…)" that quotes a library: an exception name, or long technical text
+#: a trailing "(…)" that quotes a library: it starts with an exception's name, or reads like
+#: one of its messages ("Expected explicit VR: …"); a plain aside "(a report, …)" stays
 _LIBRARY_TEXT = re.compile(
-    r"^(?P<plain>.*?)\s*\((?P<lib>(?:[A-Za-z_][\w.]*(?:Error|Exception|Warning)\b|[^()]{40,}).*)\)"
+    r"^(?P<plain>.*?)\s*\((?P<lib>(?:[A-Za-z_][\w.]*(?:Error|Exception|Warning)\b|[^():]+:\s).*)\)"
     r"\s*\.?$",
     re.DOTALL,
 )

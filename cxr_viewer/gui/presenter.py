@@ -231,7 +231,7 @@ class OverlayPresenter(QObject):
         if strip is None:
             strip = rgba_qimage(
                 colorbar_image(
-                    signed=ov.signed, colormap=ov.colormap, vertical=False, cutoff=ov.cutoff
+                    signed=ov.signed, colormap=ov.colormap, vertical=False, with_alpha=False
                 )
             )
             self._strips[key] = strip

@@ -344,7 +344,8 @@ def save_pdf(snap: Snapshot, path: str | Path) -> Path:
             ScalarMappable(norm=norm, cmap=ly.colormap), cax=cax, orientation="horizontal"
         )
         bar.set_ticks([])
-        for x, text, ha in ((0.0, lo, "left"), (1.0, hi, "right")):
+        # short ends under the small bar (the caption names the class)
+        for x, text, ha in ((0.0, lo.split(" ")[0], "left"), (1.0, hi.split(" ")[0], "right")):
             cax.text(x, -0.5, text, transform=cax.transAxes, ha=ha, va="top", fontsize=6)
         bar.set_label(textwrap.fill(caption, 80), fontsize=6, labelpad=9)
     if not shown:

@@ -26,6 +26,7 @@ class StudyList(QListWidget):
         self.setUniformItemSizes(True)
         self.setWordWrap(False)
         self.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # the full path is the tooltip
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self._thumbs: dict[Path, QIcon] = {}
         self._unreadable: set[str] = set()
         self._placeholder = self._blank()
@@ -50,6 +51,8 @@ class StudyList(QListWidget):
                 item = QListWidgetItem(self._thumbs.get(p, self._placeholder), p.name)
                 item.setToolTip(str(p))
                 item.setData(Qt.ItemDataRole.UserRole, str(p))
+                # as wide as the list: a longer name is elided (middle), never scrolled
+                item.setSizeHint(QSize(max(60, self.width() - 24), THUMB + 8))
                 self.addItem(item)
                 if str(p) in self._unreadable:
                     self._mark(item, p)
