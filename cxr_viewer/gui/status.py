@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QStatusBar,
     QToolButton,
     QWidget,
@@ -53,6 +54,7 @@ class StatusArea(QStatusBar):
         self.progress.setVisible(False)
         self.work_label = ElidedLabel("")
         self.work_label.setFixedWidth(230)
+        self.work_label.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Preferred)
         self.work_label.setVisible(False)
         self.addPermanentWidget(self.work_label)
         self.addPermanentWidget(self.progress)

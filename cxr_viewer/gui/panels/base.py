@@ -87,7 +87,7 @@ class ElidedLabel(QLabel):
         return self.shown_text() != self._full
 
     def _elide(self) -> None:
-        width = max(self.width(), 10)
+        width = max(self.contentsRect().width(), 10)
         shown = self.fontMetrics().elidedText(self._full, self._mode, width)
         QLabel.setText(self, shown)
 
