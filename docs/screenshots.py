@@ -25,11 +25,11 @@ DOCS = Path(__file__).resolve().parent
 
 
 def _shrink(path: Path, colors: int = 256) -> None:
-    """Re-save as an optimised palette PNG (a third of the size; fine for UI screenshots)."""
+    """Re-save as an optimised palette PNG (a third of the size; octree keeps colour-bar hues)."""
     from PIL import Image
 
     with Image.open(path) as im:
-        small = im.convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
+        small = im.convert("RGB").quantize(colors=colors, method=Image.Quantize.FASTOCTREE)
     small.save(path, optimize=True)
 
 
