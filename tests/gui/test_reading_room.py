@@ -363,3 +363,76 @@ def test_the_app_exits_with_the_message_instead_of_a_qt_abort(tmp_path):
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert "cannot open its window: there is no display" in proc.stderr
     assert "QT_QPA_PLATFORM=offscreen" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------- defaults, exports, noise
+def test_the_bundle_may_choose_the_default_shap_layer(tmp_path, tiny_bundle):
+    import json
+    import shutil
+
+    from cxr_viewer.core.bundle import open_bundle
+    from cxr_viewer.core.explain.registry import create_explainer, display_defaults
+    from cxr_viewer.core.inference import Classifier
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    clf = Classifier(open_bundle(copy))
+    assert create_explainer("shap", clf).default_layer() == "pool_a"  # the middle offered
+    meta = json.loads((copy / "metadata.json").read_text())
+    meta["shap_default_layer"] = "conv_a"
+    (copy / "metadata.json").write_text(json.dumps(meta))
+    clf = Classifier(open_bundle(copy))
+    assert create_explainer("shap", clf).default_layer() == "conv_a"
+    assert display_defaults("gradcam").colormap == "inferno"
+    assert display_defaults("shap").opacity == pytest.approx(0.35)
+
+
+def test_pdf_report_wraps_and_states_threshold_colour_bars_and_inversion(
+    qtbot, gui, viewer, studies_dir, monkeypatch, tmp_path
+):
+    from matplotlib.figure import Figure
+
+    from cxr_viewer.gui.report import PDF_WRAP, save_pdf
+
+    win = viewer
+    gui.open_study(qtbot, win, studies_dir / "phantom0.png")
+    for m in ("gradcam", "shap"):
+        win.state.set_visible(m, True)
+        gui.wait_done(qtbot, win, m)
+    win.state.set_invert_flip(True)
+    figures: list[Figure] = []
+    real_savefig = Figure.savefig
+
+    def keep(self, path, *args, **kwargs):
+        figures.append(self)
+        return real_savefig(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    out = save_pdf(win.snapshot(), tmp_path / "report.pdf")
+    assert out.read_bytes().startswith(b"%PDF")
+    fig = figures[0]
+    texts = [t.get_text() for t in fig.texts]
+    for ax in fig.axes:
+        texts += [t.get_text() for t in ax.texts] + [ax.get_title(), ax.get_xlabel()]
+    everything = "\n".join(texts)
+    assert "threshold 0.50" in everything and "pneumonia if p ≥ 0.50" in everything
+    assert "inverted by the reader" in everything
+    assert everything.count("relative, scaled to this image") == 2  # one colour bar per map
+    assert "removing its top 20 %" in everything  # the verdicts are in the report
+    body = [t.get_text() for t in fig.texts if t.get_fontfamily() == ["monospace"]]
+    assert body and all(len(line) <= PDF_WRAP for t in body for line in t.split("\n"))
+
+
+def test_qt_warnings_stay_off_the_terminal(tmp_path):
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(ROOT))
+    env["CXR_LENS_SETTINGS"] = str(tmp_path / "settings.ini")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cxr_viewer", "--no-model", "--quit-after", "1.5"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "propagateSizeHints" not in proc.stderr
