@@ -138,7 +138,11 @@ def status_text(state: ViewerState, method: str) -> str:
     """What ``method``'s map is doing, in a few words ("computing 40 %", "failed", …)."""
     ov = state.overlays[method]
     if state.model is None:
-        return "no model"
+        return (
+            "waits for the model"
+            if state.model_status in ("loading", "warming up")
+            else ("no model")
+        )
     if not ov.available:
         return "not offered by this model"
     return {

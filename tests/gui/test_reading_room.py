@@ -225,6 +225,7 @@ def test_loading_model_state_with_progress(qtbot, window, tiny_bundle):
     assert panel.progress.isVisible()
     assert "No model loaded" not in panel.shown_text()
     assert win.status.model_label.text() == "Loading model…"
+    assert win.overlay_panel.controls["gradcam"].status.text() == "waits for the model"
     qtbot.waitUntil(lambda: win.state.model is not None, timeout=120_000)
     loading = [s for s in seen if s[0] in ("loading", "warming up")]
     assert any(p > 0 for _, p, _ in loading), "no progress was shown while loading"

@@ -127,6 +127,7 @@ class OverlayControls(QFrame):
         self.form = form
         state.events.overlay.connect(self._on_overlay)
         state.events.target_class.connect(self._refresh_trust)
+        state.events.model.connect(lambda: self.status.setText(self._status_text()))
         self._set_expanded(False)
         self.refresh()
 
