@@ -250,16 +250,14 @@ def _faithfulness(trust: dict) -> Verdict | None:
     pct = f"{_num(trust.get('drop_fraction', 0.2)) * 100:.0f} %"
     detail = (
         f"The most important {pct} of the image by this map was blurred away and the model "
-        f"asked again: p fell from {p:.2f} to {p - top:.2f}. Blurring {pct} of pixels chosen at "
-        f"random lowered it by {rnd:.2f} on average. A map that points at what the model uses "
-        "makes p fall much more than random removal does."
+        f"asked again: p went from {p:.2f} to {p - top:.2f}. Blurring {pct} of pixels chosen "
+        f"at random changed it by {-rnd:+.2f} on average. A map that points at what the model "
+        "uses makes p fall much more than random removal does."
     )
-
-    def change(d: float) -> str:
-        if top >= 0 and rnd >= 0:
-            return f"drops p by {top:.2f} vs {rnd:.2f} at random"
-        return f"changes p by {-top:+.2f} vs {-rnd:+.2f} at random"
-
+    if top >= 0 and rnd >= 0:
+        effect = f"drops p by {top:.2f} vs {rnd:.2f} at random"
+    else:
+        effect = f"changes p by {-top:+.2f} vs {-rnd:+.2f} at random"
     if p < LOW_P:
         return Verdict(
             "info",
@@ -268,16 +266,12 @@ def _faithfulness(trust: dict) -> Verdict | None:
         )
     margin = top - rnd
     if margin >= FAITHFUL_MARGIN:
-        return Verdict("good", f"faithful: removing its top {pct} {change(top)}", detail)
+        return Verdict("good", f"faithful: removing its top {pct} {effect}", detail)
     if margin >= WEAK_MARGIN:
-        return Verdict(
-            "warn",
-            f"weakly faithful: removing its top {pct} {change(top)}",
-            detail,
-        )
+        return Verdict("warn", f"weakly faithful: removing its top {pct} {effect}", detail)
     return Verdict(
         "bad",
-        f"not faithful: removing its top {pct} {change(top)}",
+        f"not faithful: removing its top {pct} {effect}",
         detail + " This map does not show what the model relies on; do not read it as such.",
     )
 
