@@ -173,9 +173,37 @@ def missing_with_find_library(names=XCB_LIBRARIES) -> list[str]:
     return [f"lib{n}.so" for n in names if ctypes.util.find_library(n) is None]
 
 
+def x_server_answers(display: str) -> bool | None:
+    """Whether an X server accepts a connection at ``display`` (None: libxcb not loadable).
+
+    Uses libxcb itself (``xcb_connect``), as Qt's xcb plugin will: a DISPLAY left over from
+    another session (or an X server that has gone) makes Qt abort just like a missing library.
+    """
+    import ctypes
+
+    name = ctypes.util.find_library("xcb")
+    if name is None:
+        return None
+    try:
+        xcb = ctypes.CDLL(name)
+    except OSError:
+        return None
+    xcb.xcb_connect.restype = ctypes.c_void_p
+    xcb.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    xcb.xcb_connection_has_error.argtypes = [ctypes.c_void_p]
+    xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
+    conn = xcb.xcb_connect(display.encode(), None)
+    try:
+        return conn is not None and xcb.xcb_connection_has_error(conn) == 0
+    finally:
+        if conn is not None:
+            xcb.xcb_disconnect(conn)
+
+
 def check_display(
     env: Mapping[str, str] | None = None,
     find_missing: Callable[[], list[str] | None] | None = None,
+    answers: Callable[[str], bool | None] = x_server_answers,
 ) -> None:
     """Raise :class:`DisplayUnavailable` when Qt would abort opening the window.
 
@@ -186,6 +214,8 @@ def check_display(
     find_missing:
         Returns the missing shared libraries of the xcb plugin (default: ``ldd`` on PySide6's
         plugin, else ``find_library`` on the known list). Tests pass their own.
+    answers:
+        Whether the X server at a display accepts connections (default: ask libxcb).
     """
     env = os.environ if env is None else env
     plan = platform_plan(env)
@@ -227,9 +257,18 @@ def check_display(
             f"Install them (Debian/Ubuntu): sudo apt-get install -y {' '.join(packages)}\n"
             f"or everything the viewer needs at once: {APT_LINE}\n{ALTERNATIVES}",
         )
+    display = env["DISPLAY"]
+    if answers(display) is False:
+        raise DisplayUnavailable(
+            f"CXR Lens cannot open its window: no X server answers at DISPLAY={display}",
+            "the display named by DISPLAY does not accept connections (an X server that has "
+            "stopped, or a DISPLAY left over from another session).",
+            f"Start the desktop session again or correct DISPLAY.\n{ALTERNATIVES}",
+        )
 
 
 def message(exc: CxrError) -> str:
     """The text printed on the terminal for ``exc`` (what, why, what to do)."""
     why = exc.why.strip()
+    why = why[:1].upper() + why[1:]
     return f"{exc.what}.\n{why}\n\n{exc.hint}\n" if why else f"{exc.what}.\n\n{exc.hint}\n"

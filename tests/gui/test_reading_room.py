@@ -326,9 +326,19 @@ def test_missing_xcb_libraries_name_the_apt_packages():
     assert "sudo apt-get install -y libxcb-icccm4 libxcb-keysyms1" in exc.hint
     assert "--self-test" in exc.hint and "QT_QPA_PLATFORM=offscreen" in exc.hint
     assert APT_LINE in exc.hint
-    check_display(env, lambda: [])  # nothing missing: no error
+    check_display(env, lambda: [], lambda _display: True)  # nothing missing: no error
     assert package_for("libxkbcommon-x11.so.0") == "libxkbcommon-x11-0"
     assert package_for("libfoo.so.3") == "libfoo3"
+
+
+def test_a_display_nobody_answers_is_reported():
+    from cxr_viewer.gui.platform_check import x_server_answers
+
+    if x_server_answers(":987") is None:
+        pytest.skip("libxcb is not installed")
+    assert x_server_answers(":987") is False  # no X server on display 987
+    with pytest.raises(DisplayUnavailable, match="no X server answers at DISPLAY=:987"):
+        check_display({"DISPLAY": ":987"}, lambda: [])
 
 
 def test_no_display_and_platform_rules():
