@@ -37,16 +37,17 @@ MODEL_LOAD_DELAY_MS = 3000
 
 
 def _qt_message(kind, context, text: str) -> None:
-    """Qt's own messages go to the log: debug level (seen with --verbose), errors as errors.
+    """Qt's own messages go to the log: shown with --verbose, errors always, else kept quiet.
 
     Qt warns on stderr about things a user cannot act on ("This plugin does not support
     propagateSizeHints()", xcb/Wayland details); a radiologist's terminal stays quiet.
     """
-    level = (
-        logging.ERROR
-        if kind in (QtMsgType.QtCriticalMsg, QtMsgType.QtFatalMsg)
-        else (logging.DEBUG)
-    )
+    from cxr_viewer.core.model_io import runtime_config
+
+    if kind in (QtMsgType.QtCriticalMsg, QtMsgType.QtFatalMsg):
+        level = logging.ERROR
+    else:
+        level = logging.WARNING if runtime_config().verbose else logging.DEBUG
     category = getattr(context, "category", None) or "default"
     qt_log.log(level, "[%s] %s", category, text)
 
