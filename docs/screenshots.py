@@ -8,7 +8,8 @@ Run under a virtual X server (the real xcb platform, not offscreen)::
 Writes ``docs/screenshot-grid.png`` (the default grid layout, every method in its own pane),
 ``docs/screenshot-<method>.png`` (the single-method view), ``docs/screenshot-all.png`` (side
 by side: the original and every map composited), ``docs/screenshot-error.png`` (the error
-dialog for a truncated DICOM) and ``docs/export-example.png`` (File ▸ Export view as PNG).
+dialog for a copy of the study cut short) and ``docs/export-example.png`` (File ▸ Export view
+as PNG).
 Use the repository's samples only: never patient images from elsewhere.
 """
 
@@ -24,13 +25,13 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 
 
-def _shrink(path: Path, colors: int = 256) -> None:
-    """Re-save as an optimised palette PNG (a third of the size; octree keeps colour-bar hues)."""
+def _shrink(path: Path) -> None:
+    """Re-save as an optimised PNG: full colour, since a palette posterises real films."""
     from PIL import Image
 
     with Image.open(path) as im:
-        small = im.convert("RGB").quantize(colors=colors, method=Image.Quantize.FASTOCTREE)
-    small.save(path, optimize=True)
+        rgb = im.convert("RGB")
+    rgb.save(path, optimize=True)
 
 
 def main() -> int:
@@ -112,13 +113,11 @@ def main() -> int:
     _shrink(export)
     print(f"wrote {export}")
 
-    # the error dialog: a DICOM sample cut short, as a failed transfer leaves it
-    dicoms = sorted(Path(args.study).parent.glob("sample-*.dcm")) or sorted(
-        Path(args.study).parent.glob("*.dcm")
-    )
-    if dicoms:
-        cut = Path(tmp.name) / f"truncated-{dicoms[0].name}"
-        data = dicoms[0].read_bytes()
+    # the error dialog: the same file cut short, as a failed transfer leaves it
+    source = Path(args.study)
+    if source.is_file():
+        cut = Path(tmp.name) / f"truncated-{source.name}"
+        data = source.read_bytes()
         cut.write_bytes(data[: len(data) // 3])
         win.open_paths([str(cut)])
         wait(lambda: bool(win.reporter.open_dialogs), 60, "the error dialog")

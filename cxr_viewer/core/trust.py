@@ -219,6 +219,8 @@ LEVELS = ("good", "warn", "bad", "info")
 FAITHFUL_MARGIN, WEAK_MARGIN = 0.10, 0.03
 #: p below which removing pixels cannot show much (the probability has nowhere to fall)
 LOW_P = 0.15
+#: both drops below this: p does not move at all (a saturated model), nothing to compare
+SATURATED_DROP = 0.01
 #: SHAP completeness gap (relative) for "sums to the score" / "roughly"
 GAP_GOOD, GAP_WARN = 0.05, 0.20
 
@@ -254,15 +256,27 @@ def _faithfulness(trust: dict) -> Verdict | None:
         f"at random changed it by {-rnd:+.2f} on average. A map that points at what the model "
         "uses makes p fall much more than random removal does."
     )
+    verb = "drops" if top >= 0 else "raises"
     if top >= 0 and rnd >= 0:
         effect = f"drops p by {top:.2f} vs {rnd:.2f} at random"
     else:
-        effect = f"changes p by {-top:+.2f} vs {-rnd:+.2f} at random"
+        effect = (
+            f"{verb} p by {abs(top):.2f} vs a {'drop' if rnd >= 0 else 'rise'} of "
+            f"{abs(rnd):.2f} at random"
+        )
     if p < LOW_P:
         return Verdict(
             "info",
             f"faithfulness not measurable: p is only {p:.2f}",
             detail + " Here p is already low, so there is little to fall.",
+        )
+    if max(abs(top), abs(rnd)) < SATURATED_DROP:
+        return Verdict(
+            "info",
+            f"faithfulness not measurable: p stays {p:.2f} with any {pct} removed",
+            detail + " The model is so sure that removing a fifth of the image, chosen by the "
+            "map or at random, does not move p: this test cannot tell here. The deletion and "
+            "insertion curves (which go on to remove everything) still can.",
         )
     margin = top - rnd
     if margin >= FAITHFUL_MARGIN:

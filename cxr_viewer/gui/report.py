@@ -140,16 +140,25 @@ def composite_image(snap: Snapshot, max_side: int | None = None) -> np.ndarray:
 BAND_BASE_WIDTH = 1000
 
 
+def export_scale(columns: int) -> int:
+    """Integer magnification of an image narrower than half the band (1 otherwise)."""
+    return max(1, BAND_BASE_WIDTH // max(int(columns), 1)) if columns * 2 <= BAND_BASE_WIDTH else 1
+
+
 def annotated_image(snap: Snapshot) -> np.ndarray:
     """(H', W', 3) uint8: the full-size composite on top, the annotation band below it.
 
-    The composite keeps its pixels (rows × columns at the top left); the canvas is at least
-    :data:`BAND_BASE_WIDTH` wide so the text stays legible under small images.
+    The composite keeps its pixels (rows × columns at the top left; an image narrower than half
+    the band is magnified by an integer factor, :func:`export_scale`, each pixel a block); the
+    canvas is at least :data:`BAND_BASE_WIDTH` wide so the text stays legible.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     rgb = composite_image(snap)
+    k = export_scale(rgb.shape[1])
+    if k > 1:  # each study pixel as a k × k block: larger, never resampled
+        rgb = np.repeat(np.repeat(rgb, k, axis=0), k, axis=1)
     h, w = rgb.shape[:2]
     cw = max(w, BAND_BASE_WIDTH)
     s = cw / BAND_BASE_WIDTH  # pixels per layout unit
@@ -173,6 +182,8 @@ def annotated_image(snap: Snapshot) -> np.ndarray:
     )
     text(prediction_line(snap))
     text(f"Explained class: {snap.target_class or '—'} · {display_line(snap)}")
+    if k > 1:
+        text(f"Image shown at {k}× ({snap.study.columns} × {snap.study.rows} pixels).")
     if not shown:
         text("No explanation shown.")
     for ly in shown:

@@ -126,11 +126,19 @@ def test_faithfulness_verdicts_in_plain_words():
     assert weak[0][0] == "warn" and weak[0][1].startswith("weakly faithful")
     bad = _levels("gradcam", {"p": 0.9, "drop_top": -0.02, "drop_random": 0.05})
     assert bad == [
-        ("bad", "not faithful: removing its top 20 % changes p by +0.02 vs -0.05 at random")
+        ("bad", "not faithful: removing its top 20 % raises p by 0.02 vs a drop of 0.05 at random")
+    ]
+    mixed = _levels("gradcam", {"p": 0.87, "drop_top": 0.25, "drop_random": -0.09})
+    assert mixed == [
+        ("good", "faithful: removing its top 20 % drops p by 0.25 vs a rise of 0.09 at random")
     ]
     low = _levels("gradcam", {"p": 0.04, "drop_top": 0.01, "drop_random": 0.0})
     assert low[0][0] == "info" and "only 0.04" in low[0][1]
     assert _levels("gradcam", {"deletion_auc": 0.3}) == []  # no drop figures: no verdict
+    saturated = _levels("gradcam", {"p": 1.0, "drop_top": 0.002, "drop_random": 0.0})
+    assert saturated == [
+        ("info", "faithfulness not measurable: p stays 1.00 with any 20 % removed")
+    ]
 
 
 def test_lime_and_shap_verdicts():

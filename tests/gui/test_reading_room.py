@@ -181,7 +181,7 @@ def test_verdict_badges_in_the_panel_and_the_panes(qtbot, window):
         ("good", "faithful: removing its top 20 % drops p by 0.41 vs 0.05 at random")
     ]
     assert controls["lime"].verdict_texts() == [
-        ("bad", "not faithful: removing its top 20 % changes p by +0.02 vs -0.05 at random"),
+        ("bad", "not faithful: removing its top 20 % raises p by 0.02 vs a drop of 0.05 at random"),
         ("warn", "LIME did not converge at 2,000 samples"),
     ]
     assert ("good", "SHAP sums to the score within 0.4 %") in controls["shap"].verdict_texts()

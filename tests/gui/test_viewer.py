@@ -286,13 +286,15 @@ def test_export_png_and_one_page_pdf(qtbot, gui, viewer, studies_dir, tmp_path):
     qtbot.waitUntil(lambda: not win.controller.io_worker.busy, timeout=60_000)
     img = cv2.imread(str(png), cv2.IMREAD_COLOR)
     rows, cols = win.state.study.rows, win.state.study.columns
-    assert img.shape[0] > rows and img.shape[1] >= cols  # the composite plus its annotation band
-    from cxr_viewer.gui.report import composite_image
+    from cxr_viewer.gui.report import composite_image, export_scale
 
-    # the composite's own pixels at the top left, untouched
-    np.testing.assert_array_equal(img[:rows, :cols, ::-1], composite_image(win.snapshot()))
-    assert img[:rows, :cols].std(axis=2).max() > 0  # the coloured overlay is in it
-    assert img[rows:].std() > 0  # the band has text and a colour bar
+    k = export_scale(cols)  # small images are magnified by an integer factor
+    assert img.shape[0] > rows * k and img.shape[1] >= cols * k  # composite + annotation band
+    # the composite's own pixels at the top left, each a k × k block, never resampled
+    top = img[: rows * k : k, : cols * k : k, ::-1]
+    np.testing.assert_array_equal(top, composite_image(win.snapshot()))
+    assert img[: rows * k, : cols * k].std(axis=2).max() > 0  # the coloured overlay is in it
+    assert img[rows * k :].std() > 0  # the band has text and a colour bar
     data = pdf.read_bytes()
     assert data.startswith(b"%PDF")
     import re

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
@@ -11,6 +12,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QTableWidget,
     QTableWidgetItem,
+    QToolButton,
     QWidget,
 )
 
@@ -118,6 +120,18 @@ class ModelPanel(StatePanel):
         self.progress.setMaximumHeight(8)
         self.box.addWidget(self.progress)
         self.text = add_label(self.box, "", "ModelText")
+        # the rest of the model card folds away, so the dock does not need scrolling
+        self.more = QToolButton()
+        self.more.setObjectName("SectionToggle")
+        self.more.setCheckable(True)
+        self.more.setAutoRaise(True)
+        self.more.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.more.setText("Model card")
+        self.more.setToolTip("Show or fold away the model card: data, limits, figures")
+        self.more.toggled.connect(self._show_details)
+        self.box.addWidget(self.more)
+        self.details = add_label(self.box, "", "ModelDetails")
+        self._show_details(False)
         self.box.addStretch(1)
         state.events.model.connect(self.refresh)
         self.refresh()
@@ -128,6 +142,8 @@ class ModelPanel(StatePanel):
         loading = m is None and status in ("loading", "warming up")
         self.progress.setVisible(loading)
         self.headline.setVisible(m is None)
+        self.more.setVisible(m is not None)
+        self.details.setVisible(m is not None and self.more.isChecked())
         if m is None:
             if loading:
                 self.headline.setText(
@@ -170,7 +186,13 @@ class ModelPanel(StatePanel):
             f"Training data: {m.data_summary}",
         ]
         self.text.setToolTip("<br>".join(html.escape(d) for d in details))
+        # the rest of the card: in the tooltip, and unfolded under "Model card"
+        self.details.setText("<br>".join(html.escape(d) for d in details))
+
+    def _show_details(self, on: bool) -> None:
+        self.more.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+        self.details.setVisible(on and self.state.model is not None)
 
     def shown_text(self) -> str:
         """Headline and text as shown (for tests)."""
-        return f"{self.headline.text()}\n{self.text.text()}"
+        return f"{self.headline.text()}\n{self.text.text()}\n{self.details.text()}"
