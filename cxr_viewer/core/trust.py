@@ -274,9 +274,10 @@ def _faithfulness(trust: dict) -> Verdict | None:
         return Verdict(
             "info",
             f"faithfulness not measurable: p stays {p:.2f} with any {pct} removed",
-            detail + " The model is so sure that removing a fifth of the image, chosen by the "
-            "map or at random, does not move p: this test cannot tell here. The deletion and "
-            "insertion curves (which go on to remove everything) still can.",
+            detail + " Removing a fifth of the image, chosen by the map or at random, hardly "
+            "moves p (a model that is already sure, or one that does not use local detail), so "
+            "this test cannot tell here. The deletion and insertion curves, which go on to "
+            "remove everything, still can.",
         )
     margin = top - rnd
     if margin >= FAITHFUL_MARGIN:

@@ -206,7 +206,8 @@ def test_real_maps_get_faithfulness_verdicts(qtbot, gui, viewer, studies_dir):
     trust = win.state.overlays["gradcam"].heatmap.heatmap.trust
     assert {"p", "drop_top", "drop_random"} <= set(trust)
     texts = win.overlay_panel.controls["gradcam"].verdict_texts()
-    assert len(texts) == 1 and "removing its top 20 %" in texts[0][1]
+    # "removing its top 20 % …" or, when p does not move at all, "… with any 20 % removed"
+    assert len(texts) == 1 and "20 %" in texts[0][1] and "faithful" in texts[0][1]
     assert texts[0][0] in ("good", "warn", "bad", "info")
 
 
@@ -429,7 +430,7 @@ def test_pdf_report_wraps_and_states_threshold_colour_bars_and_inversion(
     assert "threshold 0.50" in everything and "pneumonia if p ≥ 0.50" in everything
     assert "inverted by the reader" in everything
     assert everything.count("relative, scaled to this image") == 2  # one colour bar per map
-    assert "removing its top 20 %" in everything  # the verdicts are in the report
+    assert everything.count("faithful") >= 2  # a faithfulness verdict per map in the report
     body = [t.get_text() for t in fig.texts if t.get_fontfamily() == ["monospace"]]
     assert body and all(len(line) <= PDF_WRAP for t in body for line in t.split("\n"))
 
