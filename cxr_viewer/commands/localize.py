@@ -432,6 +432,15 @@ def _write_report(
                     + " | ".join(_fmt_delta(r, m) for m in loc.MEASURES)
                     + " |"
                 )
+        anat = next((r for r in recs if r["method"] == "anatomy_prior"), None)
+        if anat is not None and np.isfinite(anat.get("pointing_strict", np.nan)):
+            lines += [
+                "",
+                "No map that ignores the image gets more energy inside the boxes, on average, "
+                "than the anatomy prior's strict pointing rate "
+                f"(here {_fmt(anat, 'pointing_strict')}): a sharp map parked where the finding "
+                "is most often boxed reaches it. Energy above that needs the image.",
+            ]
         lines.append("")
     if montage:
         lines += [

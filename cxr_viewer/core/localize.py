@@ -27,7 +27,7 @@ import csv
 import math
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -428,7 +428,6 @@ def bootstrap_ci(
     n_boot: int = 2000,
     seed: int = 0,
     level: float = 0.95,
-    stat: Callable[[np.ndarray], float] | None = None,
 ) -> tuple[float, float, float]:
     """(mean, low, high): the mean of ``values`` and its percentile bootstrap CI.
 
@@ -440,23 +439,19 @@ def bootstrap_ci(
     v = v[keep]
     if v.size == 0:
         return (float("nan"),) * 3
-    stat = stat or (lambda a: float(a.mean()))
-    est = float(stat(v))
-    rng = np.random.default_rng(seed)
     if clusters is None:
-        idx = rng.integers(0, v.size, size=(n_boot, v.size))
-        boots = np.array([stat(v[i]) for i in idx])
+        inv = np.arange(v.size)
     else:
-        cl = np.asarray(list(clusters), dtype=object)[keep]
+        cl = np.asarray([str(c) for c in clusters], dtype=object)[keep]
         _, inv = np.unique(cl.astype(str), return_inverse=True)
-        n_cl = int(inv.max()) + 1
-        sums = np.bincount(inv, weights=v, minlength=n_cl)
-        counts = np.bincount(inv, minlength=n_cl).astype(np.float64)
-        draws = rng.integers(0, n_cl, size=(n_boot, n_cl))
-        boots = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    n_cl = int(inv.max()) + 1
+    sums = np.bincount(inv, weights=v, minlength=n_cl)
+    counts = np.bincount(inv, minlength=n_cl).astype(np.float64)
+    draws = np.random.default_rng(seed).integers(0, n_cl, size=(int(n_boot), n_cl))
+    boots = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(boots, [alpha, 1.0 - alpha])
-    return est, float(lo), float(hi)
+    return float(v.mean()), float(lo), float(hi)
 
 
 def summarize(
