@@ -421,6 +421,24 @@ def choose_topk(iou_rows: Sequence[dict[float, float]], grid: Sequence[float] = 
     return best_k
 
 
+def crossfit_topk(
+    iou_rows: Sequence[dict[float, float]],
+    clusters: Sequence[str],
+    grid: Sequence[float] = TOPK_GRID,
+) -> tuple[float, list[float]]:
+    """k chosen on all rows, and for each row the k chosen on the *other* half of the
+    clusters (patients split in two by a stable hash), so that the IoU reported for a row never
+    used that row's patient to choose its threshold. With one half empty, every row gets the k
+    chosen on all rows."""
+    k_all = choose_topk(iou_rows, grid)
+    fold = [seed_for(str(c)) % 2 for c in clusters]
+    halves = [[r for r, f in zip(iou_rows, fold, strict=True) if f == h] for h in (0, 1)]
+    if not halves[0] or not halves[1]:
+        return k_all, [k_all] * len(iou_rows)
+    k_half = [choose_topk(halves[h], grid) for h in (0, 1)]
+    return k_all, [k_half[1 - f] for f in fold]
+
+
 def bootstrap_ci(
     values: Sequence[float],
     clusters: Sequence[str] | None = None,

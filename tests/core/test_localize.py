@@ -257,6 +257,20 @@ def test_choose_topk_picks_the_best_mean_and_the_smallest_on_ties():
     assert loc.choose_topk(rows, (5.0, 10.0, 20.0)) == 10.0
 
 
+def test_crossfit_topk_never_uses_a_rows_own_patient():
+    # half the patients (by hash) prefer k = 5, the others k = 20; each row must get the k of
+    # the other half, and k on all rows is the overall best
+    clusters = [f"p{i}" for i in range(40)]
+    fold = [loc.seed_for(c) % 2 for c in clusters]
+    rows = [{5.0: 0.5, 20.0: 0.1} if f == 0 else {5.0: 0.1, 20.0: 0.4} for f in fold]
+    k_all, ks = loc.crossfit_topk(rows, clusters, (5.0, 20.0))
+    assert k_all == (5.0 if fold.count(0) * 0.4 >= fold.count(1) * 0.3 else 20.0)
+    assert ks == [20.0 if f == 0 else 5.0 for f in fold]
+    # one patient only: no other half, the row gets the k chosen on all rows
+    best = 5.0 if fold[0] == 0 else 20.0
+    assert loc.crossfit_topk(rows[:1], clusters[:1], (5.0, 20.0)) == (best, [best])
+
+
 # ------------------------------------------------------------------- reading and class mapping
 def _write_csv(path, header, rows):
     with open(path, "w", newline="", encoding="utf-8") as fh:
@@ -360,6 +374,7 @@ def test_localize_command_writes_rows_summary_report_and_montage(tmp_path, tiny_
         for m in ("pointing_strict", "pointing_tolerant", "energy_inside", "iou_topk"):
             assert 0.0 <= float(r[m]) <= 1.0
         assert float(r["topk_percent"]) in loc.TOPK_GRID
+        assert r["iou_topk"] != ""
     two_boxes = next(r for r in ok if r["filename"] == "images/0.png")
     assert two_boxes["n_boxes"] == "2"
     summary = list(csv.DictReader(open(out / "summary.csv", encoding="utf-8")))
@@ -371,10 +386,12 @@ def test_localize_command_writes_rows_summary_report_and_montage(tmp_path, tiny_
 
     # a mapping to a class the model lacks is a clear error, not a traceback
     assert main([*argv, "--map", "Spot=COVID", "--quiet"]) == 2
-    assert main([*argv, "--limit", "2", "--topk", "10", "--map", "Spot=lesion", "--quiet"]) == 0
+    assert main([*argv, "--limit", "2", "--topk", "7", "--map", "Spot=lesion", "--quiet"]) == 0
     got = list(csv.DictReader(open(out / "rows.csv", encoding="utf-8")))
     assert len({(r["filename"], r["finding"]) for r in got}) == 2
-    assert {r["topk_percent"] for r in got if r["status"] == "ok"} == {"10"}
+    ok = [r for r in got if r["status"] == "ok"]
+    assert {r["topk_percent"] for r in ok} == {"7"}  # a k off the grid works too
+    assert all(0.0 <= float(r["iou_topk"]) <= 1.0 for r in ok)
 
 
 def test_localize_command_refuses_bad_input(tmp_path, tiny_bundle, capsys):
