@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import random
 import sys
 import time
@@ -517,4 +518,10 @@ def _write_montage(path: Path, montage: dict, methods: list[str], class_names) -
             if c == 0:
                 ax.set_ylabel(f"{Path(key[0]).name}\n{key[1]}", fontsize=7)
     fig.tight_layout(pad=0.3)
-    fig.savefig(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    from PIL import Image
+
+    # a 256-colour palette: a third of the size, fine for a figure in a report
+    with Image.open(buf) as im:
+        im.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
