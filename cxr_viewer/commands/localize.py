@@ -161,7 +161,15 @@ def run(args: argparse.Namespace) -> int:
     from cxr_viewer.core.preprocess import study_to_input
 
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(
+            f"cxr-viewer localize: cannot create the output folder {out_dir}: {exc.strerror}. "
+            "Choose another --out.",
+            file=sys.stderr,
+        )
+        return 2
     prior = loc.AnatomyPrior(boxes)
     ks = tuple(sorted({*loc.TOPK_GRID, *([float(args.topk)] if args.topk else [])}))
     all_methods = [*methods, *loc.BASELINES]

@@ -405,6 +405,11 @@ def test_localize_command_refuses_bad_input(tmp_path, tiny_bundle, capsys):
     code = main(["localize", str(ok), "--model", str(tiny_bundle), "--out", str(tmp_path / "o")])
     assert code == 2
     assert "No finding" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("x", encoding="utf-8")
+    ok2 = _write_csv(tmp_path / "ok2.csv", HEADER, [["a.png", "Spot", 1, 1, 5, 5, 64, 64, "1"]])
+    argv = ["localize", str(ok2), "--model", str(tiny_bundle), "--map", "Spot=lesion"]
+    assert main([*argv, "--out", str(tmp_path / "a-file" / "o")]) == 2
+    assert "cannot create the output folder" in capsys.readouterr().err
 
 
 @pytest.mark.slow
