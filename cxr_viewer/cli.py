@@ -6,6 +6,7 @@ headless::
     cxr-viewer info PATH                   one JSON object per study
     cxr-viewer render PATH -o OUT.png      the 8-bit display image, as the viewer shows it
     cxr-viewer batch PATH --model B ...    predictions and explanations for many files
+    cxr-viewer localize BOXES --model B    where the maps point, against radiologist boxes
     cxr-viewer --self-test                 headless end-to-end check of an install
 
 Each sub-command lives in ``cxr_viewer/commands/<name>.py`` with ``add_arguments(parser)`` and
@@ -27,6 +28,7 @@ COMMANDS = {
     "info": "info",
     "render": "render",
     "batch": "batch",
+    "localize": "localize",
 }
 
 

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 from cxr_viewer.core.paths import demo_bundle_dir
 
 from .actions import OVERLAY_KEYS, Actions
+from .annotations import install as install_annotations
 from .controller import Controller
 from .error_dialog import ErrorReporter
 from .panels.info import MetadataPanel, ModelPanel
@@ -92,6 +93,7 @@ class MainWindow(QMainWindow):
         self.setStatusBar(self.status)
         self.actions_ = Actions(self)
         self._docks()
+        self.annotations = install_annotations(self)  # File ▸ Open annotations…, boxes on panes
 
         # --- wiring
         self.study_list.openRequested.connect(self.controller.open_index)
