@@ -124,9 +124,12 @@ def _application(inputs, mc: ModelConfig, spec: InputSpec):
             base = keras.applications.MobileNetV2(alpha=mc.alpha, **kwargs)
         else:  # pragma: no cover - validated in config
             raise TrainingError(f"Unknown architecture {arch}")
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:  # wrong architecture/alpha/size, or not an HDF5 file
         raise TrainingError(
-            f"Cannot build the {arch} backbone", str(exc), "Check model.weights and model.alpha."
+            f"Cannot build the {arch} backbone with weights {weights}",
+            f"{type(exc).__name__}: {exc}",
+            f"model.weights must be the no-top file for this backbone, alpha and input size "
+            f"({_weights_file_name(arch, mc.alpha, spec.height)}); check model.alpha.",
         ) from exc
     except Exception as exc:  # the "imagenet" download: URLError, HTTPError, OSError, …
         if weights != "imagenet":

@@ -70,4 +70,4 @@ def test_figures_are_written(tmp_path):
     hist = pd.DataFrame({"epoch": [0, 1], "loss": [1.0, 0.5], "val_loss": [1.1, 0.7],
                          "auc": [0.6, 0.9], "val_auc": [0.5, 0.8]})  # fmt: skip
     files = write_figures(tmp_path, evaluation, y, ["neg", "pos"], hist)
-    assert len(files) == 7 and all(f.stat().st_size > 1000 for f in files)
+    assert len(files) == 8 and all(f.stat().st_size > 1000 for f in files)

@@ -49,20 +49,22 @@ def test_mobilenetv2_and_dcnn_resnet(tmp_path):
     assert [layer.name for layer in again.layers] == [layer.name for layer in dcnn.layers]
 
 
-def test_weights_are_local_files_only(tmp_path):
-    with pytest.raises(TrainingError, match="never downloads"):
+def test_weights_file_errors_name_the_expected_file(tmp_path):
+    with pytest.raises(TrainingError, match="not found") as err:
         build_model(
             ModelConfig(architecture="resnet50v2", weights=str(tmp_path / "none.h5")),
             InputSpec(64, 64),
             2,
         )
-    (tmp_path / "w.h5").write_bytes(b"x")
-    with pytest.raises(TrainingError, match="3 input channels"):
+    assert "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5" in str(err.value)
+    (tmp_path / "w.h5").write_bytes(b"x")  # not an HDF5 file
+    with pytest.raises(TrainingError, match="Cannot build the mobilenetv2 backbone") as err:
         build_model(
             ModelConfig(architecture="mobilenetv2", weights=str(tmp_path / "w.h5")),
             InputSpec(64, 64, 1),
             2,
         )
+    assert "no-top file" in str(err.value)
 
 
 def test_fine_tune_from_past_the_end():
