@@ -83,6 +83,36 @@ class Bundle:
     def intended_use(self) -> str:
         return str(self.metadata.get("intended_use", INTENDED_USE))
 
+    def card(self) -> dict[str, Any]:
+        """The model card figures the prediction panel shows, where the bundle has them.
+
+        ``test_auc`` (``metrics.test_auc``, else ``metrics.test.auc``), ``finding_auc``
+        (multi-label: ``metrics.per_finding.<name>.test_auc``) and ``population`` (a line
+        about the training data: ``model_card.training_population`` or ``training_population``,
+        else built from ``data_summary``). ``model_card`` figures come first.
+        """
+        metrics = self.metadata.get("metrics")
+        metrics = metrics if isinstance(metrics, dict) else {}
+        test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
+        card = self.metadata.get("model_card")
+        card = card if isinstance(card, dict) else {}
+        auc = card.get("test_auc", metrics.get("test_auc", test.get("auc")))
+        per = metrics.get("per_finding") if isinstance(metrics.get("per_finding"), dict) else {}
+        finding_auc = {
+            str(k): float(v["test_auc"])
+            for k, v in per.items()
+            if isinstance(v, dict) and isinstance(v.get("test_auc"), int | float)
+        }
+        return {
+            "test_auc": float(auc)
+            if isinstance(auc, int | float) and not isinstance(auc, bool)
+            else None,
+            "finding_auc": finding_auc,
+            "population": card.get("training_population")
+            if isinstance(card.get("training_population"), str)
+            else _population(self.metadata),
+        }
+
     def background(self) -> np.ndarray | None:
         """The SHAP background set (n, h, w, c) float32, or None if the bundle has none."""
         name = self.metadata.get("background_file")
@@ -155,6 +185,30 @@ class Bundle:
                     "Grad-CAM and SHAP need the backbone's layers addressable by name.",
                     "Re-export the bundle (the trainer keeps backbones flat).",
                 )
+
+
+def _population(meta: dict[str, Any]) -> str | None:
+    text = meta.get("training_population")
+    if isinstance(text, str) and text.strip():
+        return text.strip()
+    summary = meta.get("data_summary")
+    if not isinstance(summary, dict):
+        return None
+    splits = meta.get("data_splits") if isinstance(meta.get("data_splits"), dict) else {}
+    train = splits.get("train") if isinstance(splits.get("train"), dict) else {}
+    parts = []
+    if train.get("images"):
+        parts.append(
+            f"{train['images']} training images"
+            + (f" of {train['patients']} patients" if train.get("patients") else "")
+        )
+    elif summary.get("images"):
+        parts.append(f"{summary['images']} images")
+    if summary.get("source"):
+        parts.append(f"from {summary['source']}")
+    if summary.get("views"):
+        parts.append(f"({summary['views']})")
+    return " ".join(parts) or None
 
 
 def _read_metadata(root: Path) -> dict[str, Any]:

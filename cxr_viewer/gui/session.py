@@ -112,6 +112,10 @@ class ModelSession:
             metrics=meta["metrics"] if isinstance(meta.get("metrics"), dict) else {},
             card=model_card_lines(meta, short=True),
             card_details=model_card_lines(meta),
+            kind=bundle.head.kind,
+            thresholds=dict(bundle.thresholds),
+            near_band=bundle.near_band,
+            card_figures=bundle.card(),
         )
         progress(0.75, "Warming up Grad-CAM…")
         self._warm_up_gradcam(defaults.get("gradcam"), settings.get("gradcam", {}))

@@ -42,7 +42,9 @@ def test_schema_1_metadata_is_a_softmax_head():
     head = Head.from_metadata({"output": {"activation": "sigmoid", "classes": 2}}, 2)
     assert head == Head("softmax", 2, "softmax")
     with pytest.raises(BundleError, match="do not match its output head"):
-        Head.from_metadata({"output": {"kind": "multilabel", "units": 3, "activation": "sigmoid"}}, 2)
+        Head.from_metadata(
+            {"output": {"kind": "multilabel", "units": 3, "activation": "sigmoid"}}, 2
+        )
 
 
 def _pred(p, names, **kw) -> Prediction:
