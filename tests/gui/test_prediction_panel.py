@@ -12,7 +12,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import Qt  # noqa: E402
 
 from cxr_viewer.core.inference import Prediction  # noqa: E402
-from cxr_viewer.gui.panels.prediction import ABOVE, BELOW, PredictionPanel  # noqa: E402
+from cxr_viewer.gui.panels.prediction import BELOW, PredictionPanel  # noqa: E402
 from cxr_viewer.gui.state import ModelInfo, ViewerState  # noqa: E402
 
 FINDINGS = ["nodule", "effusion", "edema"]
