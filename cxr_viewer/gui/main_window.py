@@ -308,6 +308,11 @@ class MainWindow(QMainWindow):
             intended_use=m.intended_use if m else "research and demonstration",
             device=m.device if m else "",
             hide_patient=st.hide_patient,
+            decision=pred.rule_text() if pred is not None else None,
+            thresholds=[pred.threshold_of(i) for i in range(len(names))] if pred else [],
+            kind=m.kind if m else "softmax",
+            near_threshold=bool(pred is not None and pred.is_near_threshold),
+            findings=[names[i] for i in pred.positive_findings] if pred is not None else [],
         )
 
     def export(self, kind: str, path: str | Path) -> None:

@@ -57,6 +57,56 @@ class Snapshot:
     intended_use: str
     device: str
     hide_patient: bool
+    #: the decision rule in words (core.inference.Prediction.rule_text), None without one
+    decision: str | None = None
+    #: per class: the threshold its probability is compared with (None: arg-max decision)
+    thresholds: list[float | None] = field(default_factory=list)
+    #: the head: softmax, binary or multilabel
+    kind: str = "softmax"
+    #: a probability lies within the bundle's band around its threshold
+    near_threshold: bool = False
+    #: multilabel: names at or above their thresholds
+    findings: list[str] = field(default_factory=list)
+
+
+def prediction_lines(snap: Snapshot) -> list[str]:
+    """The prediction in words, for the PNG caption and the PDF."""
+    if snap.probabilities is None:
+        return ["No prediction (no model loaded)."]
+    lines = [f"Prediction: {snap.decision or snap.predicted}"]
+    if snap.near_threshold:
+        lines[0] += "  (near threshold: a small change could flip it)"
+    if snap.kind == "multilabel":
+        order = np.argsort(-np.asarray(snap.probabilities), kind="stable")[:6]
+        lines.append(
+            "Top findings: "
+            + ", ".join(
+                f"{snap.class_names[i]} {snap.probabilities[i]:.2f}"
+                + (f"/{snap.thresholds[i]:.2f}" if snap.thresholds[i] is not None else "")
+                for i in order
+            )
+            + "  (p / threshold)"
+        )
+    return lines
+
+
+def _caption_band(lines: list[str], width: int) -> np.ndarray:
+    """(h, width, 3) uint8: white text lines on black, rendered by matplotlib (Unicode-safe)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    dpi = 100
+    px = max(11.0, min(28.0, width / 70.0))  # font size in pixels
+    line_h = px * 1.5
+    height = int(round(line_h * len(lines) + px))
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor="black")
+    for i, text in enumerate(lines):
+        y = 1.0 - (px * 0.5 + line_h * (i + 0.75)) / height
+        fig.text(0.01, y, text, color="white", fontsize=px * 72 / dpi, va="center")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
+    return np.ascontiguousarray(rgba[..., :3])
 
 
 def composite_image(snap: Snapshot, max_side: int | None = None) -> np.ndarray:
@@ -79,11 +129,17 @@ def composite_image(snap: Snapshot, max_side: int | None = None) -> np.ndarray:
 
 
 def save_png(snap: Snapshot, path: str | Path) -> Path:
-    """Write the full-size composite to ``path`` (PNG)."""
+    """Write the full-size composite to ``path`` (PNG), with the prediction, its threshold
+    rule and the model name in a caption band below the image."""
     path = Path(path)
     if path.suffix.lower() != ".png":
         path = path.with_suffix(".png")
     rgb = composite_image(snap)
+    lines = [
+        *prediction_lines(snap),
+        f"Model: {snap.model_name} · research and demonstration software, not for diagnosis",
+    ]
+    rgb = np.vstack([rgb, _caption_band(lines, rgb.shape[1])])
     if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
         raise CxrError(
             f"Cannot write {path.name}",
@@ -115,6 +171,34 @@ def _settings_text(ly: LayerSnapshot) -> str:
     parts += [f"{k} {ly.settings[k]}" for k in REPORTED_SETTINGS if k in ly.settings]
     parts.append(f"{ly.runtime_s:.1f} s")
     return ", ".join(parts)
+
+
+def _probability_bars(ax, snap: Snapshot) -> None:
+    """Horizontal bars (multi-label: sorted, at most 14) with each threshold drawn on its bar."""
+    n = len(snap.class_names)
+    order = (
+        list(np.argsort(-np.asarray(snap.probabilities), kind="stable")[:14])
+        if snap.kind == "multilabel"
+        else list(range(n))
+    )
+    thresholds = snap.thresholds or [None] * n
+    marked = set(snap.findings) if snap.kind == "multilabel" else {snap.predicted}
+    y = np.arange(len(order))
+    probs = [snap.probabilities[i] for i in order]
+    names = [snap.class_names[i] for i in order]
+    ax.barh(y, probs, color=["#d9534f" if c in marked else "#6c8ebf" for c in names])
+    ax.set_yticks(y, names, fontsize=7 if len(order) > 6 else 8)
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    for yi, i in zip(y, order, strict=True):
+        p = snap.probabilities[i]
+        t = thresholds[i]
+        label = f"{p * 100:.1f} %" + (f" (threshold {t:.2f})" if t is not None else "")
+        ax.text(min(p + 0.01, 0.62), yi, label, va="center", fontsize=7)
+        if t is not None:
+            ax.plot([t, t], [yi - 0.45, yi + 0.45], color="#222222", lw=1.6)
+    title = prediction_lines(snap)[0]
+    ax.set_title(title if len(title) <= 95 else title[:94] + "…", fontsize=8.5)
 
 
 def save_pdf(snap: Snapshot, path: str | Path) -> Path:
@@ -166,15 +250,7 @@ def save_pdf(snap: Snapshot, path: str | Path) -> Path:
 
     bar_ax = fig.add_axes((0.30, 0.22, 0.62, 0.11))
     if snap.probabilities is not None:
-        y = np.arange(len(snap.class_names))
-        colors = ["#d9534f" if c == snap.predicted else "#6c8ebf" for c in snap.class_names]
-        bar_ax.barh(y, snap.probabilities, color=colors)
-        bar_ax.set_yticks(y, snap.class_names, fontsize=8)
-        bar_ax.set_xlim(0, 1)
-        bar_ax.invert_yaxis()
-        for yi, p in zip(y, snap.probabilities, strict=True):
-            bar_ax.text(min(p + 0.01, 0.9), yi, f"{p * 100:.1f} %", va="center", fontsize=8)
-        bar_ax.set_title(f"Probabilities — predicted: {snap.predicted}", fontsize=9)
+        _probability_bars(bar_ax, snap)
     else:
         bar_ax.text(0.5, 0.5, "No prediction (no model loaded)", ha="center", va="center")
         bar_ax.set_axis_off()

@@ -282,8 +282,11 @@ def test_export_png_and_one_page_pdf(qtbot, gui, viewer, studies_dir, tmp_path):
     qtbot.waitUntil(lambda: png.exists() and pdf.exists(), timeout=60_000)
     qtbot.waitUntil(lambda: not win.controller.io_worker.busy, timeout=60_000)
     img = cv2.imread(str(png), cv2.IMREAD_COLOR)
-    assert img.shape[:2] == (win.state.study.rows, win.state.study.columns)
-    assert img.std(axis=2).max() > 0  # the coloured overlay is in it
+    rows = win.state.study.rows
+    # the full-size composite, then a caption band with the prediction and its threshold rule
+    assert img.shape[1] == win.state.study.columns and img.shape[0] > rows
+    assert img[:rows].std(axis=2).max() > 0  # the coloured overlay is in it
+    assert img[rows:].max() > 200  # the caption's white text
     data = pdf.read_bytes()
     assert data.startswith(b"%PDF")
     import re
