@@ -30,6 +30,9 @@ STRATEGIES = ("none", "class_weight", "oversample")
 ARCHITECTURES = ("dcnn_resnet", "resnet50v2", "resnet101v2", "mobilenet", "mobilenetv2")
 MONITORS = ("val_auc", "val_loss", "val_accuracy")
 THRESHOLD_RULES = ("youden", "f1", "sensitivity")
+HEADS = ("softmax", "multilabel")
+#: manifest labels meaning "none of the findings" (multi-label)
+NO_FINDING_LABELS = ("no_finding", "No Finding", "none", "")
 
 
 @dataclass
@@ -106,6 +109,9 @@ class ModelConfig:
     alpha: float = 1.0
     #: first backbone layer (index) that is trained; earlier ones are frozen. 0 = train all
     fine_tune_from: int = 0
+    #: "softmax" (one class per image) or "multilabel" (independent sigmoid findings; the
+    #: manifest label lists an image's findings joined by "|", "no_finding" for none)
+    head: str = "softmax"
     #: head: GAP → Dropout(dropout) → Dense(dense_units, L2) → LeakyReLU → Dense → softmax
     dropout: float = 0.3
     dense_units: int = 64
@@ -293,6 +299,12 @@ def validate(cfg: Config, source: str = "config") -> Config:
         (cfg.model.channels in (1, 3), "model.channels", "1 or 3"),
         (cfg.model.preprocessing in ("", "unit", "symmetric"), "model.preprocessing",
          '"", "unit" or "symmetric"'),
+        (cfg.model.head in HEADS, "model.head", f"one of {HEADS}"),
+        (cfg.model.head != "multilabel" or cfg.imbalance.strategy == "none",
+         "imbalance.strategy", '"none" with model.head = "multilabel" (class weights and '
+         "oversampling are single-label)"),
+        (cfg.model.head != "multilabel" or cfg.data.format in ("csv",),
+         "data.format", '"csv" with model.head = "multilabel" (labels are finding sets)'),
         (0 <= cfg.model.dropout < 1, "model.dropout", "in [0, 1)"),
         (cfg.model.dense_units >= 1, "model.dense_units", "≥ 1"),
         (cfg.model.blocks >= 1 and cfg.model.init_filters >= 1, "model.blocks/init_filters", "≥ 1"),
