@@ -78,7 +78,11 @@ class Prediction:
     @property
     def predicted_index(self) -> int:
         """Binary decision by threshold; softmax arg-max; multilabel: the most probable finding
-        (the one explained by default — *not* a prediction that it is the only one present)."""
+        at or above its threshold, else the most probable one (the finding explained by
+        default — *not* a prediction that it is the only one present)."""
+        if self.kind == "multilabel":
+            found = self.positive_findings
+            return found[0] if found else int(np.argmax(self.probabilities))
         if self.uses_threshold:
             pos = self.positive_index
             assert pos is not None

@@ -76,7 +76,10 @@ def test_multilabel_findings():
     assert pred.order() == [0, 2, 1]
     assert pred.positive_findings == [0]
     assert pred.predicted_class == "nodule"
-    assert pred.predicted_index == 0  # the most probable finding is explained by default
+    assert pred.predicted_index == 0  # the top finding above threshold is explained by default
+    # edema is the most probable but below its threshold: effusion (above) is explained
+    shifted = _pred([0.2, 0.35, 0.58], names, kind="multilabel", thresholds=(0.5, 0.3, 0.6))
+    assert shifted.predicted_index == 1
     assert pred.rule_text() == "1 of 3 above threshold: nodule — p 0.90 ≥ threshold 0.50"
     assert pred.rule_text(2) == "edema — p 0.58 < threshold 0.60"
     assert pred.near_threshold(2) and not pred.near_threshold(0)

@@ -127,7 +127,7 @@ def test_multilabel_panel_sorts_marks_and_explains_any_finding(qtbot):
     assert [b.threshold for b in panel.bars.values()] == [0.5, 0.3, 0.6]
     assert "Test AUC 0.70–0.90 across findings" in panel.card_label.text()
     assert "test AUC 0.90" in panel.rows[0].toolTip()
-    # no arg-max prediction: the most probable finding is explained by default …
+    # no arg-max prediction: the top finding above threshold is explained by default …
     assert state.target_class == 2
     assert panel.combo_label.text() == "Explain finding"
     # … and any finding can be chosen by clicking it
