@@ -181,6 +181,10 @@ def test_viewer_shows_a_multilabel_models_findings(qtbot, gui, tmp_path, multila
         win.load_model(multilabel_bundle)
         qtbot.waitUntil(lambda: win.state.model is not None, timeout=MODEL_READY_TIMEOUT_MS)
         assert win.state.model.kind == "multilabel"
+        # layer menus list layers input side first with their spatial size
+        assert win.state.model.layer_sizes["conv_a"] == (64, 64)
+        assert win.state.model.layer_sizes["pool_a"] == (32, 32)
+        assert win.state.overlays["shap"].layers == ["conv_a", "pool_a"]
         gui.open_study(qtbot, win, studies_dir / "phantom0.png")
         pred = win.state.prediction
         assert pred.kind == "multilabel" and pred.class_names == tuple(FINDINGS)

@@ -221,6 +221,21 @@ def default_gradcam_layer(model) -> str:
     return nodes[-1].operation.name
 
 
+def spatial_sizes(model, names: list[str]) -> dict[str, tuple[int, int]]:
+    """(rows, columns) of each named layer's output (for menus: "block2_out (28×28)")."""
+    g = _Graph(flatten_model(model))
+    out: dict[str, tuple[int, int]] = {}
+    for n in g.nodes:
+        op = n.operation
+        if op is None or n.is_input or op.name not in names or op.name in out:
+            continue
+        if len(n.outputs) == 1 and len(n.outputs[0].shape) == 4:
+            rows, cols = n.outputs[0].shape[1:3]
+            if rows is not None and cols is not None:
+                out[op.name] = (int(rows), int(cols))
+    return out
+
+
 def cut_layers(model) -> list[str]:
     """All layers whose single 4-D output is a cut of the graph (input side first)."""
     g, nodes = _candidate_nodes(flatten_model(model))
