@@ -371,3 +371,34 @@ def test_preview_shows_each_preprocessing(keras2_models):
     raw = model.predict(np.stack(images)[..., None] * 255, verbose=0)
     np.testing.assert_allclose(table["raw"], raw, atol=1e-5)
     assert all(t.shape == (3, 2) for t in table.values())
+
+
+def test_cli_head_and_thresholds(keras2_models, tmp_path, capsys):
+    import argparse
+
+    from trainer.commands import import_model as cmd
+
+    parser = argparse.ArgumentParser()
+    cmd.add_arguments(parser)
+    path, _ = keras2_models["two_sigmoid"]
+    out = tmp_path / "b"
+    argv = [
+        str(path),
+        "--classes",
+        "bacterial",
+        "viral",
+        "--threshold",
+        "viral=0.3",
+        "-o",
+        str(out),
+    ]
+    assert cmd.run(parser.parse_args([*argv, "--n-background", "2"])) == 0
+    printed = capsys.readouterr().out
+    assert "head         multilabel: 2 sigmoid output(s), link identity" in printed
+    assert "proposed:" in printed  # the preprocessing was proposed, and the user is told so
+    from cxr_viewer.core.bundle import open_bundle
+
+    assert open_bundle(out).thresholds == {"bacterial": 0.5, "viral": 0.3}
+    bad = [str(path), "--classes", "a", "b", "--threshold", "x=high", "-o", str(tmp_path / "c")]
+    assert cmd.run(parser.parse_args(bad)) == 2
+    assert "not a number" in capsys.readouterr().err
