@@ -24,6 +24,14 @@ def test_phantom_findings_are_independent_and_masked():
     assert s.label_text(int(np.flatnonzero(s.labels.sum(1) == 2)[0])) == "nodule|effusion"
 
 
+def test_thresholds_are_centred_in_their_gap():
+    from trainer.evaluate import _centred
+
+    scores = np.array([0.05, 0.2, 0.3, 0.9, 0.999])
+    assert _centred(0.9, scores) == pytest.approx(0.6)  # same decisions on validation
+    assert _centred(0.05, scores) == 0.05  # nothing below: unchanged
+
+
 def test_multilabel_config_is_checked():
     with pytest.raises(TrainingError, match="imbalance.strategy"):
         load_config(None, {"model.head": "multilabel", "data.format": "csv"})

@@ -25,7 +25,7 @@ from cxr_viewer.gui.state import ViewerState
 from .base import StatePanel, add_label
 
 FOLLOW = "Predicted class (auto)"
-FOLLOW_FINDING = "Top finding above threshold (auto)"
+FOLLOW_FINDING = "Top finding (auto)"
 ABOVE, BELOW = "●", "○"
 THRESHOLD_COLOR = QColor(240, 195, 109)
 
