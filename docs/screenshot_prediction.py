@@ -5,7 +5,8 @@ Run under a virtual X server (the real xcb platform, not offscreen)::
     xvfb-run -a -s "-screen 0 1600x1000x24" python docs/screenshot_prediction.py \
         [--model resources/multilabel_bundle]
 
-The study is a synthetic phantom with both findings (made here, never a patient image).
+The study is a synthetic phantom with a nodule and no effusion (made here, never a patient
+image), so the panel shows one finding above and one below its threshold.
 Writes ``docs/screenshot-multilabel-panel.png`` (the right-hand panel) and
 ``docs/screenshot-multilabel.png`` (the window, Grad-CAM of the most probable finding).
 """
@@ -23,16 +24,16 @@ DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 
 
-def _phantom_with_both(folder: Path, size: int = 512) -> Path:
-    """A phantom carrying a nodule and an effusion, written as PNG."""
+def _phantom_with_nodule(folder: Path, size: int = 512) -> Path:
+    """A phantom carrying a nodule but no effusion, written as PNG."""
     import cv2
     import numpy as np
 
     from trainer.synth import make_multilabel_phantoms
 
     s = make_multilabel_phantoms(8, size, seed=11)
-    i = int(np.flatnonzero(s.labels.sum(axis=1) == 2)[0])
-    path = folder / "phantom_nodule_effusion.png"
+    i = int(np.flatnonzero((s.labels[:, 0] == 1) & (s.labels[:, 1] == 0))[0])
+    path = folder / "phantom_nodule.png"
     cv2.imwrite(str(path), np.rint(s.images[i] * 255).astype(np.uint8))
     return path
 
@@ -67,7 +68,7 @@ def main() -> int:
     wait(lambda: win.state.model is not None or win.state.model_status == "failed", 300, "model")
     if win.state.model is None:
         raise SystemExit(f"model failed: {win.state.model_message}")
-    win.open_paths([str(_phantom_with_both(Path(tmp.name)))])
+    win.open_paths([str(_phantom_with_nodule(Path(tmp.name)))])
     wait(lambda: win.state.prediction is not None, 120, "prediction")
     win.state.set_visible("gradcam", True)
     wait(lambda: win.state.overlays["gradcam"].status == "done", 120, "Grad-CAM")
