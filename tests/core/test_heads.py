@@ -118,3 +118,21 @@ def test_raw_and_grey_channels():
     assert InputSpec(8, 8, 3, "torch").to_dict()["value_range"][0][0] == pytest.approx(
         -0.485 / 0.229
     )
+
+
+def test_gradcam_default_is_the_last_convolution_past_pooling_and_dropout():
+    keras = pytest.importorskip("keras")
+    from cxr_viewer.core.explain.layers import default_gradcam_layer
+
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="block5_conv3")(inp)
+    x = keras.layers.MaxPooling2D(name="block5_pool")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    vgg_like = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(x))
+    assert default_gradcam_layer(vgg_like) == "block5_conv3"
+    y = keras.layers.Conv2D(4, 3, name="conv")(inp)
+    y = keras.layers.ReLU(name="relu")(y)
+    y = keras.layers.SpatialDropout2D(0.2, name="drop")(y)
+    y = keras.layers.GlobalAveragePooling2D()(y)
+    dropped = keras.Model(inp, keras.layers.Dense(1, activation="sigmoid")(y))
+    assert default_gradcam_layer(dropped) == "relu"  # the convolution's activation

@@ -81,3 +81,24 @@ def test_multilabel_training_exports_a_multilabel_bundle(tmp_path):
     pred = clf.predict_study(load_study(first))
     assert pred.kind == "multilabel" and pred.probabilities.shape == (2,)
     assert all(0.0 <= p <= 1.0 for p in pred.probabilities)
+
+
+def test_shipped_example_bundle_finds_the_phantom_findings():
+    """resources/multilabel_bundle (trained by cxr-train) on phantoms it never saw."""
+    from cxr_viewer.core.bundle import open_bundle
+    from cxr_viewer.core.inference import Classifier
+    from cxr_viewer.core.paths import resources_dir
+    from cxr_viewer.core.preprocess import image01_to_input
+
+    bundle = open_bundle(resources_dir() / "multilabel_bundle")
+    assert bundle.head.kind == "multilabel" and bundle.class_names == list(MULTILABEL_FINDINGS)
+    assert set(bundle.thresholds) == set(MULTILABEL_FINDINGS)
+    clf = Classifier(bundle)
+    s = make_multilabel_phantoms(24, 256, seed=12345)  # another seed than its training data
+    x = np.stack([image01_to_input(img, clf.spec) for img in s.images])
+    probs = clf.predict_inputs(x)
+    for i in range(len(s)):
+        pred = clf.make_prediction(probs[i])
+        found = {bundle.class_names[j] for j in pred.positive_findings}
+        truth = {f for f, v in zip(MULTILABEL_FINDINGS, s.labels[i], strict=True) if v}
+        assert found == truth, (i, pred.rule_text(), truth)
