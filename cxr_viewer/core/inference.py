@@ -164,6 +164,19 @@ class Prediction:
             f"{len(self.class_names)} classes"
         )
 
+    def headline(self) -> str:
+        """A short headline: the rule (binary / softmax) or, for multilabel, how many findings
+        are above threshold and which (the full rules: :meth:`rule_text`)."""
+        if self.kind != "multilabel":
+            return self.rule_text()
+        found = self.positive_findings
+        n = len(self.class_names)
+        if not found:
+            return f"No finding above threshold (0 of {n})"
+        names = ", ".join(self.class_names[i] for i in found[:3])
+        more = f" +{len(found) - 3}" if len(found) > 3 else ""
+        return f"{len(found)} of {n} findings above threshold: {names}{more}"
+
     @property
     def is_near_threshold(self) -> bool:
         """Binary: the positive probability is near its threshold; multilabel: any finding is."""

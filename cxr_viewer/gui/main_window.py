@@ -309,6 +309,7 @@ class MainWindow(QMainWindow):
             device=m.device if m else "",
             hide_patient=st.hide_patient,
             decision=pred.rule_text() if pred is not None else None,
+            headline=pred.headline() if pred is not None else None,
             thresholds=[pred.threshold_of(i) for i in range(len(names))] if pred else [],
             kind=m.kind if m else "softmax",
             near_threshold=bool(pred is not None and pred.is_near_threshold),

@@ -59,6 +59,8 @@ class Snapshot:
     hide_patient: bool
     #: the decision rule in words (core.inference.Prediction.rule_text), None without one
     decision: str | None = None
+    #: the short headline (core.inference.Prediction.headline)
+    headline: str | None = None
     #: per class: the threshold its probability is compared with (None: arg-max decision)
     thresholds: list[float | None] = field(default_factory=list)
     #: the head: softmax, binary or multilabel
@@ -73,7 +75,7 @@ def prediction_lines(snap: Snapshot) -> list[str]:
     """The prediction in words, for the PNG caption and the PDF."""
     if snap.probabilities is None:
         return ["No prediction (no model loaded)."]
-    lines = [f"Prediction: {snap.decision or snap.predicted}"]
+    lines = [f"Prediction: {snap.headline or snap.decision or snap.predicted}"]
     if snap.near_threshold:
         lines[0] += "  (near threshold: a small change could flip it)"
     if snap.kind == "multilabel":
@@ -92,11 +94,15 @@ def prediction_lines(snap: Snapshot) -> list[str]:
 
 def _caption_band(lines: list[str], width: int) -> np.ndarray:
     """(h, width, 3) uint8: white text lines on black, rendered by matplotlib (Unicode-safe)."""
+    import textwrap
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     dpi = 100
     px = max(11.0, min(28.0, width / 70.0))  # font size in pixels
+    per_line = max(20, int(width / (px * 0.56)))  # DejaVu Sans averages ~0.55 em per glyph
+    lines = [part for text in lines for part in textwrap.wrap(text, per_line) or [""]]
     line_h = px * 1.5
     height = int(round(line_h * len(lines) + px))
     fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor="black")

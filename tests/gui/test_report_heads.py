@@ -27,7 +27,7 @@ def _snapshot(pred: Prediction, kind: str) -> Snapshot:
         probabilities=[float(p) for p in pred.probabilities], predicted=pred.predicted_class,
         target_class=names[pred.predicted_index], model_name="test model", model_version="1",
         intended_use="research", device="CPU", hide_patient=False,
-        decision=pred.rule_text(), thresholds=[pred.threshold_of(i) for i in range(len(names))],
+        decision=pred.rule_text(), headline=pred.headline(), thresholds=[pred.threshold_of(i) for i in range(len(names))],
         kind=kind, near_threshold=pred.is_near_threshold,
         findings=[names[i] for i in pred.positive_findings],
     )  # fmt: skip
@@ -38,7 +38,7 @@ def test_multilabel_export(tmp_path):
                       kind="multilabel", thresholds=(0.5, 0.3, 0.5, 0.7))  # fmt: skip
     snap = _snapshot(pred, "multilabel")
     lines = prediction_lines(snap)
-    assert lines[0].startswith("Prediction: 2 of 4 above threshold: nodule — p 0.90 ≥")
+    assert lines[0].startswith("Prediction: 2 of 4 findings above threshold: nodule, effusion")
     assert "near threshold" in lines[0]  # effusion 0.32 vs 0.30
     assert lines[1].startswith("Top findings: nodule 0.90/0.50, mass 0.60/0.70, effusion")
     png = save_png(snap, tmp_path / "out.png")

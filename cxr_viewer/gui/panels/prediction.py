@@ -270,15 +270,7 @@ class PredictionPanel(StatePanel):
 
     def headline_text(self, pred) -> str:
         """The headline: the rule (binary / softmax) or the count above threshold."""
-        if pred.kind != "multilabel":
-            return pred.rule_text()
-        found = pred.positive_findings
-        n = len(pred.class_names)
-        if not found:
-            return f"No finding above threshold (0 of {n})"
-        names = ", ".join(pred.class_names[i] for i in found[:3])
-        more = f" +{len(found) - 3}" if len(found) > 3 else ""
-        return f"{len(found)} of {n} findings above threshold: {names}{more}"
+        return pred.headline()
 
     def _update_near(self, pred) -> None:
         near = [i for i in range(len(pred.class_names)) if pred.near_threshold(i)]
