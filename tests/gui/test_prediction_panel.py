@@ -204,3 +204,52 @@ def test_viewer_shows_a_multilabel_models_findings(qtbot, gui, tmp_path, multila
         assert win.state.overlays["gradcam"].heatmap.heatmap.class_name == last
     finally:
         win.close()
+
+
+@pytest.fixture(scope="module")
+def binary_bundle(tmp_path_factory) -> Path:
+    import keras
+
+    from cxr_viewer.core.bundle import write_bundle
+    from cxr_viewer.core.heads import Head
+    from cxr_viewer.core.preprocess import InputSpec
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((64, 64, 1))
+    x = keras.layers.Conv2D(8, 3, activation="relu", padding="same", name="conv_a")(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(1, activation="sigmoid", name="pneumonia")(x)
+    root = tmp_path_factory.mktemp("bin") / "bundle"
+    write_bundle(
+        root, keras.Model(inp, out), name="binary test", class_names=["normal", "pneumonia"],
+        input_spec=InputSpec(64, 64, 1, "unit"), gradcam_layer="conv_a", shap_layers=["conv_a"],
+        background=np.zeros((2, 64, 64, 1), np.float32), head=Head("binary", 1, "sigmoid"),
+        extra={"threshold": 0.3, "positive_class": "pneumonia", "near_threshold_band": 0.02},
+    )  # fmt: skip
+    return root
+
+
+def test_viewer_shows_a_binary_sigmoid_model(qtbot, gui, tmp_path, binary_bundle, studies_dir):
+    from conftest import MODEL_READY_TIMEOUT_MS, make_window
+
+    win = make_window(qtbot, tmp_path)
+    try:
+        win.load_model(binary_bundle)
+        qtbot.waitUntil(lambda: win.state.model is not None, timeout=MODEL_READY_TIMEOUT_MS)
+        gui.open_study(qtbot, win, studies_dir / "phantom1.png")
+        pred = win.state.prediction
+        p = float(pred.probabilities[1])
+        assert pred.kind == "binary" and pred.probabilities[0] == pytest.approx(1 - p)
+        panel = win.prediction_panel
+        assert panel.headline.text() == pred.rule_text()
+        assert "threshold 0.30" in panel.headline.text()
+        assert panel.bars["pneumonia"].threshold == pytest.approx(0.3)
+        assert panel.near_flag.isVisible() == (abs(p - 0.3) < 0.02)
+        # the negative class can be explained too (by −z)
+        panel.class_combo.setCurrentIndex(panel.class_combo.findData(0))
+        panel._class_chosen(panel.class_combo.currentIndex())
+        win.state.set_visible("gradcam", True)
+        gui.wait_done(qtbot, win, "gradcam")
+        assert win.state.overlays["gradcam"].heatmap.heatmap.class_name == "normal"
+    finally:
+        win.close()
