@@ -357,8 +357,9 @@ class ImportDialog(QDialog):
         files, table = result
         self.show_preview(files, table)
         self._show_status(
-            "Each cell: the most probable class and its probability for that sample under that "
-            "input convention. Pick the convention whose predictions look sane."
+            "Each cell: the positive class's probability (two classes) or the most probable "
+            "class or finding, for that sample under that input convention. Pick the "
+            "convention whose predictions look sane."
         )
 
     def _preview_failed(self, failure: Failure) -> None:
@@ -379,11 +380,16 @@ class ImportDialog(QDialog):
         t.setColumnCount(len(files))
         t.setHorizontalHeaderLabels(files)
         t.setVerticalHeaderLabels([n + (" ★" if n == proposed else "") for n in table])
+        positive = self.positive_combo.currentText()
         for r, probs in enumerate(table.values()):
             for c in range(len(files)):
                 p = probs[c]
-                k = int(p.argmax())
-                label = names[k] if len(names) == len(p) else f"output {k}"
+                labels = names if len(names) == len(p) else []
+                if len(labels) == 2 and positive in labels:  # a two-class decision: p(positive)
+                    k = labels.index(positive)
+                else:  # the most probable class or finding
+                    k = int(p.argmax())
+                label = labels[k] if labels else f"output {k}"
                 t.setItem(r, c, QTableWidgetItem(f"{label} {p[k]:.2f}"))
         t.resizeColumnsToContents()
         t.setVisible(True)
@@ -505,6 +511,8 @@ def sample_images(folder: Path | None, n: int) -> tuple[list[str], list]:
     from cxr_viewer.core.paths import samples_dir
 
     files = list_study_files(folder if folder is not None else samples_dir())
+    if folder is None:  # the bundled samples: the chest phantoms before the codec test files
+        files = sorted(files, key=lambda f: not Path(f).name.startswith("sample"))
     names, images = [], []
     for f in files:
         if len(images) >= n:

@@ -251,8 +251,8 @@ def propose_preprocessing(config: dict) -> tuple[str, str]:
             rng = _rescaling_range(cfg)
             if rng is not None:
                 return rng, (
-                    f"the model starts with a Rescaling layer (scale {cfg.get('scale')}, offset "
-                    f"{cfg.get('offset', 0)}) that expects "
+                    f"the model starts with a Rescaling layer (scale {_num(cfg.get('scale'))}, "
+                    f"offset {_num(cfg.get('offset', 0))}) that expects "
                     + ("raw [0, 255] pixels" if rng == "raw" else "[0, 1] values")
                 )
         if cls == "Normalization":
@@ -270,6 +270,10 @@ def propose_preprocessing(config: dict) -> tuple[str, str]:
             if re.search(pattern, name):
                 return pre, f"its backbone '{name}' is a keras.applications model ({pre} mode)"
     return "unit", "no rescaling layer in the model: [0, 1] is the common choice"
+
+
+def _num(value) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else str(value)
 
 
 def _flatten(values):
