@@ -165,6 +165,8 @@ class EvaluateConfig:
     #: Grad-CAM faithfulness on at most this many test images (deletion of the top 20 % vs a
     #: random 20 %, map mass in the central 80 %); 0 = skip
     gradcam_check: int = 0
+    #: the viewer flags a probability within this distance of its threshold "near threshold"
+    near_threshold_band: float = 0.05
 
 
 @dataclass
@@ -324,6 +326,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
         (cfg.train.verbose in (0, 1, 2), "train.verbose", "0, 1 or 2"),
         (cfg.evaluate.threshold_rule in THRESHOLD_RULES, "evaluate.threshold_rule",
          f"one of {THRESHOLD_RULES}"),
+        (0 <= cfg.evaluate.near_threshold_band <= 0.5, "evaluate.near_threshold_band",
+         "in [0, 0.5]"),
         (cfg.export.background_size >= 1, "export.background_size", "≥ 1"),
         (cfg.export.shap_max_layers >= 1, "export.shap_max_layers", "≥ 1"),
         (cfg.search.trials >= 0, "search.trials", "≥ 0"),

@@ -163,6 +163,7 @@ def export_bundle(
         "architecture": cfg.model.architecture,
         "threshold": evaluation["threshold"],
         "positive_class": evaluation["positive_class"],
+        "near_threshold_band": cfg.evaluate.near_threshold_band,
         "preprocessing": PREPROCESSING_NOTE.format(
             name=spec.preprocessing, scale=scale, offset=offset, channels=spec.channels
         ),

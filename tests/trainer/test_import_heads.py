@@ -392,13 +392,14 @@ def test_cli_head_and_thresholds(keras2_models, tmp_path, capsys):
         "-o",
         str(out),
     ]
-    assert cmd.run(parser.parse_args([*argv, "--n-background", "2"])) == 0
+    assert cmd.run(parser.parse_args([*argv, "--n-background", "2", "--near-band", "0.1"])) == 0
     printed = capsys.readouterr().out
     assert "head         multilabel: 2 sigmoid output(s), link identity" in printed
     assert "proposed:" in printed  # the preprocessing was proposed, and the user is told so
     from cxr_viewer.core.bundle import open_bundle
 
     assert open_bundle(out).thresholds == {"bacterial": 0.5, "viral": 0.3}
+    assert open_bundle(out).near_band == 0.1
     bad = [str(path), "--classes", "a", "b", "--threshold", "x=high", "-o", str(tmp_path / "c")]
     assert cmd.run(parser.parse_args(bad)) == 2
     assert "not a number" in capsys.readouterr().err

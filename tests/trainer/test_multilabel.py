@@ -61,6 +61,7 @@ def test_multilabel_training_exports_a_multilabel_bundle(tmp_path):
             "train.verbose": 0,
             "train.tensorboard": False,
             "export.background_size": 4,
+            "evaluate.near_threshold_band": 0.02,
         },
     )
     out = run_training(cfg, tmp_path / "run", progress=False)
@@ -73,6 +74,7 @@ def test_multilabel_training_exports_a_multilabel_bundle(tmp_path):
     assert bundle.head.kind == "multilabel" and bundle.head.units == 2
     assert sorted(bundle.class_names) == sorted(MULTILABEL_FINDINGS)
     assert bundle.thresholds == pytest.approx(ev["thresholds"])
+    assert bundle.near_band == 0.02
     card = bundle.card()
     assert set(card["finding_auc"]) == set(MULTILABEL_FINDINGS) and card["population"]
     assert (tmp_path / "run" / "report" / "report.md").read_text().count("| nodule |") == 1

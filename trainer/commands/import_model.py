@@ -66,6 +66,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder of chest X-rays (PNG/JPEG/DICOM) for the SHAP background set "
         "(default: synthetic phantoms)",
     )
+    parser.add_argument(
+        "--near-band",
+        type=float,
+        default=None,
+        metavar="P",
+        help="the viewer flags a probability within P of its threshold (default 0.05)",
+    )
     parser.add_argument("--n-background", type=int, default=16, help="background images (16)")
     parser.add_argument("--positive-class", metavar="NAME", help="the positive class")
     parser.add_argument("--name", help="bundle name (default: the model file's stem)")
@@ -112,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
             head=args.head,
             threshold=threshold,
             thresholds=thresholds or None,
+            near_band=args.near_band,
             n_background=args.n_background,
             name=args.name,
             overwrite=args.overwrite,

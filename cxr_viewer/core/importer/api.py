@@ -96,6 +96,7 @@ def import_model(
     head: str | None = None,
     threshold: float | None = None,
     thresholds: dict[str, float] | None = None,
+    near_band: float | None = None,
     n_background: int = 16,
     name: str | None = None,
     overwrite: bool = False,
@@ -137,6 +138,8 @@ def import_model(
     threshold, thresholds:
         The binary decision threshold (default 0.5), and per-finding thresholds of a
         multi-label head (default 0.5 each).
+    near_band:
+        The viewer flags a probability this close to its threshold (default 0.05).
     """
     start = time.perf_counter()
     model_path = Path(model_path)
@@ -208,6 +211,10 @@ def import_model(
     }
     if flat.renamed:
         extra["renamed_layers"] = flat.renamed
+    if near_band is not None:
+        if not 0.0 <= float(near_band) <= 0.5:
+            raise BundleError("The near-threshold band must be in [0, 0.5]", f"got {near_band}.")
+        extra["near_threshold_band"] = float(near_band)
     if positive:
         extra["positive_class"] = positive
     if kind == "binary":
