@@ -92,6 +92,11 @@ def model_card(cfg: Config, data: PreparedData, evaluation: dict) -> dict[str, A
         "intended_use": cfg.export.intended_use or INTENDED_USE,
         "not_for": cfg.export.not_for or "any clinical decision",
     }
+    if data.multilabel:  # independent findings, each with its own threshold and test AUC
+        per = evaluation["per_finding"]
+        card["task"] = "independent findings: " + ", ".join(data.class_names)
+        card["test_auc_per_class"] = {f: per[f]["test_auc"] for f in data.class_names}
+        card["thresholds"] = dict(evaluation["thresholds"])
     if test.get("sensitivity") is not None:
         card["test_sensitivity"] = test["sensitivity"]
         card["test_specificity"] = test["specificity"]

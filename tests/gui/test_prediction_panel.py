@@ -107,7 +107,11 @@ def _multilabel_info() -> ModelInfo:
         intended_use="research",
         kind="multilabel",
         thresholds={"nodule": 0.5, "effusion": 0.3, "edema": 0.6},
-        card_figures={"test_auc": None, "finding_auc": {"nodule": 0.9, "edema": 0.7}, "population": ""},
+        card_figures={
+            "test_auc": None,
+            "finding_auc": {"nodule": 0.9, "edema": 0.7},
+            "population": "",
+        },
     )
 
 
