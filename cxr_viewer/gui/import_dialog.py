@@ -511,8 +511,8 @@ def sample_images(folder: Path | None, n: int) -> tuple[list[str], list]:
     from cxr_viewer.core.paths import samples_dir
 
     files = list_study_files(folder if folder is not None else samples_dir())
-    if folder is None:  # the bundled samples: the chest phantoms before the codec test files
-        files = sorted(files, key=lambda f: not Path(f).name.startswith("sample"))
+    if folder is None:  # the bundled samples: chest films before the codec test phantoms
+        files = sorted(files, key=lambda f: Path(f).name.startswith("phantom_"))
     names, images = [], []
     for f in files:
         if len(images) >= n:
