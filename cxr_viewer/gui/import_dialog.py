@@ -381,10 +381,14 @@ class ImportDialog(QDialog):
         t.setHorizontalHeaderLabels(files)
         t.setVerticalHeaderLabels([n + (" ★" if n == proposed else "") for n in table])
         positive = self.positive_combo.currentText()
+        if len(names) == 1:
+            positive = names[0]
         for r, probs in enumerate(table.values()):
             for c in range(len(files)):
                 p = probs[c]
                 labels = names if len(names) == len(p) else []
+                if len(names) == 1 and len(p) == 2:  # one sigmoid unit named by its finding
+                    labels = [f"no {names[0]}", names[0]]
                 if len(labels) == 2 and positive in labels:  # a two-class decision: p(positive)
                     k = labels.index(positive)
                 else:  # the most probable class or finding
