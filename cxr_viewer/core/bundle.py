@@ -384,7 +384,9 @@ def write_bundle(
     staging.mkdir(parents=True)
     model.save(staging / MODEL_FILE)
     meta: dict[str, Any] = {
-        "schema_version": 1 if head.kind == "softmax" and head.activation == "softmax" else 2,
+        "schema_version": 1
+        if head.kind == "softmax" and head.activation == "softmax"
+        else SCHEMA_VERSION,
         "name": name,
         "version": "1",
         "class_names": list(class_names),
