@@ -30,6 +30,9 @@ STRATEGIES = ("none", "class_weight", "oversample")
 ARCHITECTURES = ("dcnn_resnet", "resnet50v2", "resnet101v2", "mobilenet", "mobilenetv2")
 MONITORS = ("val_auc", "val_loss", "val_accuracy")
 THRESHOLD_RULES = ("youden", "f1", "sensitivity")
+HEADS = ("softmax", "multilabel")
+#: manifest labels meaning "none of the findings" (multi-label)
+NO_FINDING_LABELS = ("no_finding", "No Finding", "none", "")
 
 
 @dataclass
@@ -106,6 +109,9 @@ class ModelConfig:
     alpha: float = 1.0
     #: first backbone layer (index) that is trained; earlier ones are frozen. 0 = train all
     fine_tune_from: int = 0
+    #: "softmax" (one class per image) or "multilabel" (independent sigmoid findings; the
+    #: manifest label lists an image's findings joined by "|", "no_finding" for none)
+    head: str = "softmax"
     #: head: GAP → Dropout(dropout) → Dense(dense_units, L2) → LeakyReLU → Dense → softmax
     dropout: float = 0.3
     dense_units: int = 64
@@ -159,6 +165,8 @@ class EvaluateConfig:
     #: Grad-CAM faithfulness on at most this many test images (deletion of the top 20 % vs a
     #: random 20 %, map mass in the central 80 %); 0 = skip
     gradcam_check: int = 0
+    #: the viewer flags a probability within this distance of its threshold "near threshold"
+    near_threshold_band: float = 0.05
 
 
 @dataclass
@@ -293,6 +301,12 @@ def validate(cfg: Config, source: str = "config") -> Config:
         (cfg.model.channels in (1, 3), "model.channels", "1 or 3"),
         (cfg.model.preprocessing in ("", "unit", "symmetric"), "model.preprocessing",
          '"", "unit" or "symmetric"'),
+        (cfg.model.head in HEADS, "model.head", f"one of {HEADS}"),
+        (cfg.model.head != "multilabel" or cfg.imbalance.strategy == "none",
+         "imbalance.strategy", '"none" with model.head = "multilabel" (class weights and '
+         "oversampling are single-label)"),
+        (cfg.model.head != "multilabel" or cfg.data.format in ("csv",),
+         "data.format", '"csv" with model.head = "multilabel" (labels are finding sets)'),
         (0 <= cfg.model.dropout < 1, "model.dropout", "in [0, 1)"),
         (cfg.model.dense_units >= 1, "model.dense_units", "≥ 1"),
         (cfg.model.blocks >= 1 and cfg.model.init_filters >= 1, "model.blocks/init_filters", "≥ 1"),
@@ -312,6 +326,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
         (cfg.train.verbose in (0, 1, 2), "train.verbose", "0, 1 or 2"),
         (cfg.evaluate.threshold_rule in THRESHOLD_RULES, "evaluate.threshold_rule",
          f"one of {THRESHOLD_RULES}"),
+        (0 <= cfg.evaluate.near_threshold_band <= 0.5, "evaluate.near_threshold_band",
+         "in [0, 0.5]"),
         (cfg.export.background_size >= 1, "export.background_size", "≥ 1"),
         (cfg.export.shap_max_layers >= 1, "export.shap_max_layers", "≥ 1"),
         (cfg.search.trials >= 0, "search.trials", "≥ 0"),

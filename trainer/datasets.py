@@ -369,6 +369,38 @@ def read_dataset(data: DataConfig) -> pd.DataFrame:
     raise TrainingError(f"Unknown data.format '{data.format}'")
 
 
+def finding_sets(labels) -> list[set[str]]:
+    """Multi-label manifest labels ("a|b", "no_finding") as sets of findings."""
+    from .config import NO_FINDING_LABELS
+
+    out = []
+    for text in labels:
+        parts = {p.strip() for p in str(text).split("|")} - set(NO_FINDING_LABELS)
+        out.append(parts)
+    return out
+
+
+def finding_names_for(manifest: pd.DataFrame, data: DataConfig) -> list[str]:
+    """Multi-label output order: ``data.class_names`` if set, else the sorted findings."""
+    present = sorted(set().union(*finding_sets(manifest["label"])))
+    names = list(data.class_names) or present
+    unknown = sorted(set(present) - set(names))
+    if unknown:
+        raise TrainingError(
+            "The data has findings outside data.class_names",
+            f"findings {unknown} are not in {names}.",
+            "Add them to data.class_names or leave it empty.",
+        )
+    empty = [n for n in names if n not in present]
+    if empty or len(names) < 2:
+        raise TrainingError(
+            "A multi-label model needs at least two findings with images",
+            f"findings without images: {empty}; findings: {names}.",
+            'Label images with their findings joined by "|" (e.g. "nodule|effusion").',
+        )
+    return names
+
+
 def class_names_for(manifest: pd.DataFrame, data: DataConfig) -> list[str]:
     """Class order: ``data.class_names`` if set, the task's order for the COVID-19 dataset,
     else sorted labels. Raises if a manifest label is not among them or a class is empty."""

@@ -45,6 +45,15 @@ def background_rows(data: PreparedData, n: int, seed: int) -> np.ndarray:
 
 def _metrics_for_metadata(evaluation: dict) -> dict[str, Any]:
     val, test = evaluation["val"], evaluation["test"]
+    if "per_finding" in evaluation:  # multi-label: mean AUCs, then one entry per finding
+        return {
+            "auc": val["auc"],
+            "accuracy": val["accuracy"],
+            "test_auc": test["auc"],
+            "test_accuracy": test["accuracy"],
+            "threshold_rule": evaluation["threshold_rule"],
+            "per_finding": evaluation["per_finding"],
+        }
     return {
         # flat keys the viewer shows (validation figures), then the full tables
         "auc": val["auc"],
@@ -83,6 +92,11 @@ def model_card(cfg: Config, data: PreparedData, evaluation: dict) -> dict[str, A
         "intended_use": cfg.export.intended_use or INTENDED_USE,
         "not_for": cfg.export.not_for or "any clinical decision",
     }
+    if data.multilabel:  # independent findings, each with its own threshold and test AUC
+        per = evaluation["per_finding"]
+        card["task"] = "independent findings: " + ", ".join(data.class_names)
+        card["test_auc_per_class"] = {f: per[f]["test_auc"] for f in data.class_names}
+        card["thresholds"] = dict(evaluation["thresholds"])
     if test.get("sensitivity") is not None:
         card["test_sensitivity"] = test["sensitivity"]
         card["test_specificity"] = test["specificity"]
@@ -103,7 +117,14 @@ def model_card(cfg: Config, data: PreparedData, evaluation: dict) -> dict[str, A
 def data_summary_for_metadata(data: PreparedData) -> dict[str, Any]:
     s = data.summary()
     m = data.manifest
-    per_class = ", ".join(f"{c} {int((m['label'] == c).sum())}" for c in data.class_names)
+    if data.multilabel:
+        total = {c: 0 for c in data.class_names}
+        for split in ("train", "val", "test"):
+            for c, v in zip(data.class_names, data.targets(split).sum(axis=0), strict=True):
+                total[c] += int(v)
+        per_class = ", ".join(f"{c} {n}" for c, n in total.items())
+    else:
+        per_class = ", ".join(f"{c} {int((m['label'] == c).sum())}" for c in data.class_names)
     sp = s["splits"]
     return {
         "source": ", ".join(s["sources"]),
@@ -147,6 +168,7 @@ def export_bundle(
         "architecture": cfg.model.architecture,
         "threshold": evaluation["threshold"],
         "positive_class": evaluation["positive_class"],
+        "near_threshold_band": cfg.evaluate.near_threshold_band,
         "preprocessing": PREPROCESSING_NOTE.format(
             name=spec.preprocessing, scale=scale, offset=offset, channels=spec.channels
         ),
@@ -163,6 +185,13 @@ def export_bundle(
         "config": cfg.to_dict(),
         "trainer": "cxr-train (trainer package of CXR Lens)",
     }
+    head = None
+    if data.multilabel:
+        from cxr_viewer.core.heads import Head
+
+        head = Head("multilabel", len(data.class_names), "sigmoid")
+        extra["thresholds"] = dict(evaluation["thresholds"])
+        extra["classes"] = "findings (independent sigmoid outputs): " + ", ".join(data.class_names)
     import keras
 
     # an uncompiled view of the same layers: the bundle carries no optimizer state (a third of
@@ -179,6 +208,7 @@ def export_bundle(
         background=background,
         extra=extra,
         overwrite=True,
+        head=head,
     )
     if report_files:
         dest = Path(out_dir) / "report"

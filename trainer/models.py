@@ -168,7 +168,8 @@ def build_model(mc: ModelConfig, spec: InputSpec, n_classes: int, *, seed: int =
         name="head_dense",
     )(x)
     x = layers.LeakyReLU(name="head_leaky_relu")(x)
-    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name=OUTPUT_NAME)(x)
+    activation = "sigmoid" if mc.head == "multilabel" else "softmax"
+    outputs = layers.Dense(n_classes, activation=activation, dtype="float32", name=OUTPUT_NAME)(x)
     model = keras.Model(inputs, outputs, name=f"cxr_{mc.architecture}")
     if mc.fine_tune_from >= len(model.layers):
         raise TrainingError(
@@ -206,22 +207,32 @@ def set_trainable(model, mc: ModelConfig, *, phase: str, freeze_batchnorm: bool 
     return len(model.trainable_weights)
 
 
-def compile_model(model, learning_rate: float, n_classes: int) -> None:
+def compile_model(model, learning_rate: float, n_classes: int, multilabel: bool = False) -> None:
     """Adam + categorical cross-entropy, with accuracy and AUC (the monitored metric).
 
     AUC is computed per output column and averaged (``multi_label=True``): for a two-class
     softmax both columns give the positive class's ROC AUC, for more classes it is the macro
     one-vs-rest AUC. (Keras' default flattens all columns into one ROC, which rewards a model
     that only predicts the class prior.) 1000 thresholds rather than 200: a small model's
-    probabilities often crowd into a narrow band, where 200 bins tie many of them.
+    probabilities often crowd into a narrow band, where 200 bins tie many of them. A
+    multi-label model (independent sigmoid findings) trains on binary cross-entropy; its AUC is
+    the mean of the findings' AUCs.
     """
     import keras
 
+    loss = (
+        keras.losses.BinaryCrossentropy() if multilabel else keras.losses.CategoricalCrossentropy()
+    )
+    acc = (
+        keras.metrics.BinaryAccuracy(name="accuracy")
+        if multilabel
+        else keras.metrics.CategoricalAccuracy(name="accuracy")
+    )
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss=keras.losses.CategoricalCrossentropy(),
+        loss=loss,
         metrics=[
-            keras.metrics.CategoricalAccuracy(name="accuracy"),
+            acc,
             keras.metrics.AUC(
                 name="auc", multi_label=True, num_labels=n_classes, num_thresholds=1000
             ),

@@ -103,7 +103,7 @@ def make_dataset(
     rows:
         Which cache rows, in order (may repeat: oversampling).
     labels:
-        Integer class of each entry of ``rows``.
+        Integer class of each entry of ``rows``, or ready (n, k) targets (multi-label).
     augment:
         Keras preprocessing layers applied in order with ``training=True``.
     clock:
@@ -114,7 +114,8 @@ def make_dataset(
 
     tf = import_tensorflow()
     rows = np.asarray(rows, dtype=np.int64)
-    y = one_hot(labels, n_classes)
+    labels = np.asarray(labels)
+    y = labels.astype(np.float32) if labels.ndim == 2 else one_hot(labels, n_classes)
     shape = (None, spec.height, spec.width, spec.channels)
 
     def load(batch_rows):

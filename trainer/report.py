@@ -203,3 +203,42 @@ def write_report(
         lines.append(f"![{Path(f).stem}]({rel})")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def write_multilabel_report(
+    path: Path, cfg, summary: dict, findings: list[str], evaluation: dict, training: dict,
+    figures: list[Path],
+) -> Path:  # fmt: skip
+    """A short Markdown report for a multi-label run: per-finding thresholds and AUCs."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"# {cfg.name}",
+        "",
+        "Multi-label model: one sigmoid output per finding, each with its own threshold chosen "
+        f"on validation ({evaluation['threshold_rule']}) and applied unchanged to test.",
+        "",
+        f"Data: {summary['images']} images of {summary['patients']} patients "
+        f"({', '.join(summary['sources'])}), split by patient.",
+        f"Training: {training.get('epochs_run', '?')} epochs, best epoch "
+        f"{training.get('best_epoch', '?')}, {training.get('parameters', '?')} parameters.",
+        "",
+        "| finding | threshold | val AUC | test AUC | test sensitivity | test specificity |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f in findings:
+        m = evaluation["per_finding"][f]
+        lines.append(
+            f"| {f} | {_fmt(m['threshold'])} | {_fmt(m['val_auc'])} | {_fmt(m['test_auc'])} | "
+            f"{_fmt(m['test_sensitivity'])} | {_fmt(m['test_specificity'])} |"
+        )
+    lines += [
+        "",
+        f"Mean AUC: validation {_fmt(evaluation['val']['auc'])}, "
+        f"test {_fmt(evaluation['test']['auc'])}.",
+        "",
+        *[f"![{p.stem}]({p.name})" for p in figures],
+        "",
+    ]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

@@ -19,11 +19,11 @@ from cxr_viewer.core.errors import TrainingError
 
 from .config import Config, config_from_dict, resolve_path, write_config
 from .data import PreparedData, prepare_data
-from .evaluate import evaluate_model
+from .evaluate import evaluate_model, evaluate_multilabel
 from .export import export_bundle
-from .figures import write_figures
+from .figures import learning_curves_figure, write_figures
 from .imbalance import class_weights
-from .report import write_report
+from .report import write_multilabel_report, write_report
 from .search import random_search
 from .train import train_model, training_seconds
 
@@ -96,16 +96,19 @@ def run_training(
     else:
         chosen_cfg, result = cfg, train_model(cfg, data, run_dir, fresh=fresh)
     model = result.model
-    evaluation = evaluate_model(
-        model,
-        data,
-        positive_class=cfg.evaluate.positive_class,
-        rule=cfg.evaluate.threshold_rule,
-        target_sensitivity=cfg.evaluate.target_sensitivity,
-        baseline=cfg.evaluate.pixel_baseline,
-    )
+    if data.multilabel:
+        evaluation = evaluate_multilabel(model, data, rule=cfg.evaluate.threshold_rule)
+    else:
+        evaluation = evaluate_model(
+            model,
+            data,
+            positive_class=cfg.evaluate.positive_class,
+            rule=cfg.evaluate.threshold_rule,
+            target_sensitivity=cfg.evaluate.target_sensitivity,
+            baseline=cfg.evaluate.pixel_baseline,
+        )
     weights = None
-    if cfg.imbalance.strategy == "class_weight":
+    if cfg.imbalance.strategy == "class_weight" and not data.multilabel:
         weights = class_weights(
             data.labels("train"), data.class_names, cfg.imbalance.class_multipliers
         )
@@ -141,12 +144,21 @@ def run_training(
         )
 
     report_dir = run_dir / "report"
-    labels = {s: data.labels(s) for s in ("val", "test")}
-    figures = write_figures(report_dir, evaluation, labels, data.class_names, result.history)
-    report = write_report(
-        report_dir / "report.md", chosen_cfg, data.summary(), data.class_names, evaluation,
-        training, figures, trials,
-    )  # fmt: skip
+    if data.multilabel:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        curve = learning_curves_figure(result.history, report_dir / "learning_curves.png")
+        figures = [curve] if curve is not None else []
+        report = write_multilabel_report(
+            report_dir / "report.md", chosen_cfg, data.summary(), data.class_names, evaluation,
+            training, figures,
+        )  # fmt: skip
+    else:
+        labels = {s: data.labels(s) for s in ("val", "test")}
+        figures = write_figures(report_dir, evaluation, labels, data.class_names, result.history)
+        report = write_report(
+            report_dir / "report.md", chosen_cfg, data.summary(), data.class_names, evaluation,
+            training, figures, trials,
+        )  # fmt: skip
     metrics = {k: v for k, v in evaluation.items() if k != "probs"}
     (run_dir / "metrics.json").write_text(
         json.dumps({"evaluation": metrics, "training": training}, indent=2), encoding="utf-8"

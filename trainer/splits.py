@@ -120,6 +120,10 @@ def split_summary(manifest: pd.DataFrame, class_names: list[str]) -> dict:
         out[name] = {
             "images": int(len(part)),
             "patients": int(part["patient_id"].nunique()),
-            "per_class": {c: int((part["label"] == c).sum()) for c in class_names},
+            # a multi-label image ("a|b") counts for each of its findings
+            "per_class": {
+                c: int(part["label"].astype(str).str.split("|").map(lambda s, c=c: c in s).sum())
+                for c in class_names
+            },
         }
     return out

@@ -124,7 +124,31 @@ def _lesion(
     return profile * lung_mask, mask
 
 
-def _one_phantom(size: int, label: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _effusion(
+    x: np.ndarray, y: np.ndarray, lung_mask: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A pleural-effusion-like opacity: the base of one lung filled up to a meniscus that
+    rises towards the chest wall (brightest at the costophrenic angle)."""
+    ys, xs = np.nonzero(lung_mask)
+    side = 1.0 if rng.integers(0, 2) else -1.0
+    on_side = (x[ys, xs] * side) > 0.05
+    if not on_side.any():
+        on_side[:] = True
+    lung_y = y[ys[on_side], xs[on_side]]
+    bottom = float(np.quantile(lung_y, 0.98))
+    top = float(np.quantile(lung_y, 0.15))
+    depth = rng.uniform(0.18, 0.32) * (bottom - top)
+    # the fluid level: higher (smaller y) laterally, a meniscus
+    level = bottom - depth - 0.25 * np.clip(np.abs(x) - 0.2, 0, None) * (bottom - top)
+    edge = 0.025
+    profile = 1.0 / (1.0 + np.exp(-(y - level) / edge)) * ((x * side) > 0.0)
+    mask = (profile > 0.5) & lung_mask
+    return profile * lung_mask, mask
+
+
+def _one_phantom(
+    size: int, label: int, rng: np.random.Generator, effusion: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     # pose jitter: rotation, isotropic scale, shift — applied to the sampling grid
     angle = np.deg2rad(rng.uniform(-6.0, 6.0))
     scale = rng.uniform(0.9, 1.08)
@@ -159,6 +183,10 @@ def _one_phantom(size: int, label: int, rng: np.random.Generator) -> tuple[np.nd
     if label:
         profile, mask = _lesion(x, y, lung_mask, rng, size)
         img = img + rng.uniform(0.22, 0.35) * profile
+    if effusion:
+        profile, eff_mask = _effusion(x, y, lung_mask, rng)
+        img = img + rng.uniform(0.25, 0.35) * profile
+        mask = np.stack([mask, eff_mask])
 
     # soft texture + quantum-like noise, then clip to display range
     img = img + rng.normal(0.0, 0.015, size=img.shape)
@@ -322,6 +350,91 @@ def write_phantoms(
         writer = csv.DictWriter(
             fh, fieldnames=["path", "label", "patient_id", "view", "source", "mask_path"]
         )
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+# --- two independent findings -----------------------------------------------------------------
+
+#: the findings of the multi-label phantom task, in output order
+MULTILABEL_FINDINGS: tuple[str, str] = ("nodule", "effusion")
+#: the manifest label of a phantom with neither finding
+NO_FINDING = "no_finding"
+
+
+@dataclass
+class MultiLabelPhantomSet:
+    """Phantoms with two independent findings: a nodule (a round or lobulated opacity anywhere
+    in a lung) and an effusion (one lung's base filled up to a meniscus).
+
+    ``labels`` is (n, 2) int64 (columns :data:`MULTILABEL_FINDINGS`), ``masks`` (n, 2, S, S).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def label_text(self, i: int) -> str:
+        """The manifest label: findings joined by "|", or :data:`NO_FINDING`."""
+        found = [f for f, v in zip(MULTILABEL_FINDINGS, self.labels[i], strict=True) if v]
+        return "|".join(found) or NO_FINDING
+
+
+def make_multilabel_phantoms(
+    n: int, size: int = 128, *, seed: int = 0, fraction: float = 0.5
+) -> MultiLabelPhantomSet:
+    """``n`` phantoms, each finding present independently in ``round(n * fraction)`` of them
+    (two independent seeded shuffles, so all four combinations occur)."""
+    if n < 1 or size < 16 or not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"need n ≥ 1, size ≥ 16, fraction in [0, 1]; got {n}, {size}, {fraction}")
+    k = int(round(n * fraction))
+    labels = np.zeros((n, 2), dtype=np.int64)
+    for j in range(2):
+        col = np.zeros(n, dtype=np.int64)
+        col[:k] = 1
+        np.random.default_rng([seed, 0x2AB, j]).shuffle(col)
+        labels[:, j] = col
+    images = np.empty((n, size, size), dtype=np.float32)
+    masks = np.zeros((n, 2, size, size), dtype=bool)
+    for i in range(n):
+        rng = np.random.default_rng([seed, 0x3C, i])
+        img, m = _one_phantom(size, int(labels[i, 0]), rng, effusion=bool(labels[i, 1]))
+        images[i] = img
+        if m.ndim == 3:
+            masks[i] = m
+        else:
+            masks[i, 0] = m
+    return MultiLabelPhantomSet(images=images, labels=labels, masks=masks)
+
+
+def write_multilabel_phantoms(
+    out_dir: str | Path, phantoms: MultiLabelPhantomSet, *, prefix: str = "mlphantom"
+) -> Path:
+    """Write the phantoms as PNG with a manifest whose ``label`` is the finding set
+    ("nodule|effusion", "nodule", "effusion" or "no_finding"); return the manifest's path."""
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(len(phantoms)):
+        pid = f"{prefix}-{i:05d}"
+        rel = f"images/{pid}.png"
+        _write_png(out / rel, phantoms.images[i])
+        rows.append(
+            {
+                "path": rel,
+                "label": phantoms.label_text(i),
+                "patient_id": pid,
+                "view": "PA",
+                "source": "phantom",
+            }
+        )
+    manifest = out / "manifest.csv"
+    with manifest.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["path", "label", "patient_id", "view", "source"])
         writer.writeheader()
         writer.writerows(rows)
     return manifest

@@ -223,8 +223,13 @@ def train_model(
         keras.mixed_precision.set_global_policy("float32")
 
     train_rows, train_y = data.rows("train"), data.labels("train")
+    val_y = data.labels("val")
+    if data.multilabel:  # multi-hot targets (imbalance.strategy is "none", see config)
+        train_y, val_y = data.targets("train"), data.targets("val")
     weights = None
-    if cfg.imbalance.strategy == "class_weight":
+    if data.multilabel:
+        weights = None  # class weights and oversampling are single-label ideas
+    elif cfg.imbalance.strategy == "class_weight":
         weights = class_weights(train_y, data.class_names, cfg.imbalance.class_multipliers)
     elif cfg.imbalance.strategy == "oversample":
         picked = oversample_indices(train_y, cfg.seed)
@@ -237,7 +242,7 @@ def train_model(
         batch_size=bs, shuffle=True, seed=cfg.seed, augment=aug, clock=clock,
     )  # fmt: skip
     val_ds = make_dataset(
-        data.cache.images, data.rows("val"), data.labels("val"), n_classes, data.spec,
+        data.cache.images, data.rows("val"), val_y, n_classes, data.spec,
         batch_size=bs,
     )  # fmt: skip
 
@@ -247,7 +252,7 @@ def train_model(
             # trained from scratch needs its statistics learnt
             freeze_bn = cfg.train.freeze_batchnorm and phase == "fine_tune"
             set_trainable(model, cfg.model, phase=phase, freeze_batchnorm=freeze_bn)
-            compile_model(model, lr, n_classes)
+            compile_model(model, lr, n_classes, data.multilabel)
         callbacks = _callbacks(cfg, run_dir, backup, early_stopping=phase != "head")
         model.fit(
             train_ds,

@@ -2,7 +2,9 @@
 
 ``cxr-viewer batch PATH --model BUNDLE --explain gradcam,lime,shap --out DIR`` writes
 ``DIR/predictions.csv`` — one row per input file: file, content hash, status, error message,
-probability per class, predicted class, explained class, seconds per method, the trust figures
+probability per class (a multi-label model: per finding), predicted class (multi-label: the
+findings at or above their thresholds, "; "-joined), the decision rule in words, explained
+class, seconds per method, the trust figures
 (deletion / insertion AUC, SHAP completeness gap) and the names of its output files — and, per
 image and method, an overlay PNG (``overlay_<method>``) and the heat map as ``.npy``
 (``map_<method>``, float32, the study's pixel size).
@@ -152,7 +154,7 @@ OUTPUTS: dict[str, tuple[str, Any]] = {
 def _columns(class_names, methods: list[str], trust: bool) -> list[str]:
     cols = ["file", "sha256", "status", "error"]
     cols += [f"p_{c}" for c in class_names]
-    cols += ["predicted_class", "explained_class"]
+    cols += ["predicted_class", "decision", "explained_class"]
     for m in methods:
         cols.append(f"seconds_{m}")
         if trust:
@@ -216,6 +218,7 @@ def process_file(ctx: BatchContext, path: Path, digest: str | None) -> dict[str,
         return row
     row.update({f"p_{c}": round(float(p), 6) for c, p in pred.as_dict().items()})
     row["predicted_class"] = pred.predicted_class
+    row["decision"] = pred.rule_text()
     target = pred.predicted_index if ctx.target is None else ctx.target
     row["explained_class"] = clf.class_names[target]
     if not ctx.methods:

@@ -27,6 +27,7 @@ import numpy as np
 from .archive import BUNDLE_LIMITS, extract_zip
 from .bundle_schema import MAX_METADATA_BYTES, SCHEMA, SCHEMA_VERSION, validate_metadata
 from .errors import BundleError
+from .heads import DEFAULT_NEAR_BAND, Head
 from .preprocess import InputSpec
 
 MODEL_FILE = "model.keras"
@@ -59,6 +60,11 @@ class Bundle:
     shap_layers: list[str] = field(default_factory=list)
     threshold: float | None = None
     positive_class: str | None = None
+    head: Head = field(default_factory=Head)
+    #: finding → decision threshold (multi-label heads; a missing finding uses 0.5)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    #: |p − threshold| below this is flagged "near threshold"
+    near_band: float = DEFAULT_NEAR_BAND
     _tmpdir: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
 
     @property
@@ -76,6 +82,36 @@ class Bundle:
     @property
     def intended_use(self) -> str:
         return str(self.metadata.get("intended_use", INTENDED_USE))
+
+    def card(self) -> dict[str, Any]:
+        """The model card figures the prediction panel shows, where the bundle has them.
+
+        ``test_auc`` (``metrics.test_auc``, else ``metrics.test.auc``), ``finding_auc``
+        (multi-label: ``metrics.per_finding.<name>.test_auc``) and ``population`` (a line
+        about the training data: ``model_card.training_population`` or ``training_population``,
+        else built from ``data_summary``). ``model_card`` figures come first.
+        """
+        metrics = self.metadata.get("metrics")
+        metrics = metrics if isinstance(metrics, dict) else {}
+        test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
+        card = self.metadata.get("model_card")
+        card = card if isinstance(card, dict) else {}
+        auc = card.get("test_auc", metrics.get("test_auc", test.get("auc")))
+        per = metrics.get("per_finding") if isinstance(metrics.get("per_finding"), dict) else {}
+        finding_auc = {
+            str(k): float(v["test_auc"])
+            for k, v in per.items()
+            if isinstance(v, dict) and isinstance(v.get("test_auc"), int | float)
+        }
+        return {
+            "test_auc": float(auc)
+            if isinstance(auc, int | float) and not isinstance(auc, bool)
+            else None,
+            "finding_auc": finding_auc,
+            "population": card.get("training_population")
+            if isinstance(card.get("training_population"), str)
+            else _population(self.metadata),
+        }
 
     def background(self) -> np.ndarray | None:
         """The SHAP background set (n, h, w, c) float32, or None if the bundle has none."""
@@ -134,10 +170,11 @@ class Bundle:
                 "Re-export the bundle from the trained model.",
             )
         n_out = model.outputs[0].shape[-1]
-        if n_out != len(self.class_names):
+        if n_out != self.head.units:
             raise BundleError(
                 "The model does not match its bundle",
-                f"the model has {n_out} outputs, metadata.json names {len(self.class_names)} classes.",
+                f"the model has {n_out} outputs, metadata.json describes a {self.head.kind} "
+                f"head with {self.head.units} ({', '.join(self.class_names)}).",
                 "Re-export the bundle with the right class names.",
             )
         names = {layer.name for layer in model.layers}
@@ -148,6 +185,30 @@ class Bundle:
                     "Grad-CAM and SHAP need the backbone's layers addressable by name.",
                     "Re-export the bundle (the trainer keeps backbones flat).",
                 )
+
+
+def _population(meta: dict[str, Any]) -> str | None:
+    text = meta.get("training_population")
+    if isinstance(text, str) and text.strip():
+        return text.strip()
+    summary = meta.get("data_summary")
+    if not isinstance(summary, dict):
+        return None
+    splits = meta.get("data_splits") if isinstance(meta.get("data_splits"), dict) else {}
+    train = splits.get("train") if isinstance(splits.get("train"), dict) else {}
+    parts = []
+    if train.get("images"):
+        parts.append(
+            f"{train['images']} training images"
+            + (f" of {train['patients']} patients" if train.get("patients") else "")
+        )
+    elif summary.get("images"):
+        parts.append(f"{summary['images']} images")
+    if summary.get("source"):
+        parts.append(f"from {summary['source']}")
+    if summary.get("views"):
+        parts.append(f"({summary['views']})")
+    return " ".join(parts) or None
 
 
 def _read_metadata(root: Path) -> dict[str, Any]:
@@ -218,7 +279,11 @@ def open_bundle(path: str | Path) -> Bundle:
             tmp.cleanup()
         raise
     spec = InputSpec.from_dict(meta["input"])
-    classes = list(meta["class_names"])
+    classes = [str(c) for c in meta["class_names"]]
+    head = Head.from_metadata(meta, len(classes))
+    positive = meta.get("positive_class")
+    if head.kind == "binary":
+        positive = classes[1]
     return Bundle(
         root=root,
         metadata=meta,
@@ -227,9 +292,42 @@ def open_bundle(path: str | Path) -> Bundle:
         gradcam_layer=meta.get("gradcam_layer"),
         shap_layers=list(meta.get("shap_layers", [])),
         threshold=meta.get("threshold"),
-        positive_class=meta.get("positive_class"),
+        positive_class=positive,
+        head=head,
+        thresholds=_thresholds(meta, classes),
+        near_band=_near_band(meta),
         _tmpdir=tmp,
     )
+
+
+def _thresholds(meta: dict[str, Any], classes: list[str]) -> dict[str, float]:
+    raw = meta.get("thresholds") or {}
+    if not isinstance(raw, dict):
+        raise BundleError("The bundle's thresholds are invalid", "expected {finding: number}.")
+    out = {}
+    for name, value in raw.items():
+        if name not in classes:
+            raise BundleError(
+                f"The bundle gives a threshold for an unknown finding '{name}'",
+                f"its findings are {', '.join(classes)}.",
+                "Re-export the bundle.",
+            )
+        try:
+            t = float(value)
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"The threshold of '{name}' is not a number", str(value)) from exc
+        if not 0.0 <= t <= 1.0:
+            raise BundleError(f"The threshold of '{name}' is outside [0, 1]", f"got {t}.")
+        out[str(name)] = t
+    return out
+
+
+def _near_band(meta: dict[str, Any]) -> float:
+    try:
+        band = float(meta.get("near_threshold_band", DEFAULT_NEAR_BAND))
+    except (TypeError, ValueError):
+        band = DEFAULT_NEAR_BAND
+    return min(max(band, 0.0), 0.5)
 
 
 def library_versions() -> dict[str, str]:
@@ -265,13 +363,16 @@ def write_bundle(
     background: np.ndarray | None,
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
+    head: Head | None = None,
 ) -> Bundle:
     """Write ``model`` and its metadata as a bundle folder, then re-open it to check it.
 
     ``extra`` adds or overrides metadata keys (version, threshold, positive_class,
     data_summary, metrics, training config, ...). The model is saved to a temporary file first so
-    a failed export never leaves a half-written bundle behind.
+    a failed export never leaves a half-written bundle behind. ``head`` describes the output
+    (default: softmax over ``class_names``); a non-softmax head writes schema version 2.
     """
+    head = head or Head("softmax", len(class_names), "softmax")
     out = Path(out_dir)
     if out.exists():
         if not overwrite:
@@ -283,12 +384,14 @@ def write_bundle(
     staging.mkdir(parents=True)
     model.save(staging / MODEL_FILE)
     meta: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": 1
+        if head.kind == "softmax" and head.activation == "softmax"
+        else SCHEMA_VERSION,
         "name": name,
         "version": "1",
         "class_names": list(class_names),
         "input": input_spec.to_dict(),
-        "output": {"activation": "softmax", "classes": len(class_names)},
+        "output": head.to_dict(),
         "model_file": MODEL_FILE,
         "model_sha256": sha256_file(staging / MODEL_FILE),
         "gradcam_layer": gradcam_layer,

@@ -24,7 +24,13 @@ from typing import Any
 
 from .errors import BundleError
 
-SCHEMA_VERSION = 1
+#: The newest schema this version reads. 1: softmax heads only. 2 adds ``output.kind``
+#: (softmax / binary / multilabel), ``output.units``, ``output.activation`` (``linear`` =
+#: logits, ``output.link`` turns them into probabilities), per-finding ``thresholds``,
+#: ``near_threshold_band`` and per-channel ``input.value_range`` (caffe / torch conventions).
+#: A softmax bundle is still written as schema 1, so older viewers open it; schema-1 bundles
+#: open as softmax heads (:mod:`cxr_viewer.core.heads`).
+SCHEMA_VERSION = 2
 #: Largest metadata.json read (bytes) and deepest nesting accepted.
 MAX_METADATA_BYTES = 4 * 2**20
 MAX_DEPTH = 32
@@ -191,7 +197,10 @@ _INPUT = mapping(
         "width": Key(integer(8, 8192), required=True),
         "channels": Key(one_of(1, 3)),
         "preprocessing": Key(string(min_len=1, max_len=100)),
-        "value_range": Key(list_of(number(), min_len=2, max_len=2)),
+        # [low, high], each a number or one number per channel (caffe / torch conventions)
+        "value_range": Key(
+            list_of(any_of(number(), list_of(number(), min_len=1, max_len=3)), min_len=2, max_len=2)
+        ),
     }
 )
 
@@ -203,9 +212,23 @@ SCHEMA: dict[str, Key] = {
     "class_names": Key(_class_names, True, "one distinct name per model output"),
     "input": Key(_INPUT, True, "input size, channels and preprocessing"),
     "output": Key(
-        mapping({"activation": Key(string(max_len=100)), "classes": Key(integer(1, 10_000))}),
+        mapping(
+            {
+                "activation": Key(string(max_len=100)),
+                "classes": Key(integer(1, 10_000)),
+                "kind": Key(one_of("softmax", "binary", "multilabel")),
+                "units": Key(integer(1, 10_000)),
+                "link": Key(one_of("identity", "softmax", "sigmoid")),
+            }
+        ),
         False,
-        "output activation and class count",
+        "output head: kind, units, final activation, link, class count",
+    ),
+    "thresholds": Key(
+        mapping(values=number(0.0, 1.0)), False, "multi-label: finding → decision threshold"
+    ),
+    "near_threshold_band": Key(
+        number(0.0, 0.5), False, "p this close to its threshold is flagged near threshold"
     ),
     "model_file": Key(bundle_path, True, "the Keras model, relative to the bundle"),
     "model_sha256": Key(string(pattern=r"[0-9a-fA-F]{64}"), True, "SHA-256 of the model file"),

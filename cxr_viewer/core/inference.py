@@ -22,6 +22,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .errors import ExplainError
+from .heads import DEFAULT_NEAR_BAND
 from .model_io import describe_device, import_tensorflow, runtime_config
 from .preprocess import check_finite, study_to_input
 from .progress import CancelToken, ProgressFn, no_progress
@@ -30,28 +31,159 @@ from .study import Study
 
 @dataclass(frozen=True)
 class Prediction:
-    """Class probabilities for one input."""
+    """Probabilities for one input, one per entry of ``class_names``, and the decision rule.
+
+    ``kind`` is the bundle's head (:mod:`cxr_viewer.core.heads`): for ``softmax`` and
+    ``binary`` the classes are exclusive and one is predicted; for ``multilabel`` every entry is
+    an independent finding, present when its probability reaches its own threshold.
+    """
 
     probabilities: np.ndarray
     class_names: tuple[str, ...]
     threshold: float | None = None
     positive_class: str | None = None
+    kind: str = "softmax"
+    #: multilabel: one threshold per finding (None: 0.5 each)
+    thresholds: tuple[float, ...] | None = None
+    near_band: float = DEFAULT_NEAR_BAND
+
+    # -- exclusive classes ----------------------------------------------------------------
+    @property
+    def uses_threshold(self) -> bool:
+        """True when a two-class decision thresholds the positive class's probability."""
+        if self.kind == "binary":
+            return True
+        return (
+            self.kind == "softmax"
+            and self.threshold is not None
+            and self.positive_class in self.class_names
+            and len(self.class_names) == 2
+        )
+
+    @property
+    def positive_index(self) -> int | None:
+        if self.kind == "binary":
+            return 1
+        if self.positive_class in self.class_names:
+            return self.class_names.index(self.positive_class)
+        return None
+
+    @property
+    def decision_threshold(self) -> float | None:
+        """The threshold of a binary decision (0.5 for a binary head without one)."""
+        if not self.uses_threshold:
+            return None
+        return 0.5 if self.threshold is None else float(self.threshold)
 
     @property
     def predicted_index(self) -> int:
-        """Arg-max, or for a binary bundle with a threshold: positive iff p(positive) ≥ threshold."""
-        if (
-            self.threshold is not None
-            and self.positive_class in self.class_names
-            and len(self.class_names) == 2
-        ):
-            pos = self.class_names.index(self.positive_class)
-            return pos if self.probabilities[pos] >= self.threshold else 1 - pos
+        """Binary decision by threshold; softmax arg-max; multilabel: the most probable finding
+        at or above its threshold, else the most probable one (the finding explained by
+        default — *not* a prediction that it is the only one present)."""
+        if self.kind == "multilabel":
+            found = self.positive_findings
+            return found[0] if found else int(np.argmax(self.probabilities))
+        if self.uses_threshold:
+            pos = self.positive_index
+            assert pos is not None
+            return pos if self.probabilities[pos] >= self.decision_threshold else 1 - pos
         return int(np.argmax(self.probabilities))
 
     @property
     def predicted_class(self) -> str:
+        """The predicted class; for multilabel the findings above threshold ("; "-joined)."""
+        if self.kind == "multilabel":
+            found = [self.class_names[i] for i in self.positive_findings]
+            return "; ".join(found) if found else "no finding above threshold"
         return self.class_names[self.predicted_index]
+
+    # -- findings -------------------------------------------------------------------------
+    def threshold_of(self, index: int) -> float | None:
+        """The threshold entry ``index`` is compared with (None: arg-max decision)."""
+        if self.kind == "multilabel":
+            return 0.5 if self.thresholds is None else float(self.thresholds[index])
+        if self.uses_threshold and index == self.positive_index:
+            return self.decision_threshold
+        return None
+
+    def above(self, index: int) -> bool:
+        t = self.threshold_of(index)
+        return t is not None and float(self.probabilities[index]) >= t
+
+    @property
+    def positive_findings(self) -> list[int]:
+        """Multilabel: indices of findings at or above threshold, most probable first."""
+        if self.kind != "multilabel":
+            return []
+        return [i for i in self.order() if self.above(i)]
+
+    def order(self) -> list[int]:
+        """Class indices by decreasing probability (stable)."""
+        return [int(i) for i in np.argsort(-np.asarray(self.probabilities), kind="stable")]
+
+    def near_threshold(self, index: int) -> bool:
+        """True when entry ``index`` lies within the bundle's band around its threshold."""
+        t = self.threshold_of(index)
+        return t is not None and abs(float(self.probabilities[index]) - t) < self.near_band
+
+    def rule_text(self, index: int | None = None) -> str:
+        """The decision in words, e.g. "PNEUMONIA — p 0.91 ≥ threshold 0.62".
+
+        Without ``index``: the headline (binary: the decision; softmax: the arg-max; multilabel:
+        the findings above threshold). With ``index``: that entry's own rule.
+        """
+        p = self.probabilities
+        if index is not None:
+            t = self.threshold_of(index)
+            name = self.class_names[index]
+            if t is None:
+                return f"{name} — p {p[index]:.2f}"
+            sign = "≥" if p[index] >= t else "<"
+            return f"{name} — p {p[index]:.2f} {sign} threshold {t:.2f}"
+        if self.kind == "multilabel":
+            found = self.positive_findings
+            if not found:
+                top = self.order()[0]
+                return f"No finding above threshold (highest: {self.rule_text(top)})"
+            n = len(self.class_names)
+            return f"{len(found)} of {n} above threshold: " + "; ".join(
+                self.rule_text(i) for i in found
+            )
+        if self.uses_threshold:
+            pos = self.positive_index
+            assert pos is not None
+            t = self.decision_threshold
+            name = self.class_names[pos]
+            if p[pos] >= t:
+                return f"{name.upper()} — p {p[pos]:.2f} ≥ threshold {t:.2f}"
+            other = self.class_names[1 - pos]
+            return f"{other.upper()} — p({name}) {p[pos]:.2f} < threshold {t:.2f}"
+        top = self.predicted_index
+        return (
+            f"{self.class_names[top].upper()} — p {p[top]:.2f}, the highest of "
+            f"{len(self.class_names)} classes"
+        )
+
+    def headline(self) -> str:
+        """A short headline: the rule (binary / softmax) or, for multilabel, how many findings
+        are above threshold and which (the full rules: :meth:`rule_text`)."""
+        if self.kind != "multilabel":
+            return self.rule_text()
+        found = self.positive_findings
+        n = len(self.class_names)
+        if not found:
+            return f"No finding above threshold (0 of {n})"
+        names = ", ".join(self.class_names[i] for i in found[:3])
+        more = f" +{len(found) - 3}" if len(found) > 3 else ""
+        return f"{len(found)} of {n} findings above threshold: {names}{more}"
+
+    @property
+    def is_near_threshold(self) -> bool:
+        """Binary: the positive probability is near its threshold; multilabel: any finding is."""
+        if self.kind == "multilabel":
+            return any(self.near_threshold(i) for i in range(len(self.class_names)))
+        pos = self.positive_index
+        return self.uses_threshold and pos is not None and self.near_threshold(pos)
 
     def as_dict(self) -> dict[str, float]:
         return {c: float(p) for c, p in zip(self.class_names, self.probabilities, strict=True)}
@@ -159,6 +291,7 @@ class Classifier:
         self.bundle = bundle
         self.spec = bundle.input_spec
         self.class_names = tuple(bundle.class_names)
+        self.head = bundle.head
         self.model = bundle.load_model()
         self.device = describe_device()
         self.on_gpu = self.device.startswith("GPU")
@@ -201,8 +334,9 @@ class Classifier:
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             return PrecisionCheck(False, reason=f"the model cannot be rebuilt in float16: {exc}")
         fn16 = self._compile(twin)
-        p32 = np.asarray(self._predict_fn(x), np.float64)
-        p16 = np.asarray(fn16(x), np.float64)
+        # compared as probabilities (a linear head's logits go through its link first)
+        p32 = self.head.probabilities(np.asarray(self._predict_fn(x))).astype(np.float64)
+        p16 = self.head.probabilities(np.asarray(fn16(x))).astype(np.float64)
         diff = float(np.max(np.abs(p16 - p32))) if np.isfinite(p16).all() else float("inf")
         check = PrecisionCheck(False, diff, inputs=len(x))
         if diff > MIXED_PRECISION_TOLERANCE:
@@ -271,6 +405,8 @@ class Classifier:
         """Probabilities (n, classes) for preprocessed inputs (n, h, w, c), in batches.
 
         Non-finite inputs are refused (:class:`~cxr_viewer.core.errors.InvalidInputError`).
+        The model's outputs go through the head (:meth:`cxr_viewer.core.heads.Head.probabilities`):
+        logits through their link, a single sigmoid unit as ``[1 − p, p]``.
         """
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 4 or tuple(x.shape[1:]) != (
@@ -288,7 +424,8 @@ class Classifier:
         for start in range(0, n, self.batch_size):
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            outs.append(np.asarray(self._predict_fn(x[start : start + self.batch_size])))
+            raw = np.asarray(self._predict_fn(x[start : start + self.batch_size]))
+            outs.append(self.head.probabilities(raw))
             progress(min(1.0, (start + self.batch_size) / max(n, 1)), "predicting")
         return (
             np.concatenate(outs, axis=0)
@@ -302,11 +439,18 @@ class Classifier:
         return self.make_prediction(probs)
 
     def make_prediction(self, probs: np.ndarray) -> Prediction:
+        b = self.bundle
+        thresholds = None
+        if self.head.multilabel:
+            thresholds = tuple(float(b.thresholds.get(c, 0.5)) for c in self.class_names)
         return Prediction(
             probabilities=np.asarray(probs, dtype=np.float32),
             class_names=self.class_names,
-            threshold=self.bundle.threshold,
-            positive_class=self.bundle.positive_class,
+            threshold=b.threshold,
+            positive_class=b.positive_class,
+            kind=self.head.kind,
+            thresholds=thresholds,
+            near_band=b.near_band,
         )
 
 

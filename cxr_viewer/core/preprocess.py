@@ -17,13 +17,47 @@ from .display import display_image
 from .errors import BundleError, InvalidInputError
 from .study import Study
 
-#: name → (scale, offset) applied to a [0, 1] image: ``x * scale + offset``.
-PREPROCESSINGS: dict[str, tuple[float, float]] = {
-    # [0, 1]: the custom CNNs trained from scratch.
+#: name → (scale, offset) applied to a [0, 1] image: ``x * scale + offset``. Each is a scalar,
+#: or a per-channel triple (R, G, B order of the *model's* channels) for the ImageNet ones.
+#: A grey image has R = G = B, so caffe's BGR channel swap only changes which mean goes to
+#: which channel; a 1-channel model gets the mean of the three channels' parameters.
+PREPROCESSINGS: dict[str, tuple] = {
+    # [0, 1]: the custom CNNs trained from scratch (pixel / 255).
     "unit": (1.0, 0.0),
-    # [-1, 1]: what keras.applications' ResNet V2 and MobileNet V2 `preprocess_input` do.
+    # [-1, 1]: keras.applications' "tf" mode (ResNet V2, MobileNet V1/V2, Inception, Xception).
     "symmetric": (2.0, -1.0),
+    # [0, 255]: raw pixels, for models with their own Rescaling/Normalization layer
+    # (keras.applications EfficientNet, ConvNeXt, RegNet) or trained on uint8 arrays.
+    "raw": (255.0, 0.0),
+    # keras.applications' "caffe" mode (VGG16/19, ResNet50 V1): BGR, ImageNet mean subtracted.
+    # The model's channels are B, G, R: means 103.939, 116.779, 123.68 in that order.
+    "caffe": ((255.0, 255.0, 255.0), (-103.939, -116.779, -123.68)),
+    # keras.applications' "torch" mode (DenseNet, CheXNet-style) and torchvision: RGB,
+    # (x - mean) / std with the ImageNet mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225).
+    "torch": (
+        (1 / 0.229, 1 / 0.224, 1 / 0.225),
+        (-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225),
+    ),
 }
+
+#: one line per preprocessing, for menus and messages
+PREPROCESSING_LABELS: dict[str, str] = {
+    "unit": "[0, 1]: pixel / 255",
+    "symmetric": "[-1, 1]: pixel / 127.5 - 1 (keras.applications 'tf' mode)",
+    "raw": "[0, 255]: raw pixels (the model rescales them itself)",
+    "caffe": "BGR, ImageNet mean subtracted (keras.applications 'caffe' mode: VGG, ResNet50)",
+    "torch": "ImageNet mean/std (keras.applications 'torch' mode: DenseNet, CheXNet)",
+}
+
+
+def scale_offset(preprocessing: str, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, offset) arrays of shape (channels,) for ``preprocessing``."""
+    scale, offset = PREPROCESSINGS[preprocessing]
+    s = np.broadcast_to(np.asarray(scale, np.float64), (3,))
+    o = np.broadcast_to(np.asarray(offset, np.float64), (3,))
+    if channels == 1:
+        s, o = s.mean(keepdims=True), o.mean(keepdims=True)
+    return s[:channels].astype(np.float32), o[:channels].astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -51,13 +85,29 @@ class InputSpec:
             raise BundleError(f"Input size {self.height}x{self.width} is too small")
 
     @property
+    def channel_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """(model value of display 0, of display 1), each of shape (channels,)."""
+        scale, offset = scale_offset(self.preprocessing, self.channels)
+        return offset, scale + offset
+
+    @property
     def value_range(self) -> tuple[float, float]:
-        scale, offset = PREPROCESSINGS[self.preprocessing]
-        return (offset, scale + offset)
+        """:attr:`channel_range` averaged over channels (exact for the scalar conventions)."""
+        lo, hi = self.channel_range
+        return float(lo.mean()), float(hi.mean())
+
+    def to_unit(self, x: np.ndarray) -> np.ndarray:
+        """Model input back to [0, 1] display values (inverse of :func:`normalize`)."""
+        lo, hi = self.channel_range
+        return (np.asarray(x, np.float32) - lo) / (hi - lo)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["value_range"] = list(self.value_range)
+        lo, hi = self.channel_range
+        if np.all(lo == lo[0]) and np.all(hi == hi[0]):
+            d["value_range"] = [float(lo[0]), float(hi[0])]
+        else:
+            d["value_range"] = [lo.tolist(), hi.tolist()]
         return d
 
     @classmethod
@@ -103,7 +153,7 @@ def normalize(image01: np.ndarray, spec: InputSpec) -> np.ndarray:
         x = x.mean(axis=-1, keepdims=True)
     elif x.shape[-1] == 1 and spec.channels == 3:
         x = np.repeat(x, 3, axis=-1)
-    scale, offset = PREPROCESSINGS[spec.preprocessing]
+    scale, offset = scale_offset(spec.preprocessing, spec.channels)
     return (x * scale + offset).astype(np.float32)
 
 

@@ -46,7 +46,7 @@ def baseline_image(x: np.ndarray, spec, kind: str) -> np.ndarray:
     """
     x = np.asarray(x, np.float32)
     if kind == "black":
-        return np.full_like(x, spec.value_range[0])
+        return np.broadcast_to(spec.channel_range[0], x.shape).astype(np.float32)
     if kind == "mean":
         return np.full_like(x, float(x.mean()))
     if kind == "blur":

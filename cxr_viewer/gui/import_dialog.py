@@ -1,8 +1,12 @@
 """A dialog that wraps a bare ``.keras``/``.h5`` model into a CXR Lens bundle.
 
-It asks what the file does not say — class names (one per output, in order), the value range
-the model was trained on, the input size when the model accepts any, an optional folder of
-images for the SHAP background — then runs :func:`cxr_viewer.core.importer.import_model` on a
+It reads what the file says without running it (:func:`cxr_viewer.core.importer.inspect_model`:
+the output head, a proposed input preprocessing) and asks what it does not say — class names
+(one per output, in order; one sigmoid unit: the positive finding), the value range the model
+was trained on (the proposal preselected), the input size when the model accepts any, an
+optional folder of images for the SHAP background. "Compare on samples" runs the model on a few
+sample studies under every preprocessing so a user can see which one gives sane predictions
+before saving. Import runs :func:`cxr_viewer.core.importer.import_model` on a
 worker thread (the app's model worker when given, since it is the one thread that touches
 TensorFlow) with a progress bar and a working Cancel. On success it emits :attr:`imported`
 with the bundle folder and accepts; on failure it shows the error (what, why, what to do) and
@@ -16,6 +20,7 @@ from typing import Any
 
 from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QDialog,
@@ -28,21 +33,33 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from cxr_viewer.core.errors import BundleError, CxrError
+from cxr_viewer.core.importer.inspect import CANDIDATES, ModelSummary, inspect_model
+from cxr_viewer.core.preprocess import PREPROCESSING_LABELS
 
 from .error_dialog import describe
 from .worker import Failure, Task, WorkerThread
 
-#: (label, preprocessing name) offered in the dialog
-PREPROCESSING_CHOICES = (
-    ("[0, 1] — pixel values divided by 255 (\u201cunit\u201d)", "unit"),
-    ("[-1, 1] — ResNet V2 / MobileNet V2 preprocess_input (\u201csymmetric\u201d)", "symmetric"),
+#: (label, preprocessing name) offered in the dialog, in the importer's candidate order
+PREPROCESSING_CHOICES = tuple(
+    (f"{PREPROCESSING_LABELS[n]} (\u201c{n}\u201d)", n) for n in CANDIDATES
+)
+#: (label, head kind or None for the model's own) offered in the dialog
+HEAD_CHOICES = (
+    ("as the model says", None),
+    ("softmax: exclusive classes", "softmax"),
+    ("binary: one sigmoid unit (positive finding)", "binary"),
+    ("multi-label: independent findings", "multilabel"),
 )
 NO_POSITIVE = "(none)"
+#: sample studies the preprocessing comparison runs on (at most)
+N_PREVIEW = 4
 
 
 def default_bundle_dir(model_path: Path) -> Path:
@@ -90,6 +107,12 @@ class ImportDialog(QDialog):
         self._own_worker: WorkerThread | None = None
         self._task: Task | None = None
         self.setWindowTitle(f"Import model — {self.model_path.name}")
+        self.summary: ModelSummary | None = None
+        try:
+            self.summary = inspect_model(self.model_path)
+        except CxrError:
+            self.summary = None  # the import itself will say what is wrong with the file
+        self._preview_task: Task | None = None
         self._build(Path(out_dir) if out_dir else default_bundle_dir(self.model_path))
 
     # -- layout --------------------------------------------------------------------------
@@ -100,14 +123,26 @@ class ImportDialog(QDialog):
             "model bundle so it can be explained like its own. Say what the file does not:"
         )
         intro.setWordWrap(True)
+        self.found = QLabel(self._found_text())
+        self.found.setWordWrap(True)
+        self.found.setObjectName("Dim")
         self.classes_edit = QLineEdit()
         self.classes_edit.setPlaceholderText(
             "one name per model output, in order: normal, COVID-19"
         )
         self.positive_combo = QComboBox()
         self.preprocess_combo = QComboBox()
+        proposed = self.summary.preprocessing if self.summary else "unit"
         for label, name in PREPROCESSING_CHOICES:
-            self.preprocess_combo.addItem(label, name)
+            self.preprocess_combo.addItem(
+                label + ("  ★ proposed" if name == proposed else ""), name
+            )
+        self.preprocess_combo.setCurrentIndex(max(0, self.preprocess_combo.findData(proposed)))
+        if self.summary:
+            self.preprocess_combo.setToolTip(f"Proposed: {self.summary.preprocessing_reason}")
+        self.head_combo = QComboBox()
+        for label, kind in HEAD_CHOICES:
+            self.head_combo.addItem(label, kind)
         self.size_auto = QCheckBox("read from the model")
         self.size_auto.setChecked(True)
         self.height_spin, self.width_spin = QSpinBox(), QSpinBox()
@@ -124,10 +159,21 @@ class ImportDialog(QDialog):
         form = QFormLayout()
         form.addRow("Class names", self.classes_edit)
         form.addRow("Positive class", self.positive_combo)
+        form.addRow("Output head", self.head_combo)
         form.addRow("Input values", self.preprocess_combo)
         form.addRow("Input size", _wrap(size_row))
         form.addRow("SHAP background", self._with_browse(self.background_edit, self._browse_bg))
         form.addRow("Save bundle to", self._with_browse(self.out_edit, self._browse_out))
+        self.preview_button = QPushButton("Compare preprocessings on sample images")
+        self.preview_button.setToolTip(
+            "Run the model on a few sample studies (the SHAP background folder if given, else "
+            "the bundled samples) with every input convention, before saving anything"
+        )
+        self.preview_button.clicked.connect(self.start_preview)
+        self.preview_table = QTableWidget(0, 0)
+        self.preview_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.preview_table.setVisible(False)
+        self.preview_table.setMinimumHeight(150)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.progress = QProgressBar()
@@ -139,7 +185,16 @@ class ImportDialog(QDialog):
         self.buttons.accepted.connect(self.start)
         self.buttons.rejected.connect(self.cancel_or_close)
         layout = QVBoxLayout(self)
-        for w in (intro, _wrap(form), self.status, self.progress, self.buttons):
+        for w in (
+            intro,
+            self.found,
+            _wrap(form),
+            self.preview_button,
+            self.preview_table,
+            self.status,
+            self.progress,
+            self.buttons,
+        ):
             layout.addWidget(w)
         self.classes_edit.textChanged.connect(self._update_positive)
         self.size_auto.toggled.connect(self._update_size)
@@ -148,13 +203,36 @@ class ImportDialog(QDialog):
         self._inputs = [
             self.classes_edit,
             self.positive_combo,
+            self.head_combo,
             self.preprocess_combo,
+            self.preview_button,
             self.size_auto,
             self.height_spin,
             self.width_spin,
             self.background_edit,
             self.out_edit,
         ]
+
+    def _found_text(self) -> str:
+        s = self.summary
+        if s is None:
+            return ""
+        parts = []
+        if s.input_shape:
+            rows, cols, ch = s.input_shape[1:4]
+            parts.append(f"input {rows or 'any'}×{cols or 'any'}×{ch}")
+        if s.units:
+            act = s.activation or "unknown activation"
+            what = {
+                "binary": "one sigmoid unit: a binary model — name its positive finding "
+                "(optionally the negative first)",
+                "multilabel": f"{s.units} independent sigmoid findings (multi-label) — one name "
+                "per finding",
+                "softmax": f"{s.units} exclusive classes ({act}) — one name per class",
+            }.get(s.head or "", f"{s.units} outputs ({act})")
+            parts.append(what)
+        parts.append(f"proposed input values: {s.preprocessing} ({s.preprocessing_reason})")
+        return "Found: " + "; ".join(parts) + "."
 
     def _with_browse(self, edit: QLineEdit, slot) -> QWidget:
         row = QHBoxLayout()
@@ -199,10 +277,21 @@ class ImportDialog(QDialog):
     def import_arguments(self) -> dict[str, Any]:
         """The keyword arguments for ``import_model`` (BundleError if an answer is missing)."""
         classes = parse_class_names(self.classes_edit.text())
-        if len(classes) < 2 or len(set(classes)) != len(classes):
+        head = self.head_combo.currentData()
+        units = self.summary.units if self.summary else None
+        binary = (head or (self.summary.head if self.summary else None)) == "binary"
+        least = 1 if binary else 2
+        if len(classes) < least or len(set(classes)) != len(classes):
             raise BundleError(
                 "Name the classes",
-                "give at least two distinct names, one per model output, separated by commas.",
+                "give distinct names, one per model output, separated by commas"
+                + (" (a binary model: its positive finding)." if binary else "."),
+            )
+        if units and not binary and head is None and len(classes) != units:
+            raise BundleError(
+                "The model's outputs do not match the class names",
+                f"it gives {units} outputs per image, you named {len(classes)}.",
+                "Give exactly one name per output, in output order.",
             )
         out = self.out_edit.text().strip()
         if not out:
@@ -218,7 +307,96 @@ class ImportDialog(QDialog):
             else (self.height_spin.value(), self.width_spin.value()),
             "background_dir": Path(background) if background else None,
             "positive_class": positive if positive in classes else None,
+            "head": head,
         }
+
+    # -- comparing preprocessings ----------------------------------------------------------
+    @Slot()
+    def start_preview(self) -> None:
+        """Predict a few sample studies under every preprocessing (worker thread)."""
+        if self.running or self._preview_task is not None:
+            return
+        path = self.model_path
+        size = (
+            None
+            if self.size_auto.isChecked()
+            else (self.height_spin.value(), self.width_spin.value())
+        )
+        head = self.head_combo.currentData()
+        background = self.background_edit.text().strip()
+        folder = Path(background) if background else None
+
+        def run(progress, cancel, partial):
+            from cxr_viewer.core.importer import prepare, preview_predictions
+
+            prep = prepare(path, input_size=size, progress=progress, cancel=cancel)
+            names, images = sample_images(folder, N_PREVIEW)
+            progress(0.8, "predicting the samples")
+            return names, preview_predictions(prep, images, head=head)
+
+        self._preview_task = Task(
+            fn=run,
+            slot="import-preview",
+            on_done=self._preview_done,
+            on_error=self._preview_failed,
+            on_progress=self._progress,
+            on_cancelled=self._preview_cancelled,
+        )
+        self.preview_button.setEnabled(False)
+        self.import_button.setEnabled(False)
+        self._show_status("Running the model on sample images…")
+        self._worker_thread().submit(self._preview_task)
+
+    def _preview_finished(self) -> None:
+        self._preview_task = None
+        self.preview_button.setEnabled(True)
+        self.import_button.setEnabled(True)
+
+    def _preview_done(self, result) -> None:
+        self._preview_finished()
+        files, table = result
+        self.show_preview(files, table)
+        self._show_status(
+            "Each cell: the positive class's probability (two classes) or the most probable "
+            "class or finding, for that sample under that input convention. Pick the "
+            "convention whose predictions look sane."
+        )
+
+    def _preview_failed(self, failure: Failure) -> None:
+        self._preview_finished()
+        self._show_error(failure.exc)
+
+    def _preview_cancelled(self) -> None:
+        self._preview_finished()
+        self._show_status("Comparison cancelled.")
+
+    def show_preview(self, files: list[str], table: dict) -> None:
+        """Fill the comparison table: one row per preprocessing, one column per sample."""
+        names = parse_class_names(self.classes_edit.text())
+        proposed = self.summary.preprocessing if self.summary else None
+        t = self.preview_table
+        t.clear()
+        t.setRowCount(len(table))
+        t.setColumnCount(len(files))
+        t.setHorizontalHeaderLabels(files)
+        t.setVerticalHeaderLabels([n + (" ★" if n == proposed else "") for n in table])
+        positive = self.positive_combo.currentText()
+        if len(names) == 1:
+            positive = names[0]
+        for r, probs in enumerate(table.values()):
+            for c in range(len(files)):
+                p = probs[c]
+                labels = names if len(names) == len(p) else []
+                if len(names) == 1 and len(p) == 2:  # one sigmoid unit named by its finding
+                    labels = [f"no {names[0]}", names[0]]
+                if len(labels) == 2 and positive in labels:  # a two-class decision: p(positive)
+                    k = labels.index(positive)
+                else:  # the most probable class or finding
+                    k = int(p.argmax())
+                label = labels[k] if labels else f"output {k}"
+                t.setItem(r, c, QTableWidgetItem(f"{label} {p[k]:.2f}"))
+        t.resizeColumnsToContents()
+        t.setVisible(True)
 
     # -- running -------------------------------------------------------------------------
     @property
@@ -263,7 +441,10 @@ class ImportDialog(QDialog):
 
     @Slot()
     def cancel_or_close(self) -> None:
-        """Cancel a running import (the dialog stays open), or close the dialog."""
+        """Cancel a running import or comparison (the dialog stays open), or close the dialog."""
+        if self._preview_task is not None:
+            self._preview_task.cancel()
+            return
         if self._task is not None:
             self._task.cancel()
             self._show_status("Cancelling after the current step…")
@@ -317,10 +498,41 @@ class ImportDialog(QDialog):
         """Close; a private worker thread is stopped (a running import is cancelled first)."""
         if self._task is not None:
             self._task.cancel()
+        if self._preview_task is not None:
+            self._preview_task.cancel()
         if self._own_worker is not None:
             self._own_worker.shutdown()
             self._own_worker = None
         super().done(result)
+
+
+def sample_images(folder: Path | None, n: int) -> tuple[list[str], list]:
+    """Up to ``n`` readable studies (names, [0, 1] display images) from ``folder`` or the
+    bundled sample studies."""
+    from cxr_viewer.core.display import display_image
+    from cxr_viewer.core.errors import StudyLoadError
+    from cxr_viewer.core.io import list_study_files, load_study
+    from cxr_viewer.core.paths import samples_dir
+
+    files = list_study_files(folder if folder is not None else samples_dir())
+    if folder is None:  # the bundled samples: chest films before the codec test phantoms
+        files = sorted(files, key=lambda f: Path(f).name.startswith("phantom_"))
+    names, images = [], []
+    for f in files:
+        if len(images) >= n:
+            break
+        try:
+            images.append(display_image(load_study(f)))
+        except StudyLoadError:
+            continue
+        names.append(Path(f).name)
+    if not images:
+        raise BundleError(
+            "No sample images to compare on",
+            f"none of the files in {folder or samples_dir()} could be read.",
+            "Choose a folder of chest X-rays as the SHAP background.",
+        )
+    return names, images
 
 
 def run_import_dialog(

@@ -367,6 +367,12 @@ class MainWindow(QMainWindow):
             threshold=float(m.threshold) if m is not None and m.threshold is not None else None,
             positive_class=m.positive_class if m is not None else None,
             invert_flipped=st.invert_flip,
+            decision=pred.rule_text() if pred is not None else None,
+            headline=pred.headline() if pred is not None else None,
+            thresholds=[pred.threshold_of(i) for i in range(len(names))] if pred else [],
+            kind=m.kind if m else "softmax",
+            near_threshold=bool(pred is not None and pred.is_near_threshold),
+            findings=[names[i] for i in pred.positive_findings] if pred is not None else [],
         )
 
     def export(self, kind: str, path: str | Path) -> None:

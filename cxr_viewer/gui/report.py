@@ -68,6 +68,18 @@ class Snapshot:
     threshold: float | None = None
     positive_class: str | None = None
     invert_flipped: bool = False  # the reader inverted the study's own grey scale
+    #: the decision rule in words (core.inference.Prediction.rule_text), None without one
+    decision: str | None = None
+    #: the short headline (core.inference.Prediction.headline)
+    headline: str | None = None
+    #: per class: the threshold its probability is compared with (None: arg-max decision)
+    thresholds: list[float | None] = field(default_factory=list)
+    #: the head: softmax, binary or multilabel
+    kind: str = "softmax"
+    #: a probability lies within the bundle's band around its threshold
+    near_threshold: bool = False
+    #: multilabel: names at or above their thresholds
+    findings: list[str] = field(default_factory=list)
 
 
 DISCLAIMER = (
@@ -81,22 +93,22 @@ def study_label(snap: Snapshot) -> str:
 
 
 def prediction_line(snap: Snapshot) -> str:
-    """The prediction with its decision rule ("Prediction: X · p(X) 0.91 · rule: …")."""
+    """The prediction with its decision rule, for every head (softmax, binary, multi-label)."""
     if snap.probabilities is None or not snap.class_names:
         return "Prediction: none (no model loaded)"
-    probs = dict(zip(snap.class_names, snap.probabilities, strict=False))
-    parts = [f"Prediction: {snap.predicted}"]
-    if snap.threshold is not None and snap.positive_class in probs:
-        p = probs[snap.positive_class]
-        sign = "≥" if p >= snap.threshold else "<"
-        parts.append(
-            f"p({snap.positive_class}) {p:.2f} {sign} threshold {snap.threshold:.2f} "
-            f"(rule: {snap.positive_class} if p ≥ {snap.threshold:.2f})"
+    lines = prediction_lines(snap)
+    if snap.kind != "multilabel":
+        probs = dict(zip(snap.class_names, snap.probabilities, strict=False))
+        rule = (
+            "rule: the class with the highest probability"
+            if all(t is None for t in snap.thresholds or [None])
+            else ""
         )
-    else:
-        parts.append("rule: the class with the highest probability")
-    parts.append(", ".join(f"{c} {p * 100:.1f} %" for c, p in probs.items()))
-    return " · ".join(parts)
+        lines.append(
+            ", ".join(f"{c} {p * 100:.1f} %" for c, p in probs.items())
+            + (f" ({rule})" if rule else "")
+        )
+    return " · ".join(lines)
 
 
 def display_line(snap: Snapshot) -> str:
@@ -113,6 +125,27 @@ def layer_line(ly: LayerSnapshot) -> str:
     if ly.layer:
         parts.append(f"layer {ly.layer}")
     return " · ".join(parts)
+
+
+def prediction_lines(snap: Snapshot) -> list[str]:
+    """The prediction in words, for the PNG caption and the PDF."""
+    if snap.probabilities is None:
+        return ["No prediction (no model loaded)."]
+    lines = [f"Prediction: {snap.headline or snap.decision or snap.predicted}"]
+    if snap.near_threshold:
+        lines[0] += "  (near threshold: a small change could flip it)"
+    if snap.kind == "multilabel":
+        order = np.argsort(-np.asarray(snap.probabilities), kind="stable")[:6]
+        lines.append(
+            "Top findings: "
+            + ", ".join(
+                f"{snap.class_names[i]} {snap.probabilities[i]:.2f}"
+                + (f"/{snap.thresholds[i]:.2f}" if snap.thresholds[i] is not None else "")
+                for i in order
+            )
+            + "  (p / threshold)"
+        )
+    return lines
 
 
 def composite_image(snap: Snapshot, max_side: int | None = None) -> np.ndarray:
@@ -297,6 +330,34 @@ def _settings_text(ly: LayerSnapshot) -> str:
     return ", ".join(parts)
 
 
+def _probability_bars(ax, snap: Snapshot) -> None:
+    """Horizontal bars (multi-label: sorted, at most 14) with each threshold drawn on its bar."""
+    n = len(snap.class_names)
+    order = (
+        list(np.argsort(-np.asarray(snap.probabilities), kind="stable")[:14])
+        if snap.kind == "multilabel"
+        else list(range(n))
+    )
+    thresholds = snap.thresholds or [None] * n
+    marked = set(snap.findings) if snap.kind == "multilabel" else {snap.predicted}
+    y = np.arange(len(order))
+    probs = [snap.probabilities[i] for i in order]
+    names = [snap.class_names[i] for i in order]
+    ax.barh(y, probs, color=["#d9534f" if c in marked else "#6c8ebf" for c in names])
+    ax.set_yticks(y, names, fontsize=7 if len(order) > 6 else 8)
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    for yi, i in zip(y, order, strict=True):
+        p = snap.probabilities[i]
+        t = thresholds[i]
+        label = f"{p * 100:.1f} %" + (f" (threshold {t:.2f})" if t is not None else "")
+        ax.text(min(p + 0.01, 0.62), yi, label, va="center", fontsize=7)
+        if t is not None:
+            ax.plot([t, t], [yi - 0.45, yi + 0.45], color="#222222", lw=1.6)
+    title = prediction_lines(snap)[0]
+    ax.set_title(title if len(title) <= 95 else title[:94] + "…", fontsize=8.5)
+
+
 def save_pdf(snap: Snapshot, path: str | Path) -> Path:
     """Write a one-page A4 report: original, overlays, probabilities, settings, model version."""
     from matplotlib.figure import Figure
@@ -367,33 +428,7 @@ def save_pdf(snap: Snapshot, path: str | Path) -> Path:
 
     bar_ax = fig.add_axes((0.30, 0.245, 0.62, 0.085))
     if snap.probabilities is not None:
-        y = np.arange(len(snap.class_names))
-        colors = ["#d9534f" if c == snap.predicted else "#6c8ebf" for c in snap.class_names]
-        bar_ax.barh(y, snap.probabilities, color=colors)
-        bar_ax.set_yticks(y, snap.class_names, fontsize=8)
-        bar_ax.set_xlim(0, 1)
-        bar_ax.invert_yaxis()
-        for yi, p in zip(y, snap.probabilities, strict=True):
-            bar_ax.text(min(p + 0.01, 0.9), yi, f"{p * 100:.1f} %", va="center", fontsize=8)
-        if snap.threshold is not None and snap.positive_class in snap.class_names:
-            yi = snap.class_names.index(snap.positive_class)
-            bar_ax.plot(
-                [snap.threshold, snap.threshold], [yi - 0.45, yi + 0.45], "k--", linewidth=1.2
-            )
-            bar_ax.text(
-                snap.threshold,
-                yi - 0.5,
-                f"threshold {snap.threshold:.2f}",
-                fontsize=7,
-                ha="center",
-                va="bottom",
-            )
-        title = f"Probabilities — predicted: {snap.predicted}"
-        if snap.threshold is not None and snap.positive_class:
-            title += f"\n(rule: {snap.positive_class} if p ≥ {snap.threshold:.2f})"
-        else:
-            title += "\n(rule: the class with the highest probability)"
-        bar_ax.set_title(title, fontsize=8.5)
+        _probability_bars(bar_ax, snap)
     else:
         bar_ax.text(0.5, 0.5, "No prediction (no model loaded)", ha="center", va="center")
         bar_ax.set_axis_off()

@@ -112,6 +112,11 @@ class ModelSession:
             metrics=meta["metrics"] if isinstance(meta.get("metrics"), dict) else {},
             card=model_card_lines(meta, short=True),
             card_details=model_card_lines(meta),
+            kind=bundle.head.kind,
+            thresholds=dict(bundle.thresholds),
+            near_band=bundle.near_band,
+            card_figures=bundle.card(),
+            layer_sizes=self._layer_sizes(layers),
         )
         progress(0.75, "Warming up Grad-CAM…")
         self._warm_up_gradcam(defaults.get("gradcam"), settings.get("gradcam", {}))
@@ -147,6 +152,16 @@ class ModelSession:
                     default if default in offered else (offered[0] if offered else None)
                 )
         return layers, defaults, settings
+
+    def _layer_sizes(self, layers: dict[str, list[str]]) -> dict[str, tuple[int, int]]:
+        from cxr_viewer.core.explain.layers import spatial_sizes
+
+        names = sorted({n for offered in layers.values() for n in offered})
+        try:
+            return spatial_sizes(self.classifier.model, names)
+        except ExplainError as exc:
+            log.warning("layer sizes unavailable: %s", exc)
+            return {}
 
     def _warm_up_gradcam(self, layer: str | None, settings: dict[str, Any]) -> None:
         if layer is None or self.classifier is None:

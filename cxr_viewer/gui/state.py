@@ -107,6 +107,17 @@ class ModelInfo:
     #: every line (tooltip)
     card: list[str] = field(default_factory=list)
     card_details: list[str] = field(default_factory=list)
+    #: the output head: "softmax", "binary" or "multilabel" (core.heads)
+    kind: str = "softmax"
+    #: multilabel: finding → threshold
+    thresholds: dict[str, float] = field(default_factory=dict)
+    #: the bundle's "near threshold" band
+    near_band: float = 0.05
+    #: model card figures for the prediction panel (core.bundle.Bundle.card): test_auc,
+    #: finding_auc, population
+    card_figures: dict[str, Any] = field(default_factory=dict)
+    #: layer → (rows, columns) of its output, for the layer menus
+    layer_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 class ViewerState:

@@ -29,7 +29,8 @@ def test_open_sample_study_shows_prediction(qtbot, gui, viewer, studies_dir):
     np.testing.assert_allclose(pred.probabilities.sum(), 1.0, rtol=1e-5)
     shown = win.prediction_panel.probabilities_text()
     assert shown["pneumonia"] == f"{pred.probabilities[1] * 100:.1f} %"
-    assert pred.predicted_class in win.prediction_panel.headline.text()
+    assert pred.predicted_class.upper() in win.prediction_panel.headline.text()
+    assert pred.rule_text() in win.prediction_panel.headline.text()
     assert "0.50" in win.prediction_panel.threshold_label.text()
     assert "not for diagnosis" in win.model_panel.warning.text().lower()
     assert "0.0-test" in win.model_panel.text.text()

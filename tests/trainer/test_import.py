@@ -319,18 +319,26 @@ def test_savedmodel_folder_is_refused_with_what_to_do(tmp_path):
 def test_class_count_mismatch_is_refused(models, tmp_path):
     with pytest.raises(BundleError, match="do not match the class names") as err:
         _import(models["flat"], tmp_path / "b", classes=["a", "b", "c"])
-    assert "3 classes" in err.value.why
+    assert "3 classes" in err.value.why and "2 outputs" in err.value.why
     assert not (tmp_path / "b").exists()
 
 
-def test_logit_outputs_are_refused(k2, tmp_path):
+def test_logit_outputs_import_as_a_softmax_head_through_its_link(k2, tmp_path):
     inp = k2.Input((SIZE, SIZE, 1))
     x = k2.layers.GlobalAveragePooling2D()(k2.layers.Conv2D(4, 3)(inp))
     head = k2.layers.Dense(2, bias_initializer=k2.initializers.Constant(5.0))  # no softmax
     path = tmp_path / "logits.h5"
-    k2.Model(inp, head(x)).save(path, save_format="h5")
-    with pytest.raises(BundleError, match="does not output probabilities"):
-        _import(path, tmp_path / "b")
+    model = k2.Model(inp, head(x))
+    _randomize(model, 4)
+    model.save(path, save_format="h5")
+    bundle = _import(path, tmp_path / "b")
+    assert bundle.head.kind == "softmax" and bundle.head.activation == "linear"
+    assert bundle.metadata["output"]["link"] == "softmax"
+    assert bundle.metadata["schema_version"] == 2  # a schema-1 reader would show logits
+    x = np.random.default_rng(0).uniform(0, 1, (3, SIZE, SIZE, 1)).astype(np.float32)
+    logits = model.predict(x, verbose=0).astype(np.float64)
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(_bundle_predict(bundle, x), expected, atol=1e-5)
 
 
 def test_model_without_feature_maps_is_refused(k2, tmp_path):

@@ -3,16 +3,22 @@
 The model is rebuilt as one flat Keras 3 graph (a backbone nested as one layer is inlined so
 Grad-CAM and SHAP can reach its layers), its outputs are checked against the original's, and
 a bundle is written with the default Grad-CAM layer, the SHAP layers and a SHAP background set
-(from --background images, else synthetic phantoms). Example::
+(from --background images, else synthetic phantoms). The output head (softmax, one sigmoid
+unit, several independent sigmoid units, or logits) and the input preprocessing are read from
+the model; --head and --preprocess override them. Examples::
 
-    cxr-train import covid_resnet.h5 --classes non-COVID COVID --preprocess symmetric \\
-        --positive-class COVID -o bundles/covid_resnet
+    cxr-train import covid_resnet.h5 --classes non-COVID COVID --positive-class COVID -o b1
+    cxr-train import pneumonia_sigmoid.h5 --classes normal pneumonia -o b2   # 1 sigmoid unit
+    cxr-train import chexnet.h5 --classes Atelectasis Cardiomegaly ... -o b3  # 14 sigmoid units
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from cxr_viewer.core.heads import HEAD_KINDS
+from cxr_viewer.core.preprocess import PREPROCESSINGS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,14 +28,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         required=True,
         metavar="NAME",
-        help="class names, one per model output, in output order",
+        help="class names, one per model output, in output order (one sigmoid unit: the "
+        "positive finding, or NEGATIVE POSITIVE)",
     )
     parser.add_argument(
         "--preprocess",
-        choices=("unit", "symmetric"),
+        choices=tuple(PREPROCESSINGS),
         default=None,
-        help="input values the model was trained on: unit = [0, 1], symmetric = [-1, 1] "
-        "(default: unit, recorded as assumed)",
+        help="input values the model was trained on: unit [0, 1], symmetric [-1, 1], raw "
+        "[0, 255], caffe (BGR, ImageNet mean), torch (ImageNet mean/std) (default: proposed "
+        "from the model: a Rescaling layer, its backbone, else unit)",
+    )
+    parser.add_argument(
+        "--head",
+        choices=HEAD_KINDS,
+        default=None,
+        help="output head (default: from the model: one sigmoid unit = binary, softmax = "
+        "softmax, several sigmoid units = multilabel)",
+    )
+    parser.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="[NAME=]P",
+        help="decision threshold: P for a binary model, NAME=P per finding (repeatable)",
     )
     parser.add_argument(
         "--input-size",
@@ -44,11 +66,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder of chest X-rays (PNG/JPEG/DICOM) for the SHAP background set "
         "(default: synthetic phantoms)",
     )
+    parser.add_argument(
+        "--near-band",
+        type=float,
+        default=None,
+        metavar="P",
+        help="the viewer flags a probability within P of its threshold (default 0.05)",
+    )
     parser.add_argument("--n-background", type=int, default=16, help="background images (16)")
     parser.add_argument("--positive-class", metavar="NAME", help="the positive class")
     parser.add_argument("--name", help="bundle name (default: the model file's stem)")
     parser.add_argument("-o", "--out", required=True, metavar="BUNDLE", help="bundle folder")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+
+
+def _thresholds(values: list[str]) -> tuple[float | None, dict[str, float]]:
+    single, per = None, {}
+    for v in values:
+        name, sep, p = v.rpartition("=")
+        try:
+            prob = float(p)
+        except ValueError:
+            raise ValueError(f"--threshold {v}: '{p}' is not a number") from None
+        if sep:
+            per[name] = prob
+        else:
+            single = prob
+    return single, per
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,6 +103,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{fraction:4.0%}] {message}", file=sys.stderr)
 
     try:
+        threshold, thresholds = _thresholds(args.threshold)
+    except ValueError as exc:
+        print(f"cxr-train import: {exc}", file=sys.stderr)
+        return 2
+    try:
         bundle = import_model(
             args.model,
             args.classes,
@@ -67,6 +116,10 @@ def run(args: argparse.Namespace) -> int:
             input_size=tuple(args.input_size) if args.input_size else None,
             background_dir=args.background,
             positive_class=args.positive_class,
+            head=args.head,
+            threshold=threshold,
+            thresholds=thresholds or None,
+            near_band=args.near_band,
             n_background=args.n_background,
             name=args.name,
             overwrite=args.overwrite,
@@ -82,9 +135,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"  source       {meta['source_file']} ({meta['source_format']})")
     if meta["flattened_nested_models"]:
         print(f"  flattened    {', '.join(meta['flattened_nested_models'])}")
+    head = bundle.head
+    print(f"  head         {head.kind}: {head.units} {head.activation} output(s), link {head.link}")
     print(f"  classes      {', '.join(bundle.class_names)}")
     spec = bundle.input_spec
-    given = "" if meta["preprocessing_given"] else " (assumed: pass --preprocess)"
+    given = (
+        ""
+        if meta["preprocessing_given"]
+        else f" (proposed: {meta['preprocessing_reason']}; pass --preprocess to change)"
+    )
     print(f"  input        {spec.height}x{spec.width}x{spec.channels}, {spec.preprocessing}{given}")
     print(f"  Grad-CAM at  {bundle.gradcam_layer}")
     print(f"  SHAP layers  {', '.join(bundle.shap_layers) or '(none)'}")

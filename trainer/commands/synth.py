@@ -2,7 +2,9 @@
 
 Each phantom is one "patient"; the manifest ``manifest.csv`` in the output folder lists every
 file with its label (``no_lesion``/``lesion``), patient id and mask, and can be trained on with
-the generic CSV reader (``[data] format = "csv"``).
+the generic CSV reader (``[data] format = "csv"``). With ``--multilabel`` the phantoms carry two
+independent findings (a nodule and an effusion), PNG only, labelled "nodule|effusion",
+"nodule", "effusion" or "no_finding" (``[model] head = "multilabel"``).
 """
 
 from __future__ import annotations
@@ -30,11 +32,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="DICOM photometric interpretations to write (default both)",
     )
     parser.add_argument("--prefix", default="phantom", help="file and patient id prefix")
+    parser.add_argument(
+        "--multilabel",
+        action="store_true",
+        help="two independent findings per phantom (nodule, effusion), PNG only",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.synth import make_phantoms, write_phantoms
+    from trainer.synth import (
+        make_multilabel_phantoms,
+        make_phantoms,
+        write_multilabel_phantoms,
+        write_phantoms,
+    )
 
+    if args.multilabel:
+        try:
+            ml = make_multilabel_phantoms(
+                args.n, args.size, seed=args.seed, fraction=args.positive_fraction
+            )
+            manifest = write_multilabel_phantoms(args.out, ml, prefix=args.prefix)
+        except (ValueError, OSError) as exc:
+            print(f"cxr-train synth: could not write phantoms: {exc}", file=sys.stderr)
+            return 2
+        totals = ml.labels.sum(axis=0)
+        counts = f"{int(totals[0])} with a nodule, {int(totals[1])} with an effusion"
+        print(f"wrote {len(ml)} phantoms ({counts}) → {manifest}")
+        return 0
     try:
         phantoms = make_phantoms(
             args.n, args.size, seed=args.seed, positive_fraction=args.positive_fraction

@@ -72,6 +72,24 @@ def check_target(classifier, target_class: int) -> int:
     return t
 
 
+def target_unit(classifier, target_class: int) -> tuple[int, float]:
+    """(model output unit, sign) whose score explains class ``target_class``.
+
+    Softmax and multi-label heads: the class's own unit. A single-sigmoid (binary) head has one
+    unit z for both classes: the positive class is explained by z, the negative by −z.
+    """
+    head = getattr(classifier, "head", None)
+    if head is None:
+        return int(target_class), 1.0
+    return head.unit_for(int(target_class))
+
+
+def output_is_logit(classifier) -> bool:
+    """True when the model's own output is already a logit (a linear head)."""
+    head = getattr(classifier, "head", None)
+    return head is not None and head.activation == "linear"
+
+
 def check_input(classifier, x: np.ndarray) -> np.ndarray:
     """``x`` as float32 (h, w, c) matching the classifier's input spec."""
     spec = classifier.spec
@@ -89,8 +107,7 @@ def check_input(classifier, x: np.ndarray) -> np.ndarray:
 
 def to_unit(x: np.ndarray, spec) -> np.ndarray:
     """Model input back to the [0, 1] display scale (inverse of ``preprocess.normalize``)."""
-    lo, hi = spec.value_range
-    return np.clip((np.asarray(x, np.float32) - lo) / (hi - lo), 0.0, 1.0)
+    return np.clip(spec.to_unit(x), 0.0, 1.0)
 
 
 def upsample(m: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -28,6 +28,8 @@ from ._common import (
     flat_model,
     get_layer,
     model_cache,
+    output_is_logit,
+    target_unit,
     upsample,
 )
 from .base import DisplayDefaults, Explainer, Heatmap, PartialFn
@@ -55,8 +57,14 @@ def _build_fn(model, layer_name: str):
         ) from exc
     shape = [None, *model.inputs[0].shape[1:]]
 
-    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32), tf.TensorSpec([], tf.int32)])
-    def fn(x, cls):
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec(shape, tf.float32),
+            tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([], tf.float32),
+        ]
+    )
+    def fn(x, cls, sign):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             # watching x records every op downstream of it, frozen layers included
             tape.watch(x)
@@ -65,7 +73,7 @@ def _build_fn(model, layer_name: str):
                 scores = tf.matmul(h, final.kernel) + final.bias
             else:
                 scores = h
-            y = tf.gather(scores, cls, axis=-1)
+            y = sign * tf.gather(scores, cls, axis=-1)
         grads = tape.gradient(y, feats)
         return feats, grads, scores
 
@@ -140,7 +148,11 @@ class GradCamExplainer(Explainer):
         """Trace the compiled function for ``layer`` (default layer if None)."""
         spec = self.classifier.spec
         fn, _ = _gradcam_fn(self.model, layer or self.default_layer())
-        fn(np.zeros((1, spec.height, spec.width, spec.channels), np.float32), np.int32(0))
+        fn(
+            np.zeros((1, spec.height, spec.width, spec.channels), np.float32),
+            np.int32(0),
+            np.float32(1.0),
+        )
 
     def explain(
         self,
@@ -164,7 +176,10 @@ class GradCamExplainer(Explainer):
             cancel.raise_if_cancelled()
         progress(0.0, f"Grad-CAM at {layer}")
         fn, kind = _gradcam_fn(self.model, layer)
-        feats, grads, _ = fn(x[None], np.int32(t))
+        if kind == "probability" and output_is_logit(self.classifier):
+            kind = "logit"  # a linear head: the model's output is the score itself
+        unit, sign = target_unit(self.classifier, t)
+        feats, grads, _ = fn(x[None], np.int32(unit), np.float32(sign))
         if cancel is not None:
             cancel.raise_if_cancelled()
         a, g = np.asarray(feats)[0], np.asarray(grads)[0]

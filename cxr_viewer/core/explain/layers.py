@@ -45,6 +45,8 @@ _SKIP_CLASSES = {
 }
 _CONV_CLASSES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose")
 _POOL_CLASSES = {"GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten"}
+#: layers Grad-CAM's default looks through, walking back from the global pooling
+_PASS_CLASSES = {"MaxPooling2D", "AveragePooling2D"}
 
 
 def _is_submodel(layer) -> bool:
@@ -187,9 +189,13 @@ def gradcam_layers(model) -> list[str]:
 
 
 def default_gradcam_layer(model) -> str:
-    """The last layer with a 4-D output before global pooling (Selvaraju et al. 2017, §3).
+    """The last convolution's activation before global pooling (Selvaraju et al. 2017, §3).
 
-    Raises ExplainError for a model without convolutional feature maps.
+    From the global pooling / flatten layer the graph is walked back past dropout, padding,
+    pooling and noise layers (VGG's ``block5_pool``, a ``Dropout`` before the pooling) to the
+    layer that produced the feature maps — the convolution's activation (or the convolution
+    itself when its activation is built in). Raises ExplainError for a model without
+    convolutional feature maps.
     """
     flat = flatten_model(model)
     _, nodes = _candidate_nodes(flat)
@@ -199,13 +205,35 @@ def default_gradcam_layer(model) -> str:
             "Grad-CAM needs a layer with a (rows, columns, channels) output.",
             "Use LIME for this model.",
         )
-    # prefer the input of a global pooling / flatten layer
+    candidates = {id(n) for n in nodes}
     for n in reversed(_Graph(flat).nodes):
-        if type(n.operation).__name__ in _POOL_CLASSES:
-            for p in n.parent_nodes:
-                if p.operation is not None and _four_d(p) and not p.is_input:
-                    return p.operation.name
+        if type(n.operation).__name__ not in _POOL_CLASSES:
+            continue
+        stack = list(n.parent_nodes)
+        while stack:
+            p = stack.pop()
+            if p.is_input or p.operation is None:
+                continue
+            if type(p.operation).__name__ in _SKIP_CLASSES | _PASS_CLASSES:
+                stack.extend(p.parent_nodes)
+            elif id(p) in candidates:
+                return p.operation.name
     return nodes[-1].operation.name
+
+
+def spatial_sizes(model, names: list[str]) -> dict[str, tuple[int, int]]:
+    """(rows, columns) of each named layer's output (for menus: "block2_out (28×28)")."""
+    g = _Graph(flatten_model(model))
+    out: dict[str, tuple[int, int]] = {}
+    for n in g.nodes:
+        op = n.operation
+        if op is None or n.is_input or op.name not in names or op.name in out:
+            continue
+        if len(n.outputs) == 1 and len(n.outputs[0].shape) == 4:
+            rows, cols = n.outputs[0].shape[1:3]
+            if rows is not None and cols is not None:
+                out[op.name] = (int(rows), int(cols))
+    return out
 
 
 def cut_layers(model) -> list[str]:

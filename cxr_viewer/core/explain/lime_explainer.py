@@ -115,8 +115,8 @@ def hidden_image(image: np.ndarray, segments: np.ndarray, hide_color, spec) -> n
             means = np.bincount(flat, weights=image[..., c].ravel(), minlength=n) / counts
             out[..., c] = means[segments]
         return out
-    lo, hi = spec.value_range
-    return np.full_like(image, lo + float(hide_color) * (hi - lo))
+    lo, hi = spec.channel_range
+    return np.broadcast_to(lo + float(hide_color) * (hi - lo), image.shape).astype(image.dtype)
 
 
 def top_area_overlap(a: np.ndarray, b: np.ndarray, segments: np.ndarray, fraction: float) -> float:

@@ -38,6 +38,8 @@ from ._common import (
     flat_model,
     get_layer,
     model_cache,
+    output_is_logit,
+    target_unit,
     upsample,
 )
 from .base import DisplayDefaults, Explainer, Heatmap, PartialFn
@@ -281,6 +283,10 @@ class ShapLayerExplainer(Explainer):
         if output not in OUTPUTS:
             raise ExplainError(f"Unknown SHAP output '{output}'", f"choose one of {OUTPUTS}.")
         explainer, bg_h, f_bg, f, used = self._setup(layer_name, output, cancel)
+        if used == "probability" and output_is_logit(self.classifier):
+            used = "logit"  # a linear head: the model's output is the score itself
+        # the output unit scoring class t, and its sign (a binary head's negative class is −z)
+        unit, sign = target_unit(self.classifier, t)
         x_h = _activations(_stem_fn(model, layer_name), x[None], 1, cancel)
         seed = int(s["seed"])
         if sampling == "shap":
@@ -292,15 +298,17 @@ class ShapLayerExplainer(Explainer):
                 values = explainer.shap_values(
                     x_h,
                     nsamples=nsamples,
-                    ranked_outputs=np.array([[t]]),
+                    ranked_outputs=np.array([[unit]]),
                     output_rank_order="custom",
                     rseed=seed,
                 )[0]
-            phi = np.asarray(values)[0, ..., 0]
+            phi = sign * np.asarray(values)[0, ..., 0]
         else:
-            phi = self._stratified(explainer, x_h[0], bg_h, t, nsamples, seed, progress, cancel)
-        f_x = float(np.asarray(f(x[None]))[0, t])
-        e_bg = float(np.mean(f_bg[:, t]))
+            phi = sign * self._stratified(
+                explainer, x_h[0], bg_h, unit, nsamples, seed, progress, cancel
+            )
+        f_x = sign * float(np.asarray(f(x[None]))[0, unit])
+        e_bg = sign * float(np.mean(f_bg[:, unit]))
         total = float(phi.sum())
         diff = f_x - e_bg
         gap = abs(total - diff) / abs(diff) if abs(diff) > 1e-6 else float("nan")

@@ -9,14 +9,21 @@ TensorFlow; :func:`import_model` does when called.
 
 from __future__ import annotations
 
-from .api import TOLERANCE, import_model
+from .api import TOLERANCE, Prepared, import_model, prepare, preview_predictions
 from .background import PHANTOM_SOURCE
+from .inspect import CANDIDATES, ModelSummary, inspect_model
 from .sources import KERAS2_H5, KERAS3, KERAS3_H5
 
 #: file name suffixes :func:`import_model` reads (a bare model the viewer offers to import)
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 __all__ = [
+    "CANDIDATES",
+    "ModelSummary",
+    "Prepared",
+    "inspect_model",
+    "prepare",
+    "preview_predictions",
     "KERAS2_H5",
     "KERAS3",
     "KERAS3_H5",

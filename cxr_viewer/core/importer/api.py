@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,20 +12,76 @@ import numpy as np
 
 from cxr_viewer.core.bundle import Bundle, sha256_file, write_bundle
 from cxr_viewer.core.errors import BundleError, CxrError, ExplainError
+from cxr_viewer.core.heads import HEAD_KINDS, Head, propose_head
 from cxr_viewer.core.preprocess import PREPROCESSINGS, InputSpec
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
 
 from .background import make_background
 from .configs import declared_input_shape, has_nested_model
-from .rebuild import rebuild_flat
-from .sources import KERAS2_H5, read_source, reference_for
+from .inspect import CANDIDATES, ModelSummary, summarize_config
+from .rebuild import FlatModel, rebuild_flat
+from .sources import KERAS2_H5, SourceModel, read_source, reference_for
 from .weights import h5_weight_source, keras_weight_source, load_weights
 
 #: largest |Δ| between the original's and the imported model's outputs that counts as identical
 TOLERANCE = 1e-4
 #: random inputs the import is verified on (plus up to as many background images)
 N_VERIFY = 4
-DEFAULT_PREPROCESSING = "unit"
+
+
+@dataclass
+class Prepared:
+    """A model file read, rebuilt flat and weighted, before any bundle is written."""
+
+    source: SourceModel
+    summary: ModelSummary
+    flat: FlatModel
+    rows: int
+    columns: int
+    channels: int
+    n_weights: int
+
+    @property
+    def units(self) -> int:
+        return int(self.flat.model.outputs[0].shape[-1])
+
+    def spec(self, preprocessing: str) -> InputSpec:
+        return InputSpec(self.rows, self.columns, self.channels, preprocessing)
+
+
+def prepare(
+    model_path: str | Path,
+    *,
+    input_size: tuple[int, int] | None = None,
+    progress: ProgressFn = no_progress,
+    cancel: CancelToken | None = None,
+) -> Prepared:
+    """Read ``model_path``, rebuild it as a flat Keras 3 graph and load its weights."""
+    model_path = Path(model_path)
+    step = _Steps(progress, cancel)
+    step(0.02, f"reading {model_path.name}")
+    source = read_source(model_path)
+    summary = summarize_config(source.config)
+    rows, cols, channels = _input_shape(source.config, input_size)
+    nested = has_nested_model(source.config)
+    step(0.15, "rebuilding the model as a flat graph" if nested else "rebuilding the model")
+    flat = rebuild_flat(source.config, legacy=source.legacy, input_shape=(rows, cols, channels))
+    shape = tuple(flat.model.outputs[0].shape)
+    if len(shape) != 2:
+        raise BundleError(
+            "The model's output is not one score per class",
+            f"it gives outputs of shape {shape[1:]} per image.",
+            "Import a classifier whose last layer gives one value per class or finding.",
+        )
+    step(0.35, "loading the weights")
+    weights = (
+        h5_weight_source(model_path)
+        if source.format == KERAS2_H5
+        else keras_weight_source(source.model)
+    )
+    n_weights = load_weights(flat, weights)
+    summary = _refine_normalization(summary, flat.model)
+    return Prepared(source, summary, flat, rows, cols, channels, n_weights)
 
 
 def import_model(
@@ -36,6 +93,10 @@ def import_model(
     input_size: tuple[int, int] | None = None,
     background_dir: str | Path | None = None,
     positive_class: str | None = None,
+    head: str | None = None,
+    threshold: float | None = None,
+    thresholds: dict[str, float] | None = None,
+    near_band: float | None = None,
     n_background: int = 16,
     name: str | None = None,
     overwrite: bool = False,
@@ -53,27 +114,35 @@ def import_model(
     Parameters
     ----------
     model_path:
-        The ``.keras`` / ``.h5`` file. SavedModel folders, Lambda layers, models without
-        convolutional feature maps and models whose output count differs from the class count
-        are refused with :class:`BundleError`.
+        The ``.keras`` / ``.h5`` file. SavedModel folders, Lambda layers and models without
+        convolutional feature maps are refused with :class:`BundleError`.
     class_names:
-        One name per model output, in output order.
+        One name per model output, in output order. For a single sigmoid unit: the positive
+        finding's name, or ``[negative, positive]``.
     out_dir:
         The bundle folder to write.
     preprocessing:
-        ``"unit"`` ([0, 1]) or ``"symmetric"`` ([-1, 1]); None means ``"unit"``, recorded in
-        the metadata as assumed rather than given.
+        One of :data:`cxr_viewer.core.preprocess.PREPROCESSINGS`; None takes the proposal of
+        :func:`.inspect.propose_preprocessing` (a Rescaling layer, the backbone, else ``unit``),
+        recorded in the metadata as proposed rather than given.
     input_size:
         (rows, columns); required when the model accepts any size, else it must match.
     background_dir:
         Images (PNG/JPEG/DICOM) for the SHAP background set; without it, synthetic phantoms
         are used and the metadata says so.
     positive_class:
-        The class a binary bundle reports as positive.
+        The class a two-class bundle thresholds (a single sigmoid unit: its finding).
+    head:
+        ``softmax``, ``binary`` or ``multilabel``; None takes the proposal (one unit: binary;
+        softmax: softmax; several sigmoid units: multilabel; linear: softmax logits).
+    threshold, thresholds:
+        The binary decision threshold (default 0.5), and per-finding thresholds of a
+        multi-label head (default 0.5 each).
+    near_band:
+        The viewer flags a probability this close to its threshold (default 0.05).
     """
     start = time.perf_counter()
     model_path = Path(model_path)
-    classes = _check_classes(class_names, positive_class)
     if preprocessing is not None and preprocessing not in PREPROCESSINGS:
         raise BundleError(
             f"Unknown preprocessing '{preprocessing}'", f"choose one of {sorted(PREPROCESSINGS)}."
@@ -83,23 +152,13 @@ def import_model(
         raise BundleError(f"{out} already exists", "", "Choose a new folder or allow overwriting.")
 
     step = _Steps(progress, cancel)
-    step(0.02, f"reading {model_path.name}")
-    source = read_source(model_path)
-    spec = _input_spec(source.config, input_size, preprocessing or DEFAULT_PREPROCESSING)
-    nested = has_nested_model(source.config)
-
-    step(0.15, "rebuilding the model as a flat graph" if nested else "rebuilding the model")
-    flat = rebuild_flat(
-        source.config, legacy=source.legacy, input_shape=(spec.height, spec.width, spec.channels)
-    )
-    _check_outputs(flat.model, classes)
-    step(0.35, "loading the weights")
-    weights = (
-        h5_weight_source(model_path)
-        if source.format == KERAS2_H5
-        else keras_weight_source(source.model)
-    )
-    n_weights = load_weights(flat, weights)
+    prep = prepare(model_path, input_size=input_size, progress=progress, cancel=cancel)
+    summary, flat, source = prep.summary, prep.flat, prep.source
+    spec = prep.spec(preprocessing or summary.preprocessing)
+    _check_head_request(head, prep.units)
+    # the class names are checked against the output count before anything slow runs
+    early_kind = head or propose_head(prep.units, summary.activation or "sigmoid")
+    _resolve_classes(class_names, early_kind, prep.units, None)
 
     step(0.5, "choosing the explanation layers")
     gradcam_layer, shap_layers = _explanation_layers(flat.model)
@@ -121,7 +180,10 @@ def import_model(
     expected = reference(probe)
     got = np.asarray(flat.model(probe, training=False))
     diff = _compare(expected, got, model_path.name, reference_name)
-    activation = _output_activation(got, model_path.name)
+    activation = _output_activation(flat.model, summary.activation, got, model_path.name)
+    kind = head or propose_head(prep.units, activation, _sums_to_one(got))
+    out_head = Head(kind, prep.units, activation)
+    classes, positive = _resolve_classes(class_names, kind, prep.units, positive_class)
 
     step(0.88, "writing the bundle")
     extra: dict[str, Any] = {
@@ -132,9 +194,11 @@ def import_model(
         "source_keras_version": source.keras_version,
         "preprocessing": spec.preprocessing,
         "preprocessing_given": preprocessing is not None,
+        "preprocessing_proposed": summary.preprocessing,
+        "preprocessing_reason": summary.preprocessing_reason,
+        "head_given": head is not None,
         "classes": classes,
         "flattened_nested_models": flat.nested,
-        "output": {"activation": activation, "classes": len(classes)},
         "background_source": bg_source,
         "verification": {
             "reference": reference_name,
@@ -143,12 +207,29 @@ def import_model(
             "tolerance": TOLERANCE,
         },
         "import_notes": flat.notes,
-        "weights_loaded": n_weights,
+        "weights_loaded": prep.n_weights,
     }
     if flat.renamed:
         extra["renamed_layers"] = flat.renamed
-    if positive_class:
-        extra["positive_class"] = positive_class
+    if near_band is not None:
+        if not 0.0 <= float(near_band) <= 0.5:
+            raise BundleError("The near-threshold band must be in [0, 0.5]", f"got {near_band}.")
+        extra["near_threshold_band"] = float(near_band)
+    if positive:
+        extra["positive_class"] = positive
+    if kind == "binary":
+        extra["threshold"] = 0.5 if threshold is None else _check_threshold("threshold", threshold)
+    elif threshold is not None:
+        extra["threshold"] = _check_threshold("threshold", threshold)
+    if kind == "multilabel":
+        given = dict(thresholds or {})
+        unknown = sorted(set(given) - set(classes))
+        if unknown:
+            raise BundleError(
+                f"Thresholds for unknown findings: {', '.join(unknown)}",
+                f"the findings are {', '.join(classes)}.",
+            )
+        extra["thresholds"] = {c: _check_threshold(c, given.get(c, 0.5)) for c in classes}
     bundle = write_bundle(
         out,
         flat.model,
@@ -160,6 +241,7 @@ def import_model(
         background=background,
         extra=extra,
         overwrite=overwrite,
+        head=out_head,
     )
     step(0.95, "re-opening the bundle")
     try:
@@ -172,6 +254,35 @@ def import_model(
     return bundle
 
 
+def preview_predictions(
+    prep: Prepared,
+    images01: list[np.ndarray],
+    *,
+    head: str | None = None,
+    candidates: tuple[str, ...] = CANDIDATES,
+) -> dict[str, np.ndarray]:
+    """Probabilities (n images, classes) of the prepared model under each preprocessing.
+
+    ``images01`` are display images in [0, 1] (:func:`cxr_viewer.core.display.display_image`);
+    each goes through the shared preprocessing with every candidate, so the user can see which
+    convention gives sane predictions before saving.
+    """
+    from cxr_viewer.core.preprocess import image01_to_input
+
+    out: dict[str, np.ndarray] = {}
+    out_head = None
+    for name in candidates:
+        spec = prep.spec(name)
+        x = np.stack([image01_to_input(img, spec) for img in images01]).astype(np.float32)
+        raw = np.asarray(prep.flat.model(x, training=False))
+        if out_head is None:
+            act = _output_activation(prep.flat.model, prep.summary.activation, raw, "the model")
+            kind = head or propose_head(prep.units, act, _sums_to_one(raw))
+            out_head = Head(kind, prep.units, act)
+        out[name] = out_head.probabilities(raw)
+    return out
+
+
 class _Steps:
     def __init__(self, progress: ProgressFn, cancel: CancelToken | None) -> None:
         self.progress, self.cancel = progress, cancel
@@ -182,23 +293,85 @@ class _Steps:
         self.progress(fraction, message)
 
 
-def _check_classes(class_names: list[str], positive_class: str | None) -> list[str]:
+def _check_head_request(head: str | None, units: int) -> None:
+    if head is None:
+        return
+    if head not in HEAD_KINDS:
+        raise BundleError(f"Unknown head '{head}'", f"choose one of {', '.join(HEAD_KINDS)}.")
+    if head == "binary" and units != 1:
+        raise BundleError(
+            "A binary head has one sigmoid output",
+            f"this model has {units} outputs.",
+            "Import it as softmax (exclusive classes) or multilabel (independent findings).",
+        )
+    if head != "binary" and units == 1:
+        raise BundleError(
+            f"A single output cannot be a {head} head",
+            "one sigmoid unit is a binary model: name its positive finding.",
+        )
+
+
+def _resolve_classes(
+    class_names: list[str], kind: str, units: int, positive_class: str | None
+) -> tuple[list[str], str | None]:
+    """(class list of the bundle, positive class) for a ``kind`` head with ``units`` outputs."""
     classes = [str(c).strip() for c in class_names]
-    if len(classes) < 2 or any(not c for c in classes) or len(set(classes)) != len(classes):
+    if not classes or any(not c for c in classes) or len(set(classes)) != len(classes):
         raise BundleError(
             "Invalid class names",
-            f"got {classes}: a classifier needs at least two distinct, non-empty names.",
+            f"got {classes}: give distinct, non-empty names.",
             "Give one name per model output, in output order.",
+        )
+    if kind == "binary":
+        if len(classes) == 1:
+            classes = [f"no {classes[0]}", classes[0]]
+        if len(classes) != 2:
+            raise BundleError(
+                "The model's outputs do not match the class names",
+                f"it has one sigmoid output (one finding), you named {len(classes)} classes "
+                f"({', '.join(classes)}).",
+                "Name the positive finding (and optionally the negative first: "
+                "'normal, pneumonia').",
+            )
+        if positive_class is not None and positive_class != classes[1]:
+            if positive_class == classes[0]:
+                raise BundleError(
+                    f"'{positive_class}' cannot be the positive class",
+                    "a single sigmoid output is the probability of the *last* name given.",
+                    "Name the negative class first and the positive finding last.",
+                )
+            raise BundleError(
+                f"The positive class '{positive_class}' is not one of the classes",
+                f"the classes are {classes}.",
+            )
+        return classes, classes[1]
+    if len(classes) != units:
+        what = "findings" if kind == "multilabel" else "classes"
+        raise BundleError(
+            "The model's outputs do not match the class names",
+            f"it gives {units} outputs per image, you named {len(classes)} {what} "
+            f"({', '.join(classes)}).",
+            "Give exactly one name per output, in output order.",
         )
     if positive_class is not None and positive_class not in classes:
         raise BundleError(
             f"The positive class '{positive_class}' is not one of the classes",
             f"the classes are {classes}.",
         )
-    return classes
+    return classes, positive_class
 
 
-def _input_spec(config: dict, input_size, preprocessing: str) -> InputSpec:
+def _check_threshold(name: str, value) -> float:
+    try:
+        t = float(value)
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"The threshold of '{name}' is not a number", f"got {value!r}.") from exc
+    if not 0.0 < t < 1.0:
+        raise BundleError(f"The threshold of '{name}' must be between 0 and 1", f"got {t}.")
+    return t
+
+
+def _input_shape(config: dict, input_size) -> tuple[int, int, int]:
     shape = declared_input_shape(config)
     if shape is None or len(shape) != 4:
         raise BundleError(
@@ -227,20 +400,24 @@ def _input_spec(config: dict, input_size, preprocessing: str) -> InputSpec:
             "CXR Lens needs the size the model was trained at.",
             "Pass it with --input-size H W.",
         )
-    return InputSpec(int(rows), int(cols), int(channels), preprocessing)
+    return int(rows), int(cols), int(channels)
 
 
-def _check_outputs(model, classes: list[str]) -> None:
-    shape = tuple(model.outputs[0].shape)
-    n = shape[-1] if len(shape) == 2 else None
-    if n != len(classes):
-        raise BundleError(
-            "The model's outputs do not match the class names",
-            f"it gives {n if n is not None else shape[1:]} outputs per image, you named "
-            f"{len(classes)} classes ({', '.join(classes)}).",
-            "Give exactly one class name per output, in output order (a single sigmoid output "
-            "must be re-exported as a 2-unit softmax).",
-        )
+def _refine_normalization(summary: ModelSummary, model) -> ModelSummary:
+    """A Normalization layer whose mean lives in its weights: read it to tell raw from [0, 1]."""
+    if "normalises itself" not in summary.preprocessing_reason:
+        return summary
+    for layer in model.layers:
+        if type(layer).__name__ == "Normalization" and getattr(layer, "mean", None) is not None:
+            mean = float(np.abs(np.asarray(layer.mean)).max())
+            pre = "raw" if mean > 2.0 else "unit"
+            unit = "pixel units" if pre == "raw" else "[0, 1] units"
+            summary.preprocessing = pre
+            summary.preprocessing_reason = (
+                f"the model starts with a Normalization layer (mean in {unit})"
+            )
+            break
+    return summary
 
 
 def _explanation_layers(model) -> tuple[str, list[str]]:
@@ -258,7 +435,7 @@ def _explanation_layers(model) -> tuple[str, list[str]]:
 
 
 def _probe_inputs(spec: InputSpec, background: np.ndarray) -> np.ndarray:
-    lo, hi = spec.value_range
+    lo, hi = spec.channel_range
     rng = np.random.default_rng(0)
     rand = rng.uniform(lo, hi, size=(N_VERIFY, spec.height, spec.width, spec.channels))
     return np.concatenate([rand.astype(np.float32), background[:N_VERIFY]], axis=0)
@@ -283,12 +460,49 @@ def _compare(expected, got, source_name: str, reference_name: str) -> float:
     return diff
 
 
-def _output_activation(probs: np.ndarray, source_name: str) -> str:
-    if probs.min() < -1e-6 or probs.max() > 1 + 1e-6:
+def _sums_to_one(outputs: np.ndarray) -> bool:
+    out = np.asarray(outputs)
+    return bool(
+        out.shape[-1] > 1
+        and out.min() >= -1e-6
+        and out.max() <= 1 + 1e-6
+        and np.allclose(out.sum(axis=-1), 1.0, atol=1e-4)
+    )
+
+
+def _output_activation(model, declared: str | None, outputs: np.ndarray, source_name: str) -> str:
+    """The model's final activation: from its configuration or graph, checked on its outputs."""
+    from cxr_viewer.core.explain._common import final_score_parts
+
+    activation = declared
+    if activation is None:
+        _, kind, op = final_score_parts(model)
+        name = getattr(getattr(op, "activation", None), "__name__", None)
+        if type(op).__name__ == "Softmax":
+            activation = "softmax"
+        elif kind in ("dense_logit", "logit") and name in ("softmax", "sigmoid"):
+            activation = name
+        elif type(op).__name__ == "Dense" and name == "linear":
+            activation = "linear"
+    out = np.asarray(outputs)
+    in_unit = bool(out.min() >= -1e-6 and out.max() <= 1 + 1e-6)
+    if activation is None:
+        if _sums_to_one(out):
+            activation = "softmax"
+        elif in_unit:
+            activation = "sigmoid"
+        else:
+            raise BundleError(
+                f"{source_name} does not output probabilities or logits",
+                "its last layer is neither a softmax, a sigmoid nor a linear Dense layer, and "
+                f"its outputs range over [{out.min():.3g}, {out.max():.3g}].",
+                "End the model with a Dense layer (softmax, sigmoid or linear) and save it again.",
+            )
+    if activation in ("softmax", "sigmoid") and not in_unit:
         raise BundleError(
             f"{source_name} does not output probabilities",
-            f"its outputs range over [{probs.min():.3g}, {probs.max():.3g}]; CXR Lens shows "
-            "class probabilities.",
-            "End the model with a softmax layer and save it again.",
+            f"its last layer is a {activation} but its outputs range over "
+            f"[{out.min():.3g}, {out.max():.3g}].",
+            "The file may be damaged; save the model again.",
         )
-    return "softmax" if np.allclose(probs.sum(axis=-1), 1.0, atol=1e-4) else "sigmoid"
+    return activation

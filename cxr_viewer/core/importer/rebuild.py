@@ -115,8 +115,8 @@ class _Rebuilder:
             raise BundleError(
                 "The model has several outputs",
                 f"it returns {len(outputs)} tensors; CXR Lens explains a classifier with one "
-                "output of class probabilities.",
-                "Export a model with a single softmax output.",
+                "output (one value per class or finding).",
+                "Export a model with a single output layer (softmax, sigmoid or logits).",
             )
         self.result.model = self.keras.Model(inp, outputs[0], name=config["config"].get("name"))
         return self.result

@@ -165,8 +165,10 @@ class OverlayControls(QFrame):
         with QSignalBlocker(self.layer):
             if [self.layer.itemData(i) for i in range(self.layer.count())] != ov.layers:
                 self.layer.clear()
-                for name in ov.layers:
-                    self.layer.addItem(name, name)
+                sizes = self.state.model.layer_sizes if self.state.model is not None else {}
+                for name in ov.layers:  # input side first, with the map's resolution
+                    size = sizes.get(name)
+                    self.layer.addItem(f"{name} ({size[0]}×{size[1]})" if size else name, name)
             idx = self.layer.findData(ov.layer)
             if idx >= 0:
                 self.layer.setCurrentIndex(idx)
