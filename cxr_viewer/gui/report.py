@@ -355,7 +355,14 @@ def _probability_bars(ax, snap: Snapshot) -> None:
         if t is not None:
             ax.plot([t, t], [yi - 0.45, yi + 0.45], color="#222222", lw=1.6)
     title = prediction_lines(snap)[0]
-    ax.set_title(title if len(title) <= 95 else title[:94] + "…", fontsize=8.5)
+    title = title if len(title) <= 95 else title[:94] + "…"
+    if snap.kind == "multilabel":
+        rule = "each finding is reported when its p ≥ its own threshold"
+    elif snap.threshold is not None and snap.positive_class:
+        rule = f"{snap.positive_class} if p ≥ {snap.threshold:.2f}"
+    else:
+        rule = "the class with the highest probability"
+    ax.set_title(f"{title}\n(rule: {rule})", fontsize=8.5)
 
 
 def save_pdf(snap: Snapshot, path: str | Path) -> Path:
