@@ -84,3 +84,11 @@ class TrainingError(CxrError):
 
 class DeviceError(CxrError):
     """The requested compute device (``--device``, the viewer's setting) is not available."""
+
+
+class DicomExportError(CxrError):
+    """Results could not be written as DICOM (Secondary Capture, structured report)."""
+
+
+class PacsError(CxrError):
+    """A DICOM network operation (C-ECHO, C-FIND, C-GET, C-MOVE, C-STORE) failed."""
