@@ -76,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="replace the results of an earlier run in --out (deletes the files its "
         "predictions.csv lists)",
     )
+    from cxr_viewer.commands import batch_dicom
+
+    batch_dicom.add_arguments(parser)
 
 
 def _methods(spec: str) -> list[str]:
@@ -178,6 +181,8 @@ class BatchContext:
     root: Path
     writer: OutputWriter
     stop: threading.Event = field(default_factory=threading.Event)
+    #: --dicom-out / --send (batch_dicom.DicomOutput), or None
+    dicom: Any = None
 
 
 def _describe_failure(exc: BaseException) -> str:
@@ -229,18 +234,23 @@ def process_file(ctx: BatchContext, path: Path, digest: str | None) -> dict[str,
     except CxrError as exc:
         row.update(status="partial", error=_describe_failure(exc))
         return row
-    errors = []
+    errors, maps = [], []
     for method in ctx.methods:
         try:
-            _explain_one(ctx, method, x, target, study, stem, row)
+            maps.append(_explain_one(ctx, method, x, target, study, stem, row))
         except Exception as exc:
             errors.append(f"{method}: {_describe_failure(exc)}")
+    if ctx.dicom is not None and maps:
+        try:
+            ctx.dicom.handle(clf, study, pred, maps, row, stem)
+        except Exception as exc:
+            errors.append(f"dicom: {_describe_failure(exc)}")
     if errors:
         row.update(status="partial", error="; ".join(errors))
     return row
 
 
-def _explain_one(ctx: BatchContext, method: str, x, target: int, study, stem: str, row) -> None:
+def _explain_one(ctx: BatchContext, method: str, x, target: int, study, stem: str, row):
     from cxr_viewer.core.explain.registry import create_explainer
     from cxr_viewer.core.trust import deletion_insertion
 
@@ -262,6 +272,7 @@ def _explain_one(ctx: BatchContext, method: str, x, target: int, study, stem: st
         ctx.writer.save(
             row, f"{kind}_{tag}", f"{stem}_{tag}{suffix}", lambda p, w=write: w(p, ctx, study, full)
         )
+    return full
 
 
 class _StopOnSigint:
@@ -309,6 +320,9 @@ def run(args: argparse.Namespace) -> int:
             )
             return 2
         prepare_out_dir(out_dir, resume=args.resume, overwrite=args.overwrite)
+        from cxr_viewer.commands.batch_dicom import DicomOutput
+
+        dicom = DicomOutput.from_args(args)  # checks a --send node before the model loads
         from cxr_viewer.core.inference import load_classifier
 
         clf = load_classifier(args.model)
@@ -326,7 +340,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("cxr-viewer batch: interrupted before any file was processed", file=sys.stderr)
         return 130
-    ctx = BatchContext(args, clf, methods, target, Path(args.path), writer)
+    ctx = BatchContext(args, clf, methods, target, Path(args.path), writer, dicom=dicom)
     total = len(listing.files) + len(listing.skipped)
     n_ok = n_done = 0
     try:

@@ -23,6 +23,7 @@ is a clear :class:`~cxr_viewer.core.errors.DicomExportError`.
 from __future__ import annotations
 
 import datetime as _dt
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -652,6 +653,13 @@ def export_results(
             f"the folder cannot be created ({exc.strerror or exc})",
             "Choose a folder you can write to.",
         ) from exc
+    with warnings.catch_warnings():
+        # highdicom warns about a source's single-component Patient Name; it is copied as is
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person")
+        return _export(study, prediction, model, explanations, out, patient, stem)
+
+
+def _export(study, prediction, model, explanations, out: Path, patient, stem) -> ExportResult:
     source = source_header(study)
     new_study = not _referenceable(source)
     study_args = _study_args(patient) if new_study else None
