@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from cxr_viewer.core.paths import demo_bundle_dir
 
+from . import pacs_dialogs
 from .actions import OVERLAY_KEYS, Actions
 from .annotations import install as install_annotations
 from .controller import Controller
@@ -92,6 +93,7 @@ class MainWindow(QMainWindow):
         self.status = StatusArea(self.state, settings=self.settings)
         self.setStatusBar(self.status)
         self.actions_ = Actions(self)
+        pacs_dialogs.install(self)  # File ▸ Query/retrieve, PACS nodes, Export ▸ DICOM
         self._docks()
         self.annotations = install_annotations(self)  # File ▸ Open annotations…, boxes on panes
 

@@ -16,7 +16,14 @@ import shutil
 import numpy as np
 import pydicom
 import pytest
-from orthanc_support import ORTHANC_AE, OUR_AE, free_port, orthanc_binary, start_orthanc
+from orthanc_support import (
+    ORTHANC_AE,
+    OUR_AE,
+    SKIP_REASON,
+    free_port,
+    orthanc_binary,
+    start_orthanc,
+)
 
 from cxr_viewer.core.errors import Cancelled, PacsError
 from cxr_viewer.core.paths import demo_bundle_dir
@@ -25,11 +32,7 @@ from cxr_viewer.core.progress import CancelToken
 pytestmark = pytest.mark.integration
 pytest.importorskip("pynetdicom", reason='the "pacs" extra (pynetdicom) is not installed')
 if orthanc_binary() is None:
-    pytest.skip(
-        "Orthanc is not installed (Debian: apt-get install orthanc); the PACS tests need a real "
-        "PACS",
-        allow_module_level=True,
-    )
+    pytest.skip(SKIP_REASON, allow_module_level=True)
 
 from cxr_viewer.core.pacs import (  # noqa: E402
     PacsClient,
