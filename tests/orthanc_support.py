@@ -86,14 +86,19 @@ class Orthanc:
                 self.process.wait(timeout=15)
 
 
-def start_orthanc(folder: Path) -> Orthanc:
+def start_orthanc(folder: Path, ports: tuple[int, int, int] | None = None) -> Orthanc:
+    """Start Orthanc with its files in ``folder``; ``ports`` = (HTTP, DICOM, our storage SCP)
+    or free ones."""
     exe = orthanc_binary()
     if exe is None:
         raise FileNotFoundError("Orthanc")
     folder.mkdir(parents=True, exist_ok=True)
-    http_port, dicom_port, storage_port = free_port(), free_port(), free_port()
-    while len({http_port, dicom_port, storage_port}) < 3:
-        storage_port = free_port()
+    if ports is not None:
+        http_port, dicom_port, storage_port = ports
+    else:
+        http_port, dicom_port, storage_port = free_port(), free_port(), free_port()
+        while len({http_port, dicom_port, storage_port}) < 3:
+            storage_port = free_port()
     allow = {f"Allow{op}": True for op in ("Echo", "Find", "Get", "Move", "Store")}
     config = {
         "Name": "CXR Lens test PACS",
@@ -145,3 +150,53 @@ def start_orthanc(folder: Path) -> Orthanc:
     raise RuntimeError(
         f"Orthanc did not answer within {START_TIMEOUT_S:g} s:\n{orthanc.log_tail()}"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """A local Orthanc to try CXR Lens's PACS features with; stops by itself after --minutes."""
+    import argparse
+    import sys
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    from cxr_viewer.core.io import list_study_files
+    from cxr_viewer.core.pacs import PacsClient, PacsNode
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--seed", nargs="*", default=[], help="DICOM files or folders to C-STORE")
+    p.add_argument("--minutes", type=float, default=30.0, help="run this long (default 30)")
+    p.add_argument("--dicom-port", type=int, default=14242)
+    p.add_argument("--http-port", type=int, default=18042)
+    p.add_argument("--storage-port", type=int, default=11113, help="our C-MOVE storage port")
+    args = p.parse_args(argv)
+    if orthanc_binary() is None:
+        print(SKIP_REASON, file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="cxr-orthanc-") as tmp:
+        server = start_orthanc(Path(tmp), (args.http_port, args.dicom_port, args.storage_port))
+        try:
+            node = PacsNode(ORTHANC_AE, "127.0.0.1", args.dicom_port, calling_ae=OUR_AE)
+            files = [f for s in args.seed for f in list_study_files(s)]
+            dicoms = [f for f in files if str(f).lower().endswith((".dcm", ".dicom"))]
+            if dicoms:
+                sent = PacsClient(node, timeout=20).store(dicoms)
+                print(f"stored {len(sent.sent)} DICOM file(s)", flush=True)
+            print(
+                f"Orthanc: {ORTHANC_AE}@127.0.0.1:{args.dicom_port} (our AE {OUR_AE}, C-MOVE "
+                f"to port {args.storage_port}); web/REST http://127.0.0.1:{args.http_port}; "
+                f"stops in {args.minutes:g} min or on Ctrl+C",
+                flush=True,
+            )
+            deadline = time.monotonic() + args.minutes * 60
+            while time.monotonic() < deadline and server.process.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

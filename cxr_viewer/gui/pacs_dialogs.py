@@ -490,7 +490,11 @@ class QueryRetrieveDialog(QDialog):
             for c, (_header, attr) in enumerate(COLUMNS):
                 value = getattr(shown, attr)
                 text = "" if value is None else str(value)
-                if attr == "study_date" and len(text) == 8 and text.isdigit():
+                if (
+                    attr in ("study_date", "patient_birth_date")
+                    and len(text) == 8
+                    and text.isdigit()
+                ):
                     text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
                 self.table.setItem(r, c, QTableWidgetItem(text))
         if self.records and not self.selected_rows():

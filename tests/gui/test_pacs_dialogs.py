@@ -130,3 +130,34 @@ def test_file_menu_has_the_pacs_entries(window):
     assert "&Query/retrieve from PACS…" in texts and "PACS &nodes…" in texts
     export = next(a.menu() for a in file_menu.actions() if a.text() == "E&xport")
     assert [a.text() for a in export.actions()] == ["&DICOM (Secondary Capture + report)…"]
+
+
+def test_export_dicom_dialog_writes_and_sends_sc_and_sr(
+    qtbot, gui, viewer, studies_dir, tmp_path, orthanc
+):
+    import pydicom
+
+    pd.save_nodes(viewer.settings, [_node(orthanc)])
+    gui.open_study(qtbot, viewer, studies_dir / "phantom0.png")
+    viewer.state.set_visible("gradcam", True)
+    gui.wait_done(qtbot, viewer, "gradcam")
+    viewer.pacs_actions["export_dicom"].trigger()
+    dlg = viewer.findChild(pd.DicomExportDialog)
+    assert dlg is not None and not dlg.is_dicom  # a PNG: a new study, patient fields asked
+    dlg.folder.setText(str(tmp_path / "dicom"))
+    dlg.patient_id.setText("GUI-7")
+    dlg.birth_date.setText("31.01.2020")
+    assert dlg.start() is None and "birth date" in dlg.message.text()
+    dlg.birth_date.setText("")
+    dlg.send_to.setCurrentIndex(1)
+    dlg.start()
+    qtbot.waitUntil(
+        lambda: "sent them to Local Orthanc" in viewer.status.msg.text(), timeout=WAIT_MS
+    )
+    files = sorted((tmp_path / "dicom").glob("*.dcm"))
+    assert [f.name for f in files] == ["phantom0_SR.dcm", "phantom0_gradcam_SC.dcm"]
+    sc = pydicom.dcmread(files[1])
+    assert sc.PatientID == "GUI-7" and list(sc.ImageType) == ["DERIVED", "SECONDARY"]
+    hits = orthanc.rest("/tools/lookup", str(sc.StudyInstanceUID), method="POST")
+    study = next(h["ID"] for h in hits if h["Type"] == "Study")
+    assert len(orthanc.rest(f"/studies/{study}/instances")) == 2
