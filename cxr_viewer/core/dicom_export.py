@@ -623,6 +623,13 @@ def structured_report(
         manufacturer=MANUFACTURER,
         is_complete=True,
         series_description=f"CXR Lens AI result ({NOT_FOR_DIAGNOSIS})",
+        coding_schemes=[
+            hd.coding_schemes.CodingSchemeIdentificationItem(
+                designator=SCHEME,
+                name="CXR Lens local codes",
+                responsible_organization="CXR Lens",
+            )
+        ],
     )
     if _referenceable(source):
         _copy_patient_study(report, source)

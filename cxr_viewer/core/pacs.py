@@ -656,14 +656,18 @@ class PacsClient:
                 return
             if code != 0xFF00:
                 break
+        ours = result.problem  # e.g. our side could not write an instance
+        status = _status_text(code, service)
         if code == 0xFE00:
             result.cancelled = True
         elif code in (0xB000,) or (code == 0 and result.failed):
-            result.problem = f"{result.failed} instance(s) could not be retrieved ({_status_text(code, service)})"
+            result.problem = f"{result.failed} instance(s) could not be retrieved ({status})"
         elif code != 0:
-            result.problem = f"the retrieve failed: {_status_text(code, service)}"
+            result.problem = f"the retrieve failed: {status}"
         if not result.files and code == 0 and not result.problem:
             result.problem = "the PACS reported success but sent no instance"
+        if ours and ours not in result.problem:
+            result.problem = f"{result.problem}; {ours}" if result.problem else ours
 
     def _log_retrieve(self, op: str, started: float, result: RetrieveResult, uid: str) -> None:
         outcome = (
