@@ -596,6 +596,8 @@ class PacsClient:
         started = time.monotonic()
         scp_ae = self._ae()
         _retrieve_contexts(scp_ae, as_scp=True)
+        # only the PACS we asked may store into our SCP while the move runs
+        scp_ae.require_calling_aet = [self.node.ae_title]
         handler = _StoreHandler(out, result)
         try:
             server = scp_ae.start_server(

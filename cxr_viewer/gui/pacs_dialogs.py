@@ -191,6 +191,11 @@ class PacsNodesDialog(QDialog):
         self.storage_port = QSpinBox()
         self.storage_port.setRange(1, 65535)
         self.storage_port.setValue(11113)
+        self.listen_host = QLineEdit("127.0.0.1")
+        self.listen_host.setToolTip(
+            "Address our storage SCP listens on for C-MOVE: 127.0.0.1 for a PACS on this "
+            "computer, this computer's address (or 0.0.0.0) for a PACS elsewhere"
+        )
         self.retrieve = QComboBox()
         self.retrieve.addItem("C-GET (no incoming connection)", "get")
         self.retrieve.addItem("C-MOVE to our storage port", "move")
@@ -201,6 +206,7 @@ class PacsNodesDialog(QDialog):
         form.addRow("Port", self.port)
         form.addRow("Our AE title", self.calling_ae)
         form.addRow("Our storage port (C-MOVE)", self.storage_port)
+        form.addRow("Listen on (C-MOVE)", self.listen_host)
         form.addRow("Retrieve with", self.retrieve)
 
         self.add_button = QPushButton("Add / update")
@@ -251,6 +257,7 @@ class PacsNodesDialog(QDialog):
         self.port.setValue(n.port)
         self.calling_ae.setText(n.calling_ae)
         self.storage_port.setValue(n.storage_port)
+        self.listen_host.setText(n.listen_host)
         self.retrieve.setCurrentIndex(max(0, self.retrieve.findData(n.retrieve)))
 
     def edited_node(self) -> PacsNode:
@@ -264,6 +271,7 @@ class PacsNodesDialog(QDialog):
             calling_ae=self.calling_ae.text(),
             name=self.name.text().strip(),
             storage_port=self.storage_port.value(),
+            listen_host=self.listen_host.text().strip() or "127.0.0.1",
             retrieve=str(self.retrieve.currentData()),
         )
 
