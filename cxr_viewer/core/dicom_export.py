@@ -284,10 +284,12 @@ def panel_lines(
 def burned_in_image(
     study: Study, explanation: ExplanationResult, prediction, model: ModelIdentity
 ) -> np.ndarray:
-    """(rows, columns + panel, 3) uint8: the displayed film with the overlay, and the panel.
+    """(rows', columns + panel, 3) uint8: the displayed film with the overlay, and the panel.
 
-    Columns ``0 .. study.columns - 1`` are exactly :func:`~cxr_viewer.core.overlay.composite`
-    of the display image and the colourised map (as the viewer and ``batch`` draw it).
+    The top-left ``study.rows × study.columns`` block is exactly
+    :func:`~cxr_viewer.core.overlay.composite` of the display image and the colourised map (as
+    the viewer and ``batch`` draw it); ``rows'`` exceeds ``study.rows`` (black below the film)
+    only when a small film is too short for the panel's text and colour bar.
     """
     from PIL import Image, ImageDraw
 
@@ -315,34 +317,36 @@ def burned_in_image(
     bar_w = max(8, font_px)
     panel_w = max(text_w, bar_w + int(probe.textlength("+0.00e+00", font=font)) + margin)
     panel_w += 2 * margin
-    panel = Image.new("RGB", (panel_w, rows), (0, 0, 0))
+    step = int(font_px * 1.35)
+    bar_top = margin + step * (len(lines) + 1)
+    # small films (224 px): the panel runs below the film, which is padded with black, so the
+    # text and a readable colour bar always fit and the film keeps its pixel grid at the top
+    height = max(rows, bar_top + max(8 * font_px, 120) + 2 * margin)
+    bar_len = height - bar_top - 2 * margin
+    panel = Image.new("RGB", (panel_w, height), (0, 0, 0))
     draw = ImageDraw.Draw(panel)
     y = margin
-    step = int(font_px * 1.35)
     for text, colour in lines:
         if text:
             draw.text((margin, y), text, fill=colour, font=font)
         y += step
     # the colour bar, drawn opaque over black, under the text
-    bar_top = y + step
-    bar_len = rows - bar_top - 2 * margin
-    if bar_len >= 4 * font_px:
-        bar = colorbar_image(
-            signed=explanation.signed,
-            colormap=explanation.colormap,
-            length=bar_len,
-            thickness=bar_w,
-            vertical=True,
-            with_alpha=False,
-        )
-        panel.paste(Image.fromarray(bar[..., :3]), (margin, bar_top))
-        x_label = margin + bar_w + font_px // 2
-        top_label = f"+{vmax:.2g}"
-        low_label = f"-{vmax:.2g}" if explanation.signed else "0"
-        draw.text((x_label, bar_top), top_label, fill=(255, 255, 255), font=font)
-        draw.text(
-            (x_label, bar_top + bar_len - font_px), low_label, fill=(255, 255, 255), font=font
-        )
+    bar = colorbar_image(
+        signed=explanation.signed,
+        colormap=explanation.colormap,
+        length=bar_len,
+        thickness=bar_w,
+        vertical=True,
+        with_alpha=False,
+    )
+    panel.paste(Image.fromarray(bar[..., :3]), (margin, bar_top))
+    x_label = margin + bar_w + font_px // 2
+    top_label = f"+{vmax:.2g}"
+    low_label = f"-{vmax:.2g}" if explanation.signed else "0"
+    draw.text((x_label, bar_top), top_label, fill=(255, 255, 255), font=font)
+    draw.text((x_label, bar_top + bar_len - font_px), low_label, fill=(255, 255, 255), font=font)
+    if height > rows:
+        film = np.concatenate([film, np.zeros((height - rows, cols, 3), np.uint8)], axis=0)
     return np.concatenate([film, np.asarray(panel, np.uint8)], axis=1)
 
 

@@ -128,10 +128,11 @@ def test_dicom_source_gets_new_series_in_its_study(tmp_path):
     assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
     assert sc.SourceImageSequence[0].ReferencedSOPClassUID == src.SOPClassUID
     assert "NOT FOR DIAGNOSIS" in sc.DerivationDescription
-    assert sc.Rows == study.rows and sc.Columns > study.columns  # the side panel
+    assert sc.Rows >= study.rows and sc.Columns > study.columns  # the side panel
     # the film part is the viewer's composite, pixel for pixel
     expected = composite(display_image(study), [(colorize(ex.values, signed=False), 0.5)])
-    assert np.array_equal(sc.pixel_array[:, : study.columns], expected)
+    assert np.array_equal(sc.pixel_array[: study.rows, : study.columns], expected)
+    _assert_colour_bar(sc.pixel_array[:, study.columns :], "jet")
 
     assert sr.SOPClassUID == pydicom.uid.ComprehensiveSRStorage
     content = _sr_content(sr)
@@ -178,6 +179,11 @@ def test_jpeg_source_gets_a_new_study_with_entered_or_anonymous_patient(tmp_path
     assert a_sc.StudyInstanceUID == a_sr.StudyInstanceUID == anon.study_instance_uid
     assert str(a_sc.get("PatientName", "")) == "" and str(a_sc.get("PatientID", "")) == ""
     assert "SourceImageSequence" not in a_sc  # nothing DICOM to reference
+    # a 224-pixel film: the panel with text and colour bar runs below it, padded with black
+    px = a_sc.pixel_array
+    assert study.rows == 224 and px.shape[0] > study.rows
+    assert not px[study.rows :, : study.columns].any()
+    _assert_colour_bar(px[:, study.columns :], "jet")
     for ds in (n_sc, n_sr):
         assert (str(ds.PatientName), ds.PatientID, ds.PatientBirthDate, ds.PatientSex) == (
             "Doe^Jane",
@@ -251,6 +257,16 @@ def test_round_trip_mono1_jpeg2000_cr_opens_in_info_and_render(shared_data, tmp_
     far = change[ex.values < 0.01]
     near = change[ex.values > 0.5]
     assert near.mean() > 10 * max(far.mean(), 0.5)
+
+
+def _assert_colour_bar(panel: np.ndarray, colormap: str) -> None:
+    """Both ends of the colormap appear in the panel as a vertical strip (the colour bar)."""
+    from cxr_viewer.core.overlay import _lut
+
+    lut = _lut(colormap)
+    for end in (lut[0], lut[255]):
+        hits = np.all(panel == end, axis=2)
+        assert hits.sum() >= 8 and len(np.unique(np.nonzero(hits)[1])) >= 8, end
 
 
 def _box_mean(a: np.ndarray, k: int) -> np.ndarray:
