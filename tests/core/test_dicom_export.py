@@ -23,7 +23,7 @@ from cxr_viewer.core.display import display_image
 from cxr_viewer.core.errors import DicomExportError
 from cxr_viewer.core.inference import Prediction
 from cxr_viewer.core.io import load_study
-from cxr_viewer.core.overlay import colorize, composite, robust_vmax
+from cxr_viewer.core.overlay import colorize, composite, default_colormap, robust_vmax
 from cxr_viewer.core.paths import samples_dir
 
 pytest.importorskip("highdicom", reason='the "pacs" extra is not installed')
@@ -132,7 +132,7 @@ def test_dicom_source_gets_new_series_in_its_study(tmp_path):
     # the film part is the viewer's composite, pixel for pixel
     expected = composite(display_image(study), [(colorize(ex.values, signed=False), 0.5)])
     assert np.array_equal(sc.pixel_array[: study.rows, : study.columns], expected)
-    _assert_colour_bar(sc.pixel_array[:, study.columns :], "jet")
+    _assert_colour_bar(sc.pixel_array[:, study.columns :], default_colormap(False))
 
     assert sr.SOPClassUID == pydicom.uid.ComprehensiveSRStorage
     content = _sr_content(sr)
@@ -183,7 +183,7 @@ def test_jpeg_source_gets_a_new_study_with_entered_or_anonymous_patient(tmp_path
     px = a_sc.pixel_array
     assert study.rows == 224 and px.shape[0] > study.rows
     assert not px[study.rows :, : study.columns].any()
-    _assert_colour_bar(px[:, study.columns :], "jet")
+    _assert_colour_bar(px[:, study.columns :], default_colormap(False))
     for ds in (n_sc, n_sr):
         assert (str(ds.PatientName), ds.PatientID, ds.PatientBirthDate, ds.PatientSex) == (
             "Doe^Jane",
