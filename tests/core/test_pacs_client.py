@@ -138,3 +138,28 @@ def test_association_log_is_appended_and_survives_an_unwritable_path(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     log_association(blocker / "a.log", {"operation": "C-ECHO"})  # a warning, no exception
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--send", "ORTHANC-4242"], "not written as AE@HOST:PORT"),
+        (["--dicom-out", "dcm", "--explain", "none"], "without an explanation"),
+    ],
+)
+def test_batch_dicom_options_fail_clearly_before_the_model_loads(tmp_path, capsys, extra, message):
+    from cxr_viewer.cli import main
+    from cxr_viewer.core.paths import samples_dir
+
+    missing_model = tmp_path / "no-such-bundle"  # never reached: the options are checked first
+    args = [
+        "batch",
+        str(samples_dir()),
+        "--model",
+        str(missing_model),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(args + extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
