@@ -253,6 +253,21 @@ def _fmt(p: float) -> str:
     return f"{p:.3f}"
 
 
+def _threshold_of(prediction, index: int) -> float | None:
+    """The threshold class ``index`` is decided by (None: arg-max), as the prediction says."""
+    t = prediction.threshold_of(index)
+    return None if t is None else float(t)
+
+
+def _decisions(prediction) -> list[str]:
+    """What the model decided: the predicted class, or every finding above its threshold
+    (multi-label; "no finding above threshold" when none is)."""
+    if getattr(prediction, "kind", "softmax") == "multilabel":
+        found = [prediction.class_names[i] for i in prediction.positive_findings]
+        return found or ["no finding above threshold"]
+    return [prediction.predicted_class]
+
+
 def panel_lines(
     explanation: ExplanationResult, prediction, model: ModelIdentity
 ) -> list[tuple[str, tuple[int, int, int]]]:
@@ -268,12 +283,10 @@ def panel_lines(
         lines.append((f"layer: {explanation.layer}", (200, 200, 200)))
     lines.append(("", (255, 255, 255)))
     lines.append((f"prediction: {prediction.predicted_class}", (255, 220, 120)))
-    for name, p in prediction.as_dict().items():
-        lines.append((f"p({name}) = {_fmt(p)}", (255, 255, 255)))
-    if model.threshold is not None and model.positive_class:
-        lines.append(
-            (f"threshold {model.positive_class}: {_fmt(model.threshold)}", (200, 200, 200))
-        )
+    for i, (name, p) in enumerate(prediction.as_dict().items()):
+        t = _threshold_of(prediction, i)
+        rule = "" if t is None else f" ({'≥' if p >= t else '<'} threshold {_fmt(t)})"
+        lines.append((f"p({name}) = {_fmt(p)}{rule}", (255, 255, 255)))
     lines.append(("", (255, 255, 255)))
     lines.append((f"model: {model.name}", (200, 200, 200)))
     lines.append((f"version: {model.version}", (200, 200, 200)))
@@ -539,7 +552,7 @@ def structured_report(
                 relationship_type=sr.RelationshipTypeValues.CONTAINS,
             )
         )
-    for name, p in prediction.as_dict().items():
+    for i, (name, p) in enumerate(prediction.as_dict().items()):
         items.append(
             sr.NumContentItem(
                 name=_code(f"P-{name}"[:16], f"Probability of {name}"),
@@ -548,22 +561,24 @@ def structured_report(
                 relationship_type=sr.RelationshipTypeValues.CONTAINS,
             )
         )
-    if model.threshold is not None and model.positive_class:
+        t = _threshold_of(prediction, i)
+        if t is not None:
+            items.append(
+                sr.NumContentItem(
+                    name=_code(f"T-{name}"[:16], f"Decision threshold for {name}"),
+                    value=round(float(t), 6),
+                    unit=prob_unit,
+                    relationship_type=sr.RelationshipTypeValues.CONTAINS,
+                )
+            )
+    for decided in _decisions(prediction):
         items.append(
-            sr.NumContentItem(
-                name=_code("THRESHOLD", f"Decision threshold for {model.positive_class}"),
-                value=round(float(model.threshold), 6),
-                unit=prob_unit,
+            sr.CodeContentItem(
+                name=sr.CodedConcept("121071", "DCM", "Finding"),
+                value=_code(f"C-{decided}"[:16], decided),
                 relationship_type=sr.RelationshipTypeValues.CONTAINS,
             )
         )
-    items.append(
-        sr.CodeContentItem(
-            name=sr.CodedConcept("121071", "DCM", "Finding"),
-            value=_code(f"C-{prediction.predicted_class}"[:16], prediction.predicted_class),
-            relationship_type=sr.RelationshipTypeValues.CONTAINS,
-        )
-    )
     for ex in explanations:
         method = METHOD_LABELS.get(ex.method, ex.method)
         children = [

@@ -273,3 +273,27 @@ def _box_mean(a: np.ndarray, k: int) -> np.ndarray:
     import cv2
 
     return cv2.blur(a.astype(np.float32), (k, k))
+
+
+def test_multilabel_prediction_reports_every_threshold_and_finding(tmp_path):
+    study = load_study(samples_dir() / "phantom_j2k.dcm")
+    names = ("nodule", "effusion", "edema")
+    pred = Prediction(
+        np.array([0.7, 0.4, 0.1]), names, kind="multilabel", thresholds=(0.5, 0.3, 0.5)
+    )
+    model = de.ModelIdentity("multi", "1", names)
+    ex = _explanation(study, 50, 50, 20)
+    ex.class_name = "nodule"
+    res = de.export_results(study, pred, model, [ex], tmp_path)
+    sr = read_strict(res.report)
+    findings = [
+        str(i.ConceptCodeSequence[0].CodeMeaning)
+        for i in sr.ContentSequence
+        if i.ValueType == "CODE"
+    ]
+    assert findings == ["nodule", "effusion"]  # above their own thresholds, most probable first
+    content = _sr_content(sr)
+    assert content["Decision threshold for effusion"] == pytest.approx(0.3)
+    assert content["Decision threshold for edema"] == pytest.approx(0.5)
+    assert content["Probability of edema"] == pytest.approx(0.1)
+    check_valid(res.report)
