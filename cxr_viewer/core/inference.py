@@ -1,8 +1,9 @@
 """The classifier: a bundle's model with a compiled, cached predict function.
 
 Measured on the 2-core CPU (ResNet50V2, 224×224, batch 1): eager ``model(x)`` 356 ms,
-``model.predict`` 141 ms, a ``tf.function`` with a fixed input signature 65 ms. So one compiled function is built per
-classifier, warmed up at load time (its first call traces, ~1 s) and reused for every call.
+``model.predict`` 141 ms, a ``tf.function`` with a fixed input signature 65 ms. So one compiled
+function is built per classifier, warmed up at load time (its first call traces, ~1 s) and
+reused for every call.
 
 On a GPU the batch size of that function (which LIME's samples and the trust curves' perturbed
 images go through) is chosen at warm-up by measuring throughput (:meth:`Classifier.measure_batch_sizes`);
