@@ -3,7 +3,8 @@
 Every model is a flat functional Keras model: keras.applications backbones are built with
 ``input_tensor=`` and the head is applied to ``base.output``, so each backbone layer (e.g.
 ResNet50V2's ``conv1_conv``, ``post_relu``) stays addressable by name in the saved model — a
-backbone nested as one layer would hide them from Grad-CAM and per-layer SHAP (DESIGN.md).
+backbone nested as one layer would hide them from Grad-CAM and per-layer SHAP
+(docs/ARCHITECTURE.md).
 
 Head (as in the covid-cxr seeds): GlobalAveragePooling → Dropout → Dense with L2 →
 LeakyReLU → Dense softmax named ``output`` (float32 even under mixed precision).

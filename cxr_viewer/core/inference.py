@@ -1,8 +1,9 @@
 """The classifier: a bundle's model with a compiled, cached predict function.
 
-Measured on the 2-core CPU (DESIGN.md): eager ``model(x)`` 356 ms, ``model.predict`` 141 ms, a
-``tf.function`` with a fixed input signature 65 ms. So one compiled function is built per
-classifier, warmed up at load time (its first call traces, ~1 s) and reused for every call.
+Measured on the 2-core CPU (ResNet50V2, 224×224, batch 1): eager ``model(x)`` 356 ms,
+``model.predict`` 141 ms, a ``tf.function`` with a fixed input signature 65 ms. So one compiled
+function is built per classifier, warmed up at load time (its first call traces, ~1 s) and
+reused for every call.
 
 On a GPU the batch size of that function (which LIME's samples and the trust curves' perturbed
 images go through) is chosen at warm-up by measuring throughput (:meth:`Classifier.measure_batch_sizes`);
@@ -276,7 +277,7 @@ class Classifier:
         The opened bundle; its model is loaded (safe mode, checksum verified) here.
     batch_size:
         The largest batch one compiled call takes; bigger inputs are split. ~10 saturates a 2-core
-        CPU (DESIGN.md), so 16 there; on a GPU (None) it is measured at :meth:`warm_up`.
+        CPU (measured), so 16 there; on a GPU (None) it is measured at :meth:`warm_up`.
     mixed_precision:
         Try float16 inference (GPU only; checked against float32 at load, see
         :attr:`precision`). None: ``--mixed-precision`` (off by default).

@@ -1,7 +1,7 @@
 """Start the desktop viewer: ``cxr-viewer [PATH ...] [--model BUNDLE | --no-model]``.
 
 Order matters for start-up time: the window is built and shown first (no TensorFlow import,
-DESIGN.md: ~4 s), then the studies open on the I/O worker and the model loads on the model
+which takes ~4 s), then the studies open on the I/O worker and the model loads on the model
 worker behind a "loading / warming up" status. With no paths the sample studies open; with no
 bundle the app still opens and says there is no model — it never invents predictions.
 

@@ -3,7 +3,7 @@
 Lives in the GUI thread. Three long-lived worker threads run the work:
 
 * ``model`` — the only thread that touches TensorFlow: loads the bundle, warms it up, predicts,
-  explains (one thread owns the model, DESIGN.md);
+  explains (one thread owns the model, docs/ARCHITECTURE.md "Threads and workers");
 * ``io`` — reads studies and renders full-size display images;
 * ``thumbs`` — makes study-list thumbnails.
 

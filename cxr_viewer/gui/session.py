@@ -3,7 +3,7 @@
 A :class:`ModelSession` is created in the GUI thread but every method that touches the model
 runs in the model worker thread only (see :mod:`.worker`), so TensorFlow is used from one
 thread. Explainers are built once per (method, layer, settings) and reused, so their compiled
-functions are traced once (tracing holds the interpreter 0.2–0.3 s, DESIGN.md).
+functions are traced once (tracing holds the interpreter 0.2–0.3 s).
 """
 
 from __future__ import annotations

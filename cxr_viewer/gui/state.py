@@ -1,4 +1,4 @@
-"""The viewer's state in plain Python: what is shown, not how (DESIGN.md, boundary 2).
+"""The viewer's state in plain Python: what is shown, not how (docs/ARCHITECTURE.md).
 
 Widgets never own state: they call the setters here, which validate, store and emit an
 :class:`~cxr_viewer.gui.events.Event`; views and the controller listen and redraw or start work.

@@ -1,4 +1,4 @@
-"""Long-lived worker threads that run core functions off the GUI thread (DESIGN.md, boundary 5).
+"""Long-lived worker threads that run core functions off the GUI thread (docs/ARCHITECTURE.md).
 
 A :class:`Task` is a plain function plus a :class:`~cxr_viewer.core.progress.CancelToken`. A
 :class:`WorkerThread` owns one ``QThread`` whose ``run`` loops over a queue of tasks and runs
@@ -6,7 +6,7 @@ them one after another in submission order (why a loop and not queued slot calls
 :class:`_TaskThread`). Results, progress and failures come back as Qt signals
 whose receivers are methods of a QObject in the GUI thread (:class:`TaskRouter`), which then
 calls the task's Python callbacks there. A plain function connected to a worker's signal would
-run in the worker thread (DESIGN.md, "Qt threads"); routing through a GUI-thread QObject
+run in the worker thread, even with a queued connection; routing through a GUI-thread QObject
 avoids that, so widgets are only ever touched on the GUI thread.
 
 The model worker is the only thread that ever touches TensorFlow or the model: one thread, one

@@ -1,8 +1,8 @@
 """Helpers shared by the explainers: per-model caches, class checks, layer lookup.
 
 Compiled functions (Grad-CAM per layer, SHAP sub-models) are cached per Keras model object, so
-building a new explainer (the GUI does per request) never re-traces (DESIGN.md: tracing stalls
-0.2–1 s). Nothing here imports TensorFlow at import time.
+building a new explainer (the GUI does per request) never re-traces (tracing stalls the
+interpreter 0.2–1 s). Nothing here imports TensorFlow at import time.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ the input. Grad-CAM++ (Chattopadhay et al., WACV 2018) weights each location's p
 gradient with ``g^2 / (2 g^2 + sum_ij A * g^3)`` instead (exponential-score form).
 
 One compiled ``tf.function`` per (model, layer) does the fused forward + backward pass and is
-cached for the model's lifetime (DESIGN.md: 1.08× a plain forward at ResNet50V2's
+cached for the model's lifetime (measured: 1.08× a plain forward at ResNet50V2's
 ``post_relu``); it is never built per call.
 """
 

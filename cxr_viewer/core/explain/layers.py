@@ -11,7 +11,7 @@ nothing heavy at import time.
   ``(layer.output, model.output)`` see the whole model downstream of the layer, and only then
   do the attributions sum to f(x) − E f(background) (completeness, Lundberg & Lee 2017). Inside
   a residual block a single layer's output is not a cut (the skip connection bypasses it), so
-  those layers are not offered (DESIGN.md, measured).
+  those layers are not offered (measured).
 * :func:`flatten_model` — a nested backbone (``Model`` used as a layer) hides its layers; this
   re-traces the graph with every nested functional model inlined, so they become addressable
   (same layers, same weights, identical outputs).
@@ -62,7 +62,7 @@ def flatten_model(model):
     """``model`` with every nested functional model inlined (or ``model`` itself if none).
 
     The flattened model shares the original's layer objects and weights; its outputs are
-    identical. Per DESIGN.md, a backbone called as one layer hides its 190 layers from
+    identical. A backbone called as one layer hides its layers (190 for ResNet50V2) from
     Grad-CAM/SHAP; re-applying the outer graph to the inlined backbone exposes them.
     """
     if not has_nested_model(model):

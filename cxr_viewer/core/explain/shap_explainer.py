@@ -8,7 +8,7 @@ background set and t ~ U(0, 1); the attributions sum to f(x) − E f(b) (complet
 
 ``shap.GradientExplainer((layer.output, model.output), background_at_layer)`` builds the head
 model from the layer to the output and its compiled per-class gradient; this is correct only
-when the layer's output is a *cut* of the graph (DESIGN.md; :func:`layers.is_cut_layer`), so
+when the layer's output is a *cut* of the graph (:func:`layers.is_cut_layer`), so
 other layers are refused. shap's own ``shap_values`` draws b and t uniformly at random, which
 leaves a completeness gap of ~40 % at 50 samples and ~12 % at 200 on a trained ResNet50V2
 (measured). The default sampling here keeps shap's gradient machinery but uses a

@@ -4,8 +4,8 @@ A backbone used as one layer (``base = MobileNetV2(...); x = base(inputs)``) hid
 from Grad-CAM and SHAP. Here the configuration is replayed layer by layer and every nested
 ``Functional``/``Sequential`` model is *inlined*: its inner layers are called directly on the
 outer graph's tensors, so each one becomes a layer of the flat model with a single call node
-(``model.get_layer(name).output`` is then a tensor of the flat graph, DESIGN.md "Nested
-backbones hide layers"). The arithmetic is the same, so the outputs are identical.
+(``model.get_layer(name).output`` is then a tensor of the flat graph, see
+docs/ARCHITECTURE.md). The arithmetic is the same, so the outputs are identical.
 
 Two configuration dialects are read, both as plain JSON (nothing is executed):
 
