@@ -165,6 +165,8 @@ def start_long_lime(qtbot, win, path: Path) -> None:
 
 
 class Helpers:
+    MODEL_READY_TIMEOUT_MS = MODEL_READY_TIMEOUT_MS
+    make_window = staticmethod(make_window)
     open_study = staticmethod(open_study)
     wait_done = staticmethod(wait_done)
     start_long_lime = staticmethod(start_long_lime)

@@ -178,7 +178,9 @@ def multilabel_bundle(tmp_path_factory) -> Path:
 
 def test_viewer_shows_a_multilabel_models_findings(qtbot, gui, tmp_path, multilabel_bundle,
                                                      studies_dir):  # fmt: skip
-    from conftest import MODEL_READY_TIMEOUT_MS, make_window
+    # through the `gui` fixture: `from conftest import …` picks whichever conftest.py was
+    # imported last when the whole suite runs
+    make_window, MODEL_READY_TIMEOUT_MS = gui.make_window, gui.MODEL_READY_TIMEOUT_MS
 
     win = make_window(qtbot, tmp_path)
     try:
@@ -234,7 +236,9 @@ def binary_bundle(tmp_path_factory) -> Path:
 
 
 def test_viewer_shows_a_binary_sigmoid_model(qtbot, gui, tmp_path, binary_bundle, studies_dir):
-    from conftest import MODEL_READY_TIMEOUT_MS, make_window
+    # through the `gui` fixture: `from conftest import …` picks whichever conftest.py was
+    # imported last when the whole suite runs
+    make_window, MODEL_READY_TIMEOUT_MS = gui.make_window, gui.MODEL_READY_TIMEOUT_MS
 
     win = make_window(qtbot, tmp_path)
     try:
