@@ -383,20 +383,29 @@ def finding_sets(labels) -> list[set[str]]:
 def finding_names_for(manifest: pd.DataFrame, data: DataConfig) -> list[str]:
     """Multi-label output order: ``data.class_names`` if set, else the sorted findings."""
     present = sorted(set().union(*finding_sets(manifest["label"])))
-    names = list(data.class_names) or present
+    return _checked_names(
+        list(data.class_names) or present, present, "findings", "A multi-label model",
+        'Label images with their findings joined by "|" (e.g. "nodule|effusion").',
+    )  # fmt: skip
+
+
+def _checked_names(
+    names: list[str], present: list[str], what: str, model: str, hint: str
+) -> list[str]:
+    """``names`` if every present label is among them and each has images, else an error."""
     unknown = sorted(set(present) - set(names))
     if unknown:
         raise TrainingError(
-            "The data has findings outside data.class_names",
-            f"findings {unknown} are not in {names}.",
+            f"The data has {what} outside data.class_names",
+            f"{what} {unknown} are not in {names}.",
             "Add them to data.class_names or leave it empty.",
         )
     empty = [n for n in names if n not in present]
     if empty or len(names) < 2:
         raise TrainingError(
-            "A multi-label model needs at least two findings with images",
-            f"findings without images: {empty}; findings: {names}.",
-            'Label images with their findings joined by "|" (e.g. "nodule|effusion").',
+            f"{model} needs at least two {what} with images",
+            f"{what} without images: {empty}; {what}: {names}.",
+            hint,
         )
     return names
 
@@ -413,18 +422,7 @@ def class_names_for(manifest: pd.DataFrame, data: DataConfig) -> list[str]:
         names = PEDIATRIC_BINARY if data.task == "binary" else PEDIATRIC_THREE
     else:
         names = present
-    unknown = sorted(set(present) - set(names))
-    if unknown:
-        raise TrainingError(
-            "The data has labels outside data.class_names",
-            f"labels {unknown} are not in {names}.",
-            "Add them to data.class_names or leave it empty.",
-        )
-    empty = [n for n in names if n not in present]
-    if empty or len(names) < 2:
-        raise TrainingError(
-            "A classifier needs at least two classes with images",
-            f"classes without images: {empty}; classes: {names}.",
-            "Check the data filter (views, task) or data.class_names.",
-        )
-    return names
+    return _checked_names(
+        names, present, "classes", "A classifier",
+        "Check the data filter (views, task) or data.class_names.",
+    )  # fmt: skip
