@@ -11,7 +11,7 @@ headless::
 
 Each sub-command lives in ``cxr_viewer/commands/<name>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> int``. Every command also takes ``--device auto|cpu|gpu:N``, ``--gpu-memory MB``
-and ``--verbose`` (:func:`add_runtime_arguments`, shared with ``cxr-train``), applied before
+and ``--verbose`` (:func:`cxr_viewer.commands.runtime.add_runtime_arguments`, shared with ``cxr-train``), applied before
 anything imports TensorFlow.
 """
 
@@ -22,6 +22,7 @@ import importlib
 import sys
 
 from cxr_viewer import __version__
+from cxr_viewer.commands.runtime import add_runtime_arguments, apply_runtime_arguments
 
 #: sub-command name → module in cxr_viewer.commands
 COMMANDS = {
@@ -30,72 +31,6 @@ COMMANDS = {
     "batch": "batch",
     "localize": "localize",
 }
-
-
-def _device(text: str) -> str:
-    from cxr_viewer.core.model_io import DeviceRequest
-
-    try:
-        return str(DeviceRequest.parse(text))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def _megabytes(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number of MB, got {text!r}")
-    return value
-
-
-def add_runtime_arguments(parser: argparse.ArgumentParser, device_default: str | None = "auto"):
-    """``--device``, ``--gpu-memory`` and ``--verbose`` (every command of both CLIs)."""
-    g = parser.add_argument_group("compute device")
-    g.add_argument(
-        "--device",
-        type=_device,
-        default=device_default,
-        metavar="auto|cpu|gpu:N|all",
-        help="where the model runs: auto = the first GPU if TensorFlow sees one, else the CPU; "
-        "all = every GPU"
-        + (
-            f" (default: {device_default})"
-            if device_default
-            else " (default: the viewer's setting, auto)"
-        ),
-    )
-    g.add_argument(
-        "--gpu-memory",
-        type=_megabytes,
-        metavar="MB",
-        help="cap TensorFlow's GPU memory at MB (default: grow as needed, never take the card)",
-    )
-    g.add_argument(
-        "--mixed-precision",
-        action="store_true",
-        help="on a GPU, run inference in float16 if it matches float32 within 0.01 on check "
-        "inputs at load (else float32 is kept and the reason logged)",
-    )
-    g.add_argument(
-        "--verbose",
-        action="store_true",
-        help="show TensorFlow's own start-up and CUDA log lines (hidden by default)",
-    )
-
-
-def apply_runtime_arguments(args: argparse.Namespace) -> None:
-    """Hand ``--device`` / ``--gpu-memory`` / ``--verbose`` to the one place TensorFlow starts."""
-    from cxr_viewer.core.model_io import configure
-
-    configure(
-        getattr(args, "device", None) or "auto",
-        getattr(args, "gpu_memory", None),
-        bool(getattr(args, "verbose", False)),
-        bool(getattr(args, "mixed_precision", False)),
-    )
 
 
 def _gui_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,28 @@ def test_ruff_lint_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_ruff_format_is_clean():
+    pytest.importorskip("ruff")
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", str(ROOT)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_import_contracts_are_kept():
+    """import-linter's contracts in pyproject.toml: Qt only in cxr_viewer.gui; the core never
+    imports the GUI, the commands or the trainer; the trainer never imports the GUI."""
+    pytest.importorskip("importlinter")
+    exe = Path(sys.executable).with_name("lint-imports")
+    cmd = [str(exe)] if exe.is_file() else ["lint-imports"]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("KEPT") == 3, result.stdout
+
+
 def test_core_and_trainer_never_import_qt():
     offenders = []
     for pkg in ("cxr_viewer", "trainer"):

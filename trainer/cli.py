@@ -13,7 +13,7 @@ import importlib
 import sys
 
 from cxr_viewer import __version__
-from cxr_viewer.cli import add_runtime_arguments, apply_runtime_arguments
+from cxr_viewer.commands.runtime import add_runtime_arguments, apply_runtime_arguments
 
 #: sub-command name → (module in trainer.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -4,7 +4,7 @@ Expected gradients (Erion et al. 2021; ``shap.GradientExplainer``, Lundberg & Le
 attribute f(x) − E f(background), so the background should look like the data the model saw.
 Images the user points to are read with :func:`cxr_viewer.core.io.load_study` and turned into
 model inputs by the one preprocessing path (:func:`~cxr_viewer.core.preprocess.study_to_input`);
-without them, chest-X-ray phantoms (:func:`trainer.synth.make_phantoms`) stand in, and the
+without them, chest-X-ray phantoms (:func:`cxr_viewer.core.phantoms.make_phantoms`) stand in, and the
 bundle metadata says so.
 """
 
@@ -38,7 +38,7 @@ def make_background(
 
 def phantom_background(spec: InputSpec, n: int) -> np.ndarray:
     """``n`` phantoms (half with a lesion) through the shared preprocessing."""
-    from trainer.synth import make_phantoms
+    from cxr_viewer.core.phantoms import make_phantoms
 
     size = max(spec.height, spec.width, 16)
     phantoms = make_phantoms(n, size, seed=PHANTOM_SEED)
