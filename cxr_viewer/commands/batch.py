@@ -41,11 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="an image file (PNG, JPEG, DICOM) or a folder of them")
     parser.add_argument("--model", required=True, help="model bundle folder or .zip")
     parser.add_argument("--out", required=True, help="output folder (created if needed)")
+    from cxr_viewer.core.explain.registry import ALIASES, EXPLAINERS
+
+    names = ", ".join([*EXPLAINERS, *ALIASES])
     parser.add_argument(
         "--explain",
         default=DEFAULT_METHODS,
-        help="comma-separated methods: gradcam, gradcam++, lime, shap, or 'none' "
-        f"(default: {DEFAULT_METHODS})",
+        help=f"comma-separated methods: {names}, or 'none' (default: {DEFAULT_METHODS})",
     )
     parser.add_argument(
         "--class",
@@ -53,11 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="class to explain (name or index; default: the predicted class)",
     )
-    parser.add_argument("--gradcam-layer", default=None, help="Grad-CAM layer (bundle default)")
-    parser.add_argument("--shap-layer", default=None, help="SHAP layer (bundle's first)")
-    parser.add_argument("--shap-samples", type=int, default=None, help="SHAP gradient samples")
-    parser.add_argument("--lime-samples", type=int, default=None, help="LIME maximum samples")
-    parser.add_argument("--seed", type=int, default=0, help="seed for LIME and SHAP (default 0)")
+    add_method_options(parser)
+    seeded = [c.display.short_label for c in EXPLAINERS.values() if "seed" in c.default_settings]
+    parser.add_argument(
+        "--seed", type=int, default=0, help=f"seed for {' and '.join(seeded)} (default 0)"
+    )
     parser.add_argument(
         "--no-trust", action="store_true", help="skip the deletion/insertion AUCs (faster)"
     )
@@ -81,13 +83,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     batch_dicom.add_arguments(parser)
 
 
-def _methods(spec: str) -> list[str]:
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    """Per method, from its registry entry: ``--<method>-layer`` and ``--<method>-samples``."""
     from cxr_viewer.core.explain.registry import EXPLAINERS
+
+    for name, cls in EXPLAINERS.items():
+        if cls.uses_layer:
+            parser.add_argument(
+                f"--{name}-layer",
+                default=None,
+                help=f"{cls.display.short_label} layer (bundle default)",
+            )
+        if cls.samples is not None:
+            parser.add_argument(
+                f"--{name}-samples", type=int, default=None, help=cls.samples.cli_help
+            )
+
+
+def _methods(spec: str) -> list[str]:
+    from cxr_viewer.core.explain.registry import ALIASES, EXPLAINERS
 
     if spec.strip().lower() in ("", "none"):
         return []
     names = [m.strip().lower() for m in spec.split(",") if m.strip()]
-    known = {*EXPLAINERS, "gradcam++"}
+    known = {*EXPLAINERS, *ALIASES}
     bad = [m for m in names if m not in known]
     if bad:
         raise CxrError(
@@ -98,18 +117,20 @@ def _methods(spec: str) -> list[str]:
 
 
 def _settings(method: str, args: argparse.Namespace) -> dict[str, Any]:
-    if method in ("gradcam", "gradcam++"):
-        return {"layer": args.gradcam_layer} if args.gradcam_layer else {}
-    if method == "lime":
-        s: dict[str, Any] = {"seed": args.seed}
-        if args.lime_samples:
-            s["num_samples"] = args.lime_samples
-        return s
-    s = {"seed": args.seed}
-    if args.shap_layer:
-        s["layer"] = args.shap_layer
-    if args.shap_samples:
-        s["nsamples"] = args.shap_samples
+    """The settings ``method`` gets from the command line (the options its registry entry
+    declares: ``--seed``, ``--<method>-layer``, ``--<method>-samples``)."""
+    from cxr_viewer.core.explain.registry import explainer_class
+
+    cls = explainer_class(method)
+    s: dict[str, Any] = {}
+    if "seed" in cls.default_settings:
+        s["seed"] = args.seed
+    layer = getattr(args, f"{cls.name}_layer", None) if cls.uses_layer else None
+    if layer:
+        s["layer"] = layer
+    samples = getattr(args, f"{cls.name}_samples", None) if cls.samples is not None else None
+    if samples and cls.samples is not None:
+        s[cls.samples.key] = samples
     return s
 
 
@@ -155,6 +176,8 @@ OUTPUTS: dict[str, tuple[str, Any]] = {
 
 
 def _columns(class_names, methods: list[str], trust: bool) -> list[str]:
+    from cxr_viewer.core.explain.registry import explainer_class
+
     cols = ["file", "sha256", "status", "error"]
     cols += [f"p_{c}" for c in class_names]
     cols += ["predicted_class", "decision", "explained_class"]
@@ -162,10 +185,7 @@ def _columns(class_names, methods: list[str], trust: bool) -> list[str]:
         cols.append(f"seconds_{m}")
         if trust:
             cols += [f"{m}_deletion_auc", f"{m}_insertion_auc"]
-        if m == "shap":
-            cols.append("shap_completeness_gap")
-        if m == "lime":
-            cols.append("lime_samples")
+        cols += [f"{m}_{f}" for f in explainer_class(m).summary_fields]
         cols += [f"{kind}_{_tag(m)}" for kind in OUTPUTS]
     return cols
 
@@ -251,7 +271,7 @@ def process_file(ctx: BatchContext, path: Path, digest: str | None) -> dict[str,
 
 
 def _explain_one(ctx: BatchContext, method: str, x, target: int, study, stem: str, row):
-    from cxr_viewer.core.explain.registry import create_explainer
+    from cxr_viewer.core.explain.registry import create_explainer, explainer_class
     from cxr_viewer.core.trust import deletion_insertion
 
     args, clf = ctx.args, ctx.clf
@@ -262,10 +282,8 @@ def _explain_one(ctx: BatchContext, method: str, x, target: int, study, stem: st
         figs = deletion_insertion(clf, x, hm.values, target, seed=args.seed)
         row[f"{method}_deletion_auc"] = round(figs["deletion_auc"], 4)
         row[f"{method}_insertion_auc"] = round(figs["insertion_auc"], 4)
-    if method == "shap":
-        row["shap_completeness_gap"] = round(hm.trust.get("completeness_gap", float("nan")), 4)
-    if method == "lime":
-        row["lime_samples"] = hm.settings.get("samples_used")
+    for f, value in explainer_class(method).summary(hm).items():
+        row[f"{method}_{f}"] = value
     full = hm.resized(study.rows, study.columns)
     tag = _tag(method)
     for kind, (suffix, write) in OUTPUTS.items():

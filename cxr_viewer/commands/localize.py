@@ -64,10 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="folder the CSV's filenames are relative to (default: its own)",
     )
+    from cxr_viewer.core.explain.registry import ALIASES, EXPLAINERS
+
     parser.add_argument(
         "--explain",
         default="gradcam",
-        help="comma-separated methods: gradcam, gradcam++, lime, shap (default: gradcam)",
+        help=f"comma-separated methods: {', '.join([*EXPLAINERS, *ALIASES])} (default: gradcam)",
     )
     parser.add_argument(
         "--map",
@@ -91,10 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--montage", type=int, default=6, help="images in the montage (0: none)")
-    parser.add_argument("--gradcam-layer", default=None, help="Grad-CAM layer (bundle default)")
-    parser.add_argument("--shap-layer", default=None, help="SHAP layer (bundle's first)")
-    parser.add_argument("--shap-samples", type=int, default=None, help="SHAP gradient samples")
-    parser.add_argument("--lime-samples", type=int, default=None, help="LIME maximum samples")
+    from cxr_viewer.commands.batch import add_method_options
+
+    add_method_options(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed for LIME, SHAP, --limit, CIs")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 

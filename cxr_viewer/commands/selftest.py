@@ -2,7 +2,7 @@
 
 Checks that every compressed DICOM transfer syntax CXR Lens reads still has a decoder plugin
 and that matplotlib still writes PDF/PNG (report export), loads the demo bundle (or ``--model``), opens a JPEG 2000 DICOM, a JPEG-LS DICOM and a PNG
-sample, predicts each, computes Grad-CAM, a short LIME and one SHAP layer, then reports the
+sample, predicts each, computes a short map with every registered explanation method, then reports the
 compute device (which device, GPUs found, memory growth or cap; on a GPU the same prediction and
 explanations run again on the CPU and must agree within stated tolerances), writes a JSON report
 and exits 0 only if all of it worked. Frozen apps commonly lose DICOM codec plugins (pylibjpeg
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cxr_viewer import __version__
+from cxr_viewer.core.explain.registry import EXPLAINERS
 from cxr_viewer.core.paths import demo_bundle_dir, samples_dir
 
 #: the sample studies the self-test opens, by what they exercise (written by
@@ -31,11 +32,10 @@ SAMPLES = {
     "jpegls_dicom": "phantom_jpegls.dcm",
     "png": "phantom_selftest.png",
 }
-#: short explanation settings: enough to prove each method runs end to end
+
+#: per registered method its short settings: enough to prove it runs end to end
 EXPLAIN: dict[str, dict[str, Any]] = {
-    "gradcam": {},
-    "lime": {"num_samples": 96, "chunk_size": 48, "early_stop": False},
-    "shap": {"nsamples": 16, "max_background": 4},
+    name: dict(cls.quick_settings) for name, cls in EXPLAINERS.items()
 }
 #: compressed transfer syntaxes (pydicom.uid keywords) that must keep a decoder plugin
 CODEC_SYNTAXES = (

@@ -33,6 +33,7 @@ import numpy as np
 
 from cxr_viewer import __version__
 from cxr_viewer.core.errors import DicomExportError
+from cxr_viewer.core.explain.registry import EXPLAINERS
 from cxr_viewer.core.study import Study
 
 MANUFACTURER = "CXR Lens"
@@ -79,11 +80,10 @@ TYPE2_PATIENT_STUDY = (
     "AccessionNumber",
 )
 
+#: the on-screen name of each method (from the registry) and of the Grad-CAM++ variant
 METHOD_LABELS = {
-    "gradcam": "Grad-CAM",
+    **{name: cls.display.short_label for name, cls in EXPLAINERS.items()},
     "gradcam++": "Grad-CAM++",
-    "lime": "LIME",
-    "shap": "SHAP",
 }
 
 

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMenu, QToolBar
 
-from .state import LAYOUT_LABELS, METHOD_LABELS, METHODS
+from .state import LAYOUT_LABELS, METHOD_LABELS, METHOD_SHORTCUTS, METHODS
 from .theme import icon
 
 if TYPE_CHECKING:
     from .main_window import MainWindow
 
-OVERLAY_KEYS = {"gradcam": "G", "lime": "L", "shap": "S"}
+OVERLAY_KEYS = METHOD_SHORTCUTS
 
 
 class Actions:

@@ -21,6 +21,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from cxr_viewer.core.errors import CxrError, StudyLoadError
+from cxr_viewer.core.explain.registry import EXPLAINERS
 
 from .cache import ResultCache
 from .error_dialog import ErrorReporter
@@ -336,7 +337,7 @@ class Controller(QObject):
                 self.state.set_status(method, "running", fraction, msg)
                 self.busy.emit(method, fraction, msg or f"{ov.label}…")
 
-        task_partial_interval = 0.5 if method == "lime" else 0.25
+        task_partial_interval = EXPLAINERS[method].partial_interval_s
 
         def on_partial(result) -> None:
             if self.state.result_key(method) == key:

@@ -135,8 +135,11 @@ class ModelSession:
         for method in METHODS:
             if method not in EXPLAINERS:
                 continue
-            if method == "shap" and bundle.background() is None:
-                log.warning("SHAP is not available: the bundle has no background set")
+            if EXPLAINERS[method].needs_background and bundle.background() is None:
+                log.warning(
+                    "%s is not available: the bundle has no background set",
+                    EXPLAINERS[method].label,
+                )
                 continue
             try:
                 ex = create_explainer(method, self.classifier, None)

@@ -21,13 +21,16 @@ from cxr_viewer.core.study import Study, Window
 
 from .events import Event
 
-#: the explanation methods the viewer offers, in panel order
-METHODS: tuple[str, ...] = ("gradcam", "lime", "shap")
+#: the explanation methods the viewer offers, in panel order: the core's registry, which holds
+#: every fact about a method (label, signedness, shortcut, display defaults, settings shown)
+METHODS: tuple[str, ...] = tuple(EXPLAINERS)
 #: each method's display defaults (label, colormap, opacity, cut-off) live with the method
 METHOD_DISPLAY = {m: EXPLAINERS[m].display for m in METHODS}
 METHOD_LABELS = {m: METHOD_DISPLAY[m].short_label for m in METHODS}
 #: signed maps (positive: toward the target class, negative: against it) get diverging colormaps
 METHOD_SIGNED = {m: bool(EXPLAINERS[m].signed) for m in METHODS}
+#: the key that shows or hides each method's map
+METHOD_SHORTCUTS = {m: EXPLAINERS[m].shortcut for m in METHODS}
 #: layouts of the image area: original + one pane per shown method; original + all maps in
 #: one pane; one method's map filling the area
 LAYOUTS: tuple[str, ...] = ("grid", "side", "single")
@@ -40,16 +43,13 @@ LAYOUT_LABELS = {
 SEQUENTIAL_COLORMAPS: tuple[str, ...] = UNSIGNED_COLORMAPS
 DIVERGING_COLORMAPS: tuple[str, ...] = SIGNED_COLORMAPS
 
-#: default settings per method, merged with the explainer's own defaults when the model loads
-DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
-    "gradcam": {},
-    "lime": {"num_samples": 1000},
-    "shap": {"nsamples": 64},
-}
 #: the main "how many samples" setting per method and the values the panel offers
 SAMPLE_SETTINGS: dict[str, tuple[str, tuple[int, ...]]] = {
-    "lime": ("num_samples", (100, 300, 1000, 3000)),
-    "shap": ("nsamples", (16, 32, 64, 128, 200)),
+    m: (c.key, c.choices) for m in METHODS if (c := EXPLAINERS[m].samples) is not None
+}
+#: default settings per method, merged with the explainer's own defaults when the model loads
+DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
+    m: ({c.key: c.default} if (c := EXPLAINERS[m].samples) is not None else {}) for m in METHODS
 }
 
 STATUSES = ("idle", "waiting", "queued", "running", "done", "failed", "cancelled")

@@ -12,19 +12,21 @@ from explain_support import tiny_classifier
 
 from cxr_viewer.core.errors import Cancelled, ExplainError
 from cxr_viewer.core.explain.base import Heatmap
-from cxr_viewer.core.explain.registry import EXPLAINERS, create_explainer
+from cxr_viewer.core.explain.registry import EXPLAINERS, create_explainer, explainer_class
 from cxr_viewer.core.progress import CancelToken
 
 pytest.importorskip("tensorflow")
 
-# small settings so the whole contract runs in seconds; several batches each
+# small settings so the whole contract runs in seconds; several batches each (a method not
+# listed here runs with its registry entry's ``quick_settings``)
 FAST = {
-    "gradcam": {},
-    "gradcam++": {},
     "lime": {"num_samples": 64, "chunk_size": 16, "n_segments": 16, "min_samples": 32},
     "shap": {"nsamples": 24, "batch_size": 4},
 }
-METHODS = ["gradcam", "gradcam++", "lime", "shap"]
+#: every registered method, plus the Grad-CAM++ variant
+METHODS = [*EXPLAINERS, "gradcam++"]
+#: methods that run many model batches and check cancel between them
+BATCHED = [m for m, cls in EXPLAINERS.items() if cls.batched]
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +41,22 @@ def image():
 
 
 def _explainer(clf, method, **extra):
-    return create_explainer(method, clf, {**FAST[method], **extra})
+    settings = FAST.get(method, explainer_class(method).quick_settings)
+    return create_explainer(method, clf, {**settings, **extra})
 
 
 def test_registry_names_and_import_is_light():
-    assert set(EXPLAINERS) == {"gradcam", "lime", "shap"}
+    assert {"gradcam", "lime", "shap"} <= set(EXPLAINERS)
+    for name, cls in EXPLAINERS.items():
+        assert cls.name == name and cls.label and cls.display.short_label
+    shortcuts = [cls.shortcut for cls in EXPLAINERS.values()]
+    assert all(len(k) == 1 and k.isupper() for k in shortcuts)
+    assert len(set(shortcuts)) == len(shortcuts), "two methods share a shortcut"
+    for cls in EXPLAINERS.values():
+        assert set(cls.quick_settings) <= set(cls.default_settings)
+        if cls.samples is not None:
+            assert cls.samples.key in cls.default_settings
+            assert cls.samples.default in cls.samples.choices
     code = (
         "import sys, cxr_viewer.core.explain.registry, cxr_viewer.core.overlay, "
         "cxr_viewer.core.explain.layers, cxr_viewer.core.trust\n"
@@ -58,7 +71,7 @@ def test_registry_names_and_import_is_light():
 
 def test_unknown_method_and_setting_are_refused(clf):
     with pytest.raises(ExplainError, match="Unknown explanation method"):
-        create_explainer("occlusion", clf)
+        create_explainer("no-such-method", clf)
     with pytest.raises(ExplainError, match="num_sample"):
         create_explainer("lime", clf, {"num_sample": 10})
 
@@ -75,14 +88,14 @@ def test_shape_finite_metadata_and_progress(clf, image, method):
     assert np.all(np.isfinite(hm.values))
     assert hm.method == method
     assert hm.target_class == 1 and hm.class_name == "lesion"
-    assert hm.signed == (method in ("lime", "shap"))
+    assert hm.signed == explainer_class(method).signed
     if not hm.signed:
         assert hm.values.min() >= 0
     assert hm.runtime_s > 0
     assert not hm.partial
     assert fractions and fractions[-1] == 1.0
     assert all(b >= a for a, b in zip(fractions, fractions[1:], strict=False))
-    if method in ("gradcam", "gradcam++", "shap"):
+    if explainer_class(method).uses_layer:
         assert hm.layer in _explainer(clf, method).layers()
     if method == "lime":
         assert partials and all(p.partial for p in partials)
@@ -94,7 +107,7 @@ def test_deterministic_for_a_seed(clf, image, method):
     a = _explainer(clf, method).explain(image, 1)
     b = _explainer(clf, method).explain(image, 1)
     np.testing.assert_array_equal(a.values, b.values)
-    if method in ("lime", "shap"):
+    if "seed" in explainer_class(method).default_settings:
         c = _explainer(clf, method, seed=1).explain(image, 1)
         assert not np.array_equal(a.values, c.values)
 
@@ -111,7 +124,7 @@ def test_cancelled_before_start_does_no_model_work(clf, image, method, monkeypat
     assert calls == []
 
 
-@pytest.mark.parametrize("method", ["lime", "shap"])
+@pytest.mark.parametrize("method", BATCHED)
 def test_cancel_stops_within_one_batch(clf, image, method):
     token = CancelToken()
     after: list[float] = []

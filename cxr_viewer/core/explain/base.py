@@ -46,6 +46,31 @@ class DisplayDefaults:
     cutoff: float = 0.1
 
 
+@dataclass(frozen=True)
+class SampleControl:
+    """A method's one "how many samples" setting, as the viewer and ``batch`` offer it.
+
+    Attributes
+    ----------
+    key:
+        The setting's name in ``default_settings``.
+    choices:
+        The values the viewer's panel offers.
+    default:
+        The viewer's default (the method's own default may be higher).
+    tooltip:
+        What the viewer's control means, in the panel's words.
+    cli_help:
+        Help of the ``--<method>-samples`` option of ``cxr-viewer batch``.
+    """
+
+    key: str
+    choices: tuple[int, ...]
+    default: int
+    tooltip: str
+    cli_help: str
+
+
 @dataclass
 class Heatmap:
     """An explanation map and what produced it.
@@ -92,18 +117,45 @@ class Heatmap:
 class Explainer(ABC):
     """Base of every explanation method.
 
-    Subclasses set ``name``, ``label``, ``needs_gradients``, ``signed`` and ``uses_layer`` and
-    implement :meth:`explain`. ``settings`` is a plain dict of the method's own options (with
-    defaults in ``default_settings``); it is recorded in every Heatmap.
+    Subclasses set the class attributes below and implement :meth:`explain`. These attributes
+    are the one place a method's facts live: the viewer (panel order, labels, shortcut,
+    colormap, opacity, settings shown), ``cxr-viewer batch`` (options and extra columns), the
+    self-test and the contract test read them through :mod:`.registry`. ``settings`` is a plain
+    dict of the method's own options (with defaults in ``default_settings``); it is recorded in
+    every Heatmap.
     """
 
+    #: registry key and ``Heatmap.method``
     name: ClassVar[str]
+    #: full name in messages ("SHAP (per layer)"); ``display.short_label`` is the on-screen one
     label: ClassVar[str]
     needs_gradients: ClassVar[bool]
+    #: positive toward the target class, negative against it (diverging colormaps)
     signed: ClassVar[bool]
+    #: computed at a layer the user picks (implements :meth:`layers` and ``default_layer``)
     uses_layer: ClassVar[bool] = False
     default_settings: ClassVar[dict[str, Any]] = {}
     display: ClassVar[DisplayDefaults]
+    #: the viewer's key that shows or hides the map (one letter, unique among methods)
+    shortcut: ClassVar[str] = ""
+    #: the "how many samples" control of the viewer's panel and of ``batch`` (None: none)
+    samples: ClassVar[SampleControl | None] = None
+    #: short settings that still prove the method runs end to end (``--self-test``)
+    quick_settings: ClassVar[dict[str, Any]] = {}
+    #: needs the bundle's SHAP background set (not offered for a bundle without one)
+    needs_background: ClassVar[bool] = False
+    #: runs many model batches, checks cancel between them and reports partial maps
+    batched: ClassVar[bool] = False
+    #: seconds between two partial maps the viewer draws while the method runs
+    partial_interval_s: ClassVar[float] = 0.25
+    #: extra figures a Heatmap of this method carries, as ``batch`` columns
+    #: ``<name>_<field>`` (values from :meth:`summary`)
+    summary_fields: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def summary(cls, heatmap: Heatmap) -> dict[str, Any]:
+        """The ``summary_fields`` of ``heatmap`` (empty unless a method reports some)."""
+        return {}
 
     def __init__(self, classifier, settings: dict[str, Any] | None = None) -> None:
         self.classifier = classifier

@@ -124,6 +124,7 @@ class GradCamExplainer(Explainer):
     uses_layer: ClassVar[bool] = True
     #: inferno: dark where the map is weak, so (with the cut-off) no wash over the lung fields
     display: ClassVar[DisplayDefaults] = DisplayDefaults("Grad-CAM", "inferno")
+    shortcut: ClassVar[str] = "G"
     default_settings: ClassVar[dict[str, Any]] = {
         "layer": None,
         "variant": "gradcam",

@@ -52,7 +52,7 @@ from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
 
 from ._common import check_input, check_target, to_unit
-from .base import DisplayDefaults, Explainer, Heatmap, PartialFn
+from .base import DisplayDefaults, Explainer, Heatmap, PartialFn, SampleControl
 
 SEGMENTATIONS = ("slic", "quickshift")
 FEATURE_SELECTIONS = ("lasso_path", "highest_weights", "forward_selection", "none", "auto")
@@ -218,6 +218,23 @@ class LimeExplainer(Explainer):
     uses_layer: ClassVar[bool] = False
     #: purple/orange, so LIME and SHAP (red/blue) stay apart where both are shown together
     display: ClassVar[DisplayDefaults] = DisplayDefaults("LIME", "PuOr_r")
+    shortcut: ClassVar[str] = "L"
+    samples: ClassVar[SampleControl | None] = SampleControl(
+        "num_samples",
+        (100, 300, 1000, 3000),
+        1000,
+        "Perturbed images LIME evaluates at most (it stops early once the map is stable)",
+        "LIME maximum samples",
+    )
+    quick_settings: ClassVar[dict[str, Any]] = {
+        "num_samples": 96,
+        "chunk_size": 48,
+        "early_stop": False,
+    }
+    batched: ClassVar[bool] = True
+    #: a LIME refit per partial map costs more than a redraw: fewer of them
+    partial_interval_s: ClassVar[float] = 0.5
+    summary_fields: ClassVar[tuple[str, ...]] = ("samples",)
     default_settings: ClassVar[dict[str, Any]] = {
         "num_samples": 2000,
         "kernel_width": 1.75,
@@ -243,6 +260,10 @@ class LimeExplainer(Explainer):
         "batch_size": None,
         "seed": 0,
     }
+
+    @classmethod
+    def summary(cls, heatmap: Heatmap) -> dict[str, Any]:
+        return {"samples": heatmap.settings.get("samples_used")}
 
     def _check_settings(self) -> dict[str, Any]:
         s = dict(self.settings)

@@ -1,4 +1,9 @@
-"""The explanation methods CXR Lens offers, by name.
+"""The explanation methods CXR Lens offers, by name: the one list of them.
+
+Each method's facts (label, signedness, layer, shortcut, display defaults, the settings the
+viewer and ``batch`` offer, its self-test settings) are class attributes of its
+:class:`~.base.Explainer` subclass; the viewer, ``batch``, the self-test and the tests read
+them from :data:`EXPLAINERS`. Adding a method is its module plus one line here.
 
 Importing this module imports neither TensorFlow nor shap nor lime: each explainer imports what
 it needs when it first runs.
@@ -17,27 +22,44 @@ from .shap_explainer import ShapLayerExplainer
 
 #: name → Explainer subclass, in the order the GUI lists them
 EXPLAINERS: dict[str, type[Explainer]] = {
-    "gradcam": GradCamExplainer,
-    "lime": LimeExplainer,
-    "shap": ShapLayerExplainer,
+    cls.name: cls
+    for cls in (
+        GradCamExplainer,
+        LimeExplainer,
+        ShapLayerExplainer,
+    )
+}
+#: other names a method answers to → (registry name, settings they imply)
+ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "gradcam++": ("gradcam", {"variant": "gradcam++"}),
+    "gradcampp": ("gradcam", {"variant": "gradcam++"}),
 }
 
 
-def create_explainer(name: str, classifier, settings: dict[str, Any] | None = None) -> Explainer:
-    """An explainer ``name`` ("gradcam", "lime" or "shap") for ``classifier``.
-
-    ``settings`` override the method's ``default_settings`` (unknown keys are refused, so a
-    typo does not silently fall back to a default).
-    """
+def explainer_class(name: str) -> type[Explainer]:
+    """The Explainer subclass of method ``name`` (an alias such as "gradcam++" included)."""
     key = str(name).strip().lower()
-    if key in ("gradcam++", "gradcampp"):
-        key, settings = "gradcam", {**(settings or {}), "variant": "gradcam++"}
+    key = ALIASES.get(key, (key, {}))[0]
     cls = EXPLAINERS.get(key)
     if cls is None:
         raise ExplainError(
             f"Unknown explanation method '{name}'",
             f"CXR Lens offers {', '.join(EXPLAINERS)}.",
         )
+    return cls
+
+
+def create_explainer(name: str, classifier, settings: dict[str, Any] | None = None) -> Explainer:
+    """An explainer ``name`` (a key of :data:`EXPLAINERS` or :data:`ALIASES`) for ``classifier``.
+
+    ``settings`` override the method's ``default_settings`` (unknown keys are refused, so a
+    typo does not silently fall back to a default).
+    """
+    key = str(name).strip().lower()
+    if key in ALIASES:
+        key, implied = ALIASES[key]
+        settings = {**(settings or {}), **implied}
+    cls = explainer_class(key)
     unknown = sorted(set(settings or {}) - set(cls.default_settings))
     if unknown:
         raise ExplainError(
@@ -49,10 +71,4 @@ def create_explainer(name: str, classifier, settings: dict[str, Any] | None = No
 
 def display_defaults(name: str) -> DisplayDefaults:
     """How method ``name``'s map is shown by default (colormap, opacity, cut-off, label)."""
-    cls = EXPLAINERS.get(str(name).strip().lower())
-    if cls is None:
-        raise ExplainError(
-            f"Unknown explanation method '{name}'",
-            f"CXR Lens offers {', '.join(EXPLAINERS)}.",
-        )
-    return cls.display
+    return explainer_class(name).display

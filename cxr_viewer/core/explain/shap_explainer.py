@@ -42,7 +42,7 @@ from ._common import (
     target_unit,
     upsample,
 )
-from .base import DisplayDefaults, Explainer, Heatmap, PartialFn
+from .base import DisplayDefaults, Explainer, Heatmap, PartialFn, SampleControl
 from .layers import is_cut_layer, layer_output, shap_layers
 
 SAMPLINGS = ("stratified", "shap")
@@ -162,6 +162,18 @@ class ShapLayerExplainer(Explainer):
     signed: ClassVar[bool] = True
     uses_layer: ClassVar[bool] = True
     display: ClassVar[DisplayDefaults] = DisplayDefaults("SHAP", "RdBu_r")
+    shortcut: ClassVar[str] = "S"
+    samples: ClassVar[SampleControl | None] = SampleControl(
+        "nsamples",
+        (16, 32, 64, 128, 200),
+        64,
+        "Gradient samples per map (more: closer to exact, slower)",
+        "SHAP gradient samples",
+    )
+    quick_settings: ClassVar[dict[str, Any]] = {"nsamples": 16, "max_background": 4}
+    needs_background: ClassVar[bool] = True
+    batched: ClassVar[bool] = True
+    summary_fields: ClassVar[tuple[str, ...]] = ("completeness_gap",)
     default_settings: ClassVar[dict[str, Any]] = {
         "layer": None,
         "nsamples": 200,
@@ -171,6 +183,10 @@ class ShapLayerExplainer(Explainer):
         "batch_size": 10,
         "seed": 0,
     }
+
+    @classmethod
+    def summary(cls, heatmap: Heatmap) -> dict[str, Any]:
+        return {"completeness_gap": round(heatmap.trust.get("completeness_gap", float("nan")), 4)}
 
     def __init__(self, classifier, settings: dict[str, Any] | None = None) -> None:
         super().__init__(classifier, settings)

@@ -22,13 +22,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from cxr_viewer.core.explain.registry import EXPLAINERS
 from cxr_viewer.core.trust import figures_text, figures_tooltip
 from cxr_viewer.gui.presenter import method_verdicts, status_text
-from cxr_viewer.gui.state import METHODS, SAMPLE_SETTINGS, ViewerState, colormaps_for
+from cxr_viewer.gui.state import METHOD_SHORTCUTS, METHODS, ViewerState, colormaps_for
 
 from .base import ElidedLabel
 
-SHORTCUT_KEYS = {"gradcam": "G", "lime": "L", "shap": "S"}
+SHORTCUT_KEYS = METHOD_SHORTCUTS
 
 
 class OverlayControls(QFrame):
@@ -107,16 +108,13 @@ class OverlayControls(QFrame):
 
         self.samples = None
         self._sample_key = None
-        if method in SAMPLE_SETTINGS:
-            self._sample_key, choices = SAMPLE_SETTINGS[method]
+        control = EXPLAINERS[method].samples
+        if control is not None:
+            self._sample_key = control.key
             self.samples = QComboBox()
-            for n in choices:
+            for n in control.choices:
                 self.samples.addItem(f"{n}", n)
-            self.samples.setToolTip(
-                "Perturbed images LIME evaluates at most (it stops early once the map is stable)"
-                if method == "lime"
-                else "Gradient samples per map (more: closer to exact, slower)"
-            )
+            self.samples.setToolTip(control.tooltip)
             self.samples.activated.connect(
                 lambda _i: self.state.set_setting(
                     self.method, self._sample_key, int(self.samples.currentData())
