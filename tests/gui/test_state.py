@@ -47,7 +47,7 @@ def test_opacity_validates_stores_and_emits_only_opacity():
     with pytest.raises(ValueError, match="between 0 and 1"):
         s.set_opacity("lime", 1.5)
     with pytest.raises(ValueError, match="unknown method"):
-        s.set_opacity("occlusion", 0.5)
+        s.set_opacity("no-such-method", 0.5)
     assert s.overlays["lime"].opacity == 0.25
 
 

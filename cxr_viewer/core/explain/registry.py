@@ -18,6 +18,7 @@ from cxr_viewer.core.errors import ExplainError
 from .base import DisplayDefaults, Explainer
 from .gradcam import GradCamExplainer
 from .lime_explainer import LimeExplainer
+from .occlusion import OcclusionExplainer
 from .shap_explainer import ShapLayerExplainer
 
 #: name → Explainer subclass, in the order the GUI lists them
@@ -27,6 +28,7 @@ EXPLAINERS: dict[str, type[Explainer]] = {
         GradCamExplainer,
         LimeExplainer,
         ShapLayerExplainer,
+        OcclusionExplainer,
     )
 }
 #: other names a method answers to → (registry name, settings they imply)

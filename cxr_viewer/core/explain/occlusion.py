@@ -1,0 +1,163 @@
+"""Occlusion sensitivity: where hiding the image lowers the target's probability.
+
+Zeiler & Fergus (ECCV 2014) slid a grey square over the input and recorded how the class score
+changed. Here a ``patch`` × ``patch`` square of mid-grey (``fill`` on the [0, 1] display scale,
+put through the model's own preprocessing) is slid over the model input with step ``stride``;
+each position's value is the drop of the target class's probability, p(x) − p(x occluded), and
+a pixel's map value is the mean drop over the positions that covered it. Positive: hiding the
+pixel lowers the target (evidence for it); negative: hiding it raises the target. The last row
+and column of positions sit flush with the image edge, so every pixel is covered.
+
+The occluded images go through :meth:`Classifier.predict_inputs` (the compiled, batched predict
+path) ``batch_size`` at a time; cancel is checked before every batch, and a partial map (mean
+drop over the positions done so far) is reported after each. No randomness: the same input
+gives the same map.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+import numpy as np
+
+from cxr_viewer.core.errors import ExplainError
+from cxr_viewer.core.preprocess import normalize
+from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
+
+from ._common import check_input, check_target
+from .base import DisplayDefaults, Explainer, Heatmap, PartialFn
+
+
+def _positions(size: int, patch: int, stride: int) -> list[int]:
+    """Top (or left) edges of the patch along one axis, the last one flush with the edge."""
+    starts = list(range(0, size - patch + 1, stride))
+    if starts[-1] != size - patch:
+        starts.append(size - patch)
+    return starts
+
+
+class OcclusionExplainer(Explainer):
+    """Occlusion sensitivity (Zeiler & Fergus 2014) through the classifier's predict path.
+
+    Settings
+    --------
+    patch: int or None
+        Side of the grey square in model-input pixels; None: a tenth of the shorter side
+        (6 px at 64, 22 px at 224).
+    stride: int or None
+        Step between positions (1..patch); None: half the patch (400 positions at 64 or 224
+        px). A finer stride localises small findings better and costs (patch/stride)² more.
+    fill: float
+        Grey level of the square on the [0, 1] display scale (0.5: mid-grey).
+    batch_size: int or None
+        Occluded images per model call (None: the classifier's batch size).
+    """
+
+    name: ClassVar[str] = "occlusion"
+    label: ClassVar[str] = "Occlusion sensitivity"
+    needs_gradients: ClassVar[bool] = False
+    signed: ClassVar[bool] = True
+    uses_layer: ClassVar[bool] = False
+    #: green/pink: apart from LIME's purple/orange and SHAP's red/blue when shown together
+    display: ClassVar[DisplayDefaults] = DisplayDefaults("Occlusion", "PiYG_r")
+    shortcut: ClassVar[str] = "O"
+    batched: ClassVar[bool] = True
+    default_settings: ClassVar[dict[str, Any]] = {
+        "patch": None,
+        "stride": None,
+        "fill": 0.5,
+        "batch_size": None,
+    }
+
+    def _geometry(self) -> tuple[int, int, float, int]:
+        spec = self.classifier.spec
+        side = min(spec.height, spec.width)
+        s = self.settings
+        try:
+            patch = int(s.get("patch") or max(2, side // 10))
+            stride = int(s.get("stride") or max(1, patch // 2))
+            batch = int(s.get("batch_size") or self.classifier.batch_size)
+            fill = float(s.get("fill", 0.5))
+        except (TypeError, ValueError) as exc:
+            raise ExplainError(
+                "Occlusion patch, stride and batch size must be whole numbers, fill a number",
+                f"got patch={s.get('patch')!r}, stride={s.get('stride')!r}, "
+                f"batch_size={s.get('batch_size')!r}, fill={s.get('fill')!r}.",
+            ) from exc
+        if not 1 <= patch <= side:
+            raise ExplainError(
+                f"Occlusion patch {patch} does not fit the model input",
+                f"the patch must be 1..{side} pixels (the input is {spec.height}×{spec.width}).",
+                "Choose a smaller patch.",
+            )
+        if not 1 <= stride <= patch:
+            raise ExplainError(
+                f"Occlusion stride {stride} is not in 1..{patch}",
+                "a stride larger than the patch would leave pixels never occluded.",
+                "Choose a stride no larger than the patch.",
+            )
+        if not (np.isfinite(fill) and 0.0 <= fill <= 1.0):
+            raise ExplainError(f"Occlusion fill {fill} is not a grey level in [0, 1]")
+        if batch < 1:
+            raise ExplainError(f"Occlusion batch size {batch} must be at least 1")
+        return patch, stride, fill, batch
+
+    def explain(
+        self,
+        x: np.ndarray,
+        target_class: int,
+        *,
+        progress: ProgressFn = no_progress,
+        cancel: CancelToken | None = None,
+        partial: PartialFn | None = None,
+    ) -> Heatmap:
+        start = time.perf_counter()
+        x = check_input(self.classifier, x)
+        t = check_target(self.classifier, target_class)
+        patch, stride, fill, batch = self._geometry()
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        spec = self.classifier.spec
+        h, w = spec.height, spec.width
+        grey = normalize(np.full((h, w), fill, np.float32), spec)
+        spots = [(r, c) for r in _positions(h, patch, stride) for c in _positions(w, patch, stride)]
+        n = len(spots)
+        progress(0.0, f"Occlusion: {n} positions of a {patch}-px patch")
+        base = float(self.classifier.predict_inputs(x[None], cancel=cancel)[0, t])
+        total = np.zeros((h, w), np.float64)
+        count = np.zeros((h, w), np.float64)
+        settings = {**self.settings, "patch": patch, "stride": stride, "batch_size": batch}
+
+        def heatmap(is_partial: bool) -> Heatmap:
+            values = (total / np.maximum(count, 1.0)).astype(np.float32)
+            return Heatmap(
+                values=values,
+                method=self.name,
+                target_class=t,
+                class_name=self.classifier.class_names[t],
+                signed=True,
+                settings={**settings, "occlusions": n, "base_score": base},
+                seed=None,
+                runtime_s=time.perf_counter() - start,
+                partial=is_partial,
+            )
+
+        for first in range(0, n, batch):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            chunk = spots[first : first + batch]
+            images = np.repeat(x[None], len(chunk), axis=0)
+            for i, (r, c) in enumerate(chunk):
+                images[i, r : r + patch, c : c + patch] = grey[r : r + patch, c : c + patch]
+            scores = self.classifier.predict_inputs(images, cancel=cancel)[:, t]
+            for (r, c), score in zip(chunk, scores, strict=True):
+                total[r : r + patch, c : c + patch] += base - float(score)
+                count[r : r + patch, c : c + patch] += 1.0
+            done = first + len(chunk)
+            if done < n:
+                progress(done / n, f"Occlusion: {done}/{n} positions")
+                if partial is not None:
+                    partial(heatmap(True))
+        progress(1.0, "Occlusion done")
+        return heatmap(False)
