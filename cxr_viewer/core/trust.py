@@ -200,14 +200,17 @@ def add_trust(
     x: np.ndarray,
     *,
     steps: int = 16,
+    seed: int = 0,
     cancel: CancelToken | None = None,
 ):
     """A copy of ``heatmap`` with deletion/insertion AUCs and the top-20 % drop added."""
     figs = deletion_insertion(
-        classifier, x, heatmap.values, heatmap.target_class, steps=steps, cancel=cancel
+        classifier, x, heatmap.values, heatmap.target_class, steps=steps, seed=seed, cancel=cancel
     )
     figs.update(
-        top_fraction_drop(classifier, x, heatmap.values, heatmap.target_class, cancel=cancel)
+        top_fraction_drop(
+            classifier, x, heatmap.values, heatmap.target_class, seed=seed, cancel=cancel
+        )
     )
     return replace(heatmap, trust={**heatmap.trust, **figs})
 

@@ -215,7 +215,8 @@ class ModelSession:
 
         With ``colormap`` the screen-size colours are computed here too (worker thread).
         """
-        from cxr_viewer.core.explain.base import explain_study
+        from cxr_viewer.core.explain.base import explain_with_trust
+        from cxr_viewer.core.preprocess import study_to_input
 
         ex = self._explainer(method, layer, settings)
         self.explain_calls += 1
@@ -224,18 +225,14 @@ class ModelSession:
             if partial is not None:
                 partial(OverlayResult.from_heatmap(hm, colormap))
 
-        hm = explain_study(
+        # the map and its trust figures (deletion / insertion AUC, top-20 % drop)
+        hm = explain_with_trust(
             ex,
-            study,
+            study_to_input(study, self.classifier.spec),
             int(target_class),
+            size=(study.rows, study.columns),
             progress=progress,
             cancel=cancel,
             partial=_partial if partial is not None else None,
         )
-        # Trust figures next to every map: deletion / insertion AUC (2 x 17 batched model calls)
-        from cxr_viewer.core.preprocess import study_to_input
-        from cxr_viewer.core.trust import add_trust
-
-        x = study_to_input(study, self.classifier.spec)
-        hm = add_trust(hm, self.classifier, x, cancel=cancel)
         return OverlayResult.from_heatmap(hm, colormap)

@@ -182,6 +182,45 @@ class Explainer(ABC):
         """
 
 
+def explain_with_trust(
+    explainer: Explainer,
+    x: np.ndarray,
+    target_class: int,
+    *,
+    size: tuple[int, int] | None = None,
+    trust: bool = True,
+    seed: int = 0,
+    progress: ProgressFn = no_progress,
+    cancel: CancelToken | None = None,
+    partial: PartialFn | None = None,
+) -> Heatmap:
+    """Explain model input ``x`` and add the trust figures: the one path of the viewer and batch.
+
+    The trust figures (deletion / insertion AUC, top-20 % drop: :func:`~cxr_viewer.core.trust.add_trust`,
+    seeded by ``seed``) are computed on the map at the model's input size, as the model sees
+    it; ``trust=False`` skips them. With ``size`` (rows, columns) the map and every partial map
+    are returned resized to it (a study's pixels).
+    """
+    from cxr_viewer.core.trust import add_trust
+
+    def _partial(h: Heatmap) -> None:
+        if partial is not None:
+            partial(h.resized(*size) if size else h)
+
+    start = time.perf_counter()
+    hm = explainer.explain(
+        x,
+        target_class,
+        progress=progress,
+        cancel=cancel,
+        partial=_partial if partial is not None else None,
+    )
+    hm.runtime_s = hm.runtime_s or (time.perf_counter() - start)
+    if trust:
+        hm = add_trust(hm, explainer.classifier, x, seed=seed, cancel=cancel)
+    return hm.resized(*size) if size else hm
+
+
 def explain_study(
     explainer: Explainer,
     study: Study,
@@ -192,19 +231,13 @@ def explain_study(
     partial: PartialFn | None = None,
 ) -> Heatmap:
     """Explain a study: shared preprocessing, then the map resized to the study's pixels."""
-    x = study_to_input(study, explainer.classifier.spec)
-    start = time.perf_counter()
-
-    def _partial(h: Heatmap) -> None:
-        if partial is not None:
-            partial(h.resized(study.rows, study.columns))
-
-    hm = explainer.explain(
-        x,
+    return explain_with_trust(
+        explainer,
+        study_to_input(study, explainer.classifier.spec),
         target_class,
+        size=(study.rows, study.columns),
+        trust=False,
         progress=progress,
         cancel=cancel,
-        partial=_partial if partial is not None else None,
+        partial=partial,
     )
-    hm.runtime_s = hm.runtime_s or (time.perf_counter() - start)
-    return hm.resized(study.rows, study.columns)
