@@ -165,7 +165,6 @@ class Explainer(ABC):
         """The layers this method can be computed at (empty if it takes none)."""
         return []
 
-    @abstractmethod
     def explain(
         self,
         x: np.ndarray,
@@ -178,8 +177,60 @@ class Explainer(ABC):
         """Explain model input ``x`` (h, w, c), preprocessed, for ``target_class``.
 
         Returns a Heatmap at the model's input size. ``partial`` receives progressive results
-        where the method has them.
+        where the method has them. The same for every method: the input and the class are
+        checked, a cancelled token stops it before any model work, the clock starts, then the
+        method's :meth:`compute` runs and builds its maps with :meth:`Run.heatmap`.
         """
+        from ._common import check_input, check_target
+
+        run = Run(self, 0, time.perf_counter())
+        x = check_input(self.classifier, x)
+        run.target_class = check_target(self.classifier, target_class)
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        return self.compute(x, run, progress=progress, cancel=cancel, partial=partial)
+
+    @abstractmethod
+    def compute(
+        self,
+        x: np.ndarray,
+        run: Run,
+        *,
+        progress: ProgressFn,
+        cancel: CancelToken | None,
+        partial: PartialFn | None,
+    ) -> Heatmap:
+        """The method itself, on a checked input ``x`` for ``run.target_class``.
+
+        Report ``progress``, check ``cancel`` between batches, and build every (partial and
+        final) map with ``run.heatmap(values, ...)``.
+        """
+
+
+@dataclass
+class Run:
+    """One :meth:`Explainer.explain` call: its explainer, checked target class and start time."""
+
+    explainer: Explainer
+    target_class: int
+    start: float
+
+    def heatmap(self, values: np.ndarray, **fields: Any) -> Heatmap:
+        """A Heatmap of this run: method, class, signedness and seconds so far filled in.
+
+        ``fields`` are the other :class:`Heatmap` fields (``layer``, ``settings``, ``seed``,
+        ``trust``, ``partial``, or ``method`` for a variant such as "gradcam++").
+        """
+        ex = self.explainer
+        fields.setdefault("method", ex.name)
+        fields.setdefault("signed", ex.signed)
+        return Heatmap(
+            values=np.asarray(values, dtype=np.float32),
+            target_class=self.target_class,
+            class_name=ex.classifier.class_names[self.target_class],
+            runtime_s=time.perf_counter() - self.start,
+            **fields,
+        )
 
 
 def explain_with_trust(

@@ -13,7 +13,6 @@ cached for the model's lifetime (measured: 1.08× a plain forward at ResNet50V2'
 
 from __future__ import annotations
 
-import time
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,8 +21,6 @@ from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
 
 from ._common import (
-    check_input,
-    check_target,
     final_score_parts,
     flat_model,
     get_layer,
@@ -32,7 +29,7 @@ from ._common import (
     target_unit,
     upsample,
 )
-from .base import DisplayDefaults, Explainer, Heatmap, PartialFn
+from .base import DisplayDefaults, Explainer, Heatmap, PartialFn, Run
 from .layers import default_gradcam_layer, gradcam_layers, layer_output
 
 VARIANTS = ("gradcam", "gradcam++")
@@ -155,26 +152,22 @@ class GradCamExplainer(Explainer):
             np.float32(1.0),
         )
 
-    def explain(
+    def compute(
         self,
         x: np.ndarray,
-        target_class: int,
+        run: Run,
         *,
         progress: ProgressFn = no_progress,
         cancel: CancelToken | None = None,
         partial: PartialFn | None = None,
     ) -> Heatmap:
-        start = time.perf_counter()
-        x = check_input(self.classifier, x)
-        t = check_target(self.classifier, target_class)
+        t = run.target_class
         layer = self.settings.get("layer") or self.default_layer()
         variant = str(self.settings.get("variant", "gradcam"))
         if variant not in VARIANTS:
             raise ExplainError(
                 f"Unknown Grad-CAM variant '{variant}'", f"choose one of {VARIANTS}."
             )
-        if cancel is not None:
-            cancel.raise_if_cancelled()
         progress(0.0, f"Grad-CAM at {layer}")
         fn, kind = _gradcam_fn(self.model, layer)
         if kind == "probability" and output_is_logit(self.classifier):
@@ -198,14 +191,4 @@ class GradCamExplainer(Explainer):
             values = values / peak
         settings = {**self.settings, "layer": layer, "score": kind, "cam_max": peak}
         progress(1.0, "Grad-CAM done")
-        return Heatmap(
-            values=values.astype(np.float32),
-            method=variant,
-            target_class=t,
-            class_name=self.classifier.class_names[t],
-            signed=False,
-            layer=layer,
-            settings=settings,
-            seed=None,
-            runtime_s=time.perf_counter() - start,
-        )
+        return run.heatmap(values, method=variant, layer=layer, settings=settings, seed=None)

@@ -42,7 +42,6 @@ lesion less often).
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -51,8 +50,8 @@ import numpy as np
 from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
 
-from ._common import check_input, check_target, to_unit
-from .base import DisplayDefaults, Explainer, Heatmap, PartialFn, SampleControl
+from ._common import to_unit
+from .base import DisplayDefaults, Explainer, Heatmap, PartialFn, Run, SampleControl
 
 SEGMENTATIONS = ("slic", "quickshift")
 FEATURE_SELECTIONS = ("lasso_path", "highest_weights", "forward_selection", "none", "auto")
@@ -296,19 +295,17 @@ class LimeExplainer(Explainer):
             raise ExplainError("LIME's kernel width must be positive", f"got {s['kernel_width']}.")
         return s
 
-    def explain(
+    def compute(
         self,
         x: np.ndarray,
-        target_class: int,
+        run: Run,
         *,
         progress: ProgressFn = no_progress,
         cancel: CancelToken | None = None,
         partial: PartialFn | None = None,
     ) -> Heatmap:
-        start = time.perf_counter()
         s = self._check_settings()
-        x = check_input(self.classifier, x)
-        t = check_target(self.classifier, target_class)
+        t = run.target_class
         spec = self.classifier.spec
         seed = int(s["seed"])
         lime_image, _ = _import_lime()
@@ -404,28 +401,22 @@ class LimeExplainer(Explainer):
                     converged = True
                     break
             if partial is not None and n_have < total:
-                partial(self._heatmap(w, segments, t, s, seed, n_have, fit, start, partial=True))
+                partial(self._heatmap(run, w, segments, s, seed, n_have, fit, partial=True))
         progress(1.0, f"LIME done ({n_have} samples)")
         assert w is not None
-        hm = self._heatmap(w, segments, t, s, seed, n_have, fit, start, partial=False)
+        hm = self._heatmap(run, w, segments, s, seed, n_have, fit, partial=False)
         hm.settings["converged"] = converged
         hm.trust["split_half_rho"] = float(rule.agreement[0])
         hm.trust["split_half_top_overlap"] = float(rule.agreement[1])
         self.last_segments = segments
         return hm
 
-    def _heatmap(self, w, segments, t, s, seed, n, fit, start, *, partial: bool) -> Heatmap:
-        values = w[segments].astype(np.float32)
-        return Heatmap(
-            values=values,
-            method="lime",
-            target_class=t,
-            class_name=self.classifier.class_names[t],
-            signed=True,
+    def _heatmap(self, run: Run, w, segments, s, seed, n, fit, *, partial: bool) -> Heatmap:
+        return run.heatmap(
+            w[segments],
             layer=None,
             settings={**s, "samples_used": n, "n_superpixels": int(w.size)},
             seed=seed,
-            runtime_s=time.perf_counter() - start,
             trust={"surrogate_r2": float(fit[2]), "samples": float(n)},
             partial=partial,
         )

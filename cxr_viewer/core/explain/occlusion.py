@@ -16,7 +16,6 @@ gives the same map.
 
 from __future__ import annotations
 
-import time
 from typing import Any, ClassVar
 
 import numpy as np
@@ -25,8 +24,7 @@ from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.preprocess import normalize
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
 
-from ._common import check_input, check_target
-from .base import DisplayDefaults, Explainer, Heatmap, PartialFn
+from .base import DisplayDefaults, Explainer, Heatmap, PartialFn, Run
 
 
 def _positions(size: int, patch: int, stride: int) -> list[int]:
@@ -103,21 +101,17 @@ class OcclusionExplainer(Explainer):
             raise ExplainError(f"Occlusion batch size {batch} must be at least 1")
         return patch, stride, fill, batch
 
-    def explain(
+    def compute(
         self,
         x: np.ndarray,
-        target_class: int,
+        run: Run,
         *,
         progress: ProgressFn = no_progress,
         cancel: CancelToken | None = None,
         partial: PartialFn | None = None,
     ) -> Heatmap:
-        start = time.perf_counter()
-        x = check_input(self.classifier, x)
-        t = check_target(self.classifier, target_class)
+        t = run.target_class
         patch, stride, fill, batch = self._geometry()
-        if cancel is not None:
-            cancel.raise_if_cancelled()
         spec = self.classifier.spec
         h, w = spec.height, spec.width
         grey = normalize(np.full((h, w), fill, np.float32), spec)
@@ -131,15 +125,10 @@ class OcclusionExplainer(Explainer):
 
         def heatmap(is_partial: bool) -> Heatmap:
             values = (total / np.maximum(count, 1.0)).astype(np.float32)
-            return Heatmap(
-                values=values,
-                method=self.name,
-                target_class=t,
-                class_name=self.classifier.class_names[t],
-                signed=True,
+            return run.heatmap(
+                values,
                 settings={**settings, "occlusions": n, "base_score": base},
                 seed=None,
-                runtime_s=time.perf_counter() - start,
                 partial=is_partial,
             )
 

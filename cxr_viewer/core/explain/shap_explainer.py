@@ -22,7 +22,6 @@ bilinear upsampling scaled so the map keeps the layer's total).
 
 from __future__ import annotations
 
-import time
 import warnings
 from typing import Any, ClassVar
 
@@ -32,8 +31,6 @@ from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
 
 from ._common import (
-    check_input,
-    check_target,
     final_score_parts,
     flat_model,
     get_layer,
@@ -42,7 +39,7 @@ from ._common import (
     target_unit,
     upsample,
 )
-from .base import DisplayDefaults, Explainer, Heatmap, PartialFn, SampleControl
+from .base import DisplayDefaults, Explainer, Heatmap, PartialFn, Run, SampleControl
 from .layers import is_cut_layer, layer_output, shap_layers
 
 SAMPLINGS = ("stratified", "shap")
@@ -266,18 +263,16 @@ class ShapLayerExplainer(Explainer):
         cache[key] = (explainer, bg_h, f_bg, f, used)
         return cache[key]
 
-    def explain(
+    def compute(
         self,
         x: np.ndarray,
-        target_class: int,
+        run: Run,
         *,
         progress: ProgressFn = no_progress,
         cancel: CancelToken | None = None,
         partial: PartialFn | None = None,
     ) -> Heatmap:
-        start = time.perf_counter()
-        x = check_input(self.classifier, x)
-        t = check_target(self.classifier, target_class)
+        t = run.target_class
         s = dict(self.settings)
         layer_name = s.get("layer") or self.default_layer()
         sampling = s.get("sampling", "stratified")
@@ -330,12 +325,8 @@ class ShapLayerExplainer(Explainer):
         gap = abs(total - diff) / abs(diff) if abs(diff) > 1e-6 else float("nan")
         values = self._to_image(phi.sum(axis=-1) if phi.ndim == 3 else phi, layer_name)
         progress(1.0, "SHAP done")
-        return Heatmap(
-            values=values,
-            method="shap",
-            target_class=t,
-            class_name=self.classifier.class_names[t],
-            signed=True,
+        return run.heatmap(
+            values,
             layer=layer_name,
             settings={
                 **s,
@@ -344,7 +335,6 @@ class ShapLayerExplainer(Explainer):
                 "background_count": int(len(bg_h)),
             },
             seed=seed,
-            runtime_s=time.perf_counter() - start,
             trust={
                 "completeness_gap": gap,
                 "completeness_abs_gap": abs(total - diff),
