@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cxr_viewer.core.errors import ExplainError
+from cxr_viewer.core.explain.registry import EXPLAINERS
 from cxr_viewer.core.model_card import model_card_lines
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
 from cxr_viewer.core.study import Study
@@ -55,8 +56,9 @@ def _import_explainer_libraries() -> None:
 
     from cxr_viewer.core.model_io import importing
 
-    # (all three are imported statically elsewhere, so PyInstaller collects them)
-    for name in ("lime.lime_image", "shap", "matplotlib"):  # matplotlib: overlay colormaps
+    # (all are imported statically elsewhere, so PyInstaller collects them)
+    names = [lib for cls in EXPLAINERS.values() for lib in cls.libraries]
+    for name in [*names, "matplotlib"]:  # matplotlib: overlay colormaps
         try:
             with importing(name):
                 importlib.import_module(name)
@@ -120,14 +122,15 @@ class ModelSession:
         )
         progress(0.75, "Warming up Grad-CAM…")
         self._warm_up_gradcam(defaults.get("gradcam"), settings.get("gradcam", {}))
-        progress(0.85, "Loading LIME and SHAP…")
+        with_libraries = [c.display.short_label for c in EXPLAINERS.values() if c.libraries]
+        progress(0.85, f"Loading {' and '.join(with_libraries) or 'explainers'}…")
         _import_explainer_libraries()
         self.info = info
         progress(1.0, "Model ready")
         return info
 
     def _describe_explainers(self, bundle) -> tuple[dict, dict, dict]:
-        from cxr_viewer.core.explain.registry import EXPLAINERS, create_explainer
+        from cxr_viewer.core.explain.registry import create_explainer
 
         layers: dict[str, list[str]] = {}
         defaults: dict[str, str | None] = {}

@@ -148,6 +148,9 @@ class Explainer(ABC):
     batched: ClassVar[bool] = False
     #: seconds between two partial maps the viewer draws while the method runs
     partial_interval_s: ClassVar[float] = 0.25
+    #: third-party modules the method imports when it first runs (the viewer imports them while
+    #: the model warms up, so the first explanation does not stall)
+    libraries: ClassVar[tuple[str, ...]] = ()
     #: extra figures a Heatmap of this method carries, as ``batch`` columns
     #: ``<name>_<field>`` (values from :meth:`summary`)
     summary_fields: ClassVar[tuple[str, ...]] = ()

@@ -231,6 +231,7 @@ class LimeExplainer(Explainer):
         "early_stop": False,
     }
     batched: ClassVar[bool] = True
+    libraries: ClassVar[tuple[str, ...]] = ("lime.lime_image",)
     #: a LIME refit per partial map costs more than a redraw: fewer of them
     partial_interval_s: ClassVar[float] = 0.5
     summary_fields: ClassVar[tuple[str, ...]] = ("samples",)

@@ -170,6 +170,7 @@ class ShapLayerExplainer(Explainer):
     quick_settings: ClassVar[dict[str, Any]] = {"nsamples": 16, "max_background": 4}
     needs_background: ClassVar[bool] = True
     batched: ClassVar[bool] = True
+    libraries: ClassVar[tuple[str, ...]] = ("shap",)
     summary_fields: ClassVar[tuple[str, ...]] = ("completeness_gap",)
     default_settings: ClassVar[dict[str, Any]] = {
         "layer": None,
