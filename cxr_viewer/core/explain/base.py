@@ -186,37 +186,33 @@ class Explainer(ABC):
         """
         from ._common import check_input, check_target
 
-        run = Run(self, 0, time.perf_counter())
+        start = time.perf_counter()
         x = check_input(self.classifier, x)
-        run.target_class = check_target(self.classifier, target_class)
+        t = check_target(self.classifier, target_class)
         if cancel is not None:
             cancel.raise_if_cancelled()
-        return self.compute(x, run, progress=progress, cancel=cancel, partial=partial)
+        return self.compute(x, Run(self, t, start, progress, cancel, partial))
 
     @abstractmethod
-    def compute(
-        self,
-        x: np.ndarray,
-        run: Run,
-        *,
-        progress: ProgressFn,
-        cancel: CancelToken | None,
-        partial: PartialFn | None,
-    ) -> Heatmap:
+    def compute(self, x: np.ndarray, run: Run) -> Heatmap:
         """The method itself, on a checked input ``x`` for ``run.target_class``.
 
-        Report ``progress``, check ``cancel`` between batches, and build every (partial and
-        final) map with ``run.heatmap(values, ...)``.
+        Report ``run.progress``, check ``run.cancel`` between batches, send partial maps to
+        ``run.partial`` (when not None), and build every map with ``run.heatmap(values, ...)``.
         """
 
 
 @dataclass
 class Run:
-    """One :meth:`Explainer.explain` call: its explainer, checked target class and start time."""
+    """One :meth:`Explainer.explain` call: its explainer, checked target class, start time and
+    the caller's progress, cancel and partial-map callbacks."""
 
     explainer: Explainer
     target_class: int
     start: float
+    progress: ProgressFn = no_progress
+    cancel: CancelToken | None = None
+    partial: PartialFn | None = None
 
     def heatmap(self, values: np.ndarray, **fields: Any) -> Heatmap:
         """A Heatmap of this run: method, class, signedness and seconds so far filled in.

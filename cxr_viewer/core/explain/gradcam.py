@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cxr_viewer.core.errors import ExplainError
-from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
 
 from ._common import (
     final_score_parts,
@@ -29,7 +28,7 @@ from ._common import (
     target_unit,
     upsample,
 )
-from .base import DisplayDefaults, Explainer, Heatmap, PartialFn, Run
+from .base import DisplayDefaults, Explainer, Heatmap, Run
 from .layers import default_gradcam_layer, gradcam_layers, layer_output
 
 VARIANTS = ("gradcam", "gradcam++")
@@ -152,15 +151,8 @@ class GradCamExplainer(Explainer):
             np.float32(1.0),
         )
 
-    def compute(
-        self,
-        x: np.ndarray,
-        run: Run,
-        *,
-        progress: ProgressFn = no_progress,
-        cancel: CancelToken | None = None,
-        partial: PartialFn | None = None,
-    ) -> Heatmap:
+    def compute(self, x: np.ndarray, run: Run) -> Heatmap:
+        progress, cancel = run.progress, run.cancel
         t = run.target_class
         layer = self.settings.get("layer") or self.default_layer()
         variant = str(self.settings.get("variant", "gradcam"))

@@ -48,10 +48,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cxr_viewer.core.errors import ExplainError
-from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
 
 from ._common import to_unit
-from .base import DisplayDefaults, Explainer, Heatmap, PartialFn, Run, SampleControl
+from .base import DisplayDefaults, Explainer, Heatmap, Run, SampleControl
 
 SEGMENTATIONS = ("slic", "quickshift")
 FEATURE_SELECTIONS = ("lasso_path", "highest_weights", "forward_selection", "none", "auto")
@@ -296,15 +295,8 @@ class LimeExplainer(Explainer):
             raise ExplainError("LIME's kernel width must be positive", f"got {s['kernel_width']}.")
         return s
 
-    def compute(
-        self,
-        x: np.ndarray,
-        run: Run,
-        *,
-        progress: ProgressFn = no_progress,
-        cancel: CancelToken | None = None,
-        partial: PartialFn | None = None,
-    ) -> Heatmap:
+    def compute(self, x: np.ndarray, run: Run) -> Heatmap:
+        progress, cancel, partial = run.progress, run.cancel, run.partial
         s = self._check_settings()
         t = run.target_class
         spec = self.classifier.spec

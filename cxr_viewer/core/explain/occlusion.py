@@ -22,9 +22,8 @@ import numpy as np
 
 from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.preprocess import normalize
-from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
 
-from .base import DisplayDefaults, Explainer, Heatmap, PartialFn, Run
+from .base import DisplayDefaults, Explainer, Heatmap, Run
 
 
 def _positions(size: int, patch: int, stride: int) -> list[int]:
@@ -101,15 +100,8 @@ class OcclusionExplainer(Explainer):
             raise ExplainError(f"Occlusion batch size {batch} must be at least 1")
         return patch, stride, fill, batch
 
-    def compute(
-        self,
-        x: np.ndarray,
-        run: Run,
-        *,
-        progress: ProgressFn = no_progress,
-        cancel: CancelToken | None = None,
-        partial: PartialFn | None = None,
-    ) -> Heatmap:
+    def compute(self, x: np.ndarray, run: Run) -> Heatmap:
+        progress, cancel, partial = run.progress, run.cancel, run.partial
         t = run.target_class
         patch, stride, fill, batch = self._geometry()
         spec = self.classifier.spec

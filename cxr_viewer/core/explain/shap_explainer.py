@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cxr_viewer.core.errors import ExplainError
-from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
+from cxr_viewer.core.progress import CancelToken
 
 from ._common import (
     final_score_parts,
@@ -39,7 +39,7 @@ from ._common import (
     target_unit,
     upsample,
 )
-from .base import DisplayDefaults, Explainer, Heatmap, PartialFn, Run, SampleControl
+from .base import DisplayDefaults, Explainer, Heatmap, Run, SampleControl
 from .layers import is_cut_layer, layer_output, shap_layers
 
 SAMPLINGS = ("stratified", "shap")
@@ -264,15 +264,8 @@ class ShapLayerExplainer(Explainer):
         cache[key] = (explainer, bg_h, f_bg, f, used)
         return cache[key]
 
-    def compute(
-        self,
-        x: np.ndarray,
-        run: Run,
-        *,
-        progress: ProgressFn = no_progress,
-        cancel: CancelToken | None = None,
-        partial: PartialFn | None = None,
-    ) -> Heatmap:
+    def compute(self, x: np.ndarray, run: Run) -> Heatmap:
+        progress, cancel = run.progress, run.cancel
         t = run.target_class
         s = dict(self.settings)
         layer_name = s.get("layer") or self.default_layer()
