@@ -20,11 +20,16 @@ from typing import Any
 
 import numpy as np
 
+from .explain.registry import EXPLAINERS
 from .model_io import import_tensorflow
 from .preprocess import study_to_input
 
-#: largest allowed GPU-vs-CPU difference per output (see the module docstring)
-TOLERANCE: dict[str, float] = {"predict": 1e-3, "gradcam": 0.02, "lime": 0.05, "shap": 0.05}
+#: largest allowed GPU-vs-CPU difference per output (see the module docstring): predictions,
+#: then each method's own ``device_tolerance`` from the registry
+TOLERANCE: dict[str, float] = {
+    "predict": 1e-3,
+    **{name: cls.device_tolerance for name, cls in EXPLAINERS.items()},
+}
 CPU = "/CPU:0"
 
 

@@ -154,6 +154,9 @@ class Explainer(ABC):
     #: extra figures a Heatmap of this method carries, as ``batch`` columns
     #: ``<name>_<field>`` (values from :meth:`summary`)
     summary_fields: ClassVar[tuple[str, ...]] = ()
+    #: largest GPU-vs-CPU difference of the map allowed by the device comparison, relative to
+    #: the CPU map's largest value (cxr_viewer.core.device_compare)
+    device_tolerance: ClassVar[float] = 0.05
 
     @classmethod
     def summary(cls, heatmap: Heatmap) -> dict[str, Any]:

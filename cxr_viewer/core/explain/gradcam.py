@@ -116,6 +116,7 @@ class GradCamExplainer(Explainer):
     name: ClassVar[str] = "gradcam"
     label: ClassVar[str] = "Grad-CAM"
     needs_gradients: ClassVar[bool] = True
+    device_tolerance: ClassVar[float] = 0.02
     signed: ClassVar[bool] = False
     uses_layer: ClassVar[bool] = True
     #: inferno: dark where the map is weak, so (with the cut-off) no wash over the lung fields

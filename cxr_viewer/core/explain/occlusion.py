@@ -54,6 +54,7 @@ class OcclusionExplainer(Explainer):
     name: ClassVar[str] = "occlusion"
     label: ClassVar[str] = "Occlusion sensitivity"
     needs_gradients: ClassVar[bool] = False
+    device_tolerance: ClassVar[float] = 0.02
     signed: ClassVar[bool] = True
     uses_layer: ClassVar[bool] = False
     #: green/pink: apart from LIME's purple/orange and SHAP's red/blue when shown together
