@@ -261,3 +261,16 @@ def test_viewer_shows_a_binary_sigmoid_model(qtbot, gui, tmp_path, binary_bundle
         assert win.state.overlays["gradcam"].heatmap.heatmap.class_name == "normal"
     finally:
         win.close()
+
+
+def test_while_the_model_loads_the_panel_says_so_not_no_model(qtbot):
+    state = ViewerState()
+    panel = PredictionPanel(state)
+    qtbot.addWidget(panel)
+    state.set_model_status("loading", "Loading demo…", 0.4)
+    assert panel.headline.text().startswith("Loading the model… (40 %)")
+    assert "No model loaded" not in panel.headline.text()
+    state.set_model_status("failed", "bad bundle")
+    assert panel.headline.text().startswith("The model could not be loaded")
+    state.set_model_status("none")
+    assert panel.headline.text().startswith("No model loaded")

@@ -225,10 +225,21 @@ class PredictionPanel(StatePanel):
         model = self.state.model
         self.near_flag.setVisible(False)
         if model is None:
-            self.headline.setText(
-                "No model loaded — predictions and explanations are unavailable. "
-                "File ▸ Open model… loads a bundle."
-            )
+            if self.state.model_status in ("loading", "warming up"):
+                self.headline.setText(
+                    f"Loading the model… ({round(self.state.model_progress * 100)} %) — the "
+                    "prediction appears when it is ready."
+                )
+            elif self.state.model_status == "failed":
+                self.headline.setText(
+                    "The model could not be loaded — no predictions. File ▸ Open model… tries "
+                    "another bundle."
+                )
+            else:
+                self.headline.setText(
+                    "No model loaded — predictions and explanations are unavailable. "
+                    "File ▸ Open model… loads a bundle."
+                )
             return
         if pred is None:
             self.headline.setText(
