@@ -37,6 +37,22 @@ def _deep(root, depth: int) -> None:
         os.close(fd)
 
 
+def _remove_deep(root, depth: int) -> None:
+    """Remove what :func:`_deep` made, bottom up through descriptors: pytest's own clean-up of
+    old temporary folders (``shutil.rmtree``, recursive) would overflow Python's stack on it."""
+    fds = [os.open(root, os.O_RDONLY)]
+    try:
+        for _ in range(depth):
+            fds.append(os.open("d", os.O_RDONLY, dir_fd=fds[-1]))
+        os.unlink("img.png", dir_fd=fds[-1])
+        for parent in reversed(fds[:-1]):
+            os.rmdir("d", dir_fd=parent)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    root.rmdir()
+
+
 def test_name_longer_than_255_bytes_is_a_clear_error(tmp_path, capsys):
     path = tmp_path / ("é" * 200 + ".png")  # 400 bytes in UTF-8
     with pytest.raises(StudyLoadError, match="too long"):
@@ -50,10 +66,14 @@ def test_name_longer_than_255_bytes_is_a_clear_error(tmp_path, capsys):
 
 def test_folders_nested_1500_deep_are_walked_without_recursion(tmp_path):
     _deep(tmp_path / "deep", 1500)
-    listing = scan_study_files(tmp_path / "deep")
-    assert len(listing.files) == 1 and listing.files[0].name == "img.png"
-    assert len(listing.files[0].parts) > 1500
-    assert listing.skipped == []
+    try:
+        listing = scan_study_files(tmp_path / "deep")
+        assert len(listing.files) == 1 and listing.files[0].name == "img.png"
+        assert len(listing.files[0].parts) > 1500
+        assert listing.skipped == []
+    finally:
+        _remove_deep(tmp_path / "deep", 1500)
+    assert not (tmp_path / "deep").exists()
 
 
 @posix_only
