@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_import import _randomize  # the same random-weights helper (BN statistics too)
 
 from cxr_viewer.core.errors import BundleError
 
@@ -27,25 +28,6 @@ FINDINGS_14 = [
 ]  # fmt: skip
 LIME_FAST = {"num_samples": 64, "n_segments": 16, "min_samples": 32, "chunk_size": 32}
 SHAP_FAST = {"nsamples": 8, "max_background": 4}
-
-
-def _randomize(model, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if hasattr(layer, "layers"):
-            _randomize(layer, seed + 1)
-            continue
-        ws = layer.get_weights()
-        if not ws:
-            continue
-        if type(layer).__name__ == "BatchNormalization":
-            new = [
-                rng.uniform(0.5, 1.5, w.shape) if i in (0, 3) else rng.normal(0, 0.2, w.shape)
-                for i, w in enumerate(ws)
-            ]
-        else:
-            new = [rng.normal(0, 0.3, w.shape) for w in ws]
-        layer.set_weights([n.astype(np.float32) for n in new])
 
 
 def _features(k, x, prefix: str = ""):
