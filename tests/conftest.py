@@ -1,5 +1,6 @@
-"""Shared fixtures: the real-data folder (skipped when absent), quiet TensorFlow, and the
-``gpu`` marker (such tests skip, with the reason, where TensorFlow sees no GPU)."""
+"""Shared fixtures: the real-data folder (skipped when absent), the one tiny model bundle, quiet
+TensorFlow, and the ``gpu`` marker (such tests skip, with the reason, where TensorFlow sees no
+GPU)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,17 @@ def shared_data():
     if path is None:
         pytest.skip("real test data not found: set CXR_SHARED_DATA or place it at ../shared/data")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """The shared tiny bundle (32×32 grey, random weights; see ``tests/bundle_support.py``).
+
+    The viewer's tests override it with the 64×64 RGB variant written the way the app loads it.
+    """
+    from bundle_support import write_tiny_bundle
+
+    return write_tiny_bundle(tmp_path_factory.mktemp("tiny") / "tiny_bundle")
 
 
 _GPU_SEEN: list[str] = []

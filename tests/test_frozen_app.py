@@ -40,7 +40,7 @@ def bundle(tmp_path_factory) -> Path:
     demo = APP.parent / "_internal" / "resources" / "demo_bundle"
     if (demo / "metadata.json").is_file():
         return demo
-    from selftest_support import write_tiny_bundle
+    from bundle_support import write_tiny_bundle
 
     return write_tiny_bundle(tmp_path_factory.mktemp("frozen") / "tiny_bundle")
 

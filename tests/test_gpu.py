@@ -12,8 +12,8 @@ import re
 
 import numpy as np
 import pytest
+from bundle_support import write_tiny_bundle
 from device_support import NOISE, SAMPLE_PNG, _child, _result
-from selftest_support import write_tiny_bundle
 
 from cxr_viewer.core.device_compare import TOLERANCE
 

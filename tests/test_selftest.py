@@ -6,7 +6,6 @@ import json
 import shutil
 
 import pytest
-from selftest_support import write_tiny_bundle
 
 from cxr_viewer.cli import main
 from cxr_viewer.commands import selftest
@@ -21,11 +20,6 @@ STEPS = [
     *(f"explain_{m}" for m in selftest.EXPLAIN),
     "device",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory):
-    return write_tiny_bundle(tmp_path_factory.mktemp("selftest") / "tiny_bundle")
 
 
 def _run(tmp_path, *extra: str) -> tuple[int, dict]:

@@ -15,15 +15,9 @@ import sys
 import numpy as np
 import pytest
 from device_support import NOISE, SAMPLE_PNG, _child, _result
-from selftest_support import write_tiny_bundle
 
 from cxr_viewer.core.errors import DeviceError
 from cxr_viewer.core.model_io import DeviceRequest, NativeLogFilter, quiet_native_stderr
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory):
-    return write_tiny_bundle(tmp_path_factory.mktemp("device") / "tiny_bundle")
 
 
 # ------------------------------------------------------------------------------ parsing

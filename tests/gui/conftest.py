@@ -47,7 +47,7 @@ def broken_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
-    """Written from a lower-priority thread, as the app's model worker would load it.
+    """The shared tiny bundle at 64×64 RGB, written from a lower-priority thread, as the app's model worker would load it.
 
     If this is the process's first TensorFlow use, TensorFlow's compute threads are created
     from that thread and inherit its lower priority (see gui/worker.py), as in the app.
@@ -75,28 +75,12 @@ def tiny_bundle(tmp_path_factory) -> Path:
 
 
 def _write_tiny_bundle(root: Path) -> None:
-    import keras
+    from bundle_support import write_tiny_bundle
 
-    from cxr_viewer.core.bundle import write_bundle
-    from cxr_viewer.core.preprocess import InputSpec
-
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((64, 64, 3))
-    x = keras.layers.Conv2D(8, 3, activation="relu", padding="same", name="conv_a")(inp)
-    x = keras.layers.MaxPooling2D(name="pool_a")(x)
-    x = keras.layers.Conv2D(8, 3, activation="relu", padding="same", name="conv_b")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    out = keras.layers.Dense(2, activation="softmax", name="output")(x)
-    model = keras.Model(inp, out)
-    write_bundle(
+    write_tiny_bundle(
         root,
-        model,
-        name="tiny-test",
-        class_names=["normal", "pneumonia"],
-        input_spec=InputSpec(64, 64, 3, "unit"),
-        gradcam_layer="conv_b",
-        shap_layers=["conv_a", "pool_a"],
-        background=np.random.default_rng(0).random((4, 64, 64, 3), dtype=np.float32),
+        size=64,
+        channels=3,
         extra={
             "version": "0.0-test",
             "data_summary": {"train": {"normal": 10, "pneumonia": 10}},
