@@ -120,14 +120,14 @@ class Actions:
         act(
             "layout_grid",
             "&Grid: one pane per method",
-            lambda: (s.set_layout("grid"), self._sync_layout()),
+            lambda: self._choose_layout("grid"),
             ["Alt+1"],
             tip="The original and one pane per shown method, each with its legend",
         )
         act(
             "layout_side",
             "Side by si&de: original and all maps",
-            lambda: (s.set_layout("side"), self._sync_layout()),
+            lambda: self._choose_layout("side"),
             ["Alt+2"],
             tip="The original next to one view with every shown map",
         )
@@ -266,6 +266,10 @@ class Actions:
     def _sync_overlay(self, method: str, what: str) -> None:
         ov = self.win.state.overlays[method]
         self._set_checked(f"toggle_{method}", ov.visible)
+
+    def _choose_layout(self, layout: str) -> None:
+        self.win.state.set_layout(layout)
+        self._sync_layout()
 
     def _sync_layout(self) -> None:
         layout = self.win.state.layout

@@ -17,6 +17,7 @@ Self-contained so that any image view can host it:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QRectF, Qt
@@ -60,9 +61,10 @@ class BoxOutlineItem(QGraphicsItem):
         self.prepareGeometryChange()
         self._rects = list(rects)
         for label in self._labels:
-            label.setParentItem(None)
-            if label.scene() is not None:
-                label.scene().removeItem(label)
+            label.setParentItem(None)  # type: ignore[arg-type]  # stubs omit None; Qt takes nullptr
+            scene = label.scene()
+            if scene is not None:
+                scene.removeItem(label)
         self._labels = []
         for rect, text in self._rects:
             label = QGraphicsSimpleTextItem(text, self)
@@ -98,6 +100,11 @@ class BoxOutlineItem(QGraphicsItem):
 
 class AnnotationLayer(QObject):
     """Boxes of the study shown, on every pane of ``window``, and their trust-panel lines."""
+
+    # set by :func:`install`
+    open_action: QAction
+    toggle_action: QAction
+    open_path: Callable[[str], None]
 
     def __init__(self, window) -> None:
         super().__init__(window)
@@ -139,8 +146,8 @@ class AnnotationLayer(QObject):
         if study is None or getattr(study, "path", None) is None:
             return []
         path = Path(study.path)
-        found = []
-        if self._boxes:
+        found: list[loc.Box] = []
+        if self._boxes and self.source is not None:  # the CSV's folder resolves relative names
             found = loc.boxes_for_image(self._boxes, path, self.source.parent)
         return found or self._sidecar(path)
 
@@ -291,7 +298,7 @@ def install(window) -> AnnotationLayer:
     actions = getattr(window, "actions_", None)
     anchor = actions.all.get("open_model") if actions is not None else None
     menus = [m for m in (anchor.associatedObjects() if anchor else []) if isinstance(m, QMenu)]
-    if menus:
+    if menus and anchor is not None:
         menus[0].insertAction(anchor, open_act)
         menus[0].insertAction(anchor, toggle)
         menus[0].insertSeparator(anchor)

@@ -15,7 +15,7 @@ DEFAULT_BUDGET_BYTES = 768 * 1024 * 1024
 def _nbytes(value: Any) -> int:
     n = getattr(value, "nbytes", None)
     if n is None:
-        n = getattr(getattr(value, "values", None), "nbytes", 0)
+        return int(getattr(getattr(value, "values", None), "nbytes", 0)) + 1024
     return int(n) + 1024
 
 

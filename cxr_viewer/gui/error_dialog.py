@@ -16,7 +16,9 @@ import re
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 from PySide6.QtWidgets import QMessageBox, QWidget
@@ -26,6 +28,10 @@ from cxr_viewer.core.errors import CxrError
 log = logging.getLogger("cxr_viewer")
 
 MAX_OPEN_DIALOGS = 3
+
+#: the hooks :meth:`ErrorReporter.install` replaces (and ``uninstall`` puts back)
+_ExceptHook = Callable[[type[BaseException], BaseException, TracebackType | None], Any]
+_ThreadHook = Callable[["threading.ExceptHookArgs"], Any]
 
 
 #: a trailing "(…)" that quotes a library: it starts with an exception's name, or reads like
@@ -102,7 +108,7 @@ class ErrorReporter(QObject):
         self.shown: list[tuple[str, str]] = []  # (headline, explanation) of every error shown
         self.open_dialogs: list[ErrorDialog] = []
         self._post.connect(self._show_posted)
-        self._old_hooks = None
+        self._old_hooks: tuple[_ExceptHook, _ThreadHook] | None = None
 
     def report(self, exc: BaseException, details: str | None = None) -> ErrorDialog | None:
         """Log ``exc`` and show it (safe to call from any thread)."""

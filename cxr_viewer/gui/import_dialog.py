@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -179,8 +180,9 @@ class ImportDialog(QDialog):
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
         self.progress.setVisible(False)
-        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
-        self.import_button = self.buttons.button(QDialogButtonBox.Ok)
+        ok, cancel = QDialogButtonBox.StandardButton.Ok, QDialogButtonBox.StandardButton.Cancel
+        self.buttons = QDialogButtonBox(ok | cancel)
+        self.import_button = self.buttons.button(ok)
         self.import_button.setText("Import")
         self.buttons.accepted.connect(self.start)
         self.buttons.rejected.connect(self.cancel_or_close)
@@ -506,7 +508,7 @@ class ImportDialog(QDialog):
         super().done(result)
 
 
-def sample_images(folder: Path | None, n: int) -> tuple[list[str], list]:
+def sample_images(folder: Path | None, n: int) -> tuple[list[str], list[np.ndarray]]:
     """Up to ``n`` readable studies (names, [0, 1] display images) from ``folder`` or the
     bundled sample studies."""
     from cxr_viewer.core.display import display_image
@@ -517,7 +519,8 @@ def sample_images(folder: Path | None, n: int) -> tuple[list[str], list]:
     files = list_study_files(folder if folder is not None else samples_dir())
     if folder is None:  # the bundled samples: chest films before the codec test phantoms
         files = sorted(files, key=lambda f: Path(f).name.startswith("phantom_"))
-    names, images = [], []
+    names: list[str] = []
+    images: list[np.ndarray] = []
     for f in files:
         if len(images) >= n:
             break

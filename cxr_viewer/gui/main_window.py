@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import NoReturn
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
@@ -93,7 +94,9 @@ class MainWindow(QMainWindow):
         self.status = StatusArea(self.state, settings=self.settings)
         self.setStatusBar(self.status)
         self.actions_ = Actions(self)
-        pacs_dialogs.install(self)  # File ▸ Query/retrieve, PACS nodes, Export ▸ DICOM
+        self.pacs_actions = pacs_dialogs.install(
+            self
+        )  # File ▸ Query/retrieve, PACS nodes, Export ▸ DICOM
         self._docks()
         self.annotations = install_annotations(self)  # File ▸ Open annotations…, boxes on panes
 
@@ -178,9 +181,8 @@ class MainWindow(QMainWindow):
         """Put the shown views in the grid; new ones take the zoom and pan of the old ones."""
         views = self.shown_views()
         old = [v for v in self.views if v.isVisible()]
-        if [self.grid.itemAt(i).widget() for i in range(self.grid.count())] == views and all(
-            v.isVisible() for v in views
-        ):
+        in_grid = [item.widget() for i in range(self.grid.count()) if (item := self.grid.itemAt(i))]
+        if in_grid == views and all(v.isVisible() for v in views):
             return
         ref = old[0] if old else None
         for v in self.views:
@@ -227,7 +229,7 @@ class MainWindow(QMainWindow):
             recent = self.settings.add_recent(p)
         self.actions_.rebuild_recent(recent)
         self.settings.last_dir = str(Path(paths[0]).resolve().parent)
-        self.controller.open_paths(paths)
+        self.controller.open_paths(list(paths))  # a list[str | Path] for the controller
 
     def open_file_dialog(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(
@@ -379,16 +381,20 @@ class MainWindow(QMainWindow):
 
     def export(self, kind: str, path: str | Path) -> None:
         """Write the PNG or PDF on the I/O worker; the status bar says when it is done."""
-        from .worker import Task
+        from .worker import Failure, Task
 
         snap = self.snapshot()
         writer = save_png if kind == "png" else save_pdf
+
+        def failed(f: Failure) -> None:
+            self.reporter.report(f.exc, f.traceback)
+
         self.controller.io_worker.submit(
             Task(
                 lambda progress, cancel, partial: writer(snap, path),
                 f"export:{kind}",
                 on_done=lambda p: self.status.show_message(f"Saved {p}"),
-                on_error=lambda f: self.reporter.report(f.exc, f.traceback),
+                on_error=failed,
             )
         )
 
@@ -457,7 +463,7 @@ def shortcuts_html(actions) -> str:
     return "<table cellspacing='0' cellpadding='3'>" + "".join(rows) + "</table>"
 
 
-def raise_no_study() -> None:
+def raise_no_study() -> NoReturn:
     from cxr_viewer.core.errors import CxrError
 
     raise CxrError("Nothing to export", "no study is open.", "Open a study first.")

@@ -216,10 +216,10 @@ class PacsNodesDialog(QDialog):
         self.test_button = QPushButton("Test connection")
         self.test_button.setObjectName("TestConnection")
         self.test_button.clicked.connect(self.test_connection)
-        self.result = QLabel("")
-        self.result.setObjectName("TestResult")
-        self.result.setWordWrap(True)
-        self.result.setTextFormat(Qt.TextFormat.RichText)
+        self.result_label = QLabel("")
+        self.result_label.setObjectName("TestResult")
+        self.result_label.setWordWrap(True)
+        self.result_label.setTextFormat(Qt.TextFormat.RichText)
         buttons = QHBoxLayout()
         for b in (self.add_button, self.remove_button, self.test_button):
             buttons.addWidget(b)
@@ -230,7 +230,7 @@ class PacsNodesDialog(QDialog):
         right = QVBoxLayout()
         right.addLayout(form)
         right.addLayout(buttons)
-        right.addWidget(self.result)
+        right.addWidget(self.result_label)
         top = QHBoxLayout()
         top.addWidget(self.list, 1)
         top.addLayout(right, 2)
@@ -279,7 +279,7 @@ class PacsNodesDialog(QDialog):
         try:
             node = self.edited_node()
         except CxrError as exc:
-            self.result.setText(_error_text(exc))
+            self.result_label.setText(_error_text(exc))
             return
         labels = [n.label for n in self.nodes]
         if node.label in labels:
@@ -290,7 +290,7 @@ class PacsNodesDialog(QDialog):
             idx = len(self.nodes) - 1
         save_nodes(self.settings, self.nodes)
         self._refresh(idx)
-        self.result.setText(f"Saved {node.label}.")
+        self.result_label.setText(f"Saved {node.label}.")
 
     def remove_current(self) -> None:
         row = self.list.currentRow()
@@ -305,15 +305,15 @@ class PacsNodesDialog(QDialog):
         try:
             node = self.edited_node()
         except CxrError as exc:
-            self.result.setText(_error_text(exc))
+            self.result_label.setText(_error_text(exc))
             return None
-        self.result.setText(f"Sending a C-ECHO to {node.label}…")
+        self.result_label.setText(f"Sending a C-ECHO to {node.label}…")
         self.test_button.setEnabled(False)
 
         def done(seconds: float) -> None:
             self.busy.stop()
             self.test_button.setEnabled(True)
-            self.result.setText(
+            self.result_label.setText(
                 f"<span style='color:#2e7d32'>✔ {node.label} answered the C-ECHO "
                 f"in {seconds * 1000:.0f} ms.</span>"
             )
@@ -321,12 +321,12 @@ class PacsNodesDialog(QDialog):
         def failed(f: Failure) -> None:
             self.busy.stop()
             self.test_button.setEnabled(True)
-            self.result.setText(_error_text(f.exc))
+            self.result_label.setText(_error_text(f.exc))
 
         def cancelled() -> None:
             self.busy.stop()
             self.test_button.setEnabled(True)
-            self.result.setText("Cancelled.")
+            self.result_label.setText("Cancelled.")
 
         task = Task(
             lambda progress, cancel, partial: PacsClient(node, timeout=10).echo(),
@@ -353,6 +353,7 @@ class QueryRetrieveDialog(QDialog):
 
     #: the files that arrived (list of Path), after each retrieve (also a partial one)
     retrieved = Signal(object)
+    busy: _Busy  # set at the end of __init__; the selection lambda reads it later
 
     def __init__(
         self,
@@ -781,7 +782,7 @@ def install(win: MainWindow) -> dict[str, QAction]:
     win.actions_.all.update(actions)
     file_menu = _menu(win, "&File")
     if file_menu is not None:
-        before = win.actions_.all.get("quit")
+        before = win.actions_.all["quit"]  # Actions always creates it
         export_menu = QMenu("E&xport", win)
         export_menu.addAction(actions["export_dicom"])
         file_menu.insertSeparator(before)
@@ -789,12 +790,12 @@ def install(win: MainWindow) -> dict[str, QAction]:
         file_menu.insertAction(before, actions["pacs_nodes"])
         file_menu.insertMenu(before, export_menu)
         file_menu.insertSeparator(before)
-    win.pacs_actions = actions
     return actions
 
 
 def _menu(win: MainWindow, title: str) -> QMenu | None:
     for act in win.menuBar().actions():
-        if act.text() == title and act.menu() is not None:
-            return act.menu()
+        menu = act.menu()
+        if act.text() == title and isinstance(menu, QMenu):
+            return menu
     return None

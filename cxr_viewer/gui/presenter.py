@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QObject, QTimer, Signal
-from PySide6.QtGui import QPixmap
+from PySide6.QtGui import QImage, QPixmap
 
 from cxr_viewer.core.overlay import colorbar_image, legend_labels
 from cxr_viewer.core.study import Window
@@ -175,7 +175,7 @@ class OverlayPresenter(QObject):
         self.state, self.view = state, view
         self.panes = panes or {}
         self.colorize_calls = 0
-        self._strips: dict[tuple, object] = {}
+        self._strips: dict[tuple[str, bool, float], QImage] = {}
         state.events.overlay.connect(self._on_overlay)
         state.events.study.connect(self.redraw_all)
         state.events.target_class.connect(self.annotate)

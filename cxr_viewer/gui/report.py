@@ -13,7 +13,7 @@ import datetime as _dt
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -46,6 +46,15 @@ class LayerSnapshot:
     runtime_s: float
     trust: dict[str, float] = field(default_factory=dict)
     cutoff: float = 0.0
+
+
+class _TextLine(NamedTuple):
+    """One wrapped line of the PNG's annotation band."""
+
+    text: str
+    size: float
+    weight: str
+    colour: str
 
 
 @dataclass
@@ -200,13 +209,13 @@ def annotated_image(snap: Snapshot) -> np.ndarray:
     line = font * 1.45
     chars = int((cw - 30 * s) / (font * 0.6))
 
-    blocks: list[tuple[str, object]] = []  # ("text", (str, size, weight, colour)) | ("legend", ly)
+    blocks: list[_TextLine | LayerSnapshot] = []  # a line of text, or a layer's legend
 
-    def text(t: str, size: float = font, weight: str = "normal", colour: str = "#e6e6e6"):
+    def text(t: str, size: float = font, weight: str = "normal", colour: str = "#e6e6e6") -> None:
         width = chars * font / size * (0.88 if weight == "bold" else 1.0)
         for para in t.split("\n"):
             for ln in textwrap.wrap(para, max(20, int(width))) or [""]:
-                blocks.append(("text", (ln, size, weight, colour)))
+                blocks.append(_TextLine(ln, size, weight, colour))
 
     text(
         f"CXR Lens — {study_label(snap)} — {snap.model_name} {snap.model_version}".strip(),
@@ -222,22 +231,24 @@ def annotated_image(snap: Snapshot) -> np.ndarray:
     for ly in shown:
         extra = "; ".join(v.text for v in verdicts(ly.method, ly.trust, ly.settings))
         text(layer_line(ly) + (f" — {extra}" if extra else ""))
-        blocks.append(("legend", ly))
+        blocks.append(ly)
         caption = legend_labels(ly.signed, ly.colormap, snap.target_class or "")[2]
         text(caption, font * 0.85, colour="#aab0b8")
     text(DISCLAIMER, font * 0.95, "bold", "#f0c36d")
 
     legend_h = line * 0.7 + 3 * s + line * 0.95 + 4 * s
-    band = int(np.ceil(16 * s + sum(legend_h if k == "legend" else line for k, _ in blocks)))
+    band = int(
+        np.ceil(16 * s + sum(legend_h if isinstance(b, LayerSnapshot) else line for b in blocks))
+    )
     total_h = h + band
     dpi = 100
     fig = Figure(figsize=(cw / dpi, total_h / dpi), dpi=dpi, facecolor="#141517")
-    FigureCanvasAgg(fig)
+    canvas = FigureCanvasAgg(fig)
     fig.figimage(rgb, xo=0, yo=band, origin="upper")
     y = band - 8 * s  # from the band's top, downward (pixels from the figure bottom)
     x0 = 14 * s
-    for kind, item in blocks:
-        if kind == "text":
+    for item in blocks:
+        if isinstance(item, _TextLine):
             t, size, weight, colour = item
             y -= line * size / font
             fig.text(
@@ -273,7 +284,6 @@ def annotated_image(snap: Snapshot) -> np.ndarray:
             va="bottom",
         )
         y = top - legend_h
-    canvas = fig.canvas
     canvas.draw()
     out = np.asarray(canvas.buffer_rgba())[..., :3].copy()
     out[:h, :w] = rgb  # the composite's own pixels, untouched by any resampling
@@ -330,25 +340,25 @@ def _settings_text(ly: LayerSnapshot) -> str:
     return ", ".join(parts)
 
 
-def _probability_bars(ax, snap: Snapshot) -> None:
+def _probability_bars(ax, snap: Snapshot, probabilities: list[float]) -> None:
     """Horizontal bars (multi-label: sorted, at most 14) with each threshold drawn on its bar."""
     n = len(snap.class_names)
     order = (
-        list(np.argsort(-np.asarray(snap.probabilities), kind="stable")[:14])
+        list(np.argsort(-np.asarray(probabilities), kind="stable")[:14])
         if snap.kind == "multilabel"
         else list(range(n))
     )
     thresholds = snap.thresholds or [None] * n
     marked = set(snap.findings) if snap.kind == "multilabel" else {snap.predicted}
     y = np.arange(len(order))
-    probs = [snap.probabilities[i] for i in order]
+    probs = [probabilities[i] for i in order]
     names = [snap.class_names[i] for i in order]
     ax.barh(y, probs, color=["#d9534f" if c in marked else "#6c8ebf" for c in names])
     ax.set_yticks(y, names, fontsize=7 if len(order) > 6 else 8)
     ax.set_xlim(0, 1)
     ax.invert_yaxis()
     for yi, i in zip(y, order, strict=True):
-        p = snap.probabilities[i]
+        p = probabilities[i]
         t = thresholds[i]
         label = f"{p * 100:.1f} %" + (f" (threshold {t:.2f})" if t is not None else "")
         ax.text(min(p + 0.01, 0.62), yi, label, va="center", fontsize=7)
@@ -435,7 +445,7 @@ def save_pdf(snap: Snapshot, path: str | Path) -> Path:
 
     bar_ax = fig.add_axes((0.30, 0.245, 0.62, 0.085))
     if snap.probabilities is not None:
-        _probability_bars(bar_ax, snap)
+        _probability_bars(bar_ax, snap, snap.probabilities)
     else:
         bar_ax.text(0.5, 0.5, "No prediction (no model loaded)", ha="center", va="center")
         bar_ax.set_axis_off()

@@ -9,11 +9,15 @@ view; colourising that copy takes milliseconds on the GUI thread, whereas colour
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from cxr_viewer.core.overlay import colorize, robust_vmax
+
+if TYPE_CHECKING:
+    from cxr_viewer.core.explain.base import Heatmap
 
 PREVIEW_MAX_SIDE = 1024
 
@@ -47,7 +51,7 @@ def value_scale(values: np.ndarray) -> float:
 class OverlayResult:
     """A Heatmap at the study's size plus its screen-size copy and colour scale."""
 
-    heatmap: object  # cxr_viewer.core.explain.base.Heatmap
+    heatmap: Heatmap
     preview: np.ndarray
     vmax: float
     colormap: str | None = None

@@ -44,9 +44,9 @@ class Settings:
     # ------------------------------------------------------------------ recent files
     def recent_files(self) -> list[str]:
         value = self.q.value("recent", [])
-        if isinstance(value, str):
+        if isinstance(value, str):  # QSettings gives a one-item list back as a string
             value = [value]
-        return [str(v) for v in (value or []) if v]
+        return [str(v) for v in value if v] if isinstance(value, list | tuple) else []
 
     def add_recent(self, path: str | Path) -> list[str]:
         p = str(Path(path).resolve())

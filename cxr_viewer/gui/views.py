@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QPointF, QRect, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPixmap, QTransform
 from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QWidget
 
@@ -93,7 +93,7 @@ class ImageView(QGraphicsView):
                 item.setPixmap(QPixmap())
             self.viewport().update()
             return
-        new_size = tuple(int(v) for v in study_size)
+        new_size = (int(study_size[0]), int(study_size[1]))
         first = self._image_size != new_size
         self._image_size = new_size
         pixmap = image if isinstance(image, QPixmap) else QPixmap.fromImage(image)
@@ -262,7 +262,7 @@ class ImageView(QGraphicsView):
             self.caption, self.badges, self.legends = caption, list(badges), list(legends)
             self.viewport().update()
 
-    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:  # noqa: N802
+    def drawForeground(self, painter: QPainter, rect: QRectF | QRect) -> None:  # noqa: N802
         super().drawForeground(painter, rect)
         self.paint_count += 1
         if not (self.caption or self.badges or self.legends):
@@ -280,7 +280,7 @@ class ImageView(QGraphicsView):
             painter.setPen(self._caption_pen)
             text = fm.elidedText(self.caption, Qt.TextElideMode.ElideRight, max(20, width - 16))
             painter.drawText(8, 18, text)
-        y = 26
+        y = 26.0
         flags = Qt.AlignmentFlag.AlignLeft | Qt.TextFlag.TextWordWrap
         for level, text in self.badges:
             avail = max(40, min(width - 28, 460))

@@ -75,12 +75,12 @@ def test_nodes_dialog_saves_nodes_and_tests_the_connection(qtbot, tmp_path, orth
         OUR_AE,
     )
     dlg.test_connection()
-    qtbot.waitUntil(lambda: "answered the C-ECHO" in dlg.result.text(), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: "answered the C-ECHO" in dlg.result_label.text(), timeout=WAIT_MS)
     dlg.port.setValue(free_port())
     dlg.test_connection()
-    qtbot.waitUntil(lambda: "nothing answers" in dlg.result.text().lower(), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: "nothing answers" in dlg.result_label.text().lower(), timeout=WAIT_MS)
     dlg.ae_title.setText("WAY-TOO-LONG-AE-TITLE")
-    assert dlg.test_connection() is None and "Invalid PACS AE title" in dlg.result.text()
+    assert dlg.test_connection() is None and "Invalid PACS AE title" in dlg.result_label.text()
     dlg.done(0)
 
 

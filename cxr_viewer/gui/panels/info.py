@@ -94,14 +94,16 @@ class MetadataPanel(StatePanel):
         for i, (k, v) in enumerate(rows):
             self.table.setItem(i, 0, QTableWidgetItem(k))
             item = QTableWidgetItem(v)
-            item.setToolTip(study.transfer_syntax if k == "Transfer syntax" else v)
+            tip = study.transfer_syntax if study is not None and k == "Transfer syntax" else v
+            item.setToolTip(tip or "")
             self.table.setItem(i, 1, item)
 
     def values(self) -> dict[str, str]:
-        return {
-            self.table.item(i, 0).text(): self.table.item(i, 1).text()
-            for i in range(self.table.rowCount())
-        }
+        def text(row: int, column: int) -> str:
+            item = self.table.item(row, column)
+            return item.text() if item is not None else ""
+
+        return {text(i, 0): text(i, 1) for i in range(self.table.rowCount())}
 
 
 class ModelPanel(StatePanel):

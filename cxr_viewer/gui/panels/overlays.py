@@ -106,8 +106,8 @@ class OverlayControls(QFrame):
         form.addRow("Layer", self.layer)
         self._layer_row = self.layer
 
-        self.samples = None
-        self._sample_key = None
+        self.samples: QComboBox | None = None
+        self._sample_key: str | None = None  # set together with ``samples``
         control = EXPLAINERS[method].samples
         if control is not None:
             self._sample_key = control.key
@@ -171,7 +171,7 @@ class OverlayControls(QFrame):
             if idx >= 0:
                 self.layer.setCurrentIndex(idx)
         self.form.setRowVisible(self._layer_row, bool(ov.layers))
-        if self.samples is not None:
+        if self.samples is not None and self._sample_key is not None:
             with QSignalBlocker(self.samples):
                 n = ov.settings.get(self._sample_key)
                 if self.samples.findData(n) < 0 and n is not None:

@@ -322,9 +322,11 @@ class PredictionPanel(StatePanel):
         """Class / finding names from top to bottom as laid out."""
         rows = []
         for i in range(self._rows_layout.count()):
-            w = self._rows_layout.itemAt(i).widget()
+            item = self._rows_layout.itemAt(i)
+            w = item.widget() if item is not None else None
             if isinstance(w, FindingRow):
-                pos = self._rows_layout.getItemPosition(i)[0]
+                # PySide6's stub says object; it returns (row, column, row span, column span)
+                pos = self._rows_layout.getItemPosition(i)[0]  # type: ignore[index]
                 rows.append((pos, w.name))
         return [name for _, name in sorted(rows)]
 

@@ -21,7 +21,7 @@ class StudyList(QListWidget):
     def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("StudyList")
-        self.state = state
+        self.viewer_state = state  # not `state`: QAbstractItemView.state() exists
         self.setIconSize(QSize(THUMB, THUMB))
         self.setUniformItemSizes(True)
         self.setWordWrap(False)
@@ -36,7 +36,7 @@ class StudyList(QListWidget):
         self.rebuild()
 
     def _row_changed(self, row: int) -> None:
-        if row >= 0 and row != self.state.index:
+        if row >= 0 and row != self.viewer_state.index:
             self.openRequested.emit(row)
 
     def _blank(self) -> QIcon:
@@ -47,7 +47,7 @@ class StudyList(QListWidget):
     def rebuild(self) -> None:
         with QSignalBlocker(self):
             self.clear()
-            for p in self.state.studies:
+            for p in self.viewer_state.studies:
                 item = QListWidgetItem(self._thumbs.get(p, self._placeholder), p.name)
                 item.setToolTip(str(p))
                 item.setData(Qt.ItemDataRole.UserRole, str(p))
@@ -60,8 +60,8 @@ class StudyList(QListWidget):
 
     def _select_current(self) -> None:
         with QSignalBlocker(self):
-            if 0 <= self.state.index < self.count():
-                self.setCurrentRow(self.state.index)
+            if 0 <= self.viewer_state.index < self.count():
+                self.setCurrentRow(self.viewer_state.index)
 
     def set_thumbnail(self, path: Path, image: QImage) -> None:
         icon = QIcon(QPixmap.fromImage(image))
