@@ -17,6 +17,7 @@ does not beat it has learnt little beyond global brightness and contrast.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -208,16 +209,15 @@ def pixel_baseline(data: PreparedData, pos: int | None, side: int = 32) -> dict:
 
     x_tr, x_va, x_te = features("train"), features("val"), features("test")
     y_tr, y_va, y_te = data.labels("train"), data.labels("val"), data.labels("test")
-    best = None
+    fits = []
     for c in (0.001, 0.01, 0.1, 1.0):
         clf = make_pipeline(
             StandardScaler(), LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
         )
         clf.fit(x_tr, y_tr)
-        val_auc = auc(y_va, clf.predict_proba(x_va))
-        if best is None or (val_auc or 0) > (best[1] or 0):
-            best = (c, val_auc, clf)
-    c, val_auc, clf = best
+        fits.append((c, auc(y_va, clf.predict_proba(x_va)), clf))
+    # the best validation AUC (None counts as 0); the first C among equals
+    c, val_auc, clf = max(fits, key=lambda f: f[1] or 0)
     return {
         "model": f"logistic regression on {side}×{side} pixels (standardised, C={c} on validation)",
         "C": c,
@@ -248,7 +248,7 @@ def evaluate_model(
         threshold = choose_threshold(
             data.labels("val") == pos, probs["val"][:, pos], rule, target_sensitivity
         )
-    out = {
+    out: dict[str, Any] = {
         "threshold": threshold,
         "positive_class": names[pos] if pos is not None else None,
         "threshold_rule": rule if pos is not None else "argmax",

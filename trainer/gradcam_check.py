@@ -79,12 +79,13 @@ def gradcam_check(
 def measure_gradcam(clf, x: np.ndarray, *, seed: int = 0) -> dict:
     """Deletion at 20 % (Grad-CAM vs a random map of the layer's grid) and centre mass for
     model inputs ``x`` (n, h, w, c), explaining each film's predicted class."""
-    from cxr_viewer.core.explain.registry import create_explainer
+    from cxr_viewer.core.explain.gradcam import GradCamExplainer
     from cxr_viewer.core.trust import baseline_image
 
-    explainer = create_explainer("gradcam", clf)
+    explainer = GradCamExplainer(clf)
     layer = explainer.default_layer()
-    grid = tuple(int(d) for d in explainer.model.get_layer(layer).output.shape[1:3])
+    shape = explainer.model.get_layer(layer).output.shape
+    grid = (int(shape[1]), int(shape[2]))
     rng = np.random.default_rng(seed)
     probs = clf.predict_inputs(x)
     spec = clf.spec

@@ -45,7 +45,7 @@ def class_weights(
             "A label index is outside the class list", f"{k} classes, got {counts}."
         )
     if (counts == 0).any():
-        empty = [class_names[i] for i in np.flatnonzero(counts == 0)]
+        empty = [class_names[int(i)] for i in np.flatnonzero(counts == 0)]
         raise TrainingError(
             "Cannot weight classes that have no training images",
             f"no training images for {empty}.",

@@ -47,7 +47,7 @@ class EpochClock:
         self._initial: dict[int, int] = {}
 
     def _generators(self, model) -> list:
-        found = []
+        found: list = []  # keras SeedGenerators
         for owner in [*self._augment, *(model._flatten_layers() if model is not None else [])]:
             for gen in getattr(owner, "_seed_generators", []) or []:
                 if all(g is not gen for g in found):

@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import shutil
+from collections.abc import Hashable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,7 +61,7 @@ def pick_samples(splits: pd.DataFrame, labels: pd.DataFrame, seed: int) -> pd.Da
     sub = labels.assign(file=labels["filename"].map(lambda f: Path(f).name))
     test = test.merge(sub[["file", "subtype"]], on="file", how="left")
     rng = np.random.default_rng(seed)
-    picked = []
+    picked: list[dict[Hashable, Any]] = []  # chosen rows of ``test`` (to_dict records)
     for (label, subtype), n in PICK.items():
         pool = test[(test["label"] == label) & (test["subtype"] == subtype)]
         pool = pool.sort_values("file").drop_duplicates("patient_id")

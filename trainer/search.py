@@ -29,7 +29,7 @@ def sample_trials(cfg: Config) -> list[dict]:
         {
             "trial": t,
             "learning_rate": float(math.exp(rng.uniform(lo, hi))),
-            "dropout": float(rng.uniform(*s.dropout)),
+            "dropout": float(rng.uniform(s.dropout[0], s.dropout[1])),
             "dense_units": int(rng.choice(s.dense_units)),
         }
         for t in range(s.trials)

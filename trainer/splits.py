@@ -34,13 +34,11 @@ def _one_fold(
             "Use more data or larger split fractions.",
         )
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    first = None
-    for _, held in cv.split(np.zeros(len(labels)), labels, groups):
-        if first is None:
-            first = held
+    folds = [held for _, held in cv.split(np.zeros(len(labels)), labels, groups)]
+    for held in folds:
         if len(np.unique(labels[held])) == n_classes:
             return held
-    return first
+    return folds[0]  # n_splits >= 2 folds always come back
 
 
 def split_by_patient(

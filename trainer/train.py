@@ -32,6 +32,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,7 +51,7 @@ FINAL_MODEL = "model.keras"
 
 @dataclass
 class TrainResult:
-    model: object
+    model: Any  # a keras.Model (Keras ships no type stubs)
     history: pd.DataFrame
     best_epoch: int
     resumed_from: int  # 0 for a fresh run, -1 when a finished run's model was reused

@@ -24,8 +24,9 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -164,11 +165,17 @@ def _write_overlay(path: Path, ctx: BatchContext, study, hm) -> None:
     Image.fromarray(rgb).save(path, format="PNG")
 
 
+class _Writer(Protocol):
+    """An output writer, called as ``write(path, ctx=…, study=…, hm=…)``."""
+
+    def __call__(self, path: Path, ctx: BatchContext, study: Any, hm: Any) -> None: ...
+
+
 #: Output kinds written per file and method: column prefix → (file suffix, writer). Each
 #: writer is called as ``write(path, ctx, study, heatmap)`` with the heat map resized to the
 #: study; its file name is recorded in the column ``<prefix>_<method>``.
 #: ``path`` is a temporary file that :meth:`OutputWriter.save` renames when it is complete.
-OUTPUTS: dict[str, tuple[str, Any]] = {
+OUTPUTS: dict[str, tuple[str, _Writer]] = {
     "overlay": (".png", _write_overlay),
     "map": (".npy", _write_map),
 }
@@ -286,7 +293,10 @@ def _explain_one(ctx: BatchContext, method: str, x, target: int, study, stem: st
     tag = _tag(method)
     for kind, (suffix, write) in OUTPUTS.items():
         ctx.writer.save(
-            row, f"{kind}_{tag}", f"{stem}_{tag}{suffix}", lambda p, w=write: w(p, ctx, study, full)
+            row,
+            f"{kind}_{tag}",
+            f"{stem}_{tag}{suffix}",
+            partial(write, ctx=ctx, study=study, hm=full),
         )
     return full
 

@@ -22,7 +22,7 @@ import io
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -296,7 +296,7 @@ class OutputWriter:
                     out.append(value)
         return out
 
-    def _delete_outputs(self, row: dict[str, Any], keep: set[str] = frozenset()) -> None:
+    def _delete_outputs(self, row: dict[str, Any], keep: Collection[str] = frozenset()) -> None:
         for name in self._outputs_of(row):
             if name not in keep:
                 try:

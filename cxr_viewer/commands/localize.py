@@ -371,9 +371,10 @@ def _fmt(rec: dict, m: str) -> str:
 
 def _fmt_delta(rec: dict, m: str) -> str:
     key = f"{m}_vs_anatomy_prior"
-    v, lo, hi = rec.get(key), rec.get(f"{key}_lo"), rec.get(f"{key}_hi")
+    v = rec.get(key)
     if v is None or not np.isfinite(v):
         return "–"
+    lo, hi = rec[f"{key}_lo"], rec[f"{key}_hi"]  # set together with the difference
     mark = " ▲" if lo > 0 else (" ▼" if hi < 0 else "")
     return f"{v:+.2f} [{lo:+.2f}, {hi:+.2f}]{mark}"
 

@@ -18,11 +18,13 @@ from pathlib import Path
 SIZE = 384
 SEED = 2024
 #: phantom index → the files it is written as (format, photometric)
-LAYOUT = {
-    0: [("png", None)],
-    1: [("dicom", "MONOCHROME1"), ("dicom", "MONOCHROME2")],
-    2: [("dicom", "MONOCHROME2")],
-    3: [("png", None)],
+#: phantom slot → the files written from it: None a PNG, else a DICOM with that photometric
+#: interpretation
+LAYOUT: dict[int, list[str | None]] = {
+    0: [None],
+    1: ["MONOCHROME1", "MONOCHROME2"],
+    2: ["MONOCHROME2"],
+    3: [None],
 }
 
 README = """# Sample studies (synthetic)
@@ -69,8 +71,8 @@ def write_samples(out_dir: str | Path) -> list[Path]:
         write_phantoms(tmp, ph, prefix="s")
         for i, files in LAYOUT.items():
             label = PHANTOM_CLASSES[int(ph.labels[i])]
-            for fmt, photometric in files:
-                if fmt == "png":
+            for photometric in files:
+                if photometric is None:
                     src, name = f"s-{i:05d}.png", f"sample-{i + 1:02d}_{label}.png"
                 else:
                     p = photometric.lower()
