@@ -23,9 +23,11 @@ import argparse
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from types import FrameType
 from typing import Any, Protocol
 
 import numpy as np
@@ -307,9 +309,11 @@ class _StopOnSigint:
 
     def __init__(self, stop: threading.Event) -> None:
         self.stop = stop
-        self.previous = None
+        #: the SIGINT handler before ours (``signal.signal``'s answer: a function, SIG_DFL /
+        #: SIG_IGN, or None when it was not installed from Python)
+        self.previous: Callable[[int, FrameType | None], Any] | int | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> _StopOnSigint:
         if threading.current_thread() is threading.main_thread():
             self.previous = signal.signal(signal.SIGINT, self._handle)
         return self
