@@ -9,15 +9,12 @@ view; colourising that copy takes milliseconds on the GUI thread, whereas colour
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from cxr_viewer.core.explain.base import Heatmap
 from cxr_viewer.core.overlay import colorize, robust_vmax
-
-if TYPE_CHECKING:
-    from cxr_viewer.core.explain.base import Heatmap
 
 PREVIEW_MAX_SIDE = 1024
 
