@@ -33,10 +33,19 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cxr_viewer.core.errors import Cancelled, PacsError
 from cxr_viewer.core.progress import CancelToken
+
+if TYPE_CHECKING:  # pydicom and pynetdicom are imported where used (the PACS extra)
+    from collections.abc import Iterator
+
+    from pydicom.dataset import Dataset
+    from pydicom.uid import UID
+    from pynetdicom import AE
+    from pynetdicom.association import Association
+    from pynetdicom.events import Event
 
 DEFAULT_CALLING_AE = "CXRLENS"
 DEFAULT_TIMEOUT = 15.0
@@ -167,7 +176,8 @@ class StudyRecord:
 
     def masked(self) -> StudyRecord:
         """The same record with the patient fields hidden (the "hide patient fields" setting)."""
-        return replace(self, **{k: "•••" if getattr(self, k) else "" for k in self.PATIENT_FIELDS})
+        hidden: dict[str, Any] = {k: "•••" if getattr(self, k) else "" for k in self.PATIENT_FIELDS}
+        return replace(self, **hidden)
 
 
 @dataclass
@@ -233,7 +243,7 @@ def log_association(path: Path | None, record: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------- contexts
 
 
-def _uids():
+def _uids() -> tuple[list[UID], list[UID]]:
     from pydicom import uid
 
     compressed = [
@@ -251,9 +261,9 @@ def _uids():
     return compressed, plain
 
 
-def _storage_classes() -> tuple[list[str], list[str]]:
+def _storage_classes() -> tuple[list[UID], list[UID]]:
     """(image SOP classes, non-image SOP classes) we accept when retrieving."""
-    from pynetdicom import sop_class as sc
+    from pydicom import uid as sc
 
     images = [
         sc.ComputedRadiographyImageStorage,
@@ -276,24 +286,23 @@ def _storage_classes() -> tuple[list[str], list[str]]:
     return images, other
 
 
-def _retrieve_contexts(ae, *, as_scp: bool) -> list[str]:
+def _retrieve_contexts(ae: AE, *, as_scp: bool) -> list[UID]:
     """Storage contexts for receiving: per image class, one context per compressed transfer
     syntax (so the PACS sends each image as it stores it) and one uncompressed."""
     compressed, plain = _uids()
     images, other = _storage_classes()
-    add = ae.add_supported_context if as_scp else ae.add_requested_context
     if as_scp:
         for sop in images:
-            add(sop, compressed + plain)
+            ae.add_supported_context(sop, compressed + plain)
         for sop in other:
-            add(sop, plain)
+            ae.add_supported_context(sop, plain)
         return images + other
     for sop in images:
         for ts in compressed:
-            add(sop, ts)
-        add(sop, plain)
+            ae.add_requested_context(sop, ts)
+        ae.add_requested_context(sop, plain)
     for sop in other:
-        add(sop, plain)
+        ae.add_requested_context(sop, plain)
     return images + other
 
 
@@ -324,7 +333,7 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^0-9A-Za-z._-]", "_", text)[:128] or "instance"
 
 
-def write_instance(dest: Path, dataset, file_meta) -> Path:
+def write_instance(dest: Path, dataset: Dataset, file_meta: Dataset) -> Path:
     """Write a received instance to ``dest/<SOPInstanceUID>.dcm`` (temp name, then rename)."""
     from pydicom.dataset import FileMetaDataset
 
@@ -363,7 +372,7 @@ class PacsClient:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _ae(self):
+    def _ae(self) -> AE:
         try:
             from pynetdicom import AE
         except ImportError as exc:  # pragma: no cover - depends on the install
@@ -398,7 +407,7 @@ class PacsClient:
         record.update({k: v for k, v in detail.items() if v not in (None, "")})
         log_association(self.log_path, record)
 
-    def _why_not_established(self, assoc) -> tuple[str, str]:
+    def _why_not_established(self, assoc: Association) -> tuple[str, str]:
         node = self.node
         if assoc.is_rejected:
             return (
@@ -426,7 +435,9 @@ class PacsClient:
         )
 
     @contextmanager
-    def _association(self, ae, operation: str, started: float, **kwargs):
+    def _association(
+        self, ae: AE, operation: str, started: float, **kwargs: Any
+    ) -> Iterator[Association]:
         node = self.node
         try:
             assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, **kwargs)
@@ -454,7 +465,8 @@ class PacsClient:
 
     def echo(self) -> float:
         """C-ECHO; returns the round trip in seconds. Raises PacsError on any failure."""
-        from pynetdicom.sop_class import Verification
+        # pynetdicom makes its SOP class names at import time: its types cannot list them
+        from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
         started = time.monotonic()
         ae = self._ae()
@@ -488,7 +500,9 @@ class PacsClient:
         """C-FIND at study level (Study Root). Dates are ``YYYYMMDD`` or ``date``; either end of
         the range may be open. ``patient_name`` may use ``*`` wildcards."""
         from pydicom.dataset import Dataset
-        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
+
+        # pynetdicom makes its SOP class names at import time: its types cannot list them
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND  # type: ignore[attr-defined]
 
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
@@ -555,7 +569,9 @@ class PacsClient:
         """
         from pydicom.dataset import Dataset
         from pynetdicom import build_role, evt
-        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET
+
+        # pynetdicom makes its SOP class names at import time: its types cannot list them
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET  # type: ignore[attr-defined]
 
         out = _dest(dest)
         result = RetrieveResult()
@@ -589,7 +605,9 @@ class PacsClient:
         ``node.calling_ae``), which writes it into ``dest``. Same result rules as C-GET."""
         from pydicom.dataset import Dataset
         from pynetdicom import evt
-        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as MOVE
+
+        # pynetdicom makes its SOP class names at import time: its types cannot list them
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as MOVE  # type: ignore[attr-defined]
 
         out = _dest(dest)
         result = RetrieveResult()
@@ -613,6 +631,7 @@ class PacsClient:
                 "Choose another storage port in the PACS settings (and register it on the "
                 "PACS), or use C-GET.",
             ) from exc
+        assert server is not None  # start_server(block=False) returns the running server
         try:
             ae = self._ae()
             ae.add_requested_context(MOVE)
@@ -627,13 +646,28 @@ class PacsClient:
         self._log_retrieve("C-MOVE", started, result, study_instance_uid)
         return result
 
-    def retrieve_study(self, study_instance_uid: str, dest, **kwargs) -> RetrieveResult:
+    def retrieve_study(
+        self,
+        study_instance_uid: str,
+        dest: str | Path,
+        *,
+        progress: ProgressCb | None = None,
+        cancel: CancelToken | None = None,
+    ) -> RetrieveResult:
         """C-GET or C-MOVE, as the node says."""
         if self.node.retrieve == "move":
-            return self.move_study(study_instance_uid, dest, **kwargs)
-        return self.get_study(study_instance_uid, dest, **kwargs)
+            return self.move_study(study_instance_uid, dest, progress=progress, cancel=cancel)
+        return self.get_study(study_instance_uid, dest, progress=progress, cancel=cancel)
 
-    def _run_retrieve(self, responses, assoc, result, service, progress, cancel) -> None:
+    def _run_retrieve(
+        self,
+        responses: Iterator[tuple[Dataset, Dataset | None]],
+        assoc: Association,
+        result: RetrieveResult,
+        service: str,
+        progress: ProgressCb | None,
+        cancel: CancelToken | None,
+    ) -> None:
         code: int | None = None
         for status, _identifier in responses:
             code = int(status.Status) if status is not None and "Status" in status else None
@@ -659,13 +693,13 @@ class PacsClient:
             if code != 0xFF00:
                 break
         ours = result.problem  # e.g. our side could not write an instance
-        status = _status_text(code, service)
+        said = _status_text(code, service)
         if code == 0xFE00:
             result.cancelled = True
         elif code in (0xB000,) or (code == 0 and result.failed):
-            result.problem = f"{result.failed} instance(s) could not be retrieved ({status})"
+            result.problem = f"{result.failed} instance(s) could not be retrieved ({said})"
         elif code != 0:
-            result.problem = f"the retrieve failed: {status}"
+            result.problem = f"the retrieve failed: {said}"
         if not result.files and code == 0 and not result.problem:
             result.problem = "the PACS reported success but sent no instance"
         if ours and ours not in result.problem:
@@ -768,7 +802,7 @@ class _StoreHandler:
         self.result = result
         self.lock = threading.Lock()
 
-    def __call__(self, event) -> int:
+    def __call__(self, event: Event) -> int:
         try:
             path = write_instance(self.dest, event.dataset, event.file_meta)
         except Exception as exc:  # a full disk must not kill the association silently
@@ -801,7 +835,7 @@ def _user() -> str:
         return "unknown"
 
 
-def _as_date(value, which: str) -> str:
+def _as_date(value: str | _dt.date | None, which: str) -> str:
     if value is None or value == "":
         return ""
     if isinstance(value, _dt.date):
@@ -818,7 +852,7 @@ def _as_date(value, which: str) -> str:
     return text
 
 
-def _date_range(date_from, date_to) -> str:
+def _date_range(date_from: str | _dt.date | None, date_to: str | _dt.date | None) -> str:
     lo, hi = _as_date(date_from, "from"), _as_date(date_to, "to")
     if lo and hi and lo > hi:
         raise PacsError(
@@ -831,7 +865,7 @@ def _date_range(date_from, date_to) -> str:
     return f"{lo}-{hi}" if (lo or hi) else ""
 
 
-def _record(ds) -> StudyRecord:
+def _record(ds: Dataset) -> StudyRecord:
     from pydicom.multival import MultiValue
 
     def text(keyword: str) -> str:

@@ -11,6 +11,7 @@ Decoders fill a cut stream with grey and return a "good" image; these checks ref
 
 from __future__ import annotations
 
+import mmap
 import struct
 from dataclasses import dataclass
 
@@ -25,6 +26,10 @@ _EOC = b"\xff\xd9"
 
 class CodestreamError(ValueError):
     """The codestream is structurally broken; the message says how (for the user)."""
+
+
+#: what the readers take: the bytes, or a read-only memory map of the file
+ByteData = bytes | mmap.mmap
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ class StreamInfo:
         return self.width * self.height * self.components * self.bytes_per_sample
 
 
-def jpeg_info(data: bytes) -> StreamInfo:
+def jpeg_info(data: ByteData) -> StreamInfo:
     """Walk a JPEG / JPEG-LS stream's markers: frame header, then is there an EOI after the scan.
 
     In entropy-coded data a 0xFF byte is followed by 0x00 (JPEG) or by a byte below 0x80
@@ -121,7 +126,7 @@ def j2k_info(data: bytes) -> StreamInfo:
 _PNG_SAMPLES = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}
 
 
-def png_info(data: bytes) -> StreamInfo:
+def png_info(data: ByteData) -> StreamInfo:
     """The PNG header (IHDR) and whether every chunk fits in the file up to an IEND chunk."""
     if len(data) < 33 or data[12:16] != b"IHDR":
         raise CodestreamError("its PNG header chunk (IHDR) is missing or cut short")
@@ -133,7 +138,7 @@ def png_info(data: bytes) -> StreamInfo:
     )
 
 
-def png_chunks_fit(data: bytes) -> bool:
+def png_chunks_fit(data: ByteData) -> bool:
     """True when every PNG chunk lies inside ``data`` and an IEND chunk ends it (PNG §5.3).
 
     A structural check only (lengths, not CRCs): it finds a file cut short, and a chunk length

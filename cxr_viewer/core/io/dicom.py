@@ -35,7 +35,7 @@ from cxr_viewer.core.errors import (
     StudyLoadError,
     UnsupportedFormatError,
 )
-from cxr_viewer.core.study import Study, Window
+from cxr_viewer.core.study import Study, VoiLut, Window
 
 from .channels import to_grey
 from .dicom_codecs import DAMAGED_HINT, check_codestream, check_decoder, decode_frame, short
@@ -261,33 +261,41 @@ def _build_study(
     bits_stored: int,
 ) -> Study:
     view = frame_view(ds, frame)
-    common = dict(
+    spacing = pixel_spacing_of(view)
+    transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
+    metadata = metadata_of(ds)
+    if photometric == "PALETTE COLOR":
+        stored = apply_color_lut(stored, ds)
+    windows: list[Window] = []
+    luts: list[VoiLut] = []
+    invert = False
+    is_color = False
+    if stored.ndim == 3:  # colour: pydicom already converted YBR to RGB
+        top = 255 if stored.dtype.itemsize == 1 else 2 ** min(bits_stored, 16) - 1
+        pixels, is_color = to_grey(stored, float(top))
+        bits = 8 if top == 255 else min(bits_stored, 16)
+        auto = full_range_window(bits)
+    else:
+        pixels = np.asarray(apply_modality_lut(stored, view), dtype=np.float32)
+        auto = _auto_window(pixels, view, bits_stored)
+        windows, luts = windows_of(view), voi_luts_of(view)
+        invert = inverts(photometric, view)
+    return Study(
         path=path,
         format="dicom",
+        pixels=pixels,
+        auto_window=auto,
+        windows=windows,
+        voi_luts=luts,
+        invert=invert,
         photometric=photometric,
         bits_stored=bits_stored,
         frame=frame,
         n_frames=n_frames,
-        pixel_spacing=pixel_spacing_of(view),
-        transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
-        metadata=metadata_of(ds),
-    )
-    if photometric == "PALETTE COLOR":
-        stored = apply_color_lut(stored, ds)
-    if stored.ndim == 3:  # colour: pydicom already converted YBR to RGB
-        top = 255 if stored.dtype.itemsize == 1 else 2 ** min(bits_stored, 16) - 1
-        grey, is_color = to_grey(stored, float(top))
-        bits = 8 if top == 255 else min(bits_stored, 16)
-        return Study(pixels=grey, auto_window=full_range_window(bits), is_color=is_color, **common)
-    modality = np.asarray(apply_modality_lut(stored, view), dtype=np.float32)
-    windows, luts = windows_of(view), voi_luts_of(view)
-    return Study(
-        pixels=modality,
-        auto_window=_auto_window(modality, view, bits_stored),
-        windows=windows,
-        voi_luts=luts,
-        invert=inverts(photometric, view),
-        **common,
+        pixel_spacing=spacing,
+        transfer_syntax=transfer_syntax,
+        is_color=is_color,
+        metadata=metadata,
     )
 
 

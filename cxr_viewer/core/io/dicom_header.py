@@ -168,7 +168,7 @@ def pixel_spacing_of(view: Dataset) -> tuple[float, float] | None:
         except (TypeError, ValueError):
             continue
         if len(spacing) == 2 and all(math.isfinite(s) and s > 0 for s in spacing):
-            return spacing  # type: ignore[return-value]
+            return spacing
     return None
 
 

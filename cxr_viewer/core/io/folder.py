@@ -30,7 +30,7 @@ class FolderResult:
     errors: list[tuple[Path, StudyLoadError]] = field(default_factory=list)
 
 
-def natural_key(path: Path, root: Path | None = None) -> tuple:
+def natural_key(path: Path, root: Path | None = None) -> tuple[tuple[int | str, ...], ...]:
     """Sort key that orders ``img2`` before ``img10`` (case-insensitive, per path component)."""
     rel = path.relative_to(root) if root is not None else path
     return tuple(

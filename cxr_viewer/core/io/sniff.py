@@ -63,7 +63,7 @@ def looks_like_bare_dicom(head: bytes) -> bool:
         return False
     if head[4:6] in _VRS:
         return True
-    (length,) = struct.unpack_from("<I", head, 4)
+    length = int(struct.unpack_from("<I", head, 4)[0])
     return length < 0x1000_0000  # a first element longer than 256 MB is not a header
 
 
