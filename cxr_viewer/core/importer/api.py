@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from cxr_viewer.core.bundle import Bundle, sha256_file, write_bundle
 from cxr_viewer.core.errors import BundleError, CxrError, ExplainError
@@ -361,7 +362,7 @@ def _resolve_classes(
     return classes, positive_class
 
 
-def _check_threshold(name: str, value) -> float:
+def _check_threshold(name: str, value: Any) -> float:
     try:
         t = float(value)
     except (TypeError, ValueError) as exc:
@@ -371,7 +372,9 @@ def _check_threshold(name: str, value) -> float:
     return t
 
 
-def _input_shape(config: dict, input_size) -> tuple[int, int, int]:
+def _input_shape(
+    config: dict[str, Any], input_size: tuple[int, int] | None
+) -> tuple[int, int, int]:
     shape = declared_input_shape(config)
     if shape is None or len(shape) != 4:
         raise BundleError(
@@ -403,7 +406,7 @@ def _input_shape(config: dict, input_size) -> tuple[int, int, int]:
     return int(rows), int(cols), int(channels)
 
 
-def _refine_normalization(summary: ModelSummary, model) -> ModelSummary:
+def _refine_normalization(summary: ModelSummary, model: Any) -> ModelSummary:
     """A Normalization layer whose mean lives in its weights: read it to tell raw from [0, 1]."""
     if "normalises itself" not in summary.preprocessing_reason:
         return summary
@@ -420,7 +423,7 @@ def _refine_normalization(summary: ModelSummary, model) -> ModelSummary:
     return summary
 
 
-def _explanation_layers(model) -> tuple[str, list[str]]:
+def _explanation_layers(model: Any) -> tuple[str, list[str]]:
     from cxr_viewer.core.explain.layers import default_gradcam_layer, shap_layers
 
     try:
@@ -441,8 +444,10 @@ def _probe_inputs(spec: InputSpec, background: np.ndarray) -> np.ndarray:
     return np.concatenate([rand.astype(np.float32), background[:N_VERIFY]], axis=0)
 
 
-def _compare(expected, got, source_name: str, reference_name: str) -> float:
-    expected, got = np.asarray(expected), np.asarray(got)
+def _compare(
+    expected_values: npt.ArrayLike, got_values: npt.ArrayLike, source_name: str, reference_name: str
+) -> float:
+    expected, got = np.asarray(expected_values), np.asarray(got_values)
     if expected.shape != got.shape:
         raise BundleError(
             f"The imported model does not reproduce {source_name}",
@@ -470,7 +475,9 @@ def _sums_to_one(outputs: np.ndarray) -> bool:
     )
 
 
-def _output_activation(model, declared: str | None, outputs: np.ndarray, source_name: str) -> str:
+def _output_activation(
+    model: Any, declared: str | None, outputs: np.ndarray, source_name: str
+) -> str:
     """The model's final activation: from its configuration or graph, checked on its outputs."""
     from cxr_viewer.core.explain._common import final_score_parts
 

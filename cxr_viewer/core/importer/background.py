@@ -64,7 +64,8 @@ def folder_background(
         raise BundleError(f"Cannot list {folder}", exc.why, exc.hint) from exc
     if len(files) > 4 * n:  # read a spread of the folder, not only its first names
         files = [files[i] for i in np.linspace(0, len(files) - 1, 4 * n).astype(int)]
-    inputs, skipped = [], 0
+    inputs: list[np.ndarray] = []
+    skipped = 0
     for path in files:
         if len(inputs) >= n:
             break

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterator
+from typing import Any
 
 from cxr_viewer.core.errors import BundleError
 
@@ -36,7 +38,9 @@ REFUSED_HINT = (
 )
 
 
-def iter_layer_configs(config: dict, path: tuple[str, ...] = ()):
+def iter_layer_configs(
+    config: dict[str, Any], path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], str, dict[str, Any]]]:
     """Yield ``(path, class_name, layer_config)`` for every layer, descending into nested models."""
     inner = config.get("config", {}) if isinstance(config, dict) else {}
     for layer in inner.get("layers", []) if isinstance(inner, dict) else []:
@@ -49,7 +53,7 @@ def iter_layer_configs(config: dict, path: tuple[str, ...] = ()):
             yield from iter_layer_configs(layer, (*path, name))
 
 
-def refuse_unsupported(config: dict, source_name: str) -> None:
+def refuse_unsupported(config: dict[str, Any], source_name: str) -> None:
     """Raise :class:`BundleError` if any object is of a class in :data:`REFUSED_CLASSES`.
 
     The whole document is searched, not only the layer lists, so a Lambda wrapped in another
@@ -64,7 +68,7 @@ def refuse_unsupported(config: dict, source_name: str) -> None:
             )
 
 
-def _walk_classes(obj, path: tuple[str, ...]):
+def _walk_classes(obj: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], str]]:
     if isinstance(obj, dict):
         cls = obj.get("class_name")
         cfg = obj.get("config")
@@ -79,11 +83,11 @@ def _walk_classes(obj, path: tuple[str, ...]):
             yield from _walk_classes(value, path)
 
 
-def has_nested_model(config: dict) -> bool:
+def has_nested_model(config: dict[str, Any]) -> bool:
     return any(cls in NESTED_CLASSES for _, cls, _ in iter_layer_configs(config))
 
 
-def declared_input_shape(config: dict) -> tuple | None:
+def declared_input_shape(config: dict[str, Any]) -> tuple[Any, ...] | None:
     """The (batch, ...) input shape a model configuration declares, or None if it declares none."""
     inner = config.get("config", {})
     layers = inner.get("layers", [])
@@ -107,9 +111,9 @@ _DROP_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
 _DROP_KEYS = ("batch_input_shape", "input_shape", "batch_size", "input_dim")
 
 
-def sanitize_legacy(cls: str, cfg: dict) -> dict:
+def sanitize_legacy(cls: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """Adapt a Keras 2 layer configuration to Keras 3 (see the module docstring)."""
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in cfg.items():
         if key.endswith(_DROP_SUFFIXES) or key in _DROP_KEYS:
             continue
@@ -127,7 +131,7 @@ def sanitize_legacy(cls: str, cfg: dict) -> dict:
     return out
 
 
-def unrecognized_keys(msg: str, cfg: dict) -> list[str]:
+def unrecognized_keys(msg: str, cfg: dict[str, Any]) -> list[str]:
     if "nrecognized keyword argument" not in msg and "unexpected keyword" not in msg:
         return []
     tail = msg.split("argument", 1)[-1]

@@ -23,8 +23,10 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cxr_viewer.core.errors import BundleError, ModelLoadError
 from cxr_viewer.core.heads import propose_head
@@ -62,7 +64,7 @@ class ModelSummary:
         The proposed preprocessing name, and ``preprocessing_reason`` why.
     """
 
-    input_shape: tuple | None
+    input_shape: tuple[Any, ...] | None
     units: int | None
     activation: str | None
     head: str | None
@@ -76,14 +78,15 @@ class ModelSummary:
         return int(shape[-1]) if shape and shape[-1] is not None else None
 
 
-def read_config(path: str | Path) -> dict:
+def read_config(path: str | Path) -> dict[str, Any]:
     """The serialised model ``{"class_name", "config"}`` of a ``.keras`` or ``.h5`` file."""
     path = Path(path)
     suffix = path.suffix.lower()
     try:
         if suffix == ".keras":
             with zipfile.ZipFile(path) as zf:
-                return json.loads(zf.read("config.json").decode("utf-8"))
+                config: dict[str, Any] = json.loads(zf.read("config.json").decode("utf-8"))
+                return config
         if suffix in (".h5", ".hdf5"):
             import h5py
 
@@ -95,7 +98,10 @@ def read_config(path: str | Path) -> dict:
                     "the .h5 file has no model_config: the architecture is not in it.",
                     "Save the whole model with model.save('model.h5') and import that.",
                 )
-            return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else str(raw))
+            legacy: dict[str, Any] = json.loads(
+                raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+            )
+            return legacy
     except (zipfile.BadZipFile, KeyError, OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelLoadError(
             f"Cannot read {path.name}",
@@ -114,7 +120,7 @@ def inspect_model(path: str | Path) -> ModelSummary:
     return summarize_config(read_config(path))
 
 
-def summarize_config(config: dict) -> ModelSummary:
+def summarize_config(config: dict[str, Any]) -> ModelSummary:
     shape = declared_input_shape(config)
     units, activation = output_head(config)
     head = propose_head(units, activation) if units else None
@@ -125,28 +131,28 @@ def summarize_config(config: dict) -> ModelSummary:
 # -- the output head ---------------------------------------------------------------------------
 
 
-def _layers(config: dict) -> list[dict]:
+def _layers(config: dict[str, Any]) -> list[dict[str, Any]]:
     inner = config.get("config", {}) if isinstance(config, dict) else {}
     layers = inner.get("layers", []) if isinstance(inner, dict) else []
     return [ld for ld in layers if isinstance(ld, dict)]
 
 
-def _name(ld: dict) -> str:
+def _name(ld: dict[str, Any]) -> str:
     return str(ld.get("name") or ld.get("config", {}).get("name", ""))
 
 
-def _activation_name(act) -> str | None:
+def _activation_name(act: Any) -> str | None:
     if isinstance(act, dict):  # Keras 2.13+ / Keras 3 serialised a built-in function
         act = act.get("config") if isinstance(act.get("config"), str) else act.get("class_name")
     if act is None:
         return "linear"
-    act = str(act).lower()
-    if act in ("softmax", "sigmoid", "linear"):
-        return act
+    name = str(act).lower()
+    if name in ("softmax", "sigmoid", "linear"):
+        return name
     return None
 
 
-def _inbound_name(ld: dict) -> str | None:
+def _inbound_name(ld: dict[str, Any]) -> str | None:
     nodes = ld.get("inbound_nodes") or []
     if not nodes:
         return None
@@ -162,7 +168,7 @@ def _inbound_name(ld: dict) -> str | None:
     return None
 
 
-def output_head(config: dict) -> tuple[int | None, str | None]:
+def output_head(config: dict[str, Any]) -> tuple[int | None, str | None]:
     """(units, final activation) of the model's output, read from its configuration."""
     layers = _layers(config)
     if not layers:
@@ -202,7 +208,7 @@ def output_head(config: dict) -> tuple[int | None, str | None]:
 # -- the preprocessing -------------------------------------------------------------------------
 
 
-def _first_layers(config: dict, depth: int = 0) -> list[dict]:
+def _first_layers(config: dict[str, Any], depth: int = 0) -> list[dict[str, Any]]:
     """The layers at the start of the graph, descending into a nested model called first."""
     out = []
     for ld in _layers(config):
@@ -218,7 +224,7 @@ def _first_layers(config: dict, depth: int = 0) -> list[dict]:
     return out
 
 
-def _rescaling_range(cfg: dict) -> str | None:
+def _rescaling_range(cfg: dict[str, Any]) -> str | None:
     try:
         scale = float(cfg.get("scale", 1.0))
         offset = float(cfg.get("offset", 0.0))
@@ -232,7 +238,7 @@ def _rescaling_range(cfg: dict) -> str | None:
     return "raw" if abs(scale) < 0.05 else None
 
 
-def _nested_names(config: dict) -> list[str]:
+def _nested_names(config: dict[str, Any]) -> list[str]:
     names = []
     for ld in _layers(config):
         if ld.get("class_name") in NESTED_CLASSES:
@@ -241,7 +247,7 @@ def _nested_names(config: dict) -> list[str]:
     return names
 
 
-def propose_preprocessing(config: dict) -> tuple[str, str]:
+def propose_preprocessing(config: dict[str, Any]) -> tuple[str, str]:
     """(preprocessing name, why) for the model ``config`` describes."""
     first = _first_layers(config)
     if first:
@@ -272,11 +278,11 @@ def propose_preprocessing(config: dict) -> tuple[str, str]:
     return "unit", "no rescaling layer in the model: [0, 1] is the common choice"
 
 
-def _num(value) -> str:
+def _num(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, int | float) else str(value)
 
 
-def _flatten(values):
+def _flatten(values: Iterable[Any]) -> Iterator[Any]:
     for v in values:
         if isinstance(v, list):
             yield from _flatten(v)

@@ -26,6 +26,7 @@ Keras 3 cannot express) are refused before anything is built.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,10 @@ from .configs import (
 )
 
 _KERAS_TENSOR = "__keras_tensor__"
+
+#: a serialised model or layer (JSON); Keras tensors are Any (Keras has no types)
+_Config = dict[str, Any]
+_Tensors = list[Any]
 
 
 class _NotReady(Exception):
@@ -72,7 +77,7 @@ class FlatModel:
     notes: list[str] = field(default_factory=list)
 
 
-def rebuild_flat(config: dict, *, legacy: bool, input_shape: tuple[int, int, int]) -> FlatModel:
+def rebuild_flat(config: _Config, *, legacy: bool, input_shape: tuple[int, int, int]) -> FlatModel:
     """Rebuild ``config`` (a serialised Functional or Sequential model) as a flat Keras 3 model.
 
     Parameters
@@ -90,7 +95,7 @@ def rebuild_flat(config: dict, *, legacy: bool, input_shape: tuple[int, int, int
 
 
 class _Rebuilder:
-    def __init__(self, keras, legacy: bool) -> None:
+    def __init__(self, keras: Any, legacy: bool) -> None:
         self.keras = keras
         self.legacy = legacy
         self.result = FlatModel(model=None)
@@ -98,7 +103,7 @@ class _Rebuilder:
         self.used: set[str] = set()
 
     # -- entry point ---------------------------------------------------------------------
-    def build(self, config: dict, input_shape: tuple[int, int, int]) -> FlatModel:
+    def build(self, config: _Config, input_shape: tuple[int, int, int]) -> FlatModel:
         cls = config.get("class_name")
         if cls not in NESTED_CLASSES:
             raise BundleError(
@@ -121,19 +126,19 @@ class _Rebuilder:
         self.result.model = self.keras.Model(inp, outputs[0], name=config["config"].get("name"))
         return self.result
 
-    def _input_name(self, config: dict, fallback: str) -> str:
+    def _input_name(self, config: _Config, fallback: str) -> str:
         layers = config.get("config", {}).get("layers", [])
         if layers and layers[0].get("class_name") == "InputLayer":
             return str(layers[0].get("config", {}).get("name") or fallback)
         return f"{fallback}_input"
 
     # -- models --------------------------------------------------------------------------
-    def _inline(self, config: dict, inputs: list, scope: tuple[str, ...]) -> list:
+    def _inline(self, config: _Config, inputs: _Tensors, scope: tuple[str, ...]) -> _Tensors:
         if config.get("class_name") == "Sequential":
             return self._run_sequential(config["config"], inputs, scope)
         return self._run_functional(config["config"], inputs, scope)
 
-    def _run_sequential(self, cfg: dict, inputs: list, scope: tuple[str, ...]) -> list:
+    def _run_sequential(self, cfg: _Config, inputs: _Tensors, scope: tuple[str, ...]) -> _Tensors:
         if len(inputs) != 1:
             raise BundleError("A Sequential model received several inputs", f"at {scope}.")
         x = inputs
@@ -143,8 +148,8 @@ class _Rebuilder:
             x = self._call(layer_data, x, {}, scope)
         return x
 
-    def _run_functional(self, cfg: dict, inputs: list, scope: tuple[str, ...]) -> list:
-        calls: dict[str, list[list]] = {}
+    def _run_functional(self, cfg: _Config, inputs: _Tensors, scope: tuple[str, ...]) -> _Tensors:
+        calls: dict[str, list[_Tensors]] = {}
         input_refs = _refs(cfg.get("input_layers", []))
         if len(input_refs) != len(inputs):
             raise BundleError(
@@ -187,7 +192,9 @@ class _Rebuilder:
         return outputs
 
     # -- nodes ---------------------------------------------------------------------------
-    def _node_inputs(self, node: Any, calls: dict, by_name: dict) -> tuple[list, dict]:
+    def _node_inputs(
+        self, node: Any, calls: dict[str, list[_Tensors]], by_name: dict[str, _Config]
+    ) -> tuple[_Tensors, dict[str, Any]]:
         if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
             args = self._fill(node.get("args", []), calls, by_name)
             kwargs = self._fill(node.get("kwargs", {}), calls, by_name)
@@ -199,7 +206,7 @@ class _Rebuilder:
         tensors = [self._resolve(entry[:3], calls, by_name) for entry in node]
         return [tensors[0] if len(tensors) == 1 else tensors], {}
 
-    def _fill(self, obj: Any, calls: dict, by_name: dict) -> Any:
+    def _fill(self, obj: Any, calls: dict[str, list[_Tensors]], by_name: dict[str, _Config]) -> Any:
         if isinstance(obj, dict):
             if obj.get("class_name") == _KERAS_TENSOR:
                 return self._resolve(obj["config"]["keras_history"], calls, by_name)
@@ -208,7 +215,9 @@ class _Rebuilder:
             return [self._fill(v, calls, by_name) for v in obj]
         return obj
 
-    def _resolve(self, ref, calls: dict, by_name: dict):
+    def _resolve(
+        self, ref: Sequence[Any], calls: dict[str, list[_Tensors]], by_name: dict[str, _Config]
+    ) -> Any:
         name, node_index, tensor_index = str(ref[0]), int(ref[1]), int(ref[2])
         made = calls.get(name, [])
         # A nested functional model has a node of its own (input → output) before its first
@@ -221,7 +230,7 @@ class _Rebuilder:
             raise _NotReady(name)
         return made[index][tensor_index]
 
-    def _node_offset(self, layer_data: dict | None) -> int:
+    def _node_offset(self, layer_data: _Config | None) -> int:
         if not layer_data:
             return 0
         cls = layer_data.get("class_name")
@@ -232,8 +241,10 @@ class _Rebuilder:
             return int(bool(layers) and layers[0].get("class_name") == "InputLayer")
         return 0
 
-    def _call(self, layer_data: dict, args: list, kwargs: dict, scope: tuple[str, ...]) -> list:
-        cls = layer_data.get("class_name")
+    def _call(
+        self, layer_data: _Config, args: _Tensors, kwargs: dict[str, Any], scope: tuple[str, ...]
+    ) -> _Tensors:
+        cls = str(layer_data.get("class_name") or "")
         name = str(layer_data.get("name") or layer_data.get("config", {}).get("name"))
         if cls in NESTED_CLASSES:
             if name not in self.result.nested:
@@ -245,7 +256,7 @@ class _Rebuilder:
         return list(out) if isinstance(out, list | tuple) else [out]
 
     # -- layers --------------------------------------------------------------------------
-    def _leaf(self, layer_data: dict, cls: str, name: str, scope: tuple[str, ...]):
+    def _leaf(self, layer_data: _Config, cls: str, name: str, scope: tuple[str, ...]) -> Any:
         key = (*scope, name)
         if key in self.leaves:  # a shared layer: called again, same weights
             return self.leaves[key]
@@ -276,7 +287,7 @@ class _Rebuilder:
         self.used.add(candidate)
         return candidate
 
-    def _keras3_layer(self, layer_data: dict, flat_name: str):
+    def _keras3_layer(self, layer_data: _Config, flat_name: str) -> Any:
         data = {k: v for k, v in layer_data.items() if k not in ("inbound_nodes", "name")}
         data = copy.deepcopy(data)
         data.setdefault("config", {})["name"] = flat_name
@@ -290,15 +301,16 @@ class _Rebuilder:
                 "register_keras_serializable and importable.",
             ) from exc
 
-    def _legacy_layer(self, cls: str, cfg: dict, flat_name: str):
+    def _legacy_layer(self, cls: str, cfg: _Config, flat_name: str) -> Any:
         cfg = sanitize_legacy(cls, cfg)
         cfg["name"] = flat_name
         layer_cls = getattr(self.keras.layers, cls, None)
         if not (isinstance(layer_cls, type) and issubclass(layer_cls, self.keras.layers.Layer)):
             raise self._legacy_error(cls, flat_name, "Unknown layer")
+        layer_class: Any = layer_cls  # a keras.layers.Layer subclass (Keras has no types)
         for _ in range(4):
             try:
-                return layer_cls.from_config(dict(cfg))
+                return layer_class.from_config(dict(cfg))
             except TypeError as exc:
                 msg = str(exc)
                 dropped = unrecognized_keys(msg, cfg)
@@ -329,13 +341,13 @@ class _Rebuilder:
         )
 
 
-def _refs(value: Any) -> list[tuple]:
+def _refs(value: Any) -> list[tuple[Any, ...]]:
     """Normalise ``input_layers``/``output_layers`` (one triple, a list, or a dict of them)."""
     if isinstance(value, dict):
         return [r for v in value.values() for r in _refs(v)]
     if isinstance(value, list | tuple) and value and isinstance(value[0], str):
         return [tuple(value[:3])]
-    out = []
+    out: list[tuple[Any, ...]] = []
     for v in value or []:
         out.extend(_refs(v))
     return out

@@ -174,7 +174,7 @@ def _read_h5(path: Path) -> SourceModel:
     )
 
 
-def _text(value) -> str:
+def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
@@ -203,7 +203,7 @@ def reference_for(source: SourceModel) -> tuple[Reference | None, str]:
     return (lambda x: np.asarray(k3(x, training=False))), f"keras {_version('keras')} (h5 reader)"
 
 
-def _tf_keras_model(path: Path):
+def _tf_keras_model(path: Path) -> Any:
     try:
         import tf_keras
     except ImportError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ def h5_weight_source(path: Path) -> WeightSource:
     return read
 
 
-def keras_weight_source(model) -> WeightSource:
+def keras_weight_source(model: Any) -> WeightSource:
     """Weights of the layer at a name path in a loaded Keras 3 model."""
 
     def read(layer_path: tuple[str, ...]) -> list[tuple[str, np.ndarray]]:
@@ -91,13 +92,13 @@ def load_weights(flat: FlatModel, source: WeightSource) -> int:
     return count
 
 
-def _match(variables: list, stored: list[tuple[str, np.ndarray]]) -> list[np.ndarray] | None:
+def _match(variables: list[Any], stored: list[tuple[str, np.ndarray]]) -> list[np.ndarray] | None:
     if len(stored) != len(variables):
         return None
     if all(tuple(a.shape) == tuple(v.shape) for v, (_, a) in zip(variables, stored, strict=True)):
         return [a for _, a in stored]
     by_name = {_base(n): a for n, a in stored}
-    out = []
+    out: list[np.ndarray] = []
     for v in variables:
         a = by_name.get(_base(v.name))
         if a is None or tuple(a.shape) != tuple(v.shape):
@@ -111,5 +112,5 @@ def _base(name: str) -> str:
     return _ALIASES.get(base, base)
 
 
-def _text(value) -> str:
+def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
