@@ -25,7 +25,13 @@ from typing import Any
 import numpy as np
 
 from .archive import BUNDLE_LIMITS, extract_zip
-from .bundle_schema import MAX_METADATA_BYTES, SCHEMA, SCHEMA_VERSION, validate_metadata
+from .bundle_schema import (
+    MAX_METADATA_BYTES,
+    SCHEMA,
+    SCHEMA_VERSION,
+    section,
+    validate_metadata,
+)
 from .errors import BundleError
 from .heads import DEFAULT_NEAR_BAND, Head
 from .preprocess import InputSpec
@@ -65,11 +71,11 @@ class Bundle:
     thresholds: dict[str, float] = field(default_factory=dict)
     #: |p − threshold| below this is flagged "near threshold"
     near_band: float = DEFAULT_NEAR_BAND
-    _tmpdir: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+    _tmpdir: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
 
     @property
     def model_path(self) -> Path:
-        return self.root / self.metadata["model_file"]
+        return self.root / str(self.metadata["model_file"])
 
     @property
     def name(self) -> str:
@@ -91,13 +97,11 @@ class Bundle:
         about the training data: ``model_card.training_population`` or ``training_population``,
         else built from ``data_summary``). ``model_card`` figures come first.
         """
-        metrics = self.metadata.get("metrics")
-        metrics = metrics if isinstance(metrics, dict) else {}
-        test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
-        card = self.metadata.get("model_card")
-        card = card if isinstance(card, dict) else {}
+        metrics = section(self.metadata, "metrics")
+        test = section(metrics, "test")
+        card = section(self.metadata, "model_card")
         auc = card.get("test_auc", metrics.get("test_auc", test.get("auc")))
-        per = metrics.get("per_finding") if isinstance(metrics.get("per_finding"), dict) else {}
+        per = section(metrics, "per_finding")
         finding_auc = {
             str(k): float(v["test_auc"])
             for k, v in per.items()
@@ -134,9 +138,10 @@ class Bundle:
                 f"background.npy has shape {arr.shape}, the model takes (n, {expected}).",
                 "Re-export the bundle.",
             )
-        return arr.astype(np.float32, copy=False)
+        background: np.ndarray = arr.astype(np.float32, copy=False)
+        return background
 
-    def load_model(self):
+    def load_model(self) -> Any:
         """Load the Keras model with safe mode on, after verifying its checksum."""
         path = self.model_path
         if not path.is_file():
@@ -159,7 +164,7 @@ class Bundle:
         self._check_model(model)
         return model
 
-    def _check_model(self, model) -> None:
+    def _check_model(self, model: Any) -> None:
         shape = tuple(model.inputs[0].shape[1:])
         spec = self.input_spec
         if shape != (spec.height, spec.width, spec.channels):
@@ -194,8 +199,8 @@ def _population(meta: dict[str, Any]) -> str | None:
     summary = meta.get("data_summary")
     if not isinstance(summary, dict):
         return None
-    splits = meta.get("data_splits") if isinstance(meta.get("data_splits"), dict) else {}
-    train = splits.get("train") if isinstance(splits.get("train"), dict) else {}
+    splits = section(meta, "data_splits")
+    train = section(splits, "train")
     parts = []
     if train.get("images"):
         parts.append(
@@ -235,7 +240,7 @@ def _read_metadata(root: Path) -> dict[str, Any]:
     return validate_metadata(meta, root)
 
 
-def _safe_extract(zip_path: Path) -> tuple[Path, tempfile.TemporaryDirectory]:
+def _safe_extract(zip_path: Path) -> tuple[Path, tempfile.TemporaryDirectory[str]]:
     tmp = tempfile.TemporaryDirectory(prefix="cxr-bundle-")
     dest = Path(tmp.name).resolve()
     try:
@@ -353,7 +358,7 @@ def library_versions() -> dict[str, str]:
 
 def write_bundle(
     out_dir: str | Path,
-    model,
+    model: Any,
     *,
     name: str,
     class_names: list[str],

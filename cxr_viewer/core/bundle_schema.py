@@ -292,6 +292,12 @@ def metadata_problems(meta: Any, root: Path) -> list[str]:
     return problems
 
 
+def section(meta: dict[str, Any], key: str) -> dict[str, Any]:
+    """The JSON object under ``key``; an empty one when it is absent or not an object."""
+    value = meta.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def validate_metadata(meta: Any, root: Path, source: str = "metadata.json") -> dict[str, Any]:
     """``meta`` if it follows the schema, else a :class:`BundleError` naming every problem.
 
@@ -312,7 +318,8 @@ def validate_metadata(meta: Any, root: Path, source: str = "metadata.json") -> d
             f"{'s' if len(problems) != 1 else ''})",
             listed + ".",
             "Re-export the bundle with `cxr-train` (or fix these keys by hand).",
+            problems=problems,
         )
-        error.problems = problems
         raise error
-    return meta
+    valid: dict[str, Any] = meta
+    return valid

@@ -7,6 +7,8 @@ explanation and a hint separately (see ``cxr_viewer.gui.error_dialog``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class CxrError(Exception):
     """Base class of every error CXR Lens reports to a user.
@@ -60,7 +62,17 @@ class InvalidInputError(CxrError):
 
 
 class BundleError(CxrError):
-    """A model bundle is missing pieces, is inconsistent or fails its checksum."""
+    """A model bundle is missing pieces, is inconsistent or fails its checksum.
+
+    ``problems``: one sentence per problem when the bundle's metadata breaks its schema (else
+    empty).
+    """
+
+    def __init__(
+        self, what: str, why: str = "", hint: str = "", *, problems: Sequence[str] = ()
+    ) -> None:
+        super().__init__(what, why, hint)
+        self.problems = list(problems)
 
 
 class ModelLoadError(BundleError):

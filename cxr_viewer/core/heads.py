@@ -21,9 +21,11 @@ are those of −p).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from .bundle_schema import section
 from .errors import BundleError
 
 HEAD_KINDS = ("softmax", "binary", "multilabel")
@@ -40,7 +42,8 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 def softmax(z: np.ndarray) -> np.ndarray:
     z = np.asarray(z, np.float64)
     e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    probs: np.ndarray = (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return probs
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ class Head:
             return 0, (1.0 if int(class_index) == 1 else -1.0)
         return int(class_index), 1.0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "units": self.units,
@@ -139,9 +142,9 @@ class Head:
         }
 
     @classmethod
-    def from_metadata(cls, meta: dict, n_classes: int) -> Head:
+    def from_metadata(cls, meta: dict[str, Any], n_classes: int) -> Head:
         """The head a bundle's metadata describes (a bundle without ``output.kind`` is softmax)."""
-        out = meta.get("output") if isinstance(meta.get("output"), dict) else {}
+        out = section(meta, "output")
         kind = str(out.get("kind", "softmax"))
         if "kind" not in out:
             # schema 1: every bundle was read as softmax over its classes, whatever it said

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .bundle_schema import section
+
 
 def _num(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -23,8 +25,8 @@ def model_card_lines(meta: dict[str, Any], *, short: bool = False) -> list[str]:
     """Plain-text lines, most important first. ``short``: only the held-out figure, the
     decision rule, the training population and what the model is not for (the five-second
     read); the rest belongs in a tooltip or a report."""
-    card = meta.get("model_card") if isinstance(meta.get("model_card"), dict) else {}
-    metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+    card = section(meta, "model_card")
+    metrics = section(meta, "metrics")
     lines: list[str] = []
     test_auc = _num(card.get("test_auc", metrics.get("test_auc")))
     if test_auc is not None:
