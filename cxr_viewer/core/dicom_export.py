@@ -27,7 +27,8 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +36,13 @@ from cxr_viewer import __version__
 from cxr_viewer.core.errors import DicomExportError
 from cxr_viewer.core.explain.registry import EXPLAINERS
 from cxr_viewer.core.study import Study
+
+if TYPE_CHECKING:  # pydicom and PIL are imported where used; the inference module is heavy
+    from PIL.ImageFont import FreeTypeFont, ImageFont
+    from pydicom.dataset import Dataset
+
+    from cxr_viewer.core.explain.base import Heatmap
+    from cxr_viewer.core.inference import Classifier, Prediction
 
 MANUFACTURER = "CXR Lens"
 NOT_FOR_DIAGNOSIS = "NOT FOR DIAGNOSIS"
@@ -87,7 +95,7 @@ METHOD_LABELS = {
 }
 
 
-def _highdicom():
+def _highdicom() -> ModuleType:
     try:
         import highdicom
     except ImportError as exc:  # pragma: no cover - depends on the install
@@ -110,7 +118,7 @@ class ModelIdentity:
     positive_class: str | None = None
 
     @classmethod
-    def from_classifier(cls, clf) -> ModelIdentity:
+    def from_classifier(cls, clf: Classifier) -> ModelIdentity:
         b = clf.bundle
         return cls(
             name=b.name,
@@ -167,7 +175,15 @@ class ExplanationResult:
     trust: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_heatmap(cls, hm, study: Study, *, opacity: float = 0.5, colormap=None, trust=None):
+    def from_heatmap(
+        cls,
+        hm: Heatmap,
+        study: Study,
+        *,
+        opacity: float = 0.5,
+        colormap: str | None = None,
+        trust: dict[str, float] | None = None,
+    ) -> ExplanationResult:
         """From a :class:`~cxr_viewer.core.explain.base.Heatmap` (any size; resized here)."""
         full = hm.resized(study.rows, study.columns)
         figures = dict(hm.trust)
@@ -201,7 +217,7 @@ class ExportResult:
 # ---------------------------------------------------------------------------- source header
 
 
-def source_header(study: Study):
+def source_header(study: Study) -> Dataset | None:
     """The source file's DICOM header (no pixels), or None for PNG/JPEG/ACR-NEMA sources.
 
     A file without SOP Class/Instance and Study Instance UIDs (old ACR-NEMA) cannot be
@@ -227,7 +243,7 @@ def source_header(study: Study):
     return ds
 
 
-def _referenceable(ds) -> bool:
+def _referenceable(ds: Dataset | None) -> bool:
     return ds is not None and all(
         str(ds.get(k, "") or "").strip()
         for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
@@ -237,7 +253,7 @@ def _referenceable(ds) -> bool:
 # ---------------------------------------------------------------------------- burned-in pixels
 
 
-def _font(size: int):
+def _font(size: int) -> FreeTypeFont | ImageFont:
     from PIL import ImageFont
 
     try:  # matplotlib ships DejaVu Sans: the same glyphs on every machine
@@ -253,13 +269,13 @@ def _fmt(p: float) -> str:
     return f"{p:.3f}"
 
 
-def _threshold_of(prediction, index: int) -> float | None:
+def _threshold_of(prediction: Prediction, index: int) -> float | None:
     """The threshold class ``index`` is decided by (None: arg-max), as the prediction says."""
     t = prediction.threshold_of(index)
     return None if t is None else float(t)
 
 
-def _decisions(prediction) -> list[str]:
+def _decisions(prediction: Prediction) -> list[str]:
     """What the model decided: the predicted class, or every finding above its threshold
     (multi-label; "no finding above threshold" when none is)."""
     if getattr(prediction, "kind", "softmax") == "multilabel":
@@ -269,7 +285,7 @@ def _decisions(prediction) -> list[str]:
 
 
 def panel_lines(
-    explanation: ExplanationResult, prediction, model: ModelIdentity
+    explanation: ExplanationResult, prediction: Prediction, model: ModelIdentity
 ) -> list[tuple[str, tuple[int, int, int]]]:
     """The text lines of the SC's side panel (text, colour)."""
     method = METHOD_LABELS.get(explanation.method, explanation.method)
@@ -295,7 +311,7 @@ def panel_lines(
 
 
 def burned_in_image(
-    study: Study, explanation: ExplanationResult, prediction, model: ModelIdentity
+    study: Study, explanation: ExplanationResult, prediction: Prediction, model: ModelIdentity
 ) -> np.ndarray:
     """(rows', columns + panel, 3) uint8: the displayed film with the overlay, and the panel.
 
@@ -366,7 +382,7 @@ def burned_in_image(
 # ---------------------------------------------------------------------------- datasets
 
 
-def _copy_patient_study(target, source) -> None:
+def _copy_patient_study(target: Dataset, source: Dataset) -> None:
     for keyword in PATIENT_STUDY_KEYWORDS:
         if keyword in source:
             target[keyword] = source[keyword]
@@ -397,14 +413,14 @@ def _study_args(patient: PatientEntry | None) -> dict[str, Any]:
 def secondary_capture(
     study: Study,
     explanation: ExplanationResult,
-    prediction,
+    prediction: Prediction,
     model: ModelIdentity,
     *,
-    source=None,
+    source: Dataset | None = None,
     study_args: dict[str, Any] | None = None,
     series_instance_uid: str | None = None,
     instance_number: int = 1,
-):
+) -> Dataset:
     """The SC data set (pydicom Dataset) for one explanation.
 
     ``source`` is the DICOM header from :func:`source_header` (None: PNG/JPEG); for a
@@ -413,7 +429,7 @@ def secondary_capture(
     hd = _highdicom()
     pixels = burned_in_image(study, explanation, prediction, model)
     series_uid = series_instance_uid or hd.UID()
-    common = dict(
+    common: dict[str, Any] = dict(
         pixel_array=pixels,
         photometric_interpretation="RGB",
         bits_allocated=8,
@@ -433,7 +449,8 @@ def secondary_capture(
         software_versions=f"CXR Lens {__version__}",
         transfer_syntax_uid="1.2.840.10008.1.2.1",
     )
-    if _referenceable(source):
+    sc: Dataset
+    if source is not None and _referenceable(source):
         sc = hd.sc.SCImage(
             study_instance_uid=str(source.StudyInstanceUID),
             **common,
@@ -458,7 +475,7 @@ def secondary_capture(
     return sc
 
 
-def _lossy_source(source) -> bool:
+def _lossy_source(source: Dataset | None) -> bool:
     if source is None:
         return True  # JPEG sources; PNG ones are lossless but the display path is 8-bit anyway
     ts = str(getattr(source, "file_meta", {}).get("TransferSyntaxUID", "") or "")
@@ -470,7 +487,9 @@ def _lossy_source(source) -> bool:
     )
 
 
-def _describe_derivation(ds, explanation: ExplanationResult, source) -> None:
+def _describe_derivation(
+    ds: Dataset, explanation: ExplanationResult, source: Dataset | None
+) -> None:
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence as DicomSequence
 
@@ -481,26 +500,27 @@ def _describe_derivation(ds, explanation: ExplanationResult, source) -> None:
         f"{__version__}; {NOT_FOR_DIAGNOSIS}"
     )[:1024]
     ds.ImageComments = NOT_FOR_DIAGNOSIS
-    if _referenceable(source):
+    if source is not None and _referenceable(source):
         ref = Dataset()
         ref.ReferencedSOPClassUID = source.SOPClassUID
         ref.ReferencedSOPInstanceUID = source.SOPInstanceUID
         ds.SourceImageSequence = DicomSequence([ref])
 
 
-def _code(value: str, meaning: str, scheme: str = SCHEME):
+def _code(value: str, meaning: str, scheme: str = SCHEME) -> Any:
+    """A highdicom ``CodedConcept`` in our coding scheme."""
     return _highdicom().sr.CodedConcept(value=value, scheme_designator=scheme, meaning=meaning)
 
 
 def structured_report(
-    prediction,
+    prediction: Prediction,
     model: ModelIdentity,
     explanations: Sequence[ExplanationResult],
     *,
-    source=None,
-    secondary_captures: Sequence[Any] = (),
+    source: Dataset | None = None,
+    secondary_captures: Sequence[Dataset] = (),
     study_args: dict[str, Any] | None = None,
-):
+) -> Dataset:
     """The Comprehensive SR (pydicom Dataset) of one image's prediction and explanations.
 
     Content tree (root: LOINC 18748-4 "Diagnostic imaging report")::
@@ -535,9 +555,9 @@ def structured_report(
             relationship_type=sr.RelationshipTypeValues.CONTAINS,
         ),
     ]
-    evidence = []
-    refs = []
-    if _referenceable(source):
+    evidence: list[Dataset] = []
+    refs: list[Dataset] = []
+    if source is not None and _referenceable(source):
         refs.append(source)
         evidence.append(source)
     for sc in secondary_captures:
@@ -632,7 +652,7 @@ def structured_report(
         # a new study: the SR joins the SCs' study (the first evidence) — highdicom takes the
         # Patient and Study modules from evidence[0]
         evidence = [*secondary_captures]
-    report = sr.ComprehensiveSR(
+    report: Dataset = sr.ComprehensiveSR(
         evidence=evidence,
         content=root,
         series_instance_uid=hd.UID(),
@@ -650,14 +670,14 @@ def structured_report(
             )
         ],
     )
-    if _referenceable(source):
+    if source is not None and _referenceable(source):
         _copy_patient_study(report, source)
     return report
 
 
 def export_results(
     study: Study,
-    prediction,
+    prediction: Prediction,
     model: ModelIdentity,
     explanations: Sequence[ExplanationResult],
     out_dir: str | Path,
@@ -685,7 +705,15 @@ def export_results(
         return _export(study, prediction, model, explanations, out, patient, stem)
 
 
-def _export(study, prediction, model, explanations, out: Path, patient, stem) -> ExportResult:
+def _export(
+    study: Study,
+    prediction: Prediction,
+    model: ModelIdentity,
+    explanations: Sequence[ExplanationResult],
+    out: Path,
+    patient: PatientEntry | None,
+    stem: str | None,
+) -> ExportResult:
     source = source_header(study)
     new_study = not _referenceable(source)
     study_args = _study_args(patient) if new_study else None
@@ -707,7 +735,7 @@ def _export(study, prediction, model, explanations, out: Path, patient, stem) ->
     report = structured_report(
         prediction, model, explanations, source=source, secondary_captures=scs
     )
-    paths = []
+    paths: list[Path] = []
     for ex, sc in zip(explanations, scs, strict=True):
         tag = ex.method.replace("+", "p")
         paths.append(_save(sc, out / f"{stem}_{tag}_SC.dcm"))
@@ -716,7 +744,7 @@ def _export(study, prediction, model, explanations, out: Path, patient, stem) ->
     return ExportResult(paths, sr_path, uid, new_study)
 
 
-def _save(ds, path: Path) -> Path:
+def _save(ds: Dataset, path: Path) -> Path:
     try:
         ds.save_as(path, enforce_file_format=True)
     except OSError as exc:
