@@ -19,13 +19,20 @@ figure means.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.progress import CancelToken
+
+if TYPE_CHECKING:  # types only: the inference and explanation modules import this one
+    from cxr_viewer.core.explain.base import Heatmap
+    from cxr_viewer.core.inference import Classifier
+    from cxr_viewer.core.preprocess import InputSpec
 
 BASELINES = ("black", "blur", "mean")
 
@@ -38,7 +45,7 @@ def completeness_gap(sum_attributions: float, f_x: float, f_background: float) -
     return abs(float(sum_attributions) - diff) / abs(diff)
 
 
-def baseline_image(x: np.ndarray, spec, kind: str) -> np.ndarray:
+def baseline_image(x: np.ndarray, spec: InputSpec, kind: str) -> np.ndarray:
     """The image that deleted pixels show (or insertion starts from), in model units.
 
     "black": display value 0; "mean": the image mean; "blur": a Gaussian blur with sigma 2.5 %
@@ -64,7 +71,9 @@ def pixel_order(saliency: np.ndarray, seed: int = 0) -> np.ndarray:
     return np.lexsort((tie, -s))
 
 
-def _check(classifier, x: np.ndarray, saliency: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _check(
+    classifier: Classifier, x: np.ndarray, saliency: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     spec = classifier.spec
     x = np.asarray(x, np.float32)
     if x.shape != (spec.height, spec.width, spec.channels):
@@ -74,12 +83,13 @@ def _check(classifier, x: np.ndarray, saliency: np.ndarray) -> tuple[np.ndarray,
         )
     sal = np.asarray(saliency, np.float32)
     if sal.shape != x.shape[:2]:
-        sal = cv2.resize(sal, (x.shape[1], x.shape[0]), interpolation=cv2.INTER_LINEAR)
+        resized = cv2.resize(sal, (x.shape[1], x.shape[0]), interpolation=cv2.INTER_LINEAR)
+        sal = np.asarray(resized, np.float32)
     return x, sal
 
 
 def perturbation_curve(
-    classifier,
+    classifier: Classifier,
     x: np.ndarray,
     saliency: np.ndarray,
     target_class: int,
@@ -109,10 +119,10 @@ def perturbation_curve(
     fractions = np.linspace(0.0, 1.0, steps + 1)
     rank = np.empty(n, np.int64)
     rank[order] = np.arange(n)
-    rank = rank.reshape(sal.shape)
+    rank_map = rank.reshape(sal.shape)
     imgs = np.empty((steps + 1, *x.shape), np.float32)
     for i, f in enumerate(fractions):
-        top = (rank < int(round(f * n)))[..., None]
+        top = (rank_map < int(round(f * n)))[..., None]
         if mode == "deletion":
             imgs[i] = np.where(top, base, x)
         else:
@@ -129,7 +139,7 @@ def auc(fractions: np.ndarray, values: np.ndarray) -> float:
 
 
 def deletion_insertion(
-    classifier,
+    classifier: Classifier,
     x: np.ndarray,
     saliency: np.ndarray,
     target_class: int,
@@ -142,7 +152,7 @@ def deletion_insertion(
 
     Signed maps are ranked by their value (evidence *for* the class first).
     """
-    out = {}
+    out: dict[str, float] = {}
     for mode in ("deletion", "insertion"):
         f, p = perturbation_curve(
             classifier, x, saliency, target_class, mode=mode, steps=steps, seed=seed, cancel=cancel
@@ -152,7 +162,7 @@ def deletion_insertion(
 
 
 def top_fraction_drop(
-    classifier,
+    classifier: Classifier,
     x: np.ndarray,
     saliency: np.ndarray,
     target_class: int,
@@ -195,14 +205,14 @@ def top_fraction_drop(
 
 
 def add_trust(
-    heatmap,
-    classifier,
+    heatmap: Heatmap,
+    classifier: Classifier,
     x: np.ndarray,
     *,
     steps: int = 16,
     seed: int = 0,
     cancel: CancelToken | None = None,
-):
+) -> Heatmap:
     """A copy of ``heatmap`` with deletion/insertion AUCs and the top-20 % drop added."""
     figs = deletion_insertion(
         classifier, x, heatmap.values, heatmap.target_class, steps=steps, seed=seed, cancel=cancel
@@ -240,7 +250,7 @@ class Verdict:
     detail: str
 
 
-def _num(v) -> float:
+def _num(v: Any) -> float:
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -248,7 +258,7 @@ def _num(v) -> float:
     return f
 
 
-def _faithfulness(trust: dict) -> Verdict | None:
+def _faithfulness(trust: Mapping[str, Any]) -> Verdict | None:
     p, top, rnd = _num(trust.get("p")), _num(trust.get("drop_top")), _num(trust.get("drop_random"))
     if not (math.isfinite(p) and math.isfinite(top) and math.isfinite(rnd)):
         return None
@@ -294,7 +304,7 @@ def _faithfulness(trust: dict) -> Verdict | None:
     )
 
 
-def _lime(trust: dict, settings: dict) -> Verdict | None:
+def _lime(trust: Mapping[str, Any], settings: Mapping[str, Any]) -> Verdict | None:
     n = settings.get("samples_used", trust.get("samples"))
     if n is None:
         return None
@@ -332,7 +342,7 @@ def _lime(trust: dict, settings: dict) -> Verdict | None:
     )
 
 
-def _shap(trust: dict) -> Verdict | None:
+def _shap(trust: Mapping[str, Any]) -> Verdict | None:
     if "completeness_gap" not in trust:
         return None
     gap = _num(trust.get("completeness_gap"))
@@ -354,7 +364,9 @@ def _shap(trust: dict) -> Verdict | None:
     return Verdict("bad", f"SHAP misses the score by {text}: too few samples", detail)
 
 
-def verdicts(method: str, trust: dict, settings: dict | None = None) -> list[Verdict]:
+def verdicts(
+    method: str, trust: Mapping[str, Any], settings: Mapping[str, Any] | None = None
+) -> list[Verdict]:
     """Plain-word verdicts on a map from its ``trust`` figures and ``settings``.
 
     Faithfulness (top-20 % removal vs random) for every method, convergence for LIME,
@@ -369,7 +381,7 @@ def verdicts(method: str, trust: dict, settings: dict | None = None) -> list[Ver
     return [v for v in out if v is not None]
 
 
-def figures_text(trust: dict) -> str:
+def figures_text(trust: Mapping[str, Any]) -> str:
     """The compact figures line ("del 0.21 / ins 0.64 · gap 0.4 %")."""
     parts = []
     if "deletion_auc" in trust and "insertion_auc" in trust:
@@ -381,7 +393,7 @@ def figures_text(trust: dict) -> str:
     return " · ".join(parts)
 
 
-def figures_tooltip(trust: dict) -> str:
+def figures_tooltip(trust: Mapping[str, Any]) -> str:
     """What the figures of :func:`figures_text` mean, in plain words."""
     lines = []
     if "deletion_auc" in trust:
@@ -407,7 +419,7 @@ def figures_tooltip(trust: dict) -> str:
 
 
 def delete_top_fraction(
-    classifier,
+    classifier: Classifier,
     x: np.ndarray,
     saliency: np.ndarray | None,
     target_class: int,
