@@ -16,13 +16,21 @@ small numbers is not judged on an absolute scale).
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from .explain.registry import EXPLAINERS
 from .model_io import import_tensorflow
 from .preprocess import study_to_input
+
+if TYPE_CHECKING:
+    from .explain.base import Heatmap
+    from .inference import Classifier
+    from .study import Study
+
+T = TypeVar("T")
 
 #: largest allowed GPU-vs-CPU difference per output (see the module docstring): predictions,
 #: then each method's own ``device_tolerance`` from the registry
@@ -51,7 +59,7 @@ def map_difference(gpu_map: np.ndarray, cpu_map: np.ndarray) -> dict[str, float]
     return {"max_rel_diff": rel, "correlation": corr}
 
 
-def run_on(device: str, fn):
+def run_on(device: str, fn: Callable[[], T]) -> tuple[T, float]:
     """``fn()`` with TensorFlow ops placed on ``device`` (e.g. "/CPU:0"), and its seconds."""
     tf = import_tensorflow()
     start = time.perf_counter()
@@ -61,8 +69,8 @@ def run_on(device: str, fn):
 
 
 def compare_devices(
-    classifier,
-    study,
+    classifier: Classifier,
+    study: Study,
     target: int,
     settings: dict[str, dict[str, Any]],
     device: str | None = None,
@@ -88,7 +96,13 @@ def compare_devices(
         tf.config.experimental.enable_tensor_float_32_execution(tf32)
 
 
-def _compare(classifier, study, target, settings, gpu: str) -> dict[str, Any]:
+def _compare(
+    classifier: Classifier,
+    study: Study,
+    target: int,
+    settings: dict[str, dict[str, Any]],
+    gpu: str,
+) -> dict[str, Any]:
     from .explain.base import explain_study
     from .explain.registry import create_explainer
 
@@ -106,7 +120,7 @@ def _compare(classifier, study, target, settings, gpu: str) -> dict[str, Any]:
     }
     for method, s in settings.items():
 
-        def explain(method=method, s=s):
+        def explain(method: str = method, s: dict[str, Any] = s) -> Heatmap:
             return explain_study(create_explainer(method, classifier, dict(s)), study, target)
 
         hm_gpu, t_gpu = run_on(gpu, explain)

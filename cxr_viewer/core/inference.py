@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from .bundle import Bundle
 from .errors import ExplainError
 from .heads import DEFAULT_NEAR_BAND
 from .model_io import describe_device, import_tensorflow, runtime_config
-from .preprocess import check_finite, study_to_input
+from .preprocess import InputSpec, check_finite, study_to_input
 from .progress import CancelToken, ProgressFn, no_progress
 from .study import Study
 
@@ -227,7 +228,7 @@ class PrecisionCheck:
         return dict(self.__dict__)
 
 
-def mixed_precision_twin(model):
+def mixed_precision_twin(model: Any) -> Any:
     """A copy of ``model`` computing in float16 (``mixed_float16``) with the same weights.
 
     Every layer but the last is rebuilt from its config with the mixed policy (weights stay
@@ -238,7 +239,7 @@ def mixed_precision_twin(model):
 
     last = model.layers[-1].name
 
-    def clone_layer(layer):
+    def clone_layer(layer: Any) -> Any:
         cfg = layer.get_config()
         if layer.name != last and "dtype" in cfg and not isinstance(layer, keras.layers.InputLayer):
             cfg["dtype"] = "mixed_float16"
@@ -249,7 +250,7 @@ def mixed_precision_twin(model):
     return twin
 
 
-def precision_check_inputs(spec, n: int = 8, seed: int = 0) -> np.ndarray:
+def precision_check_inputs(spec: InputSpec, n: int = 8, seed: int = 0) -> np.ndarray:
     """Deterministic check inputs over the model's value range: flat, ramps and noise."""
     lo, hi = (float(v) for v in spec.value_range)
     rng = np.random.default_rng(seed)
@@ -314,7 +315,7 @@ class Classifier:
                 f": {c.reason}" if c.reason else "",
             )
 
-    def _compile(self, model):
+    def _compile(self, model: Any) -> Any:
         tf = import_tensorflow()
         sig = tf.TensorSpec(
             [None, self.spec.height, self.spec.width, self.spec.channels], tf.float32
@@ -455,7 +456,7 @@ class Classifier:
         )
 
 
-def load_classifier(bundle_path, warm_up: bool = True) -> Classifier:
+def load_classifier(bundle_path: str | Path, warm_up: bool = True) -> Classifier:
     """Open a bundle and load its classifier (optionally warmed up)."""
     from .bundle import open_bundle
 

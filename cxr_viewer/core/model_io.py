@@ -96,7 +96,7 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def importing(name: str) -> contextlib.AbstractContextManager:
+def importing(name: str) -> contextlib.AbstractContextManager[None]:
     """:func:`gc_paused` for the import of ``name``, or nothing if it is already imported.
 
     Write the import itself as a plain statement inside, so that PyInstaller sees it::
@@ -225,7 +225,7 @@ def runtime_state() -> RuntimeState | None:
     return _state
 
 
-def runtime_initialized(tf) -> bool:
+def runtime_initialized(tf: Any) -> bool:
     """Whether TensorFlow's eager runtime has started (after that, devices are fixed).
 
     Reads TensorFlow's own flag (``context.context()._initialized``, set by the first op);
@@ -238,7 +238,7 @@ def runtime_initialized(tf) -> bool:
     return bool(getattr(context.context(), "_initialized", False))
 
 
-def apply_memory_policy(tf, device, cap_mb: int | None) -> str:
+def apply_memory_policy(tf: Any, device: Any, cap_mb: int | None) -> str:
     """Memory growth on ``device`` ("growth"), or a cap of ``cap_mb`` MB ("cap").
 
     TensorFlow accepts either, not both, and only before its first op.
@@ -252,7 +252,7 @@ def apply_memory_policy(tf, device, cap_mb: int | None) -> str:
     return "growth"
 
 
-def apply_device_config(tf, config: RuntimeConfig | None = None) -> RuntimeState:
+def apply_device_config(tf: Any, config: RuntimeConfig | None = None) -> RuntimeState:
     """Make the chosen GPU (if any) the only visible one and set its memory policy.
 
     Must run before TensorFlow's first op; if it is too late (TensorFlow raises RuntimeError:
@@ -420,7 +420,7 @@ def quiet_native_stderr(enabled: bool = True) -> Iterator[NativeLogFilter]:
         reader.join(timeout=10)
 
 
-def import_tensorflow():
+def import_tensorflow() -> Any:
     """Import TensorFlow (and Keras) quietly, without freezing other Python threads.
 
     Importing TensorFlow on a worker thread froze the viewer's event loop in two ways, both
@@ -465,7 +465,7 @@ def import_tensorflow():
     return tf
 
 
-def load_keras_model(path: str | Path):
+def load_keras_model(path: str | Path) -> Any:
     """Load a ``.keras`` (or flat Keras 2 ``.h5``) model with ``safe_mode=True``.
 
     Safe mode refuses to deserialise Python lambdas, so a model file can never run code.
@@ -505,7 +505,7 @@ def load_keras_model(path: str | Path):
         ) from exc
 
 
-def _describe(tf) -> str:
+def _describe(tf: Any) -> str:
     gpus = tf.config.get_visible_devices("GPU")
     if not gpus:
         return "CPU"
