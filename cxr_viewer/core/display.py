@@ -58,8 +58,10 @@ def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         y = x * a32 + b32
         if window.function == "SIGMOID":
-            return (1.0 / (1.0 + np.exp(-y))).astype(np.float32)
-    return np.clip(y, 0.0, 1.0).astype(np.float32)
+            sigmoid: np.ndarray = (1.0 / (1.0 + np.exp(-y))).astype(np.float32)
+            return sigmoid
+    linear: np.ndarray = np.clip(y, 0.0, 1.0).astype(np.float32)
+    return linear
 
 
 def apply_voi_lut(values: np.ndarray, lut: VoiLut) -> np.ndarray:
@@ -73,7 +75,8 @@ def apply_voi_lut(values: np.ndarray, lut: VoiLut) -> np.ndarray:
         idx = np.rint(np.nan_to_num(values)).clip(-(2.0**62), 2.0**62).astype(np.int64)
     idx = np.clip(idx - int(lut.first_mapped), 0, len(lut.data) - 1)
     top = float(2 ** int(lut.bits) - 1) or 1.0
-    return (lut.data[idx].astype(np.float32) / top).clip(0.0, 1.0)
+    mapped: np.ndarray = (lut.data[idx].astype(np.float32) / top).clip(0.0, 1.0)
+    return mapped
 
 
 def display_image(
@@ -109,7 +112,8 @@ def display_image(
 
 def to_uint8(image01: np.ndarray) -> np.ndarray:
     """Quantise a [0, 1] image to uint8 with rounding."""
-    return np.rint(np.clip(image01, 0.0, 1.0) * 255.0).astype(np.uint8)
+    quantised: np.ndarray = np.rint(np.clip(image01, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return quantised
 
 
 def auto_window_from_pixels(

@@ -30,6 +30,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -163,7 +164,9 @@ def sidecar_path(image_path: str | Path) -> Path:
     return p.with_name(p.stem + ".boxes.csv")
 
 
-def boxes_for_image(boxes: Iterable[Box], image_path: str | Path, csv_dir: Path | None) -> list:
+def boxes_for_image(
+    boxes: Iterable[Box], image_path: str | Path, csv_dir: Path | None
+) -> list[Box]:
     """The boxes of ``boxes`` that belong to ``image_path``.
 
     A box's filename is resolved against ``csv_dir`` (the annotation file's folder) first; when
@@ -409,7 +412,7 @@ class AnatomyPrior:
 
 
 # ---------------------------------------------------------------------------------- statistics
-def choose_topk(iou_rows: Sequence[dict[float, float]], grid: Sequence[float] = TOPK_GRID):
+def choose_topk(iou_rows: Sequence[dict[float, float]], grid: Sequence[float] = TOPK_GRID) -> float:
     """The k of ``grid`` with the highest mean IoU over ``iou_rows`` (smallest k on ties)."""
     best_k, best = float(grid[0]), -1.0
     for k in grid:
@@ -473,18 +476,18 @@ def bootstrap_ci(
 
 
 def summarize(
-    rows: Sequence[dict],
+    rows: Sequence[dict[str, Any]],
     methods: Sequence[str],
     *,
     reference: str = "anatomy_prior",
     n_boot: int = 2000,
     seed: int = 0,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Per finding and overall ("ALL"), per method: n, mean and 95 % CI of every measure, and
     the paired difference against ``reference`` (same images, same bootstrap draws of
     patients) with its CI. ``rows`` carry ``finding``, ``patient_id``, ``filename``, ``method``
     and the :data:`MEASURES`."""
-    by_key: dict[tuple[str, str, str], dict] = {}
+    by_key: dict[tuple[str, str, str], dict[str, Any]] = {}
     for r in rows:
         by_key[(r["method"], r["filename"], r["finding"])] = r
     findings = sorted({r["finding"] for r in rows})
@@ -498,7 +501,7 @@ def summarize(
             ]
             if not sel:
                 continue
-            rec: dict = {"finding": finding, "method": method, "n": len(sel)}
+            rec: dict[str, Any] = {"finding": finding, "method": method, "n": len(sel)}
             rec["topk_percent"] = sel[0].get("topk_percent", "")
             clusters = [r["patient_id"] or r["filename"] for r in sel]
             for m in MEASURES:

@@ -14,6 +14,7 @@ Each method's own defaults live with the method (``Explainer.display``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -110,9 +111,7 @@ def colorize(
     return out
 
 
-def composite(
-    base01: np.ndarray, layers: list[tuple[np.ndarray, float]] | tuple = ()
-) -> np.ndarray:
+def composite(base01: np.ndarray, layers: Sequence[tuple[np.ndarray, float]] = ()) -> np.ndarray:
     """The X-ray with RGBA layers drawn over it, as (H, W, 3) uint8.
 
     Parameters

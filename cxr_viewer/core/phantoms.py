@@ -55,10 +55,13 @@ class PhantomSet:
         return int(self.labels.shape[0])
 
 
-def _soft_ellipse(x: np.ndarray, y: np.ndarray, cx, cy, ax, ay, edge: float) -> np.ndarray:
+def _soft_ellipse(
+    x: np.ndarray, y: np.ndarray, cx: float, cy: float, ax: float, ay: float, edge: float
+) -> np.ndarray:
     """1 inside the ellipse, 0 outside, with a sigmoid edge of width ``edge`` (normalised units)."""
     r = np.sqrt(((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2)
-    return 1.0 / (1.0 + np.exp((r - 1.0) * min(ax, ay) / edge))
+    inside: np.ndarray = 1.0 / (1.0 + np.exp((r - 1.0) * min(ax, ay) / edge))
+    return inside
 
 
 def _lungs(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, edge: float) -> np.ndarray:
@@ -92,7 +95,8 @@ def _ribs(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, edge: float) -
         out = np.maximum(out, band * (ax > 0.07))
     clav_y = top - 0.04 + 0.25 * (ax - 0.3) ** 2
     clav = np.exp(-(((y - clav_y) / (thick * 1.3)) ** 2)) * (ax > 0.06) * (ax < 0.62)
-    return np.maximum(out, clav)
+    ribs: np.ndarray = np.maximum(out, clav)
+    return ribs
 
 
 def _lesion(

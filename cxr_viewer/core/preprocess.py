@@ -9,6 +9,7 @@ applied), never the radiologist's interactive window/level.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -17,11 +18,14 @@ from .display import display_image
 from .errors import BundleError, InvalidInputError
 from .study import Study
 
+#: a scale or an offset: one value, or one per channel
+_Param = float | tuple[float, float, float]
+
 #: name → (scale, offset) applied to a [0, 1] image: ``x * scale + offset``. Each is a scalar,
 #: or a per-channel triple (R, G, B order of the *model's* channels) for the ImageNet ones.
 #: A grey image has R = G = B, so caffe's BGR channel swap only changes which mean goes to
 #: which channel; a 1-channel model gets the mean of the three channels' parameters.
-PREPROCESSINGS: dict[str, tuple] = {
+PREPROCESSINGS: dict[str, tuple[_Param, _Param]] = {
     # [0, 1]: the custom CNNs trained from scratch (pixel / 255).
     "unit": (1.0, 0.0),
     # [-1, 1]: keras.applications' "tf" mode (ResNet V2, MobileNet V1/V2, Inception, Xception).
@@ -99,9 +103,10 @@ class InputSpec:
     def to_unit(self, x: np.ndarray) -> np.ndarray:
         """Model input back to [0, 1] display values (inverse of :func:`normalize`)."""
         lo, hi = self.channel_range
-        return (np.asarray(x, np.float32) - lo) / (hi - lo)
+        unit: np.ndarray = (np.asarray(x, np.float32) - lo) / (hi - lo)
+        return unit
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         lo, hi = self.channel_range
         if np.all(lo == lo[0]) and np.all(hi == hi[0]):
@@ -111,7 +116,7 @@ class InputSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> InputSpec:
+    def from_dict(cls, d: dict[str, Any]) -> InputSpec:
         try:
             return cls(
                 height=int(d["height"]),
@@ -154,7 +159,8 @@ def normalize(image01: np.ndarray, spec: InputSpec) -> np.ndarray:
     elif x.shape[-1] == 1 and spec.channels == 3:
         x = np.repeat(x, 3, axis=-1)
     scale, offset = scale_offset(spec.preprocessing, spec.channels)
-    return (x * scale + offset).astype(np.float32)
+    values: np.ndarray = (x * scale + offset).astype(np.float32)
+    return values
 
 
 def study_to_input(study: Study, spec: InputSpec) -> np.ndarray:
