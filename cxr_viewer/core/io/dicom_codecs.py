@@ -16,7 +16,10 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
-from pydicom.pixels import get_decoder, pixel_array
+
+# from the modules that define them: pydicom.pixels re-exports them without marking it
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.utils import pixel_array
 from pydicom.uid import UID, JPEGExtended12Bit
 
 from cxr_viewer.core.errors import CorruptFileError, ImageTooLargeError, MissingCodecError

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_voi
+from pydicom.pixels.processing import apply_voi
 from pydicom.sequence import Sequence
 
 from cxr_viewer.core.study import VoiLut, Window
