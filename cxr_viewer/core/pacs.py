@@ -263,25 +263,25 @@ def _uids() -> tuple[list[UID], list[UID]]:
 
 def _storage_classes() -> tuple[list[UID], list[UID]]:
     """(image SOP classes, non-image SOP classes) we accept when retrieving."""
-    from pydicom import uid as sc
+    from pydicom import uid
 
     images = [
-        sc.ComputedRadiographyImageStorage,
-        sc.DigitalXRayImageStorageForPresentation,
-        sc.DigitalXRayImageStorageForProcessing,
-        sc.SecondaryCaptureImageStorage,
-        sc.MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
-        sc.MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
-        sc.CTImageStorage,
-        sc.MRImageStorage,
-        sc.DigitalMammographyXRayImageStorageForPresentation,
+        uid.ComputedRadiographyImageStorage,
+        uid.DigitalXRayImageStorageForPresentation,
+        uid.DigitalXRayImageStorageForProcessing,
+        uid.SecondaryCaptureImageStorage,
+        uid.MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
+        uid.MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+        uid.CTImageStorage,
+        uid.MRImageStorage,
+        uid.DigitalMammographyXRayImageStorageForPresentation,
     ]
     other = [
-        sc.ComprehensiveSRStorage,
-        sc.EnhancedSRStorage,
-        sc.BasicTextSRStorage,
-        sc.KeyObjectSelectionDocumentStorage,
-        sc.GrayscaleSoftcopyPresentationStateStorage,
+        uid.ComprehensiveSRStorage,
+        uid.EnhancedSRStorage,
+        uid.BasicTextSRStorage,
+        uid.KeyObjectSelectionDocumentStorage,
+        uid.GrayscaleSoftcopyPresentationStateStorage,
     ]
     return images, other
 
