@@ -83,6 +83,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cxr_viewer.commands import batch_dicom
 
     batch_dicom.add_arguments(parser)
+    scale = parser.add_argument_group("scale-out")
+    scale.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process, one file after another (default); ray: a pool of Ray "
+        'workers, here or on a cluster (pip install -e ".[scale]")',
+    )
+    scale.add_argument(
+        "--address",
+        default=None,
+        metavar="auto|HOST:PORT",
+        help="--engine ray: the Ray cluster to join (default: start Ray on this machine)",
+    )
+    scale.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="--engine ray: worker processes, each loading the model once (default: one per "
+        "GPU of the cluster, else one per CPU)",
+    )
 
 
 def add_method_options(parser: argparse.ArgumentParser) -> None:
@@ -339,6 +361,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"cxr-viewer batch: {_describe_failure(exc)}", file=sys.stderr)
         return code
 
+    if getattr(args, "engine", "local") == "ray":
+        from .batch_ray import run_ray
+
+        return run_ray(args)
     out_dir = Path(args.out)
     try:
         methods = _methods(args.explain)

@@ -133,6 +133,26 @@ def prepare_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
         ) from exc
 
 
+def save_output(
+    out_dir: Path, row: dict[str, Any], column: str, name: str, write: Callable[[Path], None]
+) -> Path:
+    """Write one output file ``out_dir/name`` atomically and record ``name`` in ``row[column]``.
+
+    ``write(path)`` writes the content to ``path`` (a temporary file in ``out_dir``); it is
+    renamed to ``name`` only when complete. OSError propagates to the caller.
+    """
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=_TMP_PREFIX, suffix=Path(name).suffix)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, out_dir / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    row[column] = name
+    return out_dir / name
+
+
 class OutputWriter:
     """The output folder of one batch run (see the module docstring).
 
@@ -240,16 +260,7 @@ class OutputWriter:
         ``write(path)`` writes the content to ``path`` (a temporary file in the output folder);
         it is renamed to ``name`` only when complete. OSError propagates to the caller.
         """
-        fd, tmp = tempfile.mkstemp(dir=self.out_dir, prefix=_TMP_PREFIX, suffix=Path(name).suffix)
-        os.close(fd)
-        try:
-            write(Path(tmp))
-            os.replace(tmp, self.out_dir / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        row[column] = name
-        return self.out_dir / name
+        return save_output(self.out_dir, row, column, name, write)
 
     def add_row(self, row: dict[str, Any]) -> None:
         """Append a finished row to the journal (flushed and synced: a kill keeps it)."""
@@ -262,10 +273,17 @@ class OutputWriter:
         self._journal.flush()
         os.fsync(self._journal.fileno())
 
-    def close(self) -> Path:
-        """Write ``predictions.csv`` (earlier rows kept, then this run's) atomically."""
+    def close(self, order: Iterable[str] = ()) -> Path:
+        """Write ``predictions.csv`` (earlier rows kept, then this run's) atomically.
+
+        ``order``: files (as in the rows' ``file``) whose rows of this run come first, in this
+        order (an engine whose rows arrive out of order gives the input order); the others
+        follow as they were added.
+        """
         self._journal.close()
-        rows = [*self._kept.values(), *self._new.values()]
+        first = {f: self._new[f] for f in order if f in self._new}
+        rows = [*self._kept.values(), *first.values()]
+        rows += [r for f, r in self._new.items() if f not in first]
 
         def write(path: Path) -> None:
             with open(path, "w", encoding="utf-8", newline="") as fh:

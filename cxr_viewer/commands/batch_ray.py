@@ -1,0 +1,377 @@
+"""``cxr-viewer batch --engine ray``: the same batch, on a pool of Ray workers.
+
+The driver (this process) does what the local engine does before and after the loop: it
+checks the arguments and the output folder, lists the inputs, decides with ``--resume`` what is
+done, and reserves each file's output names in input order (so they are the ones the local
+engine would choose). Ray Data then feeds the files to a pool of actors (:class:`ExplainWorker`):
+each loads the bundle once and runs :func:`cxr_viewer.commands.batch.process_file` — the local
+engine's own code, down to ``explain_with_trust`` and the overlay / map / DICOM writers — and
+writes the file's outputs into ``--out`` as soon as it is done. The driver appends each row to
+the journal as it arrives and writes ``predictions.csv`` in input order at the end, so the CSV is
+the local engine's row for row, apart from the timing columns (``seconds_<method>``).
+
+One difference: the local engine gives a file its output names only once it has been read, the
+Ray engine before; two inputs whose names differ only in extension or case (``a.png``,
+``A.jpg``) can then get other names if the first cannot be read.
+
+Failures: a file that fails is an error row, exactly as locally. A worker process that dies
+(killed, out of memory, a crash in native code) is restarted by Ray and its file retried
+(:data:`TASK_RETRIES` times); a file whose worker died every time gets an error row and the run
+goes on. ``--workers N`` sets the pool size (default: one per GPU of the cluster, else one per
+CPU); every worker needs the package installed and ``--model``, the inputs and ``--out`` at the
+same paths (a shared file system on a cluster).
+
+Ray is an optional dependency (``pip install -e ".[scale]"``) imported only here, only when
+``--engine ray`` is asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from cxr_viewer.core.errors import CxrError
+
+from .batch_output import OutputWriter, content_hash, prepare_out_dir, printable, save_output
+
+#: How often a file is tried again after its worker process died (then it is an error row).
+TASK_RETRIES = 2
+#: Object store of a Ray instance this command starts itself: it carries file names and rows
+#: only (each worker reads its images from disk), so a small one is enough.
+LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024
+#: Test hook, read by the driver and handed to the workers: ``NAME:FLAG`` makes the worker that
+#: gets the input file called NAME exit at once (``os._exit(1)``, as a crash would) the first
+#: time, when the file FLAG does not exist yet (it creates it). Used by the tests to check that
+#: a dead worker is replaced and its file retried; never set it in production.
+CRASH_HOOK_ENV = "CXR_LENS_RAY_TEST_CRASH_ONCE"
+#: Most Ray Data blocks the input list is cut into (one file per block up to this; a dead
+#: worker's whole block is retried).
+MAX_BLOCKS = 10_000
+
+RAY_MISSING = CxrError(
+    "--engine ray needs Ray",
+    "Ray is an optional dependency of CXR Lens and is not installed here.",
+    'Install it with `pip install -e ".[scale]"` (or `pip install "cxr-lens[scale]"`), '
+    "or leave out --engine ray to run on this machine.",
+)
+
+
+def import_ray():
+    """``ray`` and ``ray.data``, or :data:`RAY_MISSING`."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise RAY_MISSING from exc
+    return ray
+
+
+class _PresetNames:
+    """The part of :class:`OutputWriter` a worker uses: the output names the driver reserved
+    for the file being processed, and atomic writes into the output folder."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.stem = ""
+        self.stem_error = ""
+
+    def unique_stem(self, rel: str, suffixes=()) -> str:
+        if self.stem_error:
+            raise CxrError(self.stem_error)
+        return self.stem
+
+    def save(self, row: dict[str, Any], column: str, name: str, write) -> Path:
+        return save_output(self.out_dir, row, column, name, write)
+
+
+def _cell(value: Any) -> str:
+    """A row value as ``csv`` writes it (so the driver's CSV is byte for byte the local one)."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+class ExplainWorker:
+    """A Ray actor: loads the bundle once, then predicts and explains the files it is given.
+
+    Each batch holds ``path`` (the file name as bytes), ``sha256`` (the driver's hash, or empty:
+    the worker computes it), ``stem`` and ``stem_error`` (the output names the driver reserved);
+    it returns ``row``: each file's CSV row as JSON.
+    """
+
+    def __init__(
+        self,
+        args: dict[str, Any],
+        methods: list[str],
+        target: int | None,
+        threads: int = 0,
+        crash_hook: str = "",
+    ) -> None:
+        if threads > 0:  # TensorFlow reads these when it starts (below, at the model's load)
+            os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
+            os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+        from cxr_viewer.commands.batch import BatchContext
+        from cxr_viewer.commands.batch_dicom import DicomOutput
+        from cxr_viewer.commands.runtime import apply_runtime_arguments
+        from cxr_viewer.core.inference import load_classifier
+
+        ns = argparse.Namespace(**args)
+        apply_runtime_arguments(ns)
+        clf = load_classifier(ns.model)
+        self.names = _PresetNames(Path(ns.out))
+        dicom = DicomOutput.from_args(ns)
+        self.ctx = BatchContext(ns, clf, methods, target, Path(ns.path), self.names, dicom=dicom)  # type: ignore[arg-type]
+        self.crash_name, _, self.crash_flag = crash_hook.partition(":")
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
+        from cxr_viewer.commands.batch import process_file
+
+        rows = []
+        for raw, digest, stem, stem_error in zip(
+            batch["path"], batch["sha256"], batch["stem"], batch["stem_error"], strict=True
+        ):
+            path = Path(os.fsdecode(bytes(raw)))
+            self._maybe_crash(path)
+            if not digest:
+                try:
+                    digest = content_hash(path)
+                except OSError:
+                    digest = None
+            self.names.stem, self.names.stem_error = str(stem), str(stem_error)
+            row = process_file(self.ctx, path, digest)
+            rows.append(json.dumps({k: _cell(v) for k, v in row.items()}))
+        return {"row": rows}
+
+    def _maybe_crash(self, path: Path) -> None:
+        if self.crash_name and path.name == self.crash_name and self.crash_flag:
+            try:
+                fd = os.open(self.crash_flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return
+            os.close(fd)
+            os._exit(1)
+
+
+def _start_ray(ray, args: argparse.Namespace) -> tuple[bool, str]:
+    """Join ``--address`` or the Ray instance this process runs already, else start one here.
+    Returns (whether this call started it, the dashboard address or '')."""
+    if ray.is_initialized():
+        return False, ""
+    quiet = {"logging_level": "ERROR", "log_to_driver": not args.quiet}
+    try:
+        if args.address:
+            info = ray.init(address=args.address, **quiet)
+        else:
+            info = ray.init(
+                include_dashboard=False,
+                object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                **quiet,
+            )
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {args.address}" if args.address else "Ray on this machine"
+        raise CxrError(
+            f"Cannot start {where}",
+            printable(exc),
+            "Check that the cluster runs (`ray status`) and the address, or leave out --address "
+            "to start Ray here.",
+        ) from exc
+    return True, str(getattr(info, "dashboard_url", "") or "")
+
+
+def _pool(ray, args: argparse.Namespace) -> tuple[int, dict[str, Any], int]:
+    """(workers, Ray resources per worker, TensorFlow threads per worker)."""
+    res = ray.cluster_resources()
+    gpus = int(res.get("GPU", 0))
+    cpus = max(1, int(res.get("CPU", 1)))
+    if args.workers is not None and args.workers < 1:
+        raise CxrError("--workers must be at least 1", f"got {args.workers}.")
+    if gpus and args.device != "cpu":
+        workers = args.workers or gpus
+        return workers, {"num_gpus": 1, "num_cpus": 1}, 0
+    workers = args.workers or cpus
+    per = max(1, cpus // workers)
+    return workers, {"num_cpus": per}, per
+
+
+def run_ray(args: argparse.Namespace) -> int:
+    from cxr_viewer.core.bundle import open_bundle
+    from cxr_viewer.core.io import scan_study_files
+
+    from .batch import OUTPUTS, _columns, _describe_failure, _methods, _rel, _tag, _target
+
+    def fail(exc: BaseException, code: int = 2) -> int:
+        print(f"cxr-viewer batch: {_describe_failure(exc)}", file=sys.stderr)
+        return code
+
+    out_dir = Path(args.out)
+    started = False
+    try:
+        ray = import_ray()
+        methods = _methods(args.explain)
+        listing = scan_study_files(args.path)
+        if not listing.files and not listing.skipped:
+            print(
+                f"cxr-viewer batch: no PNG, JPEG or DICOM files in {printable(args.path)}",
+                file=sys.stderr,
+            )
+            return 2
+        prepare_out_dir(out_dir, resume=args.resume, overwrite=args.overwrite)
+        from cxr_viewer.commands.batch_dicom import DicomOutput
+
+        DicomOutput.from_args(args)  # checks a --send node before any worker starts
+        bundle = open_bundle(args.model)  # the class names; each worker loads the model
+        class_names = tuple(bundle.class_names)
+        target = _target(args.target, class_names)
+        cols = _columns(class_names, methods, not args.no_trust)
+        writer = OutputWriter(
+            out_dir,
+            cols,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            output_prefixes=tuple(f"{kind}_" for kind in OUTPUTS),
+        )
+    except (CxrError, OSError) as exc:
+        return fail(exc)
+    except KeyboardInterrupt:
+        print("cxr-viewer batch: interrupted before any file was processed", file=sys.stderr)
+        return 130
+
+    # the driver's part of the loop of the local engine: what is done, and the output names
+    suffixes = [f"_{_tag(m)}{OUTPUTS[k][0]}" for m in methods for k in OUTPUTS]
+    items: list[dict[str, Any]] = []
+    n_kept = 0
+    root = Path(args.path)
+    for path in listing.files:
+        digest = ""
+        if writer.kept_rows:
+            try:
+                digest = content_hash(path)
+            except OSError:
+                digest = ""
+        if writer.done(printable(path), digest or None):
+            n_kept += 1
+            continue
+        writer.release(printable(path))
+        stem = stem_error = ""
+        if methods:
+            try:
+                stem = writer.unique_stem(_rel(path, root), suffixes)
+            except CxrError as exc:
+                stem_error = _describe_failure(exc)
+        items.append(
+            {"path": os.fsencode(path), "sha256": digest, "stem": stem, "stem_error": stem_error}
+        )
+
+    order = [printable(p) for p, _ in listing.skipped] + [printable(p) for p in listing.files]
+    for path, reason in listing.skipped:
+        writer.add_row({"file": printable(path), "status": "skipped", "error": reason})
+    arrived: set[str] = set()
+    n_ok = n_kept
+    interrupted = False
+    try:
+        if items:
+            started, dashboard = _start_ray(ray, args)
+            if dashboard and not args.quiet:
+                print(f"cxr-viewer batch: Ray dashboard at {dashboard}", file=sys.stderr)
+            n_ok += _run_pool(ray, args, methods, target, items, writer, arrived)
+    except KeyboardInterrupt:
+        interrupted = True
+    except CxrError as exc:
+        writer.abandon()
+        _stop_ray(ray, started)
+        return fail(exc)
+    except OSError as exc:  # the journal itself cannot be written (disk full, ...)
+        writer.abandon()
+        _stop_ray(ray, started)
+        return fail(CxrError(f"Cannot write the results to {out_dir}", str(exc)), 1)
+    if not interrupted:
+        lost = [it for it in items if printable(os.fsdecode(it["path"])) not in arrived]
+        for it in lost:
+            writer.add_row(
+                {
+                    "file": printable(os.fsdecode(it["path"])),
+                    "sha256": it["sha256"],
+                    "status": "error",
+                    "error": f"the worker processing this file died {TASK_RETRIES + 1} times "
+                    "(out of memory, or a crash while reading or explaining it)",
+                }
+            )
+    _stop_ray(ray, started)
+    try:
+        csv_path = writer.close(order)
+    except OSError as exc:
+        return fail(CxrError(f"Cannot write {out_dir / 'predictions.csv'}", str(exc)), 1)
+    total = len(listing.files) + len(listing.skipped)
+    if interrupted:
+        print(
+            f"cxr-viewer batch: interrupted after {n_kept + len(arrived)} of "
+            f"{len(listing.files)} files; results so far in {csv_path} (run again with "
+            "--resume to continue)",
+            file=sys.stderr,
+        )
+        return 130
+    if not args.quiet:
+        print(f"wrote {csv_path} ({n_ok} of {total} files predicted)", file=sys.stderr)
+    return 0 if n_ok else 2
+
+
+def _run_pool(ray, args, methods, target, items, writer: OutputWriter, arrived: set[str]) -> int:
+    """Feed ``items`` to the worker pool; journal each row as it arrives. Returns how many
+    files were predicted."""
+    from ray.data import DataContext
+    from tqdm import tqdm
+
+    workers, resources, threads = _pool(ray, args)
+    data_ctx = DataContext.get_current()
+    data_ctx.enable_progress_bars = False  # the driver shows one bar per file instead
+    data_ctx.max_errored_blocks = -1  # a file whose worker kept dying: an error row, not a lost run
+    data_ctx.log_internal_stack_trace = False
+    ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates passing actor options this way but offers no other for
+        # max_task_retries (its default, -1, would retry a file that kills its worker forever)
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        ds = ds.map_batches(
+            ExplainWorker,
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=min(workers, len(items))),
+            fn_constructor_kwargs={
+                "args": vars(args),
+                "methods": methods,
+                "target": target,
+                "threads": threads,
+                "crash_hook": os.environ.get(CRASH_HOOK_ENV, ""),
+            },
+            # a dead worker is replaced (always) and its file tried again (TASK_RETRIES times)
+            max_restarts=-1,
+            max_task_retries=TASK_RETRIES,
+            **resources,
+        )
+    n_ok = 0
+    bar = tqdm(total=len(items), unit="file", disable=args.quiet, file=sys.stderr)
+    try:
+        for record in ds.iter_rows():
+            row = json.loads(record["row"])
+            writer.add_row(row)
+            arrived.add(row["file"])
+            n_ok += row["status"] in ("ok", "partial")
+            bar.update(1)
+    except (ray.exceptions.RayError, RuntimeError) as exc:
+        raise CxrError(
+            "The Ray workers failed",
+            printable(str(exc).strip().splitlines()[-1] if str(exc).strip() else exc),
+            "The rows written so far are kept: fix the cause and run again with --resume.",
+        ) from exc
+    finally:
+        bar.close()
+    return n_ok
+
+
+def _stop_ray(ray, started: bool) -> None:
+    if started:
+        ray.shutdown()

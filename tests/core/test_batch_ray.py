@@ -1,0 +1,141 @@
+"""`cxr-viewer batch --engine ray`: a local Ray instance (2 CPUs, small object store) with two
+workers gives the local engine's CSV and maps; a worker that dies is replaced and its file
+retried; without Ray the local engine runs and `--engine ray` says how to install it."""
+
+from __future__ import annotations
+
+import csv
+import sys
+
+import numpy as np
+import pytest
+from explain_support import tiny_classifier
+from PIL import Image
+
+from cxr_viewer.cli import main
+
+N_IMAGES = 5
+
+
+@pytest.fixture(scope="module")
+def bundle_root():
+    pytest.importorskip("tensorflow")
+    return tiny_classifier().bundle.root
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    src = tmp_path_factory.mktemp("ray-in")
+    (src / "sub").mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(N_IMAGES):
+        where = src / "sub" if i == 0 else src
+        Image.fromarray((rng.random((36 + i, 40)) * 255).astype(np.uint8)).save(
+            where / f"im{i}.png"
+        )
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)  # an error row
+    return src
+
+
+def _batch(src, bundle_root, out, *extra):
+    args = ["batch", str(src), "--model", str(bundle_root), "--out", str(out)]
+    return main([*args, "--explain", "gradcam", "--quiet", *extra])
+
+
+def _rows(out):
+    with open(out / "predictions.csv", encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _without_timing(rows):
+    return [{k: v for k, v in r.items() if not k.startswith("seconds_")} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def local_out(tmp_path_factory, inputs, bundle_root):
+    out = tmp_path_factory.mktemp("local-out")
+    assert _batch(inputs, bundle_root, out) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=200 * 1024 * 1024,
+        logging_level="ERROR",
+    )
+    yield ray
+    ray.shutdown()
+
+
+def _assert_same_as_local(out, local_out):
+    local, rows = _rows(local_out), _rows(out)
+    assert list(rows[0]) == list(local[0])  # the same columns, in the same order
+    assert _without_timing(rows) == _without_timing(local)  # row for row
+    statuses = sorted(r["status"] for r in rows)
+    assert statuses == ["error"] + ["ok"] * N_IMAGES
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        assert float(r["seconds_gradcam"]) >= 0
+        name = r["map_gradcam"]
+        np.testing.assert_allclose(
+            np.load(out / name, allow_pickle=False),
+            np.load(local_out / name, allow_pickle=False),
+            atol=1e-5,
+        )
+        with (
+            Image.open(out / r["overlay_gradcam"]) as a,
+            Image.open(local_out / name.replace(".npy", ".png")) as b,
+        ):
+            assert a.size == b.size
+    left = sorted(p.name for p in out.iterdir())
+    assert left == sorted(p.name for p in local_out.iterdir())  # no temporary files either
+
+
+@pytest.mark.slow
+def test_ray_engine_with_two_workers_writes_the_local_engines_csv(
+    tmp_path, inputs, bundle_root, local_out, ray_session
+):
+    out = tmp_path / "ray-out"
+    assert _batch(inputs, bundle_root, out, "--engine", "ray", "--workers", "2") == 0
+    _assert_same_as_local(out, local_out)
+    before = _rows(out)
+    # --resume on a part of the same inputs: its file is done, so nothing runs again (its row,
+    # timing included, is kept) and the rows of the other files stay
+    assert _batch(inputs / "sub", bundle_root, out, "--engine", "ray", "--resume") == 0
+    assert _rows(out) == before
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_is_replaced_and_every_row_is_written(
+    tmp_path, inputs, bundle_root, local_out, ray_session, monkeypatch
+):
+    from cxr_viewer.commands.batch_ray import CRASH_HOOK_ENV
+
+    flag = tmp_path / "crashed-once"
+    monkeypatch.setenv(CRASH_HOOK_ENV, f"im3.png:{flag}")
+    out = tmp_path / "ray-out"
+    assert _batch(inputs, bundle_root, out, "--engine", "ray", "--workers", "2") == 0
+    assert flag.exists()  # the worker given im3.png exited (os._exit) part way through the run
+    _assert_same_as_local(out, local_out)
+
+
+def test_without_ray_the_local_engine_runs_and_the_ray_engine_says_how_to_install(
+    tmp_path, inputs, bundle_root, local_out, monkeypatch, capsys
+):
+    for name in [m for m in sys.modules if m == "ray" or m.startswith("ray.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    out = tmp_path / "local"
+    assert _batch(inputs, bundle_root, out) == 0
+    assert _without_timing(_rows(out)) == _without_timing(_rows(local_out))
+    capsys.readouterr()
+    assert _batch(inputs, bundle_root, tmp_path / "ray", "--engine", "ray") == 2
+    err = capsys.readouterr().err
+    assert "--engine ray needs Ray" in err and 'pip install -e ".[scale]"' in err
+    assert not (tmp_path / "ray").exists()  # refused before anything was written
