@@ -2,10 +2,11 @@
 
 Runs ``cxr-viewer batch`` (a fresh process each time, as a user would) with ``--engine local``,
 ``--engine ray --workers 1`` and ``--workers 2`` (Ray started on this machine by the command),
-each on N/2 and N images. Prints per engine: the wall times, images/s end to end, the
-steady-state images/s (the extra N/2 images over the extra wall time, so start-up cancels out),
-its ratio to the local engine, and the start-up time it implies. Then, measured directly, the
-Ray start-up overhead: ``ray.init`` plus the warm-up of a pool of 1 or 2 workers (each imports
+on the same images. Prints per engine: the wall time, images/s end to end, when the first row
+was written, the steady-state images/s (rows after the first over the time from the first row
+to the last, read from the run's journal ``predictions.csv.partial`` as it grows, so start-up
+does not count) and its ratio to the local engine. Then, measured directly, the Ray start-up
+overhead: ``ray.init`` plus the warm-up of a pool of 1 or 2 workers (each imports
 TensorFlow and loads the bundle).
 
     python benchmarks/bench_scale.py [--model BUNDLE] [--images 24] [--explain gradcam]
@@ -44,16 +45,31 @@ def _write_inputs(folder: Path, n: int, size: int) -> None:
         Image.fromarray((image * 255).clip(0, 255).astype("uint8")).save(folder / f"p{i:05d}.png")
 
 
-def _run(src: Path, out: Path, model: str, explain: str, *engine: str) -> float:
+def _run(src: Path, out: Path, model: str, explain: str, *engine: str) -> tuple[float, ...]:
+    """(wall, first row, last row): seconds from the start, rows seen in the run's journal."""
     cmd = [sys.executable, "-m", "cxr_viewer", "batch", str(src), "--model", model]
     cmd += ["--out", str(out), "--explain", explain, "--quiet", "--device", "cpu", *engine]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+    journal = out / "predictions.csv.partial"
+    first = last = float("nan")
+    seen = 0
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    with subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True) as proc:
+        while proc.poll() is None:
+            try:
+                rows = journal.read_bytes().count(b"\n") - 1  # minus the header
+            except OSError:
+                rows = 0
+            if rows > seen:
+                now = time.perf_counter() - t0
+                first = now if seen == 0 else first
+                last, seen = now, rows
+            time.sleep(0.05)
+        err = proc.stderr.read() if proc.stderr else ""
     wall = time.perf_counter() - t0
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return wall
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
+    return wall, first, last
 
 
 def _rows(out: Path) -> list[dict[str, str]]:
@@ -102,56 +118,49 @@ def _ray_overhead(model: str, explain: str, workers: int, cpus: int, out: Path) 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(ROOT / "resources" / "demo_bundle"))
-    ap.add_argument("--images", type=int, default=24, help="images of the larger run (even)")
+    ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--size", type=int, default=256, help="phantom size in pixels")
     ap.add_argument("--explain", default="gradcam")
     a = ap.parse_args()
     cpus = os.cpu_count() or 1
-    n2 = max(2, a.images - a.images % 2)
-    n1 = n2 // 2
+    n = a.images
     engines = {
         "local": (),
         "ray, 1 worker": ("--engine", "ray", "--workers", "1"),
         "ray, 2 workers": ("--engine", "ray", "--workers", "2"),
     }
-    walls: dict[str, dict[int, float]] = {name: {} for name in engines}
+    times: dict[str, tuple[float, ...]] = {}
     with tempfile.TemporaryDirectory(prefix="cxr-bench-scale-") as tmp:
-        srcs = {n2: Path(tmp) / "in-large", n1: Path(tmp) / "in-small"}
-        _write_inputs(srcs[n2], n2, a.size)
-        srcs[n1].mkdir()
-        for f in sorted(srcs[n2].iterdir())[:n1]:
-            (srcs[n1] / f.name).write_bytes(f.read_bytes())
-        reference: dict[int, list] = {}
+        src = Path(tmp) / "in"
+        _write_inputs(src, n, a.size)
+        reference = None
         for i, (name, engine) in enumerate(engines.items()):
-            for n, src in srcs.items():
-                out = Path(tmp) / f"out{i}-{n}"
-                walls[name][n] = _run(src, out, a.model, a.explain, *engine)
-                rows = _rows(out)
-                if reference.setdefault(n, rows) != rows:
-                    print(f"{name}: its CSV differs from the local engine's", file=sys.stderr)
-                    return 1
+            out = Path(tmp) / f"out{i}"
+            times[name] = _run(src, out, a.model, a.explain, *engine)
+            rows = _rows(out)
+            reference = rows if reference is None else reference
+            if rows != reference:
+                print(f"{name}: its CSV differs from the local engine's", file=sys.stderr)
+                return 1
         overhead = {w: _ray_overhead(a.model, a.explain, w, cpus, Path(tmp)) for w in (1, 2)}
     print(
-        f"{n1} and {n2} phantoms of {a.size} px, --explain {a.explain} (with trust AUCs), "
+        f"{n} phantoms of {a.size} px, --explain {a.explain} (with trust AUCs), "
         f"{Path(a.model).name}, {cpus} CPUs, device cpu"
     )
     print(
-        f"{'engine':<16}{f'wall {n1}':>9}{f'wall {n2}':>9}{f'img/s e2e {n2}':>15}"
-        f"{'steady img/s':>14}{'vs local':>10}{'start-up s':>12}"
+        f"{'engine':<16}{'wall s':>8}{'img/s e2e':>11}{'1st row s':>11}"
+        f"{'steady img/s':>14}{'vs local':>10}"
     )
-    rate = {}
-    for name, w in walls.items():
-        rate[name] = (n2 - n1) / max(w[n2] - w[n1], 1e-9)  # the start-up cancels out
-    for name, w in walls.items():
-        start = w[n1] - n1 / rate[name]
+    steady = {k: (n - 1) / max(last - first, 1e-9) for k, (_, first, last) in times.items()}
+    for name, (wall, first, _) in times.items():
         print(
-            f"{name:<16}{w[n1]:>9.1f}{w[n2]:>9.1f}{n2 / w[n2]:>15.2f}{rate[name]:>14.2f}"
-            f"{rate[name] / rate['local']:>10.2f}{start:>12.1f}"
+            f"{name:<16}{wall:>8.1f}{n / wall:>11.2f}{first:>11.1f}{steady[name]:>14.2f}"
+            f"{steady[name] / steady['local']:>10.2f}"
         )
     for w, s in overhead.items():
         print(f"Ray start-up overhead, {w} worker(s): {s:.1f} s (ray.init + pool warm-up)")
-    print("steady img/s = extra images / extra wall time between the two runs of an engine;")
-    print("start-up = wall of the small run minus its images at the steady rate.")
+    print("steady img/s = (rows - 1) / (time of the last row - time of the first row), read from")
+    print("the run's journal; 1st row s = when the first row was written (start-up + 1 image).")
     print("CSVs of every engine equal the local engine's apart from the timing columns.")
     return 0
 

@@ -15,6 +15,9 @@ output folder that holds files is refused unless ``--resume`` (files already pre
 the same path and content hash, are skipped) or ``--overwrite``. Ctrl+C finishes the current
 file, writes the CSV and exits 130. Exit status 0 if at least one file was predicted, 2 if
 none, 1 if the results could not be written.
+
+``--engine ray [--workers N] [--address auto|HOST:PORT]`` runs :func:`process_file` on a pool
+of Ray workers instead (:mod:`cxr_viewer.commands.batch_ray`); the output is the same.
 """
 
 from __future__ import annotations
@@ -367,6 +370,12 @@ def run(args: argparse.Namespace) -> int:
         return run_ray(args)
     out_dir = Path(args.out)
     try:
+        if getattr(args, "address", None) or getattr(args, "workers", None):
+            raise CxrError(
+                "--address and --workers are options of the Ray engine",
+                "this run uses the local engine (one process, one file after another).",
+                "Add --engine ray, or leave them out.",
+            )
         methods = _methods(args.explain)
         listing = scan_study_files(args.path)
         if not listing.files and not listing.skipped:

@@ -361,7 +361,7 @@ def _run_pool(ray, args, methods, target, items, writer: OutputWriter, arrived: 
             arrived.add(row["file"])
             n_ok += row["status"] in ("ok", "partial")
             bar.update(1)
-    except (ray.exceptions.RayError, RuntimeError) as exc:
+    except Exception as exc:  # Ray's own errors (a worker that cannot start, a lost node...)
         raise CxrError(
             "The Ray workers failed",
             printable(str(exc).strip().splitlines()[-1] if str(exc).strip() else exc),

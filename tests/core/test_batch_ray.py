@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-from explain_support import tiny_classifier
 from PIL import Image
 
 from cxr_viewer.cli import main
@@ -18,9 +17,8 @@ N_IMAGES = 5
 
 
 @pytest.fixture(scope="module")
-def bundle_root():
-    pytest.importorskip("tensorflow")
-    return tiny_classifier().bundle.root
+def bundle_root(tiny_bundle):
+    return tiny_bundle
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +137,5 @@ def test_without_ray_the_local_engine_runs_and_the_ray_engine_says_how_to_instal
     err = capsys.readouterr().err
     assert "--engine ray needs Ray" in err and 'pip install -e ".[scale]"' in err
     assert not (tmp_path / "ray").exists()  # refused before anything was written
+    assert _batch(inputs, bundle_root, tmp_path / "w", "--workers", "2") == 2
+    assert "--address and --workers are options of the Ray engine" in capsys.readouterr().err
