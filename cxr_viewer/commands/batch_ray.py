@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import warnings
@@ -115,18 +116,26 @@ class ExplainWorker:
         if threads > 0:  # TensorFlow reads these when it starts (below, at the model's load)
             os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
             os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-        from cxr_viewer.commands.batch import BatchContext
+        from cxr_viewer.commands.batch import BatchContext, _describe_failure
         from cxr_viewer.commands.batch_dicom import DicomOutput
         from cxr_viewer.commands.runtime import apply_runtime_arguments
         from cxr_viewer.core.inference import load_classifier
 
         ns = argparse.Namespace(**args)
-        apply_runtime_arguments(ns)
-        clf = load_classifier(ns.model)
         self.names = _PresetNames(Path(ns.out))
-        dicom = DicomOutput.from_args(ns)
-        self.ctx = BatchContext(ns, clf, methods, target, Path(ns.path), self.names, dicom=dicom)  # type: ignore[arg-type]
         self.crash_name, _, self.crash_flag = crash_hook.partition(":")
+        self.ctx = None
+        #: why this worker has no model (its files become error rows saying so), or ''
+        self.load_error = ""
+        try:
+            apply_runtime_arguments(ns)
+            clf = load_classifier(ns.model)
+            dicom = DicomOutput.from_args(ns)
+        except Exception as exc:  # a worker that cannot start must not take the run down
+            self.load_error = f"the worker could not load the model: {_describe_failure(exc)}"
+            return
+        writer: Any = self.names  # the part of OutputWriter process_file uses
+        self.ctx = BatchContext(ns, clf, methods, target, Path(ns.path), writer, dicom=dicom)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         from cxr_viewer.commands.batch import process_file
@@ -143,7 +152,11 @@ class ExplainWorker:
                 except OSError:
                     digest = None
             self.names.stem, self.names.stem_error = str(stem), str(stem_error)
-            row = process_file(self.ctx, path, digest)
+            if self.ctx is None:
+                row = {"file": printable(path), "sha256": digest or "", "status": "error"}
+                row["error"] = self.load_error
+            else:
+                row = process_file(self.ctx, path, digest)
             rows.append(json.dumps({k: _cell(v) for k, v in row.items()}))
         return {"row": rows}
 
@@ -329,6 +342,7 @@ def _run_pool(ray, args, methods, target, items, writer: OutputWriter, arrived: 
     workers, resources, threads = _pool(ray, args)
     data_ctx = DataContext.get_current()
     data_ctx.enable_progress_bars = False  # the driver shows one bar per file instead
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its start/finish lines would cut it
     data_ctx.max_errored_blocks = -1  # a file whose worker kept dying: an error row, not a lost run
     data_ctx.log_internal_stack_trace = False
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
