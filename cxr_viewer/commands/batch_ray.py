@@ -201,8 +201,6 @@ def _pool(ray, args: argparse.Namespace) -> tuple[int, dict[str, Any], int]:
     res = ray.cluster_resources()
     gpus = int(res.get("GPU", 0))
     cpus = max(1, int(res.get("CPU", 1)))
-    if args.workers is not None and args.workers < 1:
-        raise CxrError("--workers must be at least 1", f"got {args.workers}.")
     if gpus and args.device != "cpu":
         workers = args.workers or gpus
         return workers, {"num_gpus": 1, "num_cpus": 1}, 0
@@ -223,7 +221,10 @@ def run_ray(args: argparse.Namespace) -> int:
 
     out_dir = Path(args.out)
     started = False
+    ray = None
     try:
+        if args.workers is not None and args.workers < 1:
+            raise CxrError("--workers must be at least 1", f"got {args.workers}.")
         ray = import_ray()
         methods = _methods(args.explain)
         listing = scan_study_files(args.path)
@@ -241,6 +242,7 @@ def run_ray(args: argparse.Namespace) -> int:
         class_names = tuple(bundle.class_names)
         target = _target(args.target, class_names)
         cols = _columns(class_names, methods, not args.no_trust)
+        started, dashboard = _start_ray(ray, args)  # before the output folder is touched
         writer = OutputWriter(
             out_dir,
             cols,
@@ -249,10 +251,14 @@ def run_ray(args: argparse.Namespace) -> int:
             output_prefixes=tuple(f"{kind}_" for kind in OUTPUTS),
         )
     except (CxrError, OSError) as exc:
+        _stop_ray(ray, started)
         return fail(exc)
     except KeyboardInterrupt:
+        _stop_ray(ray, started)
         print("cxr-viewer batch: interrupted before any file was processed", file=sys.stderr)
         return 130
+    if dashboard and not args.quiet:
+        print(f"cxr-viewer batch: Ray dashboard at {dashboard}", file=sys.stderr)
 
     # the driver's part of the loop of the local engine: what is done, and the output names
     suffixes = [f"_{_tag(m)}{OUTPUTS[k][0]}" for m in methods for k in OUTPUTS]
@@ -288,9 +294,6 @@ def run_ray(args: argparse.Namespace) -> int:
     interrupted = False
     try:
         if items:
-            started, dashboard = _start_ray(ray, args)
-            if dashboard and not args.quiet:
-                print(f"cxr-viewer batch: Ray dashboard at {dashboard}", file=sys.stderr)
             n_ok += _run_pool(ray, args, methods, target, items, writer, arrived)
     except KeyboardInterrupt:
         interrupted = True
@@ -387,5 +390,5 @@ def _run_pool(ray, args, methods, target, items, writer: OutputWriter, arrived: 
 
 
 def _stop_ray(ray, started: bool) -> None:
-    if started:
+    if started and ray is not None:
         ray.shutdown()
