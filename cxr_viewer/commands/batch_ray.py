@@ -181,6 +181,7 @@ def _start_ray(ray, args: argparse.Namespace) -> tuple[bool, str]:
             info = ray.init(address=args.address, **quiet)
         else:
             info = ray.init(
+                address="local",  # a new instance, even where a cluster runs (--address joins it)
                 include_dashboard=False,
                 object_store_memory=LOCAL_OBJECT_STORE_BYTES,
                 **quiet,

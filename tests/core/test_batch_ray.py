@@ -61,6 +61,7 @@ def ray_session():
     ray = pytest.importorskip("ray")
     pytest.importorskip("ray.data")
     ray.init(
+        address="local",  # never a cluster that happens to run on the machine
         num_cpus=2,
         include_dashboard=False,
         object_store_memory=200 * 1024 * 1024,
