@@ -61,7 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="class to explain (name or index; default: the predicted class)",
     )
     add_method_options(parser)
-    seeded = [c.display.short_label for c in EXPLAINERS.values() if "seed" in c.default_settings]
+    seeded = [
+        c.display.short_label for c in EXPLAINERS.values() if "seed" in c.settings_type.names()
+    ]
     parser.add_argument(
         "--seed", type=int, default=0, help=f"seed for {' and '.join(seeded)} (default 0)"
     )
@@ -150,7 +152,7 @@ def _settings(method: str, args: argparse.Namespace) -> dict[str, Any]:
 
     cls = explainer_class(method)
     s: dict[str, Any] = {}
-    if "seed" in cls.default_settings:
+    if "seed" in cls.settings_type.names():
         s["seed"] = args.seed
     layer = getattr(args, f"{cls.name}_layer", None) if cls.uses_layer else None
     if layer:

@@ -151,7 +151,7 @@ class ModelSession:
             except ExplainError as exc:  # e.g. no layer SHAP can be computed at
                 log.warning("%s is not available for this bundle: %s", method, exc)
                 continue
-            settings[method] = {k: v for k, v in ex.settings.items() if k != "layer"}
+            settings[method] = {k: v for k, v in ex.settings.as_dict().items() if k != "layer"}
             if ex.uses_layer:
                 layers[method] = offered
                 defaults[method] = (

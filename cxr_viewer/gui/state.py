@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from cxr_viewer.core.explain.registry import EXPLAINERS
+from cxr_viewer.core.explain.registry import EXPLAINERS, check_setting
 from cxr_viewer.core.overlay import SIGNED_COLORMAPS, UNSIGNED_COLORMAPS, default_colormap
 from cxr_viewer.core.study import Study, Window
 
@@ -371,10 +371,7 @@ class ViewerState:
 
     def set_setting(self, method: str, key: str, value: Any) -> None:
         ov = self._ov(method)
-        if key in ("num_samples", "nsamples") and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 2
-        ):
-            raise ValueError(f"{key} must be an integer ≥ 2, got {value!r}")
+        check_setting(method, key, value)  # ExplainError for a bad name, type or range
         if ov.settings.get(key) != value:
             ov.settings = {**ov.settings, key: value}
             ov.heatmap, ov.status, ov.progress = None, "idle", 0.0

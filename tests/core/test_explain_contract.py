@@ -53,9 +53,9 @@ def test_registry_names_and_import_is_light():
     assert all(len(k) == 1 and k.isupper() for k in shortcuts)
     assert len(set(shortcuts)) == len(shortcuts), "two methods share a shortcut"
     for cls in EXPLAINERS.values():
-        assert set(cls.quick_settings) <= set(cls.default_settings)
+        cls.settings_type.from_mapping(cls.quick_settings)  # valid names, types and ranges
         if cls.samples is not None:
-            assert cls.samples.key in cls.default_settings
+            assert cls.samples.key in cls.settings_type.names()
             assert cls.samples.default in cls.samples.choices
     code = (
         "import sys, cxr_viewer.core.explain.registry, cxr_viewer.core.overlay, "
@@ -107,7 +107,7 @@ def test_deterministic_for_a_seed(clf, image, method):
     a = _explainer(clf, method).explain(image, 1)
     b = _explainer(clf, method).explain(image, 1)
     np.testing.assert_array_equal(a.values, b.values)
-    if "seed" in explainer_class(method).default_settings:
+    if "seed" in explainer_class(method).settings_type.names():
         c = _explainer(clf, method, seed=1).explain(image, 1)
         assert not np.array_equal(a.values, c.values)
 

@@ -12,6 +12,7 @@ import pytest
 
 from cxr_viewer.core.explain.lime_explainer import (
     LimeExplainer,
+    LimeSettings,
     SplitHalfRule,
     segment,
     top_area_overlap,
@@ -90,7 +91,7 @@ def _linear_classifier(tmp_path, per_superpixel: np.ndarray, segments: np.ndarra
 def image_and_segments():
     rng = np.random.default_rng(3)
     x = (0.5 + 0.05 * rng.standard_normal((SIZE, SIZE, 1))).astype(np.float32)
-    settings = {**LimeExplainer.default_settings, **SETTINGS}
+    settings = LimeSettings.from_mapping(SETTINGS).as_dict()
     return x, segment(np.repeat(x, 3, axis=2), settings, 0)
 
 

@@ -104,7 +104,7 @@ def test_cancel_stops_after_the_running_batch(clf, image, monkeypatch):
         ({"patch": 40}, "does not fit"),
         ({"patch": 4, "stride": 5}, "stride"),
         ({"fill": 2.0}, "grey level"),
-        ({"patch": "big"}, "whole numbers"),
+        ({"patch": "big"}, "whole number"),
     ],
 )
 def test_bad_settings_are_refused_before_any_model_work(clf, image, settings, match):

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.explain.registry import EXPLAINERS
 from cxr_viewer.core.study import Study, Window
 from cxr_viewer.gui.cache import ResultCache
@@ -114,8 +115,10 @@ def test_result_key_changes_with_class_layer_settings():
     k2 = s.result_key("gradcam")
     s.set_setting("lime", "num_samples", 300)
     assert k1 != k2 and s.result_key("lime")[-1] == (("num_samples", 300),)
-    with pytest.raises(ValueError):
+    with pytest.raises(ExplainError, match="num_samples"):
         s.set_setting("lime", "num_samples", 0)
+    with pytest.raises(ExplainError, match="Unknown LIME setting"):
+        s.set_setting("lime", "num_sample", 300)
     assert METHODS == tuple(EXPLAINERS)  # the viewer offers what the registry lists, in order
 
 

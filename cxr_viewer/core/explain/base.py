@@ -8,18 +8,25 @@ Every explainer reports progress, stops promptly when cancelled (raising
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import types
+import typing
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, get_args, get_origin, get_type_hints
 
-import cv2
 import numpy as np
 
+from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.preprocess import study_to_input
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
+from cxr_viewer.core.resize import resize_map
 from cxr_viewer.core.study import Study
+
+if TYPE_CHECKING:
+    from cxr_viewer.core.inference import Classifier
 
 PartialFn = Callable[["Heatmap"], None]
 
@@ -71,6 +78,114 @@ class SampleControl:
     cli_help: str
 
 
+def _type_name(hint: Any) -> str:
+    if get_origin(hint) is Literal:
+        return " or ".join(repr(a) for a in get_args(hint))
+    if get_origin(hint) in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in get_args(hint))
+    if hint is type(None):
+        return "None"
+    return {int: "a whole number", float: "a number", bool: "true/false", str: "text"}.get(
+        hint, getattr(hint, "__name__", str(hint))
+    )
+
+
+def _conform(value: Any, hint: Any) -> tuple[bool, Any]:
+    """(fits, value as the field's type) for ``value`` against annotation ``hint``."""
+    if isinstance(value, np.generic):
+        value = value.item()  # numpy scalars from a GUI spin box or an array
+    origin = get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        for arg in get_args(hint):
+            fits, conformed = _conform(value, arg)
+            if fits:
+                return True, conformed
+        return False, value
+    if origin is Literal:
+        return value in get_args(hint), value
+    if hint is type(None):
+        return value is None, value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return True, float(value)
+        return False, value
+    if hint is str:
+        return isinstance(value, str), value
+    return isinstance(value, hint), value
+
+
+@dataclass(frozen=True)
+class ExplainerSettings:
+    """Base of every method's settings: a frozen dataclass, checked when it is made.
+
+    Each method declares its own subclass (``GradCamSettings``, ``LimeSettings``, ...), whose
+    fields are the method's options with their defaults and types. Making one, from code or
+    from a dict (:meth:`from_mapping`, what the command line and the viewer pass), is the one
+    validation path: an unknown name, a value of the wrong type or one out of range raises
+    :class:`~cxr_viewer.core.errors.ExplainError` saying what, why and what to do.
+    :meth:`as_dict` is what a :class:`Heatmap` records (plain values: CSV, PDF, DICOM).
+    """
+
+    #: the method's name in messages ("LIME")
+    label: ClassVar[str] = "explanation"
+
+    def __post_init__(self) -> None:
+        hints = get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            fits, conformed = _conform(value, hints[f.name])
+            if not fits:
+                raise ExplainError(
+                    f"{self.label} setting '{f.name}' cannot be {value!r}",
+                    f"it must be {_type_name(hints[f.name])}.",
+                    f"Give {f.name} a value of that kind (default: {f.default!r}).",
+                )
+            if conformed is not value:
+                object.__setattr__(self, f.name, conformed)
+        self.check()
+
+    def check(self) -> None:
+        """Range checks of a method's values (types are already checked); raise ExplainError."""
+
+    def _out_of_range(self, name: str, allowed: str) -> ExplainError:
+        """The error for setting ``name`` outside ``allowed`` (e.g. "at least 1")."""
+        return ExplainError(
+            f"{self.label} setting '{name}' cannot be {getattr(self, name)!r}",
+            f"it must be {allowed}.",
+            f"Choose {name} {allowed}.",
+        )
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The settings' names, in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None = None) -> Self:
+        """Settings from a dict of overrides of the defaults (unknown names are refused)."""
+        given = dict(values or {})
+        unknown = sorted(set(given) - set(cls.names()))
+        if unknown:
+            raise ExplainError(
+                f"Unknown {cls.label} setting(s): {', '.join(unknown)}",
+                f"{cls.label} takes {', '.join(sorted(cls.names()))}.",
+                "Check the spelling of the setting's name.",
+            )
+        return cls(**given)
+
+    def replace(self, **changes: Any) -> Self:
+        """A checked copy with ``changes``."""
+        return self.from_mapping({**self.as_dict(), **changes})
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict (what a Heatmap records)."""
+        return dataclasses.asdict(self)
+
+
 @dataclass
 class Heatmap:
     """An explanation map and what produced it.
@@ -105,13 +220,10 @@ class Heatmap:
     partial: bool = False
 
     def resized(self, rows: int, columns: int) -> Heatmap:
-        """The same map resized to (rows, columns) with bilinear interpolation."""
+        """The same map at (rows, columns) (:func:`~cxr_viewer.core.resize.resize_map`)."""
         if self.values.shape == (rows, columns):
             return self
-        v = cv2.resize(
-            self.values.astype(np.float32), (columns, rows), interpolation=cv2.INTER_LINEAR
-        )
-        return replace(self, values=v.astype(np.float32))
+        return replace(self, values=resize_map(self.values, rows, columns))
 
 
 class Explainer(ABC):
@@ -120,9 +232,9 @@ class Explainer(ABC):
     Subclasses set the class attributes below and implement :meth:`explain`. These attributes
     are the one place a method's facts live: the viewer (panel order, labels, shortcut,
     colormap, opacity, settings shown), ``cxr-viewer batch`` (options and extra columns), the
-    self-test and the contract test read them through :mod:`.registry`. ``settings`` is a plain
-    dict of the method's own options (with defaults in ``default_settings``); it is recorded in
-    every Heatmap.
+    self-test and the contract test read them through :mod:`.registry`. ``settings`` is an
+    instance of the method's ``settings_type`` (a frozen :class:`ExplainerSettings` dataclass,
+    checked when made); its :meth:`~ExplainerSettings.as_dict` is recorded in every Heatmap.
     """
 
     #: registry key and ``Heatmap.method``
@@ -134,7 +246,9 @@ class Explainer(ABC):
     signed: ClassVar[bool]
     #: computed at a layer the user picks (implements :meth:`layers` and ``default_layer``)
     uses_layer: ClassVar[bool] = False
-    default_settings: ClassVar[dict[str, Any]] = {}
+    #: the method's settings: names, types, defaults and range checks
+    settings_type: ClassVar[type[ExplainerSettings]] = ExplainerSettings
+    settings: ExplainerSettings
     display: ClassVar[DisplayDefaults]
     #: the viewer's key that shows or hides the map (one letter, unique among methods)
     shortcut: ClassVar[str] = ""
@@ -163,9 +277,23 @@ class Explainer(ABC):
         """The ``summary_fields`` of ``heatmap`` (empty unless a method reports some)."""
         return {}
 
-    def __init__(self, classifier, settings: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        classifier: Classifier,
+        settings: ExplainerSettings | Mapping[str, Any] | None = None,
+    ) -> None:
+        """``settings``: the method's settings object, or a dict overriding its defaults."""
         self.classifier = classifier
-        self.settings = {**self.default_settings, **(settings or {})}
+        if isinstance(settings, ExplainerSettings):
+            if not isinstance(settings, self.settings_type):
+                raise ExplainError(
+                    f"{self.label} cannot use {type(settings).__name__}",
+                    f"it takes {self.settings_type.__name__}.",
+                    "Pass the method's own settings (or a dict of them).",
+                )
+            self.settings = settings
+        else:
+            self.settings = self.settings_type.from_mapping(settings)
 
     def layers(self) -> list[str]:
         """The layers this method can be computed at (empty if it takes none)."""

@@ -13,7 +13,8 @@ cached for the model's lifetime (measured: 1.08× a plain forward at ResNet50V2'
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar, Literal, get_args
 
 import numpy as np
 
@@ -28,10 +29,11 @@ from ._common import (
     target_unit,
     upsample,
 )
-from .base import DisplayDefaults, Explainer, Heatmap, Run
+from .base import DisplayDefaults, Explainer, ExplainerSettings, Heatmap, Run
 from .layers import default_gradcam_layer, gradcam_layers, layer_output
 
-VARIANTS = ("gradcam", "gradcam++")
+Variant = Literal["gradcam", "gradcam++"]
+VARIANTS: tuple[str, ...] = get_args(Variant)
 
 
 def _build_fn(model, layer_name: str):
@@ -101,16 +103,30 @@ def cam_from_gradients(a: np.ndarray, g: np.ndarray, variant: str = "gradcam") -
     return cam.astype(np.float32)
 
 
+@dataclass(frozen=True)
+class GradCamSettings(ExplainerSettings):
+    """Grad-CAM's settings.
+
+    Attributes
+    ----------
+    layer:
+        Layer to compute at; None = the bundle's default (else the last 4-D layer).
+    variant:
+        "gradcam" or "gradcam++".
+    normalize:
+        Scale the map to max 1 (the raw maximum is kept in the Heatmap's ``settings["cam_max"]``).
+    """
+
+    label: ClassVar[str] = "Grad-CAM"
+    layer: str | None = None
+    variant: Variant = "gradcam"
+    normalize: bool = True
+
+
 class GradCamExplainer(Explainer):
     """Grad-CAM (Selvaraju et al. 2017) / Grad-CAM++ (Chattopadhay et al. 2018).
 
-    Settings
-    --------
-    layer: str or None
-        Layer to compute at; None = the bundle's default (else the last 4-D layer).
-    variant: "gradcam" | "gradcam++"
-    normalize: bool
-        Scale the map to max 1 (the raw maximum is kept in ``settings["cam_max"]``).
+    Settings: :class:`GradCamSettings`.
     """
 
     name: ClassVar[str] = "gradcam"
@@ -122,11 +138,8 @@ class GradCamExplainer(Explainer):
     #: inferno: dark where the map is weak, so (with the cut-off) no wash over the lung fields
     display: ClassVar[DisplayDefaults] = DisplayDefaults("Grad-CAM", "inferno")
     shortcut: ClassVar[str] = "G"
-    default_settings: ClassVar[dict[str, Any]] = {
-        "layer": None,
-        "variant": "gradcam",
-        "normalize": True,
-    }
+    settings_type: ClassVar[type[ExplainerSettings]] = GradCamSettings
+    settings: GradCamSettings
 
     @property
     def model(self):
@@ -155,12 +168,8 @@ class GradCamExplainer(Explainer):
     def compute(self, x: np.ndarray, run: Run) -> Heatmap:
         progress, cancel = run.progress, run.cancel
         t = run.target_class
-        layer = self.settings.get("layer") or self.default_layer()
-        variant = str(self.settings.get("variant", "gradcam"))
-        if variant not in VARIANTS:
-            raise ExplainError(
-                f"Unknown Grad-CAM variant '{variant}'", f"choose one of {VARIANTS}."
-            )
+        layer = self.settings.layer or self.default_layer()
+        variant = self.settings.variant
         progress(0.0, f"Grad-CAM at {layer}")
         fn, kind = _gradcam_fn(self.model, layer)
         if kind == "probability" and output_is_logit(self.classifier):
@@ -180,8 +189,8 @@ class GradCamExplainer(Explainer):
         spec = self.classifier.spec
         values = np.maximum(upsample(cam, spec.height, spec.width), 0.0)
         peak = float(values.max())
-        if self.settings.get("normalize", True) and peak > 0:
+        if self.settings.normalize and peak > 0:
             values = values / peak
-        settings = {**self.settings, "layer": layer, "score": kind, "cam_max": peak}
+        settings = {**self.settings.as_dict(), "layer": layer, "score": kind, "cam_max": peak}
         progress(1.0, "Grad-CAM done")
         return run.heatmap(values, method=variant, layer=layer, settings=settings, seed=None)

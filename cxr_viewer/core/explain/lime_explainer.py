@@ -43,17 +43,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 
 from cxr_viewer.core.errors import ExplainError
 
 from ._common import to_unit
-from .base import DisplayDefaults, Explainer, Heatmap, Run, SampleControl
+from .base import DisplayDefaults, Explainer, ExplainerSettings, Heatmap, Run, SampleControl
 
-SEGMENTATIONS = ("slic", "quickshift")
-FEATURE_SELECTIONS = ("lasso_path", "highest_weights", "forward_selection", "none", "auto")
+Segmentation = Literal["slic", "quickshift"]
+FeatureSelection = Literal["lasso_path", "highest_weights", "forward_selection", "none", "auto"]
+SEGMENTATIONS: tuple[str, ...] = get_args(Segmentation)
+FEATURE_SELECTIONS: tuple[str, ...] = get_args(FeatureSelection)
 
 
 def _import_lime():
@@ -187,11 +189,12 @@ def _compact_labels(segments: np.ndarray) -> np.ndarray:
     return segments.astype(dtype)
 
 
-class LimeExplainer(Explainer):
-    """LIME image explanations (Ribeiro et al. 2016), signed weight per superpixel.
+@dataclass(frozen=True)
+class LimeSettings(ExplainerSettings):
+    """LIME's settings.
 
-    Settings
-    --------
+    Attributes
+    ----------
     num_samples: maximum perturbed samples (covid-cxr ran a fixed 1000); from
         ``min_samples`` on, the stopping rule ends the run once the map is stable.
     kernel_width, num_features, feature_selection, distance_metric: as in ``lime``.
@@ -207,6 +210,56 @@ class LimeExplainer(Explainer):
         ``stop_top_fraction`` of the image area ≥ stop_overlap), ``patience`` checks in a row.
     batch_size: model batch (None: the classifier's, sized for the device).
     seed: random seed of the perturbations and of quickshift.
+    """
+
+    label: ClassVar[str] = "LIME"
+    num_samples: int = 2000
+    kernel_width: float = 1.75
+    num_features: int = 1000
+    feature_selection: FeatureSelection = "lasso_path"
+    distance_metric: str = "cosine"
+    hide_color: float | Literal["mean"] | None = "mean"
+    segmentation: Segmentation = "slic"
+    n_segments: int = 64
+    compactness: float = 10.0
+    slic_sigma: float = 1.0
+    quickshift_kernel_size: int = 4
+    quickshift_max_dist: float = 200
+    quickshift_ratio: float = 0.2
+    chunk_size: int = 48
+    chunk_growth: float = 0.25
+    early_stop: bool = True
+    min_samples: int = 500
+    stop_rho: float = 0.975
+    stop_top_fraction: float = 0.1
+    stop_overlap: float = 0.95
+    patience: int = 2
+    batch_size: int | None = None
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.num_samples < 2:
+            raise self._out_of_range("num_samples", "at least 2")
+        if self.chunk_size < 2:
+            raise self._out_of_range("chunk_size", "at least 2")
+        if not 0.0 <= self.chunk_growth <= 4.0:
+            raise self._out_of_range("chunk_growth", "between 0 and 4")
+        if not 0.0 < self.stop_top_fraction <= 1.0:
+            raise self._out_of_range("stop_top_fraction", "in (0, 1]")
+        if self.patience < 1:
+            raise self._out_of_range("patience", "at least 1")
+        if self.kernel_width <= 0:
+            raise self._out_of_range("kernel_width", "positive")
+        if isinstance(self.hide_color, float) and not 0.0 <= self.hide_color <= 1.0:
+            raise self._out_of_range("hide_color", "a grey level in [0, 1] or 'mean'")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise self._out_of_range("batch_size", "at least 1")
+
+
+class LimeExplainer(Explainer):
+    """LIME image explanations (Ribeiro et al. 2016), signed weight per superpixel.
+
+    Settings: :class:`LimeSettings`.
     """
 
     name: ClassVar[str] = "lime"
@@ -234,70 +287,16 @@ class LimeExplainer(Explainer):
     #: a LIME refit per partial map costs more than a redraw: fewer of them
     partial_interval_s: ClassVar[float] = 0.5
     summary_fields: ClassVar[tuple[str, ...]] = ("samples",)
-    default_settings: ClassVar[dict[str, Any]] = {
-        "num_samples": 2000,
-        "kernel_width": 1.75,
-        "num_features": 1000,
-        "feature_selection": "lasso_path",
-        "distance_metric": "cosine",
-        "hide_color": "mean",
-        "segmentation": "slic",
-        "n_segments": 64,
-        "compactness": 10.0,
-        "slic_sigma": 1.0,
-        "quickshift_kernel_size": 4,
-        "quickshift_max_dist": 200,
-        "quickshift_ratio": 0.2,
-        "chunk_size": 48,
-        "chunk_growth": 0.25,
-        "early_stop": True,
-        "min_samples": 500,
-        "stop_rho": 0.975,
-        "stop_top_fraction": 0.1,
-        "stop_overlap": 0.95,
-        "patience": 2,
-        "batch_size": None,
-        "seed": 0,
-    }
+    settings_type: ClassVar[type[ExplainerSettings]] = LimeSettings
+    settings: LimeSettings
 
     @classmethod
     def summary(cls, heatmap: Heatmap) -> dict[str, Any]:
         return {"samples": heatmap.settings.get("samples_used")}
 
-    def _check_settings(self) -> dict[str, Any]:
-        s = dict(self.settings)
-        if s["feature_selection"] not in FEATURE_SELECTIONS:
-            raise ExplainError(
-                f"Unknown LIME feature selection '{s['feature_selection']}'",
-                f"lime offers {', '.join(FEATURE_SELECTIONS)}.",
-            )
-        if s["segmentation"] not in SEGMENTATIONS:
-            raise ExplainError(
-                f"Unknown segmentation '{s['segmentation']}'",
-                f"LIME offers {', '.join(SEGMENTATIONS)}.",
-            )
-        if int(s["num_samples"]) < 2 or int(s["chunk_size"]) < 2:
-            raise ExplainError(
-                "LIME needs at least 2 samples",
-                f"num_samples={s['num_samples']}, chunk_size={s['chunk_size']}.",
-            )
-        if not 0.0 <= float(s["chunk_growth"]) <= 4.0:
-            raise ExplainError(
-                "LIME's chunk growth must be between 0 and 4", f"got {s['chunk_growth']}."
-            )
-        if not 0.0 < float(s["stop_top_fraction"]) <= 1.0:
-            raise ExplainError(
-                "LIME's stop_top_fraction must be in (0, 1]", f"got {s['stop_top_fraction']}."
-            )
-        if int(s["patience"]) < 1:
-            raise ExplainError("LIME's patience must be at least 1", f"got {s['patience']}.")
-        if float(s["kernel_width"]) <= 0:
-            raise ExplainError("LIME's kernel width must be positive", f"got {s['kernel_width']}.")
-        return s
-
     def compute(self, x: np.ndarray, run: Run) -> Heatmap:
         progress, cancel, partial = run.progress, run.cancel, run.partial
-        s = self._check_settings()
+        s = self.settings.as_dict()
         t = run.target_class
         spec = self.classifier.spec
         seed = int(s["seed"])

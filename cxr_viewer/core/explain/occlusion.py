@@ -16,14 +16,15 @@ gives the same map.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.preprocess import normalize
 
-from .base import DisplayDefaults, Explainer, Heatmap, Run
+from .base import DisplayDefaults, Explainer, ExplainerSettings, Heatmap, Run
 
 
 def _positions(size: int, patch: int, stride: int) -> list[int]:
@@ -34,21 +35,45 @@ def _positions(size: int, patch: int, stride: int) -> list[int]:
     return starts
 
 
+@dataclass(frozen=True)
+class OcclusionSettings(ExplainerSettings):
+    """Occlusion sensitivity's settings.
+
+    Attributes
+    ----------
+    patch:
+        Side of the grey square in model-input pixels; None: a tenth of the shorter side
+        (6 px at 64, 22 px at 224).
+    stride:
+        Step between positions (1..patch); None: half the patch (400 positions at 64 or 224
+        px). A finer stride localises small findings better and costs (patch/stride)² more.
+    fill:
+        Grey level of the square on the [0, 1] display scale (0.5: mid-grey).
+    batch_size:
+        Occluded images per model call (None: the classifier's batch size).
+    """
+
+    label: ClassVar[str] = "Occlusion"
+    patch: int | None = None
+    stride: int | None = None
+    fill: float = 0.5
+    batch_size: int | None = None
+
+    def check(self) -> None:
+        if self.patch is not None and self.patch < 1:
+            raise self._out_of_range("patch", "at least 1 pixel")
+        if self.stride is not None and self.stride < 1:
+            raise self._out_of_range("stride", "at least 1 pixel")
+        if not (np.isfinite(self.fill) and 0.0 <= self.fill <= 1.0):
+            raise self._out_of_range("fill", "a grey level in [0, 1]")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise self._out_of_range("batch_size", "at least 1")
+
+
 class OcclusionExplainer(Explainer):
     """Occlusion sensitivity (Zeiler & Fergus 2014) through the classifier's predict path.
 
-    Settings
-    --------
-    patch: int or None
-        Side of the grey square in model-input pixels; None: a tenth of the shorter side
-        (6 px at 64, 22 px at 224).
-    stride: int or None
-        Step between positions (1..patch); None: half the patch (400 positions at 64 or 224
-        px). A finer stride localises small findings better and costs (patch/stride)² more.
-    fill: float
-        Grey level of the square on the [0, 1] display scale (0.5: mid-grey).
-    batch_size: int or None
-        Occluded images per model call (None: the classifier's batch size).
+    Settings: :class:`OcclusionSettings`.
     """
 
     name: ClassVar[str] = "occlusion"
@@ -61,28 +86,16 @@ class OcclusionExplainer(Explainer):
     display: ClassVar[DisplayDefaults] = DisplayDefaults("Occlusion", "PiYG_r")
     shortcut: ClassVar[str] = "O"
     batched: ClassVar[bool] = True
-    default_settings: ClassVar[dict[str, Any]] = {
-        "patch": None,
-        "stride": None,
-        "fill": 0.5,
-        "batch_size": None,
-    }
+    settings_type: ClassVar[type[ExplainerSettings]] = OcclusionSettings
+    settings: OcclusionSettings
 
     def _geometry(self) -> tuple[int, int, float, int]:
         spec = self.classifier.spec
         side = min(spec.height, spec.width)
         s = self.settings
-        try:
-            patch = int(s.get("patch") or max(2, side // 10))
-            stride = int(s.get("stride") or max(1, patch // 2))
-            batch = int(s.get("batch_size") or self.classifier.batch_size)
-            fill = float(s.get("fill", 0.5))
-        except (TypeError, ValueError) as exc:
-            raise ExplainError(
-                "Occlusion patch, stride and batch size must be whole numbers, fill a number",
-                f"got patch={s.get('patch')!r}, stride={s.get('stride')!r}, "
-                f"batch_size={s.get('batch_size')!r}, fill={s.get('fill')!r}.",
-            ) from exc
+        patch = s.patch or max(2, side // 10)
+        stride = s.stride or max(1, patch // 2)
+        batch = s.batch_size or self.classifier.batch_size
         if not 1 <= patch <= side:
             raise ExplainError(
                 f"Occlusion patch {patch} does not fit the model input",
@@ -95,11 +108,7 @@ class OcclusionExplainer(Explainer):
                 "a stride larger than the patch would leave pixels never occluded.",
                 "Choose a stride no larger than the patch.",
             )
-        if not (np.isfinite(fill) and 0.0 <= fill <= 1.0):
-            raise ExplainError(f"Occlusion fill {fill} is not a grey level in [0, 1]")
-        if batch < 1:
-            raise ExplainError(f"Occlusion batch size {batch} must be at least 1")
-        return patch, stride, fill, batch
+        return patch, stride, s.fill, batch
 
     def compute(self, x: np.ndarray, run: Run) -> Heatmap:
         progress, cancel, partial = run.progress, run.cancel, run.partial
@@ -114,7 +123,12 @@ class OcclusionExplainer(Explainer):
         base = float(self.classifier.predict_inputs(x[None], cancel=cancel)[0, t])
         total = np.zeros((h, w), np.float64)
         count = np.zeros((h, w), np.float64)
-        settings = {**self.settings, "patch": patch, "stride": stride, "batch_size": batch}
+        settings = {
+            **self.settings.as_dict(),
+            "patch": patch,
+            "stride": stride,
+            "batch_size": batch,
+        }
 
         def heatmap(is_partial: bool) -> Heatmap:
             values = (total / np.maximum(count, 1.0)).astype(np.float32)

@@ -1,9 +1,9 @@
 """The explanation methods CXR Lens offers, by name: the one list of them.
 
-Each method's facts (label, signedness, layer, shortcut, display defaults, the settings the
-viewer and ``batch`` offer, its self-test settings) are class attributes of its
-:class:`~.base.Explainer` subclass; the viewer, ``batch``, the self-test and the tests read
-them from :data:`EXPLAINERS`. Adding a method is its module plus one line here.
+Each method's facts (label, signedness, layer, shortcut, display defaults, its typed
+``settings_type``, the settings the viewer and ``batch`` offer, its self-test settings) are
+class attributes of its :class:`~.base.Explainer` subclass; the viewer, ``batch``, the
+self-test and the tests read them from :data:`EXPLAINERS`. Adding a method is its module plus one line here.
 
 Importing this module imports neither TensorFlow nor shap nor lime: each explainer imports what
 it needs when it first runs.
@@ -11,15 +11,19 @@ it needs when it first runs.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from cxr_viewer.core.errors import ExplainError
 
-from .base import DisplayDefaults, Explainer
+from .base import DisplayDefaults, Explainer, ExplainerSettings
 from .gradcam import GradCamExplainer
 from .lime_explainer import LimeExplainer
 from .occlusion import OcclusionExplainer
 from .shap_explainer import ShapLayerExplainer
+
+if TYPE_CHECKING:
+    from cxr_viewer.core.inference import Classifier
 
 #: name → Explainer subclass, in the order the GUI lists them
 EXPLAINERS: dict[str, type[Explainer]] = {
@@ -51,24 +55,30 @@ def explainer_class(name: str) -> type[Explainer]:
     return cls
 
 
-def create_explainer(name: str, classifier, settings: dict[str, Any] | None = None) -> Explainer:
+def create_explainer(
+    name: str,
+    classifier: Classifier,
+    settings: ExplainerSettings | Mapping[str, Any] | None = None,
+) -> Explainer:
     """An explainer ``name`` (a key of :data:`EXPLAINERS` or :data:`ALIASES`) for ``classifier``.
 
-    ``settings`` override the method's ``default_settings`` (unknown keys are refused, so a
-    typo does not silently fall back to a default).
+    ``settings`` is the method's settings object or a dict overriding its defaults (what the
+    command line and the viewer pass; converted once, here). Unknown names, wrong types and
+    out-of-range values raise ExplainError, so a typo does not silently fall back to a default.
     """
     key = str(name).strip().lower()
     if key in ALIASES:
         key, implied = ALIASES[key]
-        settings = {**(settings or {}), **implied}
-    cls = explainer_class(key)
-    unknown = sorted(set(settings or {}) - set(cls.default_settings))
-    if unknown:
-        raise ExplainError(
-            f"Unknown {cls.label} setting(s): {', '.join(unknown)}",
-            f"{cls.label} takes {', '.join(sorted(cls.default_settings))}.",
-        )
-    return cls(classifier, settings)
+        if isinstance(settings, ExplainerSettings):
+            settings = settings.replace(**implied)
+        else:
+            settings = {**(settings or {}), **implied}
+    return explainer_class(key)(classifier, settings)
+
+
+def check_setting(name: str, key: str, value: Any) -> None:
+    """Raise ExplainError unless ``key=value`` is a valid setting of method ``name``."""
+    explainer_class(name).settings_type.from_mapping({key: value})
 
 
 def display_defaults(name: str) -> DisplayDefaults:

@@ -23,12 +23,14 @@ bilinear upsampling scaled so the map keeps the layer's total).
 from __future__ import annotations
 
 import warnings
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 
 from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.progress import CancelToken
+from cxr_viewer.core.trust import completeness_gap
 
 from ._common import (
     final_score_parts,
@@ -39,11 +41,13 @@ from ._common import (
     target_unit,
     upsample,
 )
-from .base import DisplayDefaults, Explainer, Heatmap, Run, SampleControl
+from .base import DisplayDefaults, Explainer, ExplainerSettings, Heatmap, Run, SampleControl
 from .layers import is_cut_layer, layer_output, shap_layers
 
-SAMPLINGS = ("stratified", "shap")
-OUTPUTS = ("logit", "probability")
+Sampling = Literal["stratified", "shap"]
+Output = Literal["logit", "probability"]
+SAMPLINGS: tuple[str, ...] = get_args(Sampling)
+OUTPUTS: tuple[str, ...] = get_args(Output)
 
 
 def _output_fn(model, output: str):
@@ -137,20 +141,52 @@ def stratified_schedule(n_background: int, nsamples: int, rng: np.random.Generat
     return idx_a[perm], t_a[perm].astype(np.float32)
 
 
+@dataclass(frozen=True)
+class ShapSettings(ExplainerSettings):
+    """Per-layer SHAP's settings.
+
+    Attributes
+    ----------
+    layer:
+        A layer whose output is a cut of the graph (None: the bundle's default SHAP layer).
+    nsamples:
+        Gradient samples (the viewer's count; completeness within 5 % is tested there).
+    max_background:
+        Use at most this many background images (evenly spaced through the bundle's set);
+        fewer images get more interpolation points each, which is what makes the attributions
+        add up (completeness) at a given cost.
+    sampling:
+        "stratified" (default, see the module's doc) or "shap" (``shap_values`` as is).
+    output:
+        "logit" (default; the class score before the softmax) or "probability".
+    batch_size:
+        Gradient batch (memory: 2.4 GB at 10 vs 3.5 GB at 50 for ResNet50V2).
+    seed:
+        Random seed of the schedule.
+    """
+
+    label: ClassVar[str] = "SHAP"
+    layer: str | None = None
+    nsamples: int = 200
+    max_background: int = 8
+    sampling: Sampling = "stratified"
+    output: Output = "logit"
+    batch_size: int = 10
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.nsamples < 1:
+            raise self._out_of_range("nsamples", "at least 1")
+        if self.max_background < 1:
+            raise self._out_of_range("max_background", "at least 1")
+        if self.batch_size < 1:
+            raise self._out_of_range("batch_size", "at least 1")
+
+
 class ShapLayerExplainer(Explainer):
     """Expected-gradients SHAP at a layer's activations (``shap.GradientExplainer``).
 
-    Settings
-    --------
-    layer: a layer whose output is a cut of the graph (None: the bundle's first SHAP layer).
-    nsamples: gradient samples (the viewer's count; completeness within 5 % is tested there).
-    max_background: use at most this many background images (evenly spaced through the
-        bundle's set); fewer images get more interpolation points each, which is what makes the
-        attributions add up (completeness) at a given cost.
-    sampling: "stratified" (default, see module doc) or "shap" (shap_values as is).
-    output: "logit" (default; the class score before the softmax) or "probability".
-    batch_size: gradient batch (memory: 2.4 GB at 10 vs 3.5 GB at 50 for ResNet50V2).
-    seed: random seed of the schedule.
+    Settings: :class:`ShapSettings`.
     """
 
     name: ClassVar[str] = "shap"
@@ -172,23 +208,12 @@ class ShapLayerExplainer(Explainer):
     batched: ClassVar[bool] = True
     libraries: ClassVar[tuple[str, ...]] = ("shap",)
     summary_fields: ClassVar[tuple[str, ...]] = ("completeness_gap",)
-    default_settings: ClassVar[dict[str, Any]] = {
-        "layer": None,
-        "nsamples": 200,
-        "max_background": 8,
-        "sampling": "stratified",
-        "output": "logit",
-        "batch_size": 10,
-        "seed": 0,
-    }
+    settings_type: ClassVar[type[ExplainerSettings]] = ShapSettings
+    settings: ShapSettings
 
     @classmethod
     def summary(cls, heatmap: Heatmap) -> dict[str, Any]:
         return {"completeness_gap": round(heatmap.trust.get("completeness_gap", float("nan")), 4)}
-
-    def __init__(self, classifier, settings: dict[str, Any] | None = None) -> None:
-        super().__init__(classifier, settings)
-        self._background: np.ndarray | None = None
 
     @property
     def model(self):
@@ -219,24 +244,16 @@ class ShapLayerExplainer(Explainer):
             return chosen
         return layers[len(layers) // 2]
 
-    def set_background(self, background: np.ndarray) -> None:
-        """Use ``background`` (n, h, w, c) model inputs instead of the bundle's."""
-        self._background = np.asarray(background, dtype=np.float32)
-
     def background(self) -> np.ndarray:
-        bg = self._background
-        if bg is None:
-            bundle = getattr(self.classifier, "bundle", None)
-            bg = bundle.background() if bundle is not None else None
+        bundle = getattr(self.classifier, "bundle", None)
+        bg = bundle.background() if bundle is not None else None
         if bg is None or len(bg) == 0:
             raise ExplainError(
                 "The model bundle has no SHAP background set",
                 "expected gradients integrate from background images, and the bundle has none.",
                 "Re-export the bundle with `cxr-train export` (it stores background.npy).",
             )
-        k = int(self.settings["max_background"])
-        if k < 1:
-            raise ExplainError("SHAP needs at least one background image", f"max_background={k}.")
+        k = self.settings.max_background
         if len(bg) <= k:
             return bg
         return bg[np.linspace(0, len(bg) - 1, k).round().astype(int)]
@@ -254,7 +271,7 @@ class ShapLayerExplainer(Explainer):
         with importing("shap"):
             import shap
 
-        batch = int(self.settings["batch_size"])
+        batch = self.settings.batch_size
         out_tensor, f, used = _output_fn(model, output)
         bg_h = _activations(_stem_fn(model, layer_name), bg, batch, cancel)
         explainer = shap.GradientExplainer(
@@ -267,14 +284,10 @@ class ShapLayerExplainer(Explainer):
     def compute(self, x: np.ndarray, run: Run) -> Heatmap:
         progress, cancel = run.progress, run.cancel
         t = run.target_class
-        s = dict(self.settings)
-        layer_name = s.get("layer") or self.default_layer()
-        sampling = s.get("sampling", "stratified")
-        if sampling not in SAMPLINGS:
-            raise ExplainError(f"Unknown SHAP sampling '{sampling}'", f"choose one of {SAMPLINGS}.")
-        nsamples = int(s["nsamples"])
-        if nsamples < 1:
-            raise ExplainError("SHAP needs at least one sample", f"nsamples={nsamples}.")
+        s = self.settings
+        layer_name = s.layer or self.default_layer()
+        sampling = s.sampling
+        nsamples = s.nsamples
         model = self.model
         if not is_cut_layer(model, layer_name):
             raise ExplainError(
@@ -284,16 +297,13 @@ class ShapLayerExplainer(Explainer):
                 f"Choose one of: {', '.join(self.layers())}.",
             )
         progress(0.0, f"SHAP at {layer_name}: background")
-        output = s.get("output", "logit")
-        if output not in OUTPUTS:
-            raise ExplainError(f"Unknown SHAP output '{output}'", f"choose one of {OUTPUTS}.")
-        explainer, bg_h, f_bg, f, used = self._setup(layer_name, output, cancel)
+        explainer, bg_h, f_bg, f, used = self._setup(layer_name, s.output, cancel)
         if used == "probability" and output_is_logit(self.classifier):
             used = "logit"  # a linear head: the model's output is the score itself
         # the output unit scoring class t, and its sign (a binary head's negative class is −z)
         unit, sign = target_unit(self.classifier, t)
         x_h = _activations(_stem_fn(model, layer_name), x[None], 1, cancel)
-        seed = int(s["seed"])
+        seed = s.seed
         if sampling == "shap":
             if cancel is not None:
                 cancel.raise_if_cancelled()
@@ -316,21 +326,20 @@ class ShapLayerExplainer(Explainer):
         e_bg = sign * float(np.mean(f_bg[:, unit]))
         total = float(phi.sum())
         diff = f_x - e_bg
-        gap = abs(total - diff) / abs(diff) if abs(diff) > 1e-6 else float("nan")
         values = self._to_image(phi.sum(axis=-1) if phi.ndim == 3 else phi, layer_name)
         progress(1.0, "SHAP done")
         return run.heatmap(
             values,
             layer=layer_name,
             settings={
-                **s,
+                **s.as_dict(),
                 "layer": layer_name,
                 "output": used,
                 "background_count": int(len(bg_h)),
             },
             seed=seed,
             trust={
-                "completeness_gap": gap,
+                "completeness_gap": completeness_gap(total, f_x, e_bg),
                 "completeness_abs_gap": abs(total - diff),
                 "sum_attributions": total,
                 "f_x": f_x,
@@ -348,7 +357,7 @@ class ShapLayerExplainer(Explainer):
         rng = np.random.default_rng(seed)
         idx, ts = stratified_schedule(len(bg_h), nsamples, rng)
         acc = np.zeros(x_h.shape, np.float64)
-        batch = int(self.settings["batch_size"])
+        batch = self.settings.batch_size
         for b0 in range(0, nsamples, batch):
             if cancel is not None:
                 cancel.raise_if_cancelled()
