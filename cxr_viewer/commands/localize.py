@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from cxr_viewer.core import localize as loc
 from cxr_viewer.core.errors import CxrError
+from cxr_viewer.core.resize import resize_map
 
 ROW_COLUMNS = [
     "filename",
@@ -115,9 +115,7 @@ def _round(v: float, nd: int = 4) -> Any:
 
 
 def _small(values: np.ndarray) -> np.ndarray:
-    return cv2.resize(
-        np.asarray(values, np.float32), (MONTAGE_SIDE, MONTAGE_SIDE), interpolation=cv2.INTER_AREA
-    )
+    return resize_map(values, MONTAGE_SIDE, MONTAGE_SIDE)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from cxr_viewer.core.errors import CxrError
+from cxr_viewer.core.resize import resize_map
 
 #: the pointing-game tolerance of Zhang et al.: 15 pixels on a 224-pixel image
 TOLERANCE_PX_AT_224 = 15.0
@@ -408,7 +409,7 @@ class AnatomyPrior:
         total = self._total[finding] - self._by_patient.get((finding, patient), 0)
         prior = (total / n).astype(np.float32)
         rows, cols = shape
-        return cv2.resize(prior, (cols, rows), interpolation=cv2.INTER_LINEAR)
+        return resize_map(prior, rows, cols)
 
 
 # ---------------------------------------------------------------------------------- statistics

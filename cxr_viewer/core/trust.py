@@ -28,6 +28,7 @@ import numpy as np
 
 from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.progress import CancelToken
+from cxr_viewer.core.resize import resize_map
 
 if TYPE_CHECKING:  # types only: the inference and explanation modules import this one
     from cxr_viewer.core.explain.base import Heatmap
@@ -83,8 +84,7 @@ def _check(
         )
     sal = np.asarray(saliency, np.float32)
     if sal.shape != x.shape[:2]:
-        resized = cv2.resize(sal, (x.shape[1], x.shape[0]), interpolation=cv2.INTER_LINEAR)
-        sal = np.asarray(resized, np.float32)
+        sal = resize_map(sal, x.shape[0], x.shape[1])
     return x, sal
 
 

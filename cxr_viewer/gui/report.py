@@ -21,6 +21,7 @@ import numpy as np
 from cxr_viewer.core.display import display_image
 from cxr_viewer.core.errors import CxrError
 from cxr_viewer.core.overlay import colorbar_image, colorize, composite, legend_labels
+from cxr_viewer.core.resize import resize_map
 from cxr_viewer.core.study import Study, Window
 from cxr_viewer.core.trust import verdicts
 
@@ -39,7 +40,7 @@ class LayerSnapshot:
     colormap: str
     opacity: float
     visible: bool
-    values: np.ndarray  # full-size map
+    values: np.ndarray  # the map (model input size; scaled to the image when drawn)
     vmax: float
     layer: str | None
     settings: dict[str, Any]
@@ -168,9 +169,7 @@ def composite_image(snap: Snapshot, max_side: int | None = None) -> np.ndarray:
             continue
         values = ly.values
         if values.shape != base.shape:
-            values = cv2.resize(
-                values.astype(np.float32), base.shape[::-1], interpolation=cv2.INTER_LINEAR
-            )
+            values = resize_map(values, *base.shape)
         rgba = colorize(
             values, signed=ly.signed, colormap=ly.colormap, vmax=ly.vmax, cutoff=ly.cutoff
         )
@@ -415,9 +414,7 @@ def save_pdf(snap: Snapshot, path: str | Path) -> Path:
     from matplotlib.colors import Normalize
 
     for ax, ly in zip(axes[1:], shown, strict=False):
-        vals = cv2.resize(
-            ly.values.astype(np.float32), base.shape[::-1], interpolation=cv2.INTER_LINEAR
-        )
+        vals = resize_map(ly.values, *base.shape)
         rgba = colorize(
             vals, signed=ly.signed, colormap=ly.colormap, vmax=ly.vmax, cutoff=ly.cutoff
         )

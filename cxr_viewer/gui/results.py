@@ -1,20 +1,20 @@
-"""An explanation as the viewer keeps it: the full-size Heatmap plus a screen-size copy. No Qt.
+"""An explanation as the viewer keeps it: the model-size Heatmap plus a screen-size copy. No Qt.
 
-Explanation maps are smooth (they come from a 224-pixel model input or coarser), so the overlay
-on screen is drawn from a copy at most :data:`PREVIEW_MAX_SIDE` pixels long and scaled up by the
-view; colourising that copy takes milliseconds on the GUI thread, whereas colourising a
-2828×2320 map would stall it. The full-size map is kept for export.
+Explanation maps are smooth (they come from a 224-pixel model input or coarser) and are kept at
+the model's input size. The overlay on screen is drawn from a copy in the study's shape at most
+:data:`PREVIEW_MAX_SIDE` pixels long, scaled up by the view; colourising that copy takes
+milliseconds. Exports (PNG, PDF, DICOM) scale the model-size map to what they write.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from cxr_viewer.core.explain.base import Heatmap
 from cxr_viewer.core.overlay import colorize, robust_vmax
+from cxr_viewer.core.resize import resize_map
 
 PREVIEW_MAX_SIDE = 1024
 
@@ -31,7 +31,7 @@ def downsample(values: np.ndarray, max_side: int = PREVIEW_MAX_SIDE) -> np.ndarr
     r, c = preview_size(rows, cols, max_side)
     if (r, c) == (rows, cols):
         return np.ascontiguousarray(values, dtype=np.float32)
-    return cv2.resize(values.astype(np.float32), (c, r), interpolation=cv2.INTER_AREA)
+    return resize_map(values, r, c)
 
 
 def value_scale(values: np.ndarray) -> float:
@@ -46,7 +46,7 @@ def value_scale(values: np.ndarray) -> float:
 
 @dataclass
 class OverlayResult:
-    """A Heatmap at the study's size plus its screen-size copy and colour scale."""
+    """A Heatmap (model input size) plus its screen-size copy and colour scale."""
 
     heatmap: Heatmap
     preview: np.ndarray
@@ -57,11 +57,21 @@ class OverlayResult:
 
     @classmethod
     def from_heatmap(
-        cls, heatmap, colormap: str | None = None, cutoff: float | None = None
+        cls,
+        heatmap,
+        colormap: str | None = None,
+        cutoff: float | None = None,
+        size: tuple[int, int] | None = None,
     ) -> OverlayResult:
         """Screen-size copy, scale and (with ``colormap``) its colours, computed by the caller's
-        thread — the model worker — so the GUI thread only wraps the pixels in a QImage."""
-        preview = downsample(heatmap.values)
+        thread — the model worker — so the GUI thread only wraps the pixels in a QImage.
+
+        ``size``: the (rows, columns) of the study the map is drawn on; the screen copy takes
+        that shape at most :data:`PREVIEW_MAX_SIDE` long (a model-size map is enlarged straight
+        to it). None: the map's own shape, shrunk if longer.
+        """
+        rows, columns = size if size is not None else heatmap.values.shape[:2]
+        preview = resize_map(heatmap.values, *preview_size(rows, columns))
         result = cls(heatmap=heatmap, preview=preview, vmax=value_scale(preview))
         if cutoff is None:
             from cxr_viewer.core.explain.registry import EXPLAINERS

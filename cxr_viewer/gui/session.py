@@ -224,18 +224,20 @@ class ModelSession:
         ex = self._explainer(method, layer, settings)
         self.explain_calls += 1
 
+        # the map stays at the model's input size; the screen copy is scaled to the study's shape
+        size = (study.rows, study.columns)
+
         def _partial(hm) -> None:
             if partial is not None:
-                partial(OverlayResult.from_heatmap(hm, colormap))
+                partial(OverlayResult.from_heatmap(hm, colormap, size=size))
 
         # the map and its trust figures (deletion / insertion AUC, top-20 % drop)
         hm = explain_with_trust(
             ex,
             study_to_input(study, self.classifier.spec),
             int(target_class),
-            size=(study.rows, study.columns),
             progress=progress,
             cancel=cancel,
             partial=_partial if partial is not None else None,
         )
-        return OverlayResult.from_heatmap(hm, colormap)
+        return OverlayResult.from_heatmap(hm, colormap, size=size)

@@ -67,11 +67,11 @@ def test_gradcam_points_at_the_lesion(case):
 def test_gradcam_upsampling_is_centre_aligned():
     """A feature cell j at stride 2 (2×2 max pool) covers input pixels 2j and 2j+1; the
     bilinear upsampling must put its weight's centre at 2j + 0.5 (no half-cell shift)."""
-    from cxr_viewer.core.explain._common import upsample
+    from cxr_viewer.core.resize import resize_map
 
     cam = np.zeros((32, 32), np.float32)
     cam[10, 13] = 1.0
-    v = upsample(cam, 64, 64)
+    v = resize_map(cam, 64, 64)
     rows, cols = np.mgrid[:64, :64]
     assert np.isclose((v * rows).sum() / v.sum(), 20.5)
     assert np.isclose((v * cols).sum() / v.sum(), 26.5)

@@ -11,7 +11,6 @@ import threading
 import weakref
 from typing import Any
 
-import cv2
 import numpy as np
 
 from cxr_viewer.core.errors import ExplainError
@@ -108,14 +107,6 @@ def check_input(classifier, x: np.ndarray) -> np.ndarray:
 def to_unit(x: np.ndarray, spec) -> np.ndarray:
     """Model input back to the [0, 1] display scale (inverse of ``preprocess.normalize``)."""
     return np.clip(spec.to_unit(x), 0.0, 1.0)
-
-
-def upsample(m: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of a 2-D map to (height, width), float32."""
-    m = np.asarray(m, dtype=np.float32)
-    if m.shape == (height, width):
-        return m
-    return cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR).astype(np.float32)
 
 
 def final_score_parts(model):

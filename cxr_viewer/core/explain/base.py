@@ -193,8 +193,9 @@ class Heatmap:
     Attributes
     ----------
     values:
-        float32 (rows, columns). At the model's input size from :meth:`Explainer.explain`, at the
-        study's size after :func:`explain_study`. Signed where ``signed`` (positive: toward the
+        float32 (rows, columns), at the model's input size (from :meth:`Explainer.explain`
+        and :func:`explain_with_trust`; :func:`explain_study` resizes to the study's pixels).
+        Views and exports scale it when they draw or write it. Signed where ``signed`` (positive: toward the
         target class), else non-negative.
     method, target_class, class_name, layer, settings, seed:
         What was asked for.
@@ -368,7 +369,6 @@ def explain_with_trust(
     x: np.ndarray,
     target_class: int,
     *,
-    size: tuple[int, int] | None = None,
     trust: bool = True,
     seed: int = 0,
     progress: ProgressFn = no_progress,
@@ -379,27 +379,18 @@ def explain_with_trust(
 
     The trust figures (deletion / insertion AUC, top-20 % drop: :func:`~cxr_viewer.core.trust.add_trust`,
     seeded by ``seed``) are computed on the map at the model's input size, as the model sees
-    it; ``trust=False`` skips them. With ``size`` (rows, columns) the map and every partial map
-    are returned resized to it (a study's pixels).
+    it; ``trust=False`` skips them. The map (and every partial map) stays at the model's input
+    size: whoever shows or writes it at a study's size scales it then
+    (:func:`~cxr_viewer.core.resize.resize_map`, :meth:`Heatmap.resized`).
     """
     from cxr_viewer.core.trust import add_trust
 
-    def _partial(h: Heatmap) -> None:
-        if partial is not None:
-            partial(h.resized(*size) if size else h)
-
     start = time.perf_counter()
-    hm = explainer.explain(
-        x,
-        target_class,
-        progress=progress,
-        cancel=cancel,
-        partial=_partial if partial is not None else None,
-    )
+    hm = explainer.explain(x, target_class, progress=progress, cancel=cancel, partial=partial)
     hm.runtime_s = hm.runtime_s or (time.perf_counter() - start)
     if trust:
         hm = add_trust(hm, explainer.classifier, x, seed=seed, cancel=cancel)
-    return hm.resized(*size) if size else hm
+    return hm
 
 
 def explain_study(
@@ -411,14 +402,20 @@ def explain_study(
     cancel: CancelToken | None = None,
     partial: PartialFn | None = None,
 ) -> Heatmap:
-    """Explain a study: shared preprocessing, then the map resized to the study's pixels."""
-    return explain_with_trust(
+    """Explain a study (shared preprocessing), no trust figures; the map and every partial
+    map resized to the study's pixels (for callers that compare or check maps at that size)."""
+
+    def _partial(h: Heatmap) -> None:
+        if partial is not None:
+            partial(h.resized(study.rows, study.columns))
+
+    hm = explain_with_trust(
         explainer,
         study_to_input(study, explainer.classifier.spec),
         target_class,
-        size=(study.rows, study.columns),
         trust=False,
         progress=progress,
         cancel=cancel,
-        partial=partial,
+        partial=_partial if partial is not None else None,
     )
+    return hm.resized(study.rows, study.columns)

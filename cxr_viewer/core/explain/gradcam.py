@@ -19,6 +19,7 @@ from typing import ClassVar, Literal, get_args
 import numpy as np
 
 from cxr_viewer.core.errors import ExplainError
+from cxr_viewer.core.resize import resize_map
 
 from ._common import (
     final_score_parts,
@@ -27,7 +28,6 @@ from ._common import (
     model_cache,
     output_is_logit,
     target_unit,
-    upsample,
 )
 from .base import DisplayDefaults, Explainer, ExplainerSettings, Heatmap, Run
 from .layers import default_gradcam_layer, gradcam_layers, layer_output
@@ -187,7 +187,7 @@ class GradCamExplainer(Explainer):
             )
         cam = cam_from_gradients(a, g, variant)
         spec = self.classifier.spec
-        values = np.maximum(upsample(cam, spec.height, spec.width), 0.0)
+        values = np.maximum(resize_map(cam, spec.height, spec.width), 0.0)
         peak = float(values.max())
         if self.settings.normalize and peak > 0:
             values = values / peak

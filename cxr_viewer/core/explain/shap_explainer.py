@@ -30,6 +30,7 @@ import numpy as np
 
 from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.progress import CancelToken
+from cxr_viewer.core.resize import resize_map
 from cxr_viewer.core.trust import completeness_gap
 
 from ._common import (
@@ -39,7 +40,6 @@ from ._common import (
     model_cache,
     output_is_logit,
     target_unit,
-    upsample,
 )
 from .base import DisplayDefaults, Explainer, ExplainerSettings, Heatmap, Run, SampleControl
 from .layers import is_cut_layer, layer_output, shap_layers
@@ -386,4 +386,4 @@ class ShapLayerExplainer(Explainer):
             )
         area = m.shape[0] * m.shape[1] / float(spec.height * spec.width)
         # bilinear resampling keeps the mean, so scaling by the area ratio keeps the total
-        return (upsample(m, spec.height, spec.width) * np.float32(area)).astype(np.float32)
+        return (resize_map(m, spec.height, spec.width) * np.float32(area)).astype(np.float32)
