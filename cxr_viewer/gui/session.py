@@ -9,8 +9,9 @@ functions are traced once (tracing holds the interpreter 0.2–0.3 s).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.explain.registry import EXPLAINERS
@@ -22,6 +23,14 @@ from .results import OverlayResult
 from .state import METHODS, ModelInfo
 
 log = logging.getLogger(__name__)
+
+#: the phases of :meth:`ModelSession.load` (values of ``ViewerState.model_status``)
+ModelPhase = Literal["loading", "warming up"]
+PhaseFn = Callable[[ModelPhase], None]
+
+
+def no_phase(phase: ModelPhase) -> None:
+    """A phase callback that ignores the phase."""
 
 
 def summarize_data(meta: dict[str, Any]) -> str:
@@ -81,10 +90,17 @@ class ModelSession:
         path: str | Path,
         progress: ProgressFn = no_progress,
         cancel: CancelToken | None = None,
+        phase: PhaseFn = no_phase,
     ) -> ModelInfo:
-        """Open a bundle, load and warm up its model and explainers; returns what to show."""
+        """Open a bundle, load and warm up its model and explainers; returns what to show.
+
+        ``phase`` is told when loading starts ("loading") and when warming up starts ("warming
+        up": the model is loaded; its compiled functions and the explainers' libraries are
+        being prepared), so the caller never has to read it from ``progress``'s messages.
+        """
         from cxr_viewer.core.bundle import open_bundle
 
+        phase("loading")
         progress(0.02, "Opening the model bundle…")
         bundle = open_bundle(path)
         progress(0.1, "Loading TensorFlow and the model…")
@@ -93,6 +109,7 @@ class ModelSession:
         clf = Classifier(bundle)
         if cancel is not None:
             cancel.raise_if_cancelled()
+        phase("warming up")
         progress(0.6, "Warming up…")
         clf.warm_up()
         self.classifier, self._explainers = clf, {}

@@ -232,6 +232,10 @@ def test_loading_model_state_with_progress(qtbot, window, tiny_bundle):
     assert any(p > 0 for _, p, _ in loading), "no progress was shown while loading"
     assert all("No model loaded" not in text for _, _, text in loading)
     assert [p for _, p, _ in loading] == sorted(p for _, p, _ in loading)
+    # the session's explicit phases: loading first, then warming up (never back)
+    statuses = [status for status, _, _ in loading]
+    assert statuses[0] == "loading" and "warming up" in statuses
+    assert statuses == sorted(statuses, key=("loading", "warming up").index)
     assert not panel.progress.isVisible() and not panel.headline.isVisible()
     assert "tiny-test" in panel.text.text()
 

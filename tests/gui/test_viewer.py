@@ -329,7 +329,8 @@ def test_newer_request_supersedes_older(qtbot, gui, viewer, studies_dir):
     win = viewer
     gui.start_long_lime(qtbot, win, studies_dir / "phantom1.png")
     qtbot.waitUntil(lambda: win.state.overlays["lime"].progress > 0.0, timeout=30_000)
-    old_task = win.controller._explain_tasks["lime"]
+    old_task = win.controller.explanations.task_of("lime")
+    assert old_task is not None
     first = win.state.target_class
     win.state.set_setting("lime", "num_samples", 300)  # a newer request for LIME
     win.state.set_target_class(1 - first)
