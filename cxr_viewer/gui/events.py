@@ -22,7 +22,6 @@ class Event:
     def __init__(self, name: str) -> None:
         self.name = name
         self._callbacks: list[Callable[..., Any]] = []
-        self._blocked = 0
 
     def connect(self, callback: Callable[..., Any]) -> Callable[..., Any]:
         """Call ``callback(*args)`` on every :meth:`emit`; returns it (usable as a decorator)."""
@@ -30,21 +29,12 @@ class Event:
             self._callbacks.append(callback)
         return callback
 
-    def disconnect(self, callback: Callable[..., Any]) -> None:
-        """Stop calling ``callback``; no error if it was not connected."""
-        try:
-            self._callbacks.remove(callback)
-        except ValueError:
-            pass
-
     def emit(self, *args: Any) -> None:
         """Call every listener with ``args``.
 
         A listener that raises does not stop the others: the exception goes to
         ``sys.excepthook`` (the viewer's shows it in the error dialog) after all have run.
         """
-        if self._blocked:
-            return
         errors: list[BaseException] = []
         for cb in list(self._callbacks):
             try:
@@ -54,20 +44,5 @@ class Event:
         if errors:
             raise errors[0]
 
-    def blocked(self) -> _Blocker:
-        """Context manager that suppresses emission (for batched updates)."""
-        return _Blocker(self)
-
     def __len__(self) -> int:
         return len(self._callbacks)
-
-
-class _Blocker:
-    def __init__(self, event: Event) -> None:
-        self._event = event
-
-    def __enter__(self) -> None:
-        self._event._blocked += 1
-
-    def __exit__(self, *exc: object) -> None:
-        self._event._blocked -= 1

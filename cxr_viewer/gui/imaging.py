@@ -49,14 +49,6 @@ def rgba_qimage(rgba: np.ndarray) -> QImage:
     return QImage(a.data, w, h, a.strides[0], QImage.Format.Format_RGBA8888).copy()
 
 
-def qimage_to_array(image: QImage) -> np.ndarray:
-    """RGBA uint8 (h, w, 4) copy of a QImage (used by export and tests)."""
-    img = image.convertToFormat(QImage.Format.Format_RGBA8888)
-    h, w = img.height(), img.width()
-    buf = np.frombuffer(img.constBits(), np.uint8, count=img.sizeInBytes())
-    return buf.reshape(h, img.bytesPerLine())[:, : w * 4].reshape(h, w, 4).copy()
-
-
 def preview_study(study: Study, max_side: int = PREVIEW_MAX_SIDE) -> Study:
     """The same study with its pixels area-resized so the longer side is ≤ ``max_side``."""
     rows, cols = study.pixels.shape

@@ -538,19 +538,6 @@ def sample_images(folder: Path | None, n: int) -> tuple[list[str], list[np.ndarr
     return names, images
 
 
-def run_import_dialog(
-    model_path: str | Path,
-    parent: QWidget | None = None,
-    *,
-    worker: WorkerThread | None = None,
-    out_dir: str | Path | None = None,
-) -> Path | None:
-    """Show the dialog modally; the bundle folder, or None if the user cancelled."""
-    dialog = ImportDialog(model_path, parent, out_dir=out_dir, worker=worker)
-    dialog.exec()
-    return dialog.bundle_path
-
-
 def _wrap(layout) -> QWidget:
     w = QWidget()
     w.setLayout(layout)

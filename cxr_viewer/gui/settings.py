@@ -55,9 +55,6 @@ class Settings:
         self.q.setValue("recent", recent)
         return recent
 
-    def clear_recent(self) -> None:
-        self.q.setValue("recent", [])
-
     # ------------------------------------------------------------------ misc
     @property
     def last_dir(self) -> str:

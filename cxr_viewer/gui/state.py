@@ -159,12 +159,6 @@ class ViewerState:
         self.events = _Events()
 
     # ---------------------------------------------------------------- studies
-    def set_studies(self, paths: list[Path], index: int = 0) -> None:
-        """Replace the study list (``index`` selects which to open next; -1 for none)."""
-        self.studies = [Path(p) for p in paths]
-        self.index = min(max(index, -1), len(self.studies) - 1)
-        self.events.studies.emit()
-
     def add_studies(self, paths: list[Path]) -> int:
         """Append paths not yet in the list; returns the index of the first of ``paths``."""
         first = -1
@@ -338,9 +332,6 @@ class ViewerState:
             ov.visible = bool(visible)
             self.events.overlay.emit(method, "visible")
 
-    def toggle_visible(self, method: str) -> None:
-        self.set_visible(method, not self._ov(method).visible)
-
     def set_opacity(self, method: str, opacity: float) -> None:
         """Opacity in [0, 1]; emits ``overlay(method, "opacity")`` — views only, no recompute."""
         opacity = float(opacity)
@@ -395,11 +386,6 @@ class ViewerState:
         self.events.overlay.emit(method, "status")
 
     # ---------------------------------------------------------------- layout/privacy
-    @property
-    def single_view(self) -> bool:
-        """True in the single-method full view."""
-        return self.layout == "single"
-
     def set_single_view(self, single: bool) -> None:
         """The single-method view on, or back to the grid."""
         self.set_layout("single" if single else "grid")

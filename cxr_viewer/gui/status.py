@@ -119,9 +119,6 @@ class StatusArea(QStatusBar):
         self.work_label.setVisible(True)
         self.cancel_button.setVisible(any(k in METHODS for k in self._work))
 
-    def busy_kinds(self) -> list[str]:
-        return list(self._work)
-
     def _model_changed(self) -> None:
         m = self.state.model
         if m is not None:

@@ -265,12 +265,6 @@ class WorkerThread(QObject):
             if slot is None or s == slot:
                 task.cancel()
 
-    def is_current(self, task: Task) -> bool:
-        return self._active.get(task.slot) is task
-
-    def active_tasks(self) -> list[Task]:
-        return [t for t in self.router.pending() if not t.token.cancelled]
-
     @property
     def busy(self) -> bool:
         return self.worker.busy.is_set()

@@ -387,7 +387,7 @@ def test_the_bundle_may_choose_the_default_shap_layer(tmp_path, tiny_bundle):
     import shutil
 
     from cxr_viewer.core.bundle import open_bundle
-    from cxr_viewer.core.explain.registry import create_explainer, display_defaults
+    from cxr_viewer.core.explain.registry import create_explainer, explainer_class
     from cxr_viewer.core.inference import Classifier
 
     copy = tmp_path / "bundle"
@@ -399,8 +399,8 @@ def test_the_bundle_may_choose_the_default_shap_layer(tmp_path, tiny_bundle):
     (copy / "metadata.json").write_text(json.dumps(meta))
     clf = Classifier(open_bundle(copy))
     assert create_explainer("shap", clf).default_layer() == "conv_a"
-    assert display_defaults("gradcam").colormap == "inferno"
-    assert display_defaults("shap").opacity == pytest.approx(0.35)
+    assert explainer_class("gradcam").display.colormap == "inferno"
+    assert explainer_class("shap").display.opacity == pytest.approx(0.35)
 
 
 def test_pdf_report_wraps_and_states_threshold_colour_bars_and_inversion(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,28 +17,33 @@ from cxr_viewer.core.errors import ExplainError
 
 from .layers import flatten_model
 
-_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+if TYPE_CHECKING:
+    from cxr_viewer.core.inference import Classifier
+    from cxr_viewer.core.preprocess import InputSpec
+
+# Keras models, layers and tensors are typed ``Any`` (see .layers).
+_CACHES: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
-def model_cache(model) -> dict[str, Any]:
+def model_cache(model: Any) -> dict[Any, Any]:
     """A dict living as long as ``model``, for compiled functions built from it."""
     with _LOCK:
         try:
             cache = _CACHES.get(model)
         except TypeError:  # unhashable model: fall back to an attribute
-            cache = getattr(model, "_cxr_explain_cache", None)
-            if cache is None:
-                cache = {}
-                model._cxr_explain_cache = cache
-            return cache
+            attr: dict[Any, Any] | None = getattr(model, "_cxr_explain_cache", None)
+            if attr is None:
+                attr = {}
+                model._cxr_explain_cache = attr
+            return attr
         if cache is None:
             cache = {}
             _CACHES[model] = cache
         return cache
 
 
-def flat_model(model):
+def flat_model(model: Any) -> Any:
     """The model with nested backbones inlined (cached), see :func:`layers.flatten_model`."""
     cache = model_cache(model)
     if "flat" not in cache:
@@ -46,7 +51,7 @@ def flat_model(model):
     return cache["flat"]
 
 
-def get_layer(model, name: str):
+def get_layer(model: Any, name: str) -> Any:
     """Layer ``name`` of the (flattened) model, or ExplainError listing what exists."""
     try:
         return model.get_layer(name)
@@ -58,7 +63,7 @@ def get_layer(model, name: str):
         ) from exc
 
 
-def check_target(classifier, target_class: int) -> int:
+def check_target(classifier: Classifier, target_class: int) -> int:
     """``target_class`` as an int within the classifier's classes."""
     n = len(classifier.class_names)
     t = int(target_class)
@@ -71,7 +76,7 @@ def check_target(classifier, target_class: int) -> int:
     return t
 
 
-def target_unit(classifier, target_class: int) -> tuple[int, float]:
+def target_unit(classifier: Classifier, target_class: int) -> tuple[int, float]:
     """(model output unit, sign) whose score explains class ``target_class``.
 
     Softmax and multi-label heads: the class's own unit. A single-sigmoid (binary) head has one
@@ -80,16 +85,17 @@ def target_unit(classifier, target_class: int) -> tuple[int, float]:
     head = getattr(classifier, "head", None)
     if head is None:
         return int(target_class), 1.0
-    return head.unit_for(int(target_class))
+    unit, sign = head.unit_for(int(target_class))
+    return int(unit), float(sign)
 
 
-def output_is_logit(classifier) -> bool:
+def output_is_logit(classifier: Classifier) -> bool:
     """True when the model's own output is already a logit (a linear head)."""
     head = getattr(classifier, "head", None)
     return head is not None and head.activation == "linear"
 
 
-def check_input(classifier, x: np.ndarray) -> np.ndarray:
+def check_input(classifier: Classifier, x: np.ndarray) -> np.ndarray:
     """``x`` as float32 (h, w, c) matching the classifier's input spec."""
     spec = classifier.spec
     x = np.asarray(x, dtype=np.float32)
@@ -104,12 +110,12 @@ def check_input(classifier, x: np.ndarray) -> np.ndarray:
     return x
 
 
-def to_unit(x: np.ndarray, spec) -> np.ndarray:
+def to_unit(x: np.ndarray, spec: InputSpec) -> np.ndarray:
     """Model input back to the [0, 1] display scale (inverse of ``preprocess.normalize``)."""
-    return np.clip(spec.to_unit(x), 0.0, 1.0)
+    return np.asarray(np.clip(spec.to_unit(x), 0.0, 1.0), dtype=np.float32)
 
 
-def final_score_parts(model):
+def final_score_parts(model: Any) -> tuple[Any, str, Any]:
     """How to get the class *score* (pre-softmax) for Grad-CAM (Selvaraju et al. §3).
 
     Returns ``(tensor, kind, layer)``: for a final Dense layer with a softmax/sigmoid activation

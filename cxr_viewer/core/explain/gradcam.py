@@ -14,7 +14,7 @@ cached for the model's lifetime (measured: 1.08× a plain forward at ResNet50V2'
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 
@@ -36,7 +36,7 @@ Variant = Literal["gradcam", "gradcam++"]
 VARIANTS: tuple[str, ...] = get_args(Variant)
 
 
-def _build_fn(model, layer_name: str):
+def _build_fn(model: Any, layer_name: str) -> tuple[Any, str]:
     """A compiled x -> (feature maps A, class scores) function for ``layer_name``."""
     import keras
 
@@ -55,14 +55,7 @@ def _build_fn(model, layer_name: str):
         ) from exc
     shape = [None, *model.inputs[0].shape[1:]]
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec(shape, tf.float32),
-            tf.TensorSpec([], tf.int32),
-            tf.TensorSpec([], tf.float32),
-        ]
-    )
-    def fn(x, cls, sign):
+    def fn(x: Any, cls: Any, sign: Any) -> tuple[Any, Any, Any]:
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             # watching x records every op downstream of it, frozen layers included
             tape.watch(x)
@@ -75,15 +68,21 @@ def _build_fn(model, layer_name: str):
         grads = tape.gradient(y, feats)
         return feats, grads, scores
 
-    return fn, kind
+    signature = [
+        tf.TensorSpec(shape, tf.float32),
+        tf.TensorSpec([], tf.int32),
+        tf.TensorSpec([], tf.float32),
+    ]
+    return tf.function(fn, input_signature=signature), kind
 
 
-def _gradcam_fn(model, layer_name: str):
+def _gradcam_fn(model: Any, layer_name: str) -> tuple[Any, str]:
     cache = model_cache(model)
     key = ("gradcam", layer_name)
     if key not in cache:
         cache[key] = _build_fn(model, layer_name)
-    return cache[key]
+    fn, kind = cache[key]
+    return fn, str(kind)
 
 
 def cam_from_gradients(a: np.ndarray, g: np.ndarray, variant: str = "gradcam") -> np.ndarray:
@@ -99,8 +98,8 @@ def cam_from_gradients(a: np.ndarray, g: np.ndarray, variant: str = "gradcam") -
         weights = (alpha * np.maximum(g, 0.0)).sum(axis=(0, 1))
     else:
         raise ExplainError(f"Unknown Grad-CAM variant '{variant}'", f"choose one of {VARIANTS}.")
-    cam = np.maximum((a * weights).sum(axis=-1), 0.0)
-    return cam.astype(np.float32)
+    cam: np.ndarray = np.maximum((a * weights).sum(axis=-1), 0.0).astype(np.float32)
+    return cam
 
 
 @dataclass(frozen=True)
@@ -142,7 +141,8 @@ class GradCamExplainer(Explainer):
     settings: GradCamSettings
 
     @property
-    def model(self):
+    def model(self) -> Any:
+        """The classifier's Keras model, nested backbones inlined."""
         return flat_model(self.classifier.model)
 
     def layers(self) -> list[str]:
@@ -152,7 +152,7 @@ class GradCamExplainer(Explainer):
         bundle = getattr(self.classifier, "bundle", None)
         name = getattr(bundle, "gradcam_layer", None)
         if name:
-            return name
+            return str(name)
         return default_gradcam_layer(self.model)
 
     def warm_up(self, layer: str | None = None) -> None:

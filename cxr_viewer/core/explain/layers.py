@@ -20,8 +20,12 @@ nothing heavy at import time.
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 from cxr_viewer.core.errors import ExplainError
+
+# Keras models, layers, graph nodes and tensors are typed ``Any`` here: this module reads
+# Keras's functional graph (``_nodes_by_depth``, ``_keras_history``), which has no stable types.
 
 #: layer classes whose outputs are not worth explaining (they only pad, reshape or copy)
 _SKIP_CLASSES = {
@@ -49,16 +53,16 @@ _POOL_CLASSES = {"GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten"}
 _PASS_CLASSES = {"MaxPooling2D", "AveragePooling2D"}
 
 
-def _is_submodel(layer) -> bool:
+def _is_submodel(layer: Any) -> bool:
     return hasattr(layer, "_run_through_graph") and hasattr(layer, "_nodes_by_depth")
 
 
-def has_nested_model(model) -> bool:
+def has_nested_model(model: Any) -> bool:
     """True if a layer of ``model`` is itself a functional model (a nested backbone)."""
     return any(_is_submodel(layer) for layer in getattr(model, "layers", []))
 
 
-def flatten_model(model):
+def flatten_model(model: Any) -> Any:
     """``model`` with every nested functional model inlined (or ``model`` itself if none).
 
     The flattened model shares the original's layer objects and weights; its outputs are
@@ -69,10 +73,10 @@ def flatten_model(model):
         return model
     import keras
 
-    def operation_fn(op):
+    def operation_fn(op: Any) -> Any:
         if _is_submodel(op):
 
-            def inline(*args, **kwargs):
+            def inline(*args: Any, **kwargs: Any) -> Any:
                 inputs = args[0] if len(args) == 1 else list(args)
                 return op._run_through_graph(inputs, operation_fn=operation_fn)
 
@@ -100,7 +104,7 @@ def flatten_model(model):
 class _Graph:
     """The layer graph of a functional model: one vertex per call node."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model: Any) -> None:
         if not hasattr(model, "_nodes_by_depth"):
             raise ExplainError(
                 "Cannot inspect the model's layers",
@@ -116,12 +120,11 @@ class _Graph:
                 if id(p) in ids:
                     self.children[id(p)].append(id(n))
         self.sources = [id(n) for n in self.nodes if n.is_input]
-        out_ids = set()
+        out_ids: set[int] = set()
         for t in model.outputs:
             op, node_index, _ = t._keras_history
             out_ids.add(id(op._inbound_nodes[node_index]))
         self.sinks = out_ids
-        self.by_id = {id(n): n for n in self.nodes}
 
     def reaches_output_without(self, removed: int) -> bool:
         seen = {removed}
@@ -137,7 +140,7 @@ class _Graph:
         return False
 
 
-def layer_output(model, name: str):
+def layer_output(model: Any, name: str) -> Any:
     """The output tensor of layer ``name`` *in this model's graph*.
 
     ``layer.output`` is the layer's first call; after :func:`flatten_model` re-traced a nested
@@ -159,7 +162,7 @@ def layer_output(model, name: str):
     )
 
 
-def _four_d(node) -> bool:
+def _four_d(node: Any) -> bool:
     outs = node.outputs
     if len(outs) != 1:
         return False
@@ -167,10 +170,10 @@ def _four_d(node) -> bool:
     return len(shape) == 4 and all(s is None or s > 1 for s in shape[1:3])
 
 
-def _candidate_nodes(model) -> tuple[_Graph, list]:
+def _candidate_nodes(model: Any) -> tuple[_Graph, list[Any]]:
     g = _Graph(model)
     names: set[str] = set()
-    out = []
+    out: list[Any] = []
     for n in g.nodes:
         op = n.operation
         if n.is_input or op is None or type(op).__name__ in _SKIP_CLASSES:
@@ -182,13 +185,13 @@ def _candidate_nodes(model) -> tuple[_Graph, list]:
     return g, out
 
 
-def gradcam_layers(model) -> list[str]:
+def gradcam_layers(model: Any) -> list[str]:
     """Names of the layers Grad-CAM can be computed at (4-D outputs), input side first."""
     _, nodes = _candidate_nodes(flatten_model(model))
     return [n.operation.name for n in nodes]
 
 
-def default_gradcam_layer(model) -> str:
+def default_gradcam_layer(model: Any) -> str:
     """The last convolution's activation before global pooling (Selvaraju et al. 2017, §3).
 
     From the global pooling / flatten layer the graph is walked back past dropout, padding,
@@ -217,11 +220,11 @@ def default_gradcam_layer(model) -> str:
             if type(p.operation).__name__ in _SKIP_CLASSES | _PASS_CLASSES:
                 stack.extend(p.parent_nodes)
             elif id(p) in candidates:
-                return p.operation.name
-    return nodes[-1].operation.name
+                return str(p.operation.name)
+    return str(nodes[-1].operation.name)
 
 
-def spatial_sizes(model, names: list[str]) -> dict[str, tuple[int, int]]:
+def spatial_sizes(model: Any, names: list[str]) -> dict[str, tuple[int, int]]:
     """(rows, columns) of each named layer's output (for menus: "block2_out (28×28)")."""
     g = _Graph(flatten_model(model))
     out: dict[str, tuple[int, int]] = {}
@@ -236,13 +239,7 @@ def spatial_sizes(model, names: list[str]) -> dict[str, tuple[int, int]]:
     return out
 
 
-def cut_layers(model) -> list[str]:
-    """All layers whose single 4-D output is a cut of the graph (input side first)."""
-    g, nodes = _candidate_nodes(flatten_model(model))
-    return [n.operation.name for n in nodes if not g.reaches_output_without(id(n))]
-
-
-def is_cut_layer(model, name: str) -> bool:
+def is_cut_layer(model: Any, name: str) -> bool:
     """True if every path from the model's input to its output passes through ``name``.
 
     ``name`` must be a layer called once with a single output tensor.
@@ -254,8 +251,9 @@ def is_cut_layer(model, name: str) -> bool:
     return not g.reaches_output_without(id(found[0]))
 
 
-def shap_layers(model, max_layers: int = 6) -> list[str]:
-    """A sensible subset of :func:`cut_layers` for per-layer SHAP, input side first.
+def shap_layers(model: Any, max_layers: int = 6) -> list[str]:
+    """A sensible subset of the cut layers (:func:`is_cut_layer`) for per-layer SHAP, input
+    side first.
 
     Priority: the input of the first convolution (the seeds' ``conv1_conv`` input), then the
     first *branching* cut at each spatial resolution (a block input such as ResNet V2's
@@ -268,9 +266,9 @@ def shap_layers(model, max_layers: int = 6) -> list[str]:
     if not cuts:
         return []
     order = {id(n): i for i, n in enumerate(g.nodes)}
-    chosen: list = []
+    chosen: list[Any] = []
 
-    def add(n) -> None:
+    def add(n: Any) -> None:
         if n is not None and all(n is not c for c in chosen):
             chosen.append(n)
 
@@ -288,7 +286,7 @@ def shap_layers(model, max_layers: int = 6) -> list[str]:
                     add(p)
             break
     # 2. the first branching cut at each resolution
-    seen_res: set = set()
+    seen_res: set[tuple[int | None, ...]] = set()
     for n in cuts:
         res = tuple(n.outputs[0].shape[1:3])
         if res in seen_res:

@@ -48,6 +48,7 @@ from typing import Any, ClassVar, Literal, get_args
 import numpy as np
 
 from cxr_viewer.core.errors import ExplainError
+from cxr_viewer.core.preprocess import InputSpec
 
 from ._common import to_unit
 from .base import DisplayDefaults, Explainer, ExplainerSettings, Heatmap, Run, SampleControl
@@ -58,7 +59,7 @@ SEGMENTATIONS: tuple[str, ...] = get_args(Segmentation)
 FEATURE_SELECTIONS: tuple[str, ...] = get_args(FeatureSelection)
 
 
-def _import_lime():
+def _import_lime() -> tuple[Any, Any]:
     """Import lime with its tqdm progress bar silenced (it writes to stderr)."""
     os.environ.setdefault("TQDM_DISABLE", "1")
     from functools import partial
@@ -104,7 +105,9 @@ def segment(image01_rgb: np.ndarray, settings: dict[str, Any], seed: int) -> np.
     return inverse.reshape(seg.shape).astype(np.int64)
 
 
-def hidden_image(image: np.ndarray, segments: np.ndarray, hide_color, spec) -> np.ndarray:
+def hidden_image(
+    image: np.ndarray, segments: np.ndarray, hide_color: float | str | None, spec: InputSpec
+) -> np.ndarray:
     """What a switched-off superpixel shows: a grey level ([0, 1] display units) or its mean."""
     if hide_color is None or hide_color == "mean":  # lime's hide_color=None
         n = int(segments.max()) + 1
@@ -344,11 +347,11 @@ class LimeExplainer(Explainer):
             int(s["patience"]),
         )
         converged = False
-        fit: tuple = ()
+        fit: tuple[Any, ...] = ()
         chunk = int(s["chunk_size"])
         growth = float(s["chunk_growth"])
 
-        def surrogate(d: np.ndarray, lab: np.ndarray) -> tuple[np.ndarray, tuple]:
+        def surrogate(d: np.ndarray, lab: np.ndarray) -> tuple[np.ndarray, tuple[Any, ...]]:
             """lime's weighted linear fit on rows ``d`` (row 0: the unperturbed image)."""
             distances = sklearn.metrics.pairwise_distances(
                 d, d[0].reshape(1, -1), metric=s["distance_metric"]
@@ -403,7 +406,18 @@ class LimeExplainer(Explainer):
         self.last_segments = segments
         return hm
 
-    def _heatmap(self, run: Run, w, segments, s, seed, n, fit, *, partial: bool) -> Heatmap:
+    def _heatmap(
+        self,
+        run: Run,
+        w: np.ndarray,
+        segments: np.ndarray,
+        s: dict[str, Any],
+        seed: int,
+        n: int,
+        fit: tuple[Any, ...],
+        *,
+        partial: bool,
+    ) -> Heatmap:
         return run.heatmap(
             w[segments],
             layer=None,

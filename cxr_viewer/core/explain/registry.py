@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from cxr_viewer.core.errors import ExplainError
 
-from .base import DisplayDefaults, Explainer, ExplainerSettings
+from .base import Explainer, ExplainerSettings
 from .gradcam import GradCamExplainer
 from .lime_explainer import LimeExplainer
 from .occlusion import OcclusionExplainer
@@ -79,8 +79,3 @@ def create_explainer(
 def check_setting(name: str, key: str, value: Any) -> None:
     """Raise ExplainError unless ``key=value`` is a valid setting of method ``name``."""
     explainer_class(name).settings_type.from_mapping({key: value})
-
-
-def display_defaults(name: str) -> DisplayDefaults:
-    """How method ``name``'s map is shown by default (colormap, opacity, cut-off, label)."""
-    return explainer_class(name).display

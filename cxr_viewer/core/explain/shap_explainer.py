@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Literal, get_args
 import numpy as np
 
 from cxr_viewer.core.errors import ExplainError
-from cxr_viewer.core.progress import CancelToken
+from cxr_viewer.core.progress import CancelToken, ProgressFn
 from cxr_viewer.core.resize import resize_map
 from cxr_viewer.core.trust import completeness_gap
 
@@ -50,7 +50,7 @@ SAMPLINGS: tuple[str, ...] = get_args(Sampling)
 OUTPUTS: tuple[str, ...] = get_args(Output)
 
 
-def _output_fn(model, output: str):
+def _output_fn(model: Any, output: str) -> tuple[Any, Any, str]:
     """(output tensor, compiled x -> output) for the class *score* SHAP attributes.
 
     "logit": the pre-softmax scores (for a final Dense softmax layer a linear twin sharing its
@@ -63,7 +63,8 @@ def _output_fn(model, output: str):
     cache = model_cache(model)
     key = ("shap_output", output)
     if key in cache:
-        return cache[key]
+        tensor, fn, used = cache[key]
+        return tensor, fn, str(used)
     import keras
 
     from cxr_viewer.core.model_io import import_tensorflow
@@ -88,10 +89,10 @@ def _output_fn(model, output: str):
         lambda x: sub(x, training=False), input_signature=[tf.TensorSpec(shape, tf.float32)]
     )
     cache[key] = (tensor, fn, used)
-    return cache[key]
+    return tensor, fn, used
 
 
-def _stem_fn(model, layer_name: str):
+def _stem_fn(model: Any, layer_name: str) -> Any:
     """Compiled x -> activations at ``layer_name`` (cached per model and layer)."""
     cache = model_cache(model)
     key = ("shap_stem", layer_name)
@@ -110,8 +111,8 @@ def _stem_fn(model, layer_name: str):
     return cache[key]
 
 
-def _activations(fn, x: np.ndarray, batch: int, cancel: CancelToken | None) -> np.ndarray:
-    out = []
+def _activations(fn: Any, x: np.ndarray, batch: int, cancel: CancelToken | None) -> np.ndarray:
+    out: list[np.ndarray] = []
     for i in range(0, len(x), batch):
         if cancel is not None:
             cancel.raise_if_cancelled()
@@ -119,7 +120,9 @@ def _activations(fn, x: np.ndarray, batch: int, cancel: CancelToken | None) -> n
     return np.concatenate(out, axis=0)
 
 
-def stratified_schedule(n_background: int, nsamples: int, rng: np.random.Generator):
+def stratified_schedule(
+    n_background: int, nsamples: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """(background index, t) per sample: equal shares, jittered-stratified t per background.
 
     With ``nsamples`` not a multiple of ``n_background`` the first backgrounds of a random
@@ -128,7 +131,8 @@ def stratified_schedule(n_background: int, nsamples: int, rng: np.random.Generat
     order = rng.permutation(n_background)
     counts = np.full(n_background, nsamples // n_background)
     counts[order[: nsamples % n_background]] += 1
-    idx, ts = [], []
+    idx: list[np.ndarray] = []
+    ts: list[np.ndarray] = []
     for b in range(n_background):
         r = int(counts[b])
         if r == 0:
@@ -216,7 +220,8 @@ class ShapLayerExplainer(Explainer):
         return {"completeness_gap": round(heatmap.trust.get("completeness_gap", float("nan")), 4)}
 
     @property
-    def model(self):
+    def model(self) -> Any:
+        """The classifier's Keras model, nested backbones inlined."""
         return flat_model(self.classifier.model)
 
     def layers(self) -> list[str]:
@@ -240,13 +245,14 @@ class ShapLayerExplainer(Explainer):
             )
         bundle = getattr(self.classifier, "bundle", None)
         chosen = (getattr(bundle, "metadata", None) or {}).get("shap_default_layer")
-        if chosen in layers:
+        if isinstance(chosen, str) and chosen in layers:
             return chosen
         return layers[len(layers) // 2]
 
     def background(self) -> np.ndarray:
+        """The bundle's background set, at most ``max_background`` images evenly spaced."""
         bundle = getattr(self.classifier, "bundle", None)
-        bg = bundle.background() if bundle is not None else None
+        bg: np.ndarray | None = bundle.background() if bundle is not None else None
         if bg is None or len(bg) == 0:
             raise ExplainError(
                 "The model bundle has no SHAP background set",
@@ -256,16 +262,20 @@ class ShapLayerExplainer(Explainer):
         k = self.settings.max_background
         if len(bg) <= k:
             return bg
-        return bg[np.linspace(0, len(bg) - 1, k).round().astype(int)]
+        chosen: np.ndarray = bg[np.linspace(0, len(bg) - 1, k).round().astype(int)]
+        return chosen
 
-    def _setup(self, layer_name: str, output: str, cancel: CancelToken | None):
+    def _setup(
+        self, layer_name: str, output: str, cancel: CancelToken | None
+    ) -> tuple[Any, np.ndarray, np.ndarray, Any, str]:
         """(shap explainer, background activations, f(bg), f) for a layer, cached per model."""
         model = self.model
         bg = self.background()
         cache = model_cache(model)
         key = ("shap", layer_name, output, bg.shape, hash(bg.tobytes()))
         if key in cache:
-            return cache[key]
+            cached: tuple[Any, np.ndarray, np.ndarray, Any, str] = cache[key]
+            return cached
         from cxr_viewer.core.model_io import importing
 
         with importing("shap"):
@@ -279,7 +289,7 @@ class ShapLayerExplainer(Explainer):
         )
         f_bg = _activations(f, bg, batch, cancel)
         cache[key] = (explainer, bg_h, f_bg, f, used)
-        return cache[key]
+        return explainer, bg_h, f_bg, f, used
 
     def compute(self, x: np.ndarray, run: Run) -> Heatmap:
         progress, cancel = run.progress, run.cancel
@@ -347,7 +357,17 @@ class ShapLayerExplainer(Explainer):
             },
         )
 
-    def _stratified(self, explainer, x_h, bg_h, t, nsamples, seed, progress, cancel):
+    def _stratified(
+        self,
+        explainer: Any,
+        x_h: np.ndarray,
+        bg_h: np.ndarray,
+        t: int,
+        nsamples: int,
+        seed: int,
+        progress: ProgressFn,
+        cancel: CancelToken | None,
+    ) -> np.ndarray:
         """Expected gradients with shap's compiled gradient and a stratified schedule."""
         from cxr_viewer.core.model_io import import_tensorflow
 
@@ -369,7 +389,8 @@ class ShapLayerExplainer(Explainer):
             g = np.asarray(grad_fn(tf.convert_to_tensor(points)))
             acc += (g * delta).sum(axis=0)
             progress(min(0.99, (b0 + len(bi)) / nsamples), f"SHAP: {b0 + len(bi)}/{nsamples}")
-        return (acc / nsamples).astype(np.float32)
+        phi: np.ndarray = (acc / nsamples).astype(np.float32)
+        return phi
 
     def _to_image(self, m: np.ndarray, layer_name: str) -> np.ndarray:
         """A channel-summed layer map on the model input grid, keeping its total."""

@@ -73,9 +73,6 @@ class ElidedLabel(QLabel):
 
     setText = set_full_text  # noqa: N815 - QLabel's name, so callers need not know
 
-    def full_text(self) -> str:
-        return self._full
-
     def shown_text(self) -> str:
         """The text as drawn (with "…" when cut)."""
         return super().text()

@@ -135,10 +135,6 @@ class OverlayControls(QFrame):
         self.expand.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
         self.details.setVisible(on)
 
-    @property
-    def expanded(self) -> bool:
-        return self.details.isVisibleTo(self)
-
     def _on_overlay(self, method: str, what: str) -> None:
         if method != self.method:
             return
