@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.explain.registry import EXPLAINERS
@@ -21,6 +21,11 @@ from cxr_viewer.core.study import Study
 
 from .results import OverlayResult
 from .state import METHODS, ModelInfo
+
+if TYPE_CHECKING:
+    from cxr_viewer.core.bundle import Bundle
+    from cxr_viewer.core.explain.base import Explainer, Heatmap
+    from cxr_viewer.core.inference import Classifier, Prediction
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +84,9 @@ class ModelSession:
     """Owns the classifier and its explainers (used from the model worker thread only)."""
 
     def __init__(self) -> None:
-        self.classifier = None
+        self.classifier: Classifier | None = None
         self.info: ModelInfo | None = None
-        self._explainers: dict[tuple, Any] = {}
+        self._explainers: dict[tuple[Any, ...], Explainer] = {}
         self.explain_calls = 0  # how many explanations were computed (tests count them)
 
     # ------------------------------------------------------------------ loading
@@ -113,7 +118,7 @@ class ModelSession:
         progress(0.6, "Warming up…")
         clf.warm_up()
         self.classifier, self._explainers = clf, {}
-        layers, defaults, settings = self._describe_explainers(bundle)
+        layers, defaults, settings = self._describe_explainers(bundle, clf)
         meta = bundle.metadata
         info = ModelInfo(
             name=bundle.name,
@@ -146,7 +151,9 @@ class ModelSession:
         progress(1.0, "Model ready")
         return info
 
-    def _describe_explainers(self, bundle) -> tuple[dict, dict, dict]:
+    def _describe_explainers(
+        self, bundle: Bundle, clf: Classifier
+    ) -> tuple[dict[str, list[str]], dict[str, str | None], dict[str, dict[str, Any]]]:
         from cxr_viewer.core.explain.registry import create_explainer
 
         layers: dict[str, list[str]] = {}
@@ -162,7 +169,7 @@ class ModelSession:
                 )
                 continue
             try:
-                ex = create_explainer(method, self.classifier, None)
+                ex = create_explainer(method, clf, None)
                 offered = list(ex.layers()) if ex.uses_layer else []
                 default = ex.default_layer() if ex.uses_layer else None
             except ExplainError as exc:  # e.g. no layer SHAP can be computed at
@@ -181,26 +188,30 @@ class ModelSession:
 
         names = sorted({n for offered in layers.values() for n in offered})
         try:
-            return spatial_sizes(self.classifier.model, names)
+            return spatial_sizes(self._require().model, names)
         except ExplainError as exc:
             log.warning("layer sizes unavailable: %s", exc)
             return {}
 
     def _warm_up_gradcam(self, layer: str | None, settings: dict[str, Any]) -> None:
+        from cxr_viewer.core.explain.gradcam import GradCamExplainer
+
         if layer is None or self.classifier is None:
             return
         try:
-            self._explainer("gradcam", layer, settings).warm_up(layer)
+            ex = self._explainer("gradcam", layer, settings)
+            if isinstance(ex, GradCamExplainer):
+                ex.warm_up(layer)
         except ExplainError as exc:
             log.warning("Grad-CAM warm-up failed: %s", exc)
 
     # ------------------------------------------------------------------ work
-    def _require(self):
+    def _require(self) -> Classifier:
         if self.classifier is None:
             raise ExplainError("No model is loaded", "", "Open a model bundle (File ▸ Open model).")
         return self.classifier
 
-    def _explainer(self, method: str, layer: str | None, settings: dict[str, Any]):
+    def _explainer(self, method: str, layer: str | None, settings: dict[str, Any]) -> Explainer:
         from cxr_viewer.core.explain.registry import create_explainer
 
         key = (method, layer, tuple(sorted(settings.items())))
@@ -213,7 +224,12 @@ class ModelSession:
             self._explainers[key] = ex
         return ex
 
-    def predict(self, study: Study, progress: ProgressFn = no_progress, cancel=None, partial=None):
+    def predict(
+        self,
+        study: Study,
+        progress: ProgressFn = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> Prediction:
         """The classifier's Prediction for ``study``."""
         clf = self._require()
         progress(0.1, "Predicting…")
@@ -228,7 +244,7 @@ class ModelSession:
         settings: dict[str, Any],
         progress: ProgressFn = no_progress,
         cancel: CancelToken | None = None,
-        partial=None,
+        partial: Callable[[OverlayResult], None] | None = None,
         colormap: str | None = None,
     ) -> OverlayResult:
         """Explain ``study`` for ``target_class`` with ``method``; partial maps go to ``partial``.
@@ -244,14 +260,14 @@ class ModelSession:
         # the map stays at the model's input size; the screen copy is scaled to the study's shape
         size = (study.rows, study.columns)
 
-        def _partial(hm) -> None:
+        def _partial(hm: Heatmap) -> None:
             if partial is not None:
                 partial(OverlayResult.from_heatmap(hm, colormap, size=size))
 
         # the map and its trust figures (deletion / insertion AUC, top-20 % drop)
         hm = explain_with_trust(
             ex,
-            study_to_input(study, self.classifier.spec),
+            study_to_input(study, self._require().spec),
             int(target_class),
             progress=progress,
             cancel=cancel,

@@ -300,6 +300,10 @@ class Explainer(ABC):
         """The layers this method can be computed at (empty if it takes none)."""
         return []
 
+    def default_layer(self) -> str | None:
+        """The layer used when the settings name none (None for a method without layers)."""
+        return None
+
     def explain(
         self,
         x: np.ndarray,
