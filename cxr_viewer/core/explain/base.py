@@ -151,6 +151,13 @@ class ExplainerSettings:
     def check(self) -> None:
         """Range checks of a method's values (types are already checked); raise ExplainError."""
 
+    def _at_least(self, **minimums: int) -> None:
+        """Raise for the first named setting (unless None) below its minimum."""
+        for name, low in minimums.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise self._out_of_range(name, f"at least {low}")
+
     def _out_of_range(self, name: str, allowed: str) -> ExplainError:
         """The error for setting ``name`` outside ``allowed`` (e.g. "at least 1")."""
         return ExplainError(

@@ -241,22 +241,15 @@ class LimeSettings(ExplainerSettings):
     seed: int = 0
 
     def check(self) -> None:
-        if self.num_samples < 2:
-            raise self._out_of_range("num_samples", "at least 2")
-        if self.chunk_size < 2:
-            raise self._out_of_range("chunk_size", "at least 2")
+        self._at_least(num_samples=2, chunk_size=2, patience=1, batch_size=1)
         if not 0.0 <= self.chunk_growth <= 4.0:
             raise self._out_of_range("chunk_growth", "between 0 and 4")
         if not 0.0 < self.stop_top_fraction <= 1.0:
             raise self._out_of_range("stop_top_fraction", "in (0, 1]")
-        if self.patience < 1:
-            raise self._out_of_range("patience", "at least 1")
         if self.kernel_width <= 0:
             raise self._out_of_range("kernel_width", "positive")
         if isinstance(self.hide_color, float) and not 0.0 <= self.hide_color <= 1.0:
             raise self._out_of_range("hide_color", "a grey level in [0, 1] or 'mean'")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise self._out_of_range("batch_size", "at least 1")
 
 
 class LimeExplainer(Explainer):

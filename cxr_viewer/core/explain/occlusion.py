@@ -60,14 +60,9 @@ class OcclusionSettings(ExplainerSettings):
     batch_size: int | None = None
 
     def check(self) -> None:
-        if self.patch is not None and self.patch < 1:
-            raise self._out_of_range("patch", "at least 1 pixel")
-        if self.stride is not None and self.stride < 1:
-            raise self._out_of_range("stride", "at least 1 pixel")
+        self._at_least(patch=1, stride=1, batch_size=1)
         if not (np.isfinite(self.fill) and 0.0 <= self.fill <= 1.0):
             raise self._out_of_range("fill", "a grey level in [0, 1]")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise self._out_of_range("batch_size", "at least 1")
 
 
 class OcclusionExplainer(Explainer):

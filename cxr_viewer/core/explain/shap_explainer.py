@@ -179,12 +179,7 @@ class ShapSettings(ExplainerSettings):
     seed: int = 0
 
     def check(self) -> None:
-        if self.nsamples < 1:
-            raise self._out_of_range("nsamples", "at least 1")
-        if self.max_background < 1:
-            raise self._out_of_range("max_background", "at least 1")
-        if self.batch_size < 1:
-            raise self._out_of_range("batch_size", "at least 1")
+        self._at_least(nsamples=1, max_background=1, batch_size=1)
 
 
 class ShapLayerExplainer(Explainer):
