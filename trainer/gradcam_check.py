@@ -54,11 +54,11 @@ def top_mask(saliency: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray
 
 
 def random_map(shape: tuple[int, int], grid: tuple[int, int], rng: np.random.Generator):
-    """Uniform noise on a ``grid`` (the explained layer's resolution), upsampled to ``shape``."""
-    import cv2
+    """Uniform noise on a ``grid`` (the explained layer's resolution), upsampled to ``shape``
+    the way the explainers upsample their maps."""
+    from cxr_viewer.core.resize import resize_map
 
-    noise = rng.random(grid).astype(np.float32)
-    return cv2.resize(noise, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    return resize_map(rng.random(grid).astype(np.float32), *shape)
 
 
 def gradcam_check(
