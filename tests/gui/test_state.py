@@ -154,3 +154,20 @@ def test_overlay_result_preview_is_screen_sized():
     assert r.preview.shape == preview_size(2000, 1500) == (1024, 768)
     assert r.vmax > 0 and r.signed and not r.partial
     assert downsample(np.ones((10, 10), np.float32)).shape == (10, 10)
+
+
+def test_model_size_map_is_scaled_to_the_study_only_on_screen():
+    """A 64×64 map for a 2000×1500 study: the Heatmap stays 64×64 (exports scale it when they
+    write), the screen copy takes the study's shape at screen size."""
+    from cxr_viewer.core.explain.base import Heatmap
+
+    values = np.zeros((64, 64), np.float32)
+    values[16:32, 40:48] = 1.0
+    hm = Heatmap(values, "gradcam", 1, "p", signed=False)
+    r = OverlayResult.from_heatmap(hm, size=(2000, 1500))
+    assert r.heatmap.values.shape == (64, 64)
+    assert r.preview.shape == preview_size(2000, 1500) == (1024, 768)
+    # the hot block lands where it is in model coordinates (rows 1/4..1/2, columns 5/8..3/4)
+    rows, cols = np.nonzero(r.preview > 0.5)
+    assert 240 <= rows.min() <= 272 and 496 <= rows.max() <= 528
+    assert 464 <= cols.min() <= 490 and 560 <= cols.max() <= 586
