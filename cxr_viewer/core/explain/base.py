@@ -60,7 +60,7 @@ class SampleControl:
     Attributes
     ----------
     key:
-        The setting's name in ``default_settings``.
+        The setting's name (a field of the method's ``settings_type``).
     choices:
         The values the viewer's panel offers.
     default:
