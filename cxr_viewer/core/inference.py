@@ -10,10 +10,17 @@ images go through) is chosen at warm-up by measuring throughput (:meth:`Classifi
 on the CPU it stays at 16. Mixed precision (float16 compute, float32 weights) is optional, off by
 default, GPU only, and used only if its probabilities match float32's within
 :data:`MIXED_PRECISION_TOLERANCE` on check inputs at load.
+
+:meth:`Classifier.predict_inputs` (what LIME, occlusion, the trust curves and batch prediction
+call) runs on the forward path chosen at warm-up (:mod:`cxr_viewer.core.forward`: the compiled
+``tf.function``, XLA or ONNX Runtime, verified equal within 1e-4, the fastest, with its batch
+size, also on the CPU); :attr:`Classifier.forward_path` says which. Gradient methods use
+:attr:`Classifier.model` in TensorFlow.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -24,6 +31,20 @@ import numpy as np
 
 from .bundle import Bundle
 from .errors import ExplainError
+from .forward import (
+    CPU_BATCH_CANDIDATES,
+    FORWARD_GPU_BATCHES,
+    ForwardCandidate,
+    ForwardChoice,
+    build_onnx,
+    build_xla,
+    cache_key,
+    cache_root,
+    choose_forward,
+    load_cached,
+    requested_path,
+    save_cached,
+)
 from .heads import DEFAULT_NEAR_BAND
 from .model_io import describe_device, import_tensorflow, runtime_config
 from .preprocess import InputSpec, check_finite, study_to_input
@@ -304,6 +325,9 @@ class Classifier:
         self.precision = "float32"
         self.precision_check: PrecisionCheck | None = None
         self._predict_fn = self._compile(self.model)
+        #: what the model-agnostic loops run on (chosen at :meth:`warm_up`)
+        self.forward_choice: ForwardChoice | None = None
+        self._forward: ForwardCandidate | None = None
         if runtime_config().mixed_precision if mixed_precision is None else mixed_precision:
             self.precision_check = c = self._try_mixed_precision()
             log.info(
@@ -360,10 +384,82 @@ class Classifier:
         self.predict_inputs(
             np.zeros((1, self.spec.height, self.spec.width, self.spec.channels), np.float32)
         )
-        if self.on_gpu and not self._batch_fixed:
+        choice = self.choose_forward_path()
+        if choice.throughput:
+            self.batch_throughput = dict(choice.throughput[choice.name])
+            self.batch_size = choice.batch_size
+        elif self.on_gpu and not self._batch_fixed:
             self.batch_throughput = self.measure_batch_sizes(GPU_BATCH_CANDIDATES)
             if self.batch_throughput:
                 self.batch_size = pick_batch_size(self.batch_throughput)
+
+    @property
+    def forward_path(self) -> str:
+        """The path of :meth:`predict_inputs` in words, e.g. ``"onnxruntime (CPU), batch 32"``."""
+        label = self.forward_choice.label if self.forward_choice else f"tf.function ({self._kind})"
+        return f"{label}, batch {self.batch_size}"
+
+    @property
+    def _kind(self) -> str:
+        return "GPU" if self.on_gpu else "CPU"
+
+    def choose_forward_path(self, requested: str | None = None) -> ForwardChoice:
+        """Verify and time the forward paths (:func:`cxr_viewer.core.forward.choose_forward`).
+
+        ``requested``: ``auto``/``tf``/``xla``/``onnx`` (None: ``$CXR_FORWARD``, else auto).
+        Mixed precision keeps the TensorFlow path (its float16 outputs are not the reference).
+        """
+        requested = requested_path(requested)
+        kind = self._kind
+        tf_candidate = ForwardCandidate("tf", self._predict_fn, kind)
+        builders = {
+            "xla": lambda: build_xla(self.model, self.spec, kind),
+            "onnx": lambda: build_onnx(self.model, self.spec, self.on_gpu, kind),
+        }
+        if self.precision != "float32":
+            builders = {}
+        run = functools.partial(
+            choose_forward,
+            tf_candidate,
+            builders,
+            check_inputs=precision_check_inputs(self.spec),
+            timing_inputs=self._timing_inputs,
+            to_probabilities=self.head.probabilities,
+            batch_candidates=FORWARD_GPU_BATCHES if self.on_gpu else CPU_BATCH_CANDIDATES,
+        )
+        # auto: the choice made at an earlier load of this model file here is only checked
+        root = cache_root() if requested == "auto" and builders else None
+        fixed = self.batch_size if self._batch_fixed else None
+        key = cache_key(str(self.bundle.metadata.get("model_sha256", "")), kind, fixed)
+        remembered = load_cached(root, key)
+        if remembered is not None:
+            info, graph = remembered
+            if graph is not None:
+                builders["onnx"] = lambda: build_onnx(
+                    self.model, self.spec, self.on_gpu, kind, graph
+                )
+            choice, chosen = run(
+                requested=info["path"], fixed_batch=info["batch_size"], timing=False
+            )
+            if choice.name == info["path"]:
+                choice.requested = "auto (remembered)"
+                self.forward_choice, self._forward = choice, chosen
+                self.batch_size = choice.batch_size
+                return choice
+            builders.pop("onnx", None)
+            builders["onnx"] = lambda: build_onnx(self.model, self.spec, self.on_gpu, kind)
+        choice, chosen = run(requested=requested, fixed_batch=fixed)
+        if self.precision != "float32":
+            choice.rejected["xla, onnx"] = "mixed precision runs on TensorFlow"
+        elif choice.throughput:
+            save_cached(root, key, choice, chosen)
+        self.forward_choice, self._forward = choice, chosen
+        return choice
+
+    def _timing_inputs(self, n: int) -> np.ndarray:
+        shape = (n, self.spec.height, self.spec.width, self.spec.channels)
+        rng = np.random.default_rng(0)
+        return rng.uniform(*self.spec.value_range, shape).astype(np.float32)
 
     def measure_batch_sizes(
         self, candidates: tuple[int, ...], repeats: int = 2, gain: float = 1.1
@@ -426,7 +522,11 @@ class Classifier:
         for start in range(0, n, self.batch_size):
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            raw = np.asarray(self._predict_fn(x[start : start + self.batch_size]))
+            chunk = x[start : start + self.batch_size]
+            if self._forward is not None:
+                raw = self._forward(chunk, self.batch_size)
+            else:
+                raw = np.asarray(self._predict_fn(chunk))
             outs.append(self.head.probabilities(raw))
             progress(min(1.0, (start + self.batch_size) / max(n, 1)), "predicting")
         return (
