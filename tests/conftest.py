@@ -18,6 +18,15 @@ os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 from cxr_viewer.core.paths import shared_data_dir  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _forward_choices_in_a_temp_folder(tmp_path_factory):
+    """The forward-path choices (cxr_viewer.core.forward) are remembered in this run's temp
+    folder, never in the user's cache (child processes inherit it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CXR_FORWARD_CACHE", str(tmp_path_factory.mktemp("forward_cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def shared_data():
     """``../shared/data`` (or ``$CXR_SHARED_DATA``); skips the test when it is absent."""

@@ -82,7 +82,10 @@ def _check_device_section(section: dict, device: str) -> None:
     if section["gpus_found"] == 0:
         assert device == "CPU" and section["visible_gpus"] == []
         assert section["memory_growth"] is False and section["memory_limit_mb"] is None
-        assert section["batch_size"] == 16 and section["batch_throughput"] == {}
+        # the forward path chosen at warm-up (core.forward) sets the batch size on the CPU too
+        forward = section["forward"]
+        assert section["batch_size"] == forward["batch_size"]
+        assert section["batch_throughput"] == forward["throughput"].get(forward["path"], {})
         assert section["gpu_vs_cpu"] == {
             "compared": False,
             "reason": "TensorFlow sees no GPU: nothing to compare",

@@ -215,7 +215,7 @@ def _columns(class_names, methods: list[str], trust: bool) -> list[str]:
 
     cols = ["file", "sha256", "status", "error"]
     cols += [f"p_{c}" for c in class_names]
-    cols += ["predicted_class", "decision", "explained_class"]
+    cols += ["predicted_class", "decision", "explained_class", "forward_path"]
     for m in methods:
         cols.append(f"seconds_{m}")
         if trust:
@@ -281,6 +281,8 @@ def process_file(ctx: BatchContext, path: Path, digest: str | None) -> dict[str,
     row["decision"] = pred.rule_text()
     target = pred.predicted_index if ctx.target is None else ctx.target
     row["explained_class"] = clf.class_names[target]
+    # what the model-agnostic methods ran on (core.forward), e.g. "tf.function (CPU), batch 16"
+    row["forward_path"] = clf.forward_path
     if not ctx.methods:
         return row
     suffixes = [f"_{_tag(m)}{OUTPUTS[k][0]}" for m in ctx.methods for k in OUTPUTS]

@@ -155,6 +155,8 @@ def check_device(state: dict[str, Any]) -> dict[str, Any]:
         out["batch_size"] = clf.batch_size
         out["batch_throughput"] = {str(k): round(v, 1) for k, v in clf.batch_throughput.items()}
         out["precision"] = clf.precision
+        if clf.forward_choice is not None:
+            out["forward"] = clf.forward_choice.as_dict()
         if clf.precision_check is not None:
             out["precision_check"] = clf.precision_check.as_dict()
     if rs is None:

@@ -127,6 +127,7 @@ class ModelSession:
             intended_use=bundle.intended_use,
             data_summary=summarize_data(meta),
             device=clf.device,
+            forward_path=clf.forward_path,
             threshold=bundle.threshold,
             positive_class=bundle.positive_class,
             path=str(Path(path).resolve()),

@@ -96,6 +96,8 @@ class ModelInfo:
     intended_use: str
     data_summary: str = ""
     device: str = ""
+    #: what LIME, occlusion and the trust curves run on (Classifier.forward_path)
+    forward_path: str = ""
     threshold: float | None = None
     positive_class: str | None = None
     path: str = ""

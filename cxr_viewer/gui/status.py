@@ -144,7 +144,8 @@ class StatusArea(QStatusBar):
             return
         used = model_io.gpu_memory_in_use() if m.device.startswith("GPU") else None
         memory = f" · {used / 2**20:.0f} MB GPU memory in use" if used is not None else ""
-        self.device_label.setText(f"Model runs on: {m.device}{memory}")
+        forward = f" · forward: {m.forward_path}" if m.forward_path else ""
+        self.device_label.setText(f"Model runs on: {m.device}{memory}{forward}")
 
     def _fill_device_menu(self) -> None:
         menu = self.device_button.menu()

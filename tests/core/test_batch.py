@@ -54,6 +54,8 @@ def test_batch_writes_rows_maps_and_overlays(tmp_path, bundle_root):
         assert r["status"] == "ok", r["error"]
         assert float(r["p_lesion"]) + float(r["p_no_lesion"]) == pytest.approx(1.0, abs=1e-4)
         assert r["predicted_class"] in ("lesion", "no_lesion")
+        path, batch = r["forward_path"].split(", batch ")  # e.g. "tf.function (CPU), batch 16"
+        assert path.split(" (")[0] in ("tf.function", "XLA", "onnxruntime") and int(batch) > 0
         for m in ("gradcam", "lime", "shap"):
             assert float(r[f"seconds_{m}"]) > 0
             assert 0.0 <= float(r[f"{m}_deletion_auc"]) <= 1.0

@@ -331,10 +331,11 @@ def test_pick_batch_size_takes_the_smallest_near_best():
         pick_batch_size({})
 
 
-def test_cpu_batch_size_is_unchanged_and_measurement_runs(tiny_bundle):
+def test_cpu_batch_size_is_unchanged_and_measurement_runs(tiny_bundle, monkeypatch):
     from cxr_viewer.core.bundle import open_bundle
     from cxr_viewer.core.inference import CPU_BATCH, Classifier
 
+    monkeypatch.setenv("CXR_FORWARD", "tf")  # the tf.function path alone: the earlier behaviour
     clf = Classifier(open_bundle(tiny_bundle))
     if clf.on_gpu:
         pytest.skip("TensorFlow runs on a GPU here: tests/test_gpu.py covers it")

@@ -34,9 +34,9 @@ def test_open_sample_study_shows_prediction(qtbot, gui, viewer, studies_dir):
     assert "0.50" in win.prediction_panel.threshold_label.text()
     assert "not for diagnosis" in win.model_panel.warning.text().lower()
     assert "0.0-test" in win.model_panel.text.text()
-    assert win.status.device_label.text() in ("Model runs on: CPU",) or "GPU" in (
-        win.status.device_label.text()
-    )
+    device_text = win.status.device_label.text()
+    assert device_text.startswith("Model runs on: CPU") or "GPU" in device_text
+    assert f"forward: {win.state.model.forward_path}" in device_text and ", batch " in device_text
     assert win.original_view.has_image() and win.overlay_view.has_image()
     assert win.metadata_panel.values()["File"] == "phantom0.png"
 
