@@ -114,6 +114,15 @@ def perturbation_curve(
         raise ExplainError("A curve needs at least one step", f"steps={steps}.")
     x, sal = _check(classifier, x, saliency)
     base = baseline_image(x, classifier.spec, baseline or "blur")
+    fractions, imgs = _curve_images(x, sal, base, mode, steps, seed)
+    probs = classifier.predict_inputs(imgs, cancel=cancel)[:, int(target_class)]
+    return fractions, probs.astype(np.float64)
+
+
+def _curve_images(
+    x: np.ndarray, sal: np.ndarray, base: np.ndarray, mode: str, steps: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The fractions and the ``steps + 1`` images of one deletion or insertion curve."""
     order = pixel_order(sal, seed)
     n = order.size
     fractions = np.linspace(0.0, 1.0, steps + 1)
@@ -127,8 +136,7 @@ def perturbation_curve(
             imgs[i] = np.where(top, base, x)
         else:
             imgs[i] = np.where(top, x, base)
-    probs = classifier.predict_inputs(imgs, cancel=cancel)[:, int(target_class)]
-    return fractions, probs.astype(np.float64)
+    return fractions, imgs
 
 
 def auc(fractions: np.ndarray, values: np.ndarray) -> float:
@@ -161,14 +169,18 @@ def deletion_insertion(
     return out
 
 
+#: the top-fraction drop of :func:`add_trust`: fraction of pixels, random removals
+TOP_FRACTION, TOP_RANDOM = 0.2, 4
+
+
 def top_fraction_drop(
     classifier: Classifier,
     x: np.ndarray,
     saliency: np.ndarray,
     target_class: int,
     *,
-    fraction: float = 0.2,
-    n_random: int = 4,
+    fraction: float = TOP_FRACTION,
+    n_random: int = TOP_RANDOM,
     seed: int = 0,
     cancel: CancelToken | None = None,
 ) -> dict[str, float]:
@@ -181,6 +193,15 @@ def top_fraction_drop(
     """
     x, sal = _check(classifier, x, saliency)
     base = baseline_image(x, classifier.spec, "blur")
+    imgs = _drop_images(x, sal, base, fraction, n_random, seed)
+    probs = classifier.predict_inputs(imgs, cancel=cancel)
+    return _drop_figures(probs[:, int(target_class)].astype(np.float64), fraction, n_random)
+
+
+def _drop_images(
+    x: np.ndarray, sal: np.ndarray, base: np.ndarray, fraction: float, n_random: int, seed: int
+) -> np.ndarray:
+    """The image, then it with the map's top ``fraction`` blurred, then ``n_random`` random."""
     n = sal.size
     k = int(round(float(fraction) * n))
     masks = []
@@ -194,8 +215,10 @@ def top_fraction_drop(
         m[rng.choice(n, size=k, replace=False)] = True
         masks.append(m)
     imgs = [x] + [np.where(m.reshape(sal.shape)[..., None], base, x) for m in masks]
-    probs = classifier.predict_inputs(np.stack(imgs).astype(np.float32), cancel=cancel)
-    p = probs[:, int(target_class)].astype(np.float64)
+    return np.stack(imgs).astype(np.float32)
+
+
+def _drop_figures(p: np.ndarray, fraction: float, n_random: int) -> dict[str, float]:
     return {
         "p": float(p[0]),
         "drop_top": float(p[0] - p[1]),
@@ -213,15 +236,30 @@ def add_trust(
     seed: int = 0,
     cancel: CancelToken | None = None,
 ) -> Heatmap:
-    """A copy of ``heatmap`` with deletion/insertion AUCs and the top-20 % drop added."""
-    figs = deletion_insertion(
-        classifier, x, heatmap.values, heatmap.target_class, steps=steps, seed=seed, cancel=cancel
-    )
-    figs.update(
-        top_fraction_drop(
-            classifier, x, heatmap.values, heatmap.target_class, seed=seed, cancel=cancel
-        )
-    )
+    """A copy of ``heatmap`` with deletion/insertion AUCs and the top-20 % drop added.
+
+    The same figures as :func:`deletion_insertion` and :func:`top_fraction_drop`, from one
+    batched predict call with no image twice: the two curves' end points are the image and
+    its blurred copy (deletion's first and last, insertion's last and first), and the image
+    also opens the top-20 % batch (74 → 37 images at 16 steps; fewer, fuller batches).
+    """
+    t = int(heatmap.target_class)
+    x, sal = _check(classifier, x, heatmap.values)
+    base = baseline_image(x, classifier.spec, "blur")
+    fractions, deletion = _curve_images(x, sal, base, "deletion", steps, seed)
+    _, insertion = _curve_images(x, sal, base, "insertion", steps, seed)
+    drops = _drop_images(x, sal, base, TOP_FRACTION, TOP_RANDOM, seed)
+    # deletion[0] is x and deletion[-1] the baseline; insertion[0] / [-1] the same two
+    imgs = np.concatenate([deletion, insertion[1:-1], drops[1:]])
+    p = classifier.predict_inputs(imgs, cancel=cancel)[:, t].astype(np.float64)
+    p_del = p[: steps + 1]
+    p_ins = np.concatenate([p[steps : steps + 1], p[steps + 1 : 2 * steps], p[:1]])
+    p_drop = np.concatenate([p[:1], p[2 * steps :]])
+    figs: dict[str, float] = {
+        "deletion_auc": auc(fractions, p_del),
+        "insertion_auc": auc(fractions, p_ins),
+    }
+    figs.update(_drop_figures(p_drop, TOP_FRACTION, TOP_RANDOM))
     return replace(heatmap, trust={**heatmap.trust, **figs})
 
 

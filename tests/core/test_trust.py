@@ -166,3 +166,24 @@ def test_figures_text_and_tooltip_say_what_they_mean():
     tip = figures_tooltip(trust)
     assert "Lower is better" in tip and "Higher is better" in tip and "add up exactly" in tip
     assert figures_text({}) == "" and figures_tooltip({}) == ""
+
+
+def test_add_trust_makes_one_predict_call_without_repeated_images_and_the_same_figures(clf):
+    x = np.random.default_rng(6).random((32, 32, 1), dtype=np.float32)
+    hm = Heatmap(np.random.default_rng(7).random((32, 32)).astype(np.float32), "t", 1, "l", False)
+    calls = []
+
+    class Counting:
+        spec = clf.spec
+
+        def predict_inputs(self, imgs, cancel=None):
+            calls.append(len(imgs))
+            return clf.predict_inputs(imgs, cancel=cancel)
+
+    out = add_trust(hm, Counting(), x, steps=16)
+    assert calls == [37]  # 17 deletion + 15 insertion (its ends are deletion's) + 5 drops
+    separate = deletion_insertion(clf, x, hm.values, 1, steps=16)
+    separate.update(top_fraction_drop(clf, x, hm.values, 1))
+    assert set(out.trust) == set(separate)
+    for k, v in separate.items():
+        assert out.trust[k] == pytest.approx(v, abs=1e-6), k
