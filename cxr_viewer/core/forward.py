@@ -51,10 +51,20 @@ FORWARD_CHOICES = ("auto", "tf", "xla", "onnx")
 #: largest |p_candidate − p_tf| over the check inputs for a candidate to be used
 EQUALITY_TOLERANCE = 1e-4
 #: a candidate replaces ``tf`` only when at least this much faster (images/s ratio)
-SWITCH_GAIN = 1.05
+SWITCH_GAIN = 1.1
 #: batch sizes tried: the first one compares the paths, the others tune the winner
 CPU_BATCH_CANDIDATES = (16, 8, 32)
 FORWARD_GPU_BATCHES = (64, 16, 32, 128, 256)
+#: the paths ``auto`` tries besides ``tf``. Not XLA on the CPU: measured on a 2-core CPU
+#: (benchmarks/bench_forward.py) XLA's CPU convolutions ran 2–10× slower than the
+#: ``tf.function``'s oneDNN ones on the demo, a 128-px CNN and ResNet50V2, and compiling took
+#: 2–12 s at load; ``CXR_FORWARD=xla`` still forces it.
+AUTO_PATHS_CPU = ("onnx",)
+AUTO_PATHS_GPU = ("xla", "onnx")
+XLA_CPU_SKIPPED = (
+    "not tried on the CPU by auto (XLA's CPU convolutions are several times slower than "
+    "tf.function's oneDNN ones); CXR_FORWARD=xla forces it"
+)
 #: seconds of timing after the first round (the paths at the base batch), for tuning the batch
 TUNE_BUDGET_S = 2.0
 #: one timed call is repeated until this many seconds (at most 3 calls)
@@ -279,19 +289,24 @@ def choose_forward(
     tune_budget_s: float = TUNE_BUDGET_S,
     tolerance: float = EQUALITY_TOLERANCE,
     timing: bool = True,
+    auto_paths: Sequence[str] | None = None,
 ) -> tuple[ForwardChoice, ForwardCandidate]:
     """Build, verify and time the candidates; return the choice and the candidate to use.
 
     ``builders`` maps each other path's name to a function building it (it may raise: the
     candidate is then rejected with the reason). ``requested`` is ``auto`` (the fastest
-    verified path) or one path's name (that one if it verifies, else ``tf``).
+    verified path among ``auto_paths``, None: all) or one path's name (that one if it
+    verifies, else ``tf``).
     ``fixed_batch`` (a batch size given by the caller) skips the batch tuning; ``timing=False``
     (a forced path remembered from an earlier load) skips all timing: only the check runs.
     """
     base = fixed_batch or batch_candidates[0]
     choice = ForwardChoice(tf_candidate.name, tf_candidate.label, base, requested)
     reference = to_probabilities(tf_candidate(check_inputs, base)).astype(np.float64)
-    names = list(builders) if requested == "auto" else [n for n in builders if n == requested]
+    if requested == "auto":
+        names = [n for n in builders if auto_paths is None or n in auto_paths]
+    else:
+        names = [n for n in builders if n == requested]
     if requested not in ("auto", tf_candidate.name) and not names:
         choice.rejected[requested] = "not available here"
     verified: dict[str, ForwardCandidate] = {tf_candidate.name: tf_candidate}

@@ -32,8 +32,11 @@ import numpy as np
 from .bundle import Bundle
 from .errors import ExplainError
 from .forward import (
+    AUTO_PATHS_CPU,
+    AUTO_PATHS_GPU,
     CPU_BATCH_CANDIDATES,
     FORWARD_GPU_BATCHES,
+    XLA_CPU_SKIPPED,
     ForwardCandidate,
     ForwardChoice,
     build_onnx,
@@ -426,6 +429,7 @@ class Classifier:
             timing_inputs=self._timing_inputs,
             to_probabilities=self.head.probabilities,
             batch_candidates=FORWARD_GPU_BATCHES if self.on_gpu else CPU_BATCH_CANDIDATES,
+            auto_paths=AUTO_PATHS_GPU if self.on_gpu else AUTO_PATHS_CPU,
         )
         # auto: the choice made at an earlier load of this model file here is only checked
         root = cache_root() if requested == "auto" and builders else None
@@ -451,8 +455,10 @@ class Classifier:
         choice, chosen = run(requested=requested, fixed_batch=fixed)
         if self.precision != "float32":
             choice.rejected["xla, onnx"] = "mixed precision runs on TensorFlow"
-        elif choice.throughput:
-            save_cached(root, key, choice, chosen)
+        else:
+            if requested == "auto" and not self.on_gpu:
+                choice.rejected.setdefault("xla", XLA_CPU_SKIPPED)
+            save_cached(root, key, choice, chosen)  # tf too: its candidates failed here
         self.forward_choice, self._forward = choice, chosen
         return choice
 

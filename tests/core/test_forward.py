@@ -99,6 +99,20 @@ def test_auto_keeps_tf_over_a_verified_but_much_slower_candidate():
     assert choice.as_dict()["path"] == "tf" and choice.timing_seconds > 0
 
 
+def test_auto_tries_only_the_auto_paths_and_a_forced_path_may_be_any():
+    built = []
+
+    def build(name):
+        built.append(name)
+        return ForwardCandidate(name, _model)
+
+    builders = {n: (lambda n=n: build(n)) for n in ("xla", "onnx")}
+    choice, _ = _choose(builders, auto_paths=("onnx",))
+    assert built == ["onnx"] and set(choice.max_abs_diff) == {"onnx"}
+    choice, chosen = _choose(builders, requested="xla", auto_paths=("onnx",))
+    assert built == ["onnx", "xla"] and chosen.name == "xla"
+
+
 def test_a_fixed_batch_is_kept_and_fixed_shape_candidates_pad_partial_batches():
     shapes = []
 
@@ -199,10 +213,11 @@ def test_auto_measures_once_and_the_next_load_reuses_the_choice(tiny_bundle, tmp
     first = Classifier(open_bundle(tiny_bundle))
     first.warm_up()
     c = first.forward_choice
-    assert c.requested == "auto" and c.rejected == {}
-    assert set(c.max_abs_diff) == {"xla", "onnx"}
+    tried = set(forward.AUTO_PATHS_GPU if first.on_gpu else forward.AUTO_PATHS_CPU)
+    assert c.requested == "auto" and set(c.max_abs_diff) == tried
+    assert c.rejected == ({} if first.on_gpu else {"xla": forward.XLA_CPU_SKIPPED})
     assert max(c.max_abs_diff.values()) <= EQUALITY_TOLERANCE
-    assert set(c.throughput) == {"tf", "xla", "onnx"} and first.batch_size == c.batch_size
+    assert set(c.throughput) == {"tf", *tried} and first.batch_size == c.batch_size
     assert first.forward_path == c.describe()
     (entry,) = list(tmp_path.iterdir())
     assert (entry / "model.onnx").is_file() is (c.name == "onnx")
