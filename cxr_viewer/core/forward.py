@@ -16,14 +16,20 @@ A candidate is used only if its probabilities equal the ``tf`` path's within
 :data:`EQUALITY_TOLERANCE` on check inputs over the model's value range. Any failure —
 tf2onnx or onnxruntime missing, a conversion error, an XLA compile error, a mismatch — leaves
 that candidate out with the reason recorded in :class:`ForwardChoice` (and logged), so the
-``tf`` path is always there to fall back to. The timing is one call per candidate at the base
-batch size (after a warm call), then the winner at the other batch sizes while a small budget
-lasts; a candidate must beat ``tf`` by :data:`SWITCH_GAIN` to replace it (the timings are noisy
-and ``tf`` is the reference).
+``tf`` path is always there to fall back to. The timing (:func:`interleaved_rates`) compares
+the verified paths at the base batch size in interleaved rounds, fastest call kept (a shared
+machine's load only slows calls down, and hits every candidate alike), then the winner at the
+other batch sizes, each within a small budget (:data:`COMPARE_BUDGET_S`, :data:`TUNE_BUDGET_S`);
+a candidate must beat ``tf`` by :data:`SWITCH_GAIN` to replace it (``tf`` is the reference).
+``auto`` on the CPU does not try XLA (:data:`AUTO_PATHS_CPU`). The choice is remembered per
+model file, device and library versions in the user's cache folder (:func:`cache_root`), so
+only a model's first load here pays for the conversion and the timing; later loads only check
+the remembered path's outputs again.
 
 ``CXR_FORWARD=auto|tf|xla|onnx`` forces a path (``tf`` is exactly the earlier behaviour: no
 measuring on the CPU, batch 16), for reproducibility and tests; a forced path that fails its
-checks falls back to ``tf`` like any other candidate.
+checks falls back to ``tf`` like any other candidate. ``CXR_FORWARD_CACHE=off`` (or a folder)
+turns the memory off (or moves it).
 
 Gradient methods (Grad-CAM, SHAP) never come here: they run the Keras model in TensorFlow.
 """
@@ -67,8 +73,9 @@ XLA_CPU_SKIPPED = (
 )
 #: seconds of timing after the first round (the paths at the base batch), for tuning the batch
 TUNE_BUDGET_S = 2.0
-#: one timed call is repeated until this many seconds (at most 3 calls)
-MIN_TIMED_S = 0.2
+#: seconds of comparing the paths at the base batch (at least MIN_ROUNDS rounds are run)
+COMPARE_BUDGET_S = 2.0
+MIN_ROUNDS, MAX_ROUNDS = 2, 5
 
 LABELS = {"tf": "tf.function", "xla": "XLA", "onnx": "onnxruntime"}
 
@@ -156,11 +163,11 @@ class ForwardChoice:
 
 
 # -- building the candidates ----------------------------------------------------------------------
-def _signature(tf, spec):
+def _signature(tf: Any, spec: Any) -> Any:
     return tf.TensorSpec([None, spec.height, spec.width, spec.channels], tf.float32, name="x")
 
 
-def build_xla(model, spec, device: str = "CPU") -> ForwardCandidate:
+def build_xla(model: Any, spec: Any, device: str = "CPU") -> ForwardCandidate:
     """The model's forward pass compiled by XLA (``jit_compile=True``)."""
     from .model_io import import_tensorflow
 
@@ -192,7 +199,7 @@ def onnx_providers(on_gpu: bool, available: Sequence[str]) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def convert_to_onnx(model, spec, opset: int = 17) -> bytes:
+def convert_to_onnx(model: Any, spec: Any, opset: int = 17) -> bytes:
     """The Keras model as a serialized ONNX graph (tf2onnx, through a concrete function).
 
     The converted function is the one the ``tf`` path runs, cast to float32 included.
@@ -211,7 +218,7 @@ def convert_to_onnx(model, spec, opset: int = 17) -> bytes:
 
 
 def build_onnx(
-    model, spec, on_gpu: bool = False, device: str = "CPU", graph: bytes | None = None
+    model: Any, spec: Any, on_gpu: bool = False, device: str = "CPU", graph: bytes | None = None
 ) -> ForwardCandidate:
     """The model converted by tf2onnx (or ``graph``, converted earlier), run by ONNX Runtime."""
     import onnxruntime as ort
@@ -246,29 +253,39 @@ def max_difference(
     return float(np.max(np.abs(got - reference)))
 
 
-def images_per_second(
-    candidate: ForwardCandidate, x: np.ndarray, batch_size: int, hopeless_below: float = 0.0
-) -> float:
-    """Throughput of the fastest of 1–3 timed calls at ``batch_size``, after a warm call.
+def interleaved_rates(
+    candidates: dict[str, ForwardCandidate],
+    x: np.ndarray,
+    sizes: Sequence[int],
+    budget_s: float,
+    reference: str | None = None,
+) -> dict[str, dict[int, float]]:
+    """Images/s of each candidate at each batch size: the fastest of interleaved calls.
 
-    The fastest call, not the mean: other programs on the machine only ever slow a call down.
-    A warm call already slower than ``hopeless_below`` images/s ends it there (its rate).
+    One warm call each, then rounds of one timed call per (candidate, size) — interleaved, so
+    a burst of load from other programs slows every candidate alike — for at least
+    :data:`MIN_ROUNDS` and at most :data:`MAX_ROUNDS` rounds, stopping after ``budget_s``. The
+    fastest call counts, not the mean (other programs only ever slow a call down). After the
+    first round, a candidate 3× slower than ``reference`` is not timed again (it cannot win).
     """
-    xb = x[:batch_size]
+    for cand in candidates.values():
+        for b in sizes:
+            cand(x[:b], b)
+    rates: dict[str, dict[int, float]] = {n: {} for n in candidates}
     start = time.perf_counter()
-    candidate(xb, batch_size)
-    warm = len(xb) / max(time.perf_counter() - start, 1e-9)
-    if warm < hopeless_below:
-        return warm
-    fastest, total = float("inf"), 0.0
-    for _ in range(3):
-        start = time.perf_counter()
-        candidate(xb, batch_size)
-        took = time.perf_counter() - start
-        fastest, total = min(fastest, took), total + took
-        if total >= MIN_TIMED_S:
+    for round_ in range(MAX_ROUNDS):
+        for name, cand in candidates.items():
+            if round_ and reference in rates and name != reference:
+                if max(rates[name].values()) * 3 < max(rates[reference].values()):
+                    continue
+            for b in sizes:
+                t = time.perf_counter()
+                cand(x[:b], b)
+                rate = b / max(time.perf_counter() - t, 1e-9)
+                rates[name][b] = max(rates[name].get(b, 0.0), rate)
+        if round_ + 1 >= MIN_ROUNDS and time.perf_counter() - start > budget_s:
             break
-    return len(xb) / max(fastest, 1e-9)
+    return rates
 
 
 def pick_batch(throughput: dict[int, float], within: float = 0.9) -> int:
@@ -344,30 +361,20 @@ def choose_forward(
     start = time.perf_counter()
     x = timing_inputs(max(max(batch_candidates), base))
     if requested == "auto":
-        ref = images_per_second(tf_candidate, x, base)
-        choice.throughput[tf_candidate.name] = {base: ref}
-        for name, cand in verified.items():
-            if name != tf_candidate.name:
-                # a warm call 3× slower than tf cannot win: no timed calls
-                choice.throughput[name] = {base: images_per_second(cand, x, base, ref / 3)}
+        rates = interleaved_rates(verified, x, [base], COMPARE_BUDGET_S, tf_candidate.name)
+        for name, r in rates.items():
+            choice.throughput[name] = {base: r[base]}
+        tf_rate = choice.throughput[tf_candidate.name][base]
         best = max(verified, key=lambda n: choice.throughput[n][base])
-        if best != tf_candidate.name and choice.throughput[best][base] < (
-            SWITCH_GAIN * choice.throughput[tf_candidate.name][base]
-        ):
+        if best != tf_candidate.name and choice.throughput[best][base] < SWITCH_GAIN * tf_rate:
             best = tf_candidate.name
         chosen = verified[best]
-    else:
-        choice.throughput[chosen.name] = {base: images_per_second(chosen, x, base)}
-    rates = choice.throughput[chosen.name]
-    if fixed_batch is None:
-        tune_start = time.perf_counter()
-        for b in batch_candidates:
-            if b in rates:
-                continue
-            if time.perf_counter() - tune_start > tune_budget_s:
-                break
-            rates[b] = images_per_second(chosen, x, b)
-        choice.batch_size = pick_batch(rates)
+    sizes = [base] if fixed_batch is not None else list(dict.fromkeys([base, *batch_candidates]))
+    tuned = interleaved_rates({chosen.name: chosen}, x, sizes, tune_budget_s)[chosen.name]
+    rates = choice.throughput.setdefault(chosen.name, {})
+    for b, r in tuned.items():
+        rates[b] = max(rates.get(b, 0.0), r)
+    choice.batch_size = base if fixed_batch is not None else pick_batch(rates)
     choice.timing_seconds = time.perf_counter() - start
     choice.name, choice.label = chosen.name, chosen.label
     log.info("forward path: %s (%s)", choice.describe(), choice.as_dict())
