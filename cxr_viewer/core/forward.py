@@ -227,6 +227,10 @@ def build_onnx(
     graph = graph if graph is not None else convert_to_onnx(model, spec)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # errors only
+    # idle compute threads sleep instead of spinning: between calls the loops do numpy work
+    # (masks, blur) and TensorFlow's own threads run, which spinning threads would starve
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     session = ort.InferenceSession(graph, sess_options=opts, providers=providers)
     if on_gpu and "CUDAExecutionProvider" not in session.get_providers():
         raise RuntimeError("onnxruntime could not start its CUDA provider")
