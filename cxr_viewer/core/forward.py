@@ -73,9 +73,9 @@ XLA_CPU_SKIPPED = (
 )
 #: seconds of timing after the first round (the paths at the base batch), for tuning the batch
 TUNE_BUDGET_S = 2.0
-#: seconds of comparing the paths at the base batch (at least MIN_ROUNDS rounds are run)
+#: seconds of comparing the paths at the base batch (one round at least)
 COMPARE_BUDGET_S = 2.0
-MIN_ROUNDS, MAX_ROUNDS = 2, 5
+MAX_ROUNDS = 5
 
 LABELS = {"tf": "tf.function", "xla": "XLA", "onnx": "onnxruntime"}
 
@@ -267,9 +267,8 @@ def interleaved_rates(
     """Images/s of each candidate at each batch size: the fastest of interleaved calls.
 
     One warm call each, then rounds of one timed call per (candidate, size) — interleaved, so
-    a burst of load from other programs slows every candidate alike — for at least
-    :data:`MIN_ROUNDS` and at most :data:`MAX_ROUNDS` rounds, stopping after ``budget_s``. The
-    fastest call counts, not the mean (other programs only ever slow a call down). After the
+    a burst of load from other programs slows every candidate alike — while ``budget_s`` lasts
+    (one round at least, :data:`MAX_ROUNDS` at most). The fastest call counts, not the mean (other programs only ever slow a call down). After the
     first round, a candidate 3× slower than ``reference`` is not timed again (it cannot win).
     """
     for cand in candidates.values():
@@ -287,8 +286,8 @@ def interleaved_rates(
                 cand(x[:b], b)
                 rate = b / max(time.perf_counter() - t, 1e-9)
                 rates[name][b] = max(rates[name].get(b, 0.0), rate)
-        if round_ + 1 >= MIN_ROUNDS and time.perf_counter() - start > budget_s:
-            break
+        if time.perf_counter() - start > budget_s:
+            break  # at least one round, more while the budget lasts
     return rates
 
 
@@ -373,7 +372,16 @@ def choose_forward(
         if best != tf_candidate.name and choice.throughput[best][base] < SWITCH_GAIN * tf_rate:
             best = tf_candidate.name
         chosen = verified[best]
-    sizes = [base] if fixed_batch is not None else list(dict.fromkeys([base, *batch_candidates]))
+    sizes = [base]
+    if fixed_batch is None:
+        # other sizes only if a warm and a timed call fit the budget at the base rate (a big
+        # model on the CPU is saturated at any size anyway)
+        base_rate = choice.throughput.get(chosen.name, {}).get(base)
+        sizes += [
+            b
+            for b in batch_candidates
+            if b != base and (base_rate is None or 2 * b / base_rate <= tune_budget_s)
+        ]
     tuned = interleaved_rates({chosen.name: chosen}, x, sizes, tune_budget_s)[chosen.name]
     rates = choice.throughput.setdefault(chosen.name, {})
     for b, r in tuned.items():
