@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-from selftest_support import write_tiny_bundle
 
 from cxr_viewer.core import forward
 from cxr_viewer.core.forward import (
@@ -152,11 +151,6 @@ def test_onnx_providers_follow_the_device():
 
 
 # -- the classifier ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory):
-    return write_tiny_bundle(tmp_path_factory.mktemp("forward") / "tiny_bundle")
-
-
 @pytest.fixture
 def no_cache(monkeypatch):
     monkeypatch.setenv(forward.CACHE_ENV, "off")
