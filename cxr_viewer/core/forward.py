@@ -383,10 +383,10 @@ def choose_forward(
             if b != base and (base_rate is None or 2 * b / base_rate <= tune_budget_s)
         ]
     tuned = interleaved_rates({chosen.name: chosen}, x, sizes, tune_budget_s)[chosen.name]
-    rates = choice.throughput.setdefault(chosen.name, {})
-    for b, r in tuned.items():
-        rates[b] = max(rates.get(b, 0.0), r)
-    choice.batch_size = base if fixed_batch is not None else pick_batch(rates)
+    kept = choice.throughput.setdefault(chosen.name, {})
+    for size, rate in tuned.items():
+        kept[size] = max(kept.get(size, 0.0), rate)
+    choice.batch_size = base if fixed_batch is not None else pick_batch(kept)
     choice.timing_seconds = time.perf_counter() - start
     choice.name, choice.label = chosen.name, chosen.label
     log.info("forward path: %s (%s)", choice.describe(), choice.as_dict())
