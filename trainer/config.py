@@ -31,6 +31,7 @@ ARCHITECTURES = ("dcnn_resnet", "resnet50v2", "resnet101v2", "mobilenet", "mobil
 MONITORS = ("val_auc", "val_loss", "val_accuracy")
 THRESHOLD_RULES = ("youden", "f1", "sensitivity")
 HEADS = ("softmax", "multilabel")
+DISTRIBUTE = ("auto", "mirrored", "multiworker", "none")
 #: manifest labels meaning "none of the findings" (multi-label)
 NO_FINDING_LABELS = ("no_finding", "No Finding", "none", "")
 
@@ -148,6 +149,13 @@ class TrainConfig:
     #: keep BatchNormalization layers frozen (inference mode) in the fine-tuning phase (with
     #: head_epochs > 0): their ImageNet statistics are not disturbed by small batches
     freeze_batchnorm: bool = True
+    #: "auto" (MirroredStrategy over this machine's GPUs when it has any, else one device),
+    #: "mirrored" (MirroredStrategy, one machine), "none" (one device) or "multiworker"
+    #: (MultiWorkerMirroredStrategy over the machines of the TF_CONFIG environment variable;
+    #: batch_size is then per worker: the global batch is batch_size × workers)
+    distribute: str = "auto"
+    #: multiworker: seconds to wait for every worker of TF_CONFIG to join before giving up
+    worker_timeout: float = 600.0
 
 
 @dataclass
@@ -324,6 +332,10 @@ def validate(cfg: Config, source: str = "config") -> Config:
         (cfg.train.mixed_precision in ("auto", "on", "off"), "train.mixed_precision",
          "auto, on or off"),
         (cfg.train.verbose in (0, 1, 2), "train.verbose", "0, 1 or 2"),
+        (cfg.train.distribute in DISTRIBUTE, "train.distribute", f"one of {DISTRIBUTE}"),
+        (cfg.train.worker_timeout > 0, "train.worker_timeout", "> 0"),
+        (cfg.train.distribute != "multiworker" or cfg.search.trials == 0, "search.trials",
+         '0 with train.distribute = "multiworker" (the random search runs on one machine)'),
         (cfg.evaluate.threshold_rule in THRESHOLD_RULES, "evaluate.threshold_rule",
          f"one of {THRESHOLD_RULES}"),
         (0 <= cfg.evaluate.near_threshold_band <= 0.5, "evaluate.near_threshold_band",

@@ -159,4 +159,8 @@ def make_dataset(
         ds = ds.map(aug)  # sequential: batches draw from the generators in a fixed order
     options = tf.data.Options()
     options.deterministic = True
+    # several workers (MultiWorkerMirroredStrategy): every worker runs this same seeded
+    # pipeline and keeps its own share of each global batch, so the epoch order stays the
+    # one of epoch_order(); one machine is unaffected
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)

@@ -9,7 +9,10 @@ re-evaluated and re-exported without retraining.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +28,14 @@ from .figures import learning_curves_figure, write_figures
 from .imbalance import class_weights
 from .report import write_multilabel_report, write_report
 from .search import random_search
-from .train import train_model, training_seconds
+from .train import FINAL_MODEL, HISTORY_FILE, TIME_FILE, train_model, training_seconds
 
 RESOLVED_CONFIG = "config.resolved.toml"
 #: keys that may differ between an interrupted (or finished) run and its re-run: they do not
 #: change what is trained — evaluation and export are redone from the trained model
 _NON_SEMANTIC = {
     ("run_dir",), ("name",), ("evaluate",), ("export",), ("train", "verbose"), ("data", "workers"),
+    ("train", "worker_timeout"),
     ("data", "max_skipped_fraction"),
 }  # fmt: skip
 
@@ -80,9 +84,25 @@ def run_training(
     bundle_dir: str | Path | None = None,
     fresh: bool = False,
     progress: bool = True,
-) -> RunOutcome:
-    """Train, evaluate and export as ``cfg`` says; see the module docstring for the outputs."""
+) -> RunOutcome | None:
+    """Train, evaluate and export as ``cfg`` says; see the module docstring for the outputs.
+
+    With ``train.distribute = "multiworker"`` every worker calls this; only the chief writes
+    ``run_dir`` and returns the outcome, the others train in a temporary folder and return
+    None (see :mod:`trainer.distribute`).
+    """
     run_dir = Path(run_dir)
+    workers = 1
+    if cfg.train.distribute == "multiworker":
+        from .distribute import barrier, multiworker_strategy
+
+        # before anything else: TensorFlow wants this strategy before its first op
+        _, cluster = multiworker_strategy(cfg.train.worker_timeout)
+        workers = cluster.num_workers
+        if not cluster.is_chief:
+            _train_as_worker(cfg, run_dir, fresh=fresh, progress=progress)
+            barrier()  # stay in the cluster until the chief has exported
+            return None
     if fresh and run_dir.exists():
         for name in (RESOLVED_CONFIG, "splits.csv"):
             (run_dir / name).unlink(missing_ok=True)
@@ -96,6 +116,12 @@ def run_training(
     else:
         chosen_cfg, result = cfg, train_model(cfg, data, run_dir, fresh=fresh)
     model = result.model
+    if cfg.train.distribute == "multiworker" and result.resumed_from != -1:
+        # the chief alone evaluates and exports: a model outside the strategy, whose predict()
+        # neither shards the data over the workers nor waits for them
+        from cxr_viewer.core.model_io import load_keras_model
+
+        model = load_keras_model(run_dir / FINAL_MODEL)
     if data.multilabel:
         evaluation = evaluate_multilabel(model, data, rule=cfg.evaluate.threshold_rule)
     else:
@@ -120,6 +146,8 @@ def run_training(
         "imbalance": cfg.imbalance.strategy,
         "class_weight": {data.class_names[i]: round(w, 4) for i, w in (weights or {}).items()},
         "resumed_from_epoch": int(max(result.resumed_from, 0)),
+        "distribute": cfg.train.distribute,
+        "workers": workers,
         "wall_time_s": round(time.perf_counter() - t0, 1),
         "fit_seconds_all_invocations": training_seconds(run_dir),
         "reused_trained_model": result.resumed_from == -1,
@@ -167,4 +195,35 @@ def run_training(
         model, chosen_cfg, data, evaluation, bundle_dir,
         training=training, report_files=[report, *figures],
     )  # fmt: skip
+    if cfg.train.distribute == "multiworker":
+        from .distribute import barrier
+
+        barrier()  # the other workers wait here for the chief's export
     return RunOutcome(run_dir, bundle, evaluation, training, report)
+
+
+#: what a non-chief worker copies from the chief's run folder to restore the same state
+_RESTORE = ("checkpoints", HISTORY_FILE, FINAL_MODEL, TIME_FILE)
+
+
+def _train_as_worker(cfg: Config, run_dir: Path, *, fresh: bool, progress: bool) -> None:
+    """A non-chief worker's share of a multi-worker run: it trains in step with the chief in a
+    temporary folder (deleted at the end) that starts as a copy of the chief's checkpoints,
+    so every worker restores the same epoch; evaluation and export are the chief's."""
+    work = Path(tempfile.mkdtemp(prefix="cxr-train-worker-"))
+    try:
+        if not fresh:
+            for name in _RESTORE:
+                src, dst = run_dir / name, work / name
+                try:
+                    if src.is_dir():
+                        shutil.copytree(src, dst)
+                    elif src.is_file():
+                        shutil.copy2(src, dst)
+                except (OSError, shutil.Error):
+                    pass  # the chief is discarding stale files: it decides the same way
+        # its own image cache: two workers must not write one cache file at once
+        own = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, cache_dir=""))
+        train_model(own, prepare_data(own, work, progress=progress), work, fresh=fresh)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -125,15 +125,43 @@ def training_seconds(run_dir: Path) -> float | None:
 
 
 def _strategy_and_precision(cfg: Config):
-    """MirroredStrategy + mixed precision when GPUs are present (or forced), else defaults."""
+    """The ``train.distribute`` strategy and the mixed-precision policy (on with a GPU, or
+    forced). ``auto`` is MirroredStrategy when GPUs are present, else the default strategy."""
     tf = import_tensorflow()
     import keras
 
+    if cfg.train.distribute == "multiworker":  # first: it must precede every TensorFlow op
+        from .distribute import multiworker_strategy
+
+        strategy, _ = multiworker_strategy(cfg.train.worker_timeout)
     gpus = tf.config.list_physical_devices("GPU")
     mixed = cfg.train.mixed_precision == "on" or (cfg.train.mixed_precision == "auto" and gpus)
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    strategy = tf.distribute.MirroredStrategy() if gpus else tf.distribute.get_strategy()
+    if cfg.train.distribute == "mirrored" or (cfg.train.distribute == "auto" and gpus):
+        strategy = tf.distribute.MirroredStrategy()
+    elif cfg.train.distribute != "multiworker":
+        strategy = tf.distribute.get_strategy()
     return strategy, bool(mixed)
+
+
+def _build_from_local_batch(model, strategy, spec, n_classes: int, weighted: bool) -> None:
+    """Make Keras build the compiled model's metrics and optimizer from a local example batch.
+
+    Keras 3 (3.15) builds them from the first *distributed* batch by averaging it over the
+    replicas with ``strategy.reduce``, which fails under MultiWorkerMirroredStrategy with more
+    than one worker ("Attempt to convert a value (PerReplica...) to a Tensor"). Only shapes and
+    dtypes matter to that build, so a batch of one zero image does it, on every worker alike.
+    """
+    x = np.zeros((1, spec.height, spec.width, spec.channels), np.float32)
+    batch = (x, np.zeros((1, n_classes), np.float32))
+    if weighted:
+        batch = (*batch, np.ones((1,), np.float32))
+
+    def build(iterator=None, data_batch=None):
+        with strategy.scope():
+            model._symbolic_build(data_batch=batch)
+
+    object.__setattr__(model, "_maybe_symbolic_build", build)
 
 
 def _callbacks(cfg: Config, run_dir: Path, backup_dir: Path, *, early_stopping: bool):
@@ -214,9 +242,9 @@ def train_model(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
 
     n_classes = len(data.class_names)
+    strategy, _ = _strategy_and_precision(cfg)
     if cfg.train.deterministic:  # process-wide; seeds alone leave CPU kernels' order free
         import_tensorflow().config.experimental.enable_op_determinism()
-    strategy, _ = _strategy_and_precision(cfg)
     try:
         with strategy.scope():
             model = build_model(cfg.model, data.spec, n_classes, seed=cfg.seed)
@@ -238,6 +266,8 @@ def train_model(
     aug = augmentation_layers(cfg.augment, data.spec.value_range, cfg.seed)
     clock = EpochClock(aug)
     bs = cfg.train.batch_size
+    if cfg.train.distribute == "multiworker":  # batch_size is per worker (one replica each)
+        bs *= strategy.num_replicas_in_sync
     train_ds = make_dataset(
         data.cache.images, train_rows, train_y, n_classes, data.spec,
         batch_size=bs, shuffle=True, seed=cfg.seed, augment=aug, clock=clock,
@@ -254,6 +284,8 @@ def train_model(
             freeze_bn = cfg.train.freeze_batchnorm and phase == "fine_tune"
             set_trainable(model, cfg.model, phase=phase, freeze_batchnorm=freeze_bn)
             compile_model(model, lr, n_classes, data.multilabel)
+        if cfg.train.distribute == "multiworker":
+            _build_from_local_batch(model, strategy, data.spec, n_classes, weights is not None)
         callbacks = _callbacks(cfg, run_dir, backup, early_stopping=phase != "head")
         model.fit(
             train_ds,

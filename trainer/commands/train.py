@@ -53,6 +53,12 @@ def run(args: argparse.Namespace) -> int:
     except CxrError as exc:
         print(f"cxr-train train: {exc}", file=sys.stderr)
         return 1
+    if outcome is None:  # a non-chief worker of a multi-worker run
+        print(
+            f"done in {time.perf_counter() - t0:.0f} s: worker finished; the chief writes "
+            f"the report and the bundle in {run_dir}"
+        )
+        return 0
     ev = outcome.evaluation
 
     def f(v):

@@ -1,0 +1,217 @@
+"""Training on several workers: TF_CONFIG checks, and two local CPU workers end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cxr_viewer.core.errors import TrainingError
+from trainer.config import load_config
+from trainer.distribute import read_tf_config, timeout_message
+
+ROOT = Path(__file__).resolve().parents[2]
+#: every subprocess is killed (SIGKILL: TensorFlow's cluster agent ignores SIGTERM) past this
+SUBPROCESS_TIMEOUT = 420
+
+
+def _tf_config(addresses, index, job="worker"):
+    return json.dumps({"cluster": {job: addresses}, "task": {"type": job, "index": index}})
+
+
+# --- TF_CONFIG and the config key (no TensorFlow) -----------------------------------------
+
+
+def test_tf_config_gives_the_chief_and_the_peers():
+    c = read_tf_config(_tf_config(["a:1000", "b:2000"], 1))
+    assert (c.address, c.is_chief, c.num_workers, c.peers) == ("b:2000", False, 2, ("a:1000",))
+    assert read_tf_config(_tf_config(["a:1000", "b:2000"], 0)).is_chief
+    with_chief = json.dumps(
+        {"cluster": {"chief": ["c:1"], "worker": ["w:2"]}, "task": {"type": "worker", "index": 0}}
+    )
+    c = read_tf_config(with_chief)
+    assert not c.is_chief and c.peers == ("c:1",) and c.num_workers == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"cluster": {"worker": ["a:1"]', "not JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"task": {"type": "worker", "index": 0}}', "'cluster' is missing"),
+        ('{"cluster": {"worker": ["a:1"]}}', "'task' is missing"),
+        (_tf_config(["a:1", "b:2"], 2), "task.index 2 is out of range"),
+        (_tf_config(["a:1", "b"], 0), "cluster.worker[1] is 'b'"),
+        (_tf_config(["a:1", "a:1"], 0), "more than once"),
+        (_tf_config(["a:1"], 0, job="ps"), "ps are not used"),
+        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "evaluator"}}', "task.type"),
+    ],
+)
+def test_malformed_tf_config_is_a_clear_error(text, expected):
+    with pytest.raises(TrainingError) as err:
+        read_tf_config(text)
+    assert "TF_CONFIG is not valid" in err.value.what
+    assert expected in err.value.why
+    assert "TF_CONFIG" in err.value.hint
+
+
+def test_multiworker_without_tf_config_says_what_to_set(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(TrainingError) as err:
+        read_tf_config()
+    assert "needs the TF_CONFIG environment variable" in err.value.what
+    assert '"auto"' in err.value.hint
+
+
+def test_distribute_key_is_validated():
+    assert load_config(None, {"train.distribute": "multiworker"}).train.distribute == "multiworker"
+    assert load_config(None, {}).train.distribute == "auto"  # mirrored over GPUs when present
+    with pytest.raises(TrainingError, match="train.distribute"):
+        load_config(None, {"train.distribute": "horovod"})
+    with pytest.raises(TrainingError, match="search.trials"):
+        load_config(None, {"train.distribute": "multiworker", "search.trials": 2})
+
+
+def test_timeout_message_names_the_unreachable_address():
+    text = timeout_message("localhost:1", ["localhost:2", "h:3"], ["localhost:2"], 5)
+    assert "no connection to localhost:2 after 5 s" in text
+    assert "worker_timeout" in text
+
+
+# --- two local CPU workers ----------------------------------------------------------------
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("localhost", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _write_config(path: Path, csv: Path) -> Path:
+    path.write_text(
+        f"""
+[data]
+format = "csv"
+root = "{csv.as_posix()}"
+class_names = ["no_lesion", "lesion"]
+workers = 1
+[model]
+input_size = 32
+blocks = 1
+init_filters = 8
+dense_units = 8
+[augment]
+enabled = false
+[train]
+epochs = 2
+batch_size = 8
+verbose = 0
+tensorboard = false
+distribute = "multiworker"
+worker_timeout = 240.0
+[evaluate]
+pixel_baseline = false
+[export]
+background_size = 4
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _start_worker(config: Path, out: Path, tf_config: str, log: Path, *extra: str):
+    env = dict(os.environ, TF_CONFIG=tf_config, CUDA_VISIBLE_DEVICES="")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "trainer.cli", "train", "--config", str(config)]
+    cmd += ["--out", str(out), "--quiet", *extra]
+    fh = open(log, "wb")  # noqa: SIM115 - closed by _finish
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    proc.log_file = fh  # type: ignore[attr-defined]
+    return proc
+
+
+def _finish(procs, deadline):
+    """Wait for every process until ``deadline``; kill them all on timeout or on a failure."""
+    try:
+        pending = list(procs)
+        while pending:
+            for p in list(pending):
+                if p.poll() is not None:
+                    pending.remove(p)
+                    if p.returncode != 0:
+                        return  # the others are killed below: they would wait for it forever
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.5)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+                p.wait()
+            p.log_file.close()
+
+
+@pytest.mark.slow
+def test_two_local_workers_train_and_the_chief_exports_a_loadable_bundle(
+    phantom_csv_small, tmp_path
+):
+    from cxr_viewer.core.bundle import open_bundle
+    from cxr_viewer.core.inference import load_classifier
+
+    config = _write_config(tmp_path / "tiny.toml", phantom_csv_small)
+    run = tmp_path / "run"
+    addresses = [f"localhost:{p}" for p in _free_ports(2)]
+    logs = [tmp_path / f"worker{i}.log" for i in range(2)]
+    procs = [_start_worker(config, run, _tf_config(addresses, i), logs[i]) for i in range(2)]
+    _finish(procs, time.monotonic() + SUBPROCESS_TIMEOUT)
+    output = [log.read_text(errors="replace")[-3000:] for log in logs]
+    assert [p.returncode for p in procs] == [0, 0], output
+    assert "worker finished; the chief writes" in output[1]
+
+    # the chief wrote the run folder as on one machine; the other worker wrote nothing there
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["training"]["workers"] == 2
+    assert metrics["training"]["epochs_run"] == 2
+    assert not (run / "checkpoints" / "backup").exists()  # finished: the backup is removed
+    assert (run / "report" / "report.md").is_file()
+    # ...and its bundle loads in the viewer's core and predicts
+    bundle = open_bundle(run / "bundle")
+    assert bundle.class_names == ["no_lesion", "lesion"]
+    assert bundle.metadata["metrics"]["test_auc"] is not None
+    import pandas as pd
+
+    from cxr_viewer.core.io import load_study
+
+    splits = pd.read_csv(run / "splits.csv")
+    test_file = splits[splits["split"] == "test"].iloc[0]["path"]
+    pred = load_classifier(run / "bundle").predict_study(load_study(test_file))
+    assert pred.probabilities.shape == (2,)
+    assert pred.probabilities.sum() == pytest.approx(1, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_an_unreachable_worker_is_named_after_the_timeout(phantom_csv_small, tmp_path):
+    config = _write_config(tmp_path / "tiny.toml", phantom_csv_small)
+    addresses = [f"localhost:{p}" for p in _free_ports(2)]
+    log = tmp_path / "chief.log"
+    # only the chief starts; worker 1 never does
+    proc = _start_worker(
+        config, tmp_path / "run", _tf_config(addresses, 0), log, "--set", "train.worker_timeout=3"
+    )
+    _finish([proc], time.monotonic() + SUBPROCESS_TIMEOUT)
+    text = log.read_text(errors="replace")
+    assert proc.returncode != 0
+    assert f"no connection to {addresses[1]} after 3 s" in text, text[-2000:]
+    assert "a worker is unreachable" in text
