@@ -152,7 +152,8 @@ class TrainConfig:
     #: "auto" (MirroredStrategy over this machine's GPUs when it has any, else one device),
     #: "mirrored" (MirroredStrategy, one machine), "none" (one device) or "multiworker"
     #: (MultiWorkerMirroredStrategy over the machines of the TF_CONFIG environment variable;
-    #: batch_size is then per worker: the global batch is batch_size × workers)
+    #: batch_size is then per replica — one per worker on CPUs, one per GPU — and the global
+    #: batch is batch_size × replicas)
     distribute: str = "auto"
     #: multiworker: seconds to wait for every worker of TF_CONFIG to join before giving up
     worker_timeout: float = 600.0

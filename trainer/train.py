@@ -266,7 +266,7 @@ def train_model(
     aug = augmentation_layers(cfg.augment, data.spec.value_range, cfg.seed)
     clock = EpochClock(aug)
     bs = cfg.train.batch_size
-    if cfg.train.distribute == "multiworker":  # batch_size is per worker (one replica each)
+    if cfg.train.distribute == "multiworker":  # batch_size is per replica (worker or GPU)
         bs *= strategy.num_replicas_in_sync
     train_ds = make_dataset(
         data.cache.images, train_rows, train_y, n_classes, data.spec,

@@ -215,3 +215,56 @@ def test_an_unreachable_worker_is_named_after_the_timeout(phantom_csv_small, tmp
     assert proc.returncode != 0
     assert f"no connection to {addresses[1]} after 3 s" in text, text[-2000:]
     assert "a worker is unreachable" in text
+
+
+@pytest.mark.slow
+def test_two_workers_killed_mid_run_resume_from_the_chiefs_checkpoint(phantom_csv_small, tmp_path):
+    config = _write_config(tmp_path / "tiny.toml", phantom_csv_small)
+    text = config.read_text().replace("epochs = 2", "epochs = 12\npatience = 12")
+    config.write_text(text)
+    run = tmp_path / "run"
+    meta = run / "checkpoints" / "backup" / "training_metadata.json"
+
+    def start(tag):
+        addresses = [f"localhost:{p}" for p in _free_ports(2)]
+        return [
+            _start_worker(config, run, _tf_config(addresses, i), tmp_path / f"{tag}{i}.log")
+            for i in range(2)
+        ]
+
+    procs = start("first")
+    deadline = time.monotonic() + SUBPROCESS_TIMEOUT
+
+    def backed_up_epochs():
+        try:
+            return json.loads(meta.read_text()).get("epoch", 0)
+        except (ValueError, OSError):  # absent, or read while being written
+            return 0
+
+    try:  # kill both workers once the chief has backed up two epochs
+        while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+            if backed_up_epochs() >= 2:
+                break
+            time.sleep(0.1)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+            p.wait()
+            p.log_file.close()
+    assert all(p.returncode == -signal.SIGKILL for p in procs), "finished before it was killed"
+    killed_at = json.loads(meta.read_text())["epoch"]
+
+    procs = start("second")
+    _finish(procs, time.monotonic() + SUBPROCESS_TIMEOUT)
+    output = [(tmp_path / f"second{i}.log").read_text(errors="replace")[-3000:] for i in range(2)]
+    assert [p.returncode for p in procs] == [0, 0], output
+    training = json.loads((run / "metrics.json").read_text())["training"]
+    assert training["resumed_from_epoch"] == killed_at >= 2
+    import pandas as pd
+
+    history = pd.read_csv(run / "history.csv")
+    assert history["epoch"].tolist() == list(range(12))  # every epoch once, none repeated
+    from cxr_viewer.core.bundle import open_bundle
+
+    assert open_bundle(run / "bundle").class_names == ["no_lesion", "lesion"]
