@@ -220,7 +220,7 @@ def test_an_unreachable_worker_is_named_after_the_timeout(phantom_csv_small, tmp
 @pytest.mark.slow
 def test_two_workers_killed_mid_run_resume_from_the_chiefs_checkpoint(phantom_csv_small, tmp_path):
     config = _write_config(tmp_path / "tiny.toml", phantom_csv_small)
-    text = config.read_text().replace("epochs = 2", "epochs = 12\npatience = 12")
+    text = config.read_text().replace("epochs = 2", "epochs = 6\npatience = 6")
     config.write_text(text)
     run = tmp_path / "run"
     meta = run / "checkpoints" / "backup" / "training_metadata.json"
@@ -264,7 +264,7 @@ def test_two_workers_killed_mid_run_resume_from_the_chiefs_checkpoint(phantom_cs
     import pandas as pd
 
     history = pd.read_csv(run / "history.csv")
-    assert history["epoch"].tolist() == list(range(12))  # every epoch once, none repeated
+    assert history["epoch"].tolist() == list(range(6))  # every epoch once, none repeated
     from cxr_viewer.core.bundle import open_bundle
 
     assert open_bundle(run / "bundle").class_names == ["no_lesion", "lesion"]
