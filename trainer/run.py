@@ -10,6 +10,7 @@ re-evaluated and re-exported without retraining.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 import tempfile
@@ -22,6 +23,7 @@ from cxr_viewer.core.errors import TrainingError
 
 from .config import Config, config_from_dict, resolve_path, write_config
 from .data import PreparedData, prepare_data
+from .distribute import Cluster
 from .evaluate import evaluate_model, evaluate_multilabel
 from .export import export_bundle
 from .figures import learning_curves_figure, write_figures
@@ -100,7 +102,7 @@ def run_training(
         _, cluster = multiworker_strategy(cfg.train.worker_timeout)
         workers = cluster.num_workers
         if not cluster.is_chief:
-            _train_as_worker(cfg, run_dir, fresh=fresh, progress=progress)
+            _train_as_worker(cfg, run_dir, cluster, fresh=fresh, progress=progress)
             barrier()  # stay in the cluster until the chief has exported
             return None
     if fresh and run_dir.exists():
@@ -206,11 +208,20 @@ def run_training(
 _RESTORE = ("checkpoints", HISTORY_FILE, FINAL_MODEL, TIME_FILE)
 
 
-def _train_as_worker(cfg: Config, run_dir: Path, *, fresh: bool, progress: bool) -> None:
+def _train_as_worker(
+    cfg: Config, run_dir: Path, cluster: Cluster, *, fresh: bool, progress: bool
+) -> None:
     """A non-chief worker's share of a multi-worker run: it trains in step with the chief in a
     temporary folder (deleted at the end) that starts as a copy of the chief's checkpoints,
     so every worker restores the same epoch; evaluation and export are the chief's."""
-    work = Path(tempfile.mkdtemp(prefix="cxr-train-worker-"))
+    # named after the run, so a re-run clears what a killed worker could not delete
+    key = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:12]
+    work = (
+        Path(tempfile.gettempdir())
+        / f"cxr-train-worker-{key}-{cluster.task_type}{cluster.task_index}"
+    )
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     try:
         if not fresh:
             for name in _RESTORE:

@@ -132,7 +132,8 @@ background_size = 4
 
 
 def _start_worker(config: Path, out: Path, tf_config: str, log: Path, *extra: str):
-    env = dict(os.environ, TF_CONFIG=tf_config, CUDA_VISIBLE_DEVICES="")
+    # TMPDIR: a worker killed by the test leaves its temporary folder in the test's folder
+    env = dict(os.environ, TF_CONFIG=tf_config, CUDA_VISIBLE_DEVICES="", TMPDIR=str(log.parent))
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     cmd = [sys.executable, "-m", "trainer.cli", "train", "--config", str(config)]
     cmd += ["--out", str(out), "--quiet", *extra]
@@ -179,6 +180,7 @@ def test_two_local_workers_train_and_the_chief_exports_a_loadable_bundle(
     output = [log.read_text(errors="replace")[-3000:] for log in logs]
     assert [p.returncode for p in procs] == [0, 0], output
     assert "worker finished; the chief writes" in output[1]
+    assert not list(tmp_path.glob("cxr-train-worker-*"))  # worker 1's folder was deleted
 
     # the chief wrote the run folder as on one machine; the other worker wrote nothing there
     metrics = json.loads((run / "metrics.json").read_text())
@@ -265,6 +267,8 @@ def test_two_workers_killed_mid_run_resume_from_the_chiefs_checkpoint(phantom_cs
 
     history = pd.read_csv(run / "history.csv")
     assert history["epoch"].tolist() == list(range(6))  # every epoch once, none repeated
+    # the killed worker's temporary folder was cleared by its re-run, which deleted its own
+    assert not list(tmp_path.glob("cxr-train-worker-*"))
     from cxr_viewer.core.bundle import open_bundle
 
     assert open_bundle(run / "bundle").class_names == ["no_lesion", "lesion"]
