@@ -153,7 +153,7 @@ def _build_from_local_batch(model, strategy, spec, n_classes: int, weighted: boo
     dtypes matter to that build, so a batch of one zero image does it, on every worker alike.
     """
     x = np.zeros((1, spec.height, spec.width, spec.channels), np.float32)
-    batch = (x, np.zeros((1, n_classes), np.float32))
+    batch: tuple[np.ndarray, ...] = (x, np.zeros((1, n_classes), np.float32))
     if weighted:
         batch = (*batch, np.ones((1,), np.float32))
 
