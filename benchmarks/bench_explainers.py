@@ -301,7 +301,8 @@ def _bench_model(name: str, root: Path, args, image_path: Path) -> dict:
     }
     print(
         f"\n=== {name}: {out['model']} ({clf.device}, input {x.shape[0]}x{x.shape[1]}x"
-        f"{x.shape[2]})\nforward path: {out['forward_path']}, batch {clf.batch_size}; "
+        f"{x.shape[2]})\nforward path: {out['forward_path']}"
+        f"{'' if 'batch' in out['forward_path'] else f', batch {clf.batch_size}'}; "
         f"class {out['target_class']} p={out['probability']:.3f}",
         flush=True,
     )
