@@ -1,29 +1,38 @@
-"""Explainer speed and stability on one model and one image, against baselines from the same run.
+"""Explainer speed and stability on three models, against baselines from the same run.
 
-    python benchmarks/bench_explainers.py [--model BUNDLE | --resnet50v2] [--image PATH]
-                                          [--seeds 3] [--repeats 5] [--no-seed-lime]
-                                          [--no-shap] [--json OUT.json]
+    python benchmarks/bench_explainers.py [--models demo,cnn,resnet50v2] [--model BUNDLE]
+                                          [--image PATH] [--seeds 5] [--repeats 5]
+                                          [--like-for-like] [--no-seed-lime] [--shap]
+                                          [--quick] [--json OUT.json]
 
-Model: ``--model``, else the demo bundle (resources/demo_bundle), else ``--resnet50v2``: a
-ResNet50V2 built with ``weights=None`` (224×224×3, random weights: right for timing, not for
-ranking stability, which needs a trained model). Image: ``--image``, else the first image of the
-shared COVID subset, else the first real pneumonia film in resources/samples. Explained class: the predicted
-one. Printed:
+Models (``--models``, default all three): ``demo`` — the demo bundle (resources/demo_bundle,
+or ``--model BUNDLE``); ``cnn`` — a small public-style chest X-ray CNN built here (128×128×1
+input, a flat stack of three conv + max-pool blocks, dense layer, one sigmoid unit) and trained
+for a few epochs on 128-px phantoms (cxr_viewer.core.phantoms), as users bring them;
+``resnet50v2`` — keras.applications.ResNet50V2 with ``weights=None`` (224×224×3, random
+weights: there are no local ImageNet weights and no internet at run time; right for timing,
+and its stability figures describe LIME on a random network, not a trained one). Image:
+``--image``, else the first image of the shared COVID subset, else the first real pneumonia
+film in resources/samples. Explained class: the predicted one. Printed per model:
 
+* the forward path the classifier chose (its ``forward_path`` attribute when the faster
+  forward path is present, else "tf.function") and its batch size;
 * Grad-CAM (default layer) time vs one plain compiled prediction (median of ``--repeats``);
 * LIME as the seeds ran it — ``LimeImageExplainer(kernel_width=1.75,
   feature_selection="lasso_path").explain_instance(..., num_samples=1000, batch_size=10)``
-  with lime's default quickshift and ``model.predict`` as classifier — against ours, each over
-  ``--seeds`` seeds: seconds, samples, time to the first map, and ranking stability across
-  seeds (mean pairwise Spearman ρ of the pixel maps, and the overlap of their top-10 % pixels;
-  the lowest pair is printed too, as with few seeds one near-tie that flips between two
-  superpixels moves the mean by a lot). Ours runs twice: (a) with the seeds'
-  superpixels (``segmentation="quickshift"`` with lime's ``explain_instance`` parameters and the
-  same ``random_seed``) — the like-for-like comparison, since pixel-map stability depends on
-  how many and how large the superpixels are, so only the sampler, stopping rule and model
-  calls differ; (b) with the viewer's defaults (SLIC, finer superpixels) — what the viewer
-  shows. The speed ratio is seeds' median time / ours.
-* SHAP seconds and completeness gap per offered layer (viewer defaults).
+  with lime's default quickshift and ``model.predict`` as classifier — against ours with the
+  viewer's defaults, each over ``--seeds`` seeds (seed s for both): median seconds, samples,
+  time to the first map, and ranking stability across seeds (mean pairwise Spearman ρ of the
+  pixel maps, and the overlap of their top-10 % pixels, at 56×56 area-averaged; the lowest
+  pair is printed too). ``--like-for-like`` also runs ours with the seeds' superpixels
+  (quickshift with lime's ``explain_instance`` parameters and the same ``random_seed``), where
+  only the sampler, stopping rule and model calls differ. The speed ratio is seeds' median
+  time / ours, and a verdict line says whether ours is ≥ 5× faster with equal or better
+  stability on both measures.
+* ``--shap``: SHAP seconds and completeness gap per offered layer (viewer defaults).
+
+``--quick`` (a smoke test): 2 seeds, the demo and the CNN (at 64 px) only unless ``--models``
+says otherwise, 1 repeat.
 """
 
 from __future__ import annotations
@@ -185,7 +194,9 @@ def _seeds_lime(clf, x: np.ndarray, target: int, seed: int) -> tuple[np.ndarray,
 
     def predict(batch: np.ndarray) -> np.ndarray:
         b = batch[..., :1] if channels == 1 else batch
-        return model.predict(b, verbose=0)
+        p = model.predict(b, verbose=0)
+        # a single sigmoid unit: lime explains a column per class, so give it [1 - p, p]
+        return np.hstack([1.0 - p, p]) if p.shape[1] == 1 else p
 
     image = np.repeat(x, 3, axis=2) if channels == 1 else x
     start = time.perf_counter()
@@ -208,46 +219,92 @@ def _seeds_lime(clf, x: np.ndarray, target: int, seed: int) -> tuple[np.ndarray,
     return values.astype(np.float32), seconds
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", help="model bundle (default: resources/demo_bundle)")
-    ap.add_argument("--resnet50v2", action="store_true", help="ResNet50V2, weights=None")
-    ap.add_argument("--image", help="image file (PNG, JPEG, DICOM)")
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--no-seed-lime", action="store_true", help="skip the seeds' LIME (slow)")
-    ap.add_argument("--no-shap", action="store_true", help="skip the per-layer SHAP timings")
-    ap.add_argument("--json", help="also write the figures as JSON here")
-    args = ap.parse_args(argv)
+def _cnn_bundle(tmp: Path, size: int):
+    """A public-style CNN (flat conv stack, sigmoid head), trained briefly on phantoms."""
+    import keras
+    from keras import layers
 
+    from cxr_viewer.core.bundle import write_bundle
+    from cxr_viewer.core.explain.layers import default_gradcam_layer, shap_layers
+    from cxr_viewer.core.heads import Head
+    from cxr_viewer.core.phantoms import make_phantoms
+    from cxr_viewer.core.preprocess import InputSpec
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((size, size, 1))
+    h = inp
+    for i, filters in enumerate((16, 32, 64)):
+        h = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i + 1}")(h)
+        h = layers.MaxPooling2D(name=f"pool{i + 1}")(h)
+    h = layers.Dense(64, activation="relu", name="fc")(layers.Flatten()(h))
+    out = layers.Dense(1, activation="sigmoid", name="pneumonia")(layers.Dropout(0.3)(h))
+    model = keras.Model(inp, out, name="public_style_cnn")
+    train = make_phantoms(320, size, seed=11)
+    model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy")
+    model.fit(train.images[..., None], train.labels, epochs=4, batch_size=32, verbose=0)
+    bg = make_phantoms(8, size, seed=12).images[..., None].astype(np.float32)
+    return write_bundle(
+        tmp / "public_cnn",
+        model,
+        name=f"public-style CNN ({size} px, flat, sigmoid; 4 epochs on phantoms)",
+        class_names=["NORMAL", "PNEUMONIA"],
+        input_spec=InputSpec(size, size, 1, "unit"),
+        gradcam_layer=default_gradcam_layer(model),
+        shap_layers=shap_layers(model),
+        background=bg,
+        head=Head("binary", 1, "sigmoid"),
+    ).root
+
+
+def _forward_path(clf) -> str:
+    """The forward path the classifier chose (the faster-forward attribute when present)."""
+    for attr in ("forward_path", "forward_backend", "backend"):
+        value = getattr(clf, attr, None)
+        if value is not None:
+            return str(getattr(value, "name", value))
+    return "tf.function"
+
+
+def _verdict(ours: dict, seeds: dict, target: float = 5.0) -> str:
+    ratio = ours["speed_ratio"]
+    rho_ok = ours["stability_rho"] >= seeds["stability_rho"]
+    top_ok = ours["stability_top10"] >= seeds["stability_top10"]
+    ok = ratio >= target and rho_ok and top_ok
+    return (
+        f"{'MET' if ok else 'NOT MET'}: {ratio:.1f}x (target {target:.0f}x), "
+        f"rho {ours['stability_rho']:.3f} vs {seeds['stability_rho']:.3f} "
+        f"({'>=' if rho_ok else '<'}), top-10% {ours['stability_top10']:.3f} vs "
+        f"{seeds['stability_top10']:.3f} ({'>=' if top_ok else '<'})"
+    )
+
+
+def _bench_model(name: str, root: Path, args, image_path: Path) -> dict:
     from cxr_viewer.core.bundle import open_bundle
     from cxr_viewer.core.explain.registry import create_explainer
     from cxr_viewer.core.inference import Classifier
     from cxr_viewer.core.io import load_study
-    from cxr_viewer.core.paths import demo_bundle_dir
     from cxr_viewer.core.preprocess import study_to_input
 
-    tmp = tempfile.TemporaryDirectory(prefix="bench-explainers-")
-    if args.resnet50v2:
-        root = _resnet_bundle(Path(tmp.name))
-    else:
-        root = Path(args.model) if args.model else demo_bundle_dir()
     clf = Classifier(open_bundle(root))
     clf.warm_up()
-    image_path = _image_path(args.image)
     x = study_to_input(load_study(image_path), clf.spec)
     probs = clf.predict_inputs(x[None])[0]
     target = int(np.argmax(probs))
     out: dict = {
         "model": clf.bundle.name,
-        "image": str(image_path),
+        "input": list(x.shape),
         "device": clf.device,
+        "forward_path": _forward_path(clf),
+        "batch_size": clf.batch_size,
         "target_class": clf.class_names[target],
         "probability": float(probs[target]),
     }
     print(
-        f"model: {out['model']} ({clf.device}); image: {image_path.name}; "
-        f"class {out['target_class']} p={out['probability']:.3f}"
+        f"\n=== {name}: {out['model']} ({clf.device}, input {x.shape[0]}x{x.shape[1]}x"
+        f"{x.shape[2]})\nforward path: {out['forward_path']}"
+        f"{'' if 'batch' in out['forward_path'] else f', batch {clf.batch_size}'}; "
+        f"class {out['target_class']} p={out['probability']:.3f}",
+        flush=True,
     )
 
     # --- Grad-CAM vs one prediction ---------------------------------------------------------
@@ -258,38 +315,38 @@ def main(argv: list[str] | None = None) -> int:
     out["predict_s"], out["gradcam_s"] = t_pred, t_gc
     print(
         f"prediction {t_pred * 1000:.0f} ms; Grad-CAM at {gc.default_layer()} "
-        f"{t_gc * 1000:.0f} ms = {t_gc / t_pred:.2f}x a prediction"
+        f"{t_gc * 1000:.0f} ms = {t_gc / t_pred:.2f}x a prediction",
+        flush=True,
     )
 
     # --- LIME: ours vs the seeds' ----------------------------------------------------------
-    runs = {
-        "lime_ours_seeds_segmentation": ("seeds' quickshift superpixels", SEEDS_SEGMENTATION),
-        "lime_ours": ("viewer defaults (SLIC)", {}),
-    }
-    for key, (name, settings) in runs.items():
+    runs = {"lime_ours": ("viewer defaults (SLIC)", {})}
+    if args.like_for_like:
+        runs["lime_ours_seeds_segmentation"] = ("seeds' quickshift superpixels", SEEDS_SEGMENTATION)
+    for key, (label, settings) in runs.items():
         out[key] = _ours_lime(clf, x, target, args.seeds, settings)
-        print(_ours_text(name, out[key]))
+        print(_ours_text(label, out[key]), flush=True)
     if not args.no_seed_lime:
         theirs, theirs_s = [], []
         for seed in range(args.seeds):
             values, seconds = _seeds_lime(clf, x, target, seed)
             theirs.append(values)
             theirs_s.append(seconds)
-        out["lime_seeds"] = {"seconds": theirs_s, **_stability_figures(theirs)}
+        out["lime_seeds"] = {"seconds": theirs_s, "samples": 1000, **_stability_figures(theirs)}
         t_seeds = statistics.median(theirs_s)
         print(
             f"LIME seeds (quickshift, batch 10, 1000 samples): {t_seeds:.1f} s median; "
-            f"{_stability_text(out['lime_seeds'])}"
+            f"{_stability_text(out['lime_seeds'])}",
+            flush=True,
         )
-        for key, (name, _) in runs.items():
-            ratio = t_seeds / statistics.median(out[key]["seconds"])
-            out[key]["speed_ratio"] = ratio
-            print(f"speed ratio seeds/ours ({name}) = {ratio:.1f}x")
-        out["lime_seeds"]["speed_ratio"] = out["lime_ours"]["speed_ratio"]
+        for key, (label, _) in runs.items():
+            out[key]["speed_ratio"] = t_seeds / statistics.median(out[key]["seconds"])
+            out[key]["verdict"] = _verdict(out[key], out["lime_seeds"])
+            print(f"ours ({label}) vs seeds: {out[key]['verdict']}", flush=True)
 
     # --- SHAP per layer ---------------------------------------------------------------------
     out["shap"] = {}
-    for layer in [] if args.no_shap else create_explainer("shap", clf).layers():
+    for layer in create_explainer("shap", clf).layers() if args.shap else []:
         explainer = create_explainer("shap", clf, {"layer": layer})
         start = time.perf_counter()
         hm = explainer.explain(x, target)
@@ -300,6 +357,59 @@ def main(argv: list[str] | None = None) -> int:
             f"{hm.trust['completeness_gap']:.3%} (f(x)-E f(bg) = "
             f"{hm.trust['f_x'] - hm.trust['f_background']:.3f})"
         )
+    return out
+
+
+MODELS = ("demo", "cnn", "resnet50v2")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", help=f"comma-separated, of {', '.join(MODELS)} (default: all)")
+    ap.add_argument("--model", help="bundle for 'demo' (default: resources/demo_bundle)")
+    ap.add_argument("--image", help="image file (PNG, JPEG, DICOM)")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--like-for-like", action="store_true", help="also ours with quickshift")
+    ap.add_argument("--no-seed-lime", action="store_true", help="skip the seeds' LIME (slow)")
+    ap.add_argument("--shap", action="store_true", help="also the per-layer SHAP timings")
+    ap.add_argument("--quick", action="store_true", help="smoke test: 2 seeds, small models")
+    ap.add_argument("--json", help="also write the figures as JSON here")
+    args = ap.parse_args(argv)
+    default_models = "demo,cnn" if args.quick else ",".join(MODELS)
+    models = [m.strip() for m in (args.models or default_models).split(",") if m.strip()]
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        ap.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    if args.seeds < 2:
+        ap.error("stability needs at least 2 seeds")
+    if args.quick:
+        args.seeds, args.repeats = min(args.seeds, 2), 1
+
+    from cxr_viewer.core.paths import demo_bundle_dir
+
+    tmp = tempfile.TemporaryDirectory(prefix="bench-explainers-")
+    image_path = _image_path(args.image)
+    print(f"image: {image_path.name}; seeds: {args.seeds}")
+    out: dict = {"image": str(image_path), "seeds": args.seeds, "models": {}}
+    for name in models:
+        if name == "demo":
+            root = Path(args.model) if args.model else demo_bundle_dir()
+        elif name == "cnn":
+            root = _cnn_bundle(Path(tmp.name), 64 if args.quick else 128)
+        else:
+            root = _resnet_bundle(Path(tmp.name))
+        out["models"][name] = _bench_model(name, root, args, image_path)
+    if not args.no_seed_lime:
+        print("\nsummary (ours = viewer defaults):")
+        for name, figures in out["models"].items():
+            ours, seeds = figures["lime_ours"], figures["lime_seeds"]
+            print(
+                f"  {name:10s} path {figures['forward_path']:12s} ours "
+                f"{statistics.median(ours['seconds']):6.1f} s, samples {ours['samples']}; "
+                f"seeds {statistics.median(seeds['seconds']):6.1f} s, 1000 samples; "
+                f"{ours['verdict']}"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2), encoding="utf-8")
     tmp.cleanup()
