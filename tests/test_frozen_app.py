@@ -123,3 +123,52 @@ def test_frozen_app_shows_every_real_dicom_like_the_source_install(shared_data, 
             continue
         assert done.returncode == 0, f"{path.name}: {done.stderr[-2000:]}"
         assert np.array_equal(np.asarray(Image.open(out)), expected), path.name
+
+
+def _has_symtab(path: Path) -> bool:
+    """True for a 64-bit little-endian ELF file that still carries a symbol table."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+            return False
+        (shoff,) = struct.unpack_from("<Q", head, 0x28)
+        shentsize, shnum = struct.unpack_from("<HH", head, 0x3A)
+        for i in range(shnum):
+            f.seek(shoff + i * shentsize + 4)
+            if struct.unpack("<I", f.read(4))[0] == 2:  # SHT_SYMTAB
+                return True
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the strip step runs on Linux")
+def test_frozen_build_leaves_out_what_the_viewer_never_runs():
+    """The installer diet of packaging/cxr_viewer.spec holds: no trainer, no pyarrow, no Qt
+    translations or StableHLO bindings, and no symbol tables left in the collected libraries
+    except auditwheel's patchelf-rewritten ``*.libs`` ones (and h5py, kept as shipped)."""
+    internal = APP.parent / "_internal"
+    absent = [
+        "trainer",
+        "imblearn",
+        "pyarrow",
+        "PySide6/Qt/translations",
+        "tensorflow/compiler/mlir/stablehlo",
+        "matplotlib/mpl-data/sample_data",
+    ]
+    present = [name for name in absent if (internal / name).exists()]
+    assert not present, f"collected although the viewer never uses them: {present}"
+    assert not list(internal.glob("tensorflow-*.dist-info/RECORD"))
+    # what the features need is still there: h5py (.h5 import), the demo bundle
+    assert (internal / "h5py").is_dir()
+    unstripped = [
+        str(path.relative_to(internal))
+        for path in internal.rglob("*.so*")
+        if path.is_file()
+        and not path.is_symlink()
+        and not any(part.endswith(".libs") for part in path.relative_to(internal).parts)
+        and not str(path.relative_to(internal)).startswith("h5py")
+        and _has_symtab(path)
+    ]
+    assert not unstripped, f"libraries with their symbol tables: {unstripped[:20]}"
