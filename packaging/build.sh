@@ -5,8 +5,12 @@
 #   bash packaging/build.sh --self-test   ... then run the frozen app's self-test
 #
 # CXR_SKIP_INSTALL=1 skips the `pip install` step (the environment is already set up).
+# CXR_TF_CPU=0 keeps the environment's `tensorflow` wheel in a Linux build without CUDA wheels
+# (by default that build uses the CPU-only `tensorflow-cpu` wheel of the same version; see
+# packaging/README.md, "Installer diet").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PYTHON=python
 
 if [[ "${CXR_SKIP_INSTALL:-0}" != 1 ]]; then
     python -m pip install -q -e ".[packaging]"
@@ -23,8 +27,25 @@ if [[ ! -f resources/demo_bundle/metadata.json ]]; then
         "and the self-test needs --model BUNDLE" >&2
 fi
 
+# A Linux build without TensorFlow's CUDA wheels (the nvidia-* packages) is CPU-only: build it
+# against `tensorflow-cpu` (same version, same requirements, no GPU kernels inside
+# libtensorflow_cc.so.2), installed in a build venv layered on this environment.
+if [[ "$(uname -s)" == Linux && "${CXR_TF_CPU:-1}" == 1 ]] \
+    && python -c "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('nvidia') is None else 1)" \
+    && tf_version=$(python -c "import importlib.metadata as m; print(m.version('tensorflow'))" 2>/dev/null); then
+    venv=build/venv-tf-cpu
+    if [[ ! -x "$venv/bin/python" ]]; then
+        python -m venv --system-site-packages "$venv"
+    fi
+    if [[ "$("$venv/bin/python" -c "import importlib.metadata as m; print(m.version('tensorflow-cpu'))" 2>/dev/null)" != "$tf_version" ]]; then
+        "$venv/bin/python" -m pip install -q --no-deps "tensorflow-cpu==$tf_version"
+    fi
+    PYTHON="$venv/bin/python"
+    echo "CPU build: tensorflow-cpu $tf_version (from $venv)"
+fi
+
 start=$(date +%s)
-python -m PyInstaller --noconfirm --clean --log-level WARN \
+"$PYTHON" -m PyInstaller --noconfirm --clean --log-level WARN \
     --distpath dist --workpath build/pyinstaller packaging/cxr_viewer.spec
 end=$(date +%s)
 echo "built dist/cxr-viewer in $((end - start)) s, size $(du -sh dist/cxr-viewer | cut -f1)"

@@ -125,21 +125,26 @@ def test_frozen_app_shows_every_real_dicom_like_the_source_install(shared_data, 
         assert np.array_equal(np.asarray(Image.open(out)), expected), path.name
 
 
-def _has_symtab(path: Path) -> bool:
-    """True for a 64-bit little-endian ELF file that still carries a symbol table."""
+def _elf_sections(path: Path) -> dict[str, tuple[int, int]]:
+    """Section name -> (type, size) of a 64-bit little-endian ELF file ({} for anything else)."""
     import struct
 
     with open(path, "rb") as f:
         head = f.read(64)
         if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
-            return False
+            return {}
         (shoff,) = struct.unpack_from("<Q", head, 0x28)
-        shentsize, shnum = struct.unpack_from("<HH", head, 0x3A)
-        for i in range(shnum):
-            f.seek(shoff + i * shentsize + 4)
-            if struct.unpack("<I", f.read(4))[0] == 2:  # SHT_SYMTAB
-                return True
-    return False
+        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", head, 0x3A)
+        f.seek(shoff)
+        table = f.read(shentsize * shnum)
+        headers = [struct.unpack_from("<IIQQQQ", table, i * shentsize) for i in range(shnum)]
+        f.seek(headers[shstrndx][4])
+        names = f.read(headers[shstrndx][5])
+    return {names[h[0] : names.index(b"\0", h[0])].decode(): (h[1], h[5]) for h in headers}
+
+
+def _has_symtab(path: Path) -> bool:
+    return any(kind == 2 for kind, _ in _elf_sections(path).values())  # SHT_SYMTAB
 
 
 @pytest.mark.slow
@@ -175,3 +180,7 @@ def test_frozen_build_leaves_out_what_the_viewer_never_runs():
         and _has_symtab(path)
     ]
     assert not unstripped, f"libraries with their symbol tables: {unstripped[:20]}"
+    if not (internal / "nvidia").is_dir():
+        # a CPU-only build (no CUDA wheels collected) is built on tensorflow-cpu: no GPU kernels
+        sections = _elf_sections(internal / "tensorflow" / "libtensorflow_cc.so.2")
+        assert sections and ".nv_fatbin" not in sections
