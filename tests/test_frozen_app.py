@@ -158,6 +158,7 @@ def test_frozen_build_leaves_out_what_the_viewer_never_runs():
         "trainer",
         "imblearn",
         "pyarrow",
+        "ray",
         "PySide6/Qt/translations",
         "tensorflow/compiler/mlir/stablehlo",
         "matplotlib/mpl-data/sample_data",
