@@ -31,13 +31,18 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from cxr_viewer.core.errors import CxrError
 
 from .batch_output import OutputWriter, content_hash, prepare_out_dir, printable
+
+if TYPE_CHECKING:
+    from cxr_viewer.core.io.folder import Listing
+
+    from .batch_dicom import DicomOutput
 
 DEFAULT_METHODS = "gradcam"
 
@@ -357,8 +362,30 @@ class _StopOnSigint:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def run(args: argparse.Namespace) -> int:
+def _prepare_inputs(
+    args: argparse.Namespace, out_dir: Path
+) -> tuple[list[str], Listing, DicomOutput | None] | None:
+    """(methods, input listing, DICOM output or None) with the output folder prepared (both engines).
+
+    None, after saying so, when the input holds no study file. A ``--send`` node is checked
+    here, before any model loads or worker starts.
+    """
+    from cxr_viewer.commands.batch_dicom import DicomOutput
     from cxr_viewer.core.io import scan_study_files
+
+    methods = _methods(args.explain)
+    listing = scan_study_files(args.path)
+    if not listing.files and not listing.skipped:
+        print(
+            f"cxr-viewer batch: no PNG, JPEG or DICOM files in {printable(args.path)}",
+            file=sys.stderr,
+        )
+        return None
+    prepare_out_dir(out_dir, resume=args.resume, overwrite=args.overwrite)
+    return methods, listing, DicomOutput.from_args(args)
+
+
+def run(args: argparse.Namespace) -> int:
 
     def say(msg: str) -> None:
         if not args.quiet:
@@ -380,18 +407,10 @@ def run(args: argparse.Namespace) -> int:
                 "this run uses the local engine (one process, one file after another).",
                 "Add --engine ray, or leave them out.",
             )
-        methods = _methods(args.explain)
-        listing = scan_study_files(args.path)
-        if not listing.files and not listing.skipped:
-            print(
-                f"cxr-viewer batch: no PNG, JPEG or DICOM files in {printable(args.path)}",
-                file=sys.stderr,
-            )
+        inputs = _prepare_inputs(args, out_dir)
+        if inputs is None:
             return 2
-        prepare_out_dir(out_dir, resume=args.resume, overwrite=args.overwrite)
-        from cxr_viewer.commands.batch_dicom import DicomOutput
-
-        dicom = DicomOutput.from_args(args)  # checks a --send node before the model loads
+        methods, listing, dicom = inputs
         from cxr_viewer.core.inference import load_classifier
 
         clf = load_classifier(args.model)

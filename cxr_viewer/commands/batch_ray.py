@@ -38,7 +38,7 @@ from typing import Any
 
 from cxr_viewer.core.errors import CxrError
 
-from .batch_output import OutputWriter, content_hash, prepare_out_dir, printable, save_output
+from .batch_output import OutputWriter, content_hash, printable, save_output
 
 #: How often a file is tried again after its worker process died (then it is an error row).
 TASK_RETRIES = 2
@@ -212,9 +212,8 @@ def _pool(ray, args: argparse.Namespace) -> tuple[int, dict[str, Any], int]:
 
 def run_ray(args: argparse.Namespace) -> int:
     from cxr_viewer.core.bundle import open_bundle
-    from cxr_viewer.core.io import scan_study_files
 
-    from .batch import OUTPUTS, _columns, _describe_failure, _methods, _rel, _tag, _target
+    from .batch import OUTPUTS, _columns, _describe_failure, _prepare_inputs, _rel, _tag, _target
 
     def fail(exc: BaseException, code: int = 2) -> int:
         print(f"cxr-viewer batch: {_describe_failure(exc)}", file=sys.stderr)
@@ -227,18 +226,10 @@ def run_ray(args: argparse.Namespace) -> int:
         if args.workers is not None and args.workers < 1:
             raise CxrError("--workers must be at least 1", f"got {args.workers}.")
         ray = import_ray()
-        methods = _methods(args.explain)
-        listing = scan_study_files(args.path)
-        if not listing.files and not listing.skipped:
-            print(
-                f"cxr-viewer batch: no PNG, JPEG or DICOM files in {printable(args.path)}",
-                file=sys.stderr,
-            )
+        inputs = _prepare_inputs(args, out_dir)  # checks a --send node before workers start
+        if inputs is None:
             return 2
-        prepare_out_dir(out_dir, resume=args.resume, overwrite=args.overwrite)
-        from cxr_viewer.commands.batch_dicom import DicomOutput
-
-        DicomOutput.from_args(args)  # checks a --send node before any worker starts
+        methods, listing, _dicom = inputs
         bundle = open_bundle(args.model)  # the class names; each worker loads the model
         class_names = tuple(bundle.class_names)
         target = _target(args.target, class_names)
