@@ -9,6 +9,7 @@ import pytest
 
 from cxr_viewer.cli import main
 from cxr_viewer.commands import selftest
+from cxr_viewer.core.explain.registry import explainer_class
 from cxr_viewer.core.paths import samples_dir
 
 STEPS = [
@@ -60,7 +61,9 @@ def test_self_test_passes_and_reports_every_step(tmp_path, tiny_bundle, capsys):
     assert steps["open_jpeg2000_dicom"]["transfer_syntax"] == "1.2.840.10008.1.2.4.90"
     assert steps["open_jpegls_dicom"]["transfer_syntax"] == "1.2.840.10008.1.2.4.80"
     assert "pylibjpeg" in steps["open_jpeg2000_dicom"]["decoders"]
-    assert steps["explain_lime"]["settings"]["samples_used"] == 96
+    # without early stopping LIME runs to its cap: the image and whole antithetic pairs
+    lime_cap = explainer_class("lime").quick_settings["num_samples"]
+    assert steps["explain_lime"]["settings"]["samples_used"] == lime_cap
     assert (
         steps["explain_shap"]["layer"]
         in json.loads((tiny_bundle / "metadata.json").read_text(encoding="utf-8"))["shap_layers"]

@@ -386,7 +386,7 @@ class LimeExplainer(Explainer):
         "LIME maximum samples",
     )
     quick_settings: ClassVar[dict[str, Any]] = {
-        "num_samples": 96,
+        "num_samples": 97,  # the image itself and 48 whole antithetic pairs: the cap exactly
         "chunk_size": 48,
         "early_stop": False,
     }
