@@ -76,25 +76,10 @@ def _cnn128_bundle(tmp: Path) -> Path:
 
 
 def _resnet_bundle(tmp: Path) -> Path:
-    import keras
+    """bench_explainers' ResNet50V2 bundle (random weights), the same model in both benchmarks."""
+    from bench_explainers import _resnet_bundle as resnet_bundle
 
-    from cxr_viewer.core.bundle import write_bundle
-    from cxr_viewer.core.explain.layers import default_gradcam_layer, shap_layers
-    from cxr_viewer.core.preprocess import InputSpec
-
-    keras.utils.set_random_seed(0)
-    model = keras.applications.ResNet50V2(weights=None, input_shape=(224, 224, 3), classes=2)
-    bg = np.random.default_rng(0).uniform(-1, 1, (4, 224, 224, 3)).astype(np.float32)
-    return write_bundle(
-        tmp / "resnet50v2",
-        model,
-        name="ResNet50V2 (weights=None)",
-        class_names=["negative", "positive"],
-        input_spec=InputSpec(224, 224, 3, "symmetric"),
-        gradcam_layer=default_gradcam_layer(model),
-        shap_layers=shap_layers(model),
-        background=bg,
-    ).root
+    return Path(resnet_bundle(tmp))
 
 
 def _median(fn, repeats: int) -> tuple[float, object]:

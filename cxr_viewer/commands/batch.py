@@ -385,6 +385,17 @@ def _prepare_inputs(
     return methods, listing, DicomOutput.from_args(args)
 
 
+def _output_writer(args: argparse.Namespace, out_dir: Path, cols: list[str]) -> OutputWriter:
+    """The CSV/journal writer of a run (both engines): ``--resume`` / ``--overwrite`` honoured."""
+    return OutputWriter(
+        out_dir,
+        cols,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        output_prefixes=tuple(f"{kind}_" for kind in OUTPUTS),
+    )
+
+
 def run(args: argparse.Namespace) -> int:
 
     def say(msg: str) -> None:
@@ -416,13 +427,7 @@ def run(args: argparse.Namespace) -> int:
         clf = load_classifier(args.model)
         target = _target(args.target, clf.class_names)
         cols = _columns(clf.class_names, methods, not args.no_trust)
-        writer = OutputWriter(
-            out_dir,
-            cols,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            output_prefixes=tuple(f"{kind}_" for kind in OUTPUTS),
-        )
+        writer = _output_writer(args, out_dir, cols)
     except (CxrError, OSError) as exc:
         return fail(exc)
     except KeyboardInterrupt:

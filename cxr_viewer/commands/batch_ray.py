@@ -213,7 +213,16 @@ def _pool(ray, args: argparse.Namespace) -> tuple[int, dict[str, Any], int]:
 def run_ray(args: argparse.Namespace) -> int:
     from cxr_viewer.core.bundle import open_bundle
 
-    from .batch import OUTPUTS, _columns, _describe_failure, _prepare_inputs, _rel, _tag, _target
+    from .batch import (
+        OUTPUTS,
+        _columns,
+        _describe_failure,
+        _output_writer,
+        _prepare_inputs,
+        _rel,
+        _tag,
+        _target,
+    )
 
     def fail(exc: BaseException, code: int = 2) -> int:
         print(f"cxr-viewer batch: {_describe_failure(exc)}", file=sys.stderr)
@@ -235,13 +244,7 @@ def run_ray(args: argparse.Namespace) -> int:
         target = _target(args.target, class_names)
         cols = _columns(class_names, methods, not args.no_trust)
         started, dashboard = _start_ray(ray, args)  # before the output folder is touched
-        writer = OutputWriter(
-            out_dir,
-            cols,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            output_prefixes=tuple(f"{kind}_" for kind in OUTPUTS),
-        )
+        writer = _output_writer(args, out_dir, cols)
     except (CxrError, OSError) as exc:
         _stop_ray(ray, started)
         return fail(exc)
