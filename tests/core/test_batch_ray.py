@@ -66,6 +66,10 @@ def ray_session():
         include_dashboard=False,
         object_store_memory=200 * 1024 * 1024,
         logging_level="ERROR",
+        # Ray starts its workers at nice 15, so on a machine whose other processes are busy at
+        # nice 0 (a shared CI box) they get a few per cent of a core and take minutes to import
+        # TensorFlow; this test checks the engine, not that scheduling choice
+        _system_config={"worker_niceness": 0},
     )
     yield ray
     ray.shutdown()
