@@ -1,6 +1,6 @@
 """LIME's perturbation designs: antithetic pairs, randomised orthogonal arrays, determinism.
 
-The end-to-end cases reuse the tiny linear Keras model of test_lime_stopping, whose effect per
+The end-to-end cases use the tiny linear Keras model of lime_support, whose effect per
 superpixel is set by construction.
 """
 
@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_lime_stopping import SETTINGS, _linear_classifier
+from lime_support import SETTINGS, linear_classifier
 
 from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.explain.lime_explainer import (
     SAMPLINGS,
     LimeExplainer,
-    LimeSettings,
     MaskStream,
     perturbed_images,
-    segment,
     split_pairs,
 )
-
-SIZE = 32
 
 
 @pytest.mark.parametrize("design", ["antithetic", "orthogonal"])
@@ -79,19 +75,11 @@ def test_perturbed_images_show_image_or_fill_per_superpixel():
     np.testing.assert_array_equal(out[1, ..., 0], [[0, 0, 12], [0, 0, 15]])
 
 
-@pytest.fixture(scope="module")
-def image_and_segments():
-    rng = np.random.default_rng(3)
-    x = (0.5 + 0.05 * rng.standard_normal((SIZE, SIZE, 1))).astype(np.float32)
-    settings = LimeSettings.from_mapping(SETTINGS).as_dict()
-    return x, segment(np.repeat(x, 3, axis=2), settings, 0)
-
-
 def test_same_seed_gives_the_same_map(tmp_path, image_and_segments):
     x, segments = image_and_segments
     n = int(segments.max()) + 1
     effects = 1.5 * (1 + np.random.default_rng(1).permutation(n)) / n
-    clf = _linear_classifier(tmp_path, effects, segments)
+    clf = linear_classifier(tmp_path, effects, segments)
     settings = {**SETTINGS, "num_samples": 300, "early_stop": False}
     a = LimeExplainer(clf, {**settings, "seed": 7}).explain(x, 1)
     b = LimeExplainer(clf, {**settings, "seed": 7}).explain(x, 1)
@@ -107,7 +95,7 @@ def test_orthogonal_pairs_recover_a_linear_model_at_least_as_well(tmp_path, imag
     x, segments = image_and_segments
     n = int(segments.max()) + 1
     effects = 1.5 * (1 + np.random.default_rng(2).permutation(n)) / n
-    clf = _linear_classifier(tmp_path, effects, segments)
+    clf = linear_classifier(tmp_path, effects, segments)
 
     def rank_corr(design: str) -> float:
         hm = LimeExplainer(
@@ -122,6 +110,6 @@ def test_orthogonal_pairs_recover_a_linear_model_at_least_as_well(tmp_path, imag
 
 def test_unknown_sampling_setting_is_a_clear_error(tmp_path, image_and_segments):
     x, segments = image_and_segments
-    clf = _linear_classifier(tmp_path, np.ones(int(segments.max()) + 1), segments)
+    clf = linear_classifier(tmp_path, np.ones(int(segments.max()) + 1), segments)
     with pytest.raises(ExplainError, match="sampling"):
         LimeExplainer(clf, {**SETTINGS, "sampling": "sobol"}).explain(x, 1)

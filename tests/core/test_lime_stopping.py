@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from lime_support import SETTINGS, linear_classifier
 
 from cxr_viewer.core.explain.lime_explainer import (
     LimeExplainer,
     LimeSettings,
     SplitHalfRule,
-    segment,
     top_area_overlap,
 )
-
-SIZE = 32
-SETTINGS = {"n_segments": 16, "hide_color": 0.0, "chunk_size": 32, "min_samples": 128}
 
 
 def test_top_area_overlap_counts_pixels_of_the_hot_region():
@@ -53,53 +50,11 @@ def test_rule_waits_for_min_samples_and_patience_and_resets():
     assert rule.agreement == (pytest.approx(1.0), 1.0)
 
 
-def _linear_classifier(tmp_path, per_superpixel: np.ndarray, segments: np.ndarray):
-    """softmax([0, Σ_p c_p x_p + b]) with c spread evenly over each superpixel's pixels, so
-    switching superpixel i off (to grey 0) lowers the logit by per_superpixel[i] × its mean
-    grey level (≈ 0.5); b centres the logit when half the superpixels are off, keeping the
-    model in its near-linear range."""
-    pytest.importorskip("tensorflow")
-    import keras
-
-    from cxr_viewer.core.bundle import write_bundle
-    from cxr_viewer.core.inference import Classifier
-    from cxr_viewer.core.preprocess import InputSpec
-
-    area = np.bincount(segments.ravel())
-    coef = (per_superpixel / area)[segments].ravel()
-    inp = keras.Input((SIZE, SIZE, 1))
-    out = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inp))
-    model = keras.Model(inp, out)
-    kernel = np.zeros((SIZE * SIZE, 2), np.float32)
-    kernel[:, 1] = coef
-    bias = -0.25 * float(per_superpixel.sum())
-    model.layers[-1].set_weights([kernel, np.array([0.0, bias], np.float32)])
-    bundle = write_bundle(
-        tmp_path / "linear",
-        model,
-        name="linear",
-        class_names=["a", "b"],
-        input_spec=InputSpec(SIZE, SIZE, 1, "unit"),
-        gradcam_layer=None,
-        shap_layers=[],
-        background=None,
-    )
-    return Classifier(bundle, batch_size=32)
-
-
-@pytest.fixture(scope="module")
-def image_and_segments():
-    rng = np.random.default_rng(3)
-    x = (0.5 + 0.05 * rng.standard_normal((SIZE, SIZE, 1))).astype(np.float32)
-    settings = LimeSettings.from_mapping(SETTINGS).as_dict()
-    return x, segment(np.repeat(x, 3, axis=2), settings, 0)
-
-
 def test_resolvable_ranking_stops_early(tmp_path, image_and_segments):
     x, segments = image_and_segments
     n = int(segments.max()) + 1
     effects = 1.5 * (1 + np.random.default_rng(0).permutation(n)) / n  # distinct per superpixel
-    clf = _linear_classifier(tmp_path, effects, segments)
+    clf = linear_classifier(tmp_path, effects, segments)
     partials = []
     explainer = LimeExplainer(clf, {**SETTINGS, "num_samples": 2000})
     hm = explainer.explain(x, 1, partial=partials.append)
@@ -119,7 +74,7 @@ def test_resolvable_ranking_stops_early(tmp_path, image_and_segments):
 def test_tied_superpixels_use_every_sample(tmp_path, image_and_segments):
     x, segments = image_and_segments
     n = int(segments.max()) + 1
-    clf = _linear_classifier(tmp_path, np.full(n, 1.0), segments)  # all superpixels tie
+    clf = linear_classifier(tmp_path, np.full(n, 1.0), segments)  # all superpixels tie
     # odd caps: the image itself plus whole antithetic pairs reach them exactly
     hm = LimeExplainer(clf, {**SETTINGS, "num_samples": 401}).explain(x, 1)
     assert not hm.settings["converged"]

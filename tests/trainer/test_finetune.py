@@ -57,9 +57,13 @@ def _backbone_weights(model):
     return [w for layer in model.layers if not is_head_layer(layer) for w in layer.get_weights()]
 
 
-def test_two_phases_load_local_weights_then_fine_tune(
+def test_two_phases_load_local_weights_fine_tune_and_resume_bit_for_bit(
     phantom_csv_small, mobilenet_weights, tmp_path
 ):
+    """Phase 1 trains the head on the file's backbone, phase 2 fine-tunes the backbone; a run
+    killed mid-epoch in phase 2 (augmentation and dropout on) and run again ends with the
+    uninterrupted run's history and weights, bit for bit: the data order, augmentation and
+    dropout draws are the same."""
     import keras
 
     from trainer.data import prepare_data
@@ -71,11 +75,13 @@ def test_two_phases_load_local_weights_then_fine_tune(
     # statistics, so in inference mode every ReLU6 saturates and no gradient flows (frozen
     # BatchNorm is checked on its own below)
     cfg = _mobilenet_config(
-        phantom_csv_small, path, **{"train.learning_rate": 0.01, "train.freeze_batchnorm": False}
-    )
+        phantom_csv_small, path, **{"train.learning_rate": 0.01, "train.freeze_batchnorm": False,
+                                    "train.head_epochs": 1, "train.epochs": 2,
+                                    "model.dropout": 0.5}
+    )  # fmt: skip
     # the resolved config records the fine-tuning rate really used (learning_rate / 10)
     assert cfg.train.fine_tune_learning_rate == pytest.approx(0.001)
-    run = tmp_path / "run"
+    run = tmp_path / "a"
     data = prepare_data(cfg, run, progress=False)
     model = build_model(cfg.model, data.spec, 2, seed=cfg.seed)
     # grey in, repeated to RGB inside the model; the file's weights are loaded
@@ -96,9 +102,9 @@ def test_two_phases_load_local_weights_then_fine_tune(
         def on_epoch_end(self, epoch, logs=None):  # the returned model is the *best* epoch's
             Snapshot.after_fine_tune = [w.copy() for w in self.model.get_weights()]
 
-    snap = Snapshot()
-    result = train_model(cfg, data, run, extra_callbacks=[snap])
-    assert list(read_history(run / "history.csv")["epoch"]) == [0, 1, 2, 3]
+    result = train_model(cfg, data, run, extra_callbacks=[Snapshot()])
+    whole = result.model.get_weights()
+    assert list(read_history(run / "history.csv")["epoch"]) == [0, 1, 2]
     # finished: the phase marker is gone, and running again reuses the model
     assert not (run / "checkpoints" / "head.weights.h5").exists()
     assert train_model(cfg, data, run).resumed_from == -1
@@ -113,6 +119,28 @@ def test_two_phases_load_local_weights_then_fine_tune(
     final = dict(zip(names, Snapshot.after_fine_tune, strict=True))
     convs = [n for n in backbone_names if n.endswith("kernel")]
     assert convs and all(not np.array_equal(final[n], head_phase[n]) for n in convs)
+
+    # the same run again, killed in its last (second fine-tuning) epoch, then resumed
+    class Kill(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 2 and batch == 1:
+                raise KeyboardInterrupt("killed mid-epoch 3")
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+    data_b = prepare_data(cfg, tmp_path / "b", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(cfg, data_b, tmp_path / "b", extra_callbacks=[Kill()])
+    assert list(read_history(tmp_path / "b" / "history.csv")["epoch"]) == [0, 1]
+    resumed = train_model(cfg, data_b, tmp_path / "b")
+    assert resumed.resumed_from == 2
+    hist_a = read_history(run / "history.csv")
+    hist_b = read_history(tmp_path / "b" / "history.csv")
+    assert list(hist_b["epoch"]) == [0, 1, 2]
+    np.testing.assert_array_equal(hist_a["loss"].to_numpy(), hist_b["loss"].to_numpy())
+    for a, b in zip(whole, resumed.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_fine_tune_phase_can_keep_batchnorm_frozen(mobilenet_weights):
@@ -131,46 +159,6 @@ def test_fine_tune_phase_can_keep_batchnorm_frozen(mobilenet_weights):
     for i, layer in enumerate(model.layers):
         frozen = i < 3 or isinstance(layer, layers.BatchNormalization)
         assert layer.trainable is not frozen, layer.name
-
-
-def test_killed_and_resumed_equals_uninterrupted_bit_for_bit(
-    phantom_csv_small, mobilenet_weights, tmp_path
-):
-    """Kill mid-epoch (in the fine-tuning phase, augmentation and dropout on), re-run: the
-    data order, augmentation and dropout draws are those of the uninterrupted run."""
-    import keras
-
-    from trainer.data import prepare_data
-    from trainer.train import read_history, train_model
-
-    path, _ = mobilenet_weights
-    cfg = _mobilenet_config(
-        phantom_csv_small, path, **{"train.head_epochs": 1, "train.epochs": 2,
-                                    "model.dropout": 0.5}
-    )  # fmt: skip
-    data_a = prepare_data(cfg, tmp_path / "a", progress=False)
-    whole = train_model(cfg, data_a, tmp_path / "a").model.get_weights()
-
-    class Kill(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if self.epoch == 2 and batch == 1:
-                raise KeyboardInterrupt("killed mid-epoch 3")
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-
-    data_b = prepare_data(cfg, tmp_path / "b", progress=False)
-    with pytest.raises(KeyboardInterrupt):
-        train_model(cfg, data_b, tmp_path / "b", extra_callbacks=[Kill()])
-    assert list(read_history(tmp_path / "b" / "history.csv")["epoch"]) == [0, 1]
-    resumed = train_model(cfg, data_b, tmp_path / "b")
-    assert resumed.resumed_from == 2
-    hist_a = read_history(tmp_path / "a" / "history.csv")
-    hist_b = read_history(tmp_path / "b" / "history.csv")
-    assert list(hist_b["epoch"]) == [0, 1, 2]
-    np.testing.assert_array_equal(hist_a["loss"].to_numpy(), hist_b["loss"].to_numpy())
-    for a, b in zip(whole, resumed.model.get_weights(), strict=True):
-        np.testing.assert_array_equal(a, b)
 
 
 def test_epoch_order_depends_only_on_seed_and_epoch():

@@ -143,8 +143,9 @@ def _start_worker(config: Path, out: Path, tf_config: str, log: Path, *extra: st
     return proc
 
 
-def _finish(procs, deadline):
-    """Wait for every process until ``deadline``; kill them all on timeout or on a failure."""
+def _finish(procs, deadline, stop_when=None):
+    """Wait for every process until ``deadline``; kill them all on timeout, on a failure, or
+    as soon as ``stop_when()`` is true."""
     try:
         pending = list(procs)
         while pending:
@@ -153,54 +154,15 @@ def _finish(procs, deadline):
                     pending.remove(p)
                     if p.returncode != 0:
                         return  # the others are killed below: they would wait for it forever
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or (stop_when is not None and stop_when()):
                 return
-            time.sleep(0.5)
+            time.sleep(0.1 if stop_when is not None else 0.5)
     finally:
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
                 p.wait()
             p.log_file.close()
-
-
-@pytest.mark.slow
-def test_two_local_workers_train_and_the_chief_exports_a_loadable_bundle(
-    phantom_csv_small, tmp_path
-):
-    from cxr_viewer.core.bundle import open_bundle
-    from cxr_viewer.core.inference import load_classifier
-
-    config = _write_config(tmp_path / "tiny.toml", phantom_csv_small)
-    run = tmp_path / "run"
-    addresses = [f"localhost:{p}" for p in _free_ports(2)]
-    logs = [tmp_path / f"worker{i}.log" for i in range(2)]
-    procs = [_start_worker(config, run, _tf_config(addresses, i), logs[i]) for i in range(2)]
-    _finish(procs, time.monotonic() + SUBPROCESS_TIMEOUT)
-    output = [log.read_text(errors="replace")[-3000:] for log in logs]
-    assert [p.returncode for p in procs] == [0, 0], output
-    assert "worker finished; the chief writes" in output[1]
-    assert not list(tmp_path.glob("cxr-train-worker-*"))  # worker 1's folder was deleted
-
-    # the chief wrote the run folder as on one machine; the other worker wrote nothing there
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["training"]["workers"] == 2
-    assert metrics["training"]["epochs_run"] == 2
-    assert not (run / "checkpoints" / "backup").exists()  # finished: the backup is removed
-    assert (run / "report" / "report.md").is_file()
-    # ...and its bundle loads in the viewer's core and predicts
-    bundle = open_bundle(run / "bundle")
-    assert bundle.class_names == ["no_lesion", "lesion"]
-    assert bundle.metadata["metrics"]["test_auc"] is not None
-    import pandas as pd
-
-    from cxr_viewer.core.io import load_study
-
-    splits = pd.read_csv(run / "splits.csv")
-    test_file = splits[splits["split"] == "test"].iloc[0]["path"]
-    pred = load_classifier(run / "bundle").predict_study(load_study(test_file))
-    assert pred.probabilities.shape == (2,)
-    assert pred.probabilities.sum() == pytest.approx(1, abs=1e-5)
 
 
 @pytest.mark.slow
@@ -220,7 +182,15 @@ def test_an_unreachable_worker_is_named_after_the_timeout(phantom_csv_small, tmp
 
 
 @pytest.mark.slow
-def test_two_workers_killed_mid_run_resume_from_the_chiefs_checkpoint(phantom_csv_small, tmp_path):
+def test_two_workers_killed_mid_run_resume_and_the_chief_exports_a_loadable_bundle(
+    phantom_csv_small, tmp_path
+):
+    """Two local CPU workers train; both are killed (SIGKILL) once the chief has backed up two
+    epochs; re-run, they resume at the chief's epoch, and the chief writes the run folder as
+    on one machine, with a bundle the viewer's core loads and predicts with."""
+    from cxr_viewer.core.bundle import open_bundle
+    from cxr_viewer.core.inference import load_classifier
+
     config = _write_config(tmp_path / "tiny.toml", phantom_csv_small)
     text = config.read_text().replace("epochs = 2", "epochs = 6\npatience = 6")
     config.write_text(text)
@@ -234,41 +204,45 @@ def test_two_workers_killed_mid_run_resume_from_the_chiefs_checkpoint(phantom_cs
             for i in range(2)
         ]
 
-    procs = start("first")
-    deadline = time.monotonic() + SUBPROCESS_TIMEOUT
-
-    def backed_up_epochs():
+    def backed_up_two_epochs():
         try:
-            return json.loads(meta.read_text()).get("epoch", 0)
+            return json.loads(meta.read_text()).get("epoch", 0) >= 2
         except (ValueError, OSError):  # absent, or read while being written
-            return 0
+            return False
 
-    try:  # kill both workers once the chief has backed up two epochs
-        while time.monotonic() < deadline and all(p.poll() is None for p in procs):
-            if backed_up_epochs() >= 2:
-                break
-            time.sleep(0.1)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGKILL)
-            p.wait()
-            p.log_file.close()
-    assert all(p.returncode == -signal.SIGKILL for p in procs), "finished before it was killed"
+    procs = start("first")
+    _finish(procs, time.monotonic() + SUBPROCESS_TIMEOUT, stop_when=backed_up_two_epochs)
+    first = [(tmp_path / f"first{i}.log").read_text(errors="replace")[-3000:] for i in range(2)]
+    # both killed by the test: neither finished nor failed before
+    assert [p.returncode for p in procs] == [-signal.SIGKILL] * 2, first
     killed_at = json.loads(meta.read_text())["epoch"]
 
     procs = start("second")
     _finish(procs, time.monotonic() + SUBPROCESS_TIMEOUT)
     output = [(tmp_path / f"second{i}.log").read_text(errors="replace")[-3000:] for i in range(2)]
     assert [p.returncode for p in procs] == [0, 0], output
-    training = json.loads((run / "metrics.json").read_text())["training"]
+    assert "worker finished; the chief writes" in output[1]
+    metrics = json.loads((run / "metrics.json").read_text())
+    training = metrics["training"]
     assert training["resumed_from_epoch"] == killed_at >= 2
+    assert training["workers"] == 2
     import pandas as pd
 
     history = pd.read_csv(run / "history.csv")
     assert history["epoch"].tolist() == list(range(6))  # every epoch once, none repeated
-    # the killed worker's temporary folder was cleared by its re-run, which deleted its own
+    # each worker's temporary folder is gone: the killed ones' too, cleared by their re-runs
     assert not list(tmp_path.glob("cxr-train-worker-*"))
-    from cxr_viewer.core.bundle import open_bundle
+    # the chief wrote the run folder as on one machine; the other worker wrote nothing there
+    assert not (run / "checkpoints" / "backup").exists()  # finished: the backup is removed
+    assert (run / "report" / "report.md").is_file()
+    # ...and its bundle loads in the viewer's core and predicts
+    bundle = open_bundle(run / "bundle")
+    assert bundle.class_names == ["no_lesion", "lesion"]
+    assert bundle.metadata["metrics"]["test_auc"] is not None
+    from cxr_viewer.core.io import load_study
 
-    assert open_bundle(run / "bundle").class_names == ["no_lesion", "lesion"]
+    splits = pd.read_csv(run / "splits.csv")
+    test_file = splits[splits["split"] == "test"].iloc[0]["path"]
+    pred = load_classifier(run / "bundle").predict_study(load_study(test_file))
+    assert pred.probabilities.shape == (2,)
+    assert pred.probabilities.sum() == pytest.approx(1, abs=1e-5)
