@@ -2,8 +2,8 @@
 
     python benchmarks/bench_explainers.py [--models demo,cnn,resnet50v2] [--model BUNDLE]
                                           [--image PATH] [--seeds 5] [--repeats 5]
-                                          [--like-for-like] [--no-seed-lime] [--shap]
-                                          [--quick] [--json OUT.json]
+                                          [--like-for-like] [--fixed-samples N,N,...]
+                                          [--no-seed-lime] [--shap] [--quick] [--json OUT.json]
 
 Models (``--models``, default all three): ``demo`` — the demo bundle (resources/demo_bundle,
 or ``--model BUNDLE``); ``cnn`` — a small public-style chest X-ray CNN built here (128×128×1
@@ -29,6 +29,12 @@ film in resources/samples. Explained class: the predicted one. Printed per model
   only the sampler, stopping rule and model calls differ. The speed ratio is seeds' median
   time / ours, and a verdict line says whether ours is ≥ 5× faster with equal or better
   stability on both measures.
+* ``--fixed-samples 200,300,500``: ours again at each of these sample counts with the stopping
+  rule off (viewer defaults, and the seeds' superpixels with ``--like-for-like``), over the
+  same seeds: the stability each count buys and its time, and the fewest samples at which
+  ours is as stable as the seeds' usage on both measures. For a model whose LIME time is its
+  model calls, that count bounds the speed-up at equal stability: about 1000 / count times
+  the forward path's own gain.
 * ``--shap``: SHAP seconds and completeness gap per offered layer (viewer defaults).
 
 ``--quick`` (a smoke test): 2 seeds, the demo and the CNN (at 64 px) only unless ``--models``
@@ -326,6 +332,11 @@ def _bench_model(name: str, root: Path, args, image_path: Path) -> dict:
     for key, (label, settings) in runs.items():
         out[key] = _ours_lime(clf, x, target, args.seeds, settings)
         print(_ours_text(label, out[key]), flush=True)
+    for n in args.fixed_samples:
+        for key, (label, settings) in list(runs.items()):
+            fixed = {**settings, "num_samples": n, "early_stop": False}
+            out[f"{key}_fixed_{n}"] = _ours_lime(clf, x, target, args.seeds, fixed)
+            print(_ours_text(f"{label}, fixed {n} samples", out[f"{key}_fixed_{n}"]), flush=True)
     if not args.no_seed_lime:
         theirs, theirs_s = [], []
         for seed in range(args.seeds):
@@ -343,6 +354,29 @@ def _bench_model(name: str, root: Path, args, image_path: Path) -> dict:
             out[key]["speed_ratio"] = t_seeds / statistics.median(out[key]["seconds"])
             out[key]["verdict"] = _verdict(out[key], out["lime_seeds"])
             print(f"ours ({label}) vs seeds: {out[key]['verdict']}", flush=True)
+            fixed_keys = [f"{key}_fixed_{n}" for n in args.fixed_samples]
+            for fk in fixed_keys:
+                out[fk]["speed_ratio"] = t_seeds / statistics.median(out[fk]["seconds"])
+                out[fk]["verdict"] = _verdict(out[fk], out["lime_seeds"])
+            enough = [
+                n
+                for n, fk in zip(args.fixed_samples, fixed_keys, strict=True)
+                if out[fk]["stability_rho"] >= out["lime_seeds"]["stability_rho"]
+                and out[fk]["stability_top10"] >= out["lime_seeds"]["stability_top10"]
+            ]
+            if fixed_keys:
+                out[key]["fewest_samples_as_stable"] = min(enough) if enough else None
+                print(
+                    f"ours ({label}), fixed counts: "
+                    + "; ".join(
+                        f"{n}: {out[fk]['speed_ratio']:.1f}x, rho {out[fk]['stability_rho']:.3f},"
+                        f" top-10% {out[fk]['stability_top10']:.3f}"
+                        for n, fk in zip(args.fixed_samples, fixed_keys, strict=True)
+                    )
+                    + " -> as stable as the seeds' from "
+                    + (f"{min(enough)} samples" if enough else "none of these counts"),
+                    flush=True,
+                )
 
     # --- SHAP per layer ---------------------------------------------------------------------
     out["shap"] = {}
@@ -371,6 +405,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--like-for-like", action="store_true", help="also ours with quickshift")
+    ap.add_argument(
+        "--fixed-samples",
+        type=lambda v: [int(n) for n in v.split(",") if n.strip()],
+        default=[],
+        help="also ours at these sample counts, stopping rule off (e.g. 200,300,500)",
+    )
     ap.add_argument("--no-seed-lime", action="store_true", help="skip the seeds' LIME (slow)")
     ap.add_argument("--shap", action="store_true", help="also the per-layer SHAP timings")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 seeds, small models")
