@@ -66,3 +66,11 @@ def pytest_runtest_setup(item):
             "TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') is empty): "
             'gpu tests run only on a machine with a CUDA GPU and `pip install -e ".[gpu]"`'
         )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with ``slow`` tests run first (each file's own order kept): the two pytest-xdist
+    workers then share the long ones from the start, and the many short files fill the end,
+    instead of one worker finishing a long file alone while the other waits."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)

@@ -86,13 +86,13 @@ def build_small_cnn(
     return keras.Model(inp, out, name="small_cnn")
 
 
-def _bundle(model, name: str, size: int, background: np.ndarray):
+def _bundle(model, name: str, size: int, background: np.ndarray, root: Path | None = None):
     from cxr_viewer.core.bundle import write_bundle
     from cxr_viewer.core.explain.layers import default_gradcam_layer, shap_layers
     from cxr_viewer.core.preprocess import InputSpec
 
     return write_bundle(
-        Path(_TMP.name) / name,
+        root if root is not None else Path(_TMP.name) / name,
         model,
         name=name,
         class_names=["no_lesion", "lesion"],
@@ -129,30 +129,43 @@ class PhantomCase:
 
 
 @functools.lru_cache(maxsize=1)
-def phantom_classifier() -> PhantomCase:
+def phantom_classifier(shared: Path | None = None) -> PhantomCase:
     """A small CNN trained on phantoms; held-out test phantoms with their lesion masks.
 
-    The training seed is ``CXR_PHANTOM_SEED`` (default 1); the phantom sets are fixed.
+    The training seed is ``CXR_PHANTOM_SEED`` (default 1); the phantom sets are fixed. With
+    ``shared`` (a folder the test processes of one run share, see the ``phantom_case`` fixture)
+    the trained model is written there as a bundle, and a process that finds it loads it
+    instead of training again.
     """
+    import json
+
     import keras
 
+    from cxr_viewer.core.bundle import open_bundle
     from cxr_viewer.core.inference import Classifier
     from trainer.synth import make_phantoms
 
     s = PHANTOM_SIZE
-    train = make_phantoms(500, s, seed=1)
     test = make_phantoms(60, s, seed=2)
+    x = test.images[..., None].astype(np.float32)
+    seed = int(os.environ.get("CXR_PHANTOM_SEED", "1"))
+    record = shared / f"seed{seed}.json" if shared is not None else None
+    if record is not None and record.is_file():
+        acc = json.loads(record.read_text(encoding="utf-8"))["val_accuracy"]
+        clf = Classifier(open_bundle(shared / f"seed{seed}"), batch_size=16)
+        return PhantomCase(clf, x, test.labels, test.masks, acc)
+    train = make_phantoms(500, s, seed=1)
     background = make_phantoms(16, s, seed=3).images[..., None]
-    model = build_small_cnn(
-        s, seed=int(os.environ.get("CXR_PHANTOM_SEED", "1")), block_kernels=(3, 1)
-    )
+    model = build_small_cnn(s, seed=seed, block_kernels=(3, 1))
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     model.fit(train.images[..., None], train.labels, epochs=10, batch_size=32, verbose=0)
     # one more pass at learning rate 0 only refreshes the batch-norm statistics (momentum 0.8
     # lags the weights after 160 steps and leaves the inference model near chance)
     model.optimizer.learning_rate.assign(0.0)
     model.fit(train.images[..., None], train.labels, epochs=1, batch_size=32, verbose=0)
-    x = test.images[..., None].astype(np.float32)
     acc = float(np.mean(np.argmax(model.predict(x, verbose=0), axis=1) == test.labels))
-    clf = Classifier(_bundle(model, "phantom", s, background), batch_size=16)
+    root = shared / f"seed{seed}" if shared is not None else None
+    clf = Classifier(_bundle(model, "phantom", s, background, root), batch_size=16)
+    if record is not None:  # last: a process that sees it finds the bundle complete
+        record.write_text(json.dumps({"val_accuracy": acc}), encoding="utf-8")
     return PhantomCase(clf, x, test.labels, test.masks, acc)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from explain_support import _bundle, phantom_classifier
+from explain_support import _bundle
 from scipy.ndimage import distance_transform_edt
 from scipy.stats import spearmanr
 
@@ -37,9 +37,8 @@ LESION = 1
 
 
 @pytest.fixture(scope="module")
-def case():
-    pytest.importorskip("tensorflow")
-    c = phantom_classifier()
+def case(phantom_case):
+    c = phantom_case
     assert c.val_accuracy >= 0.9, "the phantom model failed to train"
     return c
 

@@ -413,16 +413,13 @@ def test_localize_command_refuses_bad_input(tmp_path, tiny_bundle, capsys):
 
 
 @pytest.mark.slow
-def test_a_model_that_localizes_beats_the_anatomy_prior_on_phantoms():
+def test_a_model_that_localizes_beats_the_anatomy_prior_on_phantoms(phantom_case):
     """The benchmark tells a localizing model from the prior: Grad-CAM of the small CNN trained
     on phantoms (its peak lands within 4 px of the lesion) against the lesions' bounding boxes,
     paired bootstrap CIs of the difference to the anatomy prior above 0."""
-    pytest.importorskip("tensorflow")
-    from explain_support import phantom_classifier
-
     from cxr_viewer.core.explain.registry import create_explainer
 
-    case = phantom_classifier()
+    case = phantom_case
     shape = case.masks.shape[1:]
     boxes = []
     for i in case.positives:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from explain_support import phantom_classifier, tiny_classifier
+from explain_support import tiny_classifier
 from scipy.ndimage import distance_transform_edt
 
 from cxr_viewer.core.errors import Cancelled, ExplainError
@@ -29,7 +29,7 @@ def image():
 
 
 @pytest.mark.slow
-def test_occlusion_peak_lands_on_the_lesion():
+def test_occlusion_peak_lands_on_the_lesion(phantom_case):
     """Pointing game on the 30 positive test phantoms, default 6-px patch at stride 2.
 
     Measured at training seed 1 (hit rate within 4 px / strictly inside): patch 6 stride 2
@@ -38,7 +38,7 @@ def test_occlusion_peak_lands_on_the_lesion():
     brighter than the lung, raises the lesion probability elsewhere by up to 0.4; a black
     square (fill 0) is worse still (0.20): the square reads as a lesion.
     """
-    case = phantom_classifier()
+    case = phantom_case
     assert case.val_accuracy >= 0.9, "the phantom model failed to train"
     explainer = create_explainer("occlusion", case.classifier, {"stride": 2})
     dist = []

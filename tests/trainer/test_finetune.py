@@ -1,10 +1,11 @@
-"""Fine-tuning a pretrained backbone in two phases, resuming bit for bit, and the
+"""Fine-tuning a pretrained backbone in two phases (resuming: test_finetune_resume.py), and the
 "imagenet" weights option offline."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from finetune_support import mobilenet_config, write_mobilenet_weights
 
 from cxr_viewer.core.errors import TrainingError
 from trainer.config import load_config
@@ -14,40 +15,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def mobilenet_weights(tmp_path_factory):
-    """No-top MobileNet (alpha 0.25) weights in the legacy Keras 2 .h5 layout that Keras
-    Applications publishes, written with tf_keras from a seeded random model."""
-    import tf_keras
-
-    tf_keras.utils.set_random_seed(3)
-    base = tf_keras.applications.MobileNet(
-        alpha=0.25, include_top=False, weights=None, input_shape=(32, 32, 3)
-    )
-    path = tmp_path_factory.mktemp("weights") / "mobilenet_2_5_32_tf_no_top.h5"
-    base.save_weights(str(path))
-    return path, base.get_weights()
-
-
-def _mobilenet_config(csv, weights, **over):
-    values = {
-        "data.format": "csv",
-        "data.root": str(csv),
-        "data.class_names": ["no_lesion", "lesion"],
-        "model.architecture": "mobilenet",
-        "model.alpha": 0.25,
-        "model.input_size": 32,
-        "model.channels": 1,
-        "model.weights": str(weights),
-        "model.dense_units": 8,
-        "augment.enabled": True,
-        "train.head_epochs": 2,
-        "train.epochs": 2,
-        "train.batch_size": 16,
-        "train.verbose": 0,
-        "train.tensorboard": False,
-        "export.background_size": 4,
-    }
-    values.update(over)
-    return load_config(None, values)
+    return write_mobilenet_weights(tmp_path_factory.mktemp("weights"))
 
 
 def _backbone_weights(model):
@@ -57,13 +25,9 @@ def _backbone_weights(model):
     return [w for layer in model.layers if not is_head_layer(layer) for w in layer.get_weights()]
 
 
-def test_two_phases_load_local_weights_fine_tune_and_resume_bit_for_bit(
+def test_two_phases_load_local_weights_then_fine_tune(
     phantom_csv_small, mobilenet_weights, tmp_path
 ):
-    """Phase 1 trains the head on the file's backbone, phase 2 fine-tunes the backbone; a run
-    killed mid-epoch in phase 2 (augmentation and dropout on) and run again ends with the
-    uninterrupted run's history and weights, bit for bit: the data order, augmentation and
-    dropout draws are the same."""
     import keras
 
     from trainer.data import prepare_data
@@ -74,14 +38,12 @@ def test_two_phases_load_local_weights_fine_tune_and_resume_bit_for_bit(
     # BatchNorm trains here: the file's random "pretrained" weights have no real BatchNorm
     # statistics, so in inference mode every ReLU6 saturates and no gradient flows (frozen
     # BatchNorm is checked on its own below)
-    cfg = _mobilenet_config(
-        phantom_csv_small, path, **{"train.learning_rate": 0.01, "train.freeze_batchnorm": False,
-                                    "train.head_epochs": 1, "train.epochs": 2,
-                                    "model.dropout": 0.5}
-    )  # fmt: skip
+    cfg = mobilenet_config(
+        phantom_csv_small, path, **{"train.learning_rate": 0.01, "train.freeze_batchnorm": False}
+    )
     # the resolved config records the fine-tuning rate really used (learning_rate / 10)
     assert cfg.train.fine_tune_learning_rate == pytest.approx(0.001)
-    run = tmp_path / "a"
+    run = tmp_path / "run"
     data = prepare_data(cfg, run, progress=False)
     model = build_model(cfg.model, data.spec, 2, seed=cfg.seed)
     # grey in, repeated to RGB inside the model; the file's weights are loaded
@@ -102,9 +64,9 @@ def test_two_phases_load_local_weights_fine_tune_and_resume_bit_for_bit(
         def on_epoch_end(self, epoch, logs=None):  # the returned model is the *best* epoch's
             Snapshot.after_fine_tune = [w.copy() for w in self.model.get_weights()]
 
-    result = train_model(cfg, data, run, extra_callbacks=[Snapshot()])
-    whole = result.model.get_weights()
-    assert list(read_history(run / "history.csv")["epoch"]) == [0, 1, 2]
+    snap = Snapshot()
+    result = train_model(cfg, data, run, extra_callbacks=[snap])
+    assert list(read_history(run / "history.csv")["epoch"]) == [0, 1, 2, 3]
     # finished: the phase marker is gone, and running again reuses the model
     assert not (run / "checkpoints" / "head.weights.h5").exists()
     assert train_model(cfg, data, run).resumed_from == -1
@@ -120,28 +82,6 @@ def test_two_phases_load_local_weights_fine_tune_and_resume_bit_for_bit(
     convs = [n for n in backbone_names if n.endswith("kernel")]
     assert convs and all(not np.array_equal(final[n], head_phase[n]) for n in convs)
 
-    # the same run again, killed in its last (second fine-tuning) epoch, then resumed
-    class Kill(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if self.epoch == 2 and batch == 1:
-                raise KeyboardInterrupt("killed mid-epoch 3")
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-
-    data_b = prepare_data(cfg, tmp_path / "b", progress=False)
-    with pytest.raises(KeyboardInterrupt):
-        train_model(cfg, data_b, tmp_path / "b", extra_callbacks=[Kill()])
-    assert list(read_history(tmp_path / "b" / "history.csv")["epoch"]) == [0, 1]
-    resumed = train_model(cfg, data_b, tmp_path / "b")
-    assert resumed.resumed_from == 2
-    hist_a = read_history(run / "history.csv")
-    hist_b = read_history(tmp_path / "b" / "history.csv")
-    assert list(hist_b["epoch"]) == [0, 1, 2]
-    np.testing.assert_array_equal(hist_a["loss"].to_numpy(), hist_b["loss"].to_numpy())
-    for a, b in zip(whole, resumed.model.get_weights(), strict=True):
-        np.testing.assert_array_equal(a, b)
-
 
 def test_fine_tune_phase_can_keep_batchnorm_frozen(mobilenet_weights):
     from keras import layers
@@ -149,7 +89,7 @@ def test_fine_tune_phase_can_keep_batchnorm_frozen(mobilenet_weights):
     from cxr_viewer.core.preprocess import InputSpec
     from trainer.models import build_model, is_head_layer, set_trainable
 
-    cfg = _mobilenet_config("unused.csv", mobilenet_weights[0], **{"model.fine_tune_from": 3})
+    cfg = mobilenet_config("unused.csv", mobilenet_weights[0], **{"model.fine_tune_from": 3})
     model = build_model(cfg.model, InputSpec(32, 32, 1, "symmetric"), 2)
     set_trainable(model, cfg.model, phase="head")
     assert {layer.name for layer in model.layers if layer.trainable} == {
