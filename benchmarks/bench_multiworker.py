@@ -1,7 +1,8 @@
 """Multi-worker training vs one worker, on the same tiny phantom config, in one run.
 
-Runs ``cxr-train train`` on synthetic phantoms (the two-worker test's config: 60 phantoms,
-32 px, one residual block, 2 epochs, ``batch_size`` 8 per worker) three ways:
+Runs ``cxr-train train`` on synthetic phantoms (``trainer/configs/phantoms_tiny.toml``, as the
+two-worker test does: 60 phantoms, 32 px, one block, 2 epochs, ``batch_size`` 8 per worker)
+three ways:
 
 1. ``none``: one process, no strategy (the baseline);
 2. ``multiworker`` × 1: MultiWorkerMirroredStrategy with a one-worker ``TF_CONFIG``;
@@ -44,45 +45,28 @@ def _ports(n: int) -> list[int]:
     return ports
 
 
-def _config(path: Path, csv: Path, epochs: int, distribute: str) -> Path:
-    path.write_text(
-        f"""
-[data]
-format = "csv"
-root = "{csv.as_posix()}"
-class_names = ["no_lesion", "lesion"]
-workers = 1
-[model]
-input_size = 32
-blocks = 1
-init_filters = 8
-dense_units = 8
-[augment]
-enabled = false
-[train]
-epochs = {epochs}
-patience = {epochs}
-batch_size = 8
-verbose = 0
-tensorboard = false
-distribute = "{distribute}"
-[evaluate]
-pixel_baseline = false
-[export]
-background_size = 4
-""",
-        encoding="utf-8",
-    )
-    return path
+#: the shipped tiny phantom config (the two-worker test runs it too)
+TINY_CONFIG = ROOT / "trainer" / "configs" / "phantoms_tiny.toml"
 
 
-def _run(config: Path, out: Path, workers: int) -> tuple[float, float]:
+def _overrides(csv: Path, epochs: int, distribute: str) -> list[str]:
+    """``--set`` arguments that point TINY_CONFIG at ``csv`` with this many epochs and strategy."""
+    values = {
+        "data.root": json.dumps(csv.as_posix()),
+        "train.epochs": str(epochs),
+        "train.patience": str(epochs),
+        "train.distribute": json.dumps(distribute),
+    }
+    return [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
+
+
+def _run(overrides: list[str], out: Path, workers: int) -> tuple[float, float]:
     """(wall seconds of the slowest process, fit seconds of the chief)."""
     addresses = [f"localhost:{p}" for p in _ports(workers)]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    cmd = [sys.executable, "-m", "trainer.cli", "train", "--config", str(config)]
-    cmd += ["--out", str(out), "--quiet"]
+    cmd = [sys.executable, "-m", "trainer.cli", "train", "--config", str(TINY_CONFIG)]
+    cmd += ["--out", str(out), "--quiet", *overrides]
     procs = []
     t0 = time.perf_counter()
     for i in range(workers if workers > 0 else 1):
@@ -124,8 +108,8 @@ def main() -> int:
             ("multiworker, 1 worker", "multiworker", 1),
             ("multiworker, 2 workers", "multiworker", 2),
         ):
-            config = _config(tmp_path / f"{distribute}{workers}.toml", csv, args.epochs, distribute)
-            wall, fit = _run(config, tmp_path / f"run{workers}", workers)
+            overrides = _overrides(csv, args.epochs, distribute)
+            wall, fit = _run(overrides, tmp_path / f"run{workers}", workers)
             rows.append((label, wall, fit))
             print(f"{label:28s} wall {wall:6.1f} s   fit {fit:6.1f} s", flush=True)
     base_wall, base_fit = rows[0][1], rows[0][2]

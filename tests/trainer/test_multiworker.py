@@ -99,44 +99,18 @@ def _free_ports(n):
             s.close()
 
 
-def _write_config(path: Path, csv: Path) -> Path:
-    path.write_text(
-        f"""
-[data]
-format = "csv"
-root = "{csv.as_posix()}"
-class_names = ["no_lesion", "lesion"]
-workers = 1
-[model]
-input_size = 32
-blocks = 1
-init_filters = 8
-dense_units = 8
-[augment]
-enabled = false
-[train]
-epochs = 2
-batch_size = 8
-verbose = 0
-tensorboard = false
-distribute = "multiworker"
-worker_timeout = 240.0
-[evaluate]
-pixel_baseline = false
-[export]
-background_size = 4
-""",
-        encoding="utf-8",
-    )
-    return path
+#: the shipped tiny phantom config, run on several workers (``_start_worker`` adds the rest)
+TINY_CONFIG = ROOT / "trainer" / "configs" / "phantoms_tiny.toml"
 
 
-def _start_worker(config: Path, out: Path, tf_config: str, log: Path, *extra: str):
+def _start_worker(csv: Path, out: Path, tf_config: str, log: Path, *extra: str):
     # TMPDIR: a worker killed by the test leaves its temporary folder in the test's folder
     env = dict(os.environ, TF_CONFIG=tf_config, CUDA_VISIBLE_DEVICES="", TMPDIR=str(log.parent))
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    cmd = [sys.executable, "-m", "trainer.cli", "train", "--config", str(config)]
-    cmd += ["--out", str(out), "--quiet", *extra]
+    cmd = [sys.executable, "-m", "trainer.cli", "train", "--config", str(TINY_CONFIG)]
+    cmd += ["--out", str(out), "--quiet", "--set", f"data.root={json.dumps(str(csv))}"]
+    cmd += ["--set", 'train.distribute="multiworker"', "--set", "train.worker_timeout=240.0"]
+    cmd += list(extra)
     fh = open(log, "wb")  # noqa: SIM115 - closed by _finish
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
     proc.log_file = fh  # type: ignore[attr-defined]
@@ -167,12 +141,16 @@ def _finish(procs, deadline, stop_when=None):
 
 @pytest.mark.slow
 def test_an_unreachable_worker_is_named_after_the_timeout(phantom_csv_small, tmp_path):
-    config = _write_config(tmp_path / "tiny.toml", phantom_csv_small)
     addresses = [f"localhost:{p}" for p in _free_ports(2)]
     log = tmp_path / "chief.log"
     # only the chief starts; worker 1 never does
     proc = _start_worker(
-        config, tmp_path / "run", _tf_config(addresses, 0), log, "--set", "train.worker_timeout=3"
+        phantom_csv_small,
+        tmp_path / "run",
+        _tf_config(addresses, 0),
+        log,
+        "--set",
+        "train.worker_timeout=3",
     )
     _finish([proc], time.monotonic() + SUBPROCESS_TIMEOUT)
     text = log.read_text(errors="replace")
@@ -191,16 +169,19 @@ def test_two_workers_killed_mid_run_resume_and_the_chief_exports_a_loadable_bund
     from cxr_viewer.core.bundle import open_bundle
     from cxr_viewer.core.inference import load_classifier
 
-    config = _write_config(tmp_path / "tiny.toml", phantom_csv_small)
-    text = config.read_text().replace("epochs = 2", "epochs = 6\npatience = 6")
-    config.write_text(text)
     run = tmp_path / "run"
     meta = run / "checkpoints" / "backup" / "training_metadata.json"
 
     def start(tag):
         addresses = [f"localhost:{p}" for p in _free_ports(2)]
         return [
-            _start_worker(config, run, _tf_config(addresses, i), tmp_path / f"{tag}{i}.log")
+            _start_worker(
+                phantom_csv_small,
+                run,
+                _tf_config(addresses, i),
+                tmp_path / f"{tag}{i}.log",
+                *("--set", "train.epochs=6", "--set", "train.patience=6"),
+            )
             for i in range(2)
         ]
 
