@@ -98,6 +98,29 @@ def test_auto_keeps_tf_over_a_verified_but_much_slower_candidate():
     assert choice.as_dict()["path"] == "tf" and choice.timing_seconds > 0
 
 
+def test_the_comparison_runs_its_minimum_rounds_even_past_its_budget():
+    """A big model's calls outlast the budget after one round: the comparison still times
+    every path MIN_COMPARE_ROUNDS times (interleaved), so one noisy call cannot pick the path."""
+    calls: dict[str, int] = {"tf": 0, "other": 0}
+
+    def counted(name):
+        def fn(x: np.ndarray) -> np.ndarray:
+            calls[name] += 1
+            return _model(x)
+
+        return ForwardCandidate(name, fn)
+
+    cands = {"tf": counted("tf"), "other": counted("other")}
+    x = _timing_inputs(4)
+    forward.interleaved_rates(cands, x, [4], 0.0, "tf", forward.MIN_COMPARE_ROUNDS)
+    # one warm call each, then one timed call per round
+    assert calls == {"tf": 1 + forward.MIN_COMPARE_ROUNDS, "other": 1 + forward.MIN_COMPARE_ROUNDS}
+    calls.update(tf=0, other=0)
+    forward.interleaved_rates(cands, x, [4], 0.0, "tf")
+    assert calls == {"tf": 2, "other": 2}
+    assert 1 < forward.MIN_COMPARE_ROUNDS <= forward.MAX_ROUNDS
+
+
 def test_auto_tries_only_the_auto_paths_and_a_forced_path_may_be_any():
     built = []
 
