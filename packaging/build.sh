@@ -3,6 +3,7 @@
 #
 #   bash packaging/build.sh               install the packaging extra, build, print time and size
 #   bash packaging/build.sh --self-test   ... then run the frozen app's self-test
+#   bash packaging/build.sh --archive     ... and pack dist/cxr-viewer-<os>-<arch>.tar.gz (the download)
 #
 # CXR_SKIP_INSTALL=1 skips the `pip install` step (the environment is already set up).
 # CXR_TF_CPU=0 keeps the environment's `tensorflow` wheel in a Linux build without CUDA wheels
@@ -11,6 +12,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=python
+self_test=0
+archive=0
+for arg in "$@"; do
+    case "$arg" in
+        --self-test) self_test=1 ;;
+        --archive) archive=1 ;;
+        *) echo "unknown option: $arg (use --self-test and/or --archive)" >&2; exit 2 ;;
+    esac
+done
 
 if [[ "${CXR_SKIP_INSTALL:-0}" != 1 ]]; then
     python -m pip install -q -e ".[packaging]"
@@ -50,6 +60,12 @@ start=$(date +%s)
 end=$(date +%s)
 echo "built dist/cxr-viewer in $((end - start)) s, size $(du -sh dist/cxr-viewer | cut -f1)"
 
-if [[ "${1:-}" == "--self-test" ]]; then
+if [[ "$self_test" == 1 ]]; then
     dist/cxr-viewer/cxr-viewer --self-test --report dist/selftest.json
+fi
+if [[ "$archive" == 1 ]]; then
+    name="cxr-viewer-$(uname -s | tr '[:upper:]' '[:lower:]')-$(uname -m).tar.gz"
+    tar -czf "dist/$name" -C dist cxr-viewer
+    echo "archived dist/$name, $(du -b "dist/$name" | cut -f1) bytes" \
+        "(the folder: $(du -sb dist/cxr-viewer | cut -f1) bytes)"
 fi
