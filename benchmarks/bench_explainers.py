@@ -16,7 +16,8 @@ and its stability figures describe LIME on a random network, not a trained one).
 film in resources/samples. Explained class: the predicted one. Printed per model:
 
 * the forward path the classifier chose (its ``forward_path`` attribute when the faster
-  forward path is present, else "tf.function") and its batch size;
+  forward path is present, else "tf.function") and its batch size, with the images/s each
+  path measured at load (why it was chosen; nothing when the choice was remembered);
 * Grad-CAM (default layer) time vs one plain compiled prediction (median of ``--repeats``);
 * LIME as the seeds ran it — ``LimeImageExplainer(kernel_width=1.75,
   feature_selection="lasso_path").explain_instance(..., num_samples=1000, batch_size=10)``
@@ -305,6 +306,9 @@ def _bench_model(name: str, root: Path, args, image_path: Path) -> dict:
         "target_class": clf.class_names[target],
         "probability": float(probs[target]),
     }
+    choice = getattr(clf, "forward_choice", None)
+    if choice is not None and choice.throughput:
+        out["forward_throughput"] = choice.as_dict()["throughput"]
     print(
         f"\n=== {name}: {out['model']} ({clf.device}, input {x.shape[0]}x{x.shape[1]}x"
         f"{x.shape[2]})\nforward path: {out['forward_path']}"
@@ -312,6 +316,14 @@ def _bench_model(name: str, root: Path, args, image_path: Path) -> dict:
         f"class {out['target_class']} p={out['probability']:.3f}",
         flush=True,
     )
+    if "forward_throughput" in out:
+        # why this path: images/s per path and batch as measured at load (a path other than
+        # tf.function must be 1.1x faster to be chosen)
+        rates = "; ".join(
+            f"{path} " + ", ".join(f"b{b} {r:.0f}" for b, r in per.items())
+            for path, per in out["forward_throughput"].items()
+        )
+        print(f"forward paths measured at load (images/s): {rates}", flush=True)
 
     # --- Grad-CAM vs one prediction ---------------------------------------------------------
     gc = create_explainer("gradcam", clf)
