@@ -273,8 +273,9 @@ def interleaved_rates(
 
     One warm call each, then rounds of one timed call per (candidate, size) — interleaved, so
     a burst of load from other programs slows every candidate alike — while ``budget_s`` lasts
-    (``min_rounds`` at least, :data:`MAX_ROUNDS` at most). The fastest call counts, not the mean (other programs only ever slow a call down). After the
-    first round, a candidate 3× slower than ``reference`` is not timed again (it cannot win).
+    (``min_rounds`` at least, :data:`MAX_ROUNDS` at most). The fastest call counts, not the
+    mean (other programs only ever slow a call down). After the first round, a candidate 3×
+    slower than ``reference`` is not timed again (it cannot win).
     """
     for cand in candidates.values():
         for b in sizes:

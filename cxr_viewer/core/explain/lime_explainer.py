@@ -48,11 +48,11 @@ the earliest stop is at 737 samples). The floor is there because the split-half 
 optimistic on clean models: with a floor of 200 the benchmark's 128-px CNN stopped at 301
 samples with a seed-to-seed ρ of 0.990, below the 0.995 of lime's 1000 coin-flip samples; at
 737 it reaches 0.996 (benchmarks/bench_explainers.py, 5 seeds). The first maps still come
-after ~50 samples. The segmentation is SLIC
-(default) or quickshift (the seeds' choice, with lime's ``explain_instance`` parameters). SLIC
-stays the default: its compact superpixels follow the image at any input size, where
-quickshift's parameters are lime's choices for ~224-px images (on the 64-px phantoms of the
-tests its top superpixel hits the lesion less often).
+after ~50 samples. The segmentation is SLIC (default) or quickshift (the seeds' choice, with
+lime's ``explain_instance`` parameters). SLIC stays the default: its compact superpixels
+follow the image at any input size, where quickshift's parameters are lime's choices for
+~224-px images (on the 64-px phantoms of the tests its top superpixel hits the lesion less
+often).
 """
 
 from __future__ import annotations
