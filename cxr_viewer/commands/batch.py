@@ -23,6 +23,7 @@ of Ray workers instead (:mod:`cxr_viewer.commands.batch_ray`); the output is the
 from __future__ import annotations
 
 import argparse
+import io
 import signal
 import sys
 import threading
@@ -35,9 +36,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from cxr_viewer.core.atomic import is_disk_full, write_error
 from cxr_viewer.core.errors import CxrError
 
-from .batch_output import OutputWriter, content_hash, prepare_out_dir, printable
+from .batch_output import (
+    CSV_NAME,
+    JOURNAL_NAME,
+    OutputWriter,
+    content_hash,
+    prepare_out_dir,
+    printable,
+)
 
 if TYPE_CHECKING:
     from cxr_viewer.core.io.folder import Listing
@@ -184,8 +193,9 @@ def _tag(method: str) -> str:
 
 
 def _write_map(path: Path, ctx: BatchContext, study, hm) -> None:
-    with open(path, "wb") as fh:
-        np.save(fh, hm.values.astype(np.float32), allow_pickle=False)
+    buf = io.BytesIO()  # numpy's own file write reports a full disk without its errno
+    np.save(buf, hm.values.astype(np.float32), allow_pickle=False)
+    path.write_bytes(buf.getvalue())
 
 
 def _write_overlay(path: Path, ctx: BatchContext, study, hm) -> None:
@@ -251,6 +261,8 @@ def _describe_failure(exc: BaseException) -> str:
         return printable(exc)
     if isinstance(exc, MemoryError):
         return "there is not enough memory to process this file"
+    if isinstance(exc, OSError) and exc.filename and is_disk_full(exc):
+        return printable(write_error(exc.filename, exc))  # one line: file, free space, what to do
     if isinstance(exc, OSError):
         where = f" {printable(exc.filename)}" if exc.filename else ""
         return f"cannot read or write{where}: {exc.strerror or exc}"
@@ -463,11 +475,11 @@ def run(args: argparse.Namespace) -> int:
         ctx.stop.set()
     except OSError as exc:  # the journal itself cannot be written (disk full, ...)
         writer.abandon()
-        return fail(CxrError(f"Cannot write the results to {out_dir}", str(exc)), 1)
+        return fail(write_error(exc.filename or out_dir / JOURNAL_NAME, exc), 1)
     try:
         csv_path = writer.close()
     except OSError as exc:
-        return fail(CxrError(f"Cannot write {out_dir / 'predictions.csv'}", str(exc)), 1)
+        return fail(write_error(out_dir / CSV_NAME, exc), 1)
     if ctx.stop.is_set():
         print(
             f"cxr-viewer batch: interrupted after {n_done} of {len(listing.files)} files; "

@@ -26,6 +26,7 @@ from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
+from cxr_viewer.core.atomic import OUTPUT_FILE_MODE, TMP_PREFIX, atomic_write
 from cxr_viewer.core.errors import CxrError
 
 CSV_NAME = "predictions.csv"
@@ -36,7 +37,7 @@ DONE_STATUS = "ok"
 #: Longest stem (UTF-8 bytes) of an output name; with the method and suffix it stays far
 #: below the 255-byte limit of common file systems.
 MAX_STEM_BYTES = 120
-_TMP_PREFIX = ".cxr-tmp-"
+_TMP_PREFIX = TMP_PREFIX
 
 
 def printable(text: object) -> str:
@@ -139,16 +140,10 @@ def save_output(
     """Write one output file ``out_dir/name`` atomically and record ``name`` in ``row[column]``.
 
     ``write(path)`` writes the content to ``path`` (a temporary file in ``out_dir``); it is
-    renamed to ``name`` only when complete. OSError propagates to the caller.
+    synced and renamed to ``name`` only when complete, mode ``0600``
+    (:func:`~cxr_viewer.core.atomic.atomic_write`). OSError propagates to the caller.
     """
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=_TMP_PREFIX, suffix=Path(name).suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, out_dir / name)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(out_dir / name, write)
     row[column] = name
     return out_dir / name
 
@@ -207,7 +202,9 @@ class OutputWriter:
                 self._kept[row["file"]] = row
                 self._used.update(v.casefold() for v in self._outputs_of(row))
         self._journal_path = out_dir / JOURNAL_NAME
-        self._journal = open(self._journal_path, "w", encoding="utf-8", newline="")
+        fd = os.open(self._journal_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OUTPUT_FILE_MODE)
+        os.chmod(self._journal_path, OUTPUT_FILE_MODE)  # an older journal kept its own mode
+        self._journal = open(fd, "w", encoding="utf-8", newline="")
         self._csv = csv.DictWriter(self._journal, fieldnames=self.columns, restval="")
         self._csv.writeheader()
         self._new: dict[str, dict[str, Any]] = {}

@@ -36,9 +36,17 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from cxr_viewer.core.atomic import write_error
 from cxr_viewer.core.errors import CxrError
 
-from .batch_output import OutputWriter, content_hash, printable, save_output
+from .batch_output import (
+    CSV_NAME,
+    JOURNAL_NAME,
+    OutputWriter,
+    content_hash,
+    printable,
+    save_output,
+)
 
 #: How often a file is tried again after its worker process died (then it is an error row).
 TASK_RETRIES = 2
@@ -299,7 +307,7 @@ def run_ray(args: argparse.Namespace) -> int:
     except OSError as exc:  # the journal itself cannot be written (disk full, ...)
         writer.abandon()
         _stop_ray(ray, started)
-        return fail(CxrError(f"Cannot write the results to {out_dir}", str(exc)), 1)
+        return fail(write_error(exc.filename or out_dir / JOURNAL_NAME, exc), 1)
     if not interrupted:
         lost = [it for it in items if printable(os.fsdecode(it["path"])) not in arrived]
         for it in lost:
@@ -316,7 +324,7 @@ def run_ray(args: argparse.Namespace) -> int:
     try:
         csv_path = writer.close(order)
     except OSError as exc:
-        return fail(CxrError(f"Cannot write {out_dir / 'predictions.csv'}", str(exc)), 1)
+        return fail(write_error(out_dir / CSV_NAME, exc), 1)
     total = len(listing.files) + len(listing.skipped)
     if interrupted:
         print(

@@ -23,9 +23,12 @@ is a clear :class:`~cxr_viewer.core.errors.DicomExportError`.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cxr_viewer import __version__
+from cxr_viewer.core.atomic import atomic_write_bytes, write_error
 from cxr_viewer.core.errors import DicomExportError
 from cxr_viewer.core.explain.registry import EXPLAINERS
 from cxr_viewer.core.study import Study
@@ -745,15 +749,41 @@ def _export(
 
 
 def _save(ds: Dataset, path: Path) -> Path:
+    """Write ``ds`` to ``path`` atomically (:func:`~cxr_viewer.core.atomic.atomic_write`).
+
+    The data set is encoded in memory first, so a write error is the OS's own (pydicom wraps
+    one raised inside its writer, traceback included, in a new message) and a killed process
+    never leaves a short file under ``path``.
+    """
+    buf = BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
     try:
-        ds.save_as(path, enforce_file_format=True)
+        atomic_write_bytes(path, buf.getvalue())
     except OSError as exc:
-        raise DicomExportError(
-            f"Cannot write {path.name}",
-            f"the file cannot be written ({exc.strerror or exc})",
-            "Choose a folder you can write to, with free space.",
-        ) from exc
+        raise write_error(path, exc, DicomExportError) from exc
     return path
+
+
+#: A UID as DICOM PS3.5 §9.1 defines it: dot-separated numbers without leading zeros, at most
+#: 64 characters. Only such a UID is used as a file name as it is.
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+
+
+def instance_file_name(uid: object, suffix: str = ".dcm") -> str:
+    """A safe file name for a received instance, unique per ``uid`` (a SOP Instance UID).
+
+    A valid UID is its own name (digits and dots only: safe on every file system, and two
+    UIDs never share a name). Anything else — ``1.2.3/4``, ``../x``, an empty value — becomes
+    its letters, digits and ``._`` (the rest ``_``, at most 64) plus ``-`` and 16 hex digits
+    of the raw value's SHA-256: ``1.2.3/4`` and ``1.2.3_4`` get different names, and none
+    can equal a valid UID's (a UID has no ``-``).
+    """
+    raw = "" if uid is None else str(uid)
+    if len(raw) <= 64 and _UID.fullmatch(raw):
+        return raw + suffix
+    digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    safe = re.sub(r"[^0-9A-Za-z._]", "_", raw)[:64].strip(".") or "instance"
+    return f"{safe}-{digest}{suffix}"
 
 
 def validate_with_dciodvfy(path: str | Path, timeout: float = 60.0) -> list[str] | None:
