@@ -42,6 +42,7 @@ from cxr_viewer.core.errors import CxrError
 from .batch_output import (
     CSV_NAME,
     JOURNAL_NAME,
+    OutDirLock,
     OutputWriter,
     content_hash,
     prepare_out_dir,
@@ -409,7 +410,23 @@ def _output_writer(args: argparse.Namespace, out_dir: Path, cols: list[str]) -> 
 
 
 def run(args: argparse.Namespace) -> int:
+    """The batch, either engine, with ``--out`` locked for the whole run (see
+    :class:`~cxr_viewer.commands.batch_output.OutDirLock`): a second run into the same folder
+    is refused with exit status 2 instead of deleting the first one's files and rows."""
+    try:
+        lock = OutDirLock.acquire(Path(args.out))
+    except CxrError as exc:
+        print(f"cxr-viewer batch: {_describe_failure(exc)}", file=sys.stderr)
+        return 2
+    with lock:
+        if getattr(args, "engine", "local") == "ray":
+            from .batch_ray import run_ray
 
+            return run_ray(args)
+        return _run_local(args)
+
+
+def _run_local(args: argparse.Namespace) -> int:
     def say(msg: str) -> None:
         if not args.quiet:
             print(printable(msg), file=sys.stderr, flush=True)
@@ -418,10 +435,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"cxr-viewer batch: {_describe_failure(exc)}", file=sys.stderr)
         return code
 
-    if getattr(args, "engine", "local") == "ray":
-        from .batch_ray import run_ray
-
-        return run_ray(args)
     out_dir = Path(args.out)
     try:
         if getattr(args, "address", None) or getattr(args, "workers", None):

@@ -21,7 +21,9 @@ import hashlib
 import io
 import os
 import re
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ from cxr_viewer.core.errors import CxrError
 
 CSV_NAME = "predictions.csv"
 JOURNAL_NAME = CSV_NAME + ".partial"
+#: The lock file of a running batch (:class:`OutDirLock`); never an output.
+LOCK_NAME = ".cxr-batch.lock"
 #: Row statuses. A row whose status is ``ok`` is done: ``--resume`` skips its file when the
 #: path and the content hash are unchanged; every other row is tried again.
 DONE_STATUS = "ok"
@@ -105,7 +109,7 @@ def prepare_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
             f"Cannot write to {out_dir}", "it is a file, not a folder.", "Choose a folder."
         )
     try:
-        busy = out_dir.is_dir() and any(out_dir.iterdir())
+        busy = out_dir.is_dir() and any(p.name != LOCK_NAME for p in out_dir.iterdir())
     except OSError as exc:
         raise CxrError(
             f"Cannot use the output folder {out_dir}",
@@ -132,6 +136,113 @@ def prepare_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
             f"{exc.strerror or exc}.",
             "Choose a folder you can write to (--out), or fix its permissions.",
         ) from exc
+
+
+class OutDirLock:
+    """An exclusive OS lock on ``--out``, held for a whole run (both engines).
+
+    The lock is ``flock`` (POSIX; ``msvcrt.locking`` on Windows) on the file
+    :data:`LOCK_NAME` in the folder, which records the holder's pid and start time for the
+    message a second run gets. The OS drops the lock when the process ends, however it ends,
+    so a killed run never leaves the folder locked. :meth:`release` deletes the file while
+    still holding the lock; :meth:`acquire` checks that the file it locked is still the one
+    in the folder, so a run that raced a release cannot share the folder with a third one.
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, out_dir: Path) -> OutDirLock:
+        """Lock ``out_dir`` (created if needed) or raise :class:`CxrError` saying who holds it."""
+        if out_dir.exists() and not out_dir.is_dir():
+            raise CxrError(
+                f"Cannot write to {out_dir}", "it is a file, not a folder.", "Choose a folder."
+            )
+        path = out_dir / LOCK_NAME
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for _ in range(100):
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, OUTPUT_FILE_MODE)
+                if not _try_lock(fd):
+                    holder = _read_holder(fd)
+                    os.close(fd)
+                    raise CxrError(
+                        f"Another batch is writing to {out_dir} ({holder})",
+                        "two runs into one output folder would overwrite each other's files "
+                        "and rows.",
+                        "Wait for it to finish or choose another --out.",
+                    )
+                try:
+                    same = os.path.samestat(os.fstat(fd), os.stat(path))
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()} {started}\n".encode())
+                    return cls(path, fd)
+                os.close(fd)  # the holder released (deleted) it meanwhile: lock the new one
+        except OSError as exc:
+            raise CxrError(
+                f"Cannot write to the output folder {out_dir}",
+                f"{exc.strerror or exc}.",
+                "Choose a folder you can write to (--out), or fix its permissions.",
+            ) from exc
+        raise CxrError(f"Cannot lock the output folder {out_dir}", "it kept changing.")
+
+    def release(self) -> None:
+        """Delete the lock file and drop the lock (idempotent)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        if os.name == "posix":
+            self.path.unlink(missing_ok=True)  # while still locked: see the class docstring
+            os.close(fd)
+        else:  # Windows cannot delete an open file
+            os.close(fd)
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+    def __enter__(self) -> OutDirLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _try_lock(fd: int) -> bool:
+    """Take an exclusive lock on ``fd`` without waiting; False when another process holds it."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _read_holder(fd: int) -> str:
+    """ "pid N, started T" from a lock file (what the holder wrote), or what is known."""
+    try:
+        text = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+    except (OSError, AttributeError):  # no pread on Windows
+        text = ""
+    pid, _, started = text.partition(" ")
+    if not pid.isdigit():
+        return "pid unknown"
+    return f"pid {pid}, started {started}" if started else f"pid {pid}"
 
 
 def save_output(

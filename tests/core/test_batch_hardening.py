@@ -12,7 +12,9 @@ import csv
 import errno
 import os
 import signal
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -259,3 +261,83 @@ def test_unique_stems_are_short_readable_and_case_insensitive(tmp_path):
     assert writer.unique_stem("!!!.png", ends) == "image"
     assert writer.unique_stem("d/e/f.dcm", ends) == "d__e__f"
     writer.abandon()
+
+
+def _wait_for(predicate, proc, what, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, f"the first run ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} in {timeout:.0f} s"
+        time.sleep(0.02)
+
+
+def test_a_second_run_into_the_same_out_is_refused_while_the_first_runs(
+    tmp_path, bundle_root, capsys
+):
+    """Two batches into one --out (issue 26 item 8; before: run B deleted run A's temporary
+    file and A's rows vanished while both exited 0). Now B is refused at once with A's pid
+    and exit status 2, and A's results are whole."""
+    src_a, src_b = tmp_path / "a", tmp_path / "b"
+    for i in range(6):
+        _png(src_a / f"a{i}.png", i)
+        _png(src_b / f"b{i}.png", 10 + i)
+    out = tmp_path / "out"
+    lock = out / batch_output.LOCK_NAME
+    run_a = subprocess.Popen(
+        [sys.executable, "-m", "cxr_viewer", "batch", str(src_a), "--model", str(bundle_root)]
+        + ["--out", str(out), "--explain", "gradcam", "--no-trust", "--quiet"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(
+            lambda: lock.is_file() and lock.read_text().startswith(f"{run_a.pid} "),
+            run_a,
+            "lock",
+        )
+        capsys.readouterr()
+        assert _run(src_b, out, bundle_root) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(
+            f"cxr-viewer batch: Another batch is writing to {out} (pid {run_a.pid}, started "
+        )
+        assert err.endswith("Wait for it to finish or choose another --out.") and "\n" not in err
+        _, a_err = run_a.communicate(timeout=300)
+    finally:
+        run_a.kill()
+        run_a.wait()
+    assert run_a.returncode == 0, a_err
+    rows = _by_name(_rows(out))
+    assert sorted(rows) == [f"a{i}.png" for i in range(6)]
+    assert all(r["status"] == "ok" and (out / r["map_gradcam"]).is_file() for r in rows.values())
+    assert not lock.exists()  # released at the end: the folder holds only results
+
+
+def test_a_run_killed_while_holding_out_does_not_lock_it_forever(tmp_path, bundle_root, capsys):
+    """The OS drops the lock of a SIGKILLed run: the next run proceeds (and may --resume)."""
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; "
+            "from cxr_viewer.commands.batch_output import OutDirLock; "
+            f"OutDirLock.acquire(Path({str(out)!r})); print('locked', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        src = tmp_path / "in"
+        _png(src / "x.png")
+        assert _run(src, out, bundle_root) == 2
+        assert f"(pid {holder.pid}, started " in capsys.readouterr().err
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (out / batch_output.LOCK_NAME).exists()  # left behind by the killed holder ...
+    assert _run(src, out, bundle_root) == 0  # ... but no longer locked, nor counted as a file
+    assert [r["status"] for r in _rows(out)] == ["ok"]
