@@ -4,7 +4,7 @@ A zip's central directory declares each entry's compressed and uncompressed size
 anything is extracted or handed to Keras, :func:`check_zip` refuses an archive whose entries
 are too many, too large one by one or together, or compressed more than a real model or
 bundle ever is (a ratio cap: gigabytes of zeros deflate ~1000:1, weights and JSON ~1–10:1).
-:func:`extract_zip` then streams every entry with its own byte counter, so an entry that
+:func:`extract_zip` (and :func:`read_member`, for one entry read into memory) then streams every entry with its own byte counter, so an entry that
 inflates past what it declared is stopped too, and refuses names that leave the destination
 and symbolic-link entries.
 """
@@ -103,6 +103,28 @@ def check_zip_file(path: Path, limits: ZipLimits) -> None:
         raise _refuse(path, f"it is not a readable zip archive ({exc})") from exc
 
 
+def read_member(zf: zipfile.ZipFile, archive: Path, name: str, limits: ZipLimits) -> bytes:
+    """One entry of ``zf`` in memory, never more than ``limits`` allow.
+
+    The whole archive's declared sizes are checked first (:func:`check_zip`), then the entry
+    is inflated chunk by chunk and refused as soon as it passes its declared size or its cap
+    (per-name cap, else ``max_entry``): nothing larger than the cap is ever held. Raises
+    :class:`ArchiveError`, or ``KeyError`` when the entry is missing.
+    """
+    check_zip(zf, archive, limits)
+    info = zf.getinfo(name)
+    cap = min(info.file_size, dict(limits.named).get(Path(name).name, limits.max_entry))
+    parts: list[bytes] = []
+    read = 0
+    with zf.open(info) as src:
+        while chunk := src.read(min(MiB, cap - read + 1)):
+            read += len(chunk)
+            if read > cap:
+                raise _refuse(archive, f"its entry '{name}' inflates past its size")
+            parts.append(chunk)
+    return b"".join(parts)
+
+
 def extract_zip(archive: Path, dest: Path, limits: ZipLimits) -> None:
     """Extract ``archive`` into ``dest`` within ``limits`` (see the module docstring)."""
     dest = dest.resolve()
@@ -138,4 +160,5 @@ __all__ = [
     "check_zip",
     "check_zip_file",
     "extract_zip",
+    "read_member",
 ]

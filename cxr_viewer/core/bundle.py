@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from . import jsonio
 from .archive import BUNDLE_LIMITS, extract_zip
 from .bundle_schema import (
     MAX_METADATA_BYTES,
@@ -124,11 +125,11 @@ class Bundle:
             return None
         path = self.root / name
         try:
-            arr = np.load(path, allow_pickle=False)
+            arr = read_npy(path)
         except (OSError, ValueError) as exc:
             raise BundleError(
                 f"Cannot read the SHAP background set {path.name}",
-                str(exc),
+                exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc),
                 "Re-export the bundle with `cxr-train export`.",
             ) from exc
         expected = (self.input_spec.height, self.input_spec.width, self.input_spec.channels)
@@ -216,6 +217,41 @@ def _population(meta: dict[str, Any]) -> str | None:
     return " ".join(parts) or None
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """One array from a ``.npy`` file, never pickles, never more memory than the file holds.
+
+    ``np.load`` opens whatever the bytes say: a zip (``.npz``) comes back as an archive, not
+    an array. Here anything but a ``.npy`` file is a ``ValueError`` saying what it is, and a
+    header that declares more data than the file holds is refused before any allocation.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+        if head != _NPY_MAGIC:
+            kind = "a zip archive (.npz)" if head[:2] == b"PK" else "not a NumPy .npy file"
+            raise ValueError(f"it is {kind}; a bundle's background_file must be one .npy array")
+        fh.seek(0)
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        if dtype.hasobject:
+            raise ValueError("it holds Python objects (pickles), which are never loaded")
+        declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+        available = path.stat().st_size - fh.tell()
+        if declared > available:
+            raise ValueError(
+                f"its header declares {declared:,} bytes of data but the file holds "
+                f"{available:,}; it is truncated or damaged"
+            )
+        fh.seek(0)
+        arr: np.ndarray = np.lib.format.read_array(fh, allow_pickle=False)
+        return arr
+
+
 def _read_metadata(root: Path) -> dict[str, Any]:
     path = root / METADATA_FILE
     if not path.is_file():
@@ -233,9 +269,9 @@ def _read_metadata(root: Path) -> dict[str, Any]:
                 f"it is {size:,} bytes; a metadata.json is at most {MAX_METADATA_BYTES:,}.",
                 "Re-export the bundle.",
             )
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        why = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        meta = jsonio.loads(path.read_bytes())
+    except (OSError, jsonio.JsonError) as exc:
+        why = exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
         raise BundleError(f"Cannot read {path}", why, "Re-export the bundle.") from exc
     return validate_metadata(meta, root)
 

@@ -484,25 +484,57 @@ def load_keras_model(path: str | Path) -> Any:
 
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except ValueError as exc:
-        msg = str(exc)
-        if "Lambda" in msg or "safe_mode" in msg or "unsafe" in msg.lower():
+    except Exception as exc:
+        refused = code_reference(str(exc))
+        if refused is not None:
             raise ModelLoadError(
                 f"Refusing to load {path.name}",
-                "it contains a Lambda layer (arbitrary Python code), which safe mode does not run.",
-                "Rebuild the model without Lambda layers (use a named Keras layer) and re-export.",
+                f"it references code that safe mode will not run: {refused}. A model file "
+                "is never allowed to run code of its own.",
+                "Rebuild the model from Keras's own layers and functions (no custom classes, "
+                "Lambda layers or other Python functions) and save it again.",
             ) from exc
-        raise ModelLoadError(
-            f"Cannot load the model {path.name}",
-            msg,
-            "Check that it is a Keras 3 .keras file written by `cxr-train`.",
-        ) from exc
-    except (OSError, TypeError, KeyError, AttributeError) as exc:
-        raise ModelLoadError(
-            f"Cannot load the model {path.name}",
-            f"{type(exc).__name__}: {exc}",
-            "The file may be truncated or from an incompatible Keras version; re-export it.",
-        ) from exc
+        if isinstance(exc, ValueError):
+            raise ModelLoadError(
+                f"Cannot load the model {path.name}",
+                str(exc),
+                "Check that it is a Keras 3 .keras file written by `cxr-train`.",
+            ) from exc
+        if isinstance(exc, OSError | TypeError | KeyError | AttributeError):
+            raise ModelLoadError(
+                f"Cannot load the model {path.name}",
+                f"{type(exc).__name__}: {exc}",
+                "The file may be truncated or from an incompatible Keras version; re-export it.",
+            ) from exc
+        raise
+
+
+#: What Keras's safe mode says when a model file names code it does not run (Keras 3).
+_REFUSALS = (
+    # a class Keras does not know: custom layers, or anything else (subprocess.Popen, ...)
+    (re.compile(r"Could not locate class '([^']+)'"), "class"),
+    (re.compile(r"Could not locate function '([^']+)'"), "function"),
+    # a Keras function that is not a modeling function (keras.utils.get_file, ...)
+    (re.compile(r"Cannot deserialize `([^`]+)` because it is not a modeling function"), "function"),
+    (re.compile(r"(Lambda)\b.*safe_mode|safe_mode.*\b(lambda)\b", re.I | re.S), "layer"),
+)
+
+
+def code_reference(message: str) -> str | None:
+    """The class or function a Keras load error says safe mode refused, in words, or None."""
+    for pattern, kind in _REFUSALS:
+        m = pattern.search(message)
+        if m is None:
+            continue
+        name = next(g for g in m.groups() if g)
+        if kind == "layer":
+            return "a Lambda layer (arbitrary Python code)"
+        where = re.search(r"'module': '([^']+)', 'class_name': '" + re.escape(name) + "'", message)
+        module = f" from the module '{where.group(1)}'" if where else ""
+        return f"the {kind} '{name}'{module}"
+    if "safe_mode" in message or "unsafe" in message.lower():
+        return "Python code (a lambda or a function)"
+    return None
 
 
 def _describe(tf: Any) -> str:

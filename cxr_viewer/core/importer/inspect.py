@@ -20,7 +20,6 @@ candidate on sample images.
 
 from __future__ import annotations
 
-import json
 import re
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cxr_viewer.core import jsonio
 from cxr_viewer.core.errors import BundleError, ModelLoadError
 from cxr_viewer.core.heads import propose_head
 
@@ -84,9 +84,12 @@ def read_config(path: str | Path) -> dict[str, Any]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".keras":
-            with zipfile.ZipFile(path) as zf:
-                config: dict[str, Any] = json.loads(zf.read("config.json").decode("utf-8"))
-                return config
+            from cxr_viewer.core.archive import KERAS_LIMITS, read_member
+
+            with zipfile.ZipFile(path) as zf:  # capped: no zip bomb is inflated
+                raw_config = read_member(zf, path, "config.json", KERAS_LIMITS)
+            config: dict[str, Any] = jsonio.loads(raw_config)
+            return config
         if suffix in (".h5", ".hdf5"):
             import h5py
 
@@ -98,11 +101,9 @@ def read_config(path: str | Path) -> dict[str, Any]:
                     "the .h5 file has no model_config: the architecture is not in it.",
                     "Save the whole model with model.save('model.h5') and import that.",
                 )
-            legacy: dict[str, Any] = json.loads(
-                raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
-            )
+            legacy: dict[str, Any] = jsonio.loads(raw if isinstance(raw, bytes) else str(raw))
             return legacy
-    except (zipfile.BadZipFile, KeyError, OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as e:
         raise ModelLoadError(
             f"Cannot read {path.name}",
             f"it is not a readable Keras model file ({type(e).__name__}: {e}).",

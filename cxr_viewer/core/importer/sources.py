@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from cxr_viewer.core import jsonio
 from cxr_viewer.core.bundle import METADATA_FILE
 from cxr_viewer.core.errors import BundleError, ModelLoadError
 
@@ -106,15 +106,17 @@ def _refuse_folder(path: Path) -> None:
 
 
 def _read_keras(path: Path) -> SourceModel:
+    from cxr_viewer.core.archive import KERAS_LIMITS, read_member
+
     try:
-        with zipfile.ZipFile(path) as zf:
-            config = json.loads(zf.read("config.json").decode("utf-8"))
+        with zipfile.ZipFile(path) as zf:  # capped: no zip bomb is inflated
+            config = jsonio.loads(read_member(zf, path, "config.json", KERAS_LIMITS))
             meta = (
-                json.loads(zf.read("metadata.json").decode("utf-8"))
+                jsonio.loads(read_member(zf, path, "metadata.json", KERAS_LIMITS))
                 if _has(zf, "metadata.json")
                 else {}
             )
-    except (zipfile.BadZipFile, KeyError, OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as e:
         raise ModelLoadError(
             f"Cannot read {path.name}",
             f"it is not a readable Keras 3 .keras archive ({type(e).__name__}: {e}).",
@@ -161,8 +163,8 @@ def _read_h5(path: Path) -> SourceModel:
             "Save the whole model with model.save('model.h5') (not save_weights) and import that.",
         )
     try:
-        config = json.loads(_text(raw))
-    except json.JSONDecodeError as exc:
+        config = jsonio.loads(_text(raw))
+    except jsonio.JsonError as exc:
         raise ModelLoadError(f"Cannot read the architecture in {path.name}", str(exc)) from exc
     refuse_unsupported(config, path.name)
     if version.startswith("3"):
