@@ -149,9 +149,11 @@ class OutDirLock:
     in the folder, so a run that raced a release cannot share the folder with a third one.
     """
 
-    def __init__(self, path: Path, fd: int) -> None:
+    def __init__(self, path: Path, fd: int, created: bool = False) -> None:
         self.path = path
         self._fd: int | None = fd
+        #: the folder did not exist before: removed again at release if the run left it empty
+        self.created = created
 
     @classmethod
     def acquire(cls, out_dir: Path) -> OutDirLock:
@@ -161,10 +163,14 @@ class OutDirLock:
                 f"Cannot write to {out_dir}", "it is a file, not a folder.", "Choose a folder."
             )
         path = out_dir / LOCK_NAME
+        created = not out_dir.exists()
         try:
-            out_dir.mkdir(parents=True, exist_ok=True)
             for _ in range(100):
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, OUTPUT_FILE_MODE)
+                out_dir.mkdir(parents=True, exist_ok=True)
+                try:
+                    fd = os.open(path, os.O_RDWR | os.O_CREAT, OUTPUT_FILE_MODE)
+                except FileNotFoundError:  # another run removed the folder it had created
+                    continue
                 if not _try_lock(fd):
                     holder = _read_holder(fd)
                     os.close(fd)
@@ -182,7 +188,7 @@ class OutDirLock:
                     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
                     os.ftruncate(fd, 0)
                     os.write(fd, f"{os.getpid()} {started}\n".encode())
-                    return cls(path, fd)
+                    return cls(path, fd, created)
                 os.close(fd)  # the holder released (deleted) it meanwhile: lock the new one
         except OSError as exc:
             raise CxrError(
@@ -205,6 +211,11 @@ class OutDirLock:
             try:
                 self.path.unlink(missing_ok=True)
             except OSError:
+                pass
+        if self.created:  # a run refused before it wrote anything leaves no folder behind
+            try:
+                self.path.parent.rmdir()
+            except OSError:  # not empty (results, or another run's lock): kept
                 pass
 
     def __enter__(self) -> OutDirLock:

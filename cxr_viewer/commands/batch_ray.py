@@ -188,12 +188,7 @@ def _start_ray(ray, args: argparse.Namespace) -> tuple[bool, str]:
         if args.address:
             info = ray.init(address=args.address, **quiet)
         else:
-            info = ray.init(
-                address="local",  # a new instance, even where a cluster runs (--address joins it)
-                include_dashboard=False,
-                object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-                **quiet,
-            )
+            info = init_local_ray(ray, object_store_memory=LOCAL_OBJECT_STORE_BYTES, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {args.address}" if args.address else "Ray on this machine"
         raise CxrError(
@@ -203,6 +198,55 @@ def _start_ray(ray, args: argparse.Namespace) -> tuple[bool, str]:
             "to start Ray here.",
         ) from exc
     return True, str(getattr(info, "dashboard_url", "") or "")
+
+
+#: Ray reads this variable when it is imported: false makes it take 127.0.0.1 as this node's
+#: address (what it does on Windows and macOS), so that its servers bind there.
+_RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+LOOPBACK = "127.0.0.1"
+
+
+def init_local_ray(ray, **options: Any):
+    """Start a new Ray instance on this machine that listens on 127.0.0.1 only.
+
+    Ray's servers (GCS, raylet, object manager, every worker's RPC server, the runtime-env
+    agent) have no authentication unless a cluster is set up with a token or TLS; by default
+    they bind to all interfaces. A node address of 127.0.0.1 makes each of them bind to the
+    loopback interface: Ray takes it from ``_node_ip_address`` only when it runs "without
+    clusters", which the variable above says, for this process (already imported, hence the
+    module constant) and for the processes Ray starts. The dashboard is not started. Raises
+    :class:`CxrError` (after shutting Ray down) if the node still took another address.
+    """
+    from ray._private import ray_constants
+
+    saved_env = os.environ.get(_RAY_CLUSTER_ENV)
+    saved_flag = getattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    os.environ[_RAY_CLUSTER_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        info = ray.init(
+            address="local",  # a new instance, even where a cluster runs (--address joins it)
+            include_dashboard=False,
+            _node_ip_address=LOOPBACK,
+            **options,
+        )
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(_RAY_CLUSTER_ENV, None)
+        else:
+            os.environ[_RAY_CLUSTER_ENV] = saved_env
+    address = str(getattr(info, "address_info", {}).get("node_ip_address", ""))
+    if address != LOOPBACK:
+        ray.shutdown()
+        raise CxrError(
+            "Ray did not start on the loopback interface",
+            f"its node took the address {address or 'unknown'}, so its unauthenticated "
+            "servers would be reachable from the network.",
+            "Use a Ray version this package supports (see pyproject.toml), or start a Ray "
+            "cluster with its own authentication and pass --address.",
+        )
+    return info
 
 
 def _pool(ray, args: argparse.Namespace) -> tuple[int, dict[str, Any], int]:

@@ -5,7 +5,10 @@ retried; without Ray the local engine runs and `--engine ray` says how to instal
 from __future__ import annotations
 
 import csv
+import ipaddress
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,10 +63,11 @@ def local_out(tmp_path_factory, inputs, bundle_root):
 def ray_session():
     ray = pytest.importorskip("ray")
     pytest.importorskip("ray.data")
-    ray.init(
-        address="local",  # never a cluster that happens to run on the machine
+    from cxr_viewer.commands.batch_ray import init_local_ray
+
+    init_local_ray(  # what `--engine ray` starts: a new instance, on 127.0.0.1 only
+        ray,
         num_cpus=2,
-        include_dashboard=False,
         object_store_memory=200 * 1024 * 1024,
         logging_level="ERROR",
         # Ray starts its workers at nice 15, so on a machine whose other processes are busy at
@@ -73,6 +77,61 @@ def ray_session():
     )
     yield ray
     ray.shutdown()
+
+
+def _listening_sockets(pids):
+    """(pid, local address) of every listening TCP socket (IPv4 and IPv6) of ``pids``,
+    from /proc (Linux): the kernel's socket tables, matched to each process's open files."""
+    listening = {}  # socket inode -> address
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] != "0A":  # TCP_LISTEN
+                continue
+            hex_ip, hex_port = fields[1].split(":")
+            raw = bytes.fromhex(hex_ip)
+            # the kernel prints each 32-bit word in host (little-endian) order
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            ip = ipaddress.ip_address(raw) if width == 8 else ipaddress.IPv6Address(raw)
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+                ip = ip.ipv4_mapped
+            listening[fields[9]] = f"{ip}:{int(hex_port, 16)}"
+    found = []
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in listening:
+                found.append((pid, listening[target[8:-1]]))
+    return found
+
+
+def _this_process_tree():
+    """This process and every process it started, directly or not (Ray's GCS, raylet, workers)."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        ppid = int(text.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, todo = [], [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
 
 
 def _assert_same_as_local(out, local_out):
@@ -118,6 +177,11 @@ def test_ray_engine_with_two_workers_writes_the_local_engines_csv_when_a_worker_
     assert _batch(inputs, bundle_root, out, "--engine", "ray", "--workers", "2") == 0
     assert flag.exists()  # the worker given im3.png died once
     _assert_same_as_local(out, local_out)
+    # issue 26 item 5: every socket Ray listens on (GCS, raylet, object manager, the workers'
+    # RPC servers, agents) is on the loopback interface (before: ~10 ports on all interfaces)
+    sockets = _listening_sockets(_this_process_tree())
+    assert len(sockets) >= 3  # at least the GCS, the raylet and this driver's RPC server
+    assert [s for s in sockets if not s[1].startswith("127.0.0.1:")] == []
     before = _rows(out)
     # --resume on a part of the same inputs: its file is done, so nothing runs again (its row,
     # timing included, is kept) and the rows of the other files stay
