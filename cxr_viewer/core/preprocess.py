@@ -170,7 +170,9 @@ def study_to_input(study: Study, spec: InputSpec) -> np.ndarray:
     ------
     InvalidInputError
         When the display image or the input is not finite (NaN/inf pixels, or a window or
-        LUT that turns them into NaN): a prediction on such an input would mean nothing.
+        LUT that turns them into NaN), or has no contrast at all (every value the same: a
+        uniform image, or a window such as centre -1e308 / width 1e308 that maps every pixel
+        to one grey level): a prediction on such an input would mean nothing.
     """
     try:
         image01 = display_image(study)
@@ -180,7 +182,30 @@ def study_to_input(study: Study, spec: InputSpec) -> np.ndarray:
             f"its display transform is invalid ({exc})",
             "Check the file's window and VOI LUT attributes.",
         ) from exc
-    return check_finite(normalize(resize_for_model(image01, spec), spec), study.name)
+    resized = check_finite(resize_for_model(image01, spec), study.name)
+    check_contrast(resized, study.name)
+    return check_finite(normalize(resized, spec), study.name)
+
+
+#: Least range of a display image (0–1 scale) with contrast: below one step of a 16-bit
+#: display (1/65535), and above the float32 rounding that resizing a uniform image leaves.
+MIN_CONTRAST = 1e-5
+
+
+def check_contrast(image01: np.ndarray, name: str = "the image") -> np.ndarray:
+    """``image01`` (a display image at the model's size) unchanged unless it is uniform
+    (its range is below :data:`MIN_CONTRAST`)."""
+    low, high = float(np.min(image01)), float(np.max(image01))
+    if high - low >= MIN_CONTRAST:
+        return image01
+    raise InvalidInputError(
+        f"No prediction for {name}",
+        f"its model input has no contrast: every pixel is the same grey level ({low:.3g} on "
+        "the 0–1 display scale), so the model would be asked about a blank image; the "
+        "image is uniform, or its window/level or VOI LUT maps every pixel to one value",
+        "Check the file's window and VOI LUT attributes (`cxr-viewer info`) or choose "
+        "another image.",
+    )
 
 
 def check_finite(x: np.ndarray, name: str = "the image") -> np.ndarray:

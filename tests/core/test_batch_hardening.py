@@ -341,3 +341,31 @@ def test_a_run_killed_while_holding_out_does_not_lock_it_forever(tmp_path, bundl
     assert (out / batch_output.LOCK_NAME).exists()  # left behind by the killed holder ...
     assert _run(src, out, bundle_root) == 0  # ... but no longer locked, nor counted as a file
     assert [r["status"] for r in _rows(out)] == ["ok"]
+
+
+def test_an_input_without_contrast_gets_no_prediction_in_batch_and_viewer(tmp_path, bundle_root):
+    """Issue 26 item 12: a window of centre -1e308 / width 1e308 turns the image uniform
+    (before: a confident prediction with status ok). Batch and the viewer's path
+    (``Classifier.predict_study``) give no prediction and say why; a blank PNG too."""
+    from cxr_viewer.core.errors import InvalidInputError
+    from cxr_viewer.core.inference import load_classifier
+    from cxr_viewer.core.io import load_study
+
+    src = tmp_path / "in"
+    _png(src / "good.png")
+    ramp = (np.arange(32 * 32).reshape(32, 32) * 4).astype(np.uint16)
+    ds = dicom_dataset(ramp, WindowCenter="-1e308", WindowWidth="1e308")
+    (src / "flat_window.dcm").write_bytes(dicom_bytes(ds))
+    Image.fromarray(np.full((20, 24), 77, np.uint8)).save(src / "blank.png")
+    out = tmp_path / "out"
+    assert _run(src, out, bundle_root) == 0
+    rows = _by_name(_rows(out))
+    assert rows["good.png"]["status"] == "ok"
+    for name in ("flat_window.dcm", "blank.png"):
+        row = rows[name]
+        assert row["status"] == "error" and row["p_lesion"] == "" and row["predicted_class"] == ""
+        assert f"No prediction for {name}: its model input has no contrast" in row["error"]
+    study = load_study(src / "flat_window.dcm")
+    assert study.windows[0].center == -1e308  # the file's own window, taken as it is
+    with pytest.raises(InvalidInputError, match="no contrast"):
+        load_classifier(bundle_root).predict_study(study)

@@ -65,7 +65,9 @@ def test_the_issue_window_in_a_file_gives_a_finite_display_and_model_input(tmp_p
     shown = display_image(study)
     assert np.isfinite(shown).all()
     assert np.array_equal(shown, np.ones_like(shown))  # every pixel is above this window
-    assert np.isfinite(study_to_input(study, SPEC)).all()
+    # a uniform model input gets no prediction (issue 26 item 12), with the reason
+    with pytest.raises(InvalidInputError, match="its model input has no contrast"):
+        study_to_input(study, SPEC)
 
 
 def test_non_finite_windows_are_refused():
@@ -94,7 +96,7 @@ def test_nan_pixels_never_become_a_model_input():
     assert isinstance(info.value, CxrError) and info.value.hint
     with pytest.raises(InvalidInputError):
         image01_to_input(np.full((20, 20), np.nan, np.float32), SPEC)
-    ok = study_to_input(_study(np.full((20, 20), 0.5)), SPEC)
+    ok = study_to_input(_study(np.linspace(0.2, 0.8, 400).reshape(20, 20)), SPEC)
     assert ok.shape == (16, 16, 3) and np.isfinite(ok).all()
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr_viewer.core.errors import BundleError, StudyLoadError
+from cxr_viewer.core.errors import BundleError, InvalidInputError, StudyLoadError
 from cxr_viewer.core.preprocess import InputSpec, image01_to_input, study_to_input
 from cxr_viewer.core.progress import CancelToken
 
@@ -73,7 +73,7 @@ def folder_background(
             cancel.raise_if_cancelled()
         try:
             inputs.append(study_to_input(load_study(path), spec))
-        except StudyLoadError:
+        except (StudyLoadError, InvalidInputError):  # unreadable, or blank / not finite
             skipped += 1
     if not inputs:
         raise BundleError(
