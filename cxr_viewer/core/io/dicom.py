@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate, get_frame
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 from pydicom.uid import (
@@ -50,6 +52,9 @@ from .dicom_header import (
 from .limits import check_decoded_bytes, check_pixel_count, decoded_budget
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+#: Values larger than this stay in the file when a data set is read (pixel data, mostly);
+#: :func:`frame_dataset` reads one frame of them.
+DEFER_BYTES = 1 << 20
 
 
 def read_dataset(path: Path, bare: bool, inflate_limit: int | None = None) -> Dataset:
@@ -60,10 +65,12 @@ def read_dataset(path: Path, bare: bool, inflate_limit: int | None = None) -> Da
     Endian file, which pydicom inflates whole in memory, is refused when it inflates to more
     than ``inflate_limit`` bytes (a zip bomb).
     """
+    deflated = False
     if not bare and inflate_limit is not None:
-        _check_deflated_size(path, inflate_limit)
+        deflated = _check_deflated_size(path, inflate_limit)
     try:
-        ds = pydicom.dcmread(path, force=bare)
+        # pixel data stay in the file until one frame of them is read (frame_dataset)
+        ds = pydicom.dcmread(path, force=bare, defer_size=None if deflated else DEFER_BYTES)
         has_pixels = any(k in ds for k in PIXEL_KEYWORDS)
         has_rows = "Rows" in ds and "Columns" in ds
         recognised = any(k in ds for k in ("SOPClassUID", "Modality", "StudyInstanceUID"))
@@ -110,16 +117,19 @@ def read_dataset(path: Path, bare: bool, inflate_limit: int | None = None) -> Da
     return ds
 
 
-def _check_deflated_size(path: Path, limit: int) -> None:
-    """Stream-inflate a deflated data set (PS3.5 §A.5) and refuse it past ``limit`` bytes."""
+def _check_deflated_size(path: Path, limit: int) -> bool:
+    """Stream-inflate a deflated data set (PS3.5 §A.5) and refuse it past ``limit`` bytes.
+
+    Returns whether the file is deflated.
+    """
     with open(path, "rb") as fp:
         try:
             read_preamble(fp, False)
             meta = _read_file_meta_info(fp)
             if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
-                return
+                return False
         except Exception:  # not parseable here: pydicom's own parse reports it
-            return
+            return False
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         total = 0
         while not inflater.eof and (chunk := fp.read(1 << 20)):
@@ -127,7 +137,7 @@ def _check_deflated_size(path: Path, limit: int) -> None:
                 try:
                     total += len(inflater.decompress(chunk, 1 << 22))
                 except zlib.error:
-                    return  # damaged: pydicom's parse reports it
+                    return True  # damaged: pydicom's parse reports it
                 if total > limit:
                     raise ImageTooLargeError(
                         f"Cannot open {path.name}",
@@ -136,6 +146,7 @@ def _check_deflated_size(path: Path, limit: int) -> None:
                         "If the file is genuine, convert it to an uncompressed transfer syntax.",
                     )
                 chunk = inflater.unconsumed_tail
+    return True
 
 
 def _ensure_transfer_syntax(ds: Dataset) -> None:
@@ -211,10 +222,65 @@ def load_dicom(path: Path, bare: bool, frame: int, max_pixels: int) -> Study:
         budget = decoded_budget(max_pixels)
         _check_header_budget(path, ds, (rows, cols, samples), photometric, budget)
         check_decoder(ds, path, bits_stored)
-        check_codestream(ds, frame, n_frames, path, (rows, cols, samples), budget)
-    stored = decode_frame(ds, frame, path, (rows, cols, samples))
+        one = frame_dataset(ds, path, frame, n_frames, (rows, cols, samples))
+        index, count = (0, 1) if one is not ds else (frame, n_frames)
+        check_codestream(one, index, count, path, (rows, cols, samples), budget)
+    stored = decode_frame(one, index, path, (rows, cols, samples))
     with _damaged(path, "its modality/VOI LUT or image attributes are damaged"):
         return _build_study(path, ds, stored, frame, n_frames, photometric, bits_stored)
+
+
+def frame_dataset(
+    ds: Dataset, path: Path, frame: int, n_frames: int, shape: tuple[int, int, int]
+) -> Dataset:
+    """``ds`` with the pixel data of frame ``frame`` only, read from the file; else ``ds``.
+
+    :func:`read_dataset` leaves values above :data:`DEFER_BYTES` in the file, so memory
+    follows one frame (the decode budget), not the file: a native frame is read at its own
+    offset, an encapsulated one by walking the fragments (pydicom's ``get_frame`` on the
+    open file). The copy shares every other element and says it has one frame. Files whose
+    pixel data are already in memory (deflated, small) or whose frames do not start on a
+    byte (1-bit, YBR_FULL_422 native) are returned as they are.
+    """
+    keyword = next(k for k in PIXEL_KEYWORDS if k in ds)
+    elem = ds.get_item(keyword, keep_deferred=True)
+    if not isinstance(elem, RawDataElement) or elem.value is not None or elem.value_tell is None:
+        return ds
+    rows, cols, samples = shape
+    syntax = UID(str(ds.file_meta.TransferSyntaxUID))
+    with open(path, "rb") as fp:
+        fp.seek(elem.value_tell)
+        if syntax.is_encapsulated:
+            if elem.length != 0xFFFFFFFF:  # an encapsulated value has an undefined length
+                return ds  # not encapsulated after all: pydicom's own reading reports it
+            extended = None
+            if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+                extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+            data = encapsulate(
+                [get_frame(fp, frame, number_of_frames=n_frames, extended_offsets=extended)]
+            )
+        else:
+            bits = int(ds.get("BitsAllocated") or 0)
+            photometric = str(ds.get("PhotometricInterpretation") or "").strip().upper()
+            if bits % 8 or photometric.startswith("YBR") and photometric.endswith("422"):
+                return ds
+            size = rows * cols * samples * (bits // 8)
+            fp.seek(elem.value_tell + frame * size)
+            data = fp.read(size)
+            data += b"\0" * (len(data) % 2)  # a value has an even length
+    one = Dataset()
+    for tag in ds.keys():
+        if tag != elem.tag:
+            one.add(ds.get_item(tag, keep_deferred=True))  # shared, not copied
+    one.file_meta = ds.file_meta
+    one.set_original_encoding(*ds.original_encoding)
+    setattr(one, keyword, data)
+    if "NumberOfFrames" in one:
+        one.NumberOfFrames = 1
+    for table in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
+        if table in one:
+            delattr(one, table)
+    return one
 
 
 def _check_header_budget(
