@@ -531,13 +531,18 @@ class _BoundedRecv:
         self.guard = guard
         self.pending: int | None = None  # PDU type whose body is read next
         self.message = {0: 0, 1: 0}  # bytes of the message being received: dataset, command
+        self.tripped = ""  # this connection's limit, once exceeded (others go on)
+
+    def _trip(self, why: str) -> OSError:
+        self.tripped = why
+        return self.guard.trip(why)
 
     def __call__(self, nr_bytes: int) -> bytearray:
         raw = getattr(self.sock, "socket", None)
         if raw is not None:
             raw.settimeout(self.guard.timeout)
-        if self.guard.tripped:
-            raise OSError(self.guard.tripped)
+        if self.tripped:
+            raise OSError(self.tripped)
         if self.pending is None:  # the DUL reads a 6-byte PDU header, then its body
             data = self.inner(nr_bytes)
             if nr_bytes == 6 and len(data) == 6:
@@ -545,7 +550,7 @@ class _BoundedRecv:
                 if 1 <= pdu_type <= 7:
                     cap = self.guard.limits.max_pdu_received
                     if length > cap:
-                        raise self.guard.trip(
+                        raise self._trip(
                             f"the peer announced a PDU of {length:,} bytes (our limit is {cap:,})"
                         )
                     self.pending = pdu_type
@@ -567,7 +572,7 @@ class _BoundedRecv:
             cap = _Guard.COMMAND_CAP if is_command else self.guard.max_message
             if self.message[is_command] > cap:
                 kind = "a command" if is_command else self.guard.what
-                raise self.guard.trip(f"the PACS sent {kind} larger than {_human(cap)} (the limit)")
+                raise self._trip(f"the PACS sent {kind} larger than {_human(cap)} (the limit)")
             if control & 0x02:  # the last fragment of this message
                 self.message[is_command] = 0
             offset += 4 + length
@@ -745,6 +750,13 @@ class PacsClient:
 
     def _why_not_established(self, assoc: Association) -> tuple[str, str]:
         node = self.node
+        if assoc.is_aborted and not assoc.accepted_contexts and assoc.rejected_contexts:
+            return (
+                "it accepted none of the services and transfer syntaxes we proposed (we "
+                "never propose Deflated syntaxes: a few kB of them can inflate to gigabytes)",
+                "Ask the PACS administrator to allow Explicit or Implicit VR Little Endian "
+                f"for AE '{node.calling_ae}'.",
+            )
         if assoc.is_rejected:
             return (
                 f"it refused the association (it does not accept calling AE "

@@ -33,6 +33,7 @@ from pynetdicom.sop_class import (  # noqa: E402
 from pynetdicom.sop_class import (  # noqa: E402
     StudyRootQueryRetrieveInformationModelMove as MOVE,
 )
+from pynetdicom.sop_class import Verification  # noqa: E402
 
 from cxr_viewer.core.errors import Cancelled, PacsError  # noqa: E402
 from cxr_viewer.core.pacs import (  # noqa: E402
@@ -91,12 +92,15 @@ def _instance(study: str = STUDY, pid: str = "P1", name: str = "Doe^Jane", pixel
 class Peer:
     """A pynetdicom SCP on a free loopback port with the given handlers."""
 
-    def __init__(self, handlers, *, find=False, get=False, move=False, syntaxes=None):
+    def __init__(
+        self, handlers, *, find=False, get=False, move=False, syntaxes=None, ssl_context=None
+    ):
         self.ae = AE(ae_title=PEER_AE)
         self.ae.network_timeout = 5
         self.ae.acse_timeout = 5
         self.ae.dimse_timeout = 5
         ts = syntaxes or [ExplicitVRLittleEndian, "1.2.840.10008.1.2"]
+        self.ae.add_supported_context(Verification)
         for sop, wanted in ((FIND, find), (GET, get), (MOVE, move)):
             if wanted:
                 self.ae.add_supported_context(sop, ts)
@@ -108,7 +112,9 @@ class Peer:
             )
         self.requested: list[list[str]] = []
         handlers = [*handlers, (evt.EVT_REQUESTED, self._requested)]
-        self.server = self.ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+        self.server = self.ae.start_server(
+            ("127.0.0.1", 0), block=False, evt_handlers=handlers, ssl_context=ssl_context
+        )
         self.port = int(self.server.server_address[1])
 
     def _requested(self, event) -> None:
@@ -208,8 +214,9 @@ def test_a_peer_offering_only_deflate_gets_no_query(peers, tmp_path):
         find=True,
         syntaxes=[DeflatedExplicitVRLittleEndian],
     )
-    with pytest.raises(PacsError):
+    with pytest.raises(PacsError, match="accepted none of the services") as info:
         _client(peer, tmp_path).find_studies()
+    assert "Deflated" in info.value.why
 
 
 def _find_peer(peers, answers, *, unlimited_pdu=False):
@@ -468,3 +475,66 @@ def test_limits_are_validated():
         NetLimits(max_pdu=0)
     with pytest.raises(PacsError, match="find_seconds"):
         NetLimits(find_seconds=0)
+
+
+# ---------------------------------------------------------------------------- TLS
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A throw-away certificate for 127.0.0.1 and its key (PEM files)."""
+    import datetime as dt
+    import ipaddress
+
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_dimse_over_tls_with_a_checked_certificate(peers, tmp_path):
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    peer = peers(
+        [(evt.EVT_C_FIND, lambda e: iter([(0xFF00, _match())]))], find=True, ssl_context=server_ctx
+    )
+    tls = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+    client = _client(peer, tmp_path, tls=tls)
+    assert client.echo() >= 0
+    assert [r.study_instance_uid for r in client.find_studies()] == [STUDY]
+    with pytest.raises(PacsError, match="Cannot connect"):  # plain DIMSE to a TLS port
+        _client(peer, tmp_path, timeout=2).echo()
+    untrusted = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)  # system CAs only
+    with pytest.raises(PacsError, match="Cannot connect"):
+        _client(peer, tmp_path, timeout=2, tls=untrusted).echo()
