@@ -825,17 +825,25 @@ class PacsClient:
 
     # -- C-ECHO -----------------------------------------------------------------------------
 
-    def echo(self) -> float:
-        """C-ECHO; returns the round trip in seconds. Raises PacsError on any failure."""
+    def echo(self, *, cancel: CancelToken | None = None) -> float:
+        """C-ECHO; returns the round trip in seconds. Raises PacsError on any failure
+        (Cancelled when ``cancel`` is set while it waits)."""
         # pynetdicom makes its SOP class names at import time: its types cannot list them
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
         started = time.monotonic()
         ae = self._ae()
         ae.add_requested_context(Verification, _plain_syntaxes())
-        with self._association(ae, "C-ECHO", started) as assoc:
+        guard = self._guard(self.limits.max_identifier_bytes, "an answer")
+        with (
+            self._association(ae, "C-ECHO", started, guard) as assoc,
+            _Watchdog(assoc, cancel, self.timeout, guard) as watch,
+        ):
             status = assoc.send_c_echo()
             code = int(status.Status) if status is not None and "Status" in status else None
+        if watch.reason == "cancelled":
+            self._log("C-ECHO", started, "cancelled")
+            raise Cancelled("C-ECHO cancelled", "the test of the connection was stopped")
         if code != 0:
             self._log("C-ECHO", started, "failed", status=code)
             raise PacsError(
@@ -1214,7 +1222,11 @@ class PacsClient:
                 contexts.add((sop, ts))
                 ae.add_requested_context(sop, ts)
         total = len(datasets)
-        with self._association(ae, "C-STORE", started) as assoc:
+        guard = self._guard(self.limits.max_identifier_bytes, "an answer")
+        with (
+            self._association(ae, "C-STORE", started, guard) as assoc,
+            _Watchdog(assoc, cancel, self.limits.retrieve_seconds, guard),
+        ):
             for i, (p, ds) in enumerate(datasets, 1):
                 if cancel is not None and cancel.cancelled:
                     result.failed.extend((q, "cancelled") for q, _ in datasets[i - 1 :])

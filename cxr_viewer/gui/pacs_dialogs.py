@@ -330,7 +330,7 @@ class PacsNodesDialog(QDialog):
             self.result_label.setText("Cancelled.")
 
         task = Task(
-            lambda progress, cancel, partial: PacsClient(node, timeout=10).echo(),
+            lambda progress, cancel, partial: PacsClient(node, timeout=10).echo(cancel=cancel),
             "pacs:echo",
             on_done=done,
             on_error=failed,

@@ -411,6 +411,25 @@ def test_find_studies_stops_at_its_deadline_and_keeps_what_arrived(peers, tmp_pa
         stop.set()
 
 
+def test_a_half_sent_answer_times_out_instead_of_hanging(peers, tmp_path):
+    """The PACS starts a PDU and stalls: the read times out (network timeout) and the query
+    fails with a clear error, while the peer is still stalled."""
+    stop = threading.Event()
+
+    def on_find(event):
+        event.assoc.dul.socket.socket.sendall(b"\x04\x00" + struct.pack(">L", 1000) + bytes(10))
+        stop.wait(30)
+        yield 0xFF00, _match()
+
+    peer = peers([(evt.EVT_C_FIND, on_find)], find=True)
+    try:
+        with pytest.raises(PacsError, match="no answer"):
+            _client(peer, tmp_path, timeout=1).find_studies()
+        assert not stop.is_set()  # returned while the peer still held the half-sent PDU
+    finally:
+        stop.set()
+
+
 def test_a_half_sent_message_to_our_scp_does_not_outlive_the_move(peers, tmp_path):
     """A third party opens an association with our storage SCP and stops half way through a
     PDU; the move finishes and none of our SCP's threads is left waiting for the rest."""
