@@ -323,6 +323,17 @@ def test_a_c_get_answered_with_another_study_or_patient_is_refused(peers, tmp_pa
     assert "SOMEONE" not in result.problem  # the other patient's data is not echoed
 
 
+def test_a_c_get_drops_an_instance_just_over_the_cap_and_keeps_the_one_before(peers, tmp_path):
+    cap = 128 * 1024
+    small, big = _instance(pixels=cap - 4096), _instance(pixels=cap + 1024)
+    peer = _get_peer(peers, [small, big])
+    client = _client(peer, tmp_path, limits=NetLimits(max_instance_bytes=cap))
+    result = client.get_study(STUDY, tmp_path / "out")
+    assert [p.name for p in result.files] == [small.SOPInstanceUID + ".dcm"]
+    assert "an instance larger than 128 KiB" in result.problem and not result.complete
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [small.SOPInstanceUID + ".dcm"]
+
+
 def test_a_c_get_of_only_foreign_instances_is_a_failure_not_a_success(peers, tmp_path):
     from cxr_viewer.core.pacs import raise_for_retrieve
 
