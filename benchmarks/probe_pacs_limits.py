@@ -50,6 +50,7 @@ SCENARIOS = {
     "cstore1g": "during a C-MOVE, a 1 GiB C-STORE into our storage SCP",
     "dribble": "C-FIND: one match every 10 s, 10 matches; Cancel pressed after 2 s",
     "halfsent": "during a C-MOVE, a third party sends half a PDU to our SCP and stalls 60 s",
+    "table10mb": "the query dialog parses and shows a match with a 10 MB PatientName (offscreen)",
 }
 
 
@@ -255,14 +256,53 @@ def _append_big_pixel_data(path: Path, size: int) -> None:
 # ---------------------------------------------------------------------------- the client
 
 
+def run_table(tmp: Path) -> dict:
+    """Parse two raw identifiers (as pynetdicom hands them over) and fill the dialog's table."""
+    import io
+
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import read_dataset
+    from pydicom.filewriter import write_dataset
+
+    from cxr_viewer.core import pacs
+    from cxr_viewer.gui.app import ensure_app
+    from cxr_viewer.gui.pacs_dialogs import QueryRetrieveDialog
+    from cxr_viewer.gui.settings import Settings
+    from cxr_viewer.gui.state import ViewerState
+
+    app = ensure_app()
+
+    def raw(ds):
+        fp = DicomBytesIO()
+        fp.is_little_endian, fp.is_implicit_VR = True, True
+        write_dataset(fp, ds)
+        return read_dataset(io.BytesIO(fp.getvalue()), True, True)
+
+    identifiers = [raw(_match(name="N" * (10 * MiB))), raw(_match(STUDY + ".2"))]
+    dialog = QueryRetrieveDialog(Settings(tmp / "settings.ini"), ViewerState())
+    t0 = time.monotonic()
+    dialog.records = [pacs._record(d) for d in identifiers]
+    dialog.fill_table()
+    dialog.show()
+    app.processEvents()
+    out = {"seconds": round(time.monotonic() - t0, 2), "matches": dialog.table.rowCount()}
+    out["name_chars_shown"] = len(dialog.table.item(0, 0).text())
+    dialog.done(0)
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return out
+
+
 def run_client(name: str, port: int, dest_port: int, tmp: Path) -> dict:
     from cxr_viewer.core import pacs
+
+    if name == "table10mb":
+        return run_table(tmp)
 
     kind = "move" if name in ("spoof", "cstore1g", "halfsent") else "get"
     node = pacs.PacsNode(
         PEER_AE, "127.0.0.1", port, calling_ae=OUR_AE, storage_port=dest_port, retrieve=kind
     )
-    client = pacs.PacsClient(node, timeout=30, log_path=tmp / "associations.log")
+    client = pacs.PacsClient(node, timeout=120, log_path=tmp / "associations.log")
     base = tmp / "retrieved"
     out: dict = {}
     t0 = time.monotonic()
@@ -298,10 +338,6 @@ def run_client(name: str, port: int, dest_port: int, tmp: Path) -> dict:
         out["raised"] = f"{type(exc).__name__}: {str(exc)[:200]}"
     out["seconds"] = round(time.monotonic() - t0, 2)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    files = [p for p in tmp.rglob("*.dcm") if p.name != "big.dcm"]
-    out["dcm_written"] = len(files)
-    out["dcm_outside_dest"] = sum(1 for p in files if base.resolve() not in p.resolve().parents)
-    out["largest_written_mb"] = round(max((p.stat().st_size for p in files), default=0) / MiB, 1)
     return out
 
 
@@ -314,7 +350,7 @@ def scenario(name: str, code: Path) -> dict:
         tmp = Path(tmpdir)
         work = tmp / "work" / "deep"  # '../GUIESCAPED' from retrieved/ lands in work/
         work.mkdir(parents=True)
-        env = dict(os.environ, PYTHONPATH=str(code))
+        env = dict(os.environ, PYTHONPATH=str(code), QT_QPA_PLATFORM="offscreen")
         me = [sys.executable, str(Path(__file__).resolve())]
         args = ["--port", str(port), "--dest-port", str(dest_port), "--tmp", str(work)]
         peer = subprocess.Popen([*me, "--peer", name, *args], env=env)
@@ -338,8 +374,12 @@ def scenario(name: str, code: Path) -> dict:
             out = {"raised": f"client died ({client.returncode}): {client.stderr[-300:]}"}
         if "returned_at" in out:
             out["exit_delay_s"] = round(exited - out.pop("returned_at"), 1)
-        outside = [p for p in tmp.rglob("*.dcm") if (work / "retrieved") not in p.parents]
-        out["dcm_outside_dest"] = len([p for p in outside if p.name != "big.dcm"])
+        # counted once the client process has exited (its SCP threads may write until then)
+        files = [p for p in tmp.rglob("*.dcm") if p.name != "big.dcm"]
+        out["dcm_written"] = len(files)
+        out["dcm_outside_dest"] = sum(1 for p in files if (work / "retrieved") not in p.parents)
+        largest = max((p.stat().st_size for p in files), default=0)
+        out["largest_written_mb"] = round(largest / MiB, 1)
         return out
 
 
