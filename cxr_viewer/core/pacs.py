@@ -81,7 +81,7 @@ ProgressCb = Callable[[int, int], None]  # (done, total or 0 when unknown)
 log = logging.getLogger("cxr_viewer.pacs")
 
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no controls
-_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")  # PS3.5 section 9: digits and dots, <= 64
+_UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*")  # PS3.5 section 9: digits and dots, <= 64
 _MIB = 1024 * 1024
 
 
@@ -132,7 +132,7 @@ class NetLimits:
 
 def valid_uid(text: str) -> bool:
     """Whether ``text`` is a DICOM UID (PS3.5 section 9: digits and dots, at most 64)."""
-    return isinstance(text, str) and len(text) <= 64 and bool(_UID_RE.match(text))
+    return isinstance(text, str) and len(text) <= 64 and bool(_UID_RE.fullmatch(text))
 
 
 def _confined_name(text: str, prefix: str) -> str:

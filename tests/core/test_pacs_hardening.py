@@ -152,7 +152,17 @@ def _client(peer: Peer, tmp_path: Path, timeout: float = 5, **kw) -> PacsClient:
 
 
 @pytest.mark.parametrize(
-    "uid", ["../GUIESCAPED", "/tmp/ABSOLUTE", "..", "", "1.2/../../x", "1.2." + "3" * 70, "a\x00b"]
+    "uid",
+    [
+        "../GUIESCAPED",
+        "/tmp/ABSOLUTE",
+        "..",
+        "",
+        "1.2/../../x",
+        "1.2." + "3" * 70,
+        "a\x00b",
+        "1.2.3\n",
+    ],
 )
 def test_retrieve_folders_from_network_uids_stay_inside(tmp_path, uid):
     base = tmp_path / "retrieved"
