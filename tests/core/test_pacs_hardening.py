@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -451,11 +452,23 @@ def test_a_half_sent_answer_times_out_instead_of_hanging(peers, tmp_path):
         stop.set()
 
 
+def _our_scp_threads() -> list[threading.Thread]:
+    """The association threads of our storage SCP (AE title OUR_AE; the peers' are HOSTILE)."""
+    return [
+        t
+        for t in threading.enumerate()
+        if "AcceptorThread" in t.name
+        and getattr(t, "acceptor", None) is not None
+        and t.acceptor.ae_title == OUR_AE
+    ]
+
+
 def test_a_half_sent_message_to_our_scp_does_not_outlive_the_move(peers, tmp_path):
     """A third party opens an association with our storage SCP and stops half way through a
     PDU; the move finishes and none of our SCP's threads is left waiting for the rest."""
     _MOVE_PORT[0] = _free_port()
     stalled: list[AE] = []
+    ours: list[threading.Thread] = []
 
     def on_move(event):
         ae = AE(ae_title=PEER_AE)
@@ -465,6 +478,8 @@ def test_a_half_sent_message_to_our_scp_does_not_outlive_the_move(peers, tmp_pat
         stalled.append(assoc)
         # a P-DATA-TF header announcing 1000 bytes, then 10 of them, then silence
         assoc.dul.socket.socket.sendall(b"\x04\x00" + struct.pack(">L", 1000) + bytes(10))
+        time.sleep(0.2)  # our side has read the header and waits for the rest
+        ours.extend(_our_scp_threads())
         yield "127.0.0.1", _MOVE_PORT[0]
         yield 1
         yield 0xFF00, _instance()
@@ -475,10 +490,10 @@ def test_a_half_sent_message_to_our_scp_does_not_outlive_the_move(peers, tmp_pat
     )
     result = client.retrieve_study(STUDY, tmp_path / "out")
     assert len(result.files) == 1
-    acceptors = [t for t in threading.enumerate() if "AcceptorThread" in t.name]
-    for t in acceptors:
+    assert ours  # the stalled association's thread, seen while the move ran
+    for t in ours:
         t.join(timeout=2)
-    ours = [t for t in acceptors if t.is_alive() and getattr(t, "_server", None) is not peer.server]
+    ours = [t for t in ours if t.is_alive()]
     assert ours == []  # joined at once: the stalled association was cut when the move ended
     for assoc in stalled:
         assoc.abort()
