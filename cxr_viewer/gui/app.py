@@ -233,6 +233,13 @@ def run_app(args: argparse.Namespace) -> int:
     except DisplayUnavailable as exc:
         sys.stderr.write(message(exc))
         return 3
+    from .binding_check import BrokenQtBinding, check_qt_binding
+
+    try:
+        check_qt_binding()
+    except BrokenQtBinding as exc:
+        sys.stderr.write(f"cxr-viewer: {exc}\n")
+        return 3
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

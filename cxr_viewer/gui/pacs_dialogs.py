@@ -780,7 +780,7 @@ def install(win: MainWindow) -> dict[str, QAction]:
         win.addAction(act)
         actions[name] = act
     win.actions_.all.update(actions)
-    file_menu = _menu(win, "&File")
+    file_menu = win.actions_.file_menu
     if file_menu is not None:
         before = win.actions_.all["quit"]  # Actions always creates it
         export_menu = QMenu("E&xport", win)
@@ -791,11 +791,3 @@ def install(win: MainWindow) -> dict[str, QAction]:
         file_menu.insertMenu(before, export_menu)
         file_menu.insertSeparator(before)
     return actions
-
-
-def _menu(win: MainWindow, title: str) -> QMenu | None:
-    for act in win.menuBar().actions():
-        menu = act.menu()
-        if act.text() == title and isinstance(menu, QMenu):
-            return menu
-    return None
