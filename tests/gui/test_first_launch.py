@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, QRect
-from PySide6.QtWidgets import QDockWidget
+from PySide6.QtWidgets import QDockWidget, QToolBar, QToolButton
 
 from cxr_viewer.core.paths import FIRST_LAUNCH_SAMPLE, demo_bundle_dir, samples_dir
 from cxr_viewer.gui.state import METHODS, ModelInfo
@@ -77,6 +78,18 @@ def test_minimum_size_fits_a_1280x720_screen_with_every_control_reachable(qtbot,
         qtbot.wait(20)
         assert not target.visibleRegion().isEmpty(), target
     assert "research and demonstration only" in win.model_panel.warning.text().lower()
+
+    # at its narrowest every toolbar action is reachable: shown, or behind the » button
+    win.resize(win.minimumSizeHint().width(), SMALL_SCREEN[1])
+    qtbot.waitUntil(lambda: win.width() == win.minimumSizeHint().width())
+    qtbot.wait(50)
+    toolbar = win.findChild(QToolBar, "MainToolbar")
+    buttons = [toolbar.widgetForAction(a) for a in toolbar.actions() if not a.isSeparator()]
+    hidden = [b for b in buttons if b is not None and not b.isVisible()]
+    extension = toolbar.findChild(QToolButton, "qt_toolbar_ext_button")
+    assert buttons and (not hidden or (extension is not None and extension.isVisible()))
+    assert all(_inside(win, b) for b in buttons if b is not None and b.isVisible())
+    assert _inside(win, status.device_button) and _inside(win, dock)
 
 
 CHILD = r"""
@@ -171,6 +184,7 @@ def test_a_first_launch_shows_a_real_pneumonia_film_with_its_gradcam_map(qtbot, 
         qtbot.waitUntil(lambda: win.state.model is not None, timeout=gui.MODEL_READY_TIMEOUT_MS)
         gui.wait_done(qtbot, win, "gradcam")
         assert win.state.prediction.predicted_class == "PNEUMONIA"
+        assert re.fullmatch(r"Grad-CAM ready in (\d+ ms|\d+\.\d s)", win.status.msg.text())
         assert win.shown_views() == [win.original_view, win.panes["gradcam"]]
         item = win.panes["gradcam"].overlay_item("gradcam")
         assert item is not None and item.isVisible() and not item.pixmap().isNull()
