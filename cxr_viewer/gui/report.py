@@ -249,9 +249,15 @@ BAND_BASE_WIDTH = 1000
 MIN_EXPORT_WIDTH = 720
 
 
+#: panels narrower than this together are magnified (by an integer factor) to at least it
+MAGNIFY_BELOW_WIDTH = 800
+
+
 def export_scale(columns: int) -> int:
-    """Integer magnification of an image narrower than half the band (1 otherwise)."""
-    return max(1, BAND_BASE_WIDTH // max(int(columns), 1)) if columns * 2 <= BAND_BASE_WIDTH else 1
+    """Integer magnification of a row of panels ``columns`` pixels wide: the smallest that
+    makes it at least :data:`MAGNIFY_BELOW_WIDTH` wide (1: wide enough already)."""
+    columns = max(int(columns), 1)
+    return 1 if columns >= MAGNIFY_BELOW_WIDTH else -(-MAGNIFY_BELOW_WIDTH // columns)
 
 
 def annotated_image(snap: Snapshot) -> np.ndarray:
