@@ -243,3 +243,23 @@ def test_export_follows_the_layout_on_screen(qtbot, gui, viewer, studies_dir, tm
     qtbot.waitUntil(lambda: png.exists() and not win.controller.io_worker.busy, timeout=60_000)
     written = cv2.imread(str(png), cv2.IMREAD_COLOR)[..., ::-1]
     np.testing.assert_array_equal(written, annotated_panels(win.snapshot())[0])
+
+
+def test_a_second_launch_is_not_a_first_launch_and_keeps_the_maps_shown(tmp_path):
+    from cxr_viewer.gui.settings import Settings
+    from cxr_viewer.gui.state import ViewerState
+
+    path = tmp_path / "settings.ini"
+    first = Settings(path)
+    assert first.fresh
+    state = ViewerState()
+    state.set_visible("lime", True)
+    state.set_layout("side")
+    first.save_state(state)
+    first.sync()
+    again = Settings(path)
+    assert not again.fresh
+    restored = ViewerState()
+    again.restore_state(restored)
+    assert [m for m in METHODS if restored.overlays[m].visible] == ["lime"]
+    assert restored.layout == "side"
