@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PySide6.QtCore import QPoint, QRect
+from PySide6.QtCore import QPoint, QRect, Qt
 from PySide6.QtWidgets import QDockWidget, QToolBar, QToolButton
 
 from cxr_viewer.core.paths import FIRST_LAUNCH_SAMPLE, demo_bundle_dir, samples_dir
@@ -78,12 +78,21 @@ def test_minimum_size_fits_a_1280x720_screen_with_every_control_reachable(qtbot,
         qtbot.wait(20)
         assert not target.visibleRegion().isEmpty(), target
     assert "research and demonstration only" in win.model_panel.warning.text().lower()
+    # every method is one click away on the toolbar, whatever the side panel shows
+    toolbar = win.findChild(QToolBar, "MainToolbar")
+    for m in METHODS:
+        button = toolbar.widgetForAction(win.actions_[f"toggle_{m}"])
+        assert _inside(win, button) and button.text() == win.state.overlays[m].label
+        before = win.state.overlays[m].visible
+        qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+        assert win.state.overlays[m].visible is not before and button.isChecked() is not before
 
     # at its narrowest every toolbar action is reachable: shown, or behind the » button
-    win.resize(win.minimumSizeHint().width(), SMALL_SCREEN[1])
-    qtbot.waitUntil(lambda: win.width() == win.minimumSizeHint().width())
+    qtbot.wait(100)  # the layout the clicks changed
+    narrowest = win.minimumSizeHint().width()
+    win.resize(narrowest, SMALL_SCREEN[1])
+    qtbot.waitUntil(lambda: win.width() == narrowest)
     qtbot.wait(50)
-    toolbar = win.findChild(QToolBar, "MainToolbar")
     buttons = [toolbar.widgetForAction(a) for a in toolbar.actions() if not a.isSeparator()]
     hidden = [b for b in buttons if b is not None and not b.isVisible()]
     extension = toolbar.findChild(QToolButton, "qt_toolbar_ext_button")
