@@ -255,6 +255,11 @@ class Actions:
                 tb.addSeparator()
             else:
                 tb.addAction(a[name])
+        # every method one click away on the first screen (the side panel may need scrolling)
+        tb.addSeparator()
+        for m in METHODS:
+            a[f"toggle_{m}"].setIconText(METHOD_LABELS[m])  # the button says "LIME", not "Show …"
+            tb.addAction(a[f"toggle_{m}"])
         self.win.addToolBar(tb)
         self.toolbar = tb
 
