@@ -97,7 +97,8 @@ def measurement_report(
 ) -> Dataset:
     """The TID 1500 Measurement Report (a Comprehensive 3D SR, pydicom Dataset) of one image.
 
-    ``parametric_maps[i]`` is the map of ``explanations[i]``; ``segmentations`` (optional) are
+    ``parametric_maps[i]`` is the map of ``explanations[i]`` (empty: no maps were written, the
+    figures are then measured on the film alone); ``segmentations`` (optional) are
     Segmentations of the same image (one segment each).
     """
     if not _referenceable(source):
@@ -106,7 +107,7 @@ def measurement_report(
             "the source is not a DICOM image with SOP, series and study UIDs to reference",
             "Export a Secondary Capture and the Comprehensive SR for PNG/JPEG sources.",
         )
-    if len(parametric_maps) != len(explanations):
+    if parametric_maps and len(parametric_maps) != len(explanations):
         raise DicomExportError(
             "Cannot write the measurement report",
             f"{len(explanations)} explanation(s) but {len(parametric_maps)} Parametric Map(s)",
@@ -162,7 +163,8 @@ def measurement_report(
             source_images=[film],
         )
     ]
-    for ex, pm in zip(explanations, parametric_maps, strict=True):
+    maps: list[Dataset | None] = [*parametric_maps] or [None] * len(explanations)
+    for ex, pm in zip(explanations, maps, strict=True):
         value, meaning = method_code(ex.method)
         label = METHOD_LABELS.get(ex.method, ex.method)
         trust = [
@@ -183,9 +185,15 @@ def measurement_report(
                 algorithm_id=algorithm,
                 measurements=trust or None,
                 source_images=[
-                    sr.SourceImageForMeasurementGroup(
-                        referenced_sop_class_uid=str(pm.SOPClassUID),
-                        referenced_sop_instance_uid=str(pm.SOPInstanceUID),
+                    *(
+                        []
+                        if pm is None
+                        else [
+                            sr.SourceImageForMeasurementGroup(
+                                referenced_sop_class_uid=str(pm.SOPClassUID),
+                                referenced_sop_instance_uid=str(pm.SOPInstanceUID),
+                            )
+                        ]
                     ),
                     film,
                 ],

@@ -1,0 +1,142 @@
+"""A real DICOMweb server for the tests: Orthanc with its DICOMweb plugin (Debian packages
+``orthanc`` and ``orthanc-dicomweb``) on free localhost ports.
+
+Like :func:`tests.orthanc_support.start_orthanc`, with the plugin loaded from its Debian path
+and configured in the JSON configuration (root ``/dicom-web/``). With ``credentials``, a Lua
+``IncomingHttpRequestFilter`` lets a DICOMweb request through only when it carries one of the
+accepted ``Authorization`` headers (HTTP basic ``user:password``, or ``Bearer <token>``), so
+both authentication modes are checked by the server itself; Orthanc's REST API (used by the
+tests only to check what arrived) stays open to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from orthanc_support import (
+    ORTHANC_AE,
+    START_TIMEOUT_S,
+    Orthanc,
+    free_port,
+    orthanc_binary,
+)
+
+PLUGIN_PATHS = (
+    Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so"),
+    Path("/usr/lib/orthanc/libOrthancDicomWeb.so"),
+)
+SKIP_REASON = (
+    "Orthanc or its DICOMweb plugin is not installed (Debian: apt-get install orthanc "
+    "orthanc-dicomweb; .ci/run does it where it may): the DICOMweb tests need a real server"
+)
+ROOT = "/dicom-web/"
+
+
+def dicomweb_plugin() -> Path | None:
+    return next((p for p in PLUGIN_PATHS if p.exists()), None)
+
+
+def available() -> bool:
+    return orthanc_binary() is not None and dicomweb_plugin() is not None
+
+
+def _lua_filter(headers: list[str]) -> str:
+    accepted = ", ".join(json.dumps(h) for h in headers)
+    return f"""
+local accepted = {{ {accepted} }}
+function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)
+  if string.sub(uri, 1, {len(ROOT)}) ~= "{ROOT}" then
+    return ip == "127.0.0.1"
+  end
+  local given = httpHeaders["authorization"]
+  for _, h in ipairs(accepted) do
+    if given == h then return true end
+  end
+  return false
+end
+"""
+
+
+def basic_header(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def start_orthanc_dicomweb(
+    folder: Path, *, basic: tuple[str, str] | None = None, bearer: str | None = None
+) -> Orthanc:
+    """Start Orthanc with the DICOMweb plugin; DICOMweb then needs ``basic`` (user, password)
+    or ``bearer`` credentials when either is given. ``Orthanc.url + ROOT`` is the service."""
+    exe, plugin = orthanc_binary(), dicomweb_plugin()
+    if exe is None or plugin is None:
+        raise FileNotFoundError("Orthanc or libOrthancDicomWeb.so")
+    folder.mkdir(parents=True, exist_ok=True)
+    http_port, dicom_port = free_port(), free_port()
+    while dicom_port == http_port:
+        dicom_port = free_port()
+    lua: list[str] = []
+    headers = []
+    if basic is not None:
+        headers.append(basic_header(*basic))
+    if bearer is not None:
+        headers.append(f"Bearer {bearer}")
+    if headers:
+        script = folder / "auth.lua"
+        script.write_text(_lua_filter(headers))
+        lua.append(str(script))
+    config = {
+        "Name": "CXR Lens test DICOMweb",
+        "StorageDirectory": str(folder / "storage"),
+        "IndexDirectory": str(folder / "index"),
+        "HttpPort": http_port,
+        "DicomPort": dicom_port,
+        "DicomAet": ORTHANC_AE,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "HttpServerEnabled": True,
+        "DicomServerEnabled": True,
+        "Plugins": [str(plugin)],
+        "LuaScripts": lua,
+        "DicomWeb": {
+            "Enable": True,
+            "Root": ROOT,
+            "EnableWado": False,
+            "Host": f"127.0.0.1:{http_port}",
+            "Ssl": False,
+            "StudiesMetadata": "Full",
+            "SeriesMetadata": "Full",
+        },
+        "StableAge": 1,
+        "ConcurrentJobs": 1,
+        "HttpThreadsCount": 4,
+        "SaveJobs": False,
+    }
+    cfg = folder / "orthanc.json"
+    cfg.write_text(json.dumps(config, indent=2))
+    log = open(folder / "orthanc.log", "wb")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(
+        [exe, str(cfg)], stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True
+    )
+    log.close()
+    orthanc = Orthanc(proc, http_port, dicom_port, 0, folder)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Orthanc exited at start:\n{orthanc.log_tail()}")
+        try:
+            plugins = orthanc.rest("/plugins")
+            if "dicom-web" not in plugins:
+                orthanc.stop()
+                raise RuntimeError(
+                    f"Orthanc did not load the DICOMweb plugin:\n{orthanc.log_tail()}"
+                )
+            return orthanc
+        except OSError:
+            time.sleep(0.2)
+    orthanc.stop()
+    raise RuntimeError(
+        f"Orthanc did not answer within {START_TIMEOUT_S:g} s:\n{orthanc.log_tail()}"
+    )
