@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
+import socket
+import ssl
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -34,6 +38,91 @@ SKIP_REASON = (
     "orthanc-dicomweb; .ci/run does it where it may): the DICOMweb tests need a real server"
 )
 ROOT = "/dicom-web/"
+
+
+class TlsProxy:
+    """HTTPS in front of a local HTTP server: a TLS endpoint on a free 127.0.0.1 port (the
+    certificate of :func:`self_signed_certificate`) that relays each connection's bytes to
+    ``127.0.0.1:target_port``. (Debian's Orthanc 1.10 crashes on its own HTTPS requests, so
+    the tests put TLS in front of it.)"""
+
+    def __init__(self, target_port: int, tls: tuple[Path, Path]) -> None:
+        self.target_port = target_port
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(str(tls[1]))
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = int(self.listener.getsockname()[1])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            client = self.context.wrap_socket(conn, server_side=True)
+        except (OSError, ssl.SSLError):
+            conn.close()  # the client refused our certificate: the point of the test
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=30)
+
+        def pipe(src: socket.socket, dst: socket.socket) -> None:
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        t = threading.Thread(target=pipe, args=(upstream, client), daemon=True)
+        t.start()
+        pipe(client, upstream)
+        t.join(timeout=30)
+        client.close()
+        upstream.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.listener.close()
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """(certificate PEM, certificate + key PEM for Orthanc) for 127.0.0.1, made with the
+    openssl command; FileNotFoundError when it is not installed."""
+    exe = shutil.which("openssl")
+    if exe is None:
+        raise FileNotFoundError("openssl")
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [exe, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    both = folder / "orthanc.pem"
+    both.write_text(cert.read_text() + key.read_text())
+    return cert, both
 
 
 def dicomweb_plugin() -> Path | None:

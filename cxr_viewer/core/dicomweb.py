@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
 DEFAULT_TIMEOUT = 30.0
+#: attempts per request (a busy server's 429/408/503/504 answer, or a network failure)
+RETRY_ATTEMPTS = 3
 AUTH_MODES = ("none", "basic", "bearer")
 _LOCAL_HOSTS = ("127.0.0.1", "::1", "localhost")
 #: what a derived result is: Parametric Map, Segmentation, and the SR classes CXR Lens writes
@@ -179,7 +181,22 @@ class DicomWebClient:
     def _session(self) -> requests.Session:
         import requests
 
-        session = requests.Session()
+        class _Session(requests.Session):
+            # requests lets $REQUESTS_CA_BUNDLE / $CURL_CA_BUNDLE replace a session's own
+            # verification setting; the node's choice (its CA file, or off) must hold
+            def merge_environment_settings(
+                self,
+                url: str,
+                proxies: Any,
+                stream: Any,
+                verify: Any,
+                cert: Any,
+            ) -> dict[str, Any]:
+                settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+                settings["verify"] = self.verify
+                return settings
+
+        session = _Session()
         session.verify = self.node.ca_bundle or self.node.verify_tls
         if self.node.auth == "basic":
             session.auth = (self.node.username, self.node.password)
@@ -197,7 +214,15 @@ class DicomWebClient:
                     "the dicomweb-client package is not installed",
                     'Install the DICOM extra: python -m pip install -e ".[pacs]"',
                 ) from exc
-            self._web = DICOMwebClient(self.node.url, session=self._session(), timeout=self.timeout)
+            web = DICOMwebClient(self.node.url, session=self._session(), timeout=self.timeout)
+            # dicomweb-client retries a busy server's 429/408/503/504 answers and (through the
+            # retrying package) every exception too, 5 times with waits doubling from 1 s: 31 s
+            # before an unreachable server or a refused certificate is reported. Three
+            # attempts with waits from 0.25 s report it within about a second.
+            web.set_http_retry_params(
+                retry=True, max_attempts=RETRY_ATTEMPTS, wait_exponential_multiplier=250
+            )
+            self._web = web
         return self._web
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:

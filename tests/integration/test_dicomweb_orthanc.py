@@ -264,3 +264,32 @@ def test_parametric_map_report_and_segmentation_over_dimse_too(tmp_path):
         )
     finally:
         orthanc.stop()
+
+
+def test_tls_is_verified_by_default(server, tmp_path):
+    """DICOMweb over HTTPS (a TLS endpoint with a self-signed certificate in front of the
+    Orthanc): refused by default, accepted with that certificate as the CA file, or with
+    verification turned off."""
+    from orthanc_dicomweb_support import TlsProxy, self_signed_certificate
+
+    try:
+        tls = self_signed_certificate(tmp_path / "tls")
+    except FileNotFoundError:
+        pytest.skip("the openssl command is not installed: no certificate for the TLS test")
+    proxy = TlsProxy(server.http_port, tls)
+    try:
+        url = proxy.url + ROOT
+        with pytest.raises(PacsError, match="TLS certificate is not trusted"):
+            DicomWebClient(DicomWebNode(url, "bearer", token=TOKEN), timeout=10).echo()
+        trusted = DicomWebNode(url, "bearer", token=TOKEN, ca_bundle=str(tls[0]))
+        client = DicomWebClient(trusted, timeout=10)
+        assert client.echo() >= 0
+        client.raise_if_failed(client.store([samples_dir() / PHANTOMS[1]]))
+        src = pydicom.dcmread(samples_dir() / PHANTOMS[1], stop_before_pixels=True)
+        uids = {i.sop_instance_uid for i in client.find_instances(str(src.StudyInstanceUID))}
+        assert src.SOPInstanceUID in uids
+        unverified = DicomWebNode(url, "bearer", token=TOKEN, verify_tls=False)
+        with pytest.warns(Warning, match="Unverified HTTPS request"):  # urllib3 says so
+            assert DicomWebClient(unverified, timeout=10).echo() >= 0
+    finally:
+        proxy.stop()
