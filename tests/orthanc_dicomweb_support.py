@@ -155,7 +155,11 @@ def basic_header(user: str, password: str) -> str:
 
 
 def start_orthanc_dicomweb(
-    folder: Path, *, basic: tuple[str, str] | None = None, bearer: str | None = None
+    folder: Path,
+    *,
+    basic: tuple[str, str] | None = None,
+    bearer: str | None = None,
+    http_port: int | None = None,
 ) -> Orthanc:
     """Start Orthanc with the DICOMweb plugin; DICOMweb then needs ``basic`` (user, password)
     or ``bearer`` credentials when either is given. ``Orthanc.url + ROOT`` is the service."""
@@ -163,7 +167,8 @@ def start_orthanc_dicomweb(
     if exe is None or plugin is None:
         raise FileNotFoundError("Orthanc or libOrthancDicomWeb.so")
     folder.mkdir(parents=True, exist_ok=True)
-    http_port, dicom_port = free_port(), free_port()
+    http_port = http_port or free_port()
+    dicom_port = free_port()
     while dicom_port == http_port:
         dicom_port = free_port()
     lua: list[str] = []
@@ -229,3 +234,50 @@ def start_orthanc_dicomweb(
     raise RuntimeError(
         f"Orthanc did not answer within {START_TIMEOUT_S:g} s:\n{orthanc.log_tail()}"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """A local Orthanc with DICOMweb to try ``--send URL`` with; stops after --minutes."""
+    import argparse
+    import sys
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    from cxr_viewer.core.dicomweb import DicomWebClient, DicomWebNode
+    from cxr_viewer.core.io import list_study_files
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--seed", nargs="*", default=[], help="DICOM files or folders to STOW-RS")
+    p.add_argument("--minutes", type=float, default=30.0, help="run this long (default 30)")
+    p.add_argument("--http-port", type=int, default=18043)
+    args = p.parse_args(argv)
+    if not available():
+        print(SKIP_REASON, file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="cxr-orthanc-dicomweb-") as tmp:
+        server = start_orthanc_dicomweb(Path(tmp), http_port=args.http_port)
+        try:
+            url = server.url + ROOT
+            files = [f for s in args.seed for f in list_study_files(s)]
+            dicoms = [f for f in files if str(f).lower().endswith((".dcm", ".dicom"))]
+            if dicoms:
+                client = DicomWebClient(DicomWebNode(url))
+                client.raise_if_failed(client.store(dicoms))
+                print(f"stored {len(dicoms)} DICOM file(s)", flush=True)
+            print(
+                f"DICOMweb: {url} (web view {server.url}); stops in {args.minutes:g} min",
+                flush=True,
+            )
+            deadline = time.monotonic() + args.minutes * 60
+            while time.monotonic() < deadline and server.process.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
