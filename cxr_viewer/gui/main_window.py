@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 
 from cxr_viewer.core.paths import demo_bundle_dir
 
-from . import pacs_dialogs, stored_results
+from . import dicomweb_dialog, pacs_dialogs, stored_results
 from .actions import OVERLAY_KEYS, Actions
 from .annotations import install as install_annotations
 from .controller import Controller
@@ -98,6 +98,7 @@ class MainWindow(QMainWindow):
             self
         )  # File ▸ Query/retrieve, PACS nodes, Export ▸ DICOM
         self.stored_results = stored_results.install(self)  # File ▸ Stored DICOM results…
+        self.dicomweb_query = dicomweb_dialog.install(self)  # File ▸ Query/retrieve over DICOMweb…
         self._docks()
         self.annotations = install_annotations(self)  # File ▸ Open annotations…, boxes on panes
 
