@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 
 from cxr_viewer.core.paths import demo_bundle_dir
 
-from . import pacs_dialogs
+from . import dicomweb_dialog, pacs_dialogs, stored_results
 from .actions import OVERLAY_KEYS, Actions
 from .annotations import install as install_annotations
 from .controller import Controller
@@ -100,6 +100,8 @@ class MainWindow(QMainWindow):
         self.pacs_actions = pacs_dialogs.install(
             self
         )  # File ▸ Query/retrieve, PACS nodes, Export ▸ DICOM
+        self.stored_results = stored_results.install(self)  # File ▸ Stored DICOM results…
+        self.dicomweb_query = dicomweb_dialog.install(self)  # File ▸ Query/retrieve over DICOMweb…
         self._docks()
         self.annotations = install_annotations(self)  # File ▸ Open annotations…, boxes on panes
 
