@@ -1,10 +1,14 @@
-"""``cxr-viewer batch --dicom-out DIR`` and ``--send AE@HOST:PORT``: results as DICOM.
+"""``cxr-viewer batch --dicom-out DIR`` and ``--send AE@HOST:PORT`` or ``--send URL``:
+results as DICOM.
 
-Per image, after its explanations: one Secondary Capture per method and one Comprehensive SR
-(:mod:`cxr_viewer.core.dicom_export`) written to ``--dicom-out`` (default with ``--send``:
-``OUT/dicom``), then, with ``--send``, C-STOREd to that node (:mod:`cxr_viewer.core.pacs`),
-image by image, so a failure part way loses nothing already sent or written. The node is
-checked with a C-ECHO before any image is processed.
+Per image, after its explanations, the objects of ``--dicom-objects`` (default ``pm,sr``: a
+Parametric Map per method and a TID 1500 Measurement Report; ``seg``: a Segmentation of each
+map's top region; ``sc``: the Secondary Capture fallback with its Comprehensive SR;
+:mod:`cxr_viewer.core.dicom_results`) written to ``--dicom-out`` (default with ``--send``:
+``OUT/dicom``), then, with ``--send``, C-STOREd to that node (:mod:`cxr_viewer.core.pacs`) or,
+for an ``https://`` (or ``http://``) address, STOW-RS'd to that DICOMweb service
+(:mod:`cxr_viewer.core.dicomweb`), image by image, so a failure part way loses nothing already
+sent or written. The node is checked (C-ECHO, or a QIDO-RS query) before any image is processed.
 """
 
 from __future__ import annotations
@@ -21,12 +25,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--dicom-out",
         metavar="DIR",
-        help="also write per image a Secondary Capture per method and a structured report",
+        help="also write per image the DICOM objects of --dicom-objects to DIR",
+    )
+    g.add_argument(
+        "--dicom-objects",
+        default="pm,sr",
+        metavar="LIST",
+        help="which DICOM objects: pm (Parametric Map per method), sr (TID 1500 measurement "
+        "report), seg (Segmentation of each map's top region), sc (Secondary Capture with the "
+        "map burned in, and its SR); default pm,sr (PNG/JPEG sources always get sc)",
     )
     g.add_argument(
         "--send",
-        metavar="AE@HOST:PORT",
-        help="C-STORE those DICOM results to this PACS node (implies --dicom-out OUT/dicom)",
+        metavar="AE@HOST:PORT|URL",
+        help="C-STORE those DICOM results to this PACS node, or STOW-RS them to this DICOMweb "
+        "URL (implies --dicom-out OUT/dicom)",
     )
     g.add_argument(
         "--calling-ae",
@@ -36,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--pacs-timeout", type=float, default=30.0, help="seconds per DICOM network step"
     )
+    from cxr_viewer.commands.dicomweb_args import add_arguments as add_dicomweb_arguments
+
+    add_dicomweb_arguments(g)
 
 
 class DicomOutput:
@@ -43,9 +59,22 @@ class DicomOutput:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.opacity = float(args.opacity)
+        from cxr_viewer.core.dicom_results import parse_kinds
+
         self.folder = Path(args.dicom_out or Path(args.out) / "dicom")
-        self.client = None
+        self.kinds = parse_kinds(getattr(args, "dicom_objects", "pm,sr"))
+        self.model_sha256: str | None = None
+        self.client: Any = None
+        self.web: Any = None
         if args.send:
+            from cxr_viewer.commands.dicomweb_args import is_dicomweb, node_from_args
+
+            if is_dicomweb(args.send):
+                from cxr_viewer.core.dicomweb import DicomWebClient
+
+                self.web = DicomWebClient(node_from_args(args), timeout=args.pacs_timeout)
+                self.web.echo()  # fail before hours of work, not after
+                return
             from cxr_viewer.core.pacs import PacsClient, PacsNode
 
             node = PacsNode.parse(args.send, calling_ae=args.calling_ae)
@@ -66,7 +95,8 @@ class DicomOutput:
 
     def handle(self, clf, study, prediction, heatmaps: list, row: dict[str, Any], stem: str) -> str:
         """Write (and send) one image's results; returns a short status, or raises CxrError."""
-        from cxr_viewer.core.dicom_export import ExplanationResult, ModelIdentity, export_results
+        from cxr_viewer.core.dicom_export import ExplanationResult, ModelIdentity
+        from cxr_viewer.core.dicom_results import export_objects, file_sha256
 
         explanations = []
         for hm in heatmaps:
@@ -81,13 +111,31 @@ class DicomOutput:
         if not explanations:
             raise CxrError(
                 "No DICOM results written",
-                "a Secondary Capture needs an explanation and none was computed",
+                "every DICOM object describes an explanation and none was computed",
                 "Use --explain with at least one method.",
             )
         model = ModelIdentity.from_classifier(clf)
-        result = export_results(study, prediction, model, explanations, self.folder, stem=stem)
+        if self.model_sha256 is None:
+            self.model_sha256 = str(clf.bundle.metadata.get("model_sha256") or "") or (
+                file_sha256(clf.bundle.model_path)
+            )
+        result = export_objects(
+            study,
+            prediction,
+            model,
+            explanations,
+            self.folder,
+            kinds=self.kinds,
+            model_sha256=self.model_sha256,
+            stem=stem,
+        )
+        note = f" ({result.note})" if result.note else ""
+        if self.web is not None:
+            stored = self.web.store(result.files)
+            self.web.raise_if_failed(stored)
+            return f"{len(stored.sent)} DICOM object(s) stored on {self.web.node.label}{note}"
         if self.client is None:
-            return f"{len(result.files)} DICOM file(s)"
+            return f"{len(result.files)} DICOM file(s){note}"
         sent = self.client.store(result.files)
         sent.raise_if_failed(self.client.node)
-        return f"{len(sent.sent)} DICOM file(s) sent to {self.client.node.label}"
+        return f"{len(sent.sent)} DICOM file(s) sent to {self.client.node.label}{note}"

@@ -73,3 +73,17 @@ def model_card_lines(meta: dict[str, Any], *, short: bool = False) -> list[str]:
     if isinstance(not_for, str) and not_for:
         lines.append(f"Not for: {not_for}")
     return lines
+
+
+def model_title(name: str, version: str) -> str:
+    """The model's name with its version said as such: ``"… MobileNet 0.25) v1"``.
+
+    A version that starts with a digit gets a "v" ("1" → "v1", "0.0-test" → "v0.0-test");
+    any other (already "v2", "2024-05 retrain") is kept as written; no version, no suffix.
+    """
+    name, version = name.strip(), version.strip()
+    if not version:
+        return name
+    if version[0].isdigit():
+        version = f"v{version}"
+    return f"{name} {version}".strip()

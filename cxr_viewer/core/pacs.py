@@ -8,6 +8,26 @@ operation per association, with timeouts on every step, and turns every failure 
 - the TCP connection fails or times out, the PACS rejects or aborts the association;
 - a C-FIND / C-GET / C-MOVE / C-STORE answers with a failure status.
 
+Everything that comes from the network is bounded and checked (:class:`NetLimits`):
+
+- sizes: the PDU size we announce, every PDU and every DIMSE message as its bytes arrive
+  (a C-FIND identifier, a C-STORE dataset; the association is dropped as soon as one is too
+  big, before it is decoded), each C-FIND field (an oversized or unreadable value is left
+  empty and flagged in :attr:`StudyRecord.problems`, the other fields and matches are kept);
+  no Deflated transfer syntax is offered (a few kB inflate to gigabytes);
+- time: connection, association, DIMSE and network timeouts, a read deadline inside a PDU
+  (a half-sent message does not hang a thread), and a deadline per operation; every call
+  takes a cancel token, and cancelling or the deadline aborts the association at once;
+- names: a Study or SOP Instance UID names a folder or file only when it is a valid DICOM
+  UID, else a hash of it, and the path is checked to stay inside the destination
+  (:func:`retrieve_folder`);
+- content: a retrieved instance whose Study Instance UID (or Patient ID, when the query
+  result gave one) differs from the request is refused, not written, and reported; our
+  storage SCP for C-MOVE checks the called and the calling AE titles.
+
+DIMSE over TLS: pass an :class:`ssl.SSLContext` as ``tls`` (our associations) and
+``scp_tls`` (our C-MOVE storage SCP) to :class:`PacsClient`.
+
 Retrieves write each arriving instance to the destination folder at once (atomically:
 temporary name, then rename), so an aborted, cancelled or partly failed retrieve keeps what
 arrived; :class:`RetrieveResult` says what arrived and what did not. Every association is
@@ -22,13 +42,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import getpass
+import hashlib
 import json
 import logging
 import os
 import re
 import socket
+import struct
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -39,6 +62,7 @@ from cxr_viewer.core.errors import Cancelled, PacsError
 from cxr_viewer.core.progress import CancelToken
 
 if TYPE_CHECKING:  # pydicom and pynetdicom are imported where used (the PACS extra)
+    import ssl
     from collections.abc import Iterator
 
     from pydicom.dataset import Dataset
@@ -57,6 +81,86 @@ ProgressCb = Callable[[int, int], None]  # (done, total or 0 when unknown)
 log = logging.getLogger("cxr_viewer.pacs")
 
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no controls
+_UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*")  # PS3.5 section 9: digits and dots, <= 64
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class NetLimits:
+    """Size and time limits on what a PACS (or anything answering on its port) sends us.
+
+    Attributes
+    ----------
+    max_pdu:
+        The maximum PDU length we announce (bytes); a received PDU longer than
+        ``max(4 * max_pdu, 1 MiB)`` drops the association before it is read.
+    max_identifier_bytes:
+        A C-FIND answer (one identifier) larger than this drops the association; the
+        matches received before it are kept.
+    max_instance_bytes:
+        A C-STORE dataset (a retrieved instance) larger than this drops the association;
+        instances received before it are kept.
+    max_field_bytes:
+        A C-FIND field longer than this is left empty and flagged (DICOM allows at most
+        64 characters for names and UIDs).
+    find_seconds, retrieve_seconds:
+        Deadline of a whole C-FIND / of one study's C-GET or C-MOVE, from the association.
+    max_associations:
+        Concurrent associations our storage SCP accepts during a C-MOVE.
+    """
+
+    max_pdu: int = 65536
+    max_identifier_bytes: int = 16 * _MIB
+    max_instance_bytes: int = 256 * _MIB
+    max_field_bytes: int = 1024
+    find_seconds: float = 300.0
+    retrieve_seconds: float = 3600.0
+    max_associations: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("max_pdu", "max_identifier_bytes", "max_instance_bytes", "max_field_bytes"):
+            if int(getattr(self, name)) < 1:
+                raise PacsError(f"Invalid PACS limit {name}", "it must be at least 1 byte")
+        for name in ("find_seconds", "retrieve_seconds"):
+            if not float(getattr(self, name)) > 0:
+                raise PacsError(f"Invalid PACS limit {name}", "it must be a positive time")
+
+    @property
+    def max_pdu_received(self) -> int:
+        return max(4 * self.max_pdu, _MIB)
+
+
+def valid_uid(text: str) -> bool:
+    """Whether ``text`` is a DICOM UID (PS3.5 section 9: digits and dots, at most 64)."""
+    return isinstance(text, str) and len(text) <= 64 and bool(_UID_RE.fullmatch(text))
+
+
+def _confined_name(text: str, prefix: str) -> str:
+    """``text`` when it is a valid UID, else ``prefix`` plus a hash of it (never a path)."""
+    if valid_uid(text):
+        return text
+    digest = hashlib.sha256(str(text).encode("utf-8", "surrogatepass")).hexdigest()[:20]
+    return f"{prefix}-{digest}"
+
+
+def _inside(root: Path, name: str) -> Path:
+    """``root/name`` after resolving symbolic links, checked to stay directly in ``root``."""
+    base = root.resolve()
+    target = (base / name).resolve()
+    if target.parent != base:
+        raise PacsError(
+            f"Refused to write outside {base}",
+            f"the name derived from the PACS's answer leads to {target}",
+            "Remove the link or file of that name from the retrieve folder and try again.",
+        )
+    return target
+
+
+def retrieve_folder(base: str | Path, study_instance_uid: str) -> Path:
+    """Where a study is retrieved: ``base/<Study Instance UID>`` when the UID (as the PACS
+    sent it) is a valid DICOM UID, else ``base/study-<sha256 of it>``; always inside
+    ``base`` (also when a link of that name points elsewhere: PacsError)."""
+    return _inside(Path(base), _confined_name(study_instance_uid, "study"))
 
 
 def _check_ae(title: str, what: str) -> str:
@@ -171,6 +275,8 @@ class StudyRecord:
     study_description: str = ""
     modalities: str = ""
     instances: int | None = None
+    #: fields the PACS sent that could not be used (left empty), e.g. "patient_name: ..."
+    problems: tuple[str, ...] = ()
 
     PATIENT_FIELDS = ("patient_name", "patient_id", "patient_birth_date", "patient_sex")
 
@@ -178,6 +284,23 @@ class StudyRecord:
         """The same record with the patient fields hidden (the "hide patient fields" setting)."""
         hidden: dict[str, Any] = {k: "•••" if getattr(self, k) else "" for k in self.PATIENT_FIELDS}
         return replace(self, **hidden)
+
+
+class FindResult(list[StudyRecord]):
+    """The C-FIND matches (a list), with what went wrong while they arrived.
+
+    ``problem`` is empty when the PACS answered completely; otherwise it says why the list
+    may be incomplete (an oversized answer, the deadline, ...). ``skipped`` counts matches
+    that could not be read at all.
+    """
+
+    problem: str = ""
+    skipped: int = 0
+
+    @property
+    def flagged(self) -> int:
+        """How many matches have a field that could not be used."""
+        return sum(1 for r in self if r.problems)
 
 
 @dataclass
@@ -189,10 +312,12 @@ class RetrieveResult:
     warning: int = 0
     cancelled: bool = False
     problem: str = ""
+    #: why instances were refused (another study or patient; not written)
+    rejected: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
-        return not (self.failed or self.cancelled or self.problem)
+        return not (self.failed or self.cancelled or self.problem or self.rejected)
 
 
 @dataclass
@@ -286,6 +411,12 @@ def _storage_classes() -> tuple[list[UID], list[UID]]:
     return images, other
 
 
+def _plain_syntaxes() -> list[UID]:
+    """The transfer syntaxes for query/retrieve and echo contexts: never Deflated (a few kB
+    on the wire inflate to gigabytes before any size check could see them)."""
+    return _uids()[1]
+
+
 def _retrieve_contexts(ae: AE, *, as_scp: bool) -> list[UID]:
     """Storage contexts for receiving: per image class, one context per compressed transfer
     syntax (so the PACS sends each image as it stores it) and one uncompressed."""
@@ -329,18 +460,201 @@ def _status_text(code: int | None, service: str) -> str:
     return f"status 0x{code:04X} ({text})"
 
 
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^0-9A-Za-z._-]", "_", text)[:128] or "instance"
+# ---------------------------------------------------------------------------- wire limits
+
+
+class _Guard:
+    """Size limits checked on the bytes as they arrive, before pynetdicom keeps or decodes them.
+
+    pynetdicom reads a whole PDU of whatever length the peer announces and collects a DIMSE
+    message's fragments without a bound. Bound to ``EVT_CONN_OPEN`` (before anything is
+    read), :meth:`install` wraps the association socket's ``recv``: a PDU header announcing
+    more than ``limits.max_pdu_received`` bytes, or a message whose fragments add up to more
+    than ``max_message`` bytes, fails the read, which closes the connection (pynetdicom
+    treats it as the peer closing it). Reads also get the network timeout, so a half-sent
+    PDU ends instead of blocking a thread. ``tripped`` says which limit stopped it.
+    """
+
+    COMMAND_CAP = 64 * 1024  # a DIMSE command set is a few hundred bytes
+
+    def __init__(self, limits: NetLimits, max_message: int, what: str, timeout: float) -> None:
+        self.limits = limits
+        self.max_message = int(max_message)
+        self.what = what
+        self.timeout = timeout
+        self.tripped = ""
+        self.sockets: list[Any] = []
+        self.lock = threading.Lock()
+
+    def trip(self, why: str) -> OSError:
+        with self.lock:
+            if not self.tripped:
+                self.tripped = why
+        log.warning("PACS association dropped: %s", why)
+        return OSError(why)
+
+    def install(self, event: Event) -> None:
+        """EVT_CONN_OPEN handler."""
+        sock = event.assoc.dul.socket
+        if sock is None:  # pragma: no cover - pynetdicom sets it before the event
+            return
+        with self.lock:
+            self.sockets.append(sock)
+        # an instance attribute shadows the method the DUL reactor calls
+        setattr(sock, "recv", _BoundedRecv(sock, self))  # noqa: B010 - shadows the method
+
+    def handlers(self) -> list[tuple[Any, Callable[..., Any]]]:
+        from pynetdicom import evt
+
+        return [(evt.EVT_CONN_OPEN, self.install)]
+
+    def close_all(self) -> None:
+        """Shut the guarded connections down (unblocks a read stuck on a silent peer)."""
+        with self.lock:
+            socks = list(self.sockets)
+        for sock in socks:
+            raw = getattr(sock, "socket", None)
+            if raw is None:
+                continue
+            try:
+                raw.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _BoundedRecv:
+    """The bounded ``recv`` :class:`_Guard` puts on one association socket."""
+
+    def __init__(self, sock: Any, guard: _Guard) -> None:
+        self.inner: Callable[[int], bytearray] = sock.recv
+        self.sock = sock
+        self.guard = guard
+        self.pending: int | None = None  # PDU type whose body is read next
+        self.message = {0: 0, 1: 0}  # bytes of the message being received: dataset, command
+        self.tripped = ""  # this connection's limit, once exceeded (others go on)
+
+    def _trip(self, why: str) -> OSError:
+        self.tripped = why
+        return self.guard.trip(why)
+
+    def __call__(self, nr_bytes: int) -> bytearray:
+        raw = getattr(self.sock, "socket", None)
+        if raw is not None:
+            raw.settimeout(self.guard.timeout)
+        if self.tripped:
+            raise OSError(self.tripped)
+        if self.pending is None:  # the DUL reads a 6-byte PDU header, then its body
+            data = self.inner(nr_bytes)
+            if nr_bytes == 6 and len(data) == 6:
+                pdu_type, _, length = struct.unpack(">BBL", bytes(data))
+                if 1 <= pdu_type <= 7:
+                    cap = self.guard.limits.max_pdu_received
+                    if length > cap:
+                        raise self._trip(
+                            f"the peer announced a PDU of {length:,} bytes (our limit is {cap:,})"
+                        )
+                    self.pending = pdu_type
+            return data
+        pdu_type, self.pending = self.pending, None
+        data = self.inner(nr_bytes)
+        if pdu_type == 0x04:  # P-DATA-TF
+            self._count(data)
+        return data
+
+    def _count(self, data: bytearray) -> None:
+        # PS3.8 9.3.5: items of (4-byte length, context ID, control header, fragment)
+        offset, end = 0, len(data)
+        while offset + 6 <= end:
+            (length,) = struct.unpack(">L", bytes(data[offset : offset + 4]))
+            control = data[offset + 5]
+            is_command = control & 0x01
+            self.message[is_command] += max(0, length - 2)
+            cap = _Guard.COMMAND_CAP if is_command else self.guard.max_message
+            if self.message[is_command] > cap:
+                kind = "a command" if is_command else self.guard.what
+                raise self._trip(f"the PACS sent {kind} larger than {_human(cap)} (the limit)")
+            if control & 0x02:  # the last fragment of this message
+                self.message[is_command] = 0
+            offset += 4 + length
+
+
+def _human(n: int) -> str:
+    if n >= _MIB:
+        return f"{n / _MIB:g} MiB"
+    if n >= 1024:
+        return f"{n / 1024:g} KiB"
+    return f"{n} bytes"
+
+
+class _Watchdog:
+    """Aborts an association when the cancel token is set or the deadline passes.
+
+    pynetdicom's SCU calls block until the next answer (up to the DIMSE timeout, renewed by
+    every answer, so a peer dribbling answers never times out); this thread makes Cancel and
+    the per-operation deadline take effect within a fraction of a second.
+    """
+
+    def __init__(
+        self,
+        assoc: Association,
+        cancel: CancelToken | None,
+        seconds: float,
+        guard: _Guard | None = None,
+    ) -> None:
+        self.assoc = assoc
+        self.cancel = cancel
+        self.seconds = float(seconds)
+        self.deadline = time.monotonic() + self.seconds
+        self.guard = guard
+        self.reason = ""  # "cancelled" or "deadline"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cxr-pacs-watchdog", daemon=True)
+
+    def __enter__(self) -> _Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            if self.cancel is not None and self.cancel.cancelled:
+                self.reason = "cancelled"
+            elif time.monotonic() > self.deadline:
+                self.reason = "deadline"
+            else:
+                continue
+            _hard_abort(self.assoc, self.guard)
+            return
+
+
+def _hard_abort(assoc: Association, guard: _Guard | None) -> None:
+    """Abort at once: queue the A-ABORT, then close the socket if the reactor is stuck."""
+    try:
+        assoc.abort(block=False)
+    except Exception as exc:  # the association may be going away by itself
+        log.debug("abort: %s", exc)
+    t_end = time.monotonic() + 0.5
+    while assoc.dul.is_alive() and time.monotonic() < t_end:
+        time.sleep(0.01)
+    if assoc.dul.is_alive() and guard is not None:
+        guard.close_all()
+    # a caller blocked waiting for the next DIMSE message (up to the DIMSE timeout) is woken
+    # the way pynetdicom wakes it when the peer aborts
+    assoc.dimse.msg_queue.put((None, None))
 
 
 def write_instance(dest: Path, dataset: Dataset, file_meta: Dataset) -> Path:
-    """Write a received instance to ``dest/<SOPInstanceUID>.dcm`` (temp name, then rename)."""
+    """Write a received instance to ``dest/<SOPInstanceUID>.dcm`` (temp name, then rename);
+    a SOP Instance UID that is not a valid UID is replaced by ``instance-<hash>``."""
     from pydicom.dataset import FileMetaDataset
 
     dataset.file_meta = FileMetaDataset(file_meta)
-    name = _safe_name(str(dataset.get("SOPInstanceUID", "") or "instance")) + ".dcm"
-    final = dest / name
-    tmp = dest / (name + ".part")
+    name = _confined_name(str(dataset.get("SOPInstanceUID", "") or ""), "instance") + ".dcm"
+    final = _inside(dest, name)
+    tmp = final.with_name(name + ".part")
     dataset.save_as(tmp, enforce_file_format=True)
     os.replace(tmp, final)
     return final
@@ -361,14 +675,31 @@ class PacsClient:
         network silence.
     log_path:
         The association log (default :func:`default_log_path`).
+    limits:
+        Size and time limits on what comes from the network (:class:`NetLimits`).
+    tls:
+        An :class:`ssl.SSLContext` for DIMSE over TLS on our associations (server name
+        checked against ``node.host`` when the context checks host names).
+    scp_tls:
+        An :class:`ssl.SSLContext` (server side) for our C-MOVE storage SCP.
     """
 
     def __init__(
-        self, node: PacsNode, *, timeout: float = DEFAULT_TIMEOUT, log_path: Path | None = None
+        self,
+        node: PacsNode,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        log_path: Path | None = None,
+        limits: NetLimits | None = None,
+        tls: ssl.SSLContext | None = None,
+        scp_tls: ssl.SSLContext | None = None,
     ) -> None:
         self.node = node
         self.timeout = float(timeout)
         self.log_path = log_path
+        self.limits = limits or NetLimits()
+        self.tls = tls
+        self.scp_tls = scp_tls
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -381,16 +712,26 @@ class PacsClient:
                 "the pynetdicom package is not installed",
                 'Install the PACS extra: python -m pip install -e ".[pacs]"',
             ) from exc
+        from pynetdicom import _config
+
         pn_log = logging.getLogger("pynetdicom")
         if pn_log.level == logging.NOTSET:  # its errors become our PacsErrors instead
             pn_log.setLevel(logging.CRITICAL)
+        # pynetdicom pretty-prints every identifier whatever the log level: a 10 MB name
+        # would be decoded and formatted before we could check it (and it is patient data)
+        _config.LOG_REQUEST_IDENTIFIERS = False
+        _config.LOG_RESPONSE_IDENTIFIERS = False
         ae = AE(ae_title=self.node.calling_ae)
         ae.acse_timeout = self.timeout
         ae.dimse_timeout = self.timeout
         ae.network_timeout = self.timeout
         ae.connection_timeout = self.timeout
-        ae.maximum_associations = 2
+        ae.maximum_associations = self.limits.max_associations
+        ae.maximum_pdu_size = self.limits.max_pdu
         return ae
+
+    def _guard(self, max_message: int, what: str) -> _Guard:
+        return _Guard(self.limits, max_message, what, self.timeout)
 
     def _log(self, operation: str, started: float, outcome: str, **detail: Any) -> None:
         record = {
@@ -409,6 +750,13 @@ class PacsClient:
 
     def _why_not_established(self, assoc: Association) -> tuple[str, str]:
         node = self.node
+        if assoc.is_aborted and not assoc.accepted_contexts and assoc.rejected_contexts:
+            return (
+                "it accepted none of the services and transfer syntaxes we proposed (we "
+                "never propose Deflated syntaxes: a few kB of them can inflate to gigabytes)",
+                "Ask the PACS administrator to allow Explicit or Implicit VR Little Endian "
+                f"for AE '{node.calling_ae}'.",
+            )
         if assoc.is_rejected:
             return (
                 f"it refused the association (it does not accept calling AE "
@@ -436,11 +784,23 @@ class PacsClient:
 
     @contextmanager
     def _association(
-        self, ae: AE, operation: str, started: float, **kwargs: Any
+        self,
+        ae: AE,
+        operation: str,
+        started: float,
+        guard: _Guard | None = None,
+        evt_handlers: list[Any] | None = None,
+        **kwargs: Any,
     ) -> Iterator[Association]:
         node = self.node
+        guard = guard or self._guard(self.limits.max_identifier_bytes, "an answer")
+        handlers: list[Any] = list(evt_handlers or []) + guard.handlers()
+        if self.tls is not None:
+            kwargs["tls_args"] = (self.tls, node.host)
         try:
-            assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, **kwargs)
+            assoc = ae.associate(
+                node.host, node.port, ae_title=node.ae_title, evt_handlers=handlers, **kwargs
+            )
         except (OSError, ValueError, RuntimeError) as exc:
             self._log(operation, started, "not established", error=str(exc))
             raise PacsError(
@@ -460,20 +820,30 @@ class PacsClient:
             t_end = time.monotonic() + self.timeout
             while assoc.is_alive() and time.monotonic() < t_end:
                 time.sleep(0.01)
+            if assoc.is_alive():  # a peer that never answers the release
+                _hard_abort(assoc, guard)
 
     # -- C-ECHO -----------------------------------------------------------------------------
 
-    def echo(self) -> float:
-        """C-ECHO; returns the round trip in seconds. Raises PacsError on any failure."""
+    def echo(self, *, cancel: CancelToken | None = None) -> float:
+        """C-ECHO; returns the round trip in seconds. Raises PacsError on any failure
+        (Cancelled when ``cancel`` is set while it waits)."""
         # pynetdicom makes its SOP class names at import time: its types cannot list them
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
         started = time.monotonic()
         ae = self._ae()
-        ae.add_requested_context(Verification)
-        with self._association(ae, "C-ECHO", started) as assoc:
+        ae.add_requested_context(Verification, _plain_syntaxes())
+        guard = self._guard(self.limits.max_identifier_bytes, "an answer")
+        with (
+            self._association(ae, "C-ECHO", started, guard) as assoc,
+            _Watchdog(assoc, cancel, self.timeout, guard) as watch,
+        ):
             status = assoc.send_c_echo()
             code = int(status.Status) if status is not None and "Status" in status else None
+        if watch.reason == "cancelled":
+            self._log("C-ECHO", started, "cancelled")
+            raise Cancelled("C-ECHO cancelled", "the test of the connection was stopped")
         if code != 0:
             self._log("C-ECHO", started, "failed", status=code)
             raise PacsError(
@@ -496,9 +866,17 @@ class PacsClient:
         date_to: str | _dt.date | None = None,
         modalities: Sequence[str] = ("CR", "DX"),
         max_results: int = MAX_FIND_RESULTS,
-    ) -> list[StudyRecord]:
+        cancel: CancelToken | None = None,
+    ) -> FindResult:
         """C-FIND at study level (Study Root). Dates are ``YYYYMMDD`` or ``date``; either end of
-        the range may be open. ``patient_name`` may use ``*`` wildcards."""
+        the range may be open. ``patient_name`` may use ``*`` wildcards.
+
+        Returns the matches; a match with an unusable field keeps its other fields (the field
+        is empty and named in ``problems``). When the answer stops early (an oversized answer,
+        the ``limits.find_seconds`` deadline), the matches that arrived are returned with
+        ``problem`` set, or PacsError is raised when none did. ``cancel`` aborts the
+        association at once and raises :class:`~cxr_viewer.core.errors.Cancelled`.
+        """
         from pydicom.dataset import Dataset
 
         # pynetdicom makes its SOP class names at import time: its types cannot list them
@@ -522,22 +900,53 @@ class PacsClient:
             setattr(query, keyword, "")
         started = time.monotonic()
         ae = self._ae()
-        ae.add_requested_context(FIND)
-        found: list[StudyRecord] = []
+        ae.add_requested_context(FIND, _plain_syntaxes())
+        found = FindResult()
         code: int | None = None
         truncated = False
-        with self._association(ae, "C-FIND", started) as assoc:
+        guard = self._guard(self.limits.max_identifier_bytes, "a C-FIND answer")
+        keys = [k for k, v in (("patient_name", patient_name), ("patient_id", patient_id)) if v]
+        with (
+            self._association(ae, "C-FIND", started, guard) as assoc,
+            _Watchdog(assoc, cancel, self.limits.find_seconds, guard) as watch,
+        ):
             for status, identifier in assoc.send_c_find(query, FIND):
                 code = int(status.Status) if status is not None and "Status" in status else None
-                if code in (0xFF00, 0xFF01) and identifier is not None:
-                    found.append(_record(identifier))
+                if code in (0xFF00, 0xFF01):
+                    try:
+                        found.append(_record(identifier, self.limits.max_field_bytes))
+                    except Exception as exc:  # one unreadable match must not lose the rest
+                        log.warning("C-FIND match skipped: %s", exc)
+                        found.skipped += 1
                     if len(found) >= max_results:
                         truncated = True
                         assoc.abort()
                         break
                     continue
                 break
-        keys = [k for k, v in (("patient_name", patient_name), ("patient_id", patient_id)) if v]
+        if watch.reason == "cancelled":
+            self._log("C-FIND", started, "cancelled", matches=len(found), keys=keys)
+            raise Cancelled("Search cancelled", f"{len(found)} match(es) had arrived")
+        stopped = ""
+        if guard.tripped:
+            stopped = f"{guard.tripped}; the association was dropped"
+        elif watch.reason == "deadline":
+            stopped = (
+                f"the PACS had not finished answering after {self.limits.find_seconds:g} s "
+                "(the deadline); the association was aborted"
+            )
+        if found.skipped:
+            found.problem = f"{found.skipped} match(es) could not be read and are not listed"
+        if stopped:
+            found.problem = "; ".join(x for x in (stopped, found.problem) if x)
+            self._log("C-FIND", started, "stopped", matches=len(found), keys=keys, error=stopped)
+            if not found:
+                raise PacsError(
+                    f"The query on {self.node.label} was stopped",
+                    stopped,
+                    "Refine the query; if it happens again, tell the PACS administrator.",
+                )
+            return found
         if truncated:
             self._log("C-FIND", started, "truncated", matches=len(found), keys=keys)
             return found
@@ -558,14 +967,17 @@ class PacsClient:
         study_instance_uid: str,
         dest: str | Path,
         *,
+        patient_id: str | None = None,
         progress: ProgressCb | None = None,
         cancel: CancelToken | None = None,
     ) -> RetrieveResult:
         """C-GET a study into ``dest``; returns what arrived (also when it failed part way).
 
-        Raises PacsError only when the association cannot be made; a failed or cancelled
-        retrieve is reported in the result (``problem``, ``failed``, ``cancelled``) with the
-        files that did arrive.
+        Raises PacsError when the UID is not a DICOM UID or the association cannot be made;
+        a failed, stopped or cancelled retrieve is reported in the result (``problem``,
+        ``failed``, ``cancelled``, ``rejected``) with the files that did arrive. An instance
+        of another study, or of another patient than ``patient_id`` (when given, e.g. from
+        the C-FIND match), is refused and listed in ``rejected``, never written.
         """
         from pydicom.dataset import Dataset
         from pynetdicom import build_role, evt
@@ -573,23 +985,48 @@ class PacsClient:
         # pynetdicom makes its SOP class names at import time: its types cannot list them
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET  # type: ignore[attr-defined]
 
+        _check_study_uid(study_instance_uid)
         out = _dest(dest)
         result = RetrieveResult()
         started = time.monotonic()
         ae = self._ae()
-        ae.add_requested_context(GET)
+        ae.add_requested_context(GET, _plain_syntaxes())
         classes = _retrieve_contexts(ae, as_scp=False)
         roles = [build_role(sop, scp_role=True) for sop in classes]
-        handler = _StoreHandler(out, result)
+        handler = _StoreHandler(out, result, study_instance_uid, patient_id)
+        guard = self._guard(self.limits.max_instance_bytes, "an instance")
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
         query.StudyInstanceUID = study_instance_uid
-        with self._association(
-            ae, "C-GET", started, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, handler)]
-        ) as assoc:
+        with (
+            self._association(
+                ae,
+                "C-GET",
+                started,
+                guard,
+                ext_neg=roles,
+                evt_handlers=[(evt.EVT_C_STORE, handler)],
+            ) as assoc,
+            _Watchdog(assoc, cancel, self.limits.retrieve_seconds, guard) as watch,
+        ):
             self._run_retrieve(assoc.send_c_get(query, GET), assoc, result, "get", progress, cancel)
+        self._stopped(result, watch, [guard])
         self._log_retrieve("C-GET", started, result, study_instance_uid)
         return result
+
+    def _stopped(self, result: RetrieveResult, watch: _Watchdog, guards: list[_Guard]) -> None:
+        """Fold the watchdog's and the guards' reasons for stopping into ``result``."""
+        why = [g.tripped for g in guards if g.tripped]
+        if watch.reason == "cancelled":
+            result.cancelled = True
+        elif watch.reason == "deadline":
+            why.append(
+                f"the retrieve had not finished after {self.limits.retrieve_seconds:g} s "
+                "(the deadline)"
+            )
+        if why:
+            stopped = "; ".join(why) + "; the association was dropped"
+            result.problem = "; ".join(x for x in (stopped, result.problem) if x)
 
     # -- C-MOVE -----------------------------------------------------------------------------
 
@@ -598,6 +1035,7 @@ class PacsClient:
         study_instance_uid: str,
         dest: str | Path,
         *,
+        patient_id: str | None = None,
         progress: ProgressCb | None = None,
         cancel: CancelToken | None = None,
     ) -> RetrieveResult:
@@ -609,19 +1047,24 @@ class PacsClient:
         # pynetdicom makes its SOP class names at import time: its types cannot list them
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as MOVE  # type: ignore[attr-defined]
 
+        _check_study_uid(study_instance_uid)
         out = _dest(dest)
         result = RetrieveResult()
         started = time.monotonic()
         scp_ae = self._ae()
         _retrieve_contexts(scp_ae, as_scp=True)
-        # only the PACS we asked may store into our SCP while the move runs
+        # only the PACS we asked may store into our SCP while the move runs, and only when
+        # it calls us by our own AE title
         scp_ae.require_calling_aet = [self.node.ae_title]
-        handler = _StoreHandler(out, result)
+        scp_ae.require_called_aet = True
+        handler = _StoreHandler(out, result, study_instance_uid, patient_id)
+        scp_guard = self._guard(self.limits.max_instance_bytes, "an instance")
         try:
             server = scp_ae.start_server(
                 (self.node.listen_host, self.node.storage_port),
                 block=False,
-                evt_handlers=[(evt.EVT_C_STORE, handler)],
+                evt_handlers=[(evt.EVT_C_STORE, handler), *scp_guard.handlers()],
+                ssl_context=self.scp_tls,
             )
         except OSError as exc:
             self._log("C-MOVE", started, "no storage SCP", error=str(exc))
@@ -632,17 +1075,22 @@ class PacsClient:
                 "PACS), or use C-GET.",
             ) from exc
         assert server is not None  # start_server(block=False) returns the running server
+        guard = self._guard(self.limits.max_identifier_bytes, "an answer")
         try:
             ae = self._ae()
-            ae.add_requested_context(MOVE)
+            ae.add_requested_context(MOVE, _plain_syntaxes())
             query = Dataset()
             query.QueryRetrieveLevel = "STUDY"
             query.StudyInstanceUID = study_instance_uid
-            with self._association(ae, "C-MOVE", started) as assoc:
+            with (
+                self._association(ae, "C-MOVE", started, guard) as assoc,
+                _Watchdog(assoc, cancel, self.limits.retrieve_seconds, guard) as watch,
+            ):
                 responses = assoc.send_c_move(query, self.node.calling_ae, MOVE)
                 self._run_retrieve(responses, assoc, result, "move", progress, cancel)
         finally:
-            server.shutdown()
+            _stop_server(server, scp_guard)
+        self._stopped(result, watch, [guard, scp_guard])
         self._log_retrieve("C-MOVE", started, result, study_instance_uid)
         return result
 
@@ -651,13 +1099,15 @@ class PacsClient:
         study_instance_uid: str,
         dest: str | Path,
         *,
+        patient_id: str | None = None,
         progress: ProgressCb | None = None,
         cancel: CancelToken | None = None,
     ) -> RetrieveResult:
-        """C-GET or C-MOVE, as the node says."""
-        if self.node.retrieve == "move":
-            return self.move_study(study_instance_uid, dest, progress=progress, cancel=cancel)
-        return self.get_study(study_instance_uid, dest, progress=progress, cancel=cancel)
+        """C-GET or C-MOVE, as the node says (``patient_id``: see :meth:`get_study`)."""
+        run = self.move_study if self.node.retrieve == "move" else self.get_study
+        return run(
+            study_instance_uid, dest, patient_id=patient_id, progress=progress, cancel=cancel
+        )
 
     def _run_retrieve(
         self,
@@ -702,6 +1152,13 @@ class PacsClient:
             result.problem = f"the retrieve failed: {said}"
         if not result.files and code == 0 and not result.problem:
             result.problem = "the PACS reported success but sent no instance"
+        if result.rejected:
+            refused = f"{len(result.rejected)} instance(s) refused and not kept: " + "; ".join(
+                sorted(set(result.rejected))
+            )
+            if result.problem == "the PACS reported success but sent no instance":
+                result.problem = ""
+            result.problem = f"{result.problem}; {refused}" if result.problem else refused
         if ours and ours not in result.problem:
             result.problem = f"{result.problem}; {ours}" if result.problem else ours
 
@@ -718,6 +1175,7 @@ class PacsClient:
             study_instance_uid=uid,
             instances=len(result.files),
             failed=result.failed,
+            rejected=len(result.rejected),
             problem=result.problem,
         )
 
@@ -764,7 +1222,11 @@ class PacsClient:
                 contexts.add((sop, ts))
                 ae.add_requested_context(sop, ts)
         total = len(datasets)
-        with self._association(ae, "C-STORE", started) as assoc:
+        guard = self._guard(self.limits.max_identifier_bytes, "an answer")
+        with (
+            self._association(ae, "C-STORE", started, guard) as assoc,
+            _Watchdog(assoc, cancel, self.limits.retrieve_seconds, guard),
+        ):
             for i, (p, ds) in enumerate(datasets, 1):
                 if cancel is not None and cancel.cancelled:
                     result.failed.extend((q, "cancelled") for q, _ in datasets[i - 1 :])
@@ -795,16 +1257,46 @@ class PacsClient:
 
 
 class _StoreHandler:
-    """EVT_C_STORE handler: write each instance at once; remember what arrived."""
+    """EVT_C_STORE handler: check that each instance belongs to the requested study (and
+    patient), write it at once, remember what arrived and what was refused."""
 
-    def __init__(self, dest: Path, result: RetrieveResult) -> None:
+    def __init__(
+        self, dest: Path, result: RetrieveResult, study_uid: str, patient_id: str | None = None
+    ) -> None:
         self.dest = dest
         self.result = result
+        self.study_uid = study_uid
+        self.patient_id = patient_id or None
         self.lock = threading.Lock()
 
-    def __call__(self, event: Event) -> int:
+    def _refuse(self, why: str, comment: str) -> Any:
+        from pydicom.dataset import Dataset
+
+        with self.lock:
+            self.result.rejected.append(why)
+        status = Dataset()
+        status.Status = 0xC000  # PS3.4 B.2.3: "Cannot understand" class of failures
+        status.ErrorComment = comment[:64]
+        return status
+
+    def __call__(self, event: Event) -> Any:
         try:
-            path = write_instance(self.dest, event.dataset, event.file_meta)
+            dataset = event.dataset
+            study = str(dataset.get("StudyInstanceUID", "") or "")
+            patient = str(dataset.get("PatientID", "") or "")
+        except Exception as exc:
+            return self._refuse(f"an instance could not be decoded ({exc})", "cannot decode")
+        if study != self.study_uid:
+            return self._refuse(
+                "it belongs to another study than the one requested",
+                "not the requested study",
+            )
+        if self.patient_id is not None and patient != self.patient_id:
+            return self._refuse(
+                "it belongs to another patient than the study's", "not the requested patient"
+            )
+        try:
+            path = write_instance(self.dest, dataset, event.file_meta)
         except Exception as exc:  # a full disk must not kill the association silently
             log.warning("cannot write a retrieved instance into %s: %s", self.dest, exc)
             with self.lock:
@@ -813,6 +1305,25 @@ class _StoreHandler:
         with self.lock:
             self.result.files.append(path)
         return 0x0000
+
+
+def _stop_server(server: Any, guard: _Guard) -> None:
+    """Stop our storage SCP and every association it still runs (a peer stalled half way
+    through a message must not keep a thread, and the process, alive)."""
+    for assoc in list(server.active_associations):
+        _hard_abort(assoc, guard)
+    server.shutdown()
+
+
+def _check_study_uid(uid: str) -> None:
+    if not valid_uid(uid):
+        shown = repr(uid[:80]) + ("…" if len(uid) > 80 else "")
+        raise PacsError(
+            f"Cannot retrieve the study {shown}",
+            "its Study Instance UID, as the PACS sent it, is not a DICOM UID (digits and "
+            "dots, at most 64 characters)",
+            "Ask the PACS administrator to check this study; nothing was retrieved.",
+        )
 
 
 def _dest(dest: str | Path) -> Path:
@@ -865,13 +1376,44 @@ def _date_range(date_from: str | _dt.date | None, date_to: str | _dt.date | None
     return f"{lo}-{hi}" if (lo or hi) else ""
 
 
-def _record(ds: Dataset) -> StudyRecord:
+_RECORD_FIELDS = (
+    ("study_instance_uid", "StudyInstanceUID"),
+    ("patient_name", "PatientName"),
+    ("patient_id", "PatientID"),
+    ("patient_birth_date", "PatientBirthDate"),
+    ("patient_sex", "PatientSex"),
+    ("study_date", "StudyDate"),
+    ("study_time", "StudyTime"),
+    ("accession_number", "AccessionNumber"),
+    ("study_description", "StudyDescription"),
+    ("modalities", "ModalitiesInStudy"),
+)
+
+
+def _record(ds: Dataset | None, max_field_bytes: int = NetLimits.max_field_bytes) -> StudyRecord:
+    """One C-FIND match, read field by field: a field that is too long or cannot be decoded
+    is left empty and named in ``problems`` (never its value: it may be patient data)."""
     from pydicom.multival import MultiValue
 
-    def text(keyword: str) -> str:
+    if ds is None:
+        raise ValueError("the match has no identifier (it could not be decoded)")
+    problems: list[str] = []
+
+    def text(attr: str, keyword: str) -> str:
         try:
-            value = ds.get(keyword, "")
-        except Exception:  # a damaged value must not hide the match
+            elem = ds.get_item(keyword)  # the raw element: its length before any decoding
+            if elem is None:
+                return ""
+            raw = elem.value
+            size = len(raw) if isinstance(raw, bytes | bytearray) else len(str(raw or ""))
+            if size > max_field_bytes:
+                problems.append(f"{attr}: {size:,} bytes, over the {max_field_bytes:,}-byte limit")
+                return ""
+            with warnings.catch_warnings():  # pydicom warns about over-long names
+                warnings.simplefilter("ignore")
+                value = ds[keyword].value
+        except Exception as exc:  # a damaged value must not hide the match
+            problems.append(f"{attr}: cannot be decoded ({type(exc).__name__})")
             return ""
         if value is None:
             return ""
@@ -879,20 +1421,17 @@ def _record(ds: Dataset) -> StudyRecord:
             return "\\".join(str(v) for v in value)
         return str(value)
 
-    n = text("NumberOfStudyRelatedInstances")
-    return StudyRecord(
-        study_instance_uid=text("StudyInstanceUID"),
-        patient_name=text("PatientName"),
-        patient_id=text("PatientID"),
-        patient_birth_date=text("PatientBirthDate"),
-        patient_sex=text("PatientSex"),
-        study_date=text("StudyDate"),
-        study_time=text("StudyTime"),
-        accession_number=text("AccessionNumber"),
-        study_description=text("StudyDescription"),
-        modalities=text("ModalitiesInStudy"),
-        instances=int(n) if n.strip().isdigit() else None,
-    )
+    values = {attr: text(attr, keyword) for attr, keyword in _RECORD_FIELDS}
+    uid = values["study_instance_uid"]
+    if uid and not valid_uid(uid):
+        problems.append("study_instance_uid: not a DICOM UID (the study cannot be retrieved)")
+    n = text("instances", "NumberOfStudyRelatedInstances").strip()
+    instances: int | None = None
+    if re.fullmatch(r"[0-9]{1,9}", n):
+        instances = int(n)
+    elif n:
+        problems.append("instances: not a whole number")
+    return StudyRecord(**values, instances=instances, problems=tuple(problems))
 
 
 def raise_for_retrieve(node: PacsNode, result: RetrieveResult) -> None:

@@ -27,8 +27,44 @@ def demo_bundle_dir() -> Path:
 
 
 def samples_dir() -> Path:
-    """Sample studies (phantoms the project generates; never copies of real data)."""
+    """Sample studies: real films (``real-*``, see its ATTRIBUTION.md) and generated phantoms."""
     return resources_dir() / "samples"
+
+
+#: the film a first launch opens: a viral pneumonia the demo model calls PNEUMONIA (p 0.87)
+#: with its Grad-CAM map over the lung fields (of the four pneumonia samples, two maps sit on
+#: the heart or the clavicles, and two films are predicted at p > 0.9999, saturated)
+FIRST_LAUNCH_SAMPLE = "real-06_pneumonia_virus__person106_virus_194.jpeg"
+
+
+def sample_files(folder: Path | None = None) -> list[Path]:
+    """The sample studies in viewing order: the real films first, then the phantoms.
+
+    Each group keeps the folder's natural order (``core.io.list_study_files``); an empty or
+    missing folder gives an empty list.
+    """
+    from cxr_viewer.core.io.folder import list_study_files
+
+    folder = samples_dir() if folder is None else folder
+    if not folder.is_dir():
+        return []
+    files = [Path(f) for f in list_study_files(folder)]
+    return sorted(files, key=lambda f: not f.name.startswith("real-"))  # stable: keeps order
+
+
+def first_launch_sample(files: list[Path]) -> Path | None:
+    """The study a first launch shows: :data:`FIRST_LAUNCH_SAMPLE`, else the first real
+    pneumonia film, else the first real film, else the first file (None: no files)."""
+    real = [f for f in files if f.name.startswith("real-")]
+    for group in (
+        [f for f in files if f.name == FIRST_LAUNCH_SAMPLE],
+        [f for f in real if "pneumonia" in f.name],
+        real,
+        files,
+    ):
+        if group:
+            return group[0]
+    return None
 
 
 def shared_data_dir() -> Path | None:

@@ -201,7 +201,9 @@ class Actions:
 
     def _build_menus(self) -> None:
         a, mb = self.all, self.win.menuBar()
-        f = mb.addMenu("&File")
+        # kept: PACS adds its entries here (a menu looked up again through QAction.menu() may
+        # come back as a wrapper that Qt deletes, on PySide6 6.8 and 6.9)
+        self.file_menu = f = mb.addMenu("&File")
         for name in ("open", "open_folder"):
             f.addAction(a[name])
         f.addMenu(self.recent_menu)
@@ -253,6 +255,11 @@ class Actions:
                 tb.addSeparator()
             else:
                 tb.addAction(a[name])
+        # every method one click away on the first screen (the side panel may need scrolling)
+        tb.addSeparator()
+        for m in METHODS:
+            a[f"toggle_{m}"].setIconText(METHOD_LABELS[m])  # the button says "LIME", not "Show …"
+            tb.addAction(a[f"toggle_{m}"])
         self.win.addToolBar(tb)
         self.toolbar = tb
 

@@ -2,8 +2,9 @@
 
 Order matters for start-up time: the window is built and shown first (no TensorFlow import,
 which takes ~4 s), then the studies open on the I/O worker and the model loads on the model
-worker behind a "loading / warming up" status. With no paths the sample studies open; with no
-bundle the app still opens and says there is no model — it never invents predictions.
+worker behind a "loading / warming up" status. With no paths the sample studies open (real
+films first; a first launch also shows Grad-CAM, :func:`open_samples`); with no bundle the app
+still opens and says there is no model — it never invents predictions.
 
 ``--quit-after SECONDS`` and ``--quit-when-ready`` close the window by themselves (the same
 clean shutdown as the user closing it: settings saved, work cancelled, worker threads stopped)
@@ -23,7 +24,7 @@ from PySide6.QtCore import Qt, QTimer, QtMsgType, qInstallMessageHandler
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication
 
-from cxr_viewer.core.paths import demo_bundle_dir, samples_dir
+from cxr_viewer.core.paths import demo_bundle_dir, first_launch_sample, sample_files
 
 from .main_window import MainWindow
 from .settings import Settings
@@ -68,7 +69,8 @@ def ensure_app(argv: list[str] | None = None) -> QApplication:
         app = QApplication(argv if argv is not None else [sys.argv[0]])
         app.setApplicationName("CXR Lens")
         app.setOrganizationName("CXR Lens")
-        app.setApplicationDisplayName("CXR Lens")
+        # no applicationDisplayName: X11 and Windows append it to every window title, and the
+        # main window's title already starts with the name (MainWindow.window_title)
         apply_theme(app)
     return app  # type: ignore[return-value]
 
@@ -85,10 +87,7 @@ def start(window: MainWindow, paths: list[str], model: str | None, no_model: boo
         window.open_paths([str(p) for p in paths])
         opened = True
     else:
-        samples = samples_dir()
-        if samples.is_dir() and any(samples.iterdir()):
-            window.controller.open_paths([str(samples)])
-            opened = True
+        opened = open_samples(window, first_launch=window.settings.fresh)
     if no_model:
         window.state.set_model_status("none", "Started with --no-model: no predictions.")
         return
@@ -114,6 +113,23 @@ def start(window: MainWindow, paths: list[str], model: str | None, no_model: boo
         QTimer.singleShot(MODEL_LOAD_DELAY_MS, load_once)
     else:
         load_once()
+
+
+def open_samples(window: MainWindow, first_launch: bool = False) -> bool:
+    """Open the sample studies, real films first, on a pneumonia film the demo model explains.
+
+    On a first launch (nothing saved yet) the image area is also set to the grid with Grad-CAM
+    shown, so the map is computed and painted as soon as the model is ready; the other methods
+    are one key (L, S, O) or checkbox away. Returns False when there are no samples.
+    """
+    files = sample_files()
+    if not files:
+        return False
+    if first_launch:
+        window.state.set_layout("grid")
+        window.state.set_visible("gradcam", True)
+    window.controller.open_paths([str(f) for f in files], current=first_launch_sample(files))
+    return True
 
 
 def build(
@@ -216,6 +232,13 @@ def run_app(args: argparse.Namespace) -> int:
         check_display()
     except DisplayUnavailable as exc:
         sys.stderr.write(message(exc))
+        return 3
+    from .binding_check import BrokenQtBinding, check_qt_binding
+
+    try:
+        check_qt_binding()
+    except BrokenQtBinding as exc:
+        sys.stderr.write(f"cxr-viewer: {exc}\n")
         return 3
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -72,9 +72,9 @@ class Controller(QObject):
         self._closing = False
 
     # ================================================================ studies
-    def open_paths(self, paths: list[str | Path]) -> None:
-        """Open files and folders (:meth:`StudyLoader.open_paths`)."""
-        self.studies.open_paths(paths)
+    def open_paths(self, paths: list[str | Path], current: str | Path | None = None) -> None:
+        """Open files and folders, showing ``current`` (:meth:`StudyLoader.open_paths`)."""
+        self.studies.open_paths(paths, current)
 
     def open_index(self, index: int, skip_unreadable: bool = False) -> None:
         """Load and show study ``index`` of the list (:meth:`StudyLoader.open_index`)."""

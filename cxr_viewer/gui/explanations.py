@@ -176,9 +176,9 @@ class ExplanationScheduler(QObject):
             self.results.put(key, result)
             if self.state.result_key(method) == key:
                 self.state.set_result(method, result)
-                self.message.emit(
-                    f"{ov.label} ready in {getattr(result.heatmap, 'runtime_s', 0.0):.1f} s"
-                )
+                seconds = float(getattr(result.heatmap, "runtime_s", 0.0))
+                took = f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+                self.message.emit(f"{ov.label} ready in {took}")
 
         def failed(f: Failure) -> None:
             finished()

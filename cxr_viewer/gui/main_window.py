@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -30,7 +31,7 @@ from PySide6.QtWidgets import (
 
 from cxr_viewer.core.paths import demo_bundle_dir
 
-from . import pacs_dialogs
+from . import dicomweb_dialog, pacs_dialogs, stored_results
 from .actions import OVERLAY_KEYS, Actions
 from .annotations import install as install_annotations
 from .controller import Controller
@@ -49,6 +50,8 @@ from .views import ImageView, ViewLink
 log = logging.getLogger(__name__)
 
 LEFT_DOCK_WIDTH, RIGHT_DOCK_WIDTH = 260, 350
+#: the window's size on a first launch when the screen has room for it
+DEFAULT_SIZE = (1500, 900)
 IMAGE_FILTER = "Images (*.dcm *.dicom *.DCM *.png *.jpg *.jpeg *.PNG *.JPG *.JPEG);;All files (*)"
 
 
@@ -58,7 +61,7 @@ class MainWindow(QMainWindow):
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__()
         self.setObjectName("MainWindow")
-        self.setWindowTitle("CXR Lens — not for diagnosis")
+        self.setWindowTitle(window_title(""))
         self.setAcceptDrops(True)
         self.settings = settings or Settings()
         self.state = ViewerState()
@@ -97,6 +100,8 @@ class MainWindow(QMainWindow):
         self.pacs_actions = pacs_dialogs.install(
             self
         )  # File ▸ Query/retrieve, PACS nodes, Export ▸ DICOM
+        self.stored_results = stored_results.install(self)  # File ▸ Stored DICOM results…
+        self.dicomweb_query = dicomweb_dialog.install(self)  # File ▸ Query/retrieve over DICOMweb…
         self._docks()
         self.annotations = install_annotations(self)  # File ▸ Open annotations…, boxes on panes
 
@@ -120,15 +125,33 @@ class MainWindow(QMainWindow):
         self.actions_.rebuild_recent(self.settings.recent_files())
         self.actions_.rebuild_presets()
         geometry, window_state = self.settings.geometry()
-        if geometry is not None:
-            self.restoreGeometry(geometry)
-        else:
-            self.resize(1500, 900)
+        if geometry is None or not self.restoreGeometry(geometry):
+            self._default_geometry()
         if window_state is not None:
             self.restoreState(window_state)
         self._apply_layout()
 
     # ------------------------------------------------------------------ layout
+    def _default_geometry(self) -> None:
+        """:data:`DEFAULT_SIZE`, or the screen's available area when that is smaller.
+
+        The minimum size stays below 1280 × 720 logical pixels (a 1366 × 768 laptop, or 1920 ×
+        1080 at 150 %): the side panels scroll, long texts elide, the toolbar overflows.
+        """
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        width, height = DEFAULT_SIZE
+        if screen is None:
+            self.resize(width, height)
+            return
+        avail = screen.availableGeometry()
+        if avail.width() >= width and avail.height() >= height:
+            self.resize(width, height)
+            return
+        # the window manager keeps the frame on the screen; the minimum size fits in this
+        self.setGeometry(
+            avail.x(), avail.y(), min(width, avail.width()), min(height, avail.height())
+        )
+
     def _docks(self) -> None:
         self.setDockNestingEnabled(True)
         left = QDockWidget("Studies", self)
@@ -219,7 +242,7 @@ class MainWindow(QMainWindow):
         name = s.path.name if s is not None else ""
         if s is not None and self.state.hide_patient:
             name = "study"
-        self.setWindowTitle(f"CXR Lens — {name} — not for diagnosis" if name else "CXR Lens")
+        self.setWindowTitle(window_title(name))
 
     # ------------------------------------------------------------------ opening
     def open_paths(self, paths: list[str]) -> None:
@@ -377,6 +400,8 @@ class MainWindow(QMainWindow):
             kind=m.kind if m else "softmax",
             near_threshold=bool(pred is not None and pred.is_near_threshold),
             findings=[names[i] for i in pred.positive_findings] if pred is not None else [],
+            layout=st.layout,
+            focus=st.focus_method,
         )
 
     def export(self, kind: str, path: str | Path) -> None:
@@ -443,6 +468,11 @@ class MainWindow(QMainWindow):
         self.controller.shutdown()
         self.reporter.uninstall()
         super().closeEvent(event)
+
+
+def window_title(study_name: str) -> str:
+    """The title bar: the app's name once, the study shown, and that it is not for diagnosis."""
+    return " — ".join(["CXR Lens", *([study_name] if study_name else []), "not for diagnosis"])
 
 
 def shortcuts_html(actions) -> str:

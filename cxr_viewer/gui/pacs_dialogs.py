@@ -17,6 +17,7 @@ table. Network work runs on a worker thread; nothing is sent anywhere unless the
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from pathlib import Path
@@ -329,7 +330,7 @@ class PacsNodesDialog(QDialog):
             self.result_label.setText("Cancelled.")
 
         task = Task(
-            lambda progress, cancel, partial: PacsClient(node, timeout=10).echo(),
+            lambda progress, cancel, partial: PacsClient(node, timeout=10).echo(cancel=cancel),
             "pacs:echo",
             on_done=done,
             on_error=failed,
@@ -479,10 +480,20 @@ class QueryRetrieveDialog(QDialog):
             self.records = list(records)
             self.fill_table()
             n = len(self.records)
-            self.message.setText(f"{n} stud{'y' if n == 1 else 'ies'} found on {node.label}.")
+            text = f"{n} stud{'y' if n == 1 else 'ies'} found on {node.label}."
+            flagged = sum(1 for r in self.records if r.problems)
+            if flagged:
+                text += (
+                    f"<br>{flagged} of them had field(s) the PACS sent in an unusable form, "
+                    "left empty (hover over the row for which)."
+                )
+            problem = getattr(records, "problem", "")
+            if problem:
+                text += f"<br><b>The list may be incomplete:</b> {html.escape(problem)}."
+            self.message.setText(text)
 
         task = Task(
-            lambda progress, cancel, partial: PacsClient(node).find_studies(**query),
+            lambda progress, cancel, partial: PacsClient(node).find_studies(**query, cancel=cancel),
             "pacs:find",
             on_done=done,
             on_error=self._failed,
@@ -505,7 +516,10 @@ class QueryRetrieveDialog(QDialog):
                     and text.isdigit()
                 ):
                     text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
-                self.table.setItem(r, c, QTableWidgetItem(text))
+                item = QTableWidgetItem(text)
+                if rec.problems:
+                    item.setToolTip("Unusable from the PACS: " + "; ".join(rec.problems))
+                self.table.setItem(r, c, item)
         if self.records and not self.selected_rows():
             self.table.selectRow(0)
 
@@ -515,20 +529,23 @@ class QueryRetrieveDialog(QDialog):
     # -- retrieve ---------------------------------------------------------------------------
 
     def retrieve_selected(self) -> Task | None:
-        from cxr_viewer.core.pacs import PacsClient, raise_for_retrieve
+        from cxr_viewer.core.pacs import PacsClient, raise_for_retrieve, retrieve_folder
 
         node = self.current_node()
         rows = self.selected_rows()
         if node is None or not rows or self.busy.running:
             return None
-        uids = [self.records[r].study_instance_uid for r in rows]
+        # the UIDs and patient IDs come from the network: the folder is derived from the UID
+        # and confined to the retrieve folder; instances of another study/patient are refused
+        studies = [(self.records[r].study_instance_uid, self.records[r].patient_id) for r in rows]
+        uids = [uid for uid, _pid in studies]
         base = retrieve_dir(self.settings)
         client = PacsClient(node)
 
         def work(progress, cancel, partial):
             arrived: list[Path] = []
             problems: list[BaseException] = []
-            for k, uid in enumerate(uids):
+            for k, (uid, patient_id) in enumerate(studies):
                 if cancel.cancelled:
                     break
 
@@ -536,7 +553,17 @@ class QueryRetrieveDialog(QDialog):
                     frac = (k + (done / total if total else 0.0)) / len(uids)
                     progress(frac, f"study {k + 1}/{len(uids)}: {done}/{total or '?'} images")
 
-                result = client.retrieve_study(uid, base / uid, progress=step, cancel=cancel)
+                try:
+                    result = client.retrieve_study(
+                        uid,
+                        retrieve_folder(base, uid),
+                        patient_id=patient_id or None,
+                        progress=step,
+                        cancel=cancel,
+                    )
+                except CxrError as exc:  # this study only (e.g. its UID is not a DICOM UID)
+                    problems.append(exc)
+                    continue
                 arrived.extend(result.files)
                 partial(list(result.files))
                 try:
@@ -780,7 +807,7 @@ def install(win: MainWindow) -> dict[str, QAction]:
         win.addAction(act)
         actions[name] = act
     win.actions_.all.update(actions)
-    file_menu = _menu(win, "&File")
+    file_menu = win.actions_.file_menu
     if file_menu is not None:
         before = win.actions_.all["quit"]  # Actions always creates it
         export_menu = QMenu("E&xport", win)
@@ -791,11 +818,3 @@ def install(win: MainWindow) -> dict[str, QAction]:
         file_menu.insertMenu(before, export_menu)
         file_menu.insertSeparator(before)
     return actions
-
-
-def _menu(win: MainWindow, title: str) -> QMenu | None:
-    for act in win.menuBar().actions():
-        menu = act.menu()
-        if act.text() == title and isinstance(menu, QMenu):
-            return menu
-    return None

@@ -2,9 +2,12 @@
 
 Both run on the I/O worker from a :class:`Snapshot` of the state taken in the GUI thread, so
 the export sees exactly what was on screen when the user asked, and the GUI never waits.
-The PNG is the full-size composite with a band below it that says what it shows: methods and
-their legends, the prediction and its decision rule, the display settings and that it is not
-for diagnosis — a picture that travels without the viewer must carry that itself.
+The PNG follows the layout on screen (:func:`export_panels`): the grid gives the original and
+one panel per shown method, each with its own legend; side by side gives the original and the
+composite of every shown map; the single view gives that one method's map. Below the panels a
+band says what they show: the prediction and its decision rule, the display settings, each
+method's settings and verdicts, and that it is not for diagnosis — a picture that travels
+without the viewer must carry that itself.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 
 from cxr_viewer.core.display import display_image
 from cxr_viewer.core.errors import CxrError
+from cxr_viewer.core.model_card import model_title
 from cxr_viewer.core.overlay import colorbar_image, colorize, composite, legend_labels
 from cxr_viewer.core.resize import resize_map
 from cxr_viewer.core.study import Study, Window
@@ -90,6 +94,21 @@ class Snapshot:
     near_threshold: bool = False
     #: multilabel: names at or above their thresholds
     findings: list[str] = field(default_factory=list)
+    #: the image area's layout when exported ("grid", "side" or "single"; state.LAYOUTS)
+    layout: str = "single"
+    #: the method the single view shows (None: the first shown)
+    focus: str | None = None
+
+
+@dataclass
+class ExportPanel:
+    """One picture of the exported PNG: its title, pixels and the legends drawn under it."""
+
+    title: str
+    rgb: np.ndarray  # (H, W, 3) uint8
+    legends: list[LayerSnapshot]
+    #: where it lies in the exported PNG: (x, y, width, height) in pixels, set by the layout
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
 DISCLAIMER = (
@@ -158,14 +177,19 @@ def prediction_lines(snap: Snapshot) -> list[str]:
     return lines
 
 
-def composite_image(snap: Snapshot, max_side: int | None = None) -> np.ndarray:
-    """(H, W, 3) uint8: the display image with the visible overlays at their opacities."""
+def _display_base(snap: Snapshot, max_side: int | None) -> np.ndarray:
     base = display_image(snap.study, window=snap.window, invert=snap.invert)
-    if max_side is not None:
-        base = downsample(base, max_side)
-    layers = []
-    for ly in snap.layers:
-        if not ly.visible or ly.opacity <= 0:
+    return downsample(base, max_side) if max_side is not None else base
+
+
+def layers_image(
+    snap: Snapshot, layers: list[LayerSnapshot], max_side: int | None = None
+) -> np.ndarray:
+    """(H, W, 3) uint8: the display image with ``layers`` over it at their opacities."""
+    base = _display_base(snap, max_side)
+    drawn = []
+    for ly in layers:
+        if ly.opacity <= 0:
             continue
         values = ly.values
         if values.shape != base.shape:
@@ -173,42 +197,117 @@ def composite_image(snap: Snapshot, max_side: int | None = None) -> np.ndarray:
         rgba = colorize(
             values, signed=ly.signed, colormap=ly.colormap, vmax=ly.vmax, cutoff=ly.cutoff
         )
-        layers.append((rgba, ly.opacity))
-    return composite(base, layers)
+        drawn.append((rgba, ly.opacity))
+    return composite(base, drawn)
+
+
+def composite_image(snap: Snapshot, max_side: int | None = None) -> np.ndarray:
+    """(H, W, 3) uint8: the display image with the visible overlays at their opacities."""
+    return layers_image(snap, [ly for ly in snap.layers if ly.visible], max_side)
+
+
+#: the longer side of each panel when the export has more than one (one panel: full size)
+EXPORT_PANEL_MAX_SIDE = 2048
+
+
+def export_panels(snap: Snapshot) -> list[ExportPanel]:
+    """The panels of the PNG, as the layout on screen shows them (``snap.layout``).
+
+    * ``grid``: the original, then one panel per shown method (that map alone), each with its
+      legend;
+    * ``side``: the original and the composite of every shown map, their legends under it;
+    * ``single``: the focus method's map with its legend (no map shown: the composite, that is
+      the plain image, as the single view shows it).
+
+    One panel keeps the study's full size; several are each at most
+    :data:`EXPORT_PANEL_MAX_SIDE` pixels on their longer side.
+    """
+    shown = [ly for ly in snap.layers if ly.visible]
+    if snap.layout == "single":
+        focus = next((ly for ly in shown if ly.method == snap.focus), shown[0] if shown else None)
+        if focus is None:
+            return [ExportPanel("Explanations: none", composite_image(snap), [])]
+        return [ExportPanel(layer_line(focus), layers_image(snap, [focus]), [focus])]
+    side = EXPORT_PANEL_MAX_SIDE
+    original = ExportPanel("Original", layers_image(snap, [], side), [])
+    if snap.layout == "side":
+        title = "Explanations: " + (", ".join(ly.label for ly in shown) if shown else "none")
+        return [original, ExportPanel(title, layers_image(snap, shown, side), shown)]
+    return [original] + [
+        ExportPanel(layer_line(ly), layers_image(snap, [ly], side), [ly]) for ly in shown
+    ]
+
+
+def grid_columns(n: int) -> int:
+    """Columns of the panel grid: as the viewer's image area arranges ``n`` views."""
+    return 1 if n <= 1 else 2 if n <= 4 else 3
 
 
 #: the annotation band is laid out for this width and scaled to the image's
 BAND_BASE_WIDTH = 1000
+#: the narrowest PNG: text below this width is too small to read
+MIN_EXPORT_WIDTH = 720
+
+
+#: panels narrower than this together are magnified (by an integer factor) to at least it
+MAGNIFY_BELOW_WIDTH = 800
 
 
 def export_scale(columns: int) -> int:
-    """Integer magnification of an image narrower than half the band (1 otherwise)."""
-    return max(1, BAND_BASE_WIDTH // max(int(columns), 1)) if columns * 2 <= BAND_BASE_WIDTH else 1
+    """Integer magnification of a row of panels ``columns`` pixels wide: the smallest that
+    makes it at least :data:`MAGNIFY_BELOW_WIDTH` wide (1: wide enough already)."""
+    columns = max(int(columns), 1)
+    return 1 if columns >= MAGNIFY_BELOW_WIDTH else -(-MAGNIFY_BELOW_WIDTH // columns)
 
 
 def annotated_image(snap: Snapshot) -> np.ndarray:
-    """(H', W', 3) uint8: the full-size composite on top, the annotation band below it.
+    """(H', W', 3) uint8: the panels of :func:`export_panels` on top, the annotation band below.
 
-    The composite keeps its pixels (rows × columns at the top left; an image narrower than half
-    the band is magnified by an integer factor, :func:`export_scale`, each pixel a block); the
-    canvas is at least :data:`BAND_BASE_WIDTH` wide so the text stays legible.
+    Each panel has its title above it and its legends below it, and keeps its pixels (small
+    images are magnified by an integer factor, :func:`export_scale` of the row's width, each
+    pixel a block; never resampled). The panels fill the width (centred when the PNG's
+    :data:`MIN_EXPORT_WIDTH` is wider); each panel's ``box`` says where it lies.
     """
+    return annotated_panels(snap)[0]
+
+
+def annotated_panels(snap: Snapshot) -> tuple[np.ndarray, list[ExportPanel]]:
+    """:func:`annotated_image` and its panels, each with the ``box`` it was drawn in."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rgb = composite_image(snap)
-    k = export_scale(rgb.shape[1])
-    if k > 1:  # each study pixel as a k × k block: larger, never resampled
-        rgb = np.repeat(np.repeat(rgb, k, axis=0), k, axis=1)
-    h, w = rgb.shape[:2]
-    cw = max(w, BAND_BASE_WIDTH)
+    panels = export_panels(snap)
+    cols = grid_columns(len(panels))
+    rows_n = (len(panels) + cols - 1) // cols
+    ph, pw = panels[0].rgb.shape[:2]
+    k = export_scale(pw * cols)
+    if k > 1:  # each pixel as a k × k block: larger, never resampled
+        for panel in panels:
+            panel.rgb = np.repeat(np.repeat(panel.rgb, k, axis=0), k, axis=1)
+        ph, pw = ph * k, pw * k
+    gap = 12
+    grid_w = cols * pw + (cols - 1) * gap
+    cw = max(grid_w, MIN_EXPORT_WIDTH)
     s = cw / BAND_BASE_WIDTH  # pixels per layout unit
-    shown = [ly for ly in snap.layers if ly.visible]
+    # the maps the panels show (the single view: one of the shown ones)
+    shown = list({id(ly): ly for panel in panels for ly in panel.legends}.values())
     font = 15.0 * s  # px
     line = font * 1.45
     chars = int((cw - 30 * s) / (font * 0.6))
+    legend_h = line * 0.7 + 3 * s + line * 0.95 + 10 * s
 
-    blocks: list[_TextLine | LayerSnapshot] = []  # a line of text, or a layer's legend
+    # the panel grid: per row a title line, the images, then as many legends as it needs
+    title_h = int(np.ceil(line * 1.1))
+    legends_n = max(len(panel.legends) for panel in panels)
+    legends_h = int(np.ceil(legends_n * legend_h)) + (int(4 * s) if legends_n else 0)
+    row_h = title_h + ph + legends_h
+    x_left = (cw - grid_w) // 2
+    for i, panel in enumerate(panels):
+        r, c = divmod(i, cols)
+        panel.box = (x_left + c * (pw + gap), r * (row_h + gap) + title_h, pw, ph)
+    grid_h = rows_n * row_h + (rows_n - 1) * gap
+
+    blocks: list[_TextLine] = []  # the band's lines of text
 
     def text(t: str, size: float = font, weight: str = "normal", colour: str = "#e6e6e6") -> None:
         width = chars * font / size * (0.88 if weight == "bold" else 1.0)
@@ -217,7 +316,7 @@ def annotated_image(snap: Snapshot) -> np.ndarray:
                 blocks.append(_TextLine(ln, size, weight, colour))
 
     text(
-        f"CXR Lens — {study_label(snap)} — {snap.model_name} {snap.model_version}".strip(),
+        f"CXR Lens — {study_label(snap)} — {model_title(snap.model_name, snap.model_version)}",
         font * 1.1,
         "bold",
     )
@@ -230,63 +329,73 @@ def annotated_image(snap: Snapshot) -> np.ndarray:
     for ly in shown:
         extra = "; ".join(v.text for v in verdicts(ly.method, ly.trust, ly.settings))
         text(layer_line(ly) + (f" — {extra}" if extra else ""))
-        blocks.append(ly)
         caption = legend_labels(ly.signed, ly.colormap, snap.target_class or "")[2]
         text(caption, font * 0.85, colour="#aab0b8")
     text(DISCLAIMER, font * 0.95, "bold", "#f0c36d")
 
-    legend_h = line * 0.7 + 3 * s + line * 0.95 + 4 * s
-    band = int(
-        np.ceil(16 * s + sum(legend_h if isinstance(b, LayerSnapshot) else line for b in blocks))
-    )
-    total_h = h + band
+    band = int(np.ceil(16 * s + sum(line * b.size / font for b in blocks)))
+    top_h = grid_h + int(8 * s)
+    total_h = top_h + band
     dpi = 100
     fig = Figure(figsize=(cw / dpi, total_h / dpi), dpi=dpi, facecolor="#141517")
     canvas = FigureCanvasAgg(fig)
-    fig.figimage(rgb, xo=0, yo=band, origin="upper")
-    y = band - 8 * s  # from the band's top, downward (pixels from the figure bottom)
-    x0 = 14 * s
-    for item in blocks:
-        if isinstance(item, _TextLine):
-            t, size, weight, colour = item
-            y -= line * size / font
-            fig.text(
-                x0 / cw,
-                y / total_h,
-                t,
-                fontsize=size * 72 / dpi,
-                color=colour,
-                fontweight=weight,
-                va="bottom",
-            )
-            continue
-        ly = item
-        lo, hi, _caption = legend_labels(ly.signed, ly.colormap, snap.target_class or "")
-        top = y
-        bar_w, bar_h = min(520 * s, cw - 2 * x0), 0.7 * line
-        strip = colorbar_image(
-            signed=ly.signed, colormap=ly.colormap, vertical=False, with_alpha=False, cutoff=0.0
-        )
-        ax = fig.add_axes((x0 / cw, (y - bar_h - 3 * s) / total_h, bar_w / cw, bar_h / total_h))
-        ax.imshow(strip[..., :3], aspect="auto", interpolation="nearest")
-        ax.set_axis_off()
-        y -= bar_h + 3 * s + line * 0.95
-        fs = font * 0.85 * 72 / dpi
-        fig.text(x0 / cw, y / total_h, lo, fontsize=fs, color="#cfcfcf", va="bottom")
+    fs_small = font * 0.85 * 72 / dpi
+    for panel in panels:
+        px, py, _w, _h = panel.box
+        fig.figimage(panel.rgb, xo=px, yo=total_h - py - ph, origin="upper")
+        title = textwrap.shorten(panel.title, max(12, int(pw / (font * 0.62))), placeholder="…")
         fig.text(
-            (x0 + bar_w) / cw,
-            y / total_h,
-            hi,
-            fontsize=fs,
-            color="#cfcfcf",
-            ha="right",
+            (px + 2 * s) / cw,
+            (total_h - py + title_h * 0.25) / total_h,
+            title,
+            fontsize=font * 72 / dpi,
+            color="#e6e6e6",
+            fontweight="bold",
             va="bottom",
         )
-        y = top - legend_h
+        y = total_h - py - ph - 4 * s  # from the image's bottom edge, downward
+        for ly in panel.legends:
+            lo, hi, _caption = legend_labels(ly.signed, ly.colormap, snap.target_class or "")
+            bar_w, bar_h = min(520 * s, pw - 4 * s), 0.7 * line
+            strip = colorbar_image(
+                signed=ly.signed, colormap=ly.colormap, vertical=False, with_alpha=False
+            )
+            ax = fig.add_axes(
+                ((px + 2 * s) / cw, (y - bar_h) / total_h, bar_w / cw, bar_h / total_h)
+            )
+            ax.imshow(strip[..., :3], aspect="auto", interpolation="nearest")
+            ax.set_axis_off()
+            label_y = (y - bar_h - 3 * s - line * 0.95) / total_h
+            name = f"{ly.label}: " if len(panel.legends) > 1 else ""
+            fig.text((px + 2 * s) / cw, label_y, name + lo, fontsize=fs_small, color="#cfcfcf")
+            fig.text(
+                (px + 2 * s + bar_w) / cw,
+                label_y,
+                hi,
+                fontsize=fs_small,
+                color="#cfcfcf",
+                ha="right",
+            )
+            y -= legend_h
+    y = band - 8 * s  # from the band's top, downward (pixels from the figure bottom)
+    x0 = 14 * s
+    for t, size, weight, colour in blocks:
+        y -= line * size / font
+        fig.text(
+            x0 / cw,
+            y / total_h,
+            t,
+            fontsize=size * 72 / dpi,
+            color=colour,
+            fontweight=weight,
+            va="bottom",
+        )
     canvas.draw()
     out = np.asarray(canvas.buffer_rgba())[..., :3].copy()
-    out[:h, :w] = rgb  # the composite's own pixels, untouched by any resampling
-    return out
+    for panel in panels:  # each panel's own pixels, untouched by any resampling
+        px, py, bw, bh = panel.box
+        out[py : py + bh, px : px + bw] = panel.rgb
+    return out, panels
 
 
 def save_png(snap: Snapshot, path: str | Path, annotate: bool = True) -> Path:

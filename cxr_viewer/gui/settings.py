@@ -29,6 +29,8 @@ class Settings:
             self.q = QSettings(str(path), QSettings.Format.IniFormat)
         else:
             self.q = QSettings("CXR Lens", "cxr-viewer")
+        #: nothing was saved before: the viewer's first launch for this user (or settings file)
+        self.fresh = not self.q.allKeys()
 
     def _get(self, key: str, default: Any, kind: type) -> Any:
         value = self.q.value(key, default)
@@ -123,6 +125,7 @@ class Settings:
                 cmap = self._get(f"display/{m}/colormap", "", str)
                 if cmap:
                     state.set_colormap(m, cmap)
+                state.set_visible(m, self._get(f"display/{m}/visible", False, bool))
             except ValueError:
                 continue
 
@@ -132,6 +135,7 @@ class Settings:
         for m, ov in state.overlays.items():
             self.q.setValue(f"display/{m}/opacity", ov.opacity)
             self.q.setValue(f"display/{m}/colormap", ov.colormap)
+            self.q.setValue(f"display/{m}/visible", ov.visible)
 
     # ------------------------------------------------------------------ imported models
     @staticmethod

@@ -24,12 +24,15 @@ from PySide6.QtWidgets import (
 )
 
 from cxr_viewer.core import model_io
+from cxr_viewer.core.model_card import model_title
 
 from .panels.base import ElidedLabel
 from .state import METHODS, ViewerState
 from .theme import icon
 
 GPU_MEMORY_POLL_MS = 3000
+#: widths (px) the model's name and the device text take at most before they are elided
+MODEL_LABEL_WIDTH, DEVICE_LABEL_WIDTH = 420, 330
 
 
 class StatusArea(QStatusBar):
@@ -63,9 +66,13 @@ class StatusArea(QStatusBar):
         self.cancel_button.setVisible(False)
         self.cancel_button.clicked.connect(self.cancelRequested.emit)
         self.addPermanentWidget(self.cancel_button)
-        self.model_label = QLabel("")
-        self.addPermanentWidget(self.model_label)
-        self.device_label = QLabel("")
+        # the model's name and where it runs can be long: elided (whole text in the tooltip)
+        # so the window's minimum width does not grow with them
+        self.model_label = ElidedLabel("", preferred_width=MODEL_LABEL_WIDTH)
+        self.model_label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        self.addPermanentWidget(self.model_label, 1)
+        self.device_label = ElidedLabel("", preferred_width=DEVICE_LABEL_WIDTH)
+        self.device_label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         self.device_label.setObjectName("Device")
         self.addPermanentWidget(self.device_label)
         self.device_button = QToolButton()
@@ -125,7 +132,7 @@ class StatusArea(QStatusBar):
             self._show_device()
             if m.device.startswith("GPU"):
                 self._gpu_timer.start(GPU_MEMORY_POLL_MS)
-            self.model_label.setText(f"{m.name} {m.version}".strip())
+            self.model_label.setText(model_title(m.name, m.version))
             return
         self._gpu_timer.stop()
         self.device_label.setText("")

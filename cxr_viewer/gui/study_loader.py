@@ -58,8 +58,11 @@ class StudyLoader(QObject):
         #: path → (study, preview, the preview drawn with the study's own window or None)
         self._studies: OrderedDict[str, tuple[Study, Study, QImage | None]] = OrderedDict()
 
-    def open_paths(self, paths: list[str | Path]) -> None:
-        """Open files and folders: folders are expanded into their study files."""
+    def open_paths(self, paths: list[str | Path], current: str | Path | None = None) -> None:
+        """Open files and folders: folders are expanded into their study files.
+
+        The study shown is ``current`` if it is one of the files, else the first of them.
+        """
         from cxr_viewer.core.io import list_study_files
 
         files: list[Path] = []
@@ -84,6 +87,8 @@ class StudyLoader(QObject):
         if not files:
             return
         first = self.state.add_studies(files)
+        if current is not None and Path(current) in files:
+            first = self.state.studies.index(Path(current))
         self._make_thumbnails(files)
         self.open_index(first, skip_unreadable=len(files) > 1)
 

@@ -45,7 +45,7 @@ def test_annotations_are_drawn_on_every_pane_and_toggle(qtbot, gui, window, stud
         ],
     )
     gui.open_study(qtbot, win, studies_dir / "phantom0.png", with_prediction=False)
-    menu_texts = [a.text() for a in win.menuBar().actions()[0].menu().actions()]
+    menu_texts = [a.text() for a in win.actions_.file_menu.actions()]
     assert "Open &annotations…" in menu_texts
     win.annotations.open_path(str(boxes))
     items = _outlines(win)

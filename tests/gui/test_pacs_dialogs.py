@@ -125,7 +125,8 @@ def test_query_errors_are_shown_in_the_dialog(qtbot, window, orthanc):
 
 
 def test_file_menu_has_the_pacs_entries(window):
-    file_menu = pd._menu(window, "&File")
+    file_menu = window.actions_.file_menu
+    assert window.menuBar().actions()[0].text() == "&File"
     texts = [a.text() for a in file_menu.actions()]
     assert "&Query/retrieve from PACS…" in texts and "PACS &nodes…" in texts
     export = next(a.menu() for a in file_menu.actions() if a.text() == "E&xport")

@@ -287,15 +287,19 @@ def test_export_png_and_one_page_pdf(qtbot, gui, viewer, studies_dir, tmp_path):
     qtbot.waitUntil(lambda: not win.controller.io_worker.busy, timeout=60_000)
     img = cv2.imread(str(png), cv2.IMREAD_COLOR)
     rows, cols = win.state.study.rows, win.state.study.columns
-    from cxr_viewer.gui.report import composite_image, export_scale
+    from cxr_viewer.gui.report import annotated_panels, composite_image, export_scale
 
-    k = export_scale(cols)  # small images are magnified by an integer factor
-    assert img.shape[0] > rows * k and img.shape[1] >= cols * k  # composite + annotation band
-    # the composite's own pixels at the top left, each a k × k block, never resampled
-    top = img[: rows * k : k, : cols * k : k, ::-1]
+    # the grid on screen: the original and the Grad-CAM pane, side by side
+    _image, panels = annotated_panels(win.snapshot())
+    assert [p.title.split(" ·")[0] for p in panels] == ["Original", "Grad-CAM"]
+    k = export_scale(2 * cols)  # small images are magnified by an integer factor
+    x, y, w, h = panels[1].box
+    assert (w, h) == (cols * k, rows * k) and img.shape[0] > y + h  # panels + annotation band
+    # the composite's own pixels, each a k × k block, never resampled
+    top = img[y : y + h : k, x : x + w : k, ::-1]
     np.testing.assert_array_equal(top, composite_image(win.snapshot()))
-    assert img[: rows * k, : cols * k].std(axis=2).max() > 0  # the coloured overlay is in it
-    assert img[rows * k :].std() > 0  # the band has text and a colour bar
+    assert img[y : y + h, x : x + w].std(axis=2).max() > 0  # the coloured overlay is in it
+    assert img[y + h :].std() > 0  # the band has text and a colour bar
     data = pdf.read_bytes()
     assert data.startswith(b"%PDF")
     import re

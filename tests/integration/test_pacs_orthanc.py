@@ -236,6 +236,8 @@ def test_batch_send_stores_one_sc_and_one_sr_per_image_under_the_source_study(
             f"{ORTHANC_AE}@127.0.0.1:{orthanc.dicom_port}",
             "--calling-ae",
             OUR_AE,
+            "--dicom-objects",
+            "sc",
             "--device",
             "cpu",
             "--quiet",

@@ -47,8 +47,8 @@ def add_label(layout: QLayout, text: str, object_name: str) -> QLabel:
 class ElidedLabel(QLabel):
     """One line of plain text cut with "…" to the space it has; the whole text in its tooltip.
 
-    Its size hint never grows with the text, so a long message cannot widen a dock or the
-    window.
+    Its size hint never grows with the text beyond ``preferred_width`` (default: a fixed 60
+    px), and its minimum is 20 px, so a long message cannot widen a dock or the window.
     """
 
     def __init__(
@@ -56,10 +56,12 @@ class ElidedLabel(QLabel):
         text: str = "",
         parent: QWidget | None = None,
         mode: Qt.TextElideMode = Qt.TextElideMode.ElideRight,
+        preferred_width: int | None = None,
     ) -> None:
         super().__init__(parent)
         self._full = ""
         self._mode = mode
+        self._preferred = preferred_width
         self.setTextFormat(Qt.TextFormat.PlainText)
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.setMinimumWidth(20)
@@ -70,6 +72,8 @@ class ElidedLabel(QLabel):
         self._full = text or ""
         self.setToolTip(tooltip if tooltip is not None else self._full)
         self._elide()
+        if self._preferred is not None:
+            self.updateGeometry()  # the size hint follows the text, up to preferred_width
 
     setText = set_full_text  # noqa: N815 - QLabel's name, so callers need not know
 
@@ -96,4 +100,8 @@ class ElidedLabel(QLabel):
         return QSize(20, super().minimumSizeHint().height())
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
-        return QSize(60, super().sizeHint().height())
+        if self._preferred is None:
+            return QSize(60, super().sizeHint().height())
+        m = self.contentsMargins()
+        wanted = self.fontMetrics().horizontalAdvance(self._full) + m.left() + m.right() + 4
+        return QSize(max(20, min(wanted, self._preferred)), super().sizeHint().height())

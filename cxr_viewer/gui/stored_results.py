@@ -1,0 +1,192 @@
+"""File ▸ Stored DICOM results…: the Parametric Maps and Segmentations stored beside the
+current image, shown as toggleable overlays with their legend and trust figures.
+
+The DICOM files of the image's folder (a study from disk, or what a DIMSE or DICOMweb retrieve
+wrote) are searched for objects that reference the image
+(:func:`~cxr_viewer.core.dicom_overlays.results_for_image`), whoever wrote them. Each map is a
+checkbox; the picture is the displayed film with the checked maps drawn as the viewer draws its
+own (:mod:`~cxr_viewer.core.overlay`) and the checked regions outlined. A Parametric Map or
+Segmentation opened on its own says which image it belongs to.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QImage, QPixmap
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QHBoxLayout,
+    QLabel,
+    QMenu,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from cxr_viewer.core.errors import CxrError
+
+if TYPE_CHECKING:
+    from cxr_viewer.core.dicom_overlays import ImageResults
+    from cxr_viewer.core.study import Study
+
+    from .main_window import MainWindow
+
+PICTURE_SIDE = 512
+
+
+def _folder_files(study: Study) -> list[Path]:
+    folder = Path(study.path).parent
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".dcm", ""))
+
+
+class StoredResultsDialog(QDialog):
+    """The stored maps and regions of one image, as overlays one can switch on and off."""
+
+    def __init__(self, study: Study, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Stored DICOM results")
+        self.study = study
+        self.results: ImageResults | None = None
+        self.map_boxes: list[QCheckBox] = []
+        self.region_boxes: list[QCheckBox] = []
+        self.summary = QLabel()
+        self.summary.setWordWrap(True)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.picture = QLabel()
+        self.picture.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.checks = QVBoxLayout()
+        side = QWidget()
+        side.setLayout(self.checks)
+        scroll = QScrollArea()
+        scroll.setWidget(side)
+        scroll.setWidgetResizable(True)
+        row = QHBoxLayout()
+        row.addWidget(self.picture, 2)
+        row.addWidget(scroll, 1)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.summary)
+        layout.addLayout(row)
+        layout.addWidget(buttons)
+        self._load()
+
+    # ------------------------------------------------------------------ finding
+    def _load(self) -> None:
+        import pydicom
+
+        from cxr_viewer.core.dicom_overlays import describe_derived, results_for_image
+
+        if self.study.format != "dicom":
+            self.summary.setText("Stored DICOM results reference DICOM images; this is not one.")
+            return
+        try:
+            header = pydicom.dcmread(self.study.path, stop_before_pixels=True, force=True)
+            derived = describe_derived(header)
+        except (OSError, CxrError, ValueError) as exc:
+            self.summary.setText(f"Cannot read the file's header: {exc}")
+            return
+        if derived is not None:
+            self.summary.setText(
+                f"This file is a result, not an image: a {derived}. Open that image (its study) "
+                "to see this result over it."
+            )
+            return
+        uid = str(header.get("SOPInstanceUID", ""))
+        self.results = found = results_for_image(_folder_files(self.study), uid)
+        lines = []
+        if found.empty:
+            lines.append("No Parametric Map or Segmentation in this folder references this image.")
+        for report in found.reports:
+            model = f"{report.algorithm_name} {report.algorithm_version}".strip()
+            probs = ", ".join(f"p({k}) {v:.3f}" for k, v in report.probabilities.items())
+            lines.append(
+                f"Report by {model or 'an unnamed model'}: {probs}; "
+                f"finding: {', '.join(report.findings) or 'none'}"
+            )
+        for name, why in found.problems:
+            lines.append(f"Not read: {name} ({why})")
+        self.summary.setText("\n".join(lines))
+        for i, m in enumerate(found.maps):
+            box = QCheckBox(found.legend(m))
+            box.setChecked(i == 0)
+            box.toggled.connect(self._redraw)
+            self.map_boxes.append(box)
+            self.checks.addWidget(box)
+        for r in found.regions:
+            box = QCheckBox(f"region: {r.label}")
+            box.toggled.connect(self._redraw)
+            self.region_boxes.append(box)
+            self.checks.addWidget(box)
+        self.checks.addStretch(1)
+        self._redraw()
+
+    # ------------------------------------------------------------------ drawing
+    def composite(self) -> np.ndarray:
+        """(rows, columns, 3) uint8: the film with the checked maps and regions."""
+        from cxr_viewer.core.display import display_image
+        from cxr_viewer.core.overlay import colorize, composite, robust_vmax
+
+        film = display_image(self.study)
+        layers = []
+        found = self.results
+        if found is not None:
+            heatmaps = found.heatmaps(self.study.rows, self.study.columns)
+            for box, hm in zip(self.map_boxes, heatmaps, strict=True):
+                if box.isChecked():
+                    rgba = colorize(hm.values, signed=hm.signed, vmax=robust_vmax(hm.values))
+                    layers.append((rgba, 0.5))
+        rgb = composite(film, layers)
+        if found is not None:
+            import cv2
+
+            for box, region in zip(self.region_boxes, found.regions, strict=True):
+                if box.isChecked() and region.mask.shape == rgb.shape[:2]:
+                    contours, _ = cv2.findContours(
+                        region.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+                    )
+                    rgb = np.ascontiguousarray(rgb)
+                    cv2.drawContours(rgb, contours, -1, (0, 255, 0), max(1, rgb.shape[0] // 256))
+        return np.ascontiguousarray(rgb)
+
+    def _redraw(self) -> None:
+        rgb = self.composite()
+        h, w = rgb.shape[:2]
+        image = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+        pixmap = QPixmap.fromImage(image).scaled(
+            PICTURE_SIDE,
+            PICTURE_SIDE,
+            Qt.AspectRatioMode.KeepAspectRatio,
+            Qt.TransformationMode.SmoothTransformation,
+        )
+        self.picture.setPixmap(pixmap)
+
+
+def install(win: MainWindow) -> QAction:
+    """Add File ▸ Stored DICOM results… to the main window."""
+
+    def show() -> StoredResultsDialog | None:
+        if win.state.study is None:
+            win.status.show_message("Open a study first")
+            return None
+        dialog = StoredResultsDialog(win.state.study, win)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
+        dialog.open()
+        return dialog
+
+    act = QAction("Stored DICOM &results…", win)
+    act.triggered.connect(show)
+    win.addAction(act)
+    win.actions_.all["stored_results"] = act
+    for menu_action in win.menuBar().actions():
+        menu = menu_action.menu()
+        if isinstance(menu, QMenu) and menu_action.text().replace("&", "") == "File":
+            menu.insertAction(win.actions_.all["quit"], act)
+            break
+    return act
