@@ -23,8 +23,6 @@ is a clear :class:`~cxr_viewer.core.errors.DicomExportError`.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -762,28 +760,6 @@ def _save(ds: Dataset, path: Path) -> Path:
     except OSError as exc:
         raise write_error(path, exc, DicomExportError) from exc
     return path
-
-
-#: A UID as DICOM PS3.5 §9.1 defines it: dot-separated numbers without leading zeros, at most
-#: 64 characters. Only such a UID is used as a file name as it is.
-_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
-
-
-def instance_file_name(uid: object, suffix: str = ".dcm") -> str:
-    """A safe file name for a received instance, unique per ``uid`` (a SOP Instance UID).
-
-    A valid UID is its own name (digits and dots only: safe on every file system, and two
-    UIDs never share a name). Anything else — ``1.2.3/4``, ``../x``, an empty value — becomes
-    its letters, digits and ``._`` (the rest ``_``, at most 64) plus ``-`` and 16 hex digits
-    of the raw value's SHA-256: ``1.2.3/4`` and ``1.2.3_4`` get different names, and none
-    can equal a valid UID's (a UID has no ``-``).
-    """
-    raw = "" if uid is None else str(uid)
-    if len(raw) <= 64 and _UID.fullmatch(raw):
-        return raw + suffix
-    digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    safe = re.sub(r"[^0-9A-Za-z._]", "_", raw)[:64].strip(".") or "instance"
-    return f"{safe}-{digest}{suffix}"
 
 
 def validate_with_dciodvfy(path: str | Path, timeout: float = 60.0) -> list[str] | None:
