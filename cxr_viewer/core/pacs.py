@@ -647,17 +647,17 @@ def _hard_abort(assoc: Association, guard: _Guard | None) -> None:
 
 
 def write_instance(dest: Path, dataset: Dataset, file_meta: Dataset) -> Path:
-    """Write a received instance to ``dest/<SOPInstanceUID>.dcm`` (temp name, then rename);
+    """Write a received instance to ``dest/<SOPInstanceUID>.dcm`` atomically (temporary file,
+    fsync, rename; the outputs' file mode, :data:`~cxr_viewer.core.atomic.OUTPUT_FILE_MODE`);
     a SOP Instance UID that is not a valid UID is replaced by ``instance-<hash>``."""
     from pydicom.dataset import FileMetaDataset
+
+    from cxr_viewer.core.atomic import atomic_write
 
     dataset.file_meta = FileMetaDataset(file_meta)
     name = _confined_name(str(dataset.get("SOPInstanceUID", "") or ""), "instance") + ".dcm"
     final = _inside(dest, name)
-    tmp = final.with_name(name + ".part")
-    dataset.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, final)
-    return final
+    return atomic_write(final, lambda tmp: dataset.save_as(tmp, enforce_file_format=True))
 
 
 # ---------------------------------------------------------------------------- the client

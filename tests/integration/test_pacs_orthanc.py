@@ -184,7 +184,7 @@ def test_retrieve_brings_the_study_back_pixel_identical(
         assert np.array_equal(got[uid][0], pixels)
     if method == "get":
         assert seen[-1] == (2, 2)
-    assert not list((tmp_path / method).glob("*.part"))
+    assert not list((tmp_path / method).glob("*.part")) and not list(tmp_path.rglob(".cxr-tmp-*"))
     rec = _records(assoc_log)[-1]
     assert (rec["operation"], rec["outcome"], rec["instances"]) == (
         f"C-{method.upper()}",
@@ -203,7 +203,7 @@ def test_cancelled_retrieve_keeps_what_arrived(orthanc, stored, tmp_path, assoc_
     # every one that did is whole, readable and reported
     assert 1 <= len(result.files) <= 2
     assert sorted(result.files) == sorted(tmp_path.glob("*.dcm"))
-    assert not list(tmp_path.glob("*.part"))
+    assert not list(tmp_path.glob("*.part")) and not list(tmp_path.rglob(".cxr-tmp-*"))
     for f in result.files:
         assert pydicom.dcmread(f).pixel_array.size > 0
     with pytest.raises(Cancelled, match=f"{len(result.files)} instance"):
