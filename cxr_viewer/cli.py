@@ -22,6 +22,7 @@ import importlib
 import sys
 
 from cxr_viewer import __version__
+from cxr_viewer.commands.helptext import PlainHelpFormatter
 from cxr_viewer.commands.runtime import add_runtime_arguments, apply_runtime_arguments
 
 #: sub-command name → module in cxr_viewer.commands
@@ -37,7 +38,8 @@ def _gui_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cxr-viewer",
         description="CXR Lens: view chest X-rays and why a classifier said what it said. "
-        f"Headless sub-commands: {', '.join(COMMANDS)} (try `cxr-viewer info -h`).",
+        f"Headless sub-commands: {', '.join(COMMANDS)} (try: cxr-viewer info -h).",
+        formatter_class=PlainHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__} (CXR Lens)")
     p.add_argument("paths", nargs="*", help="image files or folders to open (PNG, JPEG, DICOM)")
@@ -46,9 +48,14 @@ def _gui_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--self-test",
         action="store_true",
-        help="headless end-to-end check of this install; writes a JSON report",
+        help="headless end-to-end check of this install: one line per step, the device and the "
+        "forward path; exit 0 only if all pass (the JSON report only with --report FILE)",
     )
-    p.add_argument("--report", help="where --self-test writes its JSON report")
+    p.add_argument(
+        "--report",
+        metavar="FILE",
+        help="with --self-test: save its JSON report to FILE (default: not saved)",
+    )
     p.add_argument(
         "--quit-after",
         type=_positive_seconds,
@@ -80,13 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in COMMANDS:
         name = argv[0]
         module = importlib.import_module(f"cxr_viewer.commands.{COMMANDS[name]}")
-        parser = argparse.ArgumentParser(prog=f"cxr-viewer {name}", description=module.__doc__)
+        parser = argparse.ArgumentParser(
+            prog=f"cxr-viewer {name}",
+            description=module.__doc__,
+            formatter_class=PlainHelpFormatter,
+        )
         module.add_arguments(parser)
         add_runtime_arguments(parser)
         args = parser.parse_args(argv[1:])
         apply_runtime_arguments(args)
         return int(module.run(args) or 0)
-    args = _gui_parser().parse_args(argv)
+    parser = _gui_parser()
+    args = parser.parse_args(argv)
+    if args.report and not args.self_test:
+        parser.error("--report FILE saves the --self-test report: add --self-test")
     if args.device or args.gpu_memory or args.verbose or args.mixed_precision or args.self_test:
         # the viewer otherwise applies its saved device setting when it starts
         apply_runtime_arguments(args)

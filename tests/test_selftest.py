@@ -70,6 +70,15 @@ def test_self_test_passes_and_reports_every_step(tmp_path, tiny_bundle, capsys):
     )
     assert "SELF-TEST PASSED on CPU" in out or "SELF-TEST PASSED on GPU" in out
     _check_device_section(steps["device"], report["device"])
+    # the console names the forward path (as the report does) and where the report went
+    forward = report["forward_path"]
+    assert forward == steps["load_model"]["forward_path"]
+    assert forward.endswith(f", batch {steps['device']['batch_size']}")
+    assert f"load_model ({steps['load_model']['seconds']} s): on {report['device']}, " in out
+    assert f"forward path {forward}\n" in out
+    assert out.rstrip().endswith(f"SELF-TEST PASSED on {report['device']}, forward path {forward}")
+    assert f"JSON report written to {(tmp_path / 'report.json').resolve()}\n" in out
+    assert selftest.NO_REPORT_HINT not in out
 
 
 def _check_device_section(section: dict, device: str) -> None:
@@ -137,3 +146,47 @@ def test_codec_check_fails_when_pylibjpeg_entry_points_are_lost(monkeypatch):
     monkeypatch.setattr(pylibjpeg.utils, "get_pixel_data_decoders", lambda *a, **k: {})
     with pytest.raises(RuntimeError, match=r"no usable decoder for JPEGLossless.*copy_metadata"):
         selftest.check_codecs()
+
+
+def _broken_bundle(tmp_path, tiny_bundle):
+    """A copy of the tiny bundle with its model file cut short: the self-test fails quickly."""
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_bundle, broken)
+    model_file = broken / "model.keras"
+    model_file.write_bytes(model_file.read_bytes()[:1000])
+    return broken
+
+
+def test_without_report_nothing_is_written_and_the_console_says_how(
+    tmp_path, tiny_bundle, monkeypatch, capsys
+):
+    broken = _broken_bundle(tmp_path, tiny_bundle)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    code = main(["--self-test", "--model", str(broken)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert f"{selftest.NO_REPORT_HINT}\nSELF-TEST FAILED (load_model" in out
+    assert "written to" not in out
+    assert list(work.iterdir()) == []
+
+
+def test_a_report_that_cannot_be_written_is_an_error(tmp_path, tiny_bundle, capsys):
+    broken = _broken_bundle(tmp_path, tiny_bundle)
+    target = tmp_path / "a-folder"
+    target.mkdir()  # a folder where the report file should go
+    code = main(["--self-test", "--model", str(broken), "--report", str(target)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert f"the self-test report could not be written to {target.resolve()}" in captured.err
+    assert "give --report a file in a writable folder" in captured.err
+    assert "JSON report written" not in captured.out
+
+
+def test_report_without_self_test_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--report", str(tmp_path / "r.json")])
+    assert exit_info.value.code == 2
+    assert "--report FILE saves the --self-test report: add --self-test" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()

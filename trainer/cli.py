@@ -13,6 +13,7 @@ import importlib
 import sys
 
 from cxr_viewer import __version__
+from cxr_viewer.commands.helptext import PlainHelpFormatter
 from cxr_viewer.commands.runtime import add_runtime_arguments, apply_runtime_arguments
 
 #: sub-command name → (module in trainer.commands, one-line help)
@@ -29,12 +30,16 @@ USES_TENSORFLOW = ("import", "evaluate", "train")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cxr-train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="cxr-train", description=__doc__.splitlines()[0], formatter_class=PlainHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__} (CXR Lens)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(f"trainer.commands.{module_name}")
-        p = sub.add_parser(name, help=help_text, description=module.__doc__)
+        p = sub.add_parser(
+            name, help=help_text, description=module.__doc__, formatter_class=PlainHelpFormatter
+        )
         module.add_arguments(p)
         # training spreads over every GPU (MirroredStrategy); the rest use one, as the viewer
         add_runtime_arguments(p, device_default="all" if name == "train" else "auto")

@@ -1,12 +1,15 @@
 """Headless end-to-end check of an installation (source or frozen): ``cxr-viewer --self-test``.
 
 Checks that every compressed DICOM transfer syntax CXR Lens reads still has a decoder plugin
-and that matplotlib still writes PDF/PNG (report export), loads the demo bundle (or ``--model``), opens a JPEG 2000 DICOM, a JPEG-LS DICOM and a PNG
-sample, predicts each, computes a short map with every registered explanation method, then reports the
-compute device (which device, GPUs found, memory growth or cap; on a GPU the same prediction and
-explanations run again on the CPU and must agree within stated tolerances), writes a JSON report
-and exits 0 only if all of it worked. Frozen apps commonly lose DICOM codec plugins (pylibjpeg
-finds them through package entry points, i.e. dist-info metadata) and data files; this finds out.
+and that matplotlib still writes PDF/PNG (report export), loads the demo bundle (or ``--model``),
+opens a JPEG 2000 DICOM, a JPEG-LS DICOM and a PNG sample, predicts each, computes a short map
+with every registered explanation method, then reports the compute device (which device, GPUs
+found, memory growth or cap; on a GPU the same prediction and explanations run again on the CPU
+and must agree within stated tolerances) and exits 0 only if all of it worked. The console gets
+one line per step, the device and the forward path (:attr:`Classifier.forward_path`); the full
+JSON report is written only with ``--report FILE``, and the last lines say where it went or how
+to save it. Frozen apps commonly lose DICOM codec plugins (pylibjpeg finds them through package
+entry points, i.e. dist-info metadata) and data files; this finds out.
 """
 
 from __future__ import annotations
@@ -53,13 +56,20 @@ CODEC_SYNTAXES = (
 )
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--report", help="JSON report path (default: print only)")
-    parser.add_argument("--model", help="bundle to test (default: the demo bundle)")
+#: the console's hint when no --report was given
+NO_REPORT_HINT = "JSON report not saved: use --report FILE to save it"
 
 
-def _step(report: dict[str, Any], name: str, fn: Callable[[], dict[str, Any] | None]) -> bool:
-    """Run one step, record ok / seconds / error in ``report["steps"][name]``, print a line."""
+def _step(
+    report: dict[str, Any],
+    name: str,
+    fn: Callable[[], dict[str, Any] | None],
+    console: Callable[[dict[str, Any]], str] | None = None,
+) -> bool:
+    """Run one step, record ok / seconds / error in ``report["steps"][name]``, print a line.
+
+    ``console``, given the step's entry, says what a passed step adds to its console line.
+    """
     start = time.perf_counter()
     entry: dict[str, Any] = {"ok": False}
     try:
@@ -70,10 +80,12 @@ def _step(report: dict[str, Any], name: str, fn: Callable[[], dict[str, Any] | N
         entry["traceback"] = traceback.format_exc(limit=8)
     entry["seconds"] = round(time.perf_counter() - start, 3)
     report["steps"][name] = entry
+    if not entry["ok"]:
+        detail = f": {entry['error']}"
+    else:
+        detail = f": {console(entry)}" if console is not None else ""
     print(
-        f"[{'ok' if entry['ok'] else 'FAILED'}] {name} ({entry['seconds']} s)"
-        + ("" if entry["ok"] else f": {entry['error']}"),
-        flush=True,
+        f"[{'ok' if entry['ok'] else 'FAILED'}] {name} ({entry['seconds']} s){detail}", flush=True
     )
     return entry["ok"]
 
@@ -180,7 +192,8 @@ def check_device(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(args) -> int:
-    """Run every step; write the report to ``args.report`` if given; 0 iff all steps passed."""
+    """Run every step; write the report to ``args.report`` if given; 0 iff all steps passed
+    (and the report, when asked for, was written)."""
     os.environ.setdefault("TQDM_DISABLE", "1")
     from cxr_viewer.core.bundle import open_bundle
     from cxr_viewer.core.explain.base import explain_study
@@ -213,14 +226,21 @@ def run(args) -> int:
             "tensorflow": tf.__version__,
             "classes": list(clf.class_names),
             "input": [clf.spec.height, clf.spec.width, clf.spec.channels],
+            "forward_path": clf.forward_path,
         }
 
-    _step(report, "load_model", load_model)
+    _step(
+        report,
+        "load_model",
+        load_model,
+        console=lambda e: f"on {e['device']}, forward path {e['forward_path']}",
+    )
     report["device"] = report["steps"]["load_model"].get("device")
+    report["forward_path"] = report["steps"]["load_model"].get("forward_path")
 
     for key, filename in SAMPLES.items():
 
-        def load(filename=filename, key=key):
+        def load(filename: str = filename, key: str = key) -> dict[str, Any]:
             study = load_study(samples_dir() / filename)
             state["studies"][key] = study
             out: dict[str, Any] = {
@@ -276,12 +296,25 @@ def run(args) -> int:
     report["ok"] = all(s["ok"] for s in report["steps"].values())
     report["failed"] = [name for name, s in report["steps"].items() if not s["ok"]]
     text = json.dumps(report, indent=2, default=str)
+    written = True
     if getattr(args, "report", None):
-        Path(args.report).write_text(text, encoding="utf-8")
-        print(f"report written to {args.report}")
+        path = Path(args.report).resolve()
+        try:
+            path.write_text(text, encoding="utf-8")
+            print(f"JSON report written to {path}")
+        except OSError as exc:
+            written = False
+            print(
+                f"cxr-viewer: error: the self-test report could not be written to {path} "
+                f"({exc.strerror or exc}); give --report a file in a writable folder",
+                file=sys.stderr,
+            )
+    else:
+        print(NO_REPORT_HINT)
     print(
         "SELF-TEST "
         + ("PASSED" if report["ok"] else f"FAILED ({', '.join(report['failed'])})")
         + f" on {report['device'] or 'no device'}"
+        + (f", forward path {report['forward_path']}" if report["forward_path"] else "")
     )
-    return 0 if report["ok"] else 1
+    return 0 if report["ok"] and written else 1

@@ -59,8 +59,10 @@ def local_out(tmp_path_factory, inputs, bundle_root):
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def ray_session():
+    """A local Ray for one test, shut down after it: the test that hides Ray from sys.modules
+    must not run while Ray's log thread is alive (its imports would fail in that thread)."""
     ray = pytest.importorskip("ray")
     pytest.importorskip("ray.data")
     from cxr_viewer.commands.batch_ray import init_local_ray
