@@ -38,6 +38,51 @@ REFUSED_HINT = (
 )
 
 
+#: Keras activation *layers* a Keras 2 layer may hold as its ``activation`` object
+#: (``Conv2D(8, 3, activation=LeakyReLU(0.1))``, common in tutorials); the importer rebuilds
+#: each as a layer of its own after the layer that held it (:mod:`.rebuild`)
+ACTIVATION_LAYERS = (
+    "LeakyReLU",
+    "PReLU",
+    "ELU",
+    "ReLU",
+    "ThresholdedReLU",
+    "Softmax",
+    "Activation",
+)
+
+
+def nested_activation(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(class, config) of the activation *object* a layer configuration holds, or None.
+
+    A string (``"relu"``) or a serialised built-in function (``{"class_name": "function",
+    "config": "relu"}``) is not an object and gives None.
+    """
+    act = cfg.get("activation") if isinstance(cfg, dict) else None
+    if isinstance(act, dict) and isinstance(act.get("config"), dict):
+        cls = act.get("class_name")
+        if cls in ACTIVATION_LAYERS:
+            return str(cls), copy.deepcopy(act["config"])
+    return None
+
+
+def find_class(obj: Any, cls: str, path: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """The key path inside ``obj`` of the first object serialised with class ``cls``, or None."""
+    if isinstance(obj, dict):
+        if obj.get("class_name") == cls:
+            return path
+        for key, value in obj.items():
+            found = find_class(value, cls, (*path, str(key)))
+            if found is not None:
+                return found
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            found = find_class(value, cls, (*path, f"[{i}]"))
+            if found is not None:
+                return found
+    return None
+
+
 def iter_layer_configs(
     config: dict[str, Any], path: tuple[str, ...] = ()
 ) -> Iterator[tuple[tuple[str, ...], str, dict[str, Any]]]:
@@ -128,7 +173,22 @@ def sanitize_legacy(cls: str, cfg: dict[str, Any]) -> dict[str, Any]:
     act = out.get("activation")
     if isinstance(act, dict) and isinstance(act.get("config"), str):
         out["activation"] = act["config"]  # Keras 2.13+ serialised a built-in function
+    if cls == "LeakyReLU" and "alpha" in out:  # renamed in Keras 3
+        out["negative_slope"] = out.pop("alpha")
     return out
+
+
+def legacy_activation_layer(cls: str, cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(Keras 3 class, config) for a Keras 2 activation layer Keras 3 no longer has.
+
+    ``ThresholdedReLU(theta)`` (x if x > θ else 0) is ``ReLU(threshold=θ)`` (x if x ≥ θ else 0):
+    the two differ only at x = θ exactly, where both are θ or 0.
+    """
+    if cls == "ThresholdedReLU":
+        out = {k: v for k, v in cfg.items() if k in ("name", "trainable", "dtype")}
+        out["threshold"] = float(cfg.get("theta", 1.0))
+        return "ReLU", out
+    return cls, cfg
 
 
 def unrecognized_keys(msg: str, cfg: dict[str, Any]) -> list[str]:

@@ -76,6 +76,9 @@ def load_weights(flat: FlatModel, source: WeightSource) -> int:
             continue
         src_path = flat.sources.get(layer.name)
         stored = source(src_path) if src_path else []
+        if layer.name in flat.weight_slices:  # a layer split in two: its part of the weights
+            start, stop = flat.weight_slices[layer.name]
+            stored = stored[start:stop]
         arrays = _match(variables, stored)
         if arrays is None:
             raise BundleError(
