@@ -145,9 +145,13 @@ def run(args: argparse.Namespace) -> int:
         else f" (proposed: {meta['preprocessing_reason']}; pass --preprocess to change)"
     )
     print(f"  input        {spec.height}x{spec.width}x{spec.channels}, {spec.preprocessing}{given}")
-    print(f"  Grad-CAM at  {bundle.gradcam_layer}")
+    print(f"  Grad-CAM at  {bundle.gradcam_layer or '(does not apply)'}")
     print(f"  SHAP layers  {', '.join(bundle.shap_layers) or '(none)'}")
     print(f"  background   {meta['background_source']}")
+    for method, reason in (meta.get("methods_unavailable") or {}).items():
+        print(f"  no {method:<10} {reason}")
+    for note in meta.get("import_notes") or []:
+        print(f"  adapted      {note}")
     print(
         f"  verified     max |Δ| {check['max_abs_diff']:.2g} on {check['inputs']} inputs "
         f"vs {check['reference']}"

@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from cxr_viewer.core.bundle import Bundle, sha256_file, write_bundle
 from cxr_viewer.core.errors import BundleError, CxrError, ExplainError
+from cxr_viewer.core.explain.registry import UNAVAILABLE_KEY
 from cxr_viewer.core.heads import HEAD_KINDS, Head, propose_head
 from cxr_viewer.core.preprocess import PREPROCESSINGS, InputSpec
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
@@ -115,8 +116,10 @@ def import_model(
     Parameters
     ----------
     model_path:
-        The ``.keras`` / ``.h5`` file. SavedModel folders, Lambda layers and models without
-        convolutional feature maps are refused with :class:`BundleError`.
+        The ``.keras`` / ``.h5`` file. SavedModel folders and Lambda layers are refused with
+        :class:`BundleError`. A model without convolutional feature maps is imported with the
+        methods that apply to it (LIME, occlusion); why Grad-CAM and SHAP do not is recorded
+        under ``methods_unavailable`` (:func:`cxr_viewer.core.explain.registry.method_unavailable`).
     class_names:
         One name per model output, in output order. For a single sigmoid unit: the positive
         finding's name, or ``[negative, positive]``.
@@ -162,7 +165,7 @@ def import_model(
     _resolve_classes(class_names, early_kind, prep.units, None)
 
     step(0.5, "choosing the explanation layers")
-    gradcam_layer, shap_layers = _explanation_layers(flat.model)
+    gradcam_layer, shap_layers, unavailable = _explanation_layers(flat.model)
 
     step(0.6, "making the SHAP background set")
     background, bg_source = make_background(spec, background_dir, n_background, cancel)
@@ -209,6 +212,7 @@ def import_model(
         },
         "import_notes": flat.notes,
         "weights_loaded": prep.n_weights,
+        UNAVAILABLE_KEY: unavailable,
     }
     if flat.renamed:
         extra["renamed_layers"] = flat.renamed
@@ -239,7 +243,7 @@ def import_model(
         input_spec=spec,
         gradcam_layer=gradcam_layer,
         shap_layers=shap_layers,
-        background=background,
+        background=None if "shap" in unavailable else background,
         extra=extra,
         overwrite=overwrite,
         head=out_head,
@@ -423,18 +427,32 @@ def _refine_normalization(summary: ModelSummary, model: Any) -> ModelSummary:
     return summary
 
 
-def _explanation_layers(model: Any) -> tuple[str, list[str]]:
+def _explanation_layers(model: Any) -> tuple[str | None, list[str], dict[str, str]]:
+    """(Grad-CAM layer, SHAP layers, method → why it does not apply) of the rebuilt model.
+
+    A model without convolutional feature maps (Flatten → Dense) has no layer Grad-CAM or
+    per-layer SHAP can be computed at; it is imported with LIME and occlusion, which perturb
+    the input only, and the two refusals are recorded in the bundle.
+    """
     from cxr_viewer.core.explain.layers import default_gradcam_layer, shap_layers
 
+    unavailable: dict[str, str] = {}
     try:
-        gradcam = default_gradcam_layer(model)
+        gradcam: str | None = default_gradcam_layer(model)
     except ExplainError as exc:
-        raise BundleError(
-            "Cannot import a model CXR Lens cannot explain",
-            f"{exc.what}: {exc.why}",
-            "Grad-CAM and per-layer SHAP need a convolutional classifier.",
-        ) from exc
-    return gradcam, list(shap_layers(model))
+        gradcam = None
+        unavailable["gradcam"] = (
+            "the model has no convolutional feature maps (no layer with a rows × columns × "
+            "channels output): Grad-CAM weights such maps by their gradients"
+        )
+        del exc
+    layers = list(shap_layers(model))
+    if not layers:
+        unavailable["shap"] = (
+            "the model has no layer of feature maps that every path from input to output "
+            "passes through: per-layer SHAP attributes the prediction to such a layer"
+        )
+    return gradcam, layers, unavailable
 
 
 def _probe_inputs(spec: InputSpec, background: np.ndarray) -> np.ndarray:
