@@ -15,7 +15,7 @@ from cxr_viewer.core.bundle import Bundle, sha256_file, write_bundle
 from cxr_viewer.core.errors import BundleError, CxrError, ExplainError
 from cxr_viewer.core.explain.registry import UNAVAILABLE_KEY
 from cxr_viewer.core.heads import HEAD_KINDS, Head, propose_head
-from cxr_viewer.core.preprocess import PREPROCESSINGS, InputSpec
+from cxr_viewer.core.preprocess import INTERPOLATIONS, PREPROCESSINGS, InputSpec, Intensity
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
 
 from .background import make_background
@@ -47,8 +47,17 @@ class Prepared:
     def units(self) -> int:
         return int(self.flat.model.outputs[0].shape[-1])
 
-    def spec(self, preprocessing: str) -> InputSpec:
-        return InputSpec(self.rows, self.columns, self.channels, preprocessing)
+    def spec(
+        self, preprocessing: str, interpolation: str = "auto", intensity: Intensity | None = None
+    ) -> InputSpec:
+        return InputSpec(
+            self.rows,
+            self.columns,
+            self.channels,
+            preprocessing,
+            interpolation,
+            intensity or Intensity(),
+        )
 
 
 def prepare(
@@ -77,7 +86,7 @@ def prepare(
         )
     step(0.35, "loading the weights")
     weights = (
-        h5_weight_source(model_path)
+        h5_weight_source(model_path, flat.sources.values())
         if source.format == KERAS2_H5
         else keras_weight_source(source.model)
     )
@@ -104,6 +113,9 @@ def import_model(
     overwrite: bool = False,
     progress: ProgressFn = no_progress,
     cancel: CancelToken | None = None,
+    interpolation: str | None = None,
+    intensity: Intensity | None = None,
+    reference_predictions: str | Path | None = None,
 ) -> Bundle:
     """Import a Keras 3 ``.keras`` or Keras 2 ``.h5`` classifier as a model bundle.
 
@@ -144,12 +156,26 @@ def import_model(
         multi-label head (default 0.5 each).
     near_band:
         The viewer flags a probability this close to its threshold (default 0.05).
+    interpolation, intensity:
+        The training pipeline's resize interpolation (a key of
+        :data:`~cxr_viewer.core.preprocess.INTERPOLATIONS`) and linear intensity step, as the
+        user states them; None: ``auto`` and none, or the best match on the reference films.
+    reference_predictions:
+        A CSV of the model's outputs on a few films through the user's own pipeline
+        (:func:`.pipeline_match.read_reference`). Every candidate preprocessing (the parts not
+        stated) is run on those films; the best is used, and a poor best match is recorded as a
+        warning under ``preprocessing_check`` (:mod:`.pipeline_match`).
     """
     start = time.perf_counter()
     model_path = Path(model_path)
     if preprocessing is not None and preprocessing not in PREPROCESSINGS:
         raise BundleError(
             f"Unknown preprocessing '{preprocessing}'", f"choose one of {sorted(PREPROCESSINGS)}."
+        )
+    if interpolation is not None and interpolation not in INTERPOLATIONS:
+        raise BundleError(
+            f"Unknown resize interpolation '{interpolation}'",
+            f"choose one of {', '.join(INTERPOLATIONS)}.",
         )
     out = Path(out_dir)
     if out.exists() and not overwrite:
@@ -158,11 +184,18 @@ def import_model(
     step = _Steps(progress, cancel)
     prep = prepare(model_path, input_size=input_size, progress=progress, cancel=cancel)
     summary, flat, source = prep.summary, prep.flat, prep.source
-    spec = prep.spec(preprocessing or summary.preprocessing)
+    spec = prep.spec(preprocessing or summary.preprocessing, interpolation or "auto", intensity)
     _check_head_request(head, prep.units)
     # the class names are checked against the output count before anything slow runs
     early_kind = head or propose_head(prep.units, summary.activation or "sigmoid")
     _resolve_classes(class_names, early_kind, prep.units, None)
+
+    check: dict[str, Any] | None = None
+    if reference_predictions is not None:
+        step(0.45, "comparing preprocessings with the model's own pipeline")
+        spec, check = _match_reference(
+            prep, spec, reference_predictions, preprocessing, interpolation, intensity
+        )
 
     step(0.5, "choosing the explanation layers")
     gradcam_layer, shap_layers, unavailable = _explanation_layers(flat.model)
@@ -200,6 +233,8 @@ def import_model(
         "preprocessing_given": preprocessing is not None,
         "preprocessing_proposed": summary.preprocessing,
         "preprocessing_reason": summary.preprocessing_reason,
+        "preprocessing_check": check
+        or {"checked": False, "why": "no reference predictions were given"},
         "head_given": head is not None,
         "classes": classes,
         "flattened_nested_models": flat.nested,
@@ -257,6 +292,51 @@ def import_model(
         raise
     progress(1.0, f"imported in {time.perf_counter() - start:.1f} s")
     return bundle
+
+
+def _match_reference(
+    prep: Prepared,
+    spec: InputSpec,
+    csv_path: str | Path,
+    preprocessing: str | None,
+    interpolation: str | None,
+    intensity: Intensity | None,
+) -> tuple[InputSpec, dict[str, Any]]:
+    """The spec whose unstated parts best reproduce the reference outputs, and the record."""
+    from .pipeline_match import (
+        GOOD_DP,
+        GOOD_RHO,
+        TRIED_INTERPOLATIONS,
+        is_poor,
+        match_pipeline,
+        read_reference,
+        warning_text,
+    )
+
+    images, reference = read_reference(csv_path, prep.units)
+    model = prep.flat.model
+    ranked = match_pipeline(
+        lambda x: np.asarray(model(x, training=False)),
+        spec,
+        images,
+        reference,
+        conventions=(preprocessing,) if preprocessing else CANDIDATES,
+        intensities=(intensity,) if intensity else (Intensity(),),
+        interpolations=(interpolation,) if interpolation else TRIED_INTERPOLATIONS,
+    )
+    best = ranked[0]
+    record: dict[str, Any] = {
+        "checked": True,
+        "reference_file": Path(csv_path).name,
+        "films": len(images),
+        "best": best.to_dict(),
+        "candidates": [c.to_dict() for c in ranked[:10]],
+        "thresholds": {"spearman_rho": GOOD_RHO, "max_abs_dp": GOOD_DP},
+    }
+    if is_poor(best):
+        record["warning"] = warning_text(best, len(images))
+    chosen = prep.spec(best.preprocessing, best.interpolation, best.intensity)
+    return chosen, record
 
 
 def preview_predictions(

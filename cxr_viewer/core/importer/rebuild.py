@@ -301,7 +301,7 @@ class _Rebuilder:
             layer = self._legacy_layer(cls, layer_data.get("config", {}), flat_name, "/".join(key))
         else:
             layer = self._keras3_layer(layer_data, flat_name)
-        if flat_name != name:
+        if flat_name != name:  # a name taken by another layer, or one holding "/"
             self.result.renamed[flat_name] = name
         self.result.sources[flat_name] = key
         self.leaves[key] = layer
@@ -339,6 +339,8 @@ class _Rebuilder:
         return layer
 
     def _unique(self, name: str, scope: tuple[str, ...]) -> str:
+        # Keras 2 allowed "/" in layer names (tf_keras' DenseNet: "conv1/conv"); Keras 3 does not
+        name = name.replace("/", "_")
         candidate = name
         if candidate in self.used and scope:
             candidate = f"{scope[-1]}_{name}"
