@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from cxr_viewer.core.preprocess import INTERPOLATIONS, PREPROCESSINGS, InputSpec
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
 
 from .background import make_background
-from .configs import declared_input_shape, has_nested_model
+from .configs import REFUSED_HINT, declared_input_shape, has_nested_model
 from .inspect import CANDIDATES, ModelSummary, summarize_config
 from .rebuild import FlatModel, rebuild_flat
 from .sources import KERAS2_H5, SourceModel, read_source, reference_for
@@ -42,6 +43,8 @@ class Prepared:
     columns: int
     channels: int
     n_weights: int
+    #: the preprocess_input Lambda replaced by a convention (:func:`_lambda_convention`)
+    preprocess_lambda: dict[str, Any] | None = None
 
     @property
     def units(self) -> int:
@@ -92,7 +95,106 @@ def prepare(
     )
     n_weights = load_weights(flat, weights)
     summary = _refine_normalization(summary, flat.model)
-    return Prepared(source, summary, flat, rows, cols, channels, n_weights)
+    lambda_info = _lambda_convention(source)
+    if lambda_info is not None:
+        summary.preprocessing = lambda_info["convention"]
+        summary.preprocessing_reason = (
+            f"its Lambda layer '{lambda_info['layer']}' is keras.applications."
+            f"{lambda_info['application']}.preprocess_input, replaced by the "
+            f"{lambda_info['convention']} convention"
+        )
+    return Prepared(source, summary, flat, rows, cols, channels, n_weights, lambda_info)
+
+
+def _lambda_convention(source: SourceModel) -> dict[str, Any] | None:
+    """The convention replacing the model's preprocess_input Lambda, checked, or None.
+
+    The Lambda must be the model's first step (it reads the input layer) and the only one. Its
+    application is read from its configuration (Keras 2), else from the backbone it feeds
+    (Keras 3 stores the function's name only). The convention is then checked against the
+    *installed* library's ``preprocess_input`` on 0–255 pixels (library code, not the file's).
+    """
+    from .configs import APPLICATION_CONVENTIONS
+    from .inspect import _BACKBONE_RULES, _nested_names
+
+    found = source.preprocess_lambdas
+    if not found:
+        return None
+    inputs = {
+        str(ld.get("name") or ld.get("config", {}).get("name"))
+        for ld in source.config.get("config", {}).get("layers", [])
+        if ld.get("class_name") == "InputLayer"
+    }
+    name, app, evidence, reads = found[0]
+    if len(found) > 1 or not set(reads) <= inputs or not reads:
+        raise BundleError(
+            f"Cannot import the model: layer '{name}' is a preprocess_input Lambda that is not "
+            "the model's first step",
+            "CXR Lens replaces such a Lambda by its input convention, which is applied to the "
+            "image before the model; here it reads "
+            f"{', '.join(reads) or 'nothing'}"
+            + (f" and there are {len(found)} of them" if len(found) > 1 else "")
+            + ".",
+            REFUSED_HINT,
+        )
+    checked_app = app
+    if app is None:  # Keras 3: the backbone it feeds tells which application's
+        for nested in _nested_names(source.config):
+            for pattern, pre in _BACKBONE_RULES:
+                if re.search(pattern, nested):
+                    app, checked_app = nested, _REPRESENTATIVE[pre]
+                    evidence += f", feeding the keras.applications backbone '{nested}'"
+                    break
+            if app is not None:
+                break
+    if app is None or checked_app is None:
+        raise BundleError(
+            f"Cannot import the model: layer '{name}' is a Lambda",
+            "it wraps a function named preprocess_input, but no keras.applications backbone "
+            "follows it to tell which application's (each scales pixels differently), and the "
+            "Lambda's code is never run.",
+            REFUSED_HINT,
+        )
+    convention = APPLICATION_CONVENTIONS[checked_app]
+    check = _library_check(checked_app, convention)
+    return {
+        "layer": name,
+        "application": app,
+        "convention": convention,
+        "evidence": evidence,
+        "library_max_abs_diff": check,
+    }
+
+
+#: convention → a keras.applications module whose preprocess_input computes it
+_REPRESENTATIVE = {
+    "torch": "densenet",
+    "raw": "efficientnet",
+    "caffe": "resnet50",
+    "symmetric": "mobilenet_v2",
+}
+
+
+def _library_check(app: str, convention: str) -> float:
+    """max |installed keras.applications.<app>.preprocess_input(pixels) − the convention|."""
+    import importlib
+
+    from cxr_viewer.core.preprocess import normalize
+
+    module = importlib.import_module(f"keras.applications.{app}")
+    pixels = np.linspace(0.0, 255.0, 16 * 16, dtype=np.float32).reshape(1, 16, 16, 1)
+    grey = np.repeat(pixels, 3, axis=-1)
+    expected = np.asarray(module.preprocess_input(grey.copy()), dtype=np.float64)
+    spec = InputSpec(16, 16, 3, convention)
+    got = normalize(grey[..., :1] / 255.0, spec)
+    diff = float(np.max(np.abs(expected - got)))
+    if diff > 1e-3:
+        raise BundleError(
+            f"Cannot replace keras.applications.{app}.preprocess_input by a convention",
+            f"the {convention} convention differs from it by up to {diff:.3g} on 0-255 pixels.",
+            REFUSED_HINT,
+        )
+    return diff
 
 
 def import_model(
@@ -184,6 +286,15 @@ def import_model(
     step = _Steps(progress, cancel)
     prep = prepare(model_path, input_size=input_size, progress=progress, cancel=cancel)
     summary, flat, source = prep.summary, prep.flat, prep.source
+    if prep.preprocess_lambda is not None and preprocessing not in (
+        None,
+        prep.preprocess_lambda["convention"],
+    ):
+        raise BundleError(
+            f"The model does its own preprocessing: not '{preprocessing}'",
+            f"its first layer is {prep.summary.preprocessing_reason}.",
+            "Leave --preprocess out (or give that convention).",
+        )
     spec = prep.spec(preprocessing or summary.preprocessing, interpolation or "auto", intensity)
     _check_head_request(head, prep.units)
     # the class names are checked against the output count before anything slow runs
@@ -246,6 +357,7 @@ def import_model(
             "tolerance": TOLERANCE,
         },
         "import_notes": flat.notes,
+        "preprocess_lambda": prep.preprocess_lambda,
         "weights_loaded": prep.n_weights,
         UNAVAILABLE_KEY: unavailable,
     }

@@ -48,6 +48,7 @@ from .configs import (
     find_class,
     legacy_activation_layer,
     nested_activation,
+    preprocess_lambda,
     sanitize_legacy,
     unrecognized_keys,
 )
@@ -287,6 +288,16 @@ class _Rebuilder:
         key = (*scope, name)
         if key in self.leaves:  # a shared layer: called again, same weights
             return self.leaves[key]
+        if cls == "Lambda" and preprocess_lambda(layer_data) is not None:
+            # a keras.applications preprocess_input: the bundle's convention does it instead
+            flat_name = self._unique(name, scope)
+            layer = self.keras.layers.Identity(name=flat_name)
+            self.result.sources[flat_name] = key
+            self.result.notes.append(
+                f"{flat_name} (Lambda of preprocess_input): replaced by the input convention"
+            )
+            self.leaves[key] = layer
+            return layer
         if cls in REFUSED_CLASSES:
             raise BundleError(
                 f"Cannot import the model: layer '{'/'.join(key)}' is a {cls}",
