@@ -15,25 +15,55 @@ import numpy as np
 
 
 def randomize(model: Any, seed: int = 0) -> None:
-    """Random weights everywhere (nested models too), BN variances and scales positive."""
+    """Random weights everywhere (nested models too): kernels at He scale, BN scales and
+    variances positive; a Normalization layer's statistics are kept (a variance must stay
+    positive, and EfficientNet's are ImageNet's)."""
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         if hasattr(layer, "layers"):  # a nested model
             randomize(layer, seed + 1)
             continue
         ws = layer.get_weights()
-        if not ws:
+        if not ws or type(layer).__name__ == "Normalization":
             continue
-        if type(layer).__name__ == "BatchNormalization":
-            new = [
-                rng.uniform(0.5, 1.5, w.shape) if i in (0, 3) else rng.normal(0, 0.2, w.shape)
-                for i, w in enumerate(ws)
-            ]
-        else:
-            fan_in = max(1, int(np.prod(ws[0].shape[:-1]))) if ws[0].ndim > 1 else 1
-            scale = min(0.3, 1.5 / np.sqrt(fan_in))  # deep backbones stay finite and varied
-            new = [rng.normal(0, scale, w.shape) for w in ws]
+        names = [getattr(v, "path", v.name).rsplit("/", 1)[-1].split(":")[0] for v in layer.weights]
+        new = []
+        for name, w in zip(names, ws, strict=True):
+            if name == "gamma":
+                new.append(rng.uniform(0.5, 1.0, w.shape))
+            elif name == "moving_variance":
+                new.append(rng.uniform(0.5, 1.5, w.shape))
+            elif name in ("beta", "moving_mean", "bias"):
+                new.append(rng.normal(0, 0.2, w.shape))
+            elif w.ndim > 1:
+                fan_in = (
+                    int(np.prod(w.shape[:-1]))
+                    if "depthwise" not in name
+                    else int(np.prod(w.shape[:2]))
+                )
+                new.append(rng.normal(0, np.sqrt(2.0 / max(fan_in, 1)), w.shape))
+            else:  # PReLU slopes and other vectors
+                new.append(rng.normal(0, 0.3, w.shape))
         layer.set_weights([n.astype(np.float32) for n in new])
+
+
+def spread_head(model: Any, feature_layer: str, dense: str, x: np.ndarray, seed: int = 0) -> None:
+    """Scale the final Dense layer to the features' magnitude, logits centred on ``x``.
+
+    A random deep backbone's features can be in the hundreds, which would saturate every
+    probability; scaling by their root-mean-square (not by their small variation between
+    inputs, which would magnify float32 rounding into |Δp|) keeps the logits near ±1.
+    """
+    k_model = type(model)(model.inputs, model.get_layer(feature_layer).output)
+    features = np.asarray(k_model(x, training=False), dtype=np.float64)
+    layer = model.get_layer(dense)
+    kernel, _ = layer.get_weights()
+    rng = np.random.default_rng(seed)
+    rms = max(float(np.sqrt(np.mean(features**2))), 1e-12)
+    new_kernel = rng.normal(0, 1.0 / (rms * np.sqrt(kernel.shape[0])), kernel.shape)
+    logits = features @ new_kernel
+    new_bias = rng.normal(0, 0.5, kernel.shape[1]) - logits.mean(axis=0)
+    layer.set_weights([new_kernel.astype(np.float32), new_bias.astype(np.float32)])
 
 
 def _strip(obj: Any) -> Any:
