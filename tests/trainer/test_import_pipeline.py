@@ -136,7 +136,8 @@ def test_unstated_contrast_step_is_warned_about(films, model_file, tmp_path, cap
     )
     assert code == 0  # a warning, not a refusal
     err = capsys.readouterr().err
-    assert "warning: No preprocessing CXR Lens can state reproduces" in err
+    assert "warning: None of the preprocessings tried reproduces" in err
+    assert "--intensity SCALE OFFSET" in err
     from cxr_viewer.core.bundle import open_bundle
 
     check = open_bundle(tmp_path / "b").metadata["preprocessing_check"]

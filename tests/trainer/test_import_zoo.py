@@ -24,8 +24,8 @@ MLP            .keras  1 sigmoid          Flatten → Dense (no feature maps)  3
 All probes are grey (R = G = B), as radiographs are. A model with a ``Lambda(preprocess_input)``
 is compared on raw pixels (the original runs the real function, in memory) against the bundle
 fed the same pixels through its convention — what the viewer does.
-Each backbone is built once per module (each appears in one row). Run alone: 6 min 57 s on
-the shared 2-core machine at load average ~10 (`pytest tests/trainer/test_import_zoo.py -n 0`);
+Each backbone is built once per module (each appears in one row). Run alone: 4 min 0 s on
+the shared 2-core machine at load average ~7 (`pytest tests/trainer/test_import_zoo.py -n 0`);
 all `slow`: `-m "not slow"` skips them while iterating.
 """
 

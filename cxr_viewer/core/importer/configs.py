@@ -126,7 +126,10 @@ def preprocess_lambda(layer: dict[str, Any]) -> tuple[str | None, str] | None:
     fn = cfg.get("function")
     if isinstance(fn, dict):  # Keras 3
         if fn.get("class_name") == "function" and fn.get("config") == "preprocess_input":
-            return None, "a Keras 3 Lambda of a function named preprocess_input"
+            return None, (
+                "a Keras 3 Lambda of a function stored by the name preprocess_input only (Keras 3 "
+                "does not record its module: a user function of that name would pass for it)"
+            )
         return None
     match = _APP_MODULE.match(str(cfg.get("module") or ""))
     if match is None or match.group(1) not in APPLICATION_CONVENTIONS:

@@ -152,11 +152,12 @@ def is_poor(candidate: Candidate) -> bool:
 def warning_text(best: Candidate, n_images: int) -> str:
     """The warning for a poor best match (what, why, what to do), in one paragraph."""
     return (
-        f"No preprocessing CXR Lens can state reproduces the model's own pipeline: the best "
-        f"match ({best.describe()}) rank-correlates {best.rho:.3f} with the reference outputs "
-        f"on {n_images} film(s), with |Δp| up to {best.max_abs_dp:.3f}. The training pipeline "
-        "likely has a step that is not a resize or a linear intensity change (CLAHE, gamma, "
-        "histogram equalisation, cropping). Explanations are of the model on slightly "
-        "different input; state the interpolation and intensity step if you know them, or "
-        "retrain without that step."
+        f"None of the preprocessings tried reproduces the model's own pipeline: the best match "
+        f"({best.describe()}) rank-correlates {best.rho:.3f} with the reference outputs on "
+        f"{n_images} film(s), with |Δp| up to {best.max_abs_dp:.3f}. The training pipeline has "
+        "a step not tried: a contrast or brightness change (state it: --intensity SCALE "
+        "OFFSET), or one CXR Lens cannot state (CLAHE, gamma, histogram equalisation, "
+        "cropping). Explanations are of the model on different input than it was trained on; "
+        "state the interpolation and intensity step if you know them, or retrain without that "
+        "step."
     )

@@ -422,8 +422,7 @@ def _custom_class(missing: str, owner: str, path: tuple[str, ...] | None) -> Bun
         )
     return BundleError(
         what,
-        f"{where}; the .h5 file stores only the class's name, not its code, so Keras 3 cannot "
-        "rebuild it.",
+        f"{where}; the .h5 file stores only its name, not its code, so Keras 3 cannot rebuild it.",
         f"Replace '{missing}' with standard Keras layers and save again, or save the model as a "
         "Keras 3 .keras file with the class registered "
         "(keras.saving.register_keras_serializable).",
