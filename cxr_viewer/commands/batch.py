@@ -233,7 +233,7 @@ def _columns(class_names, methods: list[str], trust: bool) -> list[str]:
     cols += [f"p_{c}" for c in class_names]
     cols += ["predicted_class", "decision", "explained_class", "forward_path"]
     for m in methods:
-        cols.append(f"seconds_{m}")
+        cols += [f"seconds_{m}", f"{m}_status"]
         if trust:
             cols += [f"{m}_deletion_auc", f"{m}_insertion_auc"]
         cols += [f"{m}_{f}" for f in explainer_class(m).summary_fields]
@@ -311,6 +311,10 @@ def process_file(ctx: BatchContext, path: Path, digest: str | None) -> dict[str,
         return row
     errors, maps = [], []
     for method in ctx.methods:
+        reason = _not_applicable(clf, method)
+        if reason:  # said per map; the other methods run
+            row[f"{method}_status"] = f"not applicable: {reason}"
+            continue
         try:
             maps.append(_explain_one(ctx, method, x, target, study, stem, row))
         except Exception as exc:
@@ -325,6 +329,15 @@ def process_file(ctx: BatchContext, path: Path, digest: str | None) -> dict[str,
     return row
 
 
+def _not_applicable(clf: Any, method: str) -> str | None:
+    """Why ``method`` does not apply to the classifier's bundle (e.g. Grad-CAM on a model
+    without feature maps), or None."""
+    from cxr_viewer.core.explain.registry import method_unavailable
+
+    bundle = getattr(clf, "bundle", None)
+    return method_unavailable(method, bundle) if bundle is not None else None
+
+
 def _explain_one(ctx: BatchContext, method: str, x, target: int, study, stem: str, row):
     from cxr_viewer.core.explain.base import explain_with_trust
     from cxr_viewer.core.explain.registry import create_explainer, explainer_class
@@ -333,7 +346,8 @@ def _explain_one(ctx: BatchContext, method: str, x, target: int, study, stem: st
     explainer = create_explainer(method, clf, _settings(method, args))
     hm = explain_with_trust(explainer, x, target, trust=not args.no_trust, seed=args.seed)
     row[f"seconds_{method}"] = round(hm.runtime_s, 3)
-    if not args.no_trust:
+    row[f"{method}_status"] = hm.status_text  # "no signal: …" leaves the trust figures empty
+    if not args.no_trust and hm.trust:
         row[f"{method}_deletion_auc"] = round(hm.trust["deletion_auc"], 4)
         row[f"{method}_insertion_auc"] = round(hm.trust["insertion_auc"], 4)
     for f, value in explainer_class(method).summary(hm).items():

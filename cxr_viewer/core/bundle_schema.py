@@ -201,6 +201,17 @@ _INPUT = mapping(
         "value_range": Key(
             list_of(any_of(number(), list_of(number(), min_len=1, max_len=3)), min_len=2, max_len=2)
         ),
+        # the training pipeline's resize and linear intensity step (core/preprocess.py)
+        "interpolation": Key(one_of("auto", "nearest", "bilinear", "area", "cubic")),
+        "intensity": Key(
+            mapping(
+                {
+                    "scale": Key(number(1e-6, 1e6)),
+                    "offset": Key(number(-1e6, 1e6)),
+                    "stage": Key(one_of("pixels", "unit")),
+                }
+            )
+        ),
     }
 )
 

@@ -23,6 +23,7 @@ is a clear :class:`~cxr_viewer.core.errors.DicomExportError`.
 from __future__ import annotations
 
 import datetime as _dt
+import textwrap
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -175,6 +176,8 @@ class ExplanationResult:
     opacity: float = 0.5
     layer: str | None = None
     trust: dict[str, float] = field(default_factory=dict)
+    #: the map's status (``Heatmap.status_text``): "ok", or "no signal: <why>; <what to try>"
+    status: str = "ok"
 
     @classmethod
     def from_heatmap(
@@ -199,6 +202,7 @@ class ExplanationResult:
             opacity=opacity,
             layer=hm.layer,
             trust={k: float(v) for k, v in figures.items() if np.isfinite(v)},
+            status=hm.status_text,
         )
 
 
@@ -299,6 +303,11 @@ def panel_lines(
     ]
     if explanation.layer:
         lines.append((f"layer: {explanation.layer}", (200, 200, 200)))
+    if explanation.status != "ok":  # e.g. "no signal: the map is zero everywhere; …"
+        head, _, rest = explanation.status.partition(": ")
+        lines.append((f"{head.upper()}: the map is blank", (255, 64, 64)))
+        for part in rest.split(";"):  # wrapped: the panel is as wide as its longest line
+            lines.extend((t, (255, 180, 120)) for t in textwrap.wrap(part.strip(), 36))
     lines.append(("", (255, 255, 255)))
     lines.append((f"prediction: {prediction.predicted_class}", (255, 220, 120)))
     for i, (name, p) in enumerate(prediction.as_dict().items()):
@@ -623,6 +632,13 @@ def structured_report(
                     relationship_type=sr.RelationshipTypeValues.CONTAINS,
                 )
             )
+        children.append(
+            sr.TextContentItem(
+                name=_code("MAPSTATUS", "Map status"),
+                value=ex.status[:1024],  # UT would take more; one line is the point
+                relationship_type=sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
         for key, value in sorted(ex.trust.items()):
             children.append(
                 sr.NumContentItem(

@@ -54,6 +54,70 @@ PREPROCESSING_LABELS: dict[str, str] = {
 }
 
 
+#: resize interpolations a bundle can state (``input.interpolation``): ``auto`` is area when
+#: shrinking and cubic when enlarging; ``bilinear`` is what OpenCV's ``cv2.resize`` default and
+#: Keras' ``image_dataset_from_directory`` / ``tf.image.resize`` use
+INTERPOLATIONS: dict[str, int | None] = {
+    "auto": None,
+    "nearest": cv2.INTER_NEAREST,
+    "bilinear": cv2.INTER_LINEAR,
+    "area": cv2.INTER_AREA,
+    "cubic": cv2.INTER_CUBIC,
+}
+#: where a linear intensity step is applied: ``pixels``: to 0–255 pixel values *before* the
+#: /255, saturating at 0 and 255 as uint8 arithmetic (``cv2.convertScaleAbs``) does; ``unit``: to
+#: [0, 1] values *after* the /255, unclipped
+INTENSITY_STAGES = ("pixels", "unit")
+
+
+@dataclass(frozen=True)
+class Intensity:
+    """A linear intensity step of the training pipeline: ``v * scale + offset``.
+
+    ``offset`` is in the units of ``stage`` (pixel values for ``pixels``, [0, 1] for ``unit``).
+    A contrast step ×1.3 before the /255 is ``Intensity(1.3, 0.0, "pixels")``.
+    """
+
+    scale: float = 1.0
+    offset: float = 0.0
+    stage: str = "pixels"
+
+    def __post_init__(self) -> None:
+        if self.stage not in INTENSITY_STAGES:
+            raise BundleError(
+                f"Unknown intensity stage '{self.stage}'",
+                f"choose {' or '.join(INTENSITY_STAGES)} (before or after the /255).",
+            )
+        if not (np.isfinite(self.scale) and np.isfinite(self.offset)) or self.scale <= 0:
+            raise BundleError(
+                "Invalid intensity step",
+                f"scale {self.scale} and offset {self.offset}: the scale must be a positive "
+                "number and the offset a number.",
+            )
+
+    @property
+    def identity(self) -> bool:
+        return self.scale == 1.0 and self.offset == 0.0
+
+    def apply(self, image01: np.ndarray) -> np.ndarray:
+        """The step on a [0, 1] image (float32), in the stage's units."""
+        if self.identity:
+            return image01
+        if self.stage == "pixels":
+            out = np.clip(image01 * self.scale + self.offset / 255.0, 0.0, 1.0)
+        else:
+            out = image01 * self.scale + self.offset
+        return np.asarray(out, dtype=np.float32)
+
+    def describe(self) -> str:
+        where = (
+            "before the /255 (pixel values, saturating)"
+            if self.stage == "pixels"
+            else ("after the /255")
+        )
+        return f"× {self.scale:g} {'+' if self.offset >= 0 else '-'} {abs(self.offset):g} {where}"
+
+
 def scale_offset(preprocessing: str, channels: int) -> tuple[np.ndarray, np.ndarray]:
     """(scale, offset) arrays of shape (channels,) for ``preprocessing``."""
     scale, offset = PREPROCESSINGS[preprocessing]
@@ -72,8 +136,17 @@ class InputSpec:
     width: int
     channels: int = 3
     preprocessing: str = "unit"
+    #: resize interpolation (a key of :data:`INTERPOLATIONS`)
+    interpolation: str = "auto"
+    #: a linear intensity step of the training pipeline, applied before the convention
+    intensity: Intensity = Intensity()
 
     def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise BundleError(
+                f"Unknown resize interpolation '{self.interpolation}'",
+                f"CXR Lens knows {', '.join(INTERPOLATIONS)}.",
+            )
         if self.preprocessing not in PREPROCESSINGS:
             raise BundleError(
                 f"Unknown preprocessing '{self.preprocessing}'",
@@ -92,7 +165,8 @@ class InputSpec:
     def channel_range(self) -> tuple[np.ndarray, np.ndarray]:
         """(model value of display 0, of display 1), each of shape (channels,)."""
         scale, offset = scale_offset(self.preprocessing, self.channels)
-        return offset, scale + offset
+        lo, hi = (float(v) for v in self.intensity.apply(np.array([0.0, 1.0], np.float32)))
+        return (lo * scale + offset).astype(np.float32), (hi * scale + offset).astype(np.float32)
 
     @property
     def value_range(self) -> tuple[float, float]:
@@ -108,6 +182,10 @@ class InputSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        if self.interpolation == "auto":  # the defaults are not written: older viewers' bundles
+            d.pop("interpolation")
+        if self.intensity.identity:
+            d.pop("intensity")
         lo, hi = self.channel_range
         if np.all(lo == lo[0]) and np.all(hi == hi[0]):
             d["value_range"] = [float(lo[0]), float(hi[0])]
@@ -118,13 +196,20 @@ class InputSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InputSpec:
         try:
+            step = d.get("intensity") or {}
             return cls(
                 height=int(d["height"]),
                 width=int(d["width"]),
                 channels=int(d.get("channels", 3)),
                 preprocessing=str(d.get("preprocessing", "unit")),
+                interpolation=str(d.get("interpolation", "auto")),
+                intensity=Intensity(
+                    float(step.get("scale", 1.0)),
+                    float(step.get("offset", 0.0)),
+                    str(step.get("stage", "pixels")),
+                ),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BundleError(
                 "The bundle's input description is incomplete",
                 f"metadata.json 'input' needs height, width, channels, preprocessing ({exc}).",
@@ -134,10 +219,13 @@ class InputSpec:
 def resize_for_model(image01: np.ndarray, spec: InputSpec) -> np.ndarray:
     """Resize a [0, 1] display image (H, W) to the model's (height, width), float32.
 
-    Area interpolation when shrinking (no aliasing of fine lung texture), cubic when enlarging.
+    ``spec.interpolation`` ``auto``: area interpolation when shrinking (no aliasing of fine lung
+    texture), cubic when enlarging; else the interpolation the model was trained with.
     """
     h, w = image01.shape[:2]
-    interp = cv2.INTER_AREA if (h >= spec.height and w >= spec.width) else cv2.INTER_CUBIC
+    interp = INTERPOLATIONS[spec.interpolation]
+    if interp is None:
+        interp = cv2.INTER_AREA if (h >= spec.height and w >= spec.width) else cv2.INTER_CUBIC
     out = cv2.resize(image01.astype(np.float32), (spec.width, spec.height), interpolation=interp)
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
@@ -158,6 +246,7 @@ def normalize(image01: np.ndarray, spec: InputSpec) -> np.ndarray:
         x = x.mean(axis=-1, keepdims=True)
     elif x.shape[-1] == 1 and spec.channels == 3:
         x = np.repeat(x, 3, axis=-1)
+    x = spec.intensity.apply(x)
     scale, offset = scale_offset(spec.preprocessing, spec.channels)
     values: np.ndarray = (x * scale + offset).astype(np.float32)
     return values

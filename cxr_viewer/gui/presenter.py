@@ -144,7 +144,11 @@ def status_text(state: ViewerState, method: str) -> str:
             else ("no model")
         )
     if not ov.available:
-        return "not offered by this model"
+        reason = getattr(ov, "unavailable_reason", "")
+        return f"not applicable: {reason}" if reason else "not offered by this model"
+    hm = getattr(ov.heatmap, "heatmap", None)
+    if ov.status == "done" and hm is not None and getattr(hm, "status", "ok") != "ok":
+        return str(hm.status_text)  # "no signal: the map is zero everywhere; …"
     return {
         "idle": "",
         "waiting": "waits for the prediction",

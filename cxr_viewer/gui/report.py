@@ -149,6 +149,16 @@ def display_line(snap: Snapshot) -> str:
     return f"Display: {win}, {inv} ({grey})"
 
 
+def no_signal_line(ly: LayerSnapshot) -> str:
+    """ "NO SIGNAL: why; what to try" for a blank map (zero or constant), else ""."""
+    from cxr_viewer.core.explain.base import no_signal_remedy, signal_problem
+
+    problem = signal_problem(ly.values)
+    if problem is None:
+        return ""
+    return f"NO SIGNAL: {problem}; {no_signal_remedy(ly.method, ly.layer)}"
+
+
 def layer_line(ly: LayerSnapshot) -> str:
     parts = [ly.label, f"opacity {round(ly.opacity * 100)} %", ly.colormap]
     if ly.layer:
@@ -329,6 +339,8 @@ def annotated_panels(snap: Snapshot) -> tuple[np.ndarray, list[ExportPanel]]:
     for ly in shown:
         extra = "; ".join(v.text for v in verdicts(ly.method, ly.trust, ly.settings))
         text(layer_line(ly) + (f" — {extra}" if extra else ""))
+        if no_signal_line(ly):
+            text(no_signal_line(ly), font * 0.85, colour="#ff8080")
         caption = legend_labels(ly.signed, ly.colormap, snap.target_class or "")[2]
         text(caption, font * 0.85, colour="#aab0b8")
     text(DISCLAIMER, font * 0.95, "bold", "#f0c36d")
@@ -560,6 +572,8 @@ def save_pdf(snap: Snapshot, path: str | Path) -> Path:
     for ly in shown:
         trust = ", ".join(f"{k} {float(ly.trust[k]):.3g}" for k in REPORTED_TRUST if k in ly.trust)
         lines.append(f"{ly.label}: {_settings_text(ly)}" + (f"; {trust}" if trust else ""))
+        if no_signal_line(ly):
+            lines.append(f"  {no_signal_line(ly)}")
         for v in verdicts(ly.method, ly.trust, ly.settings):
             lines.append(f"  {v.level}: {v.text}")
     wrapped = "\n".join(textwrap.fill(t, PDF_WRAP, subsequent_indent="    ") for t in lines)

@@ -88,6 +88,8 @@ class ModelSession:
         self.info: ModelInfo | None = None
         self._explainers: dict[tuple[Any, ...], Explainer] = {}
         self.explain_calls = 0  # how many explanations were computed (tests count them)
+        #: method → why it does not apply to the loaded model (filled at load)
+        self.unavailable: dict[str, str] = {}
 
     # ------------------------------------------------------------------ loading
     def load(
@@ -119,6 +121,7 @@ class ModelSession:
         clf.warm_up()
         self.classifier, self._explainers = clf, {}
         layers, defaults, settings = self._describe_explainers(bundle, clf)
+        unavailable = dict(self.unavailable)
         meta = bundle.metadata
         info = ModelInfo(
             name=bundle.name,
@@ -142,6 +145,7 @@ class ModelSession:
             near_band=bundle.near_band,
             card_figures=bundle.card(),
             layer_sizes=self._layer_sizes(layers),
+            unavailable=unavailable,
         )
         progress(0.75, "Warming up Grad-CAM…")
         self._warm_up_gradcam(defaults.get("gradcam"), settings.get("gradcam", {}))
@@ -155,19 +159,21 @@ class ModelSession:
     def _describe_explainers(
         self, bundle: Bundle, clf: Classifier
     ) -> tuple[dict[str, list[str]], dict[str, str | None], dict[str, dict[str, Any]]]:
-        from cxr_viewer.core.explain.registry import create_explainer
+        from cxr_viewer.core.explain.registry import create_explainer, method_unavailable
 
         layers: dict[str, list[str]] = {}
         defaults: dict[str, str | None] = {}
         settings: dict[str, dict[str, Any]] = {}
+        self.unavailable = {}  # shown in the method panel; the other methods run
         for method in METHODS:
             if method not in EXPLAINERS:
                 continue
-            if EXPLAINERS[method].needs_background and bundle.background() is None:
-                log.warning(
-                    "%s is not available: the bundle has no background set",
-                    EXPLAINERS[method].label,
-                )
+            reason = method_unavailable(method, bundle)
+            if reason is None and EXPLAINERS[method].needs_background:
+                reason = None if bundle.background() is not None else "no SHAP background set"
+            if reason is not None:
+                self.unavailable[method] = reason
+                log.warning("%s is not available: %s", EXPLAINERS[method].label, reason)
                 continue
             try:
                 ex = create_explainer(method, clf, None)
@@ -175,6 +181,7 @@ class ModelSession:
                 default = ex.default_layer() if ex.uses_layer else None
             except ExplainError as exc:  # e.g. no layer SHAP can be computed at
                 log.warning("%s is not available for this bundle: %s", method, exc)
+                self.unavailable[method] = str(exc)
                 continue
             settings[method] = {k: v for k, v in ex.settings.as_dict().items() if k != "layer"}
             if ex.uses_layer:

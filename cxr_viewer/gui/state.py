@@ -76,6 +76,8 @@ class OverlayState:
     layers: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     available: bool = True
+    #: why the method does not apply to the model (``available`` False), from the bundle
+    unavailable_reason: str = ""
     status: str = "idle"
     progress: float = 0.0
     message: str = ""
@@ -120,6 +122,8 @@ class ModelInfo:
     card_figures: dict[str, Any] = field(default_factory=dict)
     #: layer → (rows, columns) of its output, for the layer menus
     layer_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: method → why it does not apply to this model (core.explain.registry.method_unavailable)
+    unavailable: dict[str, str] = field(default_factory=dict)
 
 
 class ViewerState:
@@ -278,6 +282,7 @@ class ViewerState:
                 )
                 ov.settings = {**DEFAULT_SETTINGS[m], **info.settings.get(m, {})}
                 ov.available = m in info.settings or m in info.layers
+                ov.unavailable_reason = "" if ov.available else info.unavailable.get(m, "")
         self.model_status = "ready" if info is not None else self.model_status
         self.events.model.emit()
         self.events.prediction.emit()

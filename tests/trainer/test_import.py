@@ -341,13 +341,21 @@ def test_logit_outputs_import_as_a_softmax_head_through_its_link(k2, tmp_path):
     np.testing.assert_allclose(_bundle_predict(bundle, x), expected, atol=1e-5)
 
 
-def test_model_without_feature_maps_is_refused(k2, tmp_path):
+def test_model_without_feature_maps_imports_with_the_methods_that_apply(k2, tmp_path):
+    from cxr_viewer.core.explain.registry import method_unavailable
+
     inp = k2.Input((SIZE, SIZE, 1))
     x = k2.layers.Flatten()(inp)
     path = tmp_path / "mlp.h5"
-    k2.Model(inp, k2.layers.Dense(2, activation="softmax")(x)).save(path, save_format="h5")
-    with pytest.raises(BundleError, match="cannot explain"):
-        _import(path, tmp_path / "b")
+    model = k2.Model(inp, k2.layers.Dense(2, activation="softmax")(x))
+    _save_k2(model, path, seed=9)
+    bundle = _import(path, tmp_path / "b")
+    x = np.random.default_rng(4).uniform(0, 1, (3, SIZE, SIZE, 1)).astype(np.float32)
+    np.testing.assert_allclose(_bundle_predict(bundle, x), model.predict(x, verbose=0), atol=1e-5)
+    assert method_unavailable("lime", bundle) is None
+    assert method_unavailable("occlusion", bundle) is None
+    assert "no convolutional feature maps" in method_unavailable("gradcam", bundle)
+    assert bundle.background() is None  # SHAP does not apply: no background set written
 
 
 def test_weights_only_h5_and_unknown_suffix_are_refused(k2, tmp_path):

@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from cxr_viewer.core.heads import HEAD_KINDS
-from cxr_viewer.core.preprocess import PREPROCESSINGS
+from cxr_viewer.core.preprocess import INTENSITY_STAGES, INTERPOLATIONS, PREPROCESSINGS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +38,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="input values the model was trained on: unit [0, 1], symmetric [-1, 1], raw "
         "[0, 255], caffe (BGR, ImageNet mean), torch (ImageNet mean/std) (default: proposed "
         "from the model: a Rescaling layer, its backbone, else unit)",
+    )
+    parser.add_argument(
+        "--interpolation",
+        choices=tuple(INTERPOLATIONS),
+        default=None,
+        help="the resize the model was trained with: bilinear for cv2.resize's default and "
+        "Keras' image_dataset_from_directory (default: auto, area when shrinking, cubic when "
+        "enlarging; or the best match on --reference-predictions)",
+    )
+    parser.add_argument(
+        "--intensity",
+        nargs=2,
+        type=float,
+        metavar=("SCALE", "OFFSET"),
+        default=None,
+        help="a linear intensity step of the training pipeline, v*SCALE+OFFSET (e.g. 1.3 0 for "
+        "a contrast step)",
+    )
+    parser.add_argument(
+        "--intensity-stage",
+        choices=INTENSITY_STAGES,
+        default="pixels",
+        help="pixels: on 0-255 values before the /255, saturating like uint8 (default); "
+        "unit: on [0, 1] values after it",
+    )
+    parser.add_argument(
+        "--reference-predictions",
+        metavar="CSV",
+        default=None,
+        help="the model's outputs on a few films through your own pipeline (columns: file, then "
+        "one per output): the import tries every preprocessing not stated, uses the best and "
+        "warns when even that one does not reproduce them",
     )
     parser.add_argument(
         "--head",
@@ -108,6 +140,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"cxr-train import: {exc}", file=sys.stderr)
         return 2
     try:
+        from cxr_viewer.core.preprocess import Intensity
+
+        intensity = (
+            Intensity(args.intensity[0], args.intensity[1], args.intensity_stage)
+            if args.intensity
+            else None
+        )
         bundle = import_model(
             args.model,
             args.classes,
@@ -124,6 +163,9 @@ def run(args: argparse.Namespace) -> int:
             name=args.name,
             overwrite=args.overwrite,
             progress=progress,
+            interpolation=args.interpolation,
+            intensity=intensity,
+            reference_predictions=args.reference_predictions,
         )
     except CxrError as exc:
         lines = [f"cxr-train import: {exc.what}", exc.why, exc.hint]
@@ -145,9 +187,24 @@ def run(args: argparse.Namespace) -> int:
         else f" (proposed: {meta['preprocessing_reason']}; pass --preprocess to change)"
     )
     print(f"  input        {spec.height}x{spec.width}x{spec.channels}, {spec.preprocessing}{given}")
-    print(f"  Grad-CAM at  {bundle.gradcam_layer}")
+    step = "" if spec.intensity.identity else f", intensity {spec.intensity.describe()}"
+    print(f"  resize       {spec.interpolation}{step}")
+    pipeline = meta.get("preprocessing_check") or {}
+    if pipeline.get("checked"):
+        best = pipeline["best"]
+        print(
+            f"  pipeline     best match on {pipeline['films']} film(s): Spearman "
+            f"{best['spearman_rho']:.4f}, max |Δp| {best['max_abs_dp']:.3g}"
+        )
+        if pipeline.get("warning"):
+            print(f"cxr-train import: warning: {pipeline['warning']}", file=sys.stderr)
+    print(f"  Grad-CAM at  {bundle.gradcam_layer or '(does not apply)'}")
     print(f"  SHAP layers  {', '.join(bundle.shap_layers) or '(none)'}")
     print(f"  background   {meta['background_source']}")
+    for method, reason in (meta.get("methods_unavailable") or {}).items():
+        print(f"  no {method:<10} {reason}")
+    for note in meta.get("import_notes") or []:
+        print(f"  adapted      {note}")
     print(
         f"  verified     max |Δ| {check['max_abs_diff']:.2g} on {check['inputs']} inputs "
         f"vs {check['reference']}"

@@ -213,6 +213,10 @@ class Heatmap:
         ``completeness_gap``).
     partial:
         True for a progressive, not yet final result (LIME while samples accumulate).
+    status, note:
+        ``"ok"``, or ``"no signal"`` for a map with nothing to show (zero or the same value
+        everywhere, :func:`signal_problem`); ``note`` then says why and what to try instead.
+        Such a map gets no trust figures (:func:`explain_with_trust`).
     """
 
     values: np.ndarray
@@ -226,6 +230,13 @@ class Heatmap:
     runtime_s: float = 0.0
     trust: dict[str, float] = field(default_factory=dict)
     partial: bool = False
+    status: str = "ok"
+    note: str = ""
+
+    @property
+    def status_text(self) -> str:
+        """The map's status in one line: ``ok``, or ``no signal: <why>; <what to try>``."""
+        return self.status if not self.note else f"{self.status}: {self.note}"
 
     def resized(self, rows: int, columns: int) -> Heatmap:
         """The same map at (rows, columns) (:func:`~cxr_viewer.core.resize.resize_map`)."""
@@ -399,9 +410,52 @@ def explain_with_trust(
     start = time.perf_counter()
     hm = explainer.explain(x, target_class, progress=progress, cancel=cancel, partial=partial)
     hm.runtime_s = hm.runtime_s or (time.perf_counter() - start)
+    problem = signal_problem(hm.values)
+    if problem is not None:  # nothing to rank pixels by: deletion/insertion would be noise
+        hm.status, hm.note = NO_SIGNAL, f"{problem}; {no_signal_remedy(hm.method, hm.layer)}"
+        return hm
     if trust:
         hm = add_trust(hm, explainer.classifier, x, seed=seed, cancel=cancel)
     return hm
+
+
+#: :attr:`Heatmap.status` of a map with nothing to show
+NO_SIGNAL = "no signal"
+
+
+def signal_problem(values: np.ndarray) -> str | None:
+    """Why map ``values`` shows nothing (zero, or one value, everywhere), or None if it shows
+    something. Such a map is blank once drawn, and ranking its pixels for the deletion and
+    insertion curves (Petsiuk et al. 2018) would rank noise."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0 or not np.all(np.isfinite(v)):
+        return None  # not this check's business: the explainers refuse non-finite maps
+    top = float(np.max(np.abs(v)))
+    if top == 0.0:
+        return "the map is zero everywhere"
+    if float(np.ptp(v)) <= 1e-6 * top:
+        return f"the map has the same value ({float(v.flat[0]):.3g}) everywhere"
+    return None
+
+
+def no_signal_remedy(method: str, layer: str | None) -> str:
+    """What to try when a map of ``method`` (at ``layer``) has no signal (the usual cause
+    first)."""
+    if method.startswith("gradcam"):
+        at = f" '{layer}'" if layer else ""
+        return (
+            f"at layer{at} the class's gradients or the ReLU feature maps are zero (a small last "
+            "layer, dead channels); choose an earlier, larger layer, or explain the other class"
+        )
+    if layer:
+        return (
+            f"the prediction does not change with layer '{layer}' here; choose another "
+            "layer, or explain the other class"
+        )
+    return (
+        "the prediction does not change when parts of the image change; explain the other "
+        "class, or use smaller patches or more samples"
+    )
 
 
 def explain_study(

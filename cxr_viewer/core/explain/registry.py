@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from cxr_viewer.core.bundle_schema import Key, mapping, register_key, string
 from cxr_viewer.core.errors import ExplainError
 
 from .base import Explainer, ExplainerSettings
@@ -23,7 +24,20 @@ from .occlusion import OcclusionExplainer
 from .shap_explainer import ShapLayerExplainer
 
 if TYPE_CHECKING:
+    from cxr_viewer.core.bundle import Bundle
     from cxr_viewer.core.inference import Classifier
+
+#: bundle metadata key: method name → why it does not apply to the model (written by the
+#: importer, e.g. Grad-CAM and SHAP for a model without convolutional feature maps)
+UNAVAILABLE_KEY = "methods_unavailable"
+register_key(
+    UNAVAILABLE_KEY,
+    Key(
+        mapping(values=string(min_len=1, max_len=2000)),
+        False,
+        "method → why it does not apply to the model",
+    ),
+)
 
 #: name → Explainer subclass, in the order the GUI lists them
 EXPLAINERS: dict[str, type[Explainer]] = {
@@ -79,3 +93,24 @@ def create_explainer(
 def check_setting(name: str, key: str, value: Any) -> None:
     """Raise ExplainError unless ``key=value`` is a valid setting of method ``name``."""
     explainer_class(name).settings_type.from_mapping({key: value})
+
+
+def method_unavailable(name: str, bundle: Bundle) -> str | None:
+    """Why method ``name`` does not apply to ``bundle``'s model, or None when it does.
+
+    Read from the bundle alone (no model is loaded): the reasons the importer recorded under
+    :data:`UNAVAILABLE_KEY`, a layer-based method with no layer named (``gradcam_layer`` /
+    ``shap_layers`` empty), and a method that needs the SHAP background set of a bundle without
+    one. LIME and occlusion perturb the input only and apply to every model.
+    """
+    cls = explainer_class(name)
+    reasons = bundle.metadata.get(UNAVAILABLE_KEY) or {}
+    if isinstance(reasons, dict) and cls.name in reasons:
+        return str(reasons[cls.name])
+    if cls.needs_background and not bundle.metadata.get("background_file"):
+        return "the bundle has no SHAP background set"
+    if cls.name == "gradcam" and not bundle.gradcam_layer:
+        return "the bundle names no Grad-CAM layer (the model has no convolutional feature maps)"
+    if cls.name == "shap" and not bundle.shap_layers:
+        return "the bundle names no layer per-layer SHAP can be computed at"
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -13,12 +14,13 @@ import numpy.typing as npt
 
 from cxr_viewer.core.bundle import Bundle, sha256_file, write_bundle
 from cxr_viewer.core.errors import BundleError, CxrError, ExplainError
+from cxr_viewer.core.explain.registry import UNAVAILABLE_KEY
 from cxr_viewer.core.heads import HEAD_KINDS, Head, propose_head
-from cxr_viewer.core.preprocess import PREPROCESSINGS, InputSpec
+from cxr_viewer.core.preprocess import INTERPOLATIONS, PREPROCESSINGS, InputSpec, Intensity
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
 
 from .background import make_background
-from .configs import declared_input_shape, has_nested_model
+from .configs import REFUSED_HINT, declared_input_shape, has_nested_model
 from .inspect import CANDIDATES, ModelSummary, summarize_config
 from .rebuild import FlatModel, rebuild_flat
 from .sources import KERAS2_H5, SourceModel, read_source, reference_for
@@ -41,13 +43,24 @@ class Prepared:
     columns: int
     channels: int
     n_weights: int
+    #: the preprocess_input Lambda replaced by a convention (:func:`_lambda_convention`)
+    preprocess_lambda: dict[str, Any] | None = None
 
     @property
     def units(self) -> int:
         return int(self.flat.model.outputs[0].shape[-1])
 
-    def spec(self, preprocessing: str) -> InputSpec:
-        return InputSpec(self.rows, self.columns, self.channels, preprocessing)
+    def spec(
+        self, preprocessing: str, interpolation: str = "auto", intensity: Intensity | None = None
+    ) -> InputSpec:
+        return InputSpec(
+            self.rows,
+            self.columns,
+            self.channels,
+            preprocessing,
+            interpolation,
+            intensity or Intensity(),
+        )
 
 
 def prepare(
@@ -76,13 +89,112 @@ def prepare(
         )
     step(0.35, "loading the weights")
     weights = (
-        h5_weight_source(model_path)
+        h5_weight_source(model_path, flat.sources.values())
         if source.format == KERAS2_H5
         else keras_weight_source(source.model)
     )
     n_weights = load_weights(flat, weights)
     summary = _refine_normalization(summary, flat.model)
-    return Prepared(source, summary, flat, rows, cols, channels, n_weights)
+    lambda_info = _lambda_convention(source)
+    if lambda_info is not None:
+        summary.preprocessing = lambda_info["convention"]
+        summary.preprocessing_reason = (
+            f"its Lambda layer '{lambda_info['layer']}' is keras.applications."
+            f"{lambda_info['application']}.preprocess_input, replaced by the "
+            f"{lambda_info['convention']} convention"
+        )
+    return Prepared(source, summary, flat, rows, cols, channels, n_weights, lambda_info)
+
+
+def _lambda_convention(source: SourceModel) -> dict[str, Any] | None:
+    """The convention replacing the model's preprocess_input Lambda, checked, or None.
+
+    The Lambda must be the model's first step (it reads the input layer) and the only one. Its
+    application is read from its configuration (Keras 2), else from the backbone it feeds
+    (Keras 3 stores the function's name only). The convention is then checked against the
+    *installed* library's ``preprocess_input`` on 0–255 pixels (library code, not the file's).
+    """
+    from .configs import APPLICATION_CONVENTIONS
+    from .inspect import _BACKBONE_RULES, _nested_names
+
+    found = source.preprocess_lambdas
+    if not found:
+        return None
+    inputs = {
+        str(ld.get("name") or ld.get("config", {}).get("name"))
+        for ld in source.config.get("config", {}).get("layers", [])
+        if ld.get("class_name") == "InputLayer"
+    }
+    name, app, evidence, reads = found[0]
+    if len(found) > 1 or not set(reads) <= inputs or not reads:
+        raise BundleError(
+            f"Cannot import the model: layer '{name}' is a preprocess_input Lambda that is not "
+            "the model's first step",
+            "CXR Lens replaces such a Lambda by its input convention, which is applied to the "
+            "image before the model; here it reads "
+            f"{', '.join(reads) or 'nothing'}"
+            + (f" and there are {len(found)} of them" if len(found) > 1 else "")
+            + ".",
+            REFUSED_HINT,
+        )
+    checked_app = app
+    if app is None:  # Keras 3: the backbone it feeds tells which application's
+        for nested in _nested_names(source.config):
+            for pattern, pre in _BACKBONE_RULES:
+                if re.search(pattern, nested):
+                    app, checked_app = nested, _REPRESENTATIVE[pre]
+                    evidence += f", feeding the keras.applications backbone '{nested}'"
+                    break
+            if app is not None:
+                break
+    if app is None or checked_app is None:
+        raise BundleError(
+            f"Cannot import the model: layer '{name}' is a Lambda",
+            "it wraps a function named preprocess_input, but no keras.applications backbone "
+            "follows it to tell which application's (each scales pixels differently), and the "
+            "Lambda's code is never run.",
+            REFUSED_HINT,
+        )
+    convention = APPLICATION_CONVENTIONS[checked_app]
+    check = _library_check(checked_app, convention)
+    return {
+        "layer": name,
+        "application": app,
+        "convention": convention,
+        "evidence": evidence,
+        "library_max_abs_diff": check,
+    }
+
+
+#: convention → a keras.applications module whose preprocess_input computes it
+_REPRESENTATIVE = {
+    "torch": "densenet",
+    "raw": "efficientnet",
+    "caffe": "resnet50",
+    "symmetric": "mobilenet_v2",
+}
+
+
+def _library_check(app: str, convention: str) -> float:
+    """max |installed keras.applications.<app>.preprocess_input(pixels) − the convention|."""
+    import importlib
+
+    from cxr_viewer.core.preprocess import normalize
+
+    module = importlib.import_module(f"keras.applications.{app}")
+    pixels = np.linspace(0.0, 255.0, 16 * 16, dtype=np.float32).reshape(1, 16, 16, 1)
+    grey = np.repeat(pixels, 3, axis=-1)
+    expected = np.asarray(module.preprocess_input(grey.copy()), dtype=np.float64)
+    spec = InputSpec(16, 16, 3, convention)
+    got = normalize(grey[..., :1] / 255.0, spec)
+    diff = float(np.max(np.abs(expected - got)))
+    if diff > 1e-3:
+        raise BundleError(
+            f"Cannot replace keras.applications.{app}.preprocess_input by a convention",
+            f"the {convention} convention differs from it by up to {diff:.3g} on 0-255 pixels.",
+            REFUSED_HINT,
+        )
+    return diff
 
 
 def import_model(
@@ -103,6 +215,9 @@ def import_model(
     overwrite: bool = False,
     progress: ProgressFn = no_progress,
     cancel: CancelToken | None = None,
+    interpolation: str | None = None,
+    intensity: Intensity | None = None,
+    reference_predictions: str | Path | None = None,
 ) -> Bundle:
     """Import a Keras 3 ``.keras`` or Keras 2 ``.h5`` classifier as a model bundle.
 
@@ -115,8 +230,10 @@ def import_model(
     Parameters
     ----------
     model_path:
-        The ``.keras`` / ``.h5`` file. SavedModel folders, Lambda layers and models without
-        convolutional feature maps are refused with :class:`BundleError`.
+        The ``.keras`` / ``.h5`` file. SavedModel folders and Lambda layers are refused with
+        :class:`BundleError`. A model without convolutional feature maps is imported with the
+        methods that apply to it (LIME, occlusion); why Grad-CAM and SHAP do not is recorded
+        under ``methods_unavailable`` (:func:`cxr_viewer.core.explain.registry.method_unavailable`).
     class_names:
         One name per model output, in output order. For a single sigmoid unit: the positive
         finding's name, or ``[negative, positive]``.
@@ -141,12 +258,26 @@ def import_model(
         multi-label head (default 0.5 each).
     near_band:
         The viewer flags a probability this close to its threshold (default 0.05).
+    interpolation, intensity:
+        The training pipeline's resize interpolation (a key of
+        :data:`~cxr_viewer.core.preprocess.INTERPOLATIONS`) and linear intensity step, as the
+        user states them; None: ``auto`` and none, or the best match on the reference films.
+    reference_predictions:
+        A CSV of the model's outputs on a few films through the user's own pipeline
+        (:func:`.pipeline_match.read_reference`). Every candidate preprocessing (the parts not
+        stated) is run on those films; the best is used, and a poor best match is recorded as a
+        warning under ``preprocessing_check`` (:mod:`.pipeline_match`).
     """
     start = time.perf_counter()
     model_path = Path(model_path)
     if preprocessing is not None and preprocessing not in PREPROCESSINGS:
         raise BundleError(
             f"Unknown preprocessing '{preprocessing}'", f"choose one of {sorted(PREPROCESSINGS)}."
+        )
+    if interpolation is not None and interpolation not in INTERPOLATIONS:
+        raise BundleError(
+            f"Unknown resize interpolation '{interpolation}'",
+            f"choose one of {', '.join(INTERPOLATIONS)}.",
         )
     out = Path(out_dir)
     if out.exists() and not overwrite:
@@ -155,14 +286,30 @@ def import_model(
     step = _Steps(progress, cancel)
     prep = prepare(model_path, input_size=input_size, progress=progress, cancel=cancel)
     summary, flat, source = prep.summary, prep.flat, prep.source
-    spec = prep.spec(preprocessing or summary.preprocessing)
+    if prep.preprocess_lambda is not None and preprocessing not in (
+        None,
+        prep.preprocess_lambda["convention"],
+    ):
+        raise BundleError(
+            f"The model does its own preprocessing: not '{preprocessing}'",
+            f"its first layer is {prep.summary.preprocessing_reason}.",
+            "Leave --preprocess out (or give that convention).",
+        )
+    spec = prep.spec(preprocessing or summary.preprocessing, interpolation or "auto", intensity)
     _check_head_request(head, prep.units)
     # the class names are checked against the output count before anything slow runs
     early_kind = head or propose_head(prep.units, summary.activation or "sigmoid")
     _resolve_classes(class_names, early_kind, prep.units, None)
 
+    check: dict[str, Any] | None = None
+    if reference_predictions is not None:
+        step(0.45, "comparing preprocessings with the model's own pipeline")
+        spec, check = _match_reference(
+            prep, spec, reference_predictions, preprocessing, interpolation, intensity
+        )
+
     step(0.5, "choosing the explanation layers")
-    gradcam_layer, shap_layers = _explanation_layers(flat.model)
+    gradcam_layer, shap_layers, unavailable = _explanation_layers(flat.model)
 
     step(0.6, "making the SHAP background set")
     background, bg_source = make_background(spec, background_dir, n_background, cancel)
@@ -197,6 +344,8 @@ def import_model(
         "preprocessing_given": preprocessing is not None,
         "preprocessing_proposed": summary.preprocessing,
         "preprocessing_reason": summary.preprocessing_reason,
+        "preprocessing_check": check
+        or {"checked": False, "why": "no reference predictions were given"},
         "head_given": head is not None,
         "classes": classes,
         "flattened_nested_models": flat.nested,
@@ -208,7 +357,9 @@ def import_model(
             "tolerance": TOLERANCE,
         },
         "import_notes": flat.notes,
+        "preprocess_lambda": prep.preprocess_lambda,
         "weights_loaded": prep.n_weights,
+        UNAVAILABLE_KEY: unavailable,
     }
     if flat.renamed:
         extra["renamed_layers"] = flat.renamed
@@ -239,7 +390,7 @@ def import_model(
         input_spec=spec,
         gradcam_layer=gradcam_layer,
         shap_layers=shap_layers,
-        background=background,
+        background=None if "shap" in unavailable else background,
         extra=extra,
         overwrite=overwrite,
         head=out_head,
@@ -253,6 +404,51 @@ def import_model(
         raise
     progress(1.0, f"imported in {time.perf_counter() - start:.1f} s")
     return bundle
+
+
+def _match_reference(
+    prep: Prepared,
+    spec: InputSpec,
+    csv_path: str | Path,
+    preprocessing: str | None,
+    interpolation: str | None,
+    intensity: Intensity | None,
+) -> tuple[InputSpec, dict[str, Any]]:
+    """The spec whose unstated parts best reproduce the reference outputs, and the record."""
+    from .pipeline_match import (
+        GOOD_DP,
+        GOOD_RHO,
+        TRIED_INTERPOLATIONS,
+        is_poor,
+        match_pipeline,
+        read_reference,
+        warning_text,
+    )
+
+    images, reference = read_reference(csv_path, prep.units)
+    model = prep.flat.model
+    ranked = match_pipeline(
+        lambda x: np.asarray(model(x, training=False)),
+        spec,
+        images,
+        reference,
+        conventions=(preprocessing,) if preprocessing else CANDIDATES,
+        intensities=(intensity,) if intensity else (Intensity(),),
+        interpolations=(interpolation,) if interpolation else TRIED_INTERPOLATIONS,
+    )
+    best = ranked[0]
+    record: dict[str, Any] = {
+        "checked": True,
+        "reference_file": Path(csv_path).name,
+        "films": len(images),
+        "best": best.to_dict(),
+        "candidates": [c.to_dict() for c in ranked[:10]],
+        "thresholds": {"spearman_rho": GOOD_RHO, "max_abs_dp": GOOD_DP},
+    }
+    if is_poor(best):
+        record["warning"] = warning_text(best, len(images))
+    chosen = prep.spec(best.preprocessing, best.interpolation, best.intensity)
+    return chosen, record
 
 
 def preview_predictions(
@@ -423,18 +619,32 @@ def _refine_normalization(summary: ModelSummary, model: Any) -> ModelSummary:
     return summary
 
 
-def _explanation_layers(model: Any) -> tuple[str, list[str]]:
+def _explanation_layers(model: Any) -> tuple[str | None, list[str], dict[str, str]]:
+    """(Grad-CAM layer, SHAP layers, method → why it does not apply) of the rebuilt model.
+
+    A model without convolutional feature maps (Flatten → Dense) has no layer Grad-CAM or
+    per-layer SHAP can be computed at; it is imported with LIME and occlusion, which perturb
+    the input only, and the two refusals are recorded in the bundle.
+    """
     from cxr_viewer.core.explain.layers import default_gradcam_layer, shap_layers
 
+    unavailable: dict[str, str] = {}
     try:
-        gradcam = default_gradcam_layer(model)
+        gradcam: str | None = default_gradcam_layer(model)
     except ExplainError as exc:
-        raise BundleError(
-            "Cannot import a model CXR Lens cannot explain",
-            f"{exc.what}: {exc.why}",
-            "Grad-CAM and per-layer SHAP need a convolutional classifier.",
-        ) from exc
-    return gradcam, list(shap_layers(model))
+        gradcam = None
+        unavailable["gradcam"] = (
+            "the model has no convolutional feature maps (no layer with a rows × columns × "
+            "channels output): Grad-CAM weights such maps by their gradients"
+        )
+        del exc
+    layers = list(shap_layers(model))
+    if not layers:
+        unavailable["shap"] = (
+            "the model has no layer of feature maps that every path from input to output "
+            "passes through: per-layer SHAP attributes the prediction to such a layer"
+        )
+    return gradcam, layers, unavailable
 
 
 def _probe_inputs(spec: InputSpec, background: np.ndarray) -> np.ndarray:

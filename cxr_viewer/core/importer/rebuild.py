@@ -21,11 +21,20 @@ Keras 2 layers are created only from the built-in classes of ``keras.layers`` (b
 ``from_config``); Keras 3 layers with ``keras.saving.deserialize_keras_object`` in safe mode.
 ``Lambda`` layers (arbitrary Python) and ``TFOpLambda`` layers (raw TensorFlow calls, which
 Keras 3 cannot express) are refused before anything is built.
+
+A Keras 2 layer holding an activation *object* (``Conv2D(..., activation=LeakyReLU(0.1))``,
+also ``PReLU``, ``ELU``, ``ReLU(max_value=6)``, or ``Activation(LeakyReLU())``) is stored with
+the object's class name only, which Keras 3's ``from_config`` cannot resolve. It is rebuilt as
+the layer without activation followed by the activation as a standard layer of its own
+(``<layer>_<activation>``; an ``Activation`` layer is replaced by its object under its own
+name): the arithmetic is the same, and a ``PReLU``'s slopes, stored under the holding layer,
+are loaded into the new layer (:attr:`FlatModel.weight_slices`).
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +45,10 @@ from .configs import (
     NESTED_CLASSES,
     REFUSED_CLASSES,
     REFUSED_HINT,
+    find_class,
+    legacy_activation_layer,
+    nested_activation,
+    preprocess_lambda,
     sanitize_legacy,
     unrecognized_keys,
 )
@@ -67,7 +80,12 @@ class FlatModel:
     renamed:
         Flat name → original name, for inner layers renamed because the name was taken.
     notes:
-        What was adapted to Keras 3 (dropped configuration keys), for the bundle metadata.
+        What was adapted to Keras 3 (dropped configuration keys, activation objects rebuilt as
+        layers), for the bundle metadata.
+    weight_slices:
+        Flat name → (start, stop) of the stored weights of its source layer that are its own,
+        for a layer split in two (a ``PReLU`` activation object's slopes are stored after the
+        kernel and bias of the layer that held it); other layers take all of them.
     """
 
     model: Any
@@ -75,6 +93,7 @@ class FlatModel:
     nested: list[str] = field(default_factory=list)
     renamed: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    weight_slices: dict[str, tuple[int, int | None]] = field(default_factory=dict)
 
 
 def rebuild_flat(config: _Config, *, legacy: bool, input_shape: tuple[int, int, int]) -> FlatModel:
@@ -100,6 +119,8 @@ class _Rebuilder:
         self.legacy = legacy
         self.result = FlatModel(model=None)
         self.leaves: dict[tuple[str, ...], Any] = {}
+        #: the activation layer split off a leaf that held an activation object
+        self.after: dict[tuple[str, ...], Any] = {}
         self.used: set[str] = set()
 
     # -- entry point ---------------------------------------------------------------------
@@ -253,6 +274,13 @@ class _Rebuilder:
             return self._inline(layer_data, list(inputs), (*scope, name))
         layer = self._leaf(layer_data, cls, name, scope)
         out = layer(*args, **kwargs)
+        after = self.after.get((*scope, name))
+        if after is not None:
+            out = after(out)
+            n_own = len(after.weights)
+            if n_own:  # the holding layer's stored weights end with the activation's
+                self.result.weight_slices[after.name] = (-n_own, None)
+                self.result.weight_slices[layer.name] = (0, -n_own)
         return list(out) if isinstance(out, list | tuple) else [out]
 
     # -- layers --------------------------------------------------------------------------
@@ -260,6 +288,16 @@ class _Rebuilder:
         key = (*scope, name)
         if key in self.leaves:  # a shared layer: called again, same weights
             return self.leaves[key]
+        if cls == "Lambda" and preprocess_lambda(layer_data) is not None:
+            # a keras.applications preprocess_input: the bundle's convention does it instead
+            flat_name = self._unique(name, scope)
+            layer = self.keras.layers.Identity(name=flat_name)
+            self.result.sources[flat_name] = key
+            self.result.notes.append(
+                f"{flat_name} (Lambda of preprocess_input): replaced by the input convention"
+            )
+            self.leaves[key] = layer
+            return layer
         if cls in REFUSED_CLASSES:
             raise BundleError(
                 f"Cannot import the model: layer '{'/'.join(key)}' is a {cls}",
@@ -267,17 +305,53 @@ class _Rebuilder:
                 REFUSED_HINT,
             )
         flat_name = self._unique(name, scope)
-        if self.legacy:
-            layer = self._legacy_layer(cls, layer_data.get("config", {}), flat_name)
+        activation = nested_activation(layer_data.get("config", {})) if self.legacy else None
+        if activation is not None:
+            layer = self._split_activation(layer_data, cls, flat_name, key, activation)
+        elif self.legacy:
+            layer = self._legacy_layer(cls, layer_data.get("config", {}), flat_name, "/".join(key))
         else:
             layer = self._keras3_layer(layer_data, flat_name)
-        if flat_name != name:
+        if flat_name != name:  # a name taken by another layer, or one holding "/"
             self.result.renamed[flat_name] = name
         self.result.sources[flat_name] = key
         self.leaves[key] = layer
         return layer
 
+    def _split_activation(
+        self,
+        layer_data: _Config,
+        cls: str,
+        flat_name: str,
+        key: tuple[str, ...],
+        activation: tuple[str, _Config],
+    ) -> Any:
+        """The layer without its activation object; the object becomes ``self.after[key]``."""
+        act_cls, act_cfg = legacy_activation_layer(*activation)
+        if cls == "Activation":  # Activation(LeakyReLU()): the object itself, under this name
+            self.result.notes.append(
+                f"{flat_name} (Activation holding a {activation[0]} object): rebuilt as a "
+                f"{act_cls} layer"
+            )
+            return self._legacy_layer(act_cls, act_cfg, flat_name, "/".join(key), "activation")
+        cfg = dict(layer_data.get("config", {}))
+        cfg["activation"] = "linear"
+        layer = self._legacy_layer(cls, cfg, flat_name, "/".join(key))
+        inner = str(act_cfg.get("name") or act_cls.lower())
+        act_name = self._unique(f"{flat_name}_{inner}", ())
+        self.after[key] = self._legacy_layer(
+            act_cls, act_cfg, act_name, "/".join(key), "activation"
+        )
+        self.result.sources[act_name] = key
+        self.result.notes.append(
+            f"{flat_name} ({cls} with activation={activation[0]}(...)): rebuilt as {cls} "
+            f"without activation followed by the {act_cls} layer '{act_name}'"
+        )
+        return layer
+
     def _unique(self, name: str, scope: tuple[str, ...]) -> str:
+        # Keras 2 allowed "/" in layer names (tf_keras' DenseNet: "conv1/conv"); Keras 3 does not
+        name = name.replace("/", "_")
         candidate = name
         if candidate in self.used and scope:
             candidate = f"{scope[-1]}_{name}"
@@ -301,12 +375,20 @@ class _Rebuilder:
                 "register_keras_serializable and importable.",
             ) from exc
 
-    def _legacy_layer(self, cls: str, cfg: _Config, flat_name: str) -> Any:
+    def _legacy_layer(
+        self, cls: str, cfg: _Config, flat_name: str, owner: str, attr: str | None = None
+    ) -> Any:
+        """A Keras 3 layer from a Keras 2 configuration.
+
+        ``owner`` is the original layer's name path (``backbone/conv1``); ``attr`` the key of
+        its configuration this layer came from (``activation``), for error messages.
+        """
+        original = cfg
         cfg = sanitize_legacy(cls, cfg)
         cfg["name"] = flat_name
         layer_cls = getattr(self.keras.layers, cls, None)
         if not (isinstance(layer_cls, type) and issubclass(layer_cls, self.keras.layers.Layer)):
-            raise self._legacy_error(cls, flat_name, "Unknown layer")
+            raise _custom_class(cls, owner, ("config", attr) if attr else None)
         layer_class: Any = layer_cls  # a keras.layers.Layer subclass (Keras has no types)
         for _ in range(4):
             try:
@@ -315,30 +397,51 @@ class _Rebuilder:
                 msg = str(exc)
                 dropped = unrecognized_keys(msg, cfg)
                 if not dropped:
-                    raise self._legacy_error(cls, flat_name, msg) from exc
+                    raise _legacy_error(cls, owner, msg, original) from exc
                 for key in dropped:
                     cfg.pop(key, None)
                 self.result.notes.append(
                     f"{flat_name} ({cls}): dropped Keras 2 option(s) {', '.join(dropped)}"
                 )
             except ValueError as exc:
-                raise self._legacy_error(cls, flat_name, str(exc)) from exc
-        raise self._legacy_error(cls, flat_name, "too many unsupported options")
+                raise _legacy_error(cls, owner, str(exc), original) from exc
+        raise _legacy_error(cls, owner, "too many unsupported options", original)
 
-    @staticmethod
-    def _legacy_error(cls: str, name: str, msg: str) -> BundleError:
-        if "Could not locate class" in msg or "Unknown layer" in msg:
-            return BundleError(
-                f"Cannot import the model: layer '{name}' is of a custom class '{cls}'",
-                "the .h5 file stores only its name, not its code, so Keras 3 cannot rebuild it.",
-                "Rebuild the model from standard Keras layers, or save it as a Keras 3 .keras "
-                "file with the class registered (keras.saving.register_keras_serializable).",
-            )
-        return BundleError(
-            f"Cannot rebuild layer '{name}' ({cls}) in Keras 3",
-            msg.splitlines()[0][:300] if msg else "",
-            "Re-save the model with Keras 3 (model.save('model.keras')) and import that file.",
+
+def _custom_class(missing: str, owner: str, path: tuple[str, ...] | None) -> BundleError:
+    """The refusal of a class Keras 3 does not know: which class, in which layer, where."""
+    if path is None:
+        what = f"Cannot import the model: layer '{owner}' is of a custom class '{missing}'"
+        where = f"'{missing}' is not a standard Keras layer"
+    else:
+        what = f"Cannot import the model: layer '{owner}' uses a custom class '{missing}'"
+        at = "".join(p if p.startswith("[") else f"[{p!r}]" for p in path)
+        where = (
+            f"its configuration names '{missing}' at {at}, which is not a standard Keras "
+            "layer, activation or initializer"
         )
+    return BundleError(
+        what,
+        f"{where}; the .h5 file stores only its name, not its code, so Keras 3 cannot rebuild it.",
+        f"Replace '{missing}' with standard Keras layers and save again, or save the model as a "
+        "Keras 3 .keras file with the class registered "
+        "(keras.saving.register_keras_serializable).",
+    )
+
+
+def _legacy_error(cls: str, owner: str, msg: str, cfg: _Config) -> BundleError:
+    located = re.search(r"Could not locate class '([^']+)'", msg)
+    if located:
+        missing = located.group(1)
+        path = find_class(cfg, missing)
+        if missing == cls or path is None:
+            return _custom_class(missing, owner, None)
+        return _custom_class(missing, owner, ("config", *path))
+    return BundleError(
+        f"Cannot rebuild layer '{owner}' ({cls}) in Keras 3",
+        msg.splitlines()[0][:300] if msg else "",
+        "Re-save the model with Keras 3 (model.save('model.keras')) and import that file.",
+    )
 
 
 def _refs(value: Any) -> list[tuple[Any, ...]]:

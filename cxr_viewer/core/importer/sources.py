@@ -14,6 +14,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import re
+import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,13 +29,14 @@ from cxr_viewer.core import jsonio
 from cxr_viewer.core.bundle import METADATA_FILE
 from cxr_viewer.core.errors import BundleError, ModelLoadError
 
-from .configs import refuse_unsupported
+from .configs import preprocess_lambda, refuse_unsupported, replace_preprocess_lambdas
 
 KERAS3 = "keras3"
 KERAS2_H5 = "keras2-h5"
 KERAS3_H5 = "keras3-h5"
 
 Reference = Callable[[np.ndarray], np.ndarray]
+_HISTORY = re.compile(r'"keras_history": \["([^"]+)"')
 
 
 @dataclass
@@ -60,6 +64,9 @@ class SourceModel:
     keras_version: str = ""
     model: Any = None
     notes: list[str] = field(default_factory=list)
+    #: top-level Lambda layers wrapping a keras.applications preprocess_input:
+    #: (layer name, application module or None, evidence, names of the layers it reads from)
+    preprocess_lambdas: list[tuple[str, str | None, str, list[str]]] = field(default_factory=list)
 
 
 def read_source(path: str | Path) -> SourceModel:
@@ -123,7 +130,46 @@ def _read_keras(path: Path) -> SourceModel:
             "Save the model again with model.save('model.keras').",
         ) from e
     refuse_unsupported(config, path.name)
-    return _loaded(path, KERAS3, str(meta.get("keras_version", "")))
+    lambdas = _preprocess_lambdas(config)
+    if not lambdas:
+        return _loaded(path, KERAS3, str(meta.get("keras_version", "")))
+    # the recognised Lambda becomes an Identity layer in a copy, which loads with no code
+    with tempfile.TemporaryDirectory() as tmp:
+        copy_path = Path(tmp) / path.name
+        with zipfile.ZipFile(path) as src, zipfile.ZipFile(copy_path, "w") as dst:
+            for item in src.infolist():
+                data = src.read(item.filename)
+                if item.filename == "config.json":
+                    data = json.dumps(replace_preprocess_lambdas(config, legacy=False)).encode()
+                dst.writestr(item, data)
+        source = _loaded(copy_path, KERAS3, str(meta.get("keras_version", "")))
+    source.path, source.preprocess_lambdas = path, lambdas
+    return source
+
+
+def _preprocess_lambdas(config: dict[str, Any]) -> list[tuple[str, str | None, str, list[str]]]:
+    out = []
+    for layer in config.get("config", {}).get("layers", []):
+        found = preprocess_lambda(layer)
+        if found is not None:
+            out.append(
+                (str(layer.get("name") or layer["config"].get("name")), *found, _inbound(layer))
+            )
+    return out
+
+
+def _inbound(layer: dict[str, Any]) -> list[str]:
+    """Names of the layers a layer's first call reads from (both dialects)."""
+    names: list[str] = []
+    nodes = layer.get("inbound_nodes") or []
+    node = nodes[0] if nodes else []
+    if isinstance(node, dict):  # Keras 3
+        text = json.dumps(node)
+        return [m for m in _HISTORY.findall(text)]
+    for entry in node if isinstance(node, list) else []:
+        if isinstance(entry, list) and entry:
+            names.append(str(entry[0]))
+    return names
 
 
 def _has(zf: zipfile.ZipFile, name: str) -> bool:
@@ -167,12 +213,24 @@ def _read_h5(path: Path) -> SourceModel:
     except jsonio.JsonError as exc:
         raise ModelLoadError(f"Cannot read the architecture in {path.name}", str(exc)) from exc
     refuse_unsupported(config, path.name)
+    lambdas = _preprocess_lambdas(config)
     if version.startswith("3"):
+        if lambdas:
+            raise BundleError(
+                f"Cannot import {path.name}: layer '{lambdas[0][0]}' is a Lambda",
+                "a Lambda in a .h5 written by Keras 3 cannot be set aside before loading.",
+                "Save the model as a .keras file (model.save('model.keras')) and import that.",
+            )
         return _loaded(path, KERAS3_H5, version)
     if not has_weights:
         raise BundleError(f"{path.name} has no weights", "the model_weights group is missing.")
     return SourceModel(
-        path=path, format=KERAS2_H5, config=config, legacy=True, keras_version=version
+        path=path,
+        format=KERAS2_H5,
+        config=config,
+        legacy=True,
+        keras_version=version,
+        preprocess_lambdas=lambdas,
     )
 
 
@@ -191,6 +249,24 @@ def reference_for(source: SourceModel) -> tuple[Reference | None, str]:
     if source.model is not None:
         model = source.model
         return (lambda x: np.asarray(model(x, training=False))), f"keras {_version('keras')}"
+    if source.preprocess_lambdas:  # tf_keras loads a copy whose Lambda is a linear Activation
+        with tempfile.TemporaryDirectory() as tmp:
+            import shutil
+
+            import h5py
+
+            copy_path = Path(tmp) / source.path.name
+            shutil.copyfile(source.path, copy_path)
+            with h5py.File(copy_path, "r+") as f:
+                f.attrs["model_config"] = json.dumps(
+                    replace_preprocess_lambdas(source.config, legacy=True)
+                )
+            model = _tf_keras_model(copy_path)
+        if model is None:
+            return None, ""
+        return (lambda x: np.asarray(model(x, training=False))), (
+            f"tf_keras {_version('tf_keras')} (Keras 2; its preprocess_input Lambda set aside)"
+        )
     model = _tf_keras_model(source.path)
     if model is not None:
         return (lambda x: np.asarray(model(x, training=False))), (

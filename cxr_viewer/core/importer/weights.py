@@ -7,7 +7,7 @@ named ``<inner layer>/<weight>:0``), or the layers of a loaded Keras 3 model.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +23,33 @@ _ALIASES = {"depthwise_kernel": "kernel"}
 WeightSource = Callable[[tuple[str, ...]], list[tuple[str, np.ndarray]]]
 
 
-def h5_weight_source(path: Path) -> WeightSource:
+def h5_weight_source(path: Path, known: Iterable[tuple[str, ...]] = ()) -> WeightSource:
     """Weights of the layer at a name path, read from a Keras 2 ``.h5`` model file.
 
     The file is opened once per top-level group and each group's weight names are read once
-    (a ResNet50V2 backbone is one group of ~270 layers).
+    (a ResNet50V2 backbone is one group of ~270 layers). ``known`` are the name paths of every
+    layer (:attr:`.rebuild.FlatModel.sources`): a weight of a nested model belongs to the
+    *longest* inner layer name it is prefixed with, since Keras 2 names may hold "/" (tf_keras'
+    DenseNet has both ``bn`` and ``conv1/bn``, whose weight ``conv1/bn/gamma:0`` is not
+    ``bn``'s).
     """
     import h5py
 
     names_of: dict[str, list[str]] = {}
+    leaves: dict[str, list[str]] = {}
+    for known_path in known:
+        if len(known_path) > 1:
+            leaves.setdefault(known_path[0], []).append(known_path[-1])
+
+    owners: dict[tuple[str, str], str | None] = {}
+
+    def owner(name: str, group: str) -> str | None:
+        key = (group, name)
+        if key not in owners:  # computed once per weight name
+            padded = "/" + name
+            found = [leaf for leaf in leaves.get(group, []) if f"/{leaf}/" in padded]
+            owners[key] = max(found, key=len) if found else None
+        return owners[key]
 
     def read(layer_path: tuple[str, ...]) -> list[tuple[str, np.ndarray]]:
         with h5py.File(path, "r") as f:
@@ -44,7 +62,10 @@ def h5_weight_source(path: Path) -> WeightSource:
             names = names_of[layer_path[0]]
             if len(layer_path) > 1:  # an inner layer of a nested model
                 leaf = layer_path[-1]
-                names = [n for n in names if leaf in n.split("/")[:-1]]
+                if leaves.get(layer_path[0]):
+                    names = [n for n in names if owner(n, layer_path[0]) == leaf]
+                else:
+                    names = [n for n in names if leaf in n.split("/")[:-1]]
             return [(n, np.asarray(group[n][()])) for n in names]
 
     return read
@@ -76,6 +97,9 @@ def load_weights(flat: FlatModel, source: WeightSource) -> int:
             continue
         src_path = flat.sources.get(layer.name)
         stored = source(src_path) if src_path else []
+        if layer.name in flat.weight_slices:  # a layer split in two: its part of the weights
+            start, stop = flat.weight_slices[layer.name]
+            stored = stored[start:stop]
         arrays = _match(variables, stored)
         if arrays is None:
             raise BundleError(

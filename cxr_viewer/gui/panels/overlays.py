@@ -151,6 +151,11 @@ class OverlayControls(QFrame):
         with QSignalBlocker(self.toggle):
             self.toggle.setChecked(ov.visible)
         self.toggle.setEnabled(ov.available and self.state.model is not None)
+        self.toggle.setToolTip(
+            f"Show or hide the {ov.label} map ({SHORTCUT_KEYS[self.method]})"
+            if ov.available or not ov.unavailable_reason
+            else f"{ov.label} does not apply to this model: {ov.unavailable_reason}"
+        )
         with QSignalBlocker(self.opacity):
             self.opacity.setValue(int(round(ov.opacity * 100)))
         self.opacity_label.setText(f"{int(round(ov.opacity * 100))} %")
@@ -178,8 +183,10 @@ class OverlayControls(QFrame):
 
     def _status_text(self) -> str:
         ov = self.state.overlays[self.method]
-        if ov.status == "done" and ov.heatmap is not None and self.state.model is not None:
-            return _duration(getattr(ov.heatmap.heatmap, "runtime_s", 0.0))
+        hm = getattr(ov.heatmap, "heatmap", None)
+        blank = getattr(hm, "status", "ok") != "ok"  # "no signal: …" says why, not how long
+        if ov.status == "done" and hm is not None and self.state.model is not None and not blank:
+            return _duration(getattr(hm, "runtime_s", 0.0))
         return status_text(self.state, self.method)
 
     def _refresh_trust(self) -> None:
