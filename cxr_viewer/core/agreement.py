@@ -181,3 +181,29 @@ def agreement_layer(
     count = sum(top_mask(v, fraction).astype(np.int32) for v in m.values())
     count_arr = np.asarray(count, np.float32)
     return np.where(count_arr >= k, count_arr / n, 0.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class FilmComparison:
+    """What the viewer, the PDF report and the batch say about the maps of one film."""
+
+    pairs: tuple[PairAgreement, ...]
+    words: str
+    most_faithful: str | None
+
+    @property
+    def line(self) -> str:
+        """ "Agreement: …" for the grid and the report ("" with fewer than two maps)."""
+        return f"Agreement: {self.words}" if self.words else ""
+
+
+def compare_film(
+    maps: Mapping[str, np.ndarray],
+    trusts: Mapping[str, Mapping[str, float]],
+    labels: Mapping[str, str] | None = None,
+) -> FilmComparison:
+    """Pairwise agreement of ``maps`` and the most faithful of them (by their ``trusts``)."""
+    from cxr_viewer.core.trust import most_faithful
+
+    pairs = tuple(pairwise(maps)) if len(maps) > 1 else ()
+    return FilmComparison(pairs, agreement_words(pairs, list(maps), labels), most_faithful(trusts))

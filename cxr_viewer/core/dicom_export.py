@@ -173,6 +173,9 @@ class ExplanationResult:
     opacity: float = 0.5
     layer: str | None = None
     trust: dict[str, float] = field(default_factory=dict)
+    #: the trust verdicts in words, then what the film's maps say together (agreement, most
+    #: faithful): TEXT items of the explanation's SR container
+    notes: tuple[str, ...] = ()
 
     @classmethod
     def from_heatmap(
@@ -183,11 +186,16 @@ class ExplanationResult:
         opacity: float = 0.5,
         colormap: str | None = None,
         trust: dict[str, float] | None = None,
+        notes: Sequence[str] = (),
     ) -> ExplanationResult:
-        """From a :class:`~cxr_viewer.core.explain.base.Heatmap` (any size; resized here)."""
+        """From a :class:`~cxr_viewer.core.explain.base.Heatmap` (any size; resized here);
+        ``notes`` follow the map's own verdicts (:func:`cxr_viewer.core.trust.verdicts`)."""
+        from cxr_viewer.core.trust import verdicts
+
         full = hm.resized(study.rows, study.columns)
         figures = dict(hm.trust)
         figures.update(trust or {})
+        said = [v.text for v in verdicts(hm.method, figures, dict(hm.settings or {}))]
         return cls(
             method=hm.method,
             class_name=hm.class_name,
@@ -197,6 +205,7 @@ class ExplanationResult:
             opacity=opacity,
             layer=hm.layer,
             trust={k: float(v) for k, v in figures.items() if np.isfinite(v)},
+            notes=(*said, *notes),
         )
 
 
@@ -531,7 +540,8 @@ def structured_report(
         NUM    probability of <class>  per class ({probability})
         NUM    decision threshold      (binary bundles with a threshold)
         CODE   Finding               the predicted class
-        CONTAINER explanation          per method: method, class, layer, trust figures
+        CONTAINER explanation          per method: method, class, layer, verdicts in words
+                                       (TEXT "Trust verdict"), trust figures
     """
     hd = _highdicom()
     sr = hd.sr
@@ -618,6 +628,14 @@ def structured_report(
                 sr.TextContentItem(
                     name=_code("LAYER", "Model layer"),
                     value=ex.layer,
+                    relationship_type=sr.RelationshipTypeValues.CONTAINS,
+                )
+            )
+        for note in ex.notes:
+            children.append(
+                sr.TextContentItem(
+                    name=_code("VERDICT", "Trust verdict"),
+                    value=note[:1024],
                     relationship_type=sr.RelationshipTypeValues.CONTAINS,
                 )
             )

@@ -15,9 +15,11 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QImage, QPixmap
 
+from cxr_viewer.core.agreement import FilmComparison, compare_film
 from cxr_viewer.core.overlay import colorbar_image, legend_labels
+from cxr_viewer.core.sanity import SanityResult
 from cxr_viewer.core.study import Window
-from cxr_viewer.core.trust import verdicts
+from cxr_viewer.core.trust import Verdict, verdicts
 
 from .controller import Controller
 from .imaging import display_qimage, render_u8, rgba_qimage
@@ -157,12 +159,38 @@ def status_text(state: ViewerState, method: str) -> str:
 
 
 def method_verdicts(state: ViewerState, method: str):
-    """The trust verdicts of ``method``'s finished map (none while it is partial or absent)."""
+    """The trust verdicts of ``method``'s finished map (none while it is partial or absent),
+    then the model's sanity check of the method when it has been run (core.sanity, cached)."""
     result = state.overlays[method].heatmap
     if result is None or result.partial:
         return []
     hm = result.heatmap
-    return verdicts(method, dict(getattr(hm, "trust", {}) or {}), dict(hm.settings or {}))
+    out = verdicts(method, dict(getattr(hm, "trust", {}) or {}), dict(hm.settings or {}))
+    sanity = state.model.sanity.get(method) if state.model is not None else None
+    if sanity:
+        check = SanityResult.from_dict(sanity)
+        out.append(Verdict("bad" if check.insensitive else "good", check.text, check.detail))
+    return out
+
+
+def film_comparison(state: ViewerState) -> FilmComparison:
+    """Agreement and the most faithful map among the finished maps that are shown."""
+    done = {
+        m: state.overlays[m].heatmap.heatmap
+        for m in METHODS
+        if state.overlays[m].visible
+        and state.overlays[m].heatmap is not None
+        and not state.overlays[m].heatmap.partial
+    }
+    return compare_film(
+        {m: hm.values for m, hm in done.items()},
+        {m: dict(getattr(hm, "trust", {}) or {}) for m, hm in done.items()},
+        {m: state.overlays[m].label for m in done},
+    )
+
+
+#: the pane title's mark of the map to believe first on this film
+MOST_FAITHFUL = "★ most faithful on this film"
 
 
 class OverlayPresenter(QObject):
@@ -176,6 +204,8 @@ class OverlayPresenter(QObject):
         self.panes = panes or {}
         self.colorize_calls = 0
         self._strips: dict[tuple[str, bool, float], QImage] = {}
+        self._film_key: tuple[tuple[str, int], ...] | None = None
+        self._film_value = FilmComparison((), "", None)
         state.events.overlay.connect(self._on_overlay)
         state.events.study.connect(self.redraw_all)
         state.events.target_class.connect(self.annotate)
@@ -266,8 +296,27 @@ class OverlayPresenter(QObject):
         else:
             caption = "Explanations: none (G, L, S show them)"
         legends = [lg for lg in (self.legend(m) for m in shown) if lg is not None]
-        self.view.set_annotations(caption, [], legends)
+        film = self._film()
+        agreement = [("info", film.line)] if film.line else []
+        self.view.set_annotations(caption, agreement, legends)
+        first = next((m for m in METHODS if m in self.panes and m in shown), None)
         for m, pane in self.panes.items():
             lg = self.legend(m)
             badges = [(v.level, v.text) for v in method_verdicts(self.state, m)]
-            pane.set_annotations(self.caption(m), badges, [lg] if lg is not None else [])
+            if m == first:
+                badges += agreement
+            title = self.caption(m)
+            if m == film.most_faithful:
+                title += f" · {MOST_FAITHFUL}"
+            pane.set_annotations(title, badges, [lg] if lg is not None else [])
+
+    def _film(self) -> FilmComparison:
+        """:func:`film_comparison`, recomputed only when the finished maps change."""
+        key = tuple(
+            (m, id(self.state.overlays[m].heatmap))
+            for m in METHODS
+            if self.state.overlays[m].visible and self.state.overlays[m].heatmap is not None
+        )
+        if key != self._film_key:
+            self._film_key, self._film_value = key, film_comparison(self.state)
+        return self._film_value

@@ -118,6 +118,8 @@ class ModelInfo:
     #: model card figures for the prediction panel (core.bundle.Bundle.card): test_auc,
     #: finding_auc, population
     card_figures: dict[str, Any] = field(default_factory=dict)
+    #: method → its cached sanity check on this model file (core.sanity.SanityResult.as_dict)
+    sanity: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: layer → (rows, columns) of its output, for the layer menus
     layer_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
 

@@ -132,3 +132,46 @@ def test_agreement_in_plain_words_and_the_agreement_layer():
     assert np.all(layer[both] >= 2 / 3)
     assert set(np.unique(layer)) <= {0.0, np.float32(2 / 3), np.float32(1.0)}
     assert np.all(agreement_layer(maps, k=1) >= layer)
+
+
+def test_batch_csv_and_dicom_sr_say_what_the_viewer_says(tmp_path, saturated):
+    import csv
+
+    import pydicom
+    from PIL import Image
+
+    from cxr_viewer.cli import main
+
+    pytest.importorskip("highdicom")
+    clf, x = saturated
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray((x[..., 0] * 255).astype(np.uint8)).save(src / "lesion.png")
+    out = tmp_path / "out"
+    argv = ["batch", str(src), "--model", str(clf.bundle.root), "--out", str(out)]
+    argv += ["--explain", "gradcam,occlusion", "--gradcam-layer", "blob", "--quiet"]
+    assert main([*argv, "--dicom-out", str(tmp_path / "dicom")]) == 0
+    (row,) = list(csv.DictReader(open(out / "predictions.csv", encoding="utf-8")))
+    assert row["status"] == "ok", row["error"]
+    for m in ("gradcam", "occlusion"):
+        assert row[f"{m}_faithfulness"] in ("faithful", "inconclusive", "not faithful")
+        assert row[f"{m}_verdict"].startswith(("faithful", "faithfulness inconclusive", "not"))
+        assert float(row[f"{m}_margin_lo"]) <= float(row[f"{m}_margin"])
+        assert row[f"{m}_logit_deletion_auc"] != ""
+    assert row["gradcam_faithfulness"] == "faithful"
+    assert row["most_faithful"] in ("gradcam", "occlusion")
+    assert (
+        row["agreement"].endswith(("agree", "disagree")) or "points elsewhere" in row["agreement"]
+    )
+    assert "gradcam~occlusion rho" in row["agreement_pairs"]
+    (sr_path,) = list((tmp_path / "dicom").glob("*_SR.dcm"))
+
+    def walk(ds):
+        for item in ds.get("ContentSequence", []):
+            yield item
+            yield from walk(item)
+
+    texts = [str(i.TextValue) for i in walk(pydicom.dcmread(sr_path)) if "TextValue" in i]
+    assert any(t.startswith("faithful: removing its top 20 %") for t in texts)
+    assert f"Agreement: {row['agreement']}" in texts
+    assert "most faithful on this film" in texts
