@@ -50,6 +50,12 @@ def _gui_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--report", help="where --self-test writes its JSON report")
     p.add_argument(
+        "--sanity",
+        action="store_true",
+        help="with --self-test: run the model randomisation sanity check of every method "
+        "(cached per model file; without it the self-test reports the cached result)",
+    )
+    p.add_argument(
         "--quit-after",
         type=_positive_seconds,
         metavar="SECONDS",
