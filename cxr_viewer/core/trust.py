@@ -20,7 +20,7 @@ Completeness (Lundberg & Lee 2017): expected-gradients attributions add up to
 f(x) − E f(background); :func:`completeness_gap` is the relative miss.
 
 :func:`verdicts` turns the figures into short sentences a reader can act on ("faithful:
-removing its top 20 % lowers the log-odds 1.31 more than random (+0.92 to +1.70)", "not
+removing its top 20 % beats random by 1.31 log-odds (+0.92 to +1.70)", "not
 faithful: removing its top 20 % raises the log-odds by 0.40", "LIME did not converge at 2,000
 samples: …", "SHAP sums to the score within 0.4 %"); :func:`faithfulness_label` and
 :func:`most_faithful` give the word and the best map for a CSV row or a pane's title, and
@@ -413,14 +413,12 @@ def _faithfulness(trust: Mapping[str, Any]) -> Verdict | None:
             f"random removal by {rnd:.2f}",
             detail + " Random pixels matter as much as the ones this map points at.",
         )
-    effect = (
-        f"removing its top {pct} lowers the log-odds {margin:.2f} more than random ({interval})"
-    )
+    effect = f"beats random by {margin:.2f} log-odds ({interval})"
     if margin >= FAITHFUL_MARGIN and math.isfinite(lo) and lo > 0.0:
-        return Verdict("good", f"faithful: {effect}", detail)
+        return Verdict("good", f"faithful: removing its top {pct} {effect}", detail)
     return Verdict(
         "warn",
-        f"faithfulness inconclusive: {effect}",
+        f"faithfulness inconclusive: its top {pct} {effect}",
         detail + " The map beats random removal by too little, or not clearly enough, to "
         "call it faithful.",
     )

@@ -306,8 +306,8 @@ class OverlayPresenter(QObject):
             if m == first:
                 badges += agreement
             title = self.caption(m)
-            if m == film.most_faithful:
-                title += f" · {MOST_FAITHFUL}"
+            if m == film.most_faithful:  # first: a long caption is elided at its end
+                title = f"{MOST_FAITHFUL} · {title}"
             pane.set_annotations(title, badges, [lg] if lg is not None else [])
 
     def _film(self) -> FilmComparison:

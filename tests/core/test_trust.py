@@ -164,7 +164,7 @@ def test_margin_and_its_interval():
 def test_faithfulness_verdicts_in_plain_words():
     good = verdicts("gradcam", _trust(8.0, 5.0, [7.0, 7.2, 6.8, 7.1, 6.9, 7.0, 7.0, 7.0]))
     assert good[0].level == "good"
-    assert good[0].text.startswith("faithful: removing its top 20 % lowers the log-odds 2.00 more")
+    assert good[0].text.startswith("faithful: removing its top 20 % beats random by 2.00 log-odds")
     assert "log-odds" in good[0].detail and "p 0.9900" in good[0].detail
     # a map whose removal raises the score is not faithful, whatever random removal does
     raises = verdicts("gradcam", _trust(8.0, 8.5, [8.2, 8.3, 8.1, 8.2]))

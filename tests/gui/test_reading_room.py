@@ -23,6 +23,7 @@ from cxr_viewer.gui.platform_check import (
     package_for,
     platform_plan,
 )
+from cxr_viewer.gui.presenter import MOST_FAITHFUL
 from cxr_viewer.gui.results import OverlayResult
 from cxr_viewer.gui.state import METHODS
 
@@ -188,8 +189,7 @@ def test_verdict_badges_in_the_panel_and_the_panes(qtbot, window):
     assert controls["gradcam"].verdict_texts() == [
         (
             "good",
-            "faithful: removing its top 20 % lowers the log-odds 2.50 more than random "
-            "(+2.37 to +2.63)",
+            "faithful: removing its top 20 % beats random by 2.50 log-odds (+2.37 to +2.63)",
         )
     ]
     lime_not_converged = (
@@ -207,6 +207,13 @@ def test_verdict_badges_in_the_panel_and_the_panes(qtbot, window):
     # the same verdicts inside each method's pane
     qtbot.waitUntil(lambda: win.panes["lime"].isVisible())
     assert lime_not_converged in win.panes["lime"].badges
+    # the most faithful map on this film (gradcam and shap tie; the first in the grid wins) is
+    # marked in its pane's title, and the first pane says whether the maps agree
+    assert win.panes["gradcam"].caption.startswith(MOST_FAITHFUL)
+    assert not win.panes["shap"].caption.startswith(MOST_FAITHFUL)
+    agreement = [t for lvl, t in win.panes["gradcam"].badges if t.startswith("Agreement: ")]
+    assert len(agreement) == 1 and ("agree" in agreement[0] or "elsewhere" in agreement[0])
+    assert not any(t.startswith("Agreement") for _, t in win.panes["lime"].badges)
     # a partial map has no verdict yet
     partial = _result("gradcam", drops)
     partial.heatmap.partial = True
