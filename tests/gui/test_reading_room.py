@@ -214,6 +214,15 @@ def test_verdict_badges_in_the_panel_and_the_panes(qtbot, window):
     agreement = [t for lvl, t in win.panes["gradcam"].badges if t.startswith("Agreement: ")]
     assert len(agreement) == 1 and ("agree" in agreement[0] or "elsewhere" in agreement[0])
     assert not any(t.startswith("Agreement") for _, t in win.panes["lime"].badges)
+    # the agreement layer on the composite view: where at least 2 shown maps put their top 10 %
+    assert win.overlays.agreement_shown is None
+    win.overlay_panel.agreement.setChecked(True)
+    assert st.agreement_k == 2
+    shown = win.overlays.agreement_shown
+    assert shown is not None and shown.shape == (64, 64) and shown.max() > 0
+    assert win.overlay_view.overlay_item("agreement").isVisible()
+    win.overlay_panel.agreement.setChecked(False)
+    assert win.overlays.agreement_shown is None
     # a partial map has no verdict yet
     partial = _result("gradcam", drops)
     partial.heatmap.partial = True
