@@ -245,3 +245,29 @@ def test_add_trust_gives_the_probability_figures_of_the_separate_functions(clf):
     separate.update(top_fraction_drop(clf, x, hm.values, 1))
     for k, v in separate.items():  # p = sigmoid(log-odds) from the pre-activation output
         assert out.trust[k] == pytest.approx(v, abs=1e-5), k
+
+
+def test_log_odds_per_head_kind_are_the_logits_of_the_probabilities():
+    from types import SimpleNamespace
+
+    from cxr_viewer.core.heads import Head
+    from cxr_viewer.core.scores import log_odds_from_outputs, sigmoid
+
+    z = np.array([[2.0, -1.0, 0.5], [30.0, 0.0, -30.0]])
+    soft = SimpleNamespace(head=Head("softmax", 3, "softmax"))
+    lo = log_odds_from_outputs(soft, z, "logit")
+    p = Head("softmax", 3, "linear").probabilities(z).astype(np.float64)
+    np.testing.assert_allclose(sigmoid(lo[0]), p[0], rtol=1e-6)
+    # p rounds to 1.0 in float32 on the second row; its log-odds stay finite and ~30
+    assert p[1, 0] == 1.0 and lo[1, 0] == pytest.approx(30.0, abs=1e-6)
+    binary = SimpleNamespace(head=Head("binary", 1, "sigmoid"))
+    np.testing.assert_allclose(
+        log_odds_from_outputs(binary, z[:, :1], "logit"), [[-2, 2], [-30, 30]]
+    )
+    multi = SimpleNamespace(head=Head("multilabel", 3, "sigmoid"))
+    np.testing.assert_allclose(log_odds_from_outputs(multi, z, "logit"), z)
+    # only probabilities: clipped, so a saturated p gives a finite, flagged value
+    clipped = log_odds_from_outputs(binary, np.array([[1.0]]), "probability")
+    assert np.all(np.isfinite(clipped)) and clipped[0, 1] == pytest.approx(
+        np.log((1 - 1e-7) / 1e-7)
+    )
