@@ -198,7 +198,7 @@ def markdown(s: dict, methods: list[str]) -> str:
             f"{e['inconclusive'] * 100:.1f} % | {e['not_faithful'] * 100:.1f} % | "
             f"{e['median_margin']:+.2f} ({lo:+.2f} to {hi:+.2f}) | "
             f"{'n/a' if dele is None else f'{dele:.2f}'} | {e['most_faithful_share'] * 100:.1f} % | "
-            f"{e['median_seconds']:.1f} |"
+            f"{e['median_seconds']:.2f} |"
         )
     if "lime" in s["methods"]:
         e = s["methods"]["lime"]
