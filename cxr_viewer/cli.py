@@ -57,6 +57,12 @@ def _gui_parser() -> argparse.ArgumentParser:
         help="with --self-test: save its JSON report to FILE (default: not saved)",
     )
     p.add_argument(
+        "--sanity",
+        action="store_true",
+        help="with --self-test: run the model randomisation sanity check of every method "
+        "(cached per model file; without it the self-test reports the cached result)",
+    )
+    p.add_argument(
         "--quit-after",
         type=_positive_seconds,
         metavar="SECONDS",

@@ -19,6 +19,7 @@ STEPS = [
     *(f"open_{k}" for k in selftest.SAMPLES),
     *(f"predict_{k}" for k in selftest.SAMPLES),
     *(f"explain_{m}" for m in selftest.EXPLAIN),
+    "sanity_check",
     "device",
 ]
 
@@ -79,6 +80,33 @@ def test_self_test_passes_and_reports_every_step(tmp_path, tiny_bundle, capsys):
     assert out.rstrip().endswith(f"SELF-TEST PASSED on {report['device']}, forward path {forward}")
     assert f"JSON report written to {(tmp_path / 'report.json').resolve()}\n" in out
     assert selftest.NO_REPORT_HINT not in out
+
+
+def test_self_test_runs_and_then_reports_the_cached_sanity_check(
+    tmp_path, tiny_bundle, capsys, monkeypatch
+):
+    monkeypatch.setenv("CXR_SANITY_CACHE", str(tmp_path / "cache"))
+    code, report = _run(tmp_path, "--model", str(tiny_bundle))
+    assert code == 0
+    before = report["steps"]["sanity_check"]
+    assert all(str(before[m]).startswith("not run") for m in selftest.EXPLAIN)
+    code, report = _run(tmp_path, "--model", str(tiny_bundle), "--sanity")
+    assert code == 0, capsys.readouterr().out
+    computed = report["steps"]["sanity_check"]
+    for m in selftest.EXPLAIN:
+        assert computed[m]["stages"][-1] == "all layers"
+        assert len(computed[m]["rho"]) == len(computed[m]["stages"]) >= 2
+        assert computed[m]["verdict"] in (
+            "insensitive to the model for this model",
+            "depends on the model (randomisation check passed)",
+        )
+    assert computed["gradcam"]["insensitive"] is False
+    code, report = _run(tmp_path, "--model", str(tiny_bundle))  # now from the cache
+    cached = report["steps"]["sanity_check"]
+    assert {m: cached[m]["rho"] for m in selftest.EXPLAIN} == {
+        m: computed[m]["rho"] for m in selftest.EXPLAIN
+    }
+    assert "with every weight random" in capsys.readouterr().out
 
 
 def _check_device_section(section: dict, device: str) -> None:

@@ -236,9 +236,27 @@ def _columns(class_names, methods: list[str], trust: bool) -> list[str]:
         cols += [f"seconds_{m}", f"{m}_status"]
         if trust:
             cols += [f"{m}_deletion_auc", f"{m}_insertion_auc"]
+            cols += [f"{m}_{f}" for f in TRUST_COLUMNS]
         cols += [f"{m}_{f}" for f in explainer_class(m).summary_fields]
         cols += [f"{kind}_{_tag(m)}" for kind in OUTPUTS]
+    if trust and methods:
+        cols.append("most_faithful")
+    if len(methods) > 1:
+        cols += ["agreement", "agreement_pairs"]
     return cols
+
+
+#: per method, with the trust figures: the log-odds figures (core.trust.add_trust), the
+#: faithfulness word and every verdict the viewer shows next to the map
+TRUST_COLUMNS = (
+    "logit_deletion_auc",
+    "logit_insertion_auc",
+    "margin",
+    "margin_lo",
+    "margin_hi",
+    "faithfulness",
+    "verdict",
+)
 
 
 @dataclass
@@ -310,15 +328,17 @@ def process_file(ctx: BatchContext, path: Path, digest: str | None) -> dict[str,
         row.update(status="partial", error=_describe_failure(exc))
         return row
     errors, maps = [], []
+    model_maps: dict[str, Any] = {}
     for method in ctx.methods:
         reason = _not_applicable(clf, method)
         if reason:  # said per map; the other methods run
             row[f"{method}_status"] = f"not applicable: {reason}"
             continue
         try:
-            maps.append(_explain_one(ctx, method, x, target, study, stem, row))
+            maps.append(_explain_one(ctx, method, x, target, study, stem, row, model_maps))
         except Exception as exc:
             errors.append(f"{method}: {_describe_failure(exc)}")
+    _add_comparison(ctx, row, model_maps)
     if ctx.dicom is not None and maps:
         try:
             ctx.dicom.handle(clf, study, pred, maps, row, stem)
@@ -338,18 +358,53 @@ def _not_applicable(clf: Any, method: str) -> str | None:
     return method_unavailable(method, bundle) if bundle is not None else None
 
 
-def _explain_one(ctx: BatchContext, method: str, x, target: int, study, stem: str, row):
+def _add_comparison(ctx: BatchContext, row: dict[str, Any], model_maps: dict[str, Any]) -> None:
+    """The row's ``most_faithful`` and ``agreement`` columns, from the maps explained."""
+    from cxr_viewer.core.agreement import agreement_summary, agreement_words, pairwise
+    from cxr_viewer.core.explain.registry import explainer_class
+    from cxr_viewer.core.trust import most_faithful
+
+    if not ctx.args.no_trust and ctx.methods:
+        best = most_faithful({m: hm.trust for m, hm in model_maps.items()})
+        row["most_faithful"] = best or ("none" if model_maps else "")
+    if len(model_maps) > 1:
+        names = list(model_maps)
+        pairs = pairwise({m: hm.values for m, hm in model_maps.items()})
+        labels = {m: explainer_class(m).display.short_label for m in names}
+        row["agreement"] = agreement_words(pairs, names, labels)
+        row["agreement_pairs"] = agreement_summary(pairs)
+
+
+def _explain_one(
+    ctx: BatchContext,
+    method: str,
+    x,
+    target: int,
+    study,
+    stem: str,
+    row,
+    model_maps: dict[str, Any] | None = None,
+):
     from cxr_viewer.core.explain.base import explain_with_trust
     from cxr_viewer.core.explain.registry import create_explainer, explainer_class
+    from cxr_viewer.core.trust import faithfulness_label, verdicts
 
     args, clf = ctx.args, ctx.clf
     explainer = create_explainer(method, clf, _settings(method, args))
     hm = explain_with_trust(explainer, x, target, trust=not args.no_trust, seed=args.seed)
+    if model_maps is not None and hm.status == "ok":  # a map with no signal is not compared
+        model_maps[method] = hm
     row[f"seconds_{method}"] = round(hm.runtime_s, 3)
     row[f"{method}_status"] = hm.status_text  # "no signal: …" leaves the trust figures empty
     if not args.no_trust and hm.trust:
         row[f"{method}_deletion_auc"] = round(hm.trust["deletion_auc"], 4)
         row[f"{method}_insertion_auc"] = round(hm.trust["insertion_auc"], 4)
+        for f in TRUST_COLUMNS[:5]:
+            row[f"{method}_{f}"] = round(float(hm.trust.get(f, float("nan"))), 4)
+        row[f"{method}_faithfulness"] = faithfulness_label(hm.trust)
+        row[f"{method}_verdict"] = "; ".join(
+            v.text for v in verdicts(method, hm.trust, hm.settings)
+        )
     for f, value in explainer_class(method).summary(hm).items():
         row[f"{method}_{f}"] = value
     full = hm.resized(study.rows, study.columns)

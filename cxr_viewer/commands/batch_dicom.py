@@ -99,14 +99,20 @@ class DicomOutput:
         from cxr_viewer.core.dicom_results import export_objects, file_sha256
 
         explanations = []
+        film = []
+        if row.get("agreement"):
+            film.append(f"Agreement: {row['agreement']}")
         for hm in heatmaps:
             trust = {
                 k: row[f"{hm.method}_{k}"]
                 for k in ("deletion_auc", "insertion_auc")
                 if row.get(f"{hm.method}_{k}") not in (None, "")
             }
+            best = ["most faithful on this film"] if row.get("most_faithful") == hm.method else []
             explanations.append(
-                ExplanationResult.from_heatmap(hm, study, opacity=self.opacity, trust=trust)
+                ExplanationResult.from_heatmap(
+                    hm, study, opacity=self.opacity, trust=trust, notes=[*best, *film]
+                )
             )
         if not explanations:
             raise CxrError(

@@ -191,6 +191,30 @@ def check_device(state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def check_sanity(state: dict[str, Any], compute: bool) -> dict[str, Any]:
+    """Per method, the cascading randomisation check on this model (core.sanity): computed
+    and cached with ``--sanity``, else the cached result. A method flagged as insensitive to
+    the model is reported, not a failure: the check describes the method, not the install."""
+    from cxr_viewer.core.sanity import SanityResult, cached_result, sanity_check
+
+    clf = state.get("clf")
+    if clf is None:
+        raise RuntimeError("needs the model (see the failed steps above)")
+    out: dict[str, Any] = {}
+    for method, settings in EXPLAIN.items():
+        result: SanityResult | None
+        if compute:
+            result = sanity_check(clf, method, settings=settings)
+        else:
+            result = cached_result(clf, method, settings)
+        if result is None:
+            out[method] = "not run on this model yet (cxr-viewer --self-test --sanity)"
+            continue
+        out[method] = {**result.as_dict(), "verdict": result.text}
+        print(f"    {method}: {result.text} (ρ {result.final_rho:.2f} with every weight random)")
+    return out
+
+
 def run(args) -> int:
     """Run every step; write the report to ``args.report`` if given; 0 iff all steps passed
     (and the report, when asked for, was written)."""
@@ -291,6 +315,7 @@ def run(args) -> int:
 
         _step(report, f"explain_{method}", explain)
 
+    _step(report, "sanity_check", lambda: check_sanity(state, bool(getattr(args, "sanity", 0))))
     _step(report, "device", lambda: check_device(state))
 
     report["ok"] = all(s["ok"] for s in report["steps"].values())

@@ -178,6 +178,9 @@ class ExplanationResult:
     trust: dict[str, float] = field(default_factory=dict)
     #: the map's status (``Heatmap.status_text``): "ok", or "no signal: <why>; <what to try>"
     status: str = "ok"
+    #: the trust verdicts in words, then what the film's maps say together (agreement, most
+    #: faithful): TEXT items of the explanation's SR container
+    notes: tuple[str, ...] = ()
 
     @classmethod
     def from_heatmap(
@@ -188,11 +191,16 @@ class ExplanationResult:
         opacity: float = 0.5,
         colormap: str | None = None,
         trust: dict[str, float] | None = None,
+        notes: Sequence[str] = (),
     ) -> ExplanationResult:
-        """From a :class:`~cxr_viewer.core.explain.base.Heatmap` (any size; resized here)."""
+        """From a :class:`~cxr_viewer.core.explain.base.Heatmap` (any size; resized here);
+        ``notes`` follow the map's own verdicts (:func:`cxr_viewer.core.trust.verdicts`)."""
+        from cxr_viewer.core.trust import verdicts
+
         full = hm.resized(study.rows, study.columns)
         figures = dict(hm.trust)
         figures.update(trust or {})
+        said = [v.text for v in verdicts(hm.method, figures, dict(hm.settings or {}))]
         return cls(
             method=hm.method,
             class_name=hm.class_name,
@@ -203,6 +211,7 @@ class ExplanationResult:
             layer=hm.layer,
             trust={k: float(v) for k, v in figures.items() if np.isfinite(v)},
             status=hm.status_text,
+            notes=(*said, *notes),
         )
 
 
@@ -542,7 +551,8 @@ def structured_report(
         NUM    probability of <class>  per class ({probability})
         NUM    decision threshold      (binary bundles with a threshold)
         CODE   Finding               the predicted class
-        CONTAINER explanation          per method: method, class, layer, trust figures
+        CONTAINER explanation          per method: method, class, layer, verdicts in words
+                                       (TEXT "Trust verdict"), trust figures
     """
     hd = _highdicom()
     sr = hd.sr
@@ -639,6 +649,14 @@ def structured_report(
                 relationship_type=sr.RelationshipTypeValues.CONTAINS,
             )
         )
+        for note in ex.notes:
+            children.append(
+                sr.TextContentItem(
+                    name=_code("VERDICT", "Trust verdict"),
+                    value=note[:1024],
+                    relationship_type=sr.RelationshipTypeValues.CONTAINS,
+                )
+            )
         for key, value in sorted(ex.trust.items()):
             children.append(
                 sr.NumContentItem(

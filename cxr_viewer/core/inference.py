@@ -20,6 +20,7 @@ size, also on the CPU); :attr:`Classifier.forward_path` says which. Gradient met
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import time
@@ -540,6 +541,16 @@ class Classifier:
             if outs
             else np.zeros((0, len(self.class_names)), np.float32)
         )
+
+    def with_model(self, model: Any) -> Classifier:
+        """A copy of this classifier running ``model`` instead (same bundle, input, head and
+        batch size; on the TensorFlow path). The sanity check (:mod:`cxr_viewer.core.sanity`)
+        explains randomised copies of the model through it."""
+        twin = copy.copy(self)
+        twin.model = model
+        twin._predict_fn = twin._compile(model)
+        twin.forward_choice, twin._forward = None, None
+        return twin
 
     def predict_study(self, study: Study) -> Prediction:
         """The prediction for one study (through the shared preprocessing)."""

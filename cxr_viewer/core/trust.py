@@ -1,19 +1,30 @@
-"""How far to trust an explanation: deletion/insertion curves and SHAP completeness.
+"""How far to trust an explanation: faithfulness on the log-odds, SHAP completeness.
 
 Deletion and insertion (Petsiuk, Das & Saenko, BMVC 2018, "RISE"): rank the pixels by the map,
 then remove the most important first (replace them with a blurred copy of the image, see
-:func:`perturbation_curve`) — a faithful map makes the class probability fall fast, so a *low*
-deletion AUC is good — or insert them first into the blurred copy — a faithful map makes it rise fast, so a *high* insertion AUC is good. The AUC is
-the trapezoidal area under probability vs. fraction of pixels, in [0, 1]. All perturbed images
-of a curve go through the classifier's batched, compiled predict function.
+:func:`perturbation_curve`) — a faithful map makes the class score fall fast, so a *low*
+deletion AUC is good — or insert them first into the blurred copy — a faithful map makes it
+rise fast, so a *high* insertion AUC is good. The AUC is the trapezoidal area under the score
+vs. fraction of pixels.
+
+The score is the explained class's **log-odds** (:mod:`cxr_viewer.core.scores`), not its
+probability: on held-out paediatric films the demo model gives p > 0.99 or p < 0.01 for most
+films, where removing a fifth of the image leaves p at 1.00 and a test on p measures nothing.
+:func:`add_trust` measures the curves on the log-odds (``logit_deletion_auc``,
+``logit_insertion_auc``; the p curves are kept as ``deletion_auc``, ``insertion_auc``) and the
+top-20 % test: how much more removing the map's top 20 % lowers the log-odds than removing 20 %
+of pixels at random, drawn :data:`TRUST_RANDOM` times — the ``margin`` with its
+:data:`CONFIDENCE` interval. All perturbed images of a map go through one batched call.
 
 Completeness (Lundberg & Lee 2017): expected-gradients attributions add up to
 f(x) − E f(background); :func:`completeness_gap` is the relative miss.
 
 :func:`verdicts` turns the figures into short sentences a reader can act on ("faithful:
-removing its top 20 % drops p by 0.41 vs 0.05 at random", "LIME did not converge at 2,000
-samples", "SHAP sums to the score within 0.4 %"), and :func:`figures_tooltip` says what each
-figure means.
+removing its top 20 % beats random by 1.31 log-odds (+0.92 to +1.70)", "not
+faithful: removing its top 20 % raises the log-odds by 0.40", "LIME did not converge at 2,000
+samples: …", "SHAP sums to the score within 0.4 %"); :func:`faithfulness_label` and
+:func:`most_faithful` give the word and the best map for a CSV row or a pane's title, and
+:func:`figures_tooltip` says what each figure means.
 """
 
 from __future__ import annotations
@@ -169,8 +180,12 @@ def deletion_insertion(
     return out
 
 
-#: the top-fraction drop of :func:`add_trust`: fraction of pixels, random removals
+#: the top-fraction drop: fraction of pixels, random removals of :func:`top_fraction_drop`
 TOP_FRACTION, TOP_RANDOM = 0.2, 4
+#: random removals drawn by :func:`add_trust` for the faithfulness margin and its interval
+TRUST_RANDOM = 8
+#: two-sided confidence of the margin's interval
+CONFIDENCE = 0.95
 
 
 def top_fraction_drop(
@@ -227,6 +242,47 @@ def _drop_figures(p: np.ndarray, fraction: float, n_random: int) -> dict[str, fl
     }
 
 
+def t_quantile(confidence: float, dof: int) -> float:
+    """The two-sided Student-t quantile for ``confidence`` with ``dof`` degrees of freedom."""
+    from scipy.stats import t as student_t
+
+    return float(student_t.ppf(0.5 + confidence / 2.0, max(int(dof), 1)))
+
+
+def margin_figures(
+    z0: float, z_top: float, z_random: np.ndarray, confidence: float = CONFIDENCE
+) -> dict[str, float]:
+    """The faithfulness margin on the log-odds, with its interval over the random draws.
+
+    ``logit_drop_top`` = z0 − z_top (how far removing the map's top pixels lowers the class
+    log-odds), ``logit_drop_random`` the mean drop over the random removals, ``margin`` their
+    difference, and ``margin_lo`` / ``margin_hi`` its two-sided ``confidence`` interval: the
+    Student-t interval of the random drops' mean (the map's removal is one fixed image).
+    """
+    drops = float(z0) - np.asarray(z_random, np.float64)
+    top = float(z0) - float(z_top)
+    mean = float(drops.mean()) if drops.size else float("nan")
+    margin = top - mean
+    if drops.size > 1:
+        half = (
+            t_quantile(confidence, drops.size - 1)
+            * float(drops.std(ddof=1))
+            / math.sqrt(drops.size)
+        )
+    else:
+        half = float("nan")
+    return {
+        "logit": float(z0),
+        "logit_drop_top": top,
+        "logit_drop_random": mean,
+        "margin": margin,
+        "margin_lo": margin - half,
+        "margin_hi": margin + half,
+        "n_random": float(drops.size),
+        "confidence": float(confidence),
+    }
+
+
 def add_trust(
     heatmap: Heatmap,
     classifier: Classifier,
@@ -234,44 +290,57 @@ def add_trust(
     *,
     steps: int = 16,
     seed: int = 0,
+    n_random: int = TRUST_RANDOM,
     cancel: CancelToken | None = None,
 ) -> Heatmap:
-    """A copy of ``heatmap`` with deletion/insertion AUCs and the top-20 % drop added.
+    """A copy of ``heatmap`` with its faithfulness figures added, measured on the log-odds.
 
-    The same figures as :func:`deletion_insertion` and :func:`top_fraction_drop`, from one
-    batched predict call with no image twice: the two curves' end points are the image and
-    its blurred copy (deletion's first and last, insertion's last and first), and the image
-    also opens the top-20 % batch (74 → 37 images at 16 steps; fewer, fuller batches).
+    One batch (no image twice: the two curves' end points are the image and its blurred copy,
+    and the image opens the top-20 % batch): the deletion and insertion curves, the image with
+    the map's top 20 % blurred and ``n_random`` images with as many random pixels blurred,
+    all scored by the explained class's log-odds (:func:`cxr_viewer.core.scores.class_log_odds`:
+    pre-activation, so it keeps moving where p is saturated at 1.00). Figures:
+    ``logit_deletion_auc`` / ``logit_insertion_auc`` (the curves on the log-odds), the margin
+    of :func:`margin_figures` with its interval, and the same curves and drops on p
+    (``deletion_auc``, ``insertion_auc``, ``p``, ``drop_top``, ``drop_random``) for the detail
+    text. ``logit_exact`` is 1 when the log-odds come from the model's pre-activation output,
+    0 when only its (possibly saturated) probabilities were available.
     """
+    from cxr_viewer.core.scores import class_log_odds, score_kind, sigmoid
+
     t = int(heatmap.target_class)
     x, sal = _check(classifier, x, heatmap.values)
     base = baseline_image(x, classifier.spec, "blur")
     fractions, deletion = _curve_images(x, sal, base, "deletion", steps, seed)
     _, insertion = _curve_images(x, sal, base, "insertion", steps, seed)
-    drops = _drop_images(x, sal, base, TOP_FRACTION, TOP_RANDOM, seed)
+    drops = _drop_images(x, sal, base, TOP_FRACTION, n_random, seed)
     # deletion[0] is x and deletion[-1] the baseline; insertion[0] / [-1] the same two
     imgs = np.concatenate([deletion, insertion[1:-1], drops[1:]])
-    p = classifier.predict_inputs(imgs, cancel=cancel)[:, t].astype(np.float64)
-    p_del = p[: steps + 1]
-    p_ins = np.concatenate([p[steps : steps + 1], p[steps + 1 : 2 * steps], p[:1]])
-    p_drop = np.concatenate([p[:1], p[2 * steps :]])
+    z = class_log_odds(classifier, imgs, cancel=cancel)[:, t]
+    z_del = z[: steps + 1]
+    z_ins = np.concatenate([z[steps : steps + 1], z[steps + 1 : 2 * steps], z[:1]])
+    z_drop = np.concatenate([z[:1], z[2 * steps :]])
+    p_del, p_ins, p_drop = sigmoid(z_del), sigmoid(z_ins), sigmoid(z_drop)
     figs: dict[str, float] = {
         "deletion_auc": auc(fractions, p_del),
         "insertion_auc": auc(fractions, p_ins),
+        "logit_deletion_auc": auc(fractions, z_del),
+        "logit_insertion_auc": auc(fractions, z_ins),
+        "logit_exact": 1.0 if score_kind(classifier) == "logit" else 0.0,
     }
-    figs.update(_drop_figures(p_drop, TOP_FRACTION, TOP_RANDOM))
+    figs.update(_drop_figures(p_drop, TOP_FRACTION, n_random))
+    figs.update(margin_figures(float(z_drop[0]), float(z_drop[1]), z_drop[2:]))
     return replace(heatmap, trust={**heatmap.trust, **figs})
 
 
 # ---------------------------------------------------------------------- in plain words
 #: verdict levels, best first
 LEVELS = ("good", "warn", "bad", "info")
-#: drop_top − drop_random at which a map counts as faithful / weakly faithful
-FAITHFUL_MARGIN, WEAK_MARGIN = 0.10, 0.03
-#: p below which removing pixels cannot show much (the probability has nowhere to fall)
-LOW_P = 0.15
-#: both drops below this: p does not move at all (a saturated model), nothing to compare
-SATURATED_DROP = 0.01
+#: the margin (log-odds) a map must beat random removal by, with its interval above zero, to
+#: be called faithful: 0.2 is an odds ratio of 1.22 beyond what random removal does
+FAITHFUL_MARGIN = 0.2
+#: |drops| below this (log-odds) when only probabilities were available: p is saturated
+SATURATED_DROP = 1e-6
 #: SHAP completeness gap (relative) for "sums to the score" / "roughly"
 GAP_GOOD, GAP_WARN = 0.05, 0.20
 
@@ -297,49 +366,93 @@ def _num(v: Any) -> float:
 
 
 def _faithfulness(trust: Mapping[str, Any]) -> Verdict | None:
-    p, top, rnd = _num(trust.get("p")), _num(trust.get("drop_top")), _num(trust.get("drop_random"))
-    if not (math.isfinite(p) and math.isfinite(top) and math.isfinite(rnd)):
+    """The faithfulness verdict from the log-odds margin of :func:`add_trust` (None if absent).
+
+    "not faithful" when removing the map's top pixels does not lower the class's log-odds, or
+    lowers it less than random removal does; "faithful" only when it beats random removal by
+    at least :data:`FAITHFUL_MARGIN` with the interval's lower end above zero; "inconclusive"
+    in between ("faithfulness inconclusive").
+    """
+    z, top = _num(trust.get("logit")), _num(trust.get("logit_drop_top"))
+    rnd, margin = _num(trust.get("logit_drop_random")), _num(trust.get("margin"))
+    lo, hi = _num(trust.get("margin_lo")), _num(trust.get("margin_hi"))
+    if not all(math.isfinite(v) for v in (z, top, rnd, margin)):
         return None
-    pct = f"{_num(trust.get('drop_fraction', 0.2)) * 100:.0f} %"
+    pct = f"{_num(trust.get('drop_fraction', TOP_FRACTION)) * 100:.0f} %"
+    p, p_top = _num(trust.get("p")), _num(trust.get("p")) - _num(trust.get("drop_top"))
+    n = int(_num(trust.get("n_random", 0)) or 0)
+    conf = f"{_num(trust.get('confidence', CONFIDENCE)) * 100:.0f} %"
+    interval = f"{lo:+.2f} to {hi:+.2f}" if math.isfinite(lo) and math.isfinite(hi) else "n/a"
     detail = (
         f"The most important {pct} of the image by this map was blurred away and the model "
-        f"asked again: p went from {p:.2f} to {p - top:.2f}. Blurring {pct} of pixels chosen "
-        f"at random changed it by {-rnd:+.2f} on average. A map that points at what the model "
-        "uses makes p fall much more than random removal does."
+        f"asked again. The score compared is the explained class's log-odds, log(p / (1 − p)), "
+        f"which keeps moving where p is saturated: it went from {z:.2f} to {z - top:.2f} "
+        f"(p {p:.4f} → {p_top:.4f}). Blurring {pct} of pixels chosen at random ({n} draws) "
+        f"lowered it by {rnd:.2f} on average. Margin: {margin:+.2f} log-odds, {conf} interval "
+        f"{interval} over the random draws. Faithful means a margin of at least "
+        f"{FAITHFUL_MARGIN} with the interval above zero."
     )
-    verb = "drops" if top >= 0 else "raises"
-    if top >= 0 and rnd >= 0:
-        effect = f"drops p by {top:.2f} vs {rnd:.2f} at random"
-    else:
-        effect = (
-            f"{verb} p by {abs(top):.2f} vs a {'drop' if rnd >= 0 else 'rise'} of "
-            f"{abs(rnd):.2f} at random"
-        )
-    if p < LOW_P:
+    if _num(trust.get("logit_exact", 1.0)) == 0.0 and max(abs(top), abs(rnd)) < SATURATED_DROP:
         return Verdict(
             "info",
-            f"faithfulness not measurable: p is only {p:.2f}",
-            detail + " Here p is already low, so there is little to fall.",
+            f"faithfulness not measurable: p stays {p:.2f} and the model gives no logit",
+            detail + " This model's output activation could not be separated from its last "
+            "layer, so only its probability was available, and that is saturated.",
         )
-    if max(abs(top), abs(rnd)) < SATURATED_DROP:
+    if top <= 0.0:
         return Verdict(
-            "info",
-            f"faithfulness not measurable: p stays {p:.2f} with any {pct} removed",
-            detail + " Removing a fifth of the image, chosen by the map or at random, hardly "
-            "moves p (a model that is already sure, or one that does not use local detail), so "
-            "this test cannot tell here. The deletion and insertion curves, which go on to "
-            "remove everything, still can.",
+            "bad",
+            f"not faithful: removing its top {pct} raises the log-odds by {-top:.2f}",
+            detail + " Removing what this map points at makes the model more sure, not less: "
+            "it does not show what the model relies on for this class.",
         )
-    margin = top - rnd
-    if margin >= FAITHFUL_MARGIN:
+    if margin <= 0.0:
+        return Verdict(
+            "bad",
+            f"not faithful: removing its top {pct} lowers the log-odds by {top:.2f}, "
+            f"random removal by {rnd:.2f}",
+            detail + " Random pixels matter as much as the ones this map points at.",
+        )
+    effect = f"beats random by {margin:.2f} log-odds ({interval})"
+    if margin >= FAITHFUL_MARGIN and math.isfinite(lo) and lo > 0.0:
         return Verdict("good", f"faithful: removing its top {pct} {effect}", detail)
-    if margin >= WEAK_MARGIN:
-        return Verdict("warn", f"weakly faithful: removing its top {pct} {effect}", detail)
     return Verdict(
-        "bad",
-        f"not faithful: removing its top {pct} {effect}",
-        detail + " This map does not show what the model relies on; do not read it as such.",
+        "warn",
+        f"faithfulness inconclusive: its top {pct} {effect}",
+        detail + " The map beats random removal by too little, or not clearly enough, to "
+        "call it faithful.",
     )
+
+
+def faithfulness_label(trust: Mapping[str, Any]) -> str:
+    """One word for a CSV column: faithful, inconclusive, not faithful, not measurable or ""."""
+    v = _faithfulness(trust)
+    if v is None:
+        return ""
+    return {"good": "faithful", "warn": "inconclusive", "bad": "not faithful"}.get(
+        v.level, "not measurable"
+    )
+
+
+def most_faithful(trusts: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The method judged faithful with the highest interval lower end (None if none is)."""
+    best, best_lo = None, -math.inf
+    for method, trust in trusts.items():
+        v = _faithfulness(trust)
+        lo = _num(trust.get("margin_lo"))
+        if v is not None and v.level == "good" and lo > best_lo:
+            best, best_lo = method, lo
+    return best
+
+
+#: what to do when LIME did not converge, and why
+LIME_ADVICE = (
+    " What to do: raise the sample cap (the Samples control, or batch --lime-samples), or use "
+    "fewer, larger superpixels (n_segments): the fewer superpixels, the fewer weights the "
+    "surrogate has to pin down with the same samples. If LIME explains the probability "
+    "(output = probability) of a confident model, switch it back to the log-odds: a saturated "
+    "p barely changes when superpixels are hidden, which leaves the fits mostly noise."
+)
 
 
 def _lime(trust: Mapping[str, Any], settings: Mapping[str, Any]) -> Verdict | None:
@@ -369,9 +482,9 @@ def _lime(trust: Mapping[str, Any], settings: Mapping[str, Any]) -> Verdict | No
     if settings.get("early_stop", True):
         return Verdict(
             "warn",
-            f"LIME did not converge at {n:,} samples",
+            f"LIME did not converge at {n:,} samples: raise Samples or use fewer superpixels",
             "The fits on two halves of the samples still disagreed when the sample budget ran "
-            "out, so another run may draw a different map." + agree + fit,
+            "out, so another run may draw a different map." + agree + fit + LIME_ADVICE,
         )
     return Verdict(
         "info",
@@ -420,12 +533,19 @@ def verdicts(
 
 
 def figures_text(trust: Mapping[str, Any]) -> str:
-    """The compact figures line ("del 0.21 / ins 0.64 · gap 0.4 %")."""
+    """The compact figures line ("log-odds del 1.21 / ins 4.64 · margin +1.30 · gap 0.4 %")."""
     parts = []
-    if "deletion_auc" in trust and "insertion_auc" in trust:
+    if "logit_deletion_auc" in trust and "logit_insertion_auc" in trust:
+        parts.append(
+            f"log-odds del {_num(trust['logit_deletion_auc']):.2f} / "
+            f"ins {_num(trust['logit_insertion_auc']):.2f}"
+        )
+    elif "deletion_auc" in trust and "insertion_auc" in trust:
         parts.append(
             f"del {_num(trust['deletion_auc']):.2f} / ins {_num(trust['insertion_auc']):.2f}"
         )
+    if "margin" in trust and math.isfinite(_num(trust["margin"])):
+        parts.append(f"margin {_num(trust['margin']):+.2f}")
     if "completeness_gap" in trust and math.isfinite(_num(trust["completeness_gap"])):
         parts.append(f"gap {_num(trust['completeness_gap']) * 100:.1f} %")
     return " · ".join(parts)
@@ -434,16 +554,36 @@ def figures_text(trust: Mapping[str, Any]) -> str:
 def figures_tooltip(trust: Mapping[str, Any]) -> str:
     """What the figures of :func:`figures_text` mean, in plain words."""
     lines = []
-    if "deletion_auc" in trust:
+    if "logit_deletion_auc" in trust:
+        lines.append(
+            f"log-odds del {_num(trust['logit_deletion_auc']):.2f}: deletion AUC on the class's "
+            "log-odds — the image's pixels are blurred away most important first and the area "
+            "under the log-odds curve is taken. Lower is better: a faithful map makes the score "
+            f"fall fast (on p: {_num(trust.get('deletion_auc')):.2f})."
+        )
+    elif "deletion_auc" in trust:
         lines.append(
             f"del {_num(trust['deletion_auc']):.2f}: deletion AUC — the image's pixels are blurred "
             "away most important first and the area under the probability curve is taken. Lower "
             "is better: a faithful map makes p fall fast."
         )
-    if "insertion_auc" in trust:
+    if "logit_insertion_auc" in trust:
+        lines.append(
+            f"ins {_num(trust['logit_insertion_auc']):.2f}: insertion AUC on the log-odds — the "
+            "pixels are put back into a blurred image most important first. Higher is better: "
+            f"the score rises fast (on p: {_num(trust.get('insertion_auc')):.2f})."
+        )
+    elif "insertion_auc" in trust:
         lines.append(
             f"ins {_num(trust['insertion_auc']):.2f}: insertion AUC — the pixels are put back into "
             "a blurred image most important first. Higher is better: p rises fast."
+        )
+    if "margin" in trust:
+        lines.append(
+            f"margin {_num(trust['margin']):+.2f}: how much more blurring the map's top 20 % "
+            "lowers the log-odds than blurring 20 % of pixels at random "
+            f"({_num(trust.get('margin_lo')):+.2f} to {_num(trust.get('margin_hi')):+.2f}, "
+            f"{_num(trust.get('confidence', CONFIDENCE)) * 100:.0f} % interval)."
         )
     if "completeness_gap" in trust:
         gap = _num(trust["completeness_gap"])

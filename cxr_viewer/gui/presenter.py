@@ -12,12 +12,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QImage, QPixmap
 
-from cxr_viewer.core.overlay import colorbar_image, legend_labels
+from cxr_viewer.core.agreement import FilmComparison, agreement_layer, compare_film
+from cxr_viewer.core.overlay import colorbar_image, colorize, legend_labels
+from cxr_viewer.core.sanity import SanityResult
 from cxr_viewer.core.study import Window
-from cxr_viewer.core.trust import verdicts
+from cxr_viewer.core.trust import Verdict, verdicts
 
 from .controller import Controller
 from .imaging import display_qimage, render_u8, rgba_qimage
@@ -161,12 +164,40 @@ def status_text(state: ViewerState, method: str) -> str:
 
 
 def method_verdicts(state: ViewerState, method: str):
-    """The trust verdicts of ``method``'s finished map (none while it is partial or absent)."""
+    """The trust verdicts of ``method``'s finished map (none while it is partial or absent),
+    then the model's sanity check of the method when it has been run (core.sanity, cached)."""
     result = state.overlays[method].heatmap
     if result is None or result.partial:
         return []
     hm = result.heatmap
-    return verdicts(method, dict(getattr(hm, "trust", {}) or {}), dict(hm.settings or {}))
+    out = verdicts(method, dict(getattr(hm, "trust", {}) or {}), dict(hm.settings or {}))
+    sanity = state.model.sanity.get(method) if state.model is not None else None
+    if sanity:
+        check = SanityResult.from_dict(sanity)
+        out.append(Verdict("bad" if check.insensitive else "good", check.text, check.detail))
+    return out
+
+
+def film_comparison(state: ViewerState) -> FilmComparison:
+    """Agreement and the most faithful map among the finished maps that are shown."""
+    done = {
+        m: state.overlays[m].heatmap.heatmap
+        for m in METHODS
+        if state.overlays[m].visible
+        and state.overlays[m].heatmap is not None
+        and not state.overlays[m].heatmap.partial
+    }
+    return compare_film(
+        {m: hm.values for m, hm in done.items()},
+        {m: dict(getattr(hm, "trust", {}) or {}) for m, hm in done.items()},
+        {m: state.overlays[m].label for m in done},
+    )
+
+
+#: the composite view's overlay name of the agreement layer
+AGREEMENT_LAYER = "agreement"
+#: the pane title's mark of the map to believe first on this film
+MOST_FAITHFUL = "★ most faithful on this film"
 
 
 class OverlayPresenter(QObject):
@@ -180,10 +211,16 @@ class OverlayPresenter(QObject):
         self.panes = panes or {}
         self.colorize_calls = 0
         self._strips: dict[tuple[str, bool, float], QImage] = {}
+        self._film_key: tuple[tuple[str, int], ...] | None = None
+        self._film_value = FilmComparison((), "", None)
+        self._agreement_key: tuple | None = None
+        #: the agreement layer drawn now (None: off)
+        self.agreement_shown: np.ndarray | None = None
         state.events.overlay.connect(self._on_overlay)
         state.events.study.connect(self.redraw_all)
         state.events.target_class.connect(self.annotate)
         state.events.model.connect(self.annotate)
+        state.events.agreement.connect(self.annotate)
         self.annotate()
 
     def _views_of(self, method: str) -> list[ImageView]:
@@ -270,8 +307,54 @@ class OverlayPresenter(QObject):
         else:
             caption = "Explanations: none (G, L, S show them)"
         legends = [lg for lg in (self.legend(m) for m in shown) if lg is not None]
-        self.view.set_annotations(caption, [], legends)
+        film = self._film()
+        self._draw_agreement()
+        agreement = [("info", film.line)] if film.line else []
+        self.view.set_annotations(caption, agreement, legends)
+        first = next((m for m in METHODS if m in self.panes and m in shown), None)
         for m, pane in self.panes.items():
             lg = self.legend(m)
             badges = [(v.level, v.text) for v in method_verdicts(self.state, m)]
-            pane.set_annotations(self.caption(m), badges, [lg] if lg is not None else [])
+            if m == first:
+                badges += agreement
+            title = self.caption(m)
+            if m == film.most_faithful:  # first: a long caption is elided at its end
+                title = f"{MOST_FAITHFUL} · {title}"
+            pane.set_annotations(title, badges, [lg] if lg is not None else [])
+
+    def _draw_agreement(self) -> None:
+        """The agreement layer on the composite view (core.agreement.agreement_layer): where at
+        least ``state.agreement_k`` of the shown, finished maps put their top 10 %."""
+        k = self.state.agreement_k
+        done = {
+            m: self.state.overlays[m].heatmap.heatmap.values
+            for m in METHODS
+            if self.state.overlays[m].visible
+            and self.state.overlays[m].heatmap is not None
+            and not self.state.overlays[m].heatmap.partial
+        }
+        key = (k, tuple((m, id(v)) for m, v in done.items()))
+        if key == self._agreement_key:
+            return
+        self._agreement_key = key
+        if not k or len(done) < 2:
+            self.agreement_shown = None
+            self.view.set_overlay(AGREEMENT_LAYER, None)
+            return
+        layer = agreement_layer(done, k=k)
+        self.agreement_shown = layer
+        rgba = colorize(layer, signed=False, colormap="viridis", vmax=1.0, cutoff=0.01)
+        self.view.set_overlay(AGREEMENT_LAYER, QPixmap.fromImage(rgba_qimage(rgba)), z=50.0)
+        self.view.set_overlay_opacity(AGREEMENT_LAYER, 0.6)
+        self.view.set_overlay_visible(AGREEMENT_LAYER, True)
+
+    def _film(self) -> FilmComparison:
+        """:func:`film_comparison`, recomputed only when the finished maps change."""
+        key = tuple(
+            (m, id(self.state.overlays[m].heatmap))
+            for m in METHODS
+            if self.state.overlays[m].visible and self.state.overlays[m].heatmap is not None
+        )
+        if key != self._film_key:
+            self._film_key, self._film_value = key, film_comparison(self.state)
+        return self._film_value

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
+from cxr_viewer.core.agreement import compare_film
 from cxr_viewer.core.display import display_image
 from cxr_viewer.core.errors import CxrError
 from cxr_viewer.core.model_card import model_title
@@ -343,6 +344,8 @@ def annotated_panels(snap: Snapshot) -> tuple[np.ndarray, list[ExportPanel]]:
             text(no_signal_line(ly), font * 0.85, colour="#ff8080")
         caption = legend_labels(ly.signed, ly.colormap, snap.target_class or "")[2]
         text(caption, font * 0.85, colour="#aab0b8")
+    for line_text in comparison_lines(shown):
+        text(line_text)
     text(DISCLAIMER, font * 0.95, "bold", "#f0c36d")
 
     band = int(np.ceil(16 * s + sum(line * b.size / font for b in blocks)))
@@ -442,6 +445,11 @@ REPORTED_SETTINGS = (
 
 #: the trust figures the report lists (the verdict lines say what they mean)
 REPORTED_TRUST = (
+    "logit_deletion_auc",
+    "logit_insertion_auc",
+    "margin",
+    "margin_lo",
+    "margin_hi",
     "deletion_auc",
     "insertion_auc",
     "drop_top",
@@ -449,6 +457,20 @@ REPORTED_TRUST = (
     "completeness_gap",
     "surrogate_r2",
 )
+
+
+def comparison_lines(shown: list[LayerSnapshot]) -> list[str]:
+    """The agreement line and the most faithful map of the shown maps (core.agreement)."""
+    film = compare_film(
+        {ly.method: ly.values for ly in shown},
+        {ly.method: ly.trust for ly in shown},
+        {ly.method: ly.label for ly in shown},
+    )
+    out = [film.line] if film.line else []
+    if film.most_faithful is not None:
+        label = next(ly.label for ly in shown if ly.method == film.most_faithful)
+        out.append(f"Most faithful on this film: {label}")
+    return out
 
 
 def _settings_text(ly: LayerSnapshot) -> str:
@@ -576,6 +598,7 @@ def save_pdf(snap: Snapshot, path: str | Path) -> Path:
             lines.append(f"  {no_signal_line(ly)}")
         for v in verdicts(ly.method, ly.trust, ly.settings):
             lines.append(f"  {v.level}: {v.text}")
+    lines += comparison_lines(shown)
     wrapped = "\n".join(textwrap.fill(t, PDF_WRAP, subsequent_indent="    ") for t in lines)
     fig.text(0.06, 0.205, wrapped, fontsize=7.5, va="top", family="monospace")
     fig.text(0.06, 0.022, textwrap.fill(DISCLAIMER, 120), fontsize=7, style="italic")

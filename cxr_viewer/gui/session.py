@@ -146,6 +146,7 @@ class ModelSession:
             card_figures=bundle.card(),
             layer_sizes=self._layer_sizes(layers),
             unavailable=unavailable,
+            sanity=_cached_sanity(clf),
         )
         progress(0.75, "Warming up Grad-CAM…")
         self._warm_up_gradcam(defaults.get("gradcam"), settings.get("gradcam", {}))
@@ -282,3 +283,15 @@ class ModelSession:
             partial=_partial if partial is not None else None,
         )
         return OverlayResult.from_heatmap(hm, colormap, size=size)
+
+
+def _cached_sanity(clf: Classifier) -> dict[str, dict[str, Any]]:
+    """Method → its cached sanity check on this model file (run by ``--self-test --sanity``)."""
+    from cxr_viewer.core.sanity import cached_result
+
+    found = {}
+    for method in EXPLAINERS:
+        result = cached_result(clf, method)
+        if result is not None:
+            found[method] = result.as_dict()
+    return found

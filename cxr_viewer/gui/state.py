@@ -120,6 +120,8 @@ class ModelInfo:
     #: model card figures for the prediction panel (core.bundle.Bundle.card): test_auc,
     #: finding_auc, population
     card_figures: dict[str, Any] = field(default_factory=dict)
+    #: method → its cached sanity check on this model file (core.sanity.SanityResult.as_dict)
+    sanity: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: layer → (rows, columns) of its output, for the layer menus
     layer_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: method → why it does not apply to this model (core.explain.registry.method_unavailable)
@@ -131,7 +133,7 @@ class ViewerState:
 
     Events (arguments in brackets): ``studies`` (), ``study`` (), ``display`` (),
     ``prediction`` (), ``target_class`` (), ``overlay`` (method, what), ``model`` (),
-    ``layout`` (), ``privacy`` ().
+    ``layout`` (), ``privacy`` (), ``agreement`` ().
     """
 
     def __init__(self) -> None:
@@ -148,6 +150,8 @@ class ViewerState:
         self.model_message: str = "No model loaded"
         self.model_progress: float = 0.0
         self.layout: str = "grid"
+        #: the agreement layer: 0 off, k ≥ 1 where at least k shown maps put their top 10 %
+        self.agreement_k: int = 0
         self.focus_method: str = METHODS[0]
         self.hide_patient: bool = False
         self.overlays: dict[str, OverlayState] = {
@@ -393,6 +397,15 @@ class ViewerState:
         self.events.overlay.emit(method, "status")
 
     # ---------------------------------------------------------------- layout/privacy
+    def set_agreement_layer(self, k: int) -> None:
+        """Show where at least ``k`` of the shown maps put their top 10 % (0: hide it)."""
+        k = int(k)
+        if k < 0:
+            raise ValueError(f"k must be 0 (off) or at least 1, got {k}")
+        if k != self.agreement_k:
+            self.agreement_k = k
+            self.events.agreement.emit()
+
     def set_single_view(self, single: bool) -> None:
         """The single-method view on, or back to the grid."""
         self.set_layout("single" if single else "grid")
@@ -470,6 +483,7 @@ class _Events:
             "model",
             "layout",
             "privacy",
+            "agreement",
         ):
             setattr(self, name, Event(name))
 
@@ -480,5 +494,6 @@ class _Events:
     target_class: Event
     overlay: Event
     model: Event
+    agreement: Event
     layout: Event
     privacy: Event

@@ -108,6 +108,20 @@ def test_orthogonal_pairs_recover_a_linear_model_at_least_as_well(tmp_path, imag
     assert ortho > 0.95 and ortho >= coins
 
 
+def test_log_odds_of_a_linear_logit_are_recovered_exactly(tmp_path, image_and_segments):
+    """LIME's default output, the log-odds, is linear in the masks on this model: the surrogate
+    ranks the superpixels exactly as the model does, with either design."""
+    x, segments = image_and_segments
+    n = int(segments.max()) + 1
+    effects = 1.5 * (1 + np.random.default_rng(2).permutation(n)) / n
+    clf = linear_classifier(tmp_path, effects, segments)
+    for design in ("orthogonal", "random"):
+        settings = {**SETTINGS, "output": "log_odds", "num_samples": 64, "early_stop": False}
+        hm = LimeExplainer(clf, {**settings, "sampling": design}).explain(x, 1)
+        w = np.array([hm.values[segments == i][0] for i in range(n)])
+        assert np.corrcoef(np.argsort(np.argsort(w)), effects)[0, 1] > 0.99, design
+
+
 def test_unknown_sampling_setting_is_a_clear_error(tmp_path, image_and_segments):
     x, segments = image_and_segments
     clf = linear_classifier(tmp_path, np.ones(int(segments.max()) + 1), segments)

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QApplication
 
 from cxr_viewer.core.errors import CorruptFileError
 from cxr_viewer.core.explain.base import Heatmap
+from cxr_viewer.core.trust import margin_figures
 from cxr_viewer.gui.platform_check import (
     APT_LINE,
     DisplayUnavailable,
@@ -22,6 +23,7 @@ from cxr_viewer.gui.platform_check import (
     package_for,
     platform_plan,
 )
+from cxr_viewer.gui.presenter import MOST_FAITHFUL
 from cxr_viewer.gui.results import OverlayResult
 from cxr_viewer.gui.state import METHODS
 
@@ -154,7 +156,8 @@ def _result(method: str, trust: dict, settings: dict | None = None) -> OverlayRe
 def test_verdict_badges_in_the_panel_and_the_panes(qtbot, window):
     win = window
     st = win.state
-    drops = {"p": 0.9, "drop_top": 0.41, "drop_random": 0.05}
+    drops = {"p": 0.9, "drop_top": 0.41, "drop_random": 0.05, "drop_fraction": 0.2}
+    drops |= margin_figures(6.0, 3.0, np.array([5.5, 5.6, 5.4, 5.5]))
     st.set_visible("gradcam", True)
     st.set_result(
         "gradcam", _result("gradcam", {**drops, "deletion_auc": 0.2, "insertion_auc": 0.7})
@@ -164,7 +167,13 @@ def test_verdict_badges_in_the_panel_and_the_panes(qtbot, window):
         "lime",
         _result(
             "lime",
-            {"p": 0.9, "drop_top": -0.02, "drop_random": 0.05, "samples": 2000.0},
+            {
+                "p": 0.9,
+                "drop_top": -0.02,
+                "drop_random": 0.05,
+                "samples": 2000.0,
+                **margin_figures(6.0, 6.4, np.array([5.5, 5.6])),
+            },
             {"samples_used": 2000, "converged": False, "early_stop": True},
         ),
     )
@@ -178,19 +187,42 @@ def test_verdict_badges_in_the_panel_and_the_panes(qtbot, window):
     )
     controls = win.overlay_panel.controls
     assert controls["gradcam"].verdict_texts() == [
-        ("good", "faithful: removing its top 20 % drops p by 0.41 vs 0.05 at random")
+        (
+            "good",
+            "faithful: removing its top 20 % beats random by 2.50 log-odds (+2.37 to +2.63)",
+        )
     ]
+    lime_not_converged = (
+        "warn",
+        "LIME did not converge at 2,000 samples: raise Samples or use fewer superpixels",
+    )
     assert controls["lime"].verdict_texts() == [
-        ("bad", "not faithful: removing its top 20 % raises p by 0.02 vs a drop of 0.05 at random"),
-        ("warn", "LIME did not converge at 2,000 samples"),
+        ("bad", "not faithful: removing its top 20 % raises the log-odds by 0.40"),
+        lime_not_converged,
     ]
     assert ("good", "SHAP sums to the score within 0.4 %") in controls["shap"].verdict_texts()
     badge = controls["lime"].badges[1]
     assert "two halves of the samples" in badge.toolTip()  # the tooltip explains the verdict
-    assert controls["gradcam"].figures.text() == "del 0.20 / ins 0.70"
+    assert controls["gradcam"].figures.text() == "del 0.20 / ins 0.70 · margin +2.50"
     # the same verdicts inside each method's pane
     qtbot.waitUntil(lambda: win.panes["lime"].isVisible())
-    assert ("warn", "LIME did not converge at 2,000 samples") in win.panes["lime"].badges
+    assert lime_not_converged in win.panes["lime"].badges
+    # the most faithful map on this film (gradcam and shap tie; the first in the grid wins) is
+    # marked in its pane's title, and the first pane says whether the maps agree
+    assert win.panes["gradcam"].caption.startswith(MOST_FAITHFUL)
+    assert not win.panes["shap"].caption.startswith(MOST_FAITHFUL)
+    agreement = [t for lvl, t in win.panes["gradcam"].badges if t.startswith("Agreement: ")]
+    assert len(agreement) == 1 and ("agree" in agreement[0] or "elsewhere" in agreement[0])
+    assert not any(t.startswith("Agreement") for _, t in win.panes["lime"].badges)
+    # the agreement layer on the composite view: where at least 2 shown maps put their top 10 %
+    assert win.overlays.agreement_shown is None
+    win.overlay_panel.agreement.setChecked(True)
+    assert st.agreement_k == 2
+    shown = win.overlays.agreement_shown
+    assert shown is not None and shown.shape == (64, 64) and shown.max() > 0
+    assert win.overlay_view.overlay_item("agreement").isVisible()
+    win.overlay_panel.agreement.setChecked(False)
+    assert win.overlays.agreement_shown is None
     # a partial map has no verdict yet
     partial = _result("gradcam", drops)
     partial.heatmap.partial = True
@@ -204,11 +236,11 @@ def test_real_maps_get_faithfulness_verdicts(qtbot, gui, viewer, studies_dir):
     win.state.set_visible("gradcam", True)
     gui.wait_done(qtbot, win, "gradcam")
     trust = win.state.overlays["gradcam"].heatmap.heatmap.trust
-    assert {"p", "drop_top", "drop_random"} <= set(trust)
+    assert {"p", "logit", "margin", "margin_lo", "margin_hi"} <= set(trust)
     texts = win.overlay_panel.controls["gradcam"].verdict_texts()
-    # "removing its top 20 % …" or, when p does not move at all, "… with any 20 % removed"
-    assert len(texts) == 1 and "20 %" in texts[0][1] and "faithful" in texts[0][1]
-    assert texts[0][0] in ("good", "warn", "bad", "info")
+    # measured on the log-odds: faithful, inconclusive or not faithful, never "not measurable"
+    assert len(texts) == 1 and "20 %" in texts[0][1] and "log-odds" in texts[0][1]
+    assert texts[0][0] in ("good", "warn", "bad")
 
 
 # ---------------------------------------------------------------------- states and messages

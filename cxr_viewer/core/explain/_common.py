@@ -136,3 +136,45 @@ def final_score_parts(model: Any) -> tuple[Any, str, Any]:
     if len(node_inputs) == 1 and is_softmax:
         return node_inputs[0], "logit", op
     return out, "probability", op
+
+
+def output_fn(model: Any, output: str) -> tuple[Any, Any, str]:
+    """(output tensor, compiled x -> output) for the class *score* (SHAP, trust log-odds).
+
+    "logit": the pre-softmax scores (for a final Dense softmax layer a linear twin sharing its
+    weights is applied to the Dense layer's input; for a final Activation its input). Along the
+    interpolation path of a ReLU network the logit is piecewise linear, so expected gradients
+    integrate it accurately with few samples; a saturated softmax is a steep step that needs
+    many. "probability": the model output itself. A model without a separable softmax gives
+    probabilities either way.
+    """
+    cache = model_cache(model)
+    key = ("shap_output", output)
+    if key in cache:
+        tensor, fn, used = cache[key]
+        return tensor, fn, str(used)
+    import keras
+
+    from cxr_viewer.core.model_io import import_tensorflow
+
+    tf = import_tensorflow()
+    tensor = model.outputs[0]
+    used = "probability"
+    if output == "logit":
+        score, kind, final = final_score_parts(model)
+        if kind == "logit":
+            tensor, used = score, "logit"
+        elif kind == "dense_logit":
+            twin = keras.layers.Dense(
+                final.units, activation=None, use_bias=final.use_bias, name=f"{final.name}_logit"
+            )
+            tensor = twin(score)
+            twin.set_weights(final.get_weights())
+            used = "logit"
+    sub = keras.Model(model.inputs, tensor)
+    shape = [None, *model.inputs[0].shape[1:]]
+    fn = tf.function(
+        lambda x: sub(x, training=False), input_signature=[tf.TensorSpec(shape, tf.float32)]
+    )
+    cache[key] = (tensor, fn, used)
+    return tensor, fn, used

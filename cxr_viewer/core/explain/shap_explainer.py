@@ -1,7 +1,7 @@
 """Per-layer SHAP with ``shap.GradientExplainer`` (expected gradients).
 
 The attributed quantity f is the target class's score: its logit by default (see
-:func:`_output_fn`), or its probability (``output="probability"``). Expected gradients (Lundberg & Lee, NeurIPS 2017; Erion et al., Nat. Mach. Intell. 2021)
+:func:`._common.output_fn`), or its probability (``output="probability"``). Expected gradients (Lundberg & Lee, NeurIPS 2017; Erion et al., Nat. Mach. Intell. 2021)
 attribute f(x) − E_b f(b) to the features of a layer's activations ``h``:
 ``phi = E_{b, t} [ (h(x) − h(b)) ⊙ ∇_h f(h(b) + t (h(x) − h(b))) ]`` with b drawn from the
 background set and t ~ U(0, 1); the attributions sum to f(x) − E f(b) (completeness).
@@ -34,10 +34,10 @@ from cxr_viewer.core.resize import resize_map
 from cxr_viewer.core.trust import completeness_gap
 
 from ._common import (
-    final_score_parts,
     flat_model,
     get_layer,
     model_cache,
+    output_fn,
     output_is_logit,
     target_unit,
 )
@@ -48,48 +48,6 @@ Sampling = Literal["stratified", "shap"]
 Output = Literal["logit", "probability"]
 SAMPLINGS: tuple[str, ...] = get_args(Sampling)
 OUTPUTS: tuple[str, ...] = get_args(Output)
-
-
-def _output_fn(model: Any, output: str) -> tuple[Any, Any, str]:
-    """(output tensor, compiled x -> output) for the class *score* SHAP attributes.
-
-    "logit": the pre-softmax scores (for a final Dense softmax layer a linear twin sharing its
-    weights is applied to the Dense layer's input; for a final Activation its input). Along the
-    interpolation path of a ReLU network the logit is piecewise linear, so expected gradients
-    integrate it accurately with few samples; a saturated softmax is a steep step that needs
-    many. "probability": the model output itself. A model without a separable softmax gives
-    probabilities either way.
-    """
-    cache = model_cache(model)
-    key = ("shap_output", output)
-    if key in cache:
-        tensor, fn, used = cache[key]
-        return tensor, fn, str(used)
-    import keras
-
-    from cxr_viewer.core.model_io import import_tensorflow
-
-    tf = import_tensorflow()
-    tensor = model.outputs[0]
-    used = "probability"
-    if output == "logit":
-        score, kind, final = final_score_parts(model)
-        if kind == "logit":
-            tensor, used = score, "logit"
-        elif kind == "dense_logit":
-            twin = keras.layers.Dense(
-                final.units, activation=None, use_bias=final.use_bias, name=f"{final.name}_logit"
-            )
-            tensor = twin(score)
-            twin.set_weights(final.get_weights())
-            used = "logit"
-    sub = keras.Model(model.inputs, tensor)
-    shape = [None, *model.inputs[0].shape[1:]]
-    fn = tf.function(
-        lambda x: sub(x, training=False), input_signature=[tf.TensorSpec(shape, tf.float32)]
-    )
-    cache[key] = (tensor, fn, used)
-    return tensor, fn, used
 
 
 def _stem_fn(model: Any, layer_name: str) -> Any:
@@ -277,7 +235,7 @@ class ShapLayerExplainer(Explainer):
             import shap
 
         batch = self.settings.batch_size
-        out_tensor, f, used = _output_fn(model, output)
+        out_tensor, f, used = output_fn(model, output)
         bg_h = _activations(_stem_fn(model, layer_name), bg, batch, cancel)
         explainer = shap.GradientExplainer(
             (layer_output(model, layer_name), out_tensor), bg_h, batch_size=batch

@@ -241,4 +241,13 @@ class OverlayPanel(QWidget):
         self.controls = {m: OverlayControls(state, m) for m in METHODS}
         for c in self.controls.values():
             layout.addWidget(c)
+        # the agreement layer (core.agreement.agreement_layer), drawn on the composite view
+        self.agreement = QCheckBox("Agreement layer: where ≥ 2 maps put their top 10 %")
+        self.agreement.setToolTip(
+            "Drawn over the composite view (View ▸ side by side or V): yellow where every "
+            "shown map puts its top 10 % of pixels, darker where only two do."
+        )
+        self.agreement.setChecked(state.agreement_k > 0)
+        self.agreement.toggled.connect(lambda on: state.set_agreement_layer(2 if on else 0))
+        layout.addWidget(self.agreement)
         layout.addStretch(1)
