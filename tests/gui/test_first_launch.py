@@ -120,7 +120,11 @@ win.resize(1280, 720)
 for _ in range(5):
     app.processEvents()
 b = win.status.device_button
+from PySide6.QtWidgets import QScrollArea
+(dock,) = [s for s in win.findChildren(QScrollArea)
+           if s.widget() is not None and s.widget().isAncestorOf(win.overlay_panel)]
 print("RESULT " + json.dumps({
+    "dock": [dock.widget().minimumSizeHint().width(), dock.viewport().width()],
     "dpr": win.devicePixelRatio(), "hint": [hint.width(), hint.height()],
     "min": [minimum.width(), minimum.height()], "size": [win.width(), win.height()],
     "device_inside": win.rect().contains(QRect(b.mapTo(win, QPoint(0, 0)), b.size())),
@@ -129,8 +133,12 @@ win.close()
 """
 
 
-@pytest.mark.parametrize("scale", ["1.5", "2"])
+@pytest.mark.parametrize("scale", ["1", "1.5", "2"])
 def test_minimum_size_fits_1280x720_logical_pixels_at_high_dpi(tmp_path, scale):
+    """In a process of its own, with the app's theme (the tests' shared QApplication has none):
+    the window fits 1280×720 logical pixels, and the right dock's panels fit its fixed width
+    (it scrolls vertically only, so anything wider is clipped: a long checkbox text once cut
+    every line of the model card, the prediction and the method rows)."""
     env = dict(
         os.environ,
         QT_QPA_PLATFORM="offscreen",
@@ -152,6 +160,7 @@ def test_minimum_size_fits_1280x720_logical_pixels_at_high_dpi(tmp_path, scale):
     for key in ("hint", "min"):
         assert out[key][0] <= 1280 and out[key][1] <= 720, out
     assert out["size"] == [1280, 720] and out["device_inside"], out
+    assert out["dock"][0] <= out["dock"][1], out
 
 
 def test_title_names_the_app_once_and_the_status_says_the_version(qtbot, gui, window, tmp_path):

@@ -242,8 +242,10 @@ class OverlayPanel(QWidget):
         for c in self.controls.values():
             layout.addWidget(c)
         # the agreement layer (core.agreement.agreement_layer), drawn on the composite view
-        self.agreement = QCheckBox("Agreement layer: where ≥ 2 maps put their top 10 %")
+        # short: the dock has a fixed width and a longer text clipped the whole panel
+        self.agreement = QCheckBox("Agreement layer (≥ 2 maps' top 10 %)")
         self.agreement.setToolTip(
+            "Where at least 2 of the shown maps put their top 10 % of pixels. "
             "Drawn over the composite view (View ▸ side by side or V): yellow where every "
             "shown map puts its top 10 % of pixels, darker where only two do."
         )
