@@ -413,7 +413,16 @@ def _dribbling_find_peer(peers, every: float):
 def test_find_studies_can_be_cancelled_while_a_peer_dribbles(peers, tmp_path):
     peer, sent, stop = _dribbling_find_peer(peers, every=30.0)
     cancel = CancelToken()
-    threading.Timer(0.5, cancel.cancel).start()
+
+    def cancel_after_the_first_match() -> None:
+        # after the first match (not at a fixed time: a busy machine may take a while to
+        # associate), well before the second one, 30 s later
+        while not sent and not stop.is_set():
+            time.sleep(0.05)
+        time.sleep(0.5)
+        cancel.cancel()
+
+    threading.Thread(target=cancel_after_the_first_match, daemon=True).start()
     try:
         with pytest.raises(Cancelled, match="1 match"):
             _client(peer, tmp_path, timeout=60).find_studies(cancel=cancel)
@@ -425,10 +434,12 @@ def test_find_studies_can_be_cancelled_while_a_peer_dribbles(peers, tmp_path):
 def test_find_studies_stops_at_its_deadline_and_keeps_what_arrived(peers, tmp_path):
     peer, sent, stop = _dribbling_find_peer(peers, every=30.0)
     try:
-        limits = NetLimits(find_seconds=1.0)
+        # 3 s: room for the association and the first match on a busy machine, and far
+        # below the 30 s the second match would take
+        limits = NetLimits(find_seconds=3.0)
         found = _client(peer, tmp_path, timeout=60, limits=limits).find_studies()
         assert [r.study_instance_uid for r in found] == [STUDY + ".1"]
-        assert "after 1 s (the deadline)" in found.problem
+        assert "after 3 s (the deadline)" in found.problem
     finally:
         stop.set()
 
