@@ -26,11 +26,13 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -42,7 +44,7 @@ from PySide6.QtWidgets import (
 
 from cxr_viewer.core.errors import BundleError, CxrError
 from cxr_viewer.core.importer.inspect import CANDIDATES, ModelSummary, inspect_model
-from cxr_viewer.core.preprocess import PREPROCESSING_LABELS
+from cxr_viewer.core.preprocess import PREPROCESSING_LABELS, Intensity
 
 from .error_dialog import describe
 from .worker import Failure, Task, WorkerThread
@@ -57,6 +59,19 @@ HEAD_CHOICES = (
     ("softmax: exclusive classes", "softmax"),
     ("binary: one sigmoid unit (positive finding)", "binary"),
     ("multi-label: independent findings", "multilabel"),
+)
+#: (label, resize interpolation or None for the importer's choice) offered in the dialog
+INTERPOLATION_CHOICES: tuple[tuple[str, str | None], ...] = (
+    ("as the importer decides (area, or the best match on reference predictions)", None),
+    ("nearest", "nearest"),
+    ("bilinear (OpenCV resize, Keras image_dataset_from_directory)", "bilinear"),
+    ("area", "area"),
+    ("cubic", "cubic"),
+)
+#: (label, intensity stage) offered in the dialog
+STAGE_CHOICES = (
+    ("on 0–255 pixels, before the /255", "pixels"),
+    ("on [0, 1] values, after the /255", "unit"),
 )
 NO_POSITIVE = "(none)"
 #: sample studies the preprocessing comparison runs on (at most)
@@ -104,6 +119,9 @@ class ImportDialog(QDialog):
         super().__init__(parent)
         self.model_path = Path(model_path)
         self.bundle_path: Path | None = None
+        #: the import's preprocessing-check warning, shown in a box once the bundle is written
+        self.import_warning: str | None = None
+        self.warning_box: QMessageBox | None = None
         self._worker = worker
         self._own_worker: WorkerThread | None = None
         self._task: Task | None = None
@@ -154,6 +172,38 @@ class ImportDialog(QDialog):
         size_widgets = [self.size_auto, QLabel("rows"), self.height_spin]
         for w in (*size_widgets, QLabel("columns"), self.width_spin):
             size_row.addWidget(w)
+        # the training pipeline's resize and linear intensity step (bundle input.interpolation,
+        # input.intensity), and the user's own predictions to check the whole pipeline against
+        self.interp_combo = QComboBox()
+        for label, interp in INTERPOLATION_CHOICES:
+            self.interp_combo.addItem(label, interp)
+        self.scale_spin, self.offset_spin = QDoubleSpinBox(), QDoubleSpinBox()
+        self.scale_spin.setRange(0.001, 1000.0)
+        self.scale_spin.setDecimals(3)
+        self.scale_spin.setValue(1.0)
+        self.offset_spin.setRange(-1000.0, 1000.0)
+        self.offset_spin.setDecimals(3)
+        self.stage_combo = QComboBox()
+        for label, stage in STAGE_CHOICES:
+            self.stage_combo.addItem(label, stage)
+        intensity_row = QHBoxLayout()
+        for w in (QLabel("×"), self.scale_spin, QLabel("+"), self.offset_spin, self.stage_combo):
+            intensity_row.addWidget(w)
+        intensity_tip = (
+            "A contrast or brightness step of the training pipeline, v × scale + offset "
+            "(e.g. ×1.3 on the pixels before the /255). ×1 + 0: none."
+        )
+        for w in (self.scale_spin, self.offset_spin, self.stage_combo):
+            w.setToolTip(intensity_tip)
+        self.reference_edit = QLineEdit()
+        self.reference_edit.setPlaceholderText(
+            "optional: a CSV of the model's outputs on a few films through your own pipeline"
+        )
+        self.reference_edit.setToolTip(
+            "Columns: the film's path, then one output per class (as cxr-train import "
+            "--reference-predictions reads it). Every preprocessing not stated above is tried "
+            "on those films and the best match is used; a poor best match is reported."
+        )
         self.background_edit = QLineEdit()
         self.background_edit.setPlaceholderText("empty: synthetic chest X-ray phantoms")
         self.out_edit = QLineEdit(str(out_dir))
@@ -163,6 +213,11 @@ class ImportDialog(QDialog):
         form.addRow("Output head", self.head_combo)
         form.addRow("Input values", self.preprocess_combo)
         form.addRow("Input size", _wrap(size_row))
+        form.addRow("Resize", self.interp_combo)
+        form.addRow("Intensity step", _wrap(intensity_row))
+        form.addRow(
+            "Reference predictions", self._with_browse(self.reference_edit, self._browse_reference)
+        )
         form.addRow("SHAP background", self._with_browse(self.background_edit, self._browse_bg))
         form.addRow("Save bundle to", self._with_browse(self.out_edit, self._browse_out))
         self.preview_button = QPushButton("Compare preprocessings on sample images")
@@ -211,6 +266,11 @@ class ImportDialog(QDialog):
             self.size_auto,
             self.height_spin,
             self.width_spin,
+            self.interp_combo,
+            self.scale_spin,
+            self.offset_spin,
+            self.stage_combo,
+            self.reference_edit,
             self.background_edit,
             self.out_edit,
         ]
@@ -250,6 +310,14 @@ class ImportDialog(QDialog):
         folder = QFileDialog.getExistingDirectory(self, "Folder of chest X-rays for SHAP")
         if folder:
             self.background_edit.setText(folder)
+
+    @Slot()
+    def _browse_reference(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "The model's predictions through your pipeline", "", "CSV (*.csv)"
+        )
+        if path:
+            self.reference_edit.setText(path)
 
     @Slot()
     def _browse_out(self) -> None:
@@ -300,6 +368,16 @@ class ImportDialog(QDialog):
             raise BundleError("Choose where to save the bundle", "the folder is empty.")
         positive = self.positive_combo.currentText()
         background = self.background_edit.text().strip()
+        intensity = Intensity(
+            self.scale_spin.value(), self.offset_spin.value(), self.stage_combo.currentData()
+        )
+        reference = self.reference_edit.text().strip()
+        if reference and not Path(reference).is_file():
+            raise BundleError(
+                "The reference predictions file does not exist",
+                f"{reference} is not a file.",
+                "Choose the CSV of your model's outputs, or leave the field empty.",
+            )
         return {
             "class_names": classes,
             "out_dir": Path(out),
@@ -310,6 +388,9 @@ class ImportDialog(QDialog):
             "background_dir": Path(background) if background else None,
             "positive_class": positive if positive in classes else None,
             "head": head,
+            "interpolation": self.interp_combo.currentData(),
+            "intensity": None if intensity.identity else intensity,
+            "reference_predictions": Path(reference) if reference else None,
         }
 
     # -- comparing preprocessings ----------------------------------------------------------
@@ -462,6 +543,17 @@ class ImportDialog(QDialog):
         self._set_running(False)
         self.bundle_path = Path(bundle_path)
         self._show_status(f"Imported to {self.bundle_path}")
+        self.import_warning = pipeline_warning(self.bundle_path)
+        if self.import_warning:
+            # not modal: the import is done and the bundle opens; the warning stays readable
+            box = QMessageBox(
+                QMessageBox.Icon.Warning,
+                "Preprocessing check",
+                self.import_warning,
+                parent=self.parentWidget() or self,
+            )
+            box.open()
+            self.warning_box = box
         self.imported.emit(self.bundle_path)
         self.accept()
 
@@ -506,6 +598,19 @@ class ImportDialog(QDialog):
             self._own_worker.shutdown()
             self._own_worker = None
         super().done(result)
+
+
+def pipeline_warning(bundle_dir: Path) -> str | None:
+    """The import's warning that the best preprocessing matched the reference predictions
+    poorly (``metadata.json`` ``preprocessing_check.warning``), or None."""
+    from cxr_viewer.core.bundle import open_bundle
+
+    try:
+        check = open_bundle(bundle_dir).metadata.get("preprocessing_check") or {}
+    except CxrError:
+        return None
+    warning = check.get("warning") if isinstance(check, dict) else None
+    return str(warning) if warning else None
 
 
 def sample_images(folder: Path | None, n: int) -> tuple[list[str], list[np.ndarray]]:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cxr_viewer.core.bundle import open_bundle
+from cxr_viewer.core.errors import CxrError
 
 pytest.importorskip("pytestqt")
 pytest.importorskip("tf_keras")
@@ -140,3 +141,46 @@ def test_open_model_with_a_bare_h5_imports_once_then_remembers(qtbot, window, h5
     window.load_model = loaded.append
     window.open_model_path(h5_model)
     assert asked == [] and loaded == [bundle_dir.resolve()]
+
+
+def test_resize_intensity_and_reference_predictions_reach_the_bundle(qtbot, h5_model, tmp_path):
+    """The dialog states the training pipeline's resize and intensity step, and checks the
+    import against the user's own predictions: a poor best match is shown in a warning box
+    (not modal: the bundle is written and opens)."""
+    import csv
+
+    import cv2
+
+    films = tmp_path / "films"
+    films.mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(4):
+        cv2.imwrite(str(films / f"f{i}.png"), (rng.random((48, 48)) * 255).astype(np.uint8))
+        # outputs no preprocessing of this model gives: they alternate between the extremes
+        rows.append([f"f{i}.png", *((0.99, 0.01) if i % 2 else (0.01, 0.99))])
+    ref = films / "reference.csv"
+    with open(ref, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([["file", "normal", "lesion"], *rows])
+
+    out = tmp_path / "bundle"
+    dialog = _dialog(qtbot, h5_model, out)
+    dialog.classes_edit.setText("normal, lesion")
+    dialog.preprocess_combo.setCurrentIndex(dialog.preprocess_combo.findData("unit"))
+    dialog.interp_combo.setCurrentIndex(dialog.interp_combo.findData("bilinear"))
+    dialog.scale_spin.setValue(1.3)
+    dialog.stage_combo.setCurrentIndex(dialog.stage_combo.findData("pixels"))
+    dialog.reference_edit.setText(str(tmp_path / "missing.csv"))
+    with pytest.raises(CxrError, match="does not exist"):
+        dialog.import_arguments()
+    dialog.reference_edit.setText(str(ref))
+    kwargs = dialog.import_arguments()
+    assert kwargs["interpolation"] == "bilinear" and kwargs["reference_predictions"] == ref
+    assert (kwargs["intensity"].scale, kwargs["intensity"].stage) == (1.3, "pixels")
+    with qtbot.waitSignal(dialog.imported, timeout=120_000):
+        dialog.import_button.click()
+    spec = open_bundle(out).input_spec
+    assert spec.interpolation == "bilinear" and spec.intensity.scale == pytest.approx(1.3)
+    assert dialog.import_warning and dialog.warning_box is not None
+    assert dialog.warning_box.text() == dialog.import_warning
+    dialog.warning_box.close()
