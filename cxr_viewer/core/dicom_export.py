@@ -726,15 +726,7 @@ def export_results(
     File names: ``<stem>_<method>_SC.dcm`` and ``<stem>_SR.dcm`` (``stem``: the source file's
     name). ``patient`` is used only for PNG/JPEG sources.
     """
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DicomExportError(
-            f"Cannot write DICOM results to {out}",
-            f"the folder cannot be created ({exc.strerror or exc})",
-            "Choose a folder you can write to.",
-        ) from exc
+    out = output_folder(out_dir)
     with warnings.catch_warnings():
         # highdicom warns about a source's single-component Patient Name; it is copied as is
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person")
@@ -778,6 +770,20 @@ def _export(
     sr_path = _save(report, out / f"{stem}_SR.dcm")
     uid = str(scs[0].StudyInstanceUID) if scs else str(report.StudyInstanceUID)
     return ExportResult(paths, sr_path, uid, new_study)
+
+
+def output_folder(out_dir: str | Path) -> Path:
+    """``out_dir``, created if missing (a DicomExportError saying why it cannot be)."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DicomExportError(
+            f"Cannot write DICOM results to {out}",
+            f"the folder cannot be created ({exc.strerror or exc})",
+            "Choose a folder you can write to.",
+        ) from exc
+    return out
 
 
 def _save(ds: Dataset, path: Path) -> Path:

@@ -30,6 +30,7 @@ from cxr_viewer.core.dicom_export import (
     _referenceable,
     _save,
     export_results,
+    output_folder,
     source_header,
 )
 from cxr_viewer.core.errors import DicomExportError
@@ -103,15 +104,7 @@ def export_objects(
             "every object kind describes an explanation and none was computed",
             "Use --explain with at least one method.",
         )
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DicomExportError(
-            f"Cannot write DICOM results to {out}",
-            f"the folder cannot be created ({exc.strerror or exc})",
-            "Choose a folder you can write to.",
-        ) from exc
+    out = output_folder(out_dir)
     stem = stem or study.path.stem
     source = source_header(study)
     result = ObjectsResult()
