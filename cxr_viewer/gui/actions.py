@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMenu, QToolBar
 
+from .events import OverlayChange
 from .state import LAYOUT_LABELS, METHOD_LABELS, METHOD_SHORTCUTS, METHODS
 from .theme import icon
 
@@ -270,7 +271,7 @@ class Actions:
             act.setChecked(on)
             act.blockSignals(False)
 
-    def _sync_overlay(self, method: str, what: str) -> None:
+    def _sync_overlay(self, method: str, what: OverlayChange) -> None:
         ov = self.win.state.overlays[method]
         self._set_checked(f"toggle_{method}", ov.visible)
 

@@ -36,6 +36,7 @@ from .actions import OVERLAY_KEYS, Actions
 from .annotations import install as install_annotations
 from .controller import Controller
 from .error_dialog import ErrorReporter
+from .events import RELAYOUTS, OverlayChange
 from .panels.info import MetadataPanel, ModelPanel
 from .panels.overlays import OverlayPanel
 from .panels.prediction import PredictionPanel
@@ -233,8 +234,8 @@ class MainWindow(QMainWindow):
 
         QTimer.singleShot(0, sync)
 
-    def _overlay_shown(self, _method: str = "", what: str = "visible") -> None:
-        if what in ("visible", "config"):
+    def _overlay_shown(self, _method: str, what: OverlayChange) -> None:
+        if what in RELAYOUTS:
             self._apply_layout()
 
     def _study_changed(self) -> None:
