@@ -92,7 +92,9 @@ def test_a_dicomweb_node_is_tested_saved_without_its_token_and_searched_and_retr
         query.retrieve_selected()
     (image,) = got.args[0]
     assert pydicom.dcmread(image).SOPInstanceUID == src.SOPInstanceUID
-    qtbot.waitUntil(lambda: "retrieved into the study list" in query.message.text(), timeout=WAIT_MS)
+    qtbot.waitUntil(
+        lambda: "retrieved into the study list" in query.message.text(), timeout=WAIT_MS
+    )
     assert "1 image(s)" in query.message.text() and "1 stored result(s)" in query.message.text()
     assert image in window.state.studies  # the Parametric Map stays beside it, not in the list
     arrived = sorted((tmp_path / "retrieved" / str(src.StudyInstanceUID)).iterdir())
