@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cxr_viewer.core.errors import Cancelled, CxrError, PacsError
+from cxr_viewer.core.errors import CxrError, PacsError
 from cxr_viewer.core.progress import CancelToken, ProgressFn
 
 from .worker import Failure, Task, WorkerThread
@@ -261,20 +261,17 @@ def _retrieve_web(
 
 
 def _raise_incomplete(endpoint: Endpoint, result: RetrieveResult) -> None:
+    """A PacsError when a study did not arrive whole (a cancel ends the task as cancelled)."""
     from cxr_viewer.core.dicomweb import DicomWebNode
     from cxr_viewer.core.pacs import raise_for_retrieve
 
     if not isinstance(endpoint, DicomWebNode):
         raise_for_retrieve(endpoint, result)
-    elif result.cancelled:
-        raise Cancelled(
-            "Retrieve cancelled", f"{len(result.files)} instance(s) arrived and are kept"
-        )
-    elif not result.complete:
+    elif result.failed or result.problem:
+        why = result.problem or f"{result.failed} instance(s) failed"
         raise PacsError(
-            f"The retrieve from {endpoint.label} is incomplete",
-            f"{result.problem or f'{result.failed} instance(s) failed'}; "
-            f"{len(result.files)} instance(s) arrived and are kept",
+            f"The retrieve from {endpoint.label} is incomplete ({len(result.files)} arrived)",
+            why,
             "Try again later or check the server's log.",
         )
 

@@ -433,6 +433,7 @@ class PacsNodesDialog(QDialog):
         if not 0 <= row < len(self.nodes):
             return
         n = self.nodes[row]
+        self.result_label.setText("")  # a test result belongs to the node it tested
         self.name.setText(n.name)
         self.set_protocol(n.protocol)
         if n.is_dicomweb:
@@ -566,6 +567,11 @@ class NodePicker(QWidget):
         kind = node.secret_kind if node is not None else ""
         self.secret.setVisible(bool(kind))
         self.secret.setPlaceholderText(f"{kind} (not stored)")
+        self.secret.setToolTip(
+            f"The {kind} of {node.label}: kept until the viewer closes, never written"
+            if node is not None and kind
+            else ""
+        )
         self.secret.setText(self.network.secret_for(node) if node is not None else "")
 
     def endpoint(self) -> Endpoint | None:
