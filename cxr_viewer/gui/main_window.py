@@ -107,7 +107,7 @@ class MainWindow(QMainWindow):
             open_files=lambda files: self.controller.open_paths(list(files)),
             show_message=self.status.show_message,
         )
-        self.actions_ = Actions(self, self.pacs.entries())
+        self.actions_ = Actions(self, self, self.pacs.entries())
         self._docks()
         self.annotations = install_annotations(self)  # File ▸ Open annotations…, boxes on panes
 

@@ -55,6 +55,12 @@ def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
+def test_no_import_cycle_in_the_gui():
+    graph = _gui_imports()
+    cycles = sorted(m for m in graph if m in _reachable(graph, m))
+    assert cycles == [], f"modules that import themselves back: {cycles}"
+
+
 def test_no_import_cycle_through_the_pacs_dialogs():
     graph = _gui_imports()
     assert "pacs_dialogs" in graph["main_window"]  # the window uses the dialogs' entries
