@@ -71,7 +71,19 @@ def test_no_import_cycle_through_the_pacs_dialogs():
     assert not (GUI / "dicomweb_dialog.py").exists()  # one query/retrieve dialog for both
 
 
-def test_the_file_menu_is_built_from_the_entries_and_dialogs_start_no_thread(qtbot, window):
+def test_the_file_menu_is_built_from_the_entries_and_dialogs_start_no_thread(
+    qtbot, window, monkeypatch
+):
+    from cxr_viewer.gui import worker
+
+    made: list[str] = []
+    real_init = worker.WorkerThread.__init__
+
+    def counting_init(self, name, *args, **kwargs):
+        made.append(name)
+        real_init(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(worker.WorkerThread, "__init__", counting_init)
     texts = [a.text() for a in window.actions_.file_menu.actions()]
     entries = window.pacs.entries()
     for e in entries:
@@ -85,7 +97,7 @@ def test_the_file_menu_is_built_from_the_entries_and_dialogs_start_no_thread(qtb
     listeners = len(window.state.events.privacy)
     nodes = window.pacs.nodes()
     query = window.pacs.query()
-    assert threading.active_count() == before  # their work goes to the controller's worker
+    assert threading.active_count() == before and made == []  # no worker of their own
     assert nodes.busy.network is query.busy.network is window.controller.network
     assert window.controller.network.worker is window.controller.net_worker
     assert len(window.state.events.privacy) == listeners + 1  # the table follows the switch
