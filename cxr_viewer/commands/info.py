@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from cxr_viewer.core.errors import StudyLoadError
-from cxr_viewer.core.study import Study
+from cxr_viewer.core.io.study import Study
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

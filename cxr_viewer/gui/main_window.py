@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 LEFT_DOCK_WIDTH, RIGHT_DOCK_WIDTH = 260, 350
 #: the window's size on a first launch when the screen has room for it
 DEFAULT_SIZE = (1500, 900)
+
+
 IMAGE_FILTER = "Images (*.dcm *.dicom *.DCM *.png *.jpg *.jpeg *.PNG *.JPG *.JPEG);;All files (*)"
 
 

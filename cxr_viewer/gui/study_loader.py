@@ -16,8 +16,8 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
 from cxr_viewer.core.errors import CxrError, StudyLoadError
+from cxr_viewer.core.io.study import Study, Window
 from cxr_viewer.core.progress import CancelToken, ProgressFn
-from cxr_viewer.core.study import Study, Window
 
 from .error_dialog import ErrorReporter
 from .imaging import display_qimage, preview_study, render_u8, thumbnail

@@ -3,7 +3,7 @@
 The grayscale pipeline of DICOM PS3.3 C.11 is split in two: this reader applies the modality
 LUT (Rescale Slope/Intercept or Modality LUT Sequence, via pydicom's ``apply_modality_lut``)
 and records — but does not apply — the VOI windows/LUTs and the MONOCHROME1 / INVERSE
-inversion, which :func:`cxr_viewer.core.display.display_image` applies once. pydicom's
+inversion, which :func:`cxr_viewer.core.io.display.display_image` applies once. pydicom's
 ``pixel_array`` only decodes (and converts YBR to RGB); it never windows or inverts.
 """
 
@@ -29,7 +29,6 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from cxr_viewer.core.display import auto_window_from_pixels, full_range_window
 from cxr_viewer.core.errors import (
     CorruptFileError,
     ImageTooLargeError,
@@ -37,7 +36,8 @@ from cxr_viewer.core.errors import (
     StudyLoadError,
     UnsupportedFormatError,
 )
-from cxr_viewer.core.study import Study, VoiLut, Window
+from cxr_viewer.core.io.display import auto_window_from_pixels, full_range_window
+from cxr_viewer.core.io.study import Study, VoiLut, Window
 
 from .channels import to_grey
 from .dicom_codecs import DAMAGED_HINT, check_codestream, check_decoder, decode_frame, short
@@ -371,7 +371,7 @@ def _auto_window(modality: np.ndarray, view: Dataset, bits_stored: int) -> Windo
     8-bit unsigned greyscale with no modality transform (secondary captures such as the
     SIIM-ACR files) already is a display image: it is shown over its full range, exactly as
     the same pixels saved as PNG would be. Anything else gets a percentile window
-    (:func:`~cxr_viewer.core.display.auto_window_from_pixels`).
+    (:func:`~cxr_viewer.core.io.display.auto_window_from_pixels`).
     """
     rescaled = "ModalityLUTSequence" in view or (
         float(view.get("RescaleSlope", 1) or 1) != 1.0
