@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr_viewer.core.errors import CxrError, TrainingError
+from cxr_viewer.core.io.formats import format_names
 from cxr_viewer.core.model.preprocess import InputSpec, resize_for_model
 
 CACHE_VERSION = 1
@@ -122,7 +123,7 @@ def build_cache(
         raise TrainingError(
             "No image could be read",
             f"all {len(paths)} files failed; the first: {first}",
-            "Check data.root and that the files are PNG, JPEG or DICOM.",
+            f"Check data.root and that the files are {format_names()}.",
         )
     _write_failed(failed_file, failed, paths)
     partial.replace(final)

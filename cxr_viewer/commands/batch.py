@@ -452,13 +452,13 @@ def _prepare_inputs(
     here, before any model loads or worker starts.
     """
     from cxr_viewer.commands.batch_dicom import DicomOutput
-    from cxr_viewer.core.io import scan_study_files
+    from cxr_viewer.core.io import format_names, scan_study_files
 
     methods = _methods(args.explain)
     listing = scan_study_files(args.path)
     if not listing.files and not listing.skipped:
         print(
-            f"cxr-viewer batch: no PNG, JPEG or DICOM files in {printable(args.path)}",
+            f"cxr-viewer batch: no {format_names()} files in {printable(args.path)}",
             file=sys.stderr,
         )
         return None

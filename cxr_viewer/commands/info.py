@@ -49,7 +49,7 @@ def study_record(study: Study) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cxr_viewer.core.io import list_study_files, load_study
+    from cxr_viewer.core.io import format_names, list_study_files, load_study
 
     try:
         files = list_study_files(args.path)
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"path": str(args.path), "error": str(exc)}))
         return 2
     if not files:
-        print(f"cxr-viewer info: no PNG, JPEG or DICOM files in {args.path}", file=sys.stderr)
+        print(f"cxr-viewer info: no {format_names()} files in {args.path}", file=sys.stderr)
         return 2
     readable = 0
     try:

@@ -49,13 +49,13 @@ def folder_background(
     spec: InputSpec, folder: Path, n: int, cancel: CancelToken | None = None
 ) -> tuple[np.ndarray, str]:
     """Up to ``n`` images from ``folder`` (natural order, evenly spaced when there are more)."""
-    from cxr_viewer.core.io import list_study_files, load_study
+    from cxr_viewer.core.io import format_names, list_study_files, load_study
 
     if not folder.is_dir():
         raise BundleError(
             f"No background image folder at {folder}",
             "the path is not a folder.",
-            "Choose a folder of chest X-rays (PNG, JPEG or DICOM), or leave it out to use "
+            f"Choose a folder of chest X-rays ({format_names()}), or leave it out to use "
             "synthetic phantoms.",
         )
     try:
@@ -78,7 +78,7 @@ def folder_background(
     if not inputs:
         raise BundleError(
             f"No readable images in {folder.name}",
-            f"none of its {len(files)} files could be read as a PNG, JPEG or DICOM image.",
+            f"none of its {len(files)} files could be read as a {format_names()} image.",
             "Choose a folder of chest X-rays, or leave it out to use synthetic phantoms.",
         )
     note = f"{len(inputs)} images from {folder.name}"

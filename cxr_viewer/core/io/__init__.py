@@ -1,8 +1,9 @@
 """The I/O layer: image formats, studies, display transforms and file utilities.
 
 Reading: :func:`load_study` reads one file, :func:`load_folder` a folder (:mod:`.loader`); the
-format is told from the file's first bytes (:mod:`.sniff`; the PNG, JPEG and DICOM readers
-:mod:`.raster` and :mod:`.dicom`, size limits in :mod:`.limits`), so a PNG named
+format is told from the file's first bytes by the format registry (:mod:`.formats`; the
+built-in PNG, JPEG and DICOM formats in :mod:`.builtin_formats`, their readers :mod:`.raster`
+and :mod:`.dicom`, sniffing in :mod:`.sniff`, size limits in :mod:`.limits`), so a PNG named
 ``.dcm`` still loads and a text file named ``.png`` is refused; folder scanning is
 :mod:`.folder`. The result is a :class:`~.study.Study`; :mod:`.display` turns
 it into the [0, 1] display image (VOI window or LUT, inversion) and :mod:`.resize` scales maps.
@@ -14,20 +15,21 @@ capped zip reading (:mod:`.archive`). This is the lowest layer of the core: it i
 from __future__ import annotations
 
 from .folder import FolderResult, Listing, list_study_files, scan_study_files
+from .formats import ImageFormat, format_names, image_suffixes, register_format, unregister_format
 from .limits import DEFAULT_MAX_PIXELS
 from .loader import load_folder, load_study
-from .sniff import DICOM_SUFFIXES, IMAGE_SUFFIXES
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "FolderResult",
+    "ImageFormat",
     "Listing",
+    "format_names",
+    "image_suffixes",
     "list_study_files",
     "load_folder",
     "load_study",
+    "register_format",
     "scan_study_files",
+    "unregister_format",
 ]
-
-# Re-exported for callers that list extensions (e.g. a file dialog filter).
-SUPPORTED_SUFFIXES = IMAGE_SUFFIXES
-DICOM_FILE_SUFFIXES = DICOM_SUFFIXES

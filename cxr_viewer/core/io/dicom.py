@@ -49,6 +49,7 @@ from .dicom_header import (
     voi_luts_of,
     windows_of,
 )
+from .formats import format_names
 from .limits import check_decoded_bytes, check_pixel_count, decoded_budget
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -78,9 +79,9 @@ def read_dataset(path: Path, bare: bool, inflate_limit: int | None = None) -> Da
         if bare:
             raise UnsupportedFormatError(
                 f"Cannot open {path.name}",
-                "it is not a PNG, JPEG or DICOM file (no DICOM file header, and it does not "
+                f"it is not a {format_names()} file (no DICOM file header, and it does not "
                 f"parse as an old ACR-NEMA data set either: {short(exc, 200)})",
-                "Choose a PNG, JPEG or DICOM file.",
+                f"Choose a {format_names()} file.",
             ) from exc
         raise CorruptFileError(
             f"Cannot open {path.name}",
@@ -90,9 +91,9 @@ def read_dataset(path: Path, bare: bool, inflate_limit: int | None = None) -> Da
     if bare and not (has_pixels and has_rows) and not recognised:
         raise UnsupportedFormatError(
             f"Cannot open {path.name}",
-            "it is not a PNG, JPEG or DICOM file (no DICOM file header, and it does not hold "
+            f"it is not a {format_names()} file (no DICOM file header, and it does not hold "
             "an ACR-NEMA image either)",
-            "Choose a PNG, JPEG or DICOM file.",
+            f"Choose a {format_names()} file.",
         )
     if not has_pixels and has_rows:
         raise CorruptFileError(

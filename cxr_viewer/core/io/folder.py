@@ -1,4 +1,4 @@
-"""Folders of studies: find the image files, by their suffix or their first bytes.
+"""Folders of studies: find the image files, by a registered format's suffix or first bytes.
 
 :func:`~.loader.load_folder` reads what is found here; unreadable files do not stop the folder:
 they are reported next to the studies that loaded (:class:`FolderResult`).
@@ -15,7 +15,8 @@ from pathlib import Path
 from cxr_viewer.core.errors import StudyLoadError
 from cxr_viewer.core.io.study import Study
 
-from .sniff import IMAGE_SUFFIXES, read_head, sniff
+from .formats import format_of, image_suffixes
+from .sniff import read_head
 
 #: Files skipped by name: DICOM media directories index a folder, they are not images.
 _SKIPPED_NAMES = frozenset({"dicomdir"})
@@ -42,10 +43,10 @@ def is_candidate(path: Path) -> bool:
     """An image file by its extension, or — whatever its name — by its first bytes."""
     if path.name.casefold() in _SKIPPED_NAMES:
         return False
-    if path.suffix.casefold() in IMAGE_SUFFIXES:
+    if path.suffix.casefold() in image_suffixes():
         return True
     try:
-        return sniff(read_head(path)) is not None
+        return format_of(read_head(path)) is not None
     except OSError:
         return False
 

@@ -1,6 +1,7 @@
 """Reading one image file, or every image in a folder, into studies.
 
-:func:`load_study` reads the file's first bytes and picks the reader by content (:mod:`.sniff`), refuses images larger than ``max_pixels`` before decoding them
+:func:`load_study` reads the file's first bytes, lets the format registry (:mod:`.formats`)
+pick the reader by content, refuses images larger than ``max_pixels`` before decoding them
 (each reader checks its headers), and raises only
 :class:`~cxr_viewer.core.errors.StudyLoadError` subclasses, with the library's exception chained
 as the cause. :func:`load_folder` reads what :func:`~.folder.list_study_files` finds.
@@ -12,15 +13,18 @@ from pathlib import Path
 
 from cxr_viewer.core.errors import (
     CorruptFileError,
+    MissingCodecError,
     StudyLoadError,
     UnsupportedFormatError,
 )
 from cxr_viewer.core.io.study import Study
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
 
+from . import builtin_formats  # noqa: F401 (registers PNG, JPEG, DICOM)
 from .folder import FolderResult, list_study_files, not_a_file_reason
+from .formats import format_names, format_of, image_suffixes
 from .limits import DEFAULT_MAX_PIXELS
-from .sniff import IMAGE_SUFFIXES, describe, read_head, sniff
+from .sniff import describe, read_head
 
 
 def load_study(path: str | Path, frame: int = 0, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Study:
@@ -29,8 +33,9 @@ def load_study(path: str | Path, frame: int = 0, *, max_pixels: int = DEFAULT_MA
     Parameters
     ----------
     path:
-        A PNG, JPEG or DICOM file (DICOM with or without the Part 10 header, i.e. also old
-        ACR-NEMA files). The format is taken from the content, not the name.
+        An image file in a registered format (:mod:`.formats`: PNG, JPEG, DICOM with or without
+        the Part 10 header, i.e. also old ACR-NEMA files). The format is taken from the content,
+        not the name: the first format whose sniffing test accepts the file's first bytes.
     frame:
         Frame of a multi-frame DICOM, 0-based (``Study.n_frames`` tells how many there are).
     max_pixels:
@@ -40,11 +45,12 @@ def load_study(path: str | Path, frame: int = 0, *, max_pixels: int = DEFAULT_MA
     Raises
     ------
     UnsupportedFormatError
-        Not PNG, JPEG or DICOM.
+        No registered format recognises the file.
     CorruptFileError
         Truncated or damaged, or a decoder rejected the data.
     MissingCodecError
-        A DICOM transfer syntax needs a decoder package that is not installed.
+        The format's reader, or a DICOM transfer syntax's decoder, needs a package that is not
+        installed.
     NoPixelDataError
         A DICOM object without an image.
     ImageTooLargeError
@@ -76,32 +82,27 @@ def load_study(path: str | Path, frame: int = 0, *, max_pixels: int = DEFAULT_MA
             f"the file cannot be read ({exc.strerror or exc})",
             "Check that it exists and that you have permission to read it.",
         ) from exc
-    kind = sniff(head)
-    if kind is None:
+    fmt = format_of(head)
+    if fmt is None:
         suffix = p.suffix.casefold()
         if not head:
             raise CorruptFileError(
                 f"Cannot open {p.name}", "the file is empty", "Choose another file."
             )
-        named = f" although it is named {suffix}" if suffix in IMAGE_SUFFIXES else ""
+        named = f" although it is named {suffix}" if suffix in image_suffixes() else ""
         raise UnsupportedFormatError(
             f"Cannot open {p.name}",
-            f"it is not a PNG, JPEG or DICOM file{named}: {describe(head)}",
-            "Choose a PNG, JPEG or DICOM file.",
+            f"it is not a {format_names()} file{named}: {describe(head)}",
+            f"Choose a {format_names()} file.",
         )
-    if kind in ("png", "jpeg"):
-        if frame != 0:
-            raise StudyLoadError(
-                f"Cannot open frame {frame} of {p.name}",
-                f"a {kind.upper()} file has one frame (frame 0)",
-                "Choose frame 0.",
-            )
-        from .raster import load_raster
-
-        return load_raster(p, kind, head, max_pixels)
-    from .dicom import load_dicom
-
-    return load_dicom(p, kind == "bare-dicom", frame, max_pixels)
+    why_not = fmt.why_unavailable()
+    if why_not is not None:
+        raise MissingCodecError(
+            f"Cannot open {p.name}",
+            f"it is a {fmt.name} file, but {why_not}, which is not installed here",
+            "Install that package, or convert the file to another format.",
+        )
+    return fmt.read(p, head, frame, max_pixels)
 
 
 def load_folder(

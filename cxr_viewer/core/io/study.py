@@ -1,6 +1,6 @@
 """The :class:`Study`: one image as CXR Lens holds it, independent of the file it came from.
 
-Readers in :mod:`cxr_viewer.core.io` turn PNG, JPEG and DICOM files into a ``Study``;
+Readers in :mod:`cxr_viewer.core.io` (one per registered format) turn files into a ``Study``;
 nothing after them touches pydicom or the file again. The display pipeline (:mod:`.display`)
 turns a ``Study`` into the 8-bit image a radiologist sees, and
 :mod:`cxr_viewer.core.model.preprocess` turns that same display image into model input.
@@ -72,7 +72,9 @@ class Study:
     path:
         The file it came from.
     format:
-        ``"png"``, ``"jpeg"`` or ``"dicom"``.
+        The name of the format it was read as, in lower case (``ImageFormat.name``, see
+        :mod:`cxr_viewer.core.io.formats`): ``"png"``, ``"jpeg"`` or ``"dicom"`` for the
+        built-in readers.
     pixels:
         float32 array (rows, columns) after the modality LUT (rescale slope/intercept or
         Modality LUT Sequence), i.e. in modality units, for the current frame. Greyscale images
@@ -90,7 +92,7 @@ class Study:
     """
 
     path: Path
-    format: Literal["png", "jpeg", "dicom"]
+    format: str
     pixels: np.ndarray
     auto_window: Window
     windows: list[Window] = field(default_factory=list)
