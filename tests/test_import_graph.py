@@ -176,3 +176,14 @@ def test_no_import_cycles_in_product_code() -> None:
     report = "\n".join(" -> ".join(one_cycle(graph, c)) for c in components)
     assert not components, f"{len(components)} import cycle(s) in product code:\n{report}"
     assert not gone, f"known cycles no longer there (delete them from KNOWN_PAIRS): {gone}"
+
+
+def test_architecture_names_every_module() -> None:
+    """docs/ARCHITECTURE.md's "Every module" tables name each module by its path."""
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    missing = [
+        str(path.relative_to(ROOT))
+        for path in module_files().values()
+        if f"`{path.relative_to(ROOT)}`" not in text
+    ]
+    assert not missing, f"docs/ARCHITECTURE.md does not name: {missing}"
