@@ -58,7 +58,9 @@ DEFAULT_METHODS = "gradcam"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="an image file (PNG, JPEG, DICOM) or a folder of them")
+    from cxr_viewer.core.io.formats import format_names
+
+    parser.add_argument("path", help=f"an image file ({format_names()}) or a folder of them")
     parser.add_argument("--model", required=True, help="model bundle folder or .zip")
     parser.add_argument("--out", required=True, help="output folder (created if needed)")
     from cxr_viewer.core.explain.registry import ALIASES, EXPLAINERS

@@ -16,7 +16,9 @@ from cxr_viewer.core.io.study import Study
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="an image file (PNG, JPEG, DICOM) or a folder of them")
+    from cxr_viewer.core.io.formats import format_names
+
+    parser.add_argument("path", help=f"an image file ({format_names()}) or a folder of them")
 
 
 def study_record(study: Study) -> dict[str, Any]:

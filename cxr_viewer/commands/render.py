@@ -23,7 +23,9 @@ def _window_width(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="an image file (PNG, JPEG, DICOM)")
+    from cxr_viewer.core.io.formats import format_names
+
+    parser.add_argument("path", help=f"an image file ({format_names()})")
     parser.add_argument("-o", "--output", required=True, help="where to write the image (.png)")
     parser.add_argument(
         "--window",

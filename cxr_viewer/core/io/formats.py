@@ -19,6 +19,7 @@ module is). Adding a format is a reader module and one :func:`register_format` c
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import threading
 from collections.abc import Callable
@@ -50,7 +51,7 @@ class ImageFormat:
 
     def why_unavailable(self) -> str | None:
         """Why this format cannot be read here (a missing package), or None when it can."""
-        missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        missing = _missing(self.requires)
         if not missing:
             return None
         return f"reading {self.name} needs the Python package(s) {', '.join(missing)}"
@@ -58,6 +59,13 @@ class ImageFormat:
     @property
     def available(self) -> bool:
         return self.why_unavailable() is None
+
+
+@functools.cache
+def _missing(requires: tuple[str, ...]) -> tuple[str, ...]:
+    """The import names in ``requires`` that cannot be found (looked up once per process: folder
+    scans ask for every file)."""
+    return tuple(m for m in requires if importlib.util.find_spec(m) is None)
 
 
 _FORMATS: dict[str, ImageFormat] = {}
