@@ -272,7 +272,7 @@ def run_table(tmp: Path) -> dict:
     from pydicom.filereader import read_dataset
     from pydicom.filewriter import write_dataset
 
-    from cxr_viewer.core import pacs
+    from cxr_viewer.core.interop import pacs
     from cxr_viewer.gui.app import ensure_app
     from cxr_viewer.gui.network import Network
     from cxr_viewer.gui.pacs_dialogs import QueryRetrieveDialog
@@ -305,7 +305,7 @@ def run_table(tmp: Path) -> dict:
 
 
 def run_client(name: str, port: int, dest_port: int, tmp: Path) -> dict:
-    from cxr_viewer.core import pacs
+    from cxr_viewer.core.interop import pacs
 
     if name == "table10mb":
         return run_table(tmp)

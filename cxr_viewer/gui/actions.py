@@ -10,10 +10,10 @@ export PNG (Ctrl+E), PDF report (Ctrl+P), cancel (Esc), open model (Ctrl+M).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QMainWindow, QMenu, QToolBar
+from PySide6.QtWidgets import QMenu, QToolBar
 
 from .events import OverlayChange
 from .menu_entries import FILE, FILE_EXPORT, MenuEntry
@@ -21,48 +21,22 @@ from .state import LAYOUT_LABELS, METHOD_LABELS, METHOD_SHORTCUTS, METHODS
 from .theme import icon
 
 if TYPE_CHECKING:
-    from .controller import Controller
-    from .state import ViewerState
+    from .window_api import ActionsHost
 
 OVERLAY_KEYS = METHOD_SHORTCUTS
 
 
-class WindowCommands(Protocol):
-    """What the actions call on the main window: a Protocol, so this module does not import
-    ``main_window.py`` (which imports this one); mypy checks that the window has all of it."""
-
-    state: ViewerState
-    controller: Controller
-
-    def open_file_dialog(self) -> None: ...
-    def open_folder_dialog(self) -> None: ...
-    def open_model_dialog(self) -> None: ...
-    def import_model_dialog(self) -> None: ...
-    def export_png_dialog(self) -> None: ...
-    def export_pdf_dialog(self) -> None: ...
-    def fit_views(self) -> None: ...
-    def actual_size(self) -> None: ...
-    def zoom(self, factor: float) -> None: ...
-    def reset_view(self) -> None: ...
-    def show_shortcuts(self) -> None: ...
-    def show_about(self) -> None: ...
-    def open_paths(self, paths: list[str]) -> None: ...
-
-
 class Actions:
-    """All QActions of a main window, by name: ``window`` owns them (menus, toolbar, shortcuts),
-    ``win`` is what they call, ``entries`` are the features' File-menu entries."""
+    """All QActions of the main window, by name; ``entries`` are the features' File-menu
+    entries (:class:`~.menu_entries.MenuEntry`), placed in the File menu by this class."""
 
-    def __init__(
-        self, window: QMainWindow, win: WindowCommands, entries: Sequence[MenuEntry] = ()
-    ) -> None:
-        self.window = window
+    def __init__(self, win: ActionsHost, entries: Sequence[MenuEntry] = ()) -> None:
         self.win = win
         self.all: dict[str, QAction] = {}
         s, c = win.state, win.controller
 
         def act(name, text, slot: Callable, keys=(), icon_name=None, checkable=False, tip=""):
-            a = QAction(text, window)
+            a = QAction(text, win.window())
             if icon_name:
                 a.setIcon(icon(icon_name))
             if keys:
@@ -72,7 +46,7 @@ class Actions:
                 a.setToolTip(f"{tip} ({', '.join(keys)})" if keys else tip)
                 a.setStatusTip(tip)
             (a.toggled if checkable else a.triggered).connect(slot)
-            window.addAction(a)  # shortcuts work even when the menu bar is hidden
+            win.addAction(a)  # shortcuts work even when the menu bar is hidden
             self.all[name] = a
             return a
 
@@ -115,7 +89,7 @@ class Actions:
             "report",
             tip="One-page report: image, overlays, probabilities, settings, model",
         )
-        act("quit", "&Quit", window.close, ["Ctrl+Q"])
+        act("quit", "&Quit", win.close, ["Ctrl+Q"])
         act("next", "&Next study", lambda: c.step(1), ["PgDown", "N"], "next", tip="Next study")
         act(
             "prev",
@@ -216,8 +190,8 @@ class Actions:
         for e in self.entries:
             act(e.name, e.text, e.slot, list(e.keys), tip=e.tip)
 
-        self.recent_menu = QMenu("Open &recent", window)
-        self.preset_menu = QMenu("&Window presets", window)
+        self.recent_menu = QMenu("Open &recent", win.window())
+        self.preset_menu = QMenu("&Window presets", win.window())
         self.preset_menu.setIcon(icon("window"))
         self._build_menus()
         self._build_toolbar()
@@ -232,7 +206,7 @@ class Actions:
         return self.all[name]
 
     def _build_menus(self) -> None:
-        a, mb = self.all, self.window.menuBar()
+        a, mb = self.all, self.win.menuBar()
         # kept (a menu looked up again through QAction.menu() may come back as a wrapper that
         # Qt deletes, on PySide6 6.8 and 6.9)
         self.file_menu = f = mb.addMenu("&File")
@@ -302,7 +276,7 @@ class Actions:
         for m in METHODS:
             a[f"toggle_{m}"].setIconText(METHOD_LABELS[m])  # the button says "LIME", not "Show …"
             tb.addAction(a[f"toggle_{m}"])
-        self.window.addToolBar(tb)
+        self.win.addToolBar(tb)
         self.toolbar = tb
 
     def _set_checked(self, name: str, on: bool) -> None:

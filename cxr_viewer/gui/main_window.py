@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from cxr_viewer.core.io.formats import file_dialog_filter
 from cxr_viewer.core.paths import demo_bundle_dir
 
 from .actions import OVERLAY_KEYS, Actions
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 LEFT_DOCK_WIDTH, RIGHT_DOCK_WIDTH = 260, 350
 #: the window's size on a first launch when the screen has room for it
 DEFAULT_SIZE = (1500, 900)
-IMAGE_FILTER = "Images (*.dcm *.dicom *.DCM *.png *.jpg *.jpeg *.PNG *.JPG *.JPEG);;All files (*)"
 
 
 class MainWindow(QMainWindow):
@@ -107,7 +107,7 @@ class MainWindow(QMainWindow):
             open_files=lambda files: self.controller.open_paths(list(files)),
             show_message=self.status.show_message,
         )
-        self.actions_ = Actions(self, self, self.pacs.entries())
+        self.actions_ = Actions(self, self.pacs.entries())
         self._docks()
         self.annotations = install_annotations(self)  # File ▸ Open annotations…, boxes on panes
 
@@ -262,7 +262,7 @@ class MainWindow(QMainWindow):
 
     def open_file_dialog(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(
-            self, "Open images", self.settings.last_dir, IMAGE_FILTER
+            self, "Open images", self.settings.last_dir, file_dialog_filter()
         )
         self.open_paths(files)
 

@@ -1,8 +1,8 @@
 """The viewer's PACS work — DIMSE or DICOMweb — on the controller's worker model.
 
 A PACS node is saved as a :class:`SavedNode`: a name and one protocol's endpoint, either
-DIMSE (:class:`~cxr_viewer.core.pacs.PacsNode`: C-ECHO, C-FIND, C-GET/C-MOVE, C-STORE) or
-DICOMweb (:class:`~cxr_viewer.core.dicomweb.DicomWebNode`: base URL, authentication none /
+DIMSE (:class:`~cxr_viewer.core.interop.pacs.PacsNode`: C-ECHO, C-FIND, C-GET/C-MOVE, C-STORE) or
+DICOMweb (:class:`~cxr_viewer.core.interop.dicomweb.DicomWebNode`: base URL, authentication none /
 basic / bearer, TLS verified by default; QIDO-RS, WADO-RS, STOW-RS). Passwords and tokens are
 never written to the settings; :class:`Network` keeps them in memory for the session.
 
@@ -28,8 +28,8 @@ from cxr_viewer.core.progress import CancelToken, ProgressFn
 from .worker import Failure, Task, WorkerThread
 
 if TYPE_CHECKING:
-    from cxr_viewer.core.dicomweb import DicomWebNode
-    from cxr_viewer.core.pacs import PacsNode, RetrieveResult, StudyRecord
+    from cxr_viewer.core.interop.dicomweb import DicomWebNode
+    from cxr_viewer.core.interop.pacs import PacsNode, RetrieveResult, StudyRecord
 
     from .settings import Settings
 
@@ -60,7 +60,7 @@ class SavedNode:
 
     @classmethod
     def of(cls, endpoint: Endpoint, name: str = "") -> SavedNode:
-        from cxr_viewer.core.pacs import PacsNode
+        from cxr_viewer.core.interop.pacs import PacsNode
 
         if isinstance(endpoint, PacsNode):
             fields = endpoint.as_dict()
@@ -106,7 +106,7 @@ class SavedNode:
     def endpoint(self, secret: str = "") -> Endpoint:
         """The client's node (a PacsError names the field that is wrong or the missing secret)."""
         if self.is_dicomweb:
-            from cxr_viewer.core.dicomweb import DicomWebNode
+            from cxr_viewer.core.interop.dicomweb import DicomWebNode
 
             kind = self.secret_kind
             return DicomWebNode.from_dict(
@@ -114,7 +114,7 @@ class SavedNode:
                 password=secret if kind == "password" else "",
                 token=secret if kind == "token" else "",
             )
-        from cxr_viewer.core.pacs import PacsNode
+        from cxr_viewer.core.interop.pacs import PacsNode
 
         return PacsNode.from_dict({**self.fields, "name": self.name})
 
@@ -154,7 +154,7 @@ def save_nodes(settings: Settings, nodes: Sequence[SavedNode | Endpoint]) -> Non
 
 
 def _is_web(endpoint: Endpoint) -> bool:
-    from cxr_viewer.core.pacs import PacsNode
+    from cxr_viewer.core.interop.pacs import PacsNode
 
     return not isinstance(endpoint, PacsNode)
 
@@ -166,8 +166,8 @@ def echo_text(endpoint: Endpoint) -> str:
 
 def echo(endpoint: Endpoint, cancel: CancelToken) -> float:
     """Test the connection (C-ECHO, or a one-study QIDO-RS query); seconds it took."""
-    from cxr_viewer.core.dicomweb import DicomWebClient, DicomWebNode
-    from cxr_viewer.core.pacs import PacsClient
+    from cxr_viewer.core.interop.dicomweb import DicomWebClient, DicomWebNode
+    from cxr_viewer.core.interop.pacs import PacsClient
 
     if isinstance(endpoint, DicomWebNode):
         cancel.raise_if_cancelled()
@@ -189,8 +189,8 @@ class StudyQuery:
 def find(endpoint: Endpoint, query: StudyQuery, cancel: CancelToken) -> list[StudyRecord]:
     """C-FIND or QIDO-RS at study level (a C-FIND's list carries ``problem`` when it may be
     incomplete)."""
-    from cxr_viewer.core.dicomweb import DicomWebClient, DicomWebNode
-    from cxr_viewer.core.pacs import PacsClient
+    from cxr_viewer.core.interop.dicomweb import DicomWebClient, DicomWebNode
+    from cxr_viewer.core.interop.pacs import PacsClient
 
     keys: dict[str, Any] = dict(
         patient_name=query.patient_name,
@@ -220,7 +220,7 @@ def split_results(files: Sequence[Path]) -> tuple[list[Path], int]:
     (File ▸ Stored DICOM results…), not opened as studies."""
     import pydicom
 
-    from cxr_viewer.core.dicomweb import DERIVED_CLASSES
+    from cxr_viewer.core.interop.dicomweb import DERIVED_CLASSES
 
     images, results = [], 0
     for f in files:
@@ -242,8 +242,8 @@ def _retrieve_web(
     endpoint: DicomWebNode, uid: str, folder: Path, step: StepFn, cancel: CancelToken
 ) -> RetrieveResult:
     """WADO-RS one instance at a time: progress per instance, a cancel between two."""
-    from cxr_viewer.core.dicomweb import DicomWebClient
-    from cxr_viewer.core.pacs import RetrieveResult
+    from cxr_viewer.core.interop.dicomweb import DicomWebClient
+    from cxr_viewer.core.interop.pacs import RetrieveResult
 
     client = DicomWebClient(endpoint)
     todo = client.find_instances(uid)
@@ -262,8 +262,8 @@ def _retrieve_web(
 
 def _raise_incomplete(endpoint: Endpoint, result: RetrieveResult) -> None:
     """A PacsError when a study did not arrive whole (a cancel ends the task as cancelled)."""
-    from cxr_viewer.core.dicomweb import DicomWebNode
-    from cxr_viewer.core.pacs import raise_for_retrieve
+    from cxr_viewer.core.interop.dicomweb import DicomWebNode
+    from cxr_viewer.core.interop.pacs import raise_for_retrieve
 
     if not isinstance(endpoint, DicomWebNode):
         raise_for_retrieve(endpoint, result)
@@ -288,8 +288,8 @@ def retrieve(
     ``base``: each study in a folder derived from its UID and confined to ``base``; the images
     of each study go to ``partial`` as soon as it has arrived. A study that fails is a
     problem of the result, not the end of the others."""
-    from cxr_viewer.core.dicomweb import DicomWebNode
-    from cxr_viewer.core.pacs import PacsClient, retrieve_folder
+    from cxr_viewer.core.interop.dicomweb import DicomWebNode
+    from cxr_viewer.core.interop.pacs import PacsClient, retrieve_folder
 
     out = Retrieved()
     n = len(studies)
@@ -327,8 +327,8 @@ def retrieve(
 
 def store(endpoint: Endpoint, files: Sequence[Path], cancel: CancelToken) -> None:
     """C-STORE or STOW-RS ``files``; a PacsError when any was not stored."""
-    from cxr_viewer.core.dicomweb import DicomWebClient, DicomWebNode
-    from cxr_viewer.core.pacs import PacsClient
+    from cxr_viewer.core.interop.dicomweb import DicomWebClient, DicomWebNode
+    from cxr_viewer.core.interop.pacs import PacsClient
 
     cancel.raise_if_cancelled()
     if isinstance(endpoint, DicomWebNode):

@@ -73,7 +73,7 @@ from .network import (
 from .worker import Failure, Task
 
 if TYPE_CHECKING:
-    from cxr_viewer.core.pacs import StudyRecord
+    from cxr_viewer.core.interop.pacs import StudyRecord
 
     from .network import Endpoint
     from .settings import Settings
@@ -266,7 +266,7 @@ class DimseForm(QWidget):
         self.retrieve.setCurrentIndex(max(0, self.retrieve.findData(f.get("retrieve", "get"))))
 
     def endpoint(self, name: str) -> Endpoint:
-        from cxr_viewer.core.pacs import PacsNode
+        from cxr_viewer.core.interop.pacs import PacsNode
 
         return PacsNode(
             ae_title=self.ae_title.text(),
@@ -339,7 +339,7 @@ class DicomWebForm(QWidget):
         self.verify.setChecked(bool(f.get("verify_tls", True)))
 
     def endpoint(self, name: str = "") -> Endpoint:
-        from cxr_viewer.core.dicomweb import DicomWebNode
+        from cxr_viewer.core.interop.dicomweb import DicomWebNode
 
         mode, secret = self.auth_mode, self.secret.text()
         return DicomWebNode(
@@ -900,8 +900,8 @@ class DicomExportDialog(QDialog):
 
     def inputs(self) -> tuple[Any, Any, Any, list[Any]]:
         """(study, prediction, model identity, explanations) from the viewer's state."""
-        from cxr_viewer.core.dicom_export import ExplanationResult, ModelIdentity
-        from cxr_viewer.core.inference import Prediction
+        from cxr_viewer.core.interop.dicom_export import ExplanationResult, ModelIdentity
+        from cxr_viewer.core.model.inference import Prediction
 
         st = self.state
         if st.study is None or st.model is None or st.prediction is None:
@@ -933,7 +933,7 @@ class DicomExportDialog(QDialog):
         return st.study, pred, model, explanations
 
     def start(self) -> Task | None:
-        from cxr_viewer.core.dicom_export import PatientEntry, export_results
+        from cxr_viewer.core.interop.dicom_export import PatientEntry, export_results
 
         try:
             study, pred, model, explanations = self.inputs()

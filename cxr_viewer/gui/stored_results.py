@@ -3,9 +3,9 @@ current image, shown as toggleable overlays with their legend and trust figures.
 
 The DICOM files of the image's folder (a study from disk, or what a DIMSE or DICOMweb retrieve
 wrote) are searched for objects that reference the image
-(:func:`~cxr_viewer.core.dicom_overlays.results_for_image`), whoever wrote them. Each map is a
+(:func:`~cxr_viewer.core.interop.dicom_overlays.results_for_image`), whoever wrote them. Each map is a
 checkbox; the picture is the displayed film with the checked maps drawn as the viewer draws its
-own (:mod:`~cxr_viewer.core.overlay`) and the checked regions outlined. A Parametric Map or
+own (:mod:`~cxr_viewer.core.explain.overlay`) and the checked regions outlined. A Parametric Map or
 Segmentation opened on its own says which image it belongs to.
 """
 
@@ -31,8 +31,8 @@ from PySide6.QtWidgets import (
 from cxr_viewer.core.errors import CxrError
 
 if TYPE_CHECKING:
-    from cxr_viewer.core.dicom_overlays import ImageResults
-    from cxr_viewer.core.study import Study
+    from cxr_viewer.core.interop.dicom_overlays import ImageResults
+    from cxr_viewer.core.io.study import Study
 
 PICTURE_SIDE = 512
 
@@ -78,7 +78,7 @@ class StoredResultsDialog(QDialog):
     def _load(self) -> None:
         import pydicom
 
-        from cxr_viewer.core.dicom_overlays import describe_derived, results_for_image
+        from cxr_viewer.core.interop.dicom_overlays import describe_derived, results_for_image
 
         if self.study.format != "dicom":
             self.summary.setText("Stored DICOM results reference DICOM images; this is not one.")
@@ -127,8 +127,8 @@ class StoredResultsDialog(QDialog):
     # ------------------------------------------------------------------ drawing
     def composite(self) -> np.ndarray:
         """(rows, columns, 3) uint8: the film with the checked maps and regions."""
-        from cxr_viewer.core.display import display_image
-        from cxr_viewer.core.overlay import colorize, composite, robust_vmax
+        from cxr_viewer.core.explain.overlay import colorize, composite, robust_vmax
+        from cxr_viewer.core.io.display import display_image
 
         film = display_image(self.study)
         layers = []

@@ -12,7 +12,7 @@ import pydicom
 import pytest
 from orthanc_dicomweb_support import ROOT, SKIP_REASON, available, start_orthanc_dicomweb
 
-from cxr_viewer.core import dicom_export as de
+from cxr_viewer.core.interop import dicom_export as de
 from cxr_viewer.core.paths import samples_dir
 
 pytest.importorskip("dicomweb_client", reason='the "pacs" extra (dicomweb-client) is missing')
@@ -29,8 +29,8 @@ WAIT_MS = 30_000
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """Orthanc + DICOMweb (bearer TOKEN) holding a film and a Parametric Map of it."""
-    from cxr_viewer.core.dicom_pm import parametric_map
-    from cxr_viewer.core.dicomweb import DicomWebClient, DicomWebNode
+    from cxr_viewer.core.interop.dicom_pm import parametric_map
+    from cxr_viewer.core.interop.dicomweb import DicomWebClient, DicomWebNode
     from cxr_viewer.core.io import load_study
 
     orthanc = start_orthanc_dicomweb(tmp_path_factory.mktemp("orthanc"), bearer=TOKEN)
@@ -111,7 +111,7 @@ def test_a_dicomweb_node_is_tested_saved_without_its_token_and_searched_and_retr
 def test_export_sends_with_stow_rs_to_a_dicomweb_node(
     qtbot, gui, viewer, studies_dir, tmp_path, server
 ):
-    from cxr_viewer.core.dicomweb import DicomWebNode
+    from cxr_viewer.core.interop.dicomweb import DicomWebNode
 
     pd.save_nodes(viewer.settings, [DicomWebNode(server.url + ROOT, "bearer", token=TOKEN)])
     gui.open_study(qtbot, viewer, studies_dir / "phantom1.png")
