@@ -178,6 +178,9 @@ def _compare(name: str, got: np.ndarray, want: np.ndarray) -> None:
     assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
     if "csv_values" in name:
         return  # compared cell by cell in _compare_csv
+    if name.endswith("/settings"):  # JSON with figures (e.g. occlusion's base score)
+        _compare_json(name, json.loads(str(got)), json.loads(str(want)))
+        return
     if want.dtype.kind in "US":
         assert got.tolist() == want.tolist(), name
         return
@@ -186,6 +189,20 @@ def _compare(name: str, got: np.ndarray, want: np.ndarray) -> None:
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=name)
         return
     np.testing.assert_allclose(got, want, rtol=0, atol=atol, equal_nan=True, err_msg=name)
+
+
+def _compare_json(name: str, got: object, want: object) -> None:
+    """Equal structure and text; numbers to 1e-5 (the forward path — TensorFlow or
+    onnxruntime, and its batch size — is chosen by timing at load, and moves p by ~1e-6)."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and sorted(got) == sorted(want), name
+        for k in want:
+            _compare_json(f"{name}.{k}", got[k], want[k])
+    elif isinstance(want, float) or isinstance(got, float):
+        assert isinstance(got, int | float) and isinstance(want, int | float), name
+        assert abs(float(got) - float(want)) <= 1e-5, (name, got, want)
+    else:
+        assert got == want, (name, got, want)
 
 
 def _compare_csv(prefix: str, got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
