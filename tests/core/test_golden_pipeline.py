@@ -197,7 +197,8 @@ def _compare_json(name: str, got: object, want: object) -> None:
     if isinstance(want, dict):
         assert isinstance(got, dict) and sorted(got) == sorted(want), name
         for k in want:
-            _compare_json(f"{name}.{k}", got[k], want[k])
+            if k != "batch_size":  # the forward path's, timed at load (8 or 16 on a CPU)
+                _compare_json(f"{name}.{k}", got[k], want[k])
     elif isinstance(want, float) or isinstance(got, float):
         assert isinstance(got, int | float) and isinstance(want, int | float), name
         assert abs(float(got) - float(want)) <= 1e-5, (name, got, want)
