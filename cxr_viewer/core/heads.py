@@ -21,15 +21,12 @@ are those of −p).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from .bundle_schema import HEAD_KIND_NAMES, section
 from .errors import BundleError
-
-if TYPE_CHECKING:
-    from .inference import Prediction
 
 ACTIVATIONS = ("softmax", "sigmoid", "linear")
 #: default half-width of the "near threshold" band (|p − threshold| below it is flagged)
@@ -46,6 +43,38 @@ def softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max(axis=-1, keepdims=True))
     probs: np.ndarray = (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
     return probs
+
+
+class Prediction(Protocol):
+    """What a head kind's decision rule reads from a prediction
+    (:class:`cxr_viewer.core.inference.Prediction`; a protocol, so this module does not import
+    the inference module, which imports it)."""
+
+    @property
+    def probabilities(self) -> np.ndarray: ...
+
+    @property
+    def class_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def threshold(self) -> float | None: ...
+
+    @property
+    def positive_class(self) -> str | None: ...
+
+    @property
+    def thresholds(self) -> tuple[float, ...] | None: ...
+
+    @property
+    def decision_threshold(self) -> float | None: ...
+
+    def order(self) -> list[int]: ...
+
+    def above(self, index: int) -> bool: ...
+
+    def near_threshold(self, index: int) -> bool: ...
+
+    def rule_text(self, index: int | None = None) -> str: ...
 
 
 # ------------------------------------------------------------------ head kinds (plug-ins)
