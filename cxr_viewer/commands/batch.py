@@ -32,8 +32,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from cxr_viewer.core.atomic import write_error
 from cxr_viewer.core.errors import CxrError
+from cxr_viewer.core.io.atomic import write_error
 
 from .batch_core import (
     DEFAULT_METHODS,
@@ -55,7 +55,9 @@ __all__ = ["BatchConfig", "BatchContext", "add_arguments", "process_file", "run"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="an image file (PNG, JPEG, DICOM) or a folder of them")
+    from cxr_viewer.core.io.formats import format_names
+
+    parser.add_argument("path", help=f"an image file ({format_names()}) or a folder of them")
     parser.add_argument("--model", required=True, help="model bundle folder or .zip")
     parser.add_argument("--out", required=True, help="output folder (created if needed)")
     from cxr_viewer.core.explain.registry import ALIASES, EXPLAINERS
@@ -203,7 +205,7 @@ def _start_local(config: BatchConfig) -> tuple[BatchContext, Listing] | int:
         if inputs is None:
             return 2
         methods, listing, dicom = inputs
-        from cxr_viewer.core.inference import load_classifier
+        from cxr_viewer.core.model.inference import load_classifier
 
         clf = load_classifier(config.model)
         target = target_index(config.target, clf.class_names)

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from cxr_viewer.core.atomic import is_disk_full, write_error
 from cxr_viewer.core.errors import CxrError
+from cxr_viewer.core.io.atomic import is_disk_full, write_error
 
 from .batch_dicom import DicomOptions
 from .batch_output import OutputWriter, content_hash, prepare_out_dir, printable
@@ -183,8 +183,8 @@ def _write_map(path: Path, ctx: BatchContext, study: Any, hm: Any) -> None:
 def _write_overlay(path: Path, ctx: BatchContext, study: Any, hm: Any) -> None:
     from PIL import Image
 
-    from cxr_viewer.core.display import display_image
-    from cxr_viewer.core.overlay import colorize, composite
+    from cxr_viewer.core.explain.overlay import colorize, composite
+    from cxr_viewer.core.io.display import display_image
 
     layer = colorize(hm.values, signed=hm.signed)
     rgb = composite(display_image(study), [(layer, ctx.config.opacity)])
@@ -382,8 +382,8 @@ def _record_map(
 ) -> Any:
     """One map's columns (seconds, status, trust figures, method summary) and output files;
     returns the map at the study's size."""
+    from cxr_viewer.core.evaluate.trust import faithfulness_label, verdicts
     from cxr_viewer.core.explain.registry import explainer_class
-    from cxr_viewer.core.trust import faithfulness_label, verdicts
 
     row[f"seconds_{method}"] = round(hm.runtime_s, 3)
     row[f"{method}_status"] = hm.status_text  # "no signal: …" leaves the trust figures empty
@@ -418,7 +418,7 @@ def prepare_inputs(
     """
     import sys
 
-    from cxr_viewer.core.io import scan_study_files
+    from cxr_viewer.core.io import format_names, scan_study_files
 
     from .batch_dicom import DicomOutput
 
@@ -426,7 +426,7 @@ def prepare_inputs(
     listing = scan_study_files(config.path)
     if not listing.files and not listing.skipped:
         print(
-            f"cxr-viewer batch: no PNG, JPEG or DICOM files in {printable(config.path)}",
+            f"cxr-viewer batch: no {format_names()} files in {printable(config.path)}",
             file=sys.stderr,
         )
         return None

@@ -35,8 +35,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from cxr_viewer.core.atomic import write_error
 from cxr_viewer.core.errors import CxrError
+from cxr_viewer.core.io.atomic import write_error
 
 from .batch_core import (
     BatchConfig,
@@ -137,7 +137,7 @@ class ExplainWorker:
             os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
         from cxr_viewer.commands.batch_dicom import DicomOutput
         from cxr_viewer.commands.runtime import apply_runtime_arguments
-        from cxr_viewer.core.inference import load_classifier
+        from cxr_viewer.core.model.inference import load_classifier
 
         self.names = _PresetNames(Path(config.out))
         self.crash_name, _, self.crash_flag = crash_hook.partition(":")
@@ -291,7 +291,7 @@ class _Run:
     def start(self) -> int | None:
         """Check the arguments, open the bundle, start Ray and the writer; an exit status if
         the run cannot start."""
-        from cxr_viewer.core.bundle import open_bundle
+        from cxr_viewer.core.model.bundle import open_bundle
 
         config = self.config
         try:

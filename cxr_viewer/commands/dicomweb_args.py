@@ -11,7 +11,7 @@ import argparse
 import os
 from typing import Any
 
-from cxr_viewer.core.dicomweb import AUTH_MODES, DicomWebNode
+from cxr_viewer.core.interop.dicomweb import AUTH_MODES, DicomWebNode
 
 PASSWORD_ENV = "CXR_DICOMWEB_PASSWORD"
 TOKEN_ENV = "CXR_DICOMWEB_TOKEN"

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .explain.base import Explainer, Heatmap, PartialFn
-    from .inference import Classifier, Prediction
-    from .study import Study
+    from .io.study import Study
+    from .model.inference import Classifier, Prediction
 
 
 @dataclass(frozen=True)
@@ -136,14 +136,14 @@ class Analysis:
 
     def most_faithful(self) -> str | None:
         """The method whose map the trust figures rank first (:func:`~.trust.most_faithful`)."""
-        from .trust import most_faithful
+        from .evaluate.trust import most_faithful
 
         return most_faithful({m: hm.trust for m, hm in self.heatmaps(with_signal=True).items()})
 
     def agreement(self, labels: Mapping[str, str]) -> tuple[str, str] | None:
         """(agreement in words, pair summary) of the maps with signal, or None with fewer than
         two (:mod:`~.agreement`)."""
-        from .agreement import agreement_summary, agreement_words, pairwise
+        from .evaluate.agreement import agreement_summary, agreement_words, pairwise
 
         maps = self.heatmaps(with_signal=True)
         if len(maps) < 2:
@@ -155,7 +155,7 @@ class Analysis:
 
 def prepare(study: Study, classifier: Classifier, *, predict: bool = True) -> Analysis:
     """The study's model input and (``predict``) prediction; raises what reading them raises."""
-    from .preprocess import study_to_input
+    from .model.preprocess import study_to_input
 
     t0 = time.perf_counter()
     x = study_to_input(study, classifier.spec)
@@ -196,7 +196,7 @@ def explain(
     list of methods that do not apply (the viewer offers only those that do). ``on_result`` is
     called with each result as it is done (e.g. to write its files).
     """
-    from .explain.base import explain_with_trust
+    from .evaluate.trust import explain_with_trust
 
     cache = explainers if explainers is not None else ExplainerCache(analysis.classifier)
     for request in requests:

@@ -21,15 +21,15 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
-from cxr_viewer.core.agreement import compare_film
-from cxr_viewer.core.display import display_image
 from cxr_viewer.core.errors import CxrError
-from cxr_viewer.core.heads import head_kind
-from cxr_viewer.core.model_card import model_title
-from cxr_viewer.core.overlay import colorbar_image, colorize, composite, legend_labels
-from cxr_viewer.core.resize import resize_map
-from cxr_viewer.core.study import Study, Window
-from cxr_viewer.core.trust import verdicts
+from cxr_viewer.core.evaluate.agreement import compare_film
+from cxr_viewer.core.evaluate.trust import verdicts
+from cxr_viewer.core.explain.overlay import colorbar_image, colorize, composite, legend_labels
+from cxr_viewer.core.io.display import display_image
+from cxr_viewer.core.io.resize import resize_map
+from cxr_viewer.core.io.study import Study, Window
+from cxr_viewer.core.model.heads import head_kind
+from cxr_viewer.core.model.model_card import model_title
 
 from .results import downsample
 

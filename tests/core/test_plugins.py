@@ -1,8 +1,8 @@
 """Plug-ins: a toy output head and a toy 5th explanation method, each added the way a real one
 is, run through the core's analysis pipeline and ``cxr-viewer batch``.
 
-* A head kind is one :class:`~cxr_viewer.core.heads.HeadKind` subclass registered with
-  :func:`~cxr_viewer.core.heads.register_head` (in ``core/heads.py`` for a built-in one): the
+* A head kind is one :class:`~cxr_viewer.core.model.heads.HeadKind` subclass registered with
+  :func:`~cxr_viewer.core.model.heads.register_head` (in ``core/heads.py`` for a built-in one): the
   bundle schema, ``Head``, ``Prediction``'s decision rule, the log-odds of the trust figures,
   the explained unit, the batch CSV and the import dialog's choices all read it from there.
 * An explanation method is its module (an :class:`~cxr_viewer.core.explain.base.Explainer`
@@ -24,7 +24,6 @@ import pytest
 from PIL import Image
 
 from cxr_viewer.cli import main
-from cxr_viewer.core import heads
 from cxr_viewer.core.explain.base import (
     DisplayDefaults,
     Explainer,
@@ -32,6 +31,7 @@ from cxr_viewer.core.explain.base import (
     Heatmap,
     Run,
 )
+from cxr_viewer.core.model import heads
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["left", "middle", "right"]
@@ -61,8 +61,8 @@ def toy_head():
 
 def _toy_head_bundle(root: Path) -> Path:
     keras = pytest.importorskip("keras")
-    from cxr_viewer.core.bundle import write_bundle
-    from cxr_viewer.core.preprocess import InputSpec
+    from cxr_viewer.core.model.bundle import write_bundle
+    from cxr_viewer.core.model.preprocess import InputSpec
 
     keras.utils.set_random_seed(4)
     inp = keras.Input((32, 32, 1))
@@ -80,9 +80,9 @@ def _toy_head_bundle(root: Path) -> Path:
 
 def test_a_registered_toy_head_runs_through_the_bundle_pipeline_and_batch(tmp_path, toy_head):
     from cxr_viewer.core.analysis import ExplainRequest, analyze
-    from cxr_viewer.core.bundle import open_bundle
-    from cxr_viewer.core.inference import Classifier
     from cxr_viewer.core.io import load_study
+    from cxr_viewer.core.model.bundle import open_bundle
+    from cxr_viewer.core.model.inference import Classifier
 
     root = _toy_head_bundle(tmp_path / "bundle")
     bundle = open_bundle(root)  # the schema takes the registered kind
@@ -167,8 +167,8 @@ class CentreExplainer(Explainer):
 def test_a_fifth_method_is_its_module_plus_one_registry_entry(tmp_path, monkeypatch, tiny_bundle):
     from cxr_viewer.core.analysis import ExplainRequest, analyze
     from cxr_viewer.core.explain import registry
-    from cxr_viewer.core.inference import load_classifier
     from cxr_viewer.core.io import load_study
+    from cxr_viewer.core.model.inference import load_classifier
 
     monkeypatch.setitem(registry.EXPLAINERS, "centre", CentreExplainer)  # the one line
     src = tmp_path / "in"

@@ -21,8 +21,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from cxr_viewer.core.heads import head_kind
-from cxr_viewer.core.inference import Prediction
+from cxr_viewer.core.model.heads import head_kind
+from cxr_viewer.core.model.inference import Prediction
 from cxr_viewer.gui.state import ViewerState
 
 from .base import StatePanel, add_label
