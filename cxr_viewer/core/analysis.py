@@ -23,15 +23,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import Cancelled
-from .progress import CancelToken, ProgressFn, no_progress
+from cxr_viewer.core.errors import Cancelled
+from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .explain.base import Explainer, Heatmap, PartialFn
-    from .io.study import Study
-    from .model.inference import Classifier, Prediction
+    from cxr_viewer.core.explain.base import Explainer, Heatmap, PartialFn
+    from cxr_viewer.core.io.study import Study
+    from cxr_viewer.core.model.inference import Classifier, Prediction
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class ExplainRequest:
 
     ``settings`` override the method's defaults (a ``layer`` key chooses its layer); ``target``
     is the class to explain (None: the predicted one); ``trust`` adds the deletion / insertion
-    figures (:func:`~cxr_viewer.core.explain.base.explain_with_trust`), seeded by ``seed``.
+    figures (:func:`~cxr_viewer.core.evaluate.trust.explain_with_trust`), seeded by ``seed``.
     """
 
     method: str
@@ -83,7 +83,7 @@ class ExplainerCache:
         self._made: dict[tuple[Any, ...], Explainer] = {}
 
     def get(self, method: str, settings: Mapping[str, Any]) -> Explainer:
-        from .explain.registry import create_explainer
+        from cxr_viewer.core.explain.registry import create_explainer
 
         key = (method, tuple(sorted((k, repr(v)) for k, v in settings.items())))
         ex = self._made.get(key)
@@ -135,15 +135,16 @@ class Analysis:
         return out
 
     def most_faithful(self) -> str | None:
-        """The method whose map the trust figures rank first (:func:`~.trust.most_faithful`)."""
-        from .evaluate.trust import most_faithful
+        """The method whose map the trust figures rank first
+        (:func:`~cxr_viewer.core.evaluate.trust.most_faithful`)."""
+        from cxr_viewer.core.evaluate.trust import most_faithful
 
         return most_faithful({m: hm.trust for m, hm in self.heatmaps(with_signal=True).items()})
 
     def agreement(self, labels: Mapping[str, str]) -> tuple[str, str] | None:
         """(agreement in words, pair summary) of the maps with signal, or None with fewer than
-        two (:mod:`~.agreement`)."""
-        from .evaluate.agreement import agreement_summary, agreement_words, pairwise
+        two (:mod:`~cxr_viewer.core.evaluate.agreement`)."""
+        from cxr_viewer.core.evaluate.agreement import agreement_summary, agreement_words, pairwise
 
         maps = self.heatmaps(with_signal=True)
         if len(maps) < 2:
@@ -155,7 +156,7 @@ class Analysis:
 
 def prepare(study: Study, classifier: Classifier, *, predict: bool = True) -> Analysis:
     """The study's model input and (``predict``) prediction; raises what reading them raises."""
-    from .model.preprocess import study_to_input
+    from cxr_viewer.core.model.preprocess import study_to_input
 
     t0 = time.perf_counter()
     x = study_to_input(study, classifier.spec)
@@ -170,7 +171,7 @@ def prepare(study: Study, classifier: Classifier, *, predict: bool = True) -> An
 
 def not_applicable(classifier: Classifier, method: str) -> str | None:
     """Why ``method`` does not apply to the classifier's bundle, or None."""
-    from .explain.registry import method_unavailable
+    from cxr_viewer.core.explain.registry import method_unavailable
 
     bundle = getattr(classifier, "bundle", None)
     return method_unavailable(method, bundle) if bundle is not None else None
@@ -196,7 +197,7 @@ def explain(
     list of methods that do not apply (the viewer offers only those that do). ``on_result`` is
     called with each result as it is done (e.g. to write its files).
     """
-    from .evaluate.trust import explain_with_trust
+    from cxr_viewer.core.evaluate.trust import explain_with_trust
 
     cache = explainers if explainers is not None else ExplainerCache(analysis.classifier)
     for request in requests:
