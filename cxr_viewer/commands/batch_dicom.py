@@ -1,14 +1,20 @@
 """``cxr-viewer batch --dicom-out DIR`` and ``--send AE@HOST:PORT`` or ``--send URL``:
 results as DICOM.
 
-Per image, after its explanations, the objects of ``--dicom-objects`` (default ``pm,sr``: a
+Per image, after its explanations, the chosen kinds of object (default ``pm,sr``: a
 Parametric Map per method and a TID 1500 Measurement Report; ``seg``: a Segmentation of each
 map's top region; ``sc``: the Secondary Capture fallback with its Comprehensive SR;
-:mod:`cxr_viewer.core.interop.dicom_results`) written to ``--dicom-out`` (default with ``--send``:
-``OUT/dicom``), then, with ``--send``, C-STOREd to that node (:mod:`cxr_viewer.core.interop.pacs`) or,
+:mod:`cxr_viewer.core.interop.dicom_results`) written to a folder (default ``OUT/dicom``), then, with ``--send``, C-STOREd to that node (:mod:`cxr_viewer.core.interop.pacs`) or,
 for an ``https://`` (or ``http://``) address, STOW-RS'd to that DICOMweb service
 (:mod:`cxr_viewer.core.interop.dicomweb`), image by image, so a failure part way loses nothing already
 sent or written. The node is checked (C-ECHO, or a QIDO-RS query) before any image is processed.
+
+``--dicom-out`` takes either a list of kinds (``--dicom-out sc,pm,sr,seg``, as the results
+issue spells it: written to ``OUT/dicom``) or a folder (``--dicom-out DIR``: the default kinds,
+or those of ``--dicom-objects``), and may be given twice for both (``--dicom-out pm,sr,seg
+--dicom-out DIR``). A value is a list of kinds when each comma-separated item is one of
+``sc``, ``pm``, ``sr``, ``seg`` (write ``./pm`` for a folder named so). ``--dicom-objects LIST``
+stays as an alias for the kinds (:func:`split_dicom_out`).
 """
 
 from __future__ import annotations
@@ -28,16 +34,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("DICOM results")
     g.add_argument(
         "--dicom-out",
-        metavar="DIR",
-        help="also write per image the DICOM objects of --dicom-objects to DIR",
+        metavar="KINDS|DIR",
+        action="append",
+        help="also write DICOM results per image: KINDS, a comma-separated list of pm "
+        "(Parametric Map per method), sr (TID 1500 measurement report), seg (Segmentation of "
+        "each map's top region), sc (Secondary Capture with the map burned in, and its SR), "
+        "default pm,sr (PNG/JPEG sources always get sc), written to OUT/dicom; or DIR, the "
+        "folder to write them to (./pm for a folder named like a kind); give it twice for both",
     )
     g.add_argument(
         "--dicom-objects",
-        default="pm,sr",
-        metavar="LIST",
-        help="which DICOM objects: pm (Parametric Map per method), sr (TID 1500 measurement "
-        "report), seg (Segmentation of each map's top region), sc (Secondary Capture with the "
-        "map burned in, and its SR); default pm,sr (PNG/JPEG sources always get sc)",
+        default=None,
+        metavar="KINDS",
+        help="alias for the KINDS of --dicom-out (e.g. pm,sr,seg)",
     )
     g.add_argument(
         "--send",
@@ -77,12 +86,15 @@ class DicomOptions:
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> DicomOptions:
+        folder, kinds = split_dicom_out(
+            getattr(ns, "dicom_out", None), getattr(ns, "dicom_objects", None)
+        )
         return cls(
             out=str(ns.out),
             explain=str(getattr(ns, "explain", "")),
             opacity=float(getattr(ns, "opacity", 0.5)),
-            dicom_out=getattr(ns, "dicom_out", None),
-            dicom_objects=str(getattr(ns, "dicom_objects", "pm,sr")),
+            dicom_out=folder,
+            dicom_objects=kinds,
             send=getattr(ns, "send", None),
             calling_ae=str(getattr(ns, "calling_ae", "CXRLENS")),
             pacs_timeout=float(getattr(ns, "pacs_timeout", 30.0)),
@@ -91,6 +103,46 @@ class DicomOptions:
             dicomweb_ca=str(getattr(ns, "dicomweb_ca", "")),
             dicomweb_no_verify=bool(getattr(ns, "dicomweb_no_verify", False)),
         )
+
+
+def _is_kinds(value: str) -> bool:
+    from cxr_viewer.core.interop.dicom_results import KINDS
+
+    items = [k.strip().lower() for k in value.split(",")]
+    if all(k in KINDS for k in items):
+        return True
+    # "pm,png": a mistyped list of kinds (an error), not a folder of that name
+    return "," in value and not any(sep in value for sep in "/\\")
+
+
+def split_dicom_out(
+    values: str | list[str] | None, objects: str | None = None
+) -> tuple[str | None, str]:
+    """``--dicom-out`` values (each a list of kinds or a folder) and ``--dicom-objects`` as
+    (folder or None, kinds). A list of kinds alone still asks for DICOM output (to
+    ``OUT/dicom``): the folder is then ``""``. Two folders, two lists of kinds, or kinds that
+    disagree with ``--dicom-objects`` are clear errors; unknown kinds are told by
+    :class:`DicomOutput`, before any image is processed."""
+    if isinstance(values, str):
+        values = [values]
+    folders = [v for v in values or [] if not _is_kinds(v)]
+    kinds = [v for v in values or [] if _is_kinds(v)]
+    if objects:
+        kinds.append(objects)
+    if len(folders) > 1 or len({",".join(sorted(_kinds(k))) for k in kinds}) > 1:
+        raise CxrError(
+            "Cannot tell where or which DICOM results to write",
+            f"--dicom-out/--dicom-objects name {len(folders)} folder(s) and kinds "
+            f"{' and '.join(kinds) or 'none'}",
+            "Give at most one folder and one list of kinds, e.g. --dicom-out pm,sr --dicom-out DIR.",
+        )
+    folder = folders[0] if folders else ("" if values else None)
+    return folder, kinds[0] if kinds else "pm,sr"
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    """The kinds named, normalised for comparing (checked later, by ``parse_kinds``)."""
+    return tuple(sorted({k.strip().lower() for k in text.split(",") if k.strip()}))
 
 
 class DicomOutput:
@@ -122,7 +174,7 @@ class DicomOutput:
 
     @classmethod
     def from_options(cls, args: DicomOptions | None) -> DicomOutput | None:
-        if args is None or not (args.dicom_out or args.send):
+        if args is None or (args.dicom_out is None and not args.send):
             return None
         if str(args.explain).strip().lower() in ("", "none"):
             raise CxrError(

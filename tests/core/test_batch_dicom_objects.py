@@ -60,3 +60,47 @@ def test_a_wrong_object_list_stops_before_any_work(tmp_path, capsys):
     assert code != 0
     assert "'png' is not among sc, pm, sr, seg" in capsys.readouterr().err
     assert not (tmp_path / "out" / "predictions.csv").exists()
+
+
+def test_dicom_out_takes_kinds_or_a_folder_and_dicom_objects_stays_an_alias():
+    from cxr_viewer.commands.batch_dicom import split_dicom_out
+    from cxr_viewer.core.errors import CxrError
+
+    assert split_dicom_out(None) == (None, "pm,sr")
+    assert split_dicom_out(["results/dcm"]) == ("results/dcm", "pm,sr")
+    assert split_dicom_out(["sc,pm,sr,seg"]) == ("", "sc,pm,sr,seg")  # to OUT/dicom
+    assert split_dicom_out(["pm"]) == ("", "pm")
+    assert split_dicom_out(["./pm"]) == ("./pm", "pm,sr")  # a folder named like a kind
+    assert split_dicom_out(["pm,sr,seg", "dcm"]) == ("dcm", "pm,sr,seg")
+    assert split_dicom_out(["dcm"], "pm,seg") == ("dcm", "pm,seg")  # the old spelling
+    assert split_dicom_out(["seg,pm"], "pm,seg") == ("", "seg,pm")  # same kinds: fine
+    assert split_dicom_out(None, "pm,seg") == (None, "pm,seg")
+    for values, objects in ((["a", "b"], None), (["pm"], "sr"), (["pm", "sr"], None)):
+        with pytest.raises(CxrError):
+            split_dicom_out(values, objects)
+    assert split_dicom_out(["pm,png"]) == ("", "pm,png")  # a list of kinds, refused later
+
+
+def test_dicom_out_kinds_alone_write_to_out_dicom(tmp_path):
+    import argparse
+
+    from cxr_viewer.commands.batch_dicom import DicomOptions, DicomOutput, add_arguments
+    from cxr_viewer.core.errors import CxrError
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out")
+    parser.add_argument("--explain")
+    add_arguments(parser)
+    ns = parser.parse_args(
+        ["--out", str(tmp_path), "--explain", "gradcam", "--dicom-out", "pm,seg"]
+    )
+    output = DicomOutput.from_options(DicomOptions.from_namespace(ns))
+    assert output is not None
+    assert output.folder == tmp_path / "dicom" and output.kinds == ("pm", "seg")
+    ns = parser.parse_args(["--out", str(tmp_path), "--explain", "gradcam"])
+    assert DicomOutput.from_options(DicomOptions.from_namespace(ns)) is None
+    ns = parser.parse_args(
+        ["--out", str(tmp_path), "--explain", "gradcam", "--dicom-out", "pm,png"]
+    )
+    with pytest.raises(CxrError, match="'png' is not among"):
+        DicomOutput.from_options(DicomOptions.from_namespace(ns))
