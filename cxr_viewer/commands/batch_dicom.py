@@ -49,6 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="alias for the KINDS of --dicom-out (e.g. pm,sr,seg)",
     )
     g.add_argument(
+        "--dicom-pm-resolution",
+        choices=("source", "model"),
+        default="source",
+        help="the Parametric Maps' pixel grid: source (default; resampled to the film's pixel "
+        "grid, as the viewer draws them) or model (as computed, at the model's input size, "
+        "with the pixel spacing that places them on the film)",
+    )
+    g.add_argument(
         "--send",
         metavar="AE@HOST:PORT|URL",
         help="C-STORE those DICOM results to this PACS node, or STOW-RS them to this DICOMweb "
@@ -76,6 +84,7 @@ class DicomOptions:
     opacity: float = 0.5
     dicom_out: str | None = None
     dicom_objects: str = "pm,sr"
+    dicom_pm_resolution: str = "source"
     send: str | None = None
     calling_ae: str = "CXRLENS"
     pacs_timeout: float = 30.0
@@ -95,6 +104,7 @@ class DicomOptions:
             opacity=float(getattr(ns, "opacity", 0.5)),
             dicom_out=folder,
             dicom_objects=kinds,
+            dicom_pm_resolution=str(getattr(ns, "dicom_pm_resolution", "source")),
             send=getattr(ns, "send", None),
             calling_ae=str(getattr(ns, "calling_ae", "CXRLENS")),
             pacs_timeout=float(getattr(ns, "pacs_timeout", 30.0)),
@@ -154,6 +164,7 @@ class DicomOutput:
 
         self.folder = Path(args.dicom_out or Path(args.out) / "dicom")
         self.kinds = parse_kinds(getattr(args, "dicom_objects", "pm,sr"))
+        self.pm_resolution = str(getattr(args, "dicom_pm_resolution", "source"))
         self.model_sha256: str | None = None
         self.client: Any = None
         self.web: Any = None
@@ -229,6 +240,7 @@ class DicomOutput:
             kinds=self.kinds,
             model_sha256=self.model_sha256,
             stem=stem,
+            pm_resolution=self.pm_resolution,
         )
         note = f" ({result.note})" if result.note else ""
         if self.web is not None:

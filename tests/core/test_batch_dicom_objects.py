@@ -97,6 +97,21 @@ def test_dicom_out_kinds_alone_write_to_out_dicom(tmp_path):
     output = DicomOutput.from_options(DicomOptions.from_namespace(ns))
     assert output is not None
     assert output.folder == tmp_path / "dicom" and output.kinds == ("pm", "seg")
+    assert output.pm_resolution == "source"
+    ns = parser.parse_args(
+        [
+            "--out",
+            str(tmp_path),
+            "--explain",
+            "gradcam",
+            "--dicom-out",
+            "pm",
+            "--dicom-pm-resolution",
+            "model",
+        ]
+    )
+    output = DicomOutput.from_options(DicomOptions.from_namespace(ns))
+    assert output is not None and output.pm_resolution == "model"
     ns = parser.parse_args(["--out", str(tmp_path), "--explain", "gradcam"])
     assert DicomOutput.from_options(DicomOptions.from_namespace(ns)) is None
     ns = parser.parse_args(

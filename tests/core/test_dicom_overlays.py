@@ -109,3 +109,30 @@ def test_png_and_jpeg_sources_fall_back_to_secondary_capture(tmp_path):
         pydicom.dcmread(written.of_kind("sc")[0]).SOPClassUID
         == pydicom.uid.SecondaryCaptureImageStorage
     )
+
+
+def test_maps_at_model_resolution_are_found_and_resampled_to_the_film(tmp_path):
+    from cxr_viewer.core.explain.base import Heatmap
+    from cxr_viewer.core.io.resize import resize_map
+
+    folder = tmp_path / "study"
+    folder.mkdir()
+    shutil.copy(samples_dir() / "phantom_j2k.dcm", folder / "film.dcm")
+    study = load_study(folder / "film.dcm")
+    yy, xx = np.mgrid[:224, :224].astype(np.float32)
+    small = np.exp(-((yy - 60) ** 2 + (xx - 150) ** 2) / (2 * 25.0**2)).astype(np.float32)
+    hm = Heatmap(
+        values=small, method="gradcam", target_class=1, class_name="PNEUMONIA", signed=False
+    )
+    ex = de.ExplanationResult.from_heatmap(hm, study)
+    written = export_objects(
+        study, PRED, MODEL, [ex], folder, kinds=("pm", "sr"), pm_resolution="model"
+    )
+    (pm_path,) = written.of_kind("pm")
+    assert pydicom.dcmread(pm_path, stop_before_pixels=True).Rows == 224
+    uid = str(pydicom.dcmread(folder / "film.dcm", stop_before_pixels=True).SOPInstanceUID)
+    found = results_for_image([folder], uid)
+    (m,) = found.maps
+    assert m.values.shape == (224, 224)
+    (on_film,) = found.heatmaps(study.rows, study.columns)
+    assert np.abs(on_film.values - resize_map(small, study.rows, study.columns)).max() <= 1e-5

@@ -191,3 +191,50 @@ def test_unwritable_maps_are_clear_errors(tmp_path):
         dp.parametric_map(de.source_header(jpeg), ok, MODEL)
     with pytest.raises(DicomExportError, match="not a Parametric Map"):
         dp.read_parametric_map(pydicom.dcmread(samples_dir() / "phantom_j2k.dcm"))
+
+
+@pytest.mark.parametrize(("method", "signed"), [("gradcam", False), ("lime", True)])
+def test_parametric_map_at_model_resolution(tmp_path, method, signed):
+    """resolution="model": the map as computed (224×224), placed on the film by its pixel
+    spacing and position, Spatial Locations Preserved NO, the scale stated; read back and
+    resampled to the film's grid it is the map the viewer draws."""
+    study = load_study(samples_dir() / "phantom_j2k.dcm")
+    source = de.source_header(study)
+    hm = _heatmap(method, signed)
+    ex = de.ExplanationResult.from_heatmap(hm, study)
+    pm = dp.parametric_map(source, ex, MODEL, resolution="model")
+    path = tmp_path / "model_PM.dcm"
+    pm.save_as(path, enforce_file_format=True)
+    ds = pydicom.dcmread(path)
+    assert (ds.Rows, ds.Columns) == (MODEL_SIZE, MODEL_SIZE)
+    film = dp._with_geometry(source)
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    spacing = [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing]
+    fr, fc = study.rows / MODEL_SIZE, study.columns / MODEL_SIZE
+    assert spacing == pytest.approx(
+        [float(film.PixelSpacing[0]) * fr, float(film.PixelSpacing[1]) * fc]
+    )
+    sources = [
+        item
+        for fg in (*ds.SharedFunctionalGroupsSequence, *ds.PerFrameFunctionalGroupsSequence)
+        for der in fg.get("DerivationImageSequence", [])
+        for item in der.SourceImageSequence
+    ]
+    assert sources and all(item.SpatialLocationsPreserved == "NO" for item in sources)
+    assert "kept at the model's input size (224x224" in ds.DerivationDescription
+    back = dp.read_parametric_map(ds)
+    assert np.abs(back.values - hm.values).max() <= 1e-5  # the values as computed
+    on_film = back.on_grid(study.rows, study.columns)
+    assert np.abs(on_film - resize_map(hm.values, study.rows, study.columns)).max() <= 1e-5
+    assert [r.sop_instance_uid for r in back.references] == [source.SOPInstanceUID]
+    _dciodvfy_clean(path)
+
+
+def test_model_resolution_needs_the_model_size_map():
+    study = load_study(samples_dir() / "phantom_j2k.dcm")
+    ex = de.ExplanationResult.from_heatmap(_heatmap("gradcam", False), study)
+    ex.model_values = None
+    with pytest.raises(DicomExportError, match="model resolution"):
+        dp.parametric_map(de.source_header(study), ex, MODEL, resolution="model")
+    with pytest.raises(DicomExportError, match="not one of source, model"):
+        dp.parametric_map(de.source_header(study), ex, MODEL, resolution="native")

@@ -182,6 +182,8 @@ class ExplanationResult:
     #: the trust verdicts in words, then what the film's maps say together (agreement, most
     #: faithful): TEXT items of the explanation's SR container
     notes: tuple[str, ...] = ()
+    #: the map as computed, at the model's input size (for a Parametric Map at model resolution)
+    model_values: np.ndarray | None = None
 
     @classmethod
     def from_heatmap(
@@ -213,6 +215,7 @@ class ExplanationResult:
             trust={k: float(v) for k, v in figures.items() if np.isfinite(v)},
             status=hm.status_text,
             notes=(*said, *notes),
+            model_values=np.asarray(hm.values, np.float32),
         )
 
 

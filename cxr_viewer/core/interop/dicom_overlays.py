@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from cxr_viewer.core.errors import CxrError, DicomExportError
 from cxr_viewer.core.interop.dicom_pm import (
     PARAMETRIC_MAP_STORAGE,
@@ -79,16 +77,12 @@ class ImageResults:
         method our name or the map's label, class from the report's tracking identifier or
         the meaning, trust figures from the report."""
         from cxr_viewer.core.explain.base import Heatmap
-        from cxr_viewer.core.io.resize import resize_map
 
         out = []
         for m in self.maps:
-            values = m.values
-            if values.shape != (rows, columns):
-                values = resize_map(values, rows, columns)
             out.append(
                 Heatmap(
-                    values=np.asarray(values, np.float32),
+                    values=m.on_grid(rows, columns),
                     method=m.method or m.label.lower() or "map",
                     target_class=-1,
                     class_name=_class_of(m),

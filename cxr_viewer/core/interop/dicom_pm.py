@@ -170,30 +170,83 @@ def _with_geometry(source: Dataset) -> Dataset:
     return ds
 
 
-def parametric_map(
-    source: Dataset,
-    explanation: ExplanationResult,
-    model: ModelIdentity,
-    *,
-    series_instance_uid: str | None = None,
-    instance_number: int = 1,
-) -> Dataset:
-    """The Parametric Map (a highdicom ``ParametricMap``, a pydicom Dataset) of one explanation.
+#: where a Parametric Map's pixels lie: on the source image's grid, or at the model's input size
+RESOLUTIONS = ("source", "model")
 
-    ``source`` is the source image's header (:func:`~cxr_viewer.core.interop.dicom_export.source_header`);
-    ``explanation.values`` must be on its pixel grid (``ExplanationResult.from_heatmap`` does it).
-    """
-    from cxr_viewer.core.explain.overlay import default_colormap, robust_vmax
 
-    if not _referenceable(source):
-        raise DicomExportError(
-            "Cannot write a Parametric Map",
-            "the source is not a DICOM image with SOP, series and study UIDs to reference",
-            "Export a Secondary Capture for PNG/JPEG sources (--dicom-out sc).",
+@dataclass(frozen=True)
+class _Grid:
+    """The pixel grid a map is written on, and the geometry that places it on the film."""
+
+    values: np.ndarray
+    geometry: Dataset  # the source header with a plane geometry (:func:`_with_geometry`)
+    scale: tuple[float, float]  # source pixels per map pixel (rows, columns); (1, 1): same grid
+
+    @property
+    def resampled(self) -> bool:
+        return self.scale != (1.0, 1.0)
+
+    def placement(self) -> dict[str, Any]:
+        """highdicom's pixel measures, orientation and position for a map at model resolution:
+        the film's spacing times the scale, the film's orientation, and the first map pixel's
+        centre (half a map pixel, less half a film pixel, from the film's first pixel centre)."""
+        if not self.resampled:
+            return {}
+        hd = _highdicom()
+        g = self.geometry
+        sr, sc = (float(v) for v in g.PixelSpacing)
+        fr, fc = self.scale
+        o = [float(v) for v in g.ImageOrientationPatient]
+        row_dir, col_dir = np.array(o[:3]), np.array(o[3:])
+        first = np.array([float(v) for v in g.ImagePositionPatient])
+        first = first + row_dir * sc * (fc - 1) / 2 + col_dir * sr * (fr - 1) / 2
+        return {
+            "pixel_measures": hd.PixelMeasuresSequence(
+                pixel_spacing=(sr * fr, sc * fc), slice_thickness=float(g.SliceThickness or 1.0)
+            ),
+            "plane_orientation": hd.PlaneOrientationSequence(
+                coordinate_system="PATIENT", image_orientation=o
+            ),
+            "plane_positions": [
+                hd.PlanePositionSequence(
+                    coordinate_system="PATIENT", image_position=[float(v) for v in first]
+                )
+            ],
+        }
+
+    def derivation(self) -> str:
+        rows, cols = self.values.shape
+        if not self.resampled:
+            return (
+                "computed at the model's input size and resampled to the source image's pixel "
+                "grid (bilinear when enlarging, area mean when shrinking)"
+            )
+        return (
+            f"kept at the model's input size ({rows}x{cols}, not resampled): one map pixel "
+            f"covers {self.scale[0]:.4g}x{self.scale[1]:.4g} source pixels (rows x columns), "
+            "as Pixel Spacing and Image Position (Patient) state; spatial locations not "
+            "preserved; resample it to the source image's grid to overlay it"
         )
+
+
+def _grid(source: Dataset, explanation: ExplanationResult, resolution: str) -> _Grid:
+    """The map's values on the grid ``resolution`` asks for; a clear error when they are not."""
     rows, cols = int(source.Rows), int(source.Columns)
-    values = np.asarray(explanation.values, np.float32)
-    if values.shape != (rows, cols):
+    if resolution not in RESOLUTIONS:
+        raise DicomExportError(
+            "Cannot write the Parametric Map",
+            f"the resolution '{resolution}' is not one of {', '.join(RESOLUTIONS)}",
+            "Use source (the film's pixel grid) or model (the model's input size).",
+        )
+    if resolution == "model" and explanation.model_values is None:
+        raise DicomExportError(
+            "Cannot write the Parametric Map at model resolution",
+            "the explanation does not carry the map at the model's input size",
+            "Build it with ExplanationResult.from_heatmap.",
+        )
+    model = resolution == "model" and explanation.model_values is not None
+    values = np.asarray(explanation.model_values if model else explanation.values, np.float32)
+    if values.ndim != 2 or (not model and values.shape != (rows, cols)):
         raise DicomExportError(
             "Cannot write the Parametric Map",
             f"the map is {values.shape}, the image {rows}×{cols}",
@@ -205,6 +258,37 @@ def parametric_map(
             "the map has non-finite values (NaN or infinity)",
             "Recompute the explanation.",
         )
+    scale = (rows / values.shape[0], cols / values.shape[1])
+    return _Grid(values, _with_geometry(source), (float(scale[0]), float(scale[1])))
+
+
+def parametric_map(
+    source: Dataset,
+    explanation: ExplanationResult,
+    model: ModelIdentity,
+    *,
+    series_instance_uid: str | None = None,
+    instance_number: int = 1,
+    resolution: str = "source",
+) -> Dataset:
+    """The Parametric Map (a highdicom ``ParametricMap``, a pydicom Dataset) of one explanation.
+
+    ``source`` is the source image's header (:func:`~cxr_viewer.core.interop.dicom_export.source_header`);
+    ``explanation.values`` must be on its pixel grid (``ExplanationResult.from_heatmap`` does it).
+    ``resolution="model"`` writes ``explanation.model_values`` (the map at the model's input
+    size) instead, with the pixel spacing and position that place it on the film, Spatial
+    Locations Preserved NO and the scale in Derivation Description.
+    """
+    from cxr_viewer.core.explain.overlay import default_colormap, robust_vmax
+
+    if not _referenceable(source):
+        raise DicomExportError(
+            "Cannot write a Parametric Map",
+            "the source is not a DICOM image with SOP, series and study UIDs to reference",
+            "Export a Secondary Capture for PNG/JPEG sources (--dicom-out sc).",
+        )
+    grid = _grid(source, explanation, resolution)
+    values = grid.values
     hd = _highdicom()
     code_value, code_meaning = method_code(explanation.method)
     label = _lut_label(explanation.method)
@@ -230,7 +314,7 @@ def parametric_map(
         # highdicom warns about a source's single-component Patient Name; it is copied as is
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person")
         pm: Dataset = _parametric_map_class()(
-            source_images=[_with_geometry(source)],
+            source_images=[grid.geometry],
             pixel_array=values,
             series_instance_uid=series_instance_uid or hd.UID(),
             series_number=PM_SERIES_NUMBER,
@@ -252,19 +336,25 @@ def parametric_map(
             ],
             content_label=label,
             content_description=(f"{method} {explanation.class_name} colormap {colormap}")[:64],
+            **grid.placement(),
         )
+    if grid.resampled:
+        _not_preserved(pm)
     _copy_patient_study(pm, source)
     pm.Laterality = source.get("Laterality")  # General Series, Type 2C: the source's, or unknown
     pm.SeriesDescription = f"CXR Lens {method} map ({NOT_FOR_DIAGNOSIS})"[:64]
     pm.DerivationDescription = (
         f"{method} explanation of class {explanation.class_name}"
         + (f" (layer {explanation.layer})" if explanation.layer else "")
-        + f" by model {model.name} {model.version}, computed at the model's input size and "
-        "resampled to the source image's pixel grid (bilinear when enlarging, area mean when shrinking) by CXR Lens "
+        + f" by model {model.name} {model.version}, {grid.derivation()} by CXR Lens "
         f"{__version__}"
         + (
             "; the Frame of Reference is this map's own (the source image has none): "
-            "its pixel grid is the source image's, pixel for pixel"
+            + (
+                "its plane is the source image's pixel grid"
+                if grid.resampled
+                else "its pixel grid is the source image's, pixel for pixel"
+            )
             if not source.get("FrameOfReferenceUID")
             else ""
         )
@@ -272,6 +362,18 @@ def parametric_map(
     )[:1024]
     pm.ImageComments = NOT_FOR_DIAGNOSIS
     return pm
+
+
+def _not_preserved(pm: Dataset) -> None:
+    """Spatial Locations Preserved NO in each source image reference of a resampled map."""
+    groups = [
+        *pm.get("SharedFunctionalGroupsSequence", []),
+        *pm.get("PerFrameFunctionalGroupsSequence", []),
+    ]
+    for fg in groups:
+        for der in fg.get("DerivationImageSequence", []):
+            for item in der.get("SourceImageSequence", []):
+                item.SpatialLocationsPreserved = "NO"
 
 
 # ---------------------------------------------------------------------------- reading back
@@ -308,6 +410,17 @@ class ExplanationMap:
     sop_instance_uid: str
     series_description: str = ""
     window: tuple[float, float] | None = None  # (center, width)
+    content_date: str = ""  # YYYYMMDD, when the map was written
+    software: str = ""  # Software Versions of the program that wrote it
+
+    def on_grid(self, rows: int, columns: int) -> np.ndarray:
+        """The values on an image's pixel grid: as stored when the map is on it, else
+        resampled (a map at model resolution) as the viewer resamples computed maps."""
+        if self.values.shape == (rows, columns):
+            return self.values
+        from cxr_viewer.core.io.resize import resize_map
+
+        return np.asarray(resize_map(self.values, rows, columns), np.float32)
 
 
 def referenced_images(ds: Dataset) -> list[ImageReference]:
@@ -423,6 +536,8 @@ def read_parametric_map(ds: Dataset) -> ExplanationMap:
         sop_instance_uid=str(ds.SOPInstanceUID),
         series_description=str(ds.get("SeriesDescription", "")),
         window=window,
+        content_date=str(ds.get("ContentDate", "")),
+        software=str(ds.get("SoftwareVersions", "")),
     )
 
 

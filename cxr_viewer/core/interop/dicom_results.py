@@ -91,8 +91,11 @@ def export_objects(
     model_sha256: str | None = None,
     stem: str | None = None,
     top_percent: float | None = None,
+    pm_resolution: str = "source",
 ) -> ObjectsResult:
-    """Write the chosen kinds of objects for one image (see the module's docstring)."""
+    """Write the chosen kinds of objects for one image (see the module's docstring);
+    ``pm_resolution="model"`` writes the Parametric Maps at the model's input size
+    (:func:`~cxr_viewer.core.interop.dicom_pm.parametric_map`)."""
     from cxr_viewer.core.interop.dicom_pm import parametric_map
     from cxr_viewer.core.interop.dicom_seg import DEFAULT_TOP_PERCENT, segmentation
     from cxr_viewer.core.interop.dicom_sr import measurement_report
@@ -139,7 +142,12 @@ def export_objects(
             tag = ex.method.replace("+", "p")
             if "pm" in chosen:
                 pm = parametric_map(
-                    source, ex, model, series_instance_uid=pm_series, instance_number=i
+                    source,
+                    ex,
+                    model,
+                    series_instance_uid=pm_series,
+                    instance_number=i,
+                    resolution=pm_resolution,
                 )
                 pms.append(pm)
                 _add(result, _save(pm, out / f"{stem}_{tag}_PM.dcm"), "pm")
