@@ -47,6 +47,7 @@ from .report import LayerSnapshot, Snapshot, save_pdf, save_png
 from .settings import Settings
 from .state import METHODS, ViewerState
 from .status import StatusArea
+from .stored_overlays import StoredOverlayPanel
 from .views import ImageView, ViewLink
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class MainWindow(QMainWindow):
         self.model_panel = ModelPanel(self.state)
         self.prediction_panel = PredictionPanel(self.state)
         self.overlay_panel = OverlayPanel(self.state)
+        self.stored_panel = StoredOverlayPanel(self.state, self.overlay_view)
         self.metadata_panel = MetadataPanel(self.state)
         self.status = StatusArea(self.state, settings=self.settings)
         self.setStatusBar(self.status)
@@ -170,6 +172,7 @@ class MainWindow(QMainWindow):
         lay.addWidget(self.model_panel)
         lay.addWidget(self.prediction_panel)
         lay.addWidget(self.overlay_panel)
+        lay.addWidget(self.stored_panel)
         lay.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)

@@ -6,7 +6,8 @@ wrote) are searched for objects that reference the image
 (:func:`~cxr_viewer.core.interop.dicom_overlays.results_for_image`), whoever wrote them. Each map is a
 checkbox; the picture is the displayed film with the checked maps drawn as the viewer draws its
 own (:mod:`~cxr_viewer.core.explain.overlay`) and the checked regions outlined. A Parametric Map or
-Segmentation opened on its own says which image it belongs to.
+Segmentation opened on its own says which image it belongs to. The same maps are offered as
+overlays of the main window's Explanations pane (:mod:`.stored_overlays`).
 """
 
 from __future__ import annotations
@@ -30,16 +31,13 @@ from PySide6.QtWidgets import (
 
 from cxr_viewer.core.errors import CxrError
 
+from .stored_overlays import folder_files
+
 if TYPE_CHECKING:
     from cxr_viewer.core.interop.dicom_overlays import ImageResults
     from cxr_viewer.core.io.study import Study
 
 PICTURE_SIDE = 512
-
-
-def _folder_files(study: Study) -> list[Path]:
-    folder = Path(study.path).parent
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".dcm", ""))
 
 
 class StoredResultsDialog(QDialog):
@@ -96,7 +94,7 @@ class StoredResultsDialog(QDialog):
             )
             return
         uid = str(header.get("SOPInstanceUID", ""))
-        self.results = found = results_for_image(_folder_files(self.study), uid)
+        self.results = found = results_for_image(folder_files(Path(self.study.path)), uid)
         lines = []
         if found.empty:
             lines.append("No Parametric Map or Segmentation in this folder references this image.")

@@ -94,3 +94,58 @@ def test_the_file_menu_offers_it(qtbot, gui, tmp_path):
     ]
     assert act in file_menu.actions()
     assert act.trigger() is None and win.state.study is None  # no study: a message, no dialog
+
+
+def test_opening_the_film_offers_its_stored_maps_on_the_explanations_pane(
+    qtbot, gui, study_with_results, tmp_path
+):
+    """The main window: opening a film whose folder holds its Parametric Maps lists them as
+    stored (method, model, date from the object), each switched on and off on the
+    Explanations pane with its own opacity, drawn as the viewer draws its own maps."""
+    from PySide6.QtGui import QImage
+
+    from cxr_viewer.core.explain.overlay import colorize, robust_vmax
+
+    study, exs, written = study_with_results
+    win = gui.make_window(qtbot, tmp_path / "settings")
+    gui.open_study(qtbot, win, study.path, with_prediction=False)
+    panel = win.stored_panel
+    qtbot.waitUntil(lambda: len(panel.boxes) == 2, timeout=10_000)
+    assert panel.isVisible()
+    labels = [b.text() for b in panel.boxes]
+    import pydicom
+
+    date = str(pydicom.dcmread(written.of_kind("pm")[0], stop_before_pixels=True).ContentDate)
+    when = f"{date[:4]}-{date[4:6]}-{date[6:]}"
+    assert labels == [
+        f"stored Grad-CAM PNEUMONIA · model demo-model · {when}",
+        f"stored LIME PNEUMONIA · model demo-model · {when}",
+    ]
+    assert "deletion auc 0.200" in panel.boxes[0].toolTip()
+    view = win.overlay_view
+    item = view.overlay_item(panel.overlays[0].name)
+    assert item is not None and not item.isVisible()  # off until asked for
+    win.state.set_layout("grid")
+    panel.boxes[0].setChecked(True)
+    assert item.isVisible() and win.state.layout == "side"  # the pane is shown
+    assert view in win.shown_views()
+    panel.sliders[0].setValue(25)
+    assert item.opacity() == pytest.approx(0.25)
+    other = view.overlay_item(panel.overlays[1].name)
+    assert other is not None and not other.isVisible() and other.opacity() == pytest.approx(0.6)
+    # the pixels drawn are the stored values coloured as the viewer colours its own maps
+    shown = item.pixmap().toImage().convertToFormat(QImage.Format.Format_RGBA8888)
+    h, w = shown.height(), shown.width()
+    drawn = np.frombuffer(shown.constBits(), np.uint8).reshape(h, shown.bytesPerLine())[:, : 4 * w]
+    drawn = drawn.reshape(h, w, 4)
+    expected = colorize(exs[0].values, signed=False, vmax=robust_vmax(exs[0].values))
+    assert np.array_equal(drawn[..., 3], expected[..., 3])
+    opaque = expected[..., 3] == 255  # (a pixmap keeps no colour where alpha is 0)
+    assert opaque.any() and np.array_equal(drawn[opaque], expected[opaque])
+    panel.boxes[0].setChecked(False)
+    assert not item.isVisible()
+    # another film: its folder holds no maps of it, the box hides and the overlays go
+    shutil.copy(samples_dir() / "phantom_jpegls.dcm", tmp_path / "other.dcm")
+    gui.open_study(qtbot, win, tmp_path / "other.dcm", with_prediction=False)
+    qtbot.waitUntil(lambda: not panel.boxes, timeout=10_000)
+    assert not panel.isVisible() and item.pixmap().isNull()

@@ -72,6 +72,21 @@ class ImageResults:
                 parts.append(f"model {report.algorithm_name} {report.algorithm_version}".strip())
         return "; ".join(parts)
 
+    def label(self, m: ExplanationMap) -> str:
+        """A short label saying the map was stored, not computed here: "stored Grad-CAM
+        PNEUMONIA · model demo-model · 2026-12-06" (method, model and date from the object)."""
+        from cxr_viewer.core.interop.dicom_export import METHOD_LABELS
+
+        method = METHOD_LABELS.get(m.method or "", m.label or "map")
+        what = " ".join(x for x in ("stored", method, _class_of(m)) if x)
+        parts = [what]
+        if m.model_name:
+            parts.append(f"model {m.model_name}")
+        d = m.content_date
+        if len(d) == 8 and d.isdigit():
+            parts.append(f"{d[:4]}-{d[4:6]}-{d[6:]}")
+        return " · ".join(parts)
+
     def heatmaps(self, rows: int, columns: int) -> list[Heatmap]:
         """Each map as a Heatmap on the image's grid (as the viewer's own explanations are):
         method our name or the map's label, class from the report's tracking identifier or

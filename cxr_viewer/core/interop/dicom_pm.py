@@ -411,6 +411,7 @@ class ExplanationMap:
     series_description: str = ""
     window: tuple[float, float] | None = None  # (center, width)
     content_date: str = ""  # YYYYMMDD, when the map was written
+    model_name: str = ""  # Manufacturer's Model Name: the model (ours) or the program (others')
     software: str = ""  # Software Versions of the program that wrote it
 
     def on_grid(self, rows: int, columns: int) -> np.ndarray:
@@ -537,6 +538,7 @@ def read_parametric_map(ds: Dataset) -> ExplanationMap:
         series_description=str(ds.get("SeriesDescription", "")),
         window=window,
         content_date=str(ds.get("ContentDate", "")),
+        model_name=str(ds.get("ManufacturerModelName", "")),
         software=str(ds.get("SoftwareVersions", "")),
     )
 

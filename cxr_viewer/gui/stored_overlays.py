@@ -1,0 +1,172 @@
+"""Stored explanation maps as overlays of the viewer's Explanations pane.
+
+When a DICOM study is opened (from disk, or what a DIMSE or DICOMweb retrieve wrote), the
+Parametric Maps in its folder that reference the image
+(:func:`~cxr_viewer.core.interop.dicom_overlays.results_for_image`, whoever wrote them) are listed
+in the side panel's "Stored maps" box: each a checkbox labelled as stored (method, model and
+date read from the object: nothing is recomputed) with the report's legend as its tooltip, and
+its own opacity slider. A checked map is drawn on the Explanations pane (``View ▸ side by side``:
+the film next to it), coloured as the viewer colours its own maps
+(:mod:`~cxr_viewer.core.explain.overlay`) and above them; the layout switches to side by side
+when the pane is not shown. The same maps are what File ▸ Stored DICOM results… lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QPixmap
+from PySide6.QtWidgets import QCheckBox, QGroupBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout
+
+from cxr_viewer.core.errors import CxrError
+
+from .imaging import rgba_qimage
+
+if TYPE_CHECKING:
+    from cxr_viewer.core.explain.base import Heatmap
+    from cxr_viewer.core.interop.dicom_overlays import ImageResults
+
+    from .state import ViewerState
+    from .views import ImageView
+
+#: a folder with more files than this is not searched when a study opens (File ▸ Stored DICOM
+#: results… still searches it)
+MAX_FOLDER_FILES = 400
+#: above the computed maps (z 1 + method index) and below the agreement layer (z 50)
+STORED_Z = 20.0
+DEFAULT_OPACITY = 0.6
+
+
+@dataclass
+class StoredOverlay:
+    """One stored map as drawn: its overlay name in the view, label, legend and switches."""
+
+    name: str
+    label: str
+    legend: str
+    heatmap: Heatmap
+    visible: bool = False
+    opacity: float = DEFAULT_OPACITY
+
+
+def folder_files(study_path: Path) -> list[Path]:
+    """The DICOM files beside a study (``.dcm`` or no suffix, as retrieves write them)."""
+    folder = Path(study_path).parent
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".dcm", ""))
+
+
+class StoredOverlayPanel(QGroupBox):
+    """The "Stored maps" box: the current film's stored Parametric Maps, each switchable."""
+
+    def __init__(self, state: ViewerState, view: ImageView, parent=None) -> None:
+        super().__init__("Stored maps (from DICOM)", parent)
+        self.setObjectName("StoredOverlayPanel")
+        self.state, self.view = state, view
+        self.overlays: list[StoredOverlay] = []
+        self.boxes: list[QCheckBox] = []
+        self.sliders: list[QSlider] = []
+        self._layout = QVBoxLayout(self)
+        self.note = QLabel()
+        self.note.setWordWrap(True)
+        self._layout.addWidget(self.note)
+        state.events.study.connect(self.load_for_study)
+        self.load_for_study()
+
+    # ------------------------------------------------------------------ finding
+    def load_for_study(self) -> None:
+        """Find the stored maps of the current film (a DICOM image) in its folder."""
+        study = self.state.study
+        results = None
+        if study is not None and study.format == "dicom":
+            try:
+                results = self._find(study.path)
+            except (OSError, CxrError, ValueError) as exc:
+                self._clear()
+                self.note.setText(f"Stored maps not read: {exc}")
+                self.setVisible(True)
+                return
+        self.show_results(results)
+
+    def _find(self, path: Path) -> ImageResults | None:
+        import pydicom
+
+        from cxr_viewer.core.interop.dicom_overlays import describe_derived, results_for_image
+
+        files = folder_files(path)
+        if len(files) > MAX_FOLDER_FILES:
+            return None
+        header = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        if describe_derived(header) is not None:
+            return None
+        return results_for_image(files, str(header.get("SOPInstanceUID", "")))
+
+    def show_results(self, results: ImageResults | None) -> None:
+        """List ``results``' maps (none: the box hides); all start switched off."""
+        self._clear()
+        study = self.state.study
+        if results is None or not results.maps or study is None:
+            self.setVisible(False)
+            return
+        heatmaps = results.heatmaps(study.rows, study.columns)
+        for i, (m, hm) in enumerate(zip(results.maps, heatmaps, strict=True)):
+            ov = StoredOverlay(
+                f"stored:{m.sop_instance_uid}", results.label(m), results.legend(m), hm
+            )
+            self._add_row(i, ov)
+        self.note.setText(
+            f"{len(self.overlays)} map(s) stored with this film, read back (not recomputed); "
+            "drawn on the Explanations pane"
+        )
+        self.setVisible(True)
+
+    def _clear(self) -> None:
+        for ov in self.overlays:
+            self.view.set_overlay(ov.name, None)
+        for w in [*self.boxes, *self.sliders]:
+            w.setParent(None)
+            w.deleteLater()
+        self.overlays, self.boxes, self.sliders = [], [], []
+        self.note.setText("")
+
+    def _add_row(self, index: int, ov: StoredOverlay) -> None:
+        from cxr_viewer.core.explain.overlay import colorize, robust_vmax
+
+        hm = ov.heatmap
+        rgba = colorize(hm.values, signed=hm.signed, vmax=robust_vmax(hm.values))
+        self.view.set_overlay(ov.name, QPixmap.fromImage(rgba_qimage(rgba)), z=STORED_Z + index)
+        self.view.set_overlay_opacity(ov.name, ov.opacity)
+        self.view.set_overlay_visible(ov.name, False)
+        box = QCheckBox(ov.label)
+        box.setToolTip(ov.legend)
+        box.toggled.connect(lambda on, i=index: self.set_visible(i, on))
+        slider = QSlider(Qt.Orientation.Horizontal)
+        slider.setRange(0, 100)
+        slider.setValue(round(ov.opacity * 100))
+        slider.setToolTip("Opacity of this stored map")
+        slider.valueChanged.connect(lambda v, i=index: self.set_opacity(i, v / 100.0))
+        row = QHBoxLayout()
+        row.addWidget(QLabel("opacity"))
+        row.addWidget(slider, 1)
+        self._layout.addWidget(box)
+        self._layout.addLayout(row)
+        self.overlays.append(ov)
+        self.boxes.append(box)
+        self.sliders.append(slider)
+
+    # ------------------------------------------------------------------ switching
+    def set_visible(self, index: int, visible: bool) -> None:
+        ov = self.overlays[index]
+        ov.visible = bool(visible)
+        self.view.set_overlay_visible(ov.name, ov.visible)
+        if ov.visible and self.state.layout == "grid":
+            self.state.set_layout("side")  # the Explanations pane, next to the film
+        if self.boxes[index].isChecked() != ov.visible:
+            self.boxes[index].setChecked(ov.visible)
+
+    def set_opacity(self, index: int, opacity: float) -> None:
+        ov = self.overlays[index]
+        ov.opacity = min(1.0, max(0.0, float(opacity)))
+        self.view.set_overlay_opacity(ov.name, ov.opacity)
