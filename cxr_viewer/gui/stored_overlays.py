@@ -71,6 +71,7 @@ class StoredOverlayPanel(QGroupBox):
         self._layout = QVBoxLayout(self)
         self.note = QLabel()
         self.note.setWordWrap(True)
+        self.note.setMaximumWidth(300)
         self._layout.addWidget(self.note)
         state.events.study.connect(self.load_for_study)
         self.load_for_study()
@@ -117,7 +118,7 @@ class StoredOverlayPanel(QGroupBox):
             )
             self._add_row(i, ov)
         self.note.setText(
-            f"{len(self.overlays)} map(s) stored with this film, read back (not recomputed); "
+            f"{len(self.overlays)} map(s) stored with this film, read back, not recomputed; "
             "drawn on the Explanations pane"
         )
         self.setVisible(True)
@@ -140,7 +141,7 @@ class StoredOverlayPanel(QGroupBox):
         self.view.set_overlay_opacity(ov.name, ov.opacity)
         self.view.set_overlay_visible(ov.name, False)
         box = QCheckBox(ov.label)
-        box.setToolTip(ov.legend)
+        box.setToolTip(f"{ov.label}\n{ov.legend}")
         box.toggled.connect(lambda on, i=index: self.set_visible(i, on))
         slider = QSlider(Qt.Orientation.Horizontal)
         slider.setRange(0, 100)

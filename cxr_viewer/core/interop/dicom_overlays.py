@@ -74,14 +74,16 @@ class ImageResults:
 
     def label(self, m: ExplanationMap) -> str:
         """A short label saying the map was stored, not computed here: "stored Grad-CAM
-        PNEUMONIA · model demo-model · 2026-12-06" (method, model and date from the object)."""
+        PNEUMONIA · model demo-model · 2026-12-06" (method, model and date from the object;
+        a model name past 24 characters shortened)."""
         from cxr_viewer.core.interop.dicom_export import METHOD_LABELS
 
         method = METHOD_LABELS.get(m.method or "", m.label or "map")
         what = " ".join(x for x in ("stored", method, _class_of(m)) if x)
         parts = [what]
         if m.model_name:
-            parts.append(f"model {m.model_name}")
+            name = m.model_name if len(m.model_name) <= 24 else m.model_name[:23] + "…"
+            parts.append(f"model {name}")
         d = m.content_date
         if len(d) == 8 and d.isdigit():
             parts.append(f"{d[:4]}-{d[4:6]}-{d[6:]}")

@@ -13,7 +13,14 @@ What :func:`parametric_map` writes, per explanation:
   another size could not be placed by a viewer. The object says so in Derivation
   Description. ``float32`` (Float Pixel Data, MONOCHROME): the standard gives a Palette
   Colour LUT only to integer maps (COLOR_RANGE), so the viewer's colour map is named in
-  Content Description instead, for a viewer to pick its own.
+  Content Description instead, for a viewer to pick its own. (A 16-bit map with a Real World
+  Value Mapping back to the floats, the viewer's colour map as a 65 536-entry Palette Colour
+  LUT, an sRGB ICC profile and a Stored Value Color Range, without the Palette Colour Lookup
+  Table UID that may not sit beside explicit LUT data, still gets 8 errors from the installed
+  dciodvfy (2022): the palette descriptors "present when condition unsatisfied" in its Image
+  Pixel Description macro, and Minimum/Maximum Stored Value Mapped checked as strings; it is
+  therefore not written.) ``resolution="model"`` keeps the map at the model's input size
+  instead (see :func:`parametric_map`).
 - **Real World Value Mapping**: unit UCUM ``1`` (no units: the values are relative), LUT
   Label the method, LUT Explanation (64 characters at most) e.g. "Grad-CAM evidence for
   PNEUMONIA, relative (0: none)" or, for signed maps, "LIME attribution for PNEUMONIA,
