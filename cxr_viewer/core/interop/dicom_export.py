@@ -22,10 +22,11 @@ is a clear :class:`~cxr_viewer.core.errors.DicomExportError`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import textwrap
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -267,6 +268,35 @@ def _referenceable(ds: Dataset | None) -> bool:
         str(ds.get(k, "") or "").strip()
         for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
     )
+
+
+def require_referenceable(source: Dataset | None, what: str) -> None:
+    """A clear error when ``source`` cannot be referenced by a derived object (``what``:
+    "a Parametric Map", "a Segmentation")."""
+    if not _referenceable(source):
+        raise DicomExportError(
+            f"Cannot write {what}",
+            "the source is not a DICOM image with SOP, series and study UIDs to reference",
+            "Export a Secondary Capture for PNG/JPEG sources (--dicom-out sc).",
+        )
+
+
+@contextlib.contextmanager
+def quiet_person_names() -> Iterator[None]:
+    """highdicom warns about a source's single-component Patient Name; it is copied as is."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person")
+        yield
+
+
+def equipment(model: ModelIdentity) -> dict[str, str]:
+    """highdicom's General Equipment arguments of the objects written for ``model``."""
+    return {
+        "manufacturer": MANUFACTURER,
+        "manufacturer_model_name": model.name[:64] or "unnamed",
+        "software_versions": f"CXR Lens {__version__}",
+        "device_serial_number": (model.version or "unversioned")[:64],
+    }
 
 
 # ---------------------------------------------------------------------------- burned-in pixels
@@ -731,9 +761,7 @@ def export_results(
     name). ``patient`` is used only for PNG/JPEG sources.
     """
     out = output_folder(out_dir)
-    with warnings.catch_warnings():
-        # highdicom warns about a source's single-component Patient Name; it is copied as is
-        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person")
+    with quiet_person_names():
         return _export(study, prediction, model, explanations, out, patient, stem)
 
 

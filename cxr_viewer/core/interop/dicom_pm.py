@@ -39,7 +39,6 @@ Qt-free; highdicom (the ``pacs`` extra) is imported lazily.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -49,14 +48,15 @@ import numpy as np
 from cxr_viewer import __version__
 from cxr_viewer.core.errors import DicomExportError
 from cxr_viewer.core.interop.dicom_export import (
-    MANUFACTURER,
     METHOD_LABELS,
     NOT_FOR_DIAGNOSIS,
     ExplanationResult,
     ModelIdentity,
     _copy_patient_study,
     _highdicom,
-    _referenceable,
+    equipment,
+    quiet_person_names,
+    require_referenceable,
 )
 
 if TYPE_CHECKING:
@@ -288,12 +288,7 @@ def parametric_map(
     """
     from cxr_viewer.core.explain.overlay import default_colormap, robust_vmax
 
-    if not _referenceable(source):
-        raise DicomExportError(
-            "Cannot write a Parametric Map",
-            "the source is not a DICOM image with SOP, series and study UIDs to reference",
-            "Export a Secondary Capture for PNG/JPEG sources (--dicom-out sc).",
-        )
+    require_referenceable(source, "a Parametric Map")
     grid = _grid(source, explanation, resolution)
     values = grid.values
     hd = _highdicom()
@@ -317,9 +312,7 @@ def parametric_map(
     )
     center, width = (0.0, 2.0 * vmax) if explanation.signed else (vmax / 2.0, vmax)
     method = METHOD_LABELS.get(explanation.method, explanation.method)
-    with warnings.catch_warnings():
-        # highdicom warns about a source's single-component Patient Name; it is copied as is
-        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person")
+    with quiet_person_names():
         pm: Dataset = _parametric_map_class()(
             source_images=[grid.geometry],
             pixel_array=values,
@@ -327,10 +320,7 @@ def parametric_map(
             series_number=PM_SERIES_NUMBER,
             sop_instance_uid=hd.UID(),
             instance_number=instance_number,
-            manufacturer=MANUFACTURER,
-            manufacturer_model_name=model.name[:64] or "unnamed",
-            software_versions=f"CXR Lens {__version__}",
-            device_serial_number=(model.version or "unversioned")[:64],
+            **equipment(model),
             contains_recognizable_visual_features=False,
             real_world_value_mappings=[mapping],
             voi_lut_transformations=[

@@ -17,10 +17,9 @@ source (nothing to reference) the Secondary Capture fallback is written instead 
 
 from __future__ import annotations
 
-import hashlib
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +31,7 @@ from cxr_viewer.core.interop.dicom_export import (
     _save,
     export_results,
     output_folder,
+    quiet_person_names,
     source_header,
 )
 
@@ -60,11 +60,10 @@ def parse_kinds(text: str | Iterable[str]) -> tuple[str, ...]:
 
 
 def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """The sha256 of a file (the model's, for the report), as the bundle computes it."""
+    from cxr_viewer.core.model.bundle import sha256_file
+
+    return sha256_file(Path(path))
 
 
 @dataclass
@@ -133,44 +132,37 @@ def export_objects(
     from cxr_viewer.core.interop.dicom_export import _highdicom
 
     hd = _highdicom()
-    pms: list[Dataset] = []
-    segs: list[Dataset] = []
-    pm_series, seg_series = hd.UID(), hd.UID()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person")
+    made: dict[str, list[Dataset]] = {"pm": [], "seg": []}
+    makers = {
+        "pm": partial(
+            parametric_map,
+            series_instance_uid=hd.UID(),
+            resolution=pm_resolution,
+        ),
+        "seg": partial(
+            segmentation,
+            top_percent=top_percent or DEFAULT_TOP_PERCENT,
+            series_instance_uid=hd.UID(),
+        ),
+    }
+    with quiet_person_names():
         for i, ex in enumerate(explanations, 1):
             tag = ex.method.replace("+", "p")
-            if "pm" in chosen:
-                pm = parametric_map(
-                    source,
-                    ex,
-                    model,
-                    series_instance_uid=pm_series,
-                    instance_number=i,
-                    resolution=pm_resolution,
-                )
-                pms.append(pm)
-                _add(result, _save(pm, out / f"{stem}_{tag}_PM.dcm"), "pm")
-            if "seg" in chosen:
-                seg = segmentation(
-                    source,
-                    ex,
-                    model,
-                    top_percent=top_percent or DEFAULT_TOP_PERCENT,
-                    series_instance_uid=seg_series,
-                    instance_number=i,
-                )
-                segs.append(seg)
-                _add(result, _save(seg, out / f"{stem}_{tag}_SEG.dcm"), "seg")
+            for kind in ("pm", "seg"):
+                if kind in chosen:
+                    ds = makers[kind](source, ex, model, instance_number=i)
+                    made[kind].append(ds)
+                    name = f"{stem}_{tag}_{kind.upper()}.dcm"
+                    _add(result, _save(ds, out / name), kind)
         if "sr" in chosen:
             report = measurement_report(
                 source,
                 prediction,
                 model,
                 explanations,
-                pms,
+                made["pm"],
                 model_sha256=model_sha256,
-                segmentations=segs,
+                segmentations=made["seg"],
             )
             _add(result, _save(report, out / f"{stem}_MR.dcm"), "sr")
     return result

@@ -13,13 +13,11 @@ Qt-free; highdicom (the ``pacs`` extra) is imported lazily.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cxr_viewer import __version__
 from cxr_viewer.core.errors import DicomExportError
 from cxr_viewer.core.interop.dicom_export import (
     MANUFACTURER,
@@ -29,7 +27,9 @@ from cxr_viewer.core.interop.dicom_export import (
     ModelIdentity,
     _copy_patient_study,
     _highdicom,
-    _referenceable,
+    equipment,
+    quiet_person_names,
+    require_referenceable,
 )
 from cxr_viewer.core.interop.dicom_pm import ImageReference, method_code, referenced_images
 
@@ -55,12 +55,7 @@ def segmentation(
     """A binary Segmentation (pydicom Dataset) of the map's top ``top_percent`` % region."""
     from cxr_viewer.core.evaluate.localize import topk_region
 
-    if not _referenceable(source):
-        raise DicomExportError(
-            "Cannot write a Segmentation",
-            "the source is not a DICOM image with SOP, series and study UIDs to reference",
-            "Export a Secondary Capture for PNG/JPEG sources (--dicom-out sc).",
-        )
+    require_referenceable(source, "a Segmentation")
     rows, cols = int(source.Rows), int(source.Columns)
     if explanation.values.shape != (rows, cols):
         raise DicomExportError(
@@ -92,8 +87,7 @@ def segmentation(
             source=MANUFACTURER,
         ),
     )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person")
+    with quiet_person_names():
         seg: Dataset = hd.seg.Segmentation(
             source_images=[source],
             pixel_array=mask.astype(np.uint8)[np.newaxis],
@@ -103,10 +97,7 @@ def segmentation(
             series_number=SEG_SERIES_NUMBER,
             sop_instance_uid=hd.UID(),
             instance_number=instance_number,
-            manufacturer=MANUFACTURER,
-            manufacturer_model_name=model.name[:64] or "unnamed",
-            software_versions=f"CXR Lens {__version__}",
-            device_serial_number=(model.version or "unversioned")[:64],
+            **equipment(model),
             content_label="TOPREGION",
             content_description=label,
             omit_empty_frames=False,

@@ -33,7 +33,6 @@ Parametric Map, whoever wrote the report (items it does not know are ignored).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -52,6 +51,7 @@ from cxr_viewer.core.interop.dicom_export import (
     _highdicom,
     _referenceable,
     _threshold_of,
+    quiet_person_names,
 )
 from cxr_viewer.core.interop.dicom_pm import PARAMETRIC_MAP_STORAGE, method_code
 from cxr_viewer.core.model.heads import head_kind
@@ -234,8 +234,7 @@ def measurement_report(
         procedure_reported=sr.CodedConcept(*PROCEDURE),
         imaging_measurements=[*groups, *roi_groups],
     )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person")
+    with quiet_person_names():
         ds: Dataset = sr.Comprehensive3DSR(
             evidence=[source, *parametric_maps, *segmentations],
             content=report[0],
