@@ -38,7 +38,7 @@ import numpy as np
 from cxr_viewer import __version__
 from cxr_viewer.core.errors import DicomExportError
 from cxr_viewer.core.explain.registry import EXPLAINERS
-from cxr_viewer.core.io.atomic import atomic_write_bytes, write_error
+from cxr_viewer.core.io.atomic import atomic_write_bytes, make_folder, write_error
 from cxr_viewer.core.io.study import Study
 from cxr_viewer.core.model.heads import head_kind
 
@@ -628,20 +628,17 @@ def structured_report(
             )
         )
     for i, (name, p) in enumerate(prediction.as_dict().items()):
-        items.append(
-            sr.NumContentItem(
-                name=_code(f"P-{name}"[:16], f"Probability of {name}"),
-                value=round(float(p), 6),
-                unit=prob_unit,
-                relationship_type=sr.RelationshipTypeValues.CONTAINS,
-            )
-        )
-        t = _threshold_of(prediction, i)
-        if t is not None:
+        figures = [
+            ("P", "Probability of", p),
+            ("T", "Decision threshold for", _threshold_of(prediction, i)),
+        ]
+        for prefix, meaning, value in figures:
+            if value is None:
+                continue
             items.append(
                 sr.NumContentItem(
-                    name=_code(f"T-{name}"[:16], f"Decision threshold for {name}"),
-                    value=round(float(t), 6),
+                    name=_code(f"{prefix}-{name}"[:16], f"{meaning} {name}"),
+                    value=round(float(value), 6),
                     unit=prob_unit,
                     relationship_type=sr.RelationshipTypeValues.CONTAINS,
                 )
@@ -806,16 +803,7 @@ def _export(
 
 def output_folder(out_dir: str | Path) -> Path:
     """``out_dir``, created if missing (a DicomExportError saying why it cannot be)."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DicomExportError(
-            f"Cannot write DICOM results to {out}",
-            f"the folder cannot be created ({exc.strerror or exc})",
-            "Choose a folder you can write to.",
-        ) from exc
-    return out
+    return make_folder(out_dir, f"Cannot write DICOM results to {out_dir}", DicomExportError)
 
 
 def _save(ds: Dataset, path: Path) -> Path:

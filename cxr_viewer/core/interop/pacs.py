@@ -1327,16 +1327,9 @@ def _check_study_uid(uid: str) -> None:
 
 
 def _dest(dest: str | Path) -> Path:
-    out = Path(dest)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PacsError(
-            f"Cannot retrieve into {out}",
-            f"the folder cannot be created ({exc.strerror or exc})",
-            "Choose a folder you can write to.",
-        ) from exc
-    return out
+    from cxr_viewer.core.io.atomic import make_folder
+
+    return make_folder(dest, f"Cannot retrieve into {dest}", PacsError)
 
 
 def _user() -> str:

@@ -156,3 +156,18 @@ __all__ = [
     "is_disk_full",
     "write_error",
 ]
+
+
+def make_folder(folder: str | Path, what: str, error: type[CxrError] = CxrError) -> Path:
+    """``folder``, created if missing; else ``error`` titled ``what`` (e.g. "Cannot write
+    DICOM results to …") saying why it cannot be created."""
+    out = Path(folder)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise error(
+            what,
+            f"the folder cannot be created ({exc.strerror or exc})",
+            "Choose a folder you can write to.",
+        ) from exc
+    return out
