@@ -394,6 +394,45 @@ def test_localize_command_writes_rows_summary_report_and_montage(tmp_path, tiny_
     assert all(0.0 <= float(r["iou_topk"]) <= 1.0 for r in ok)
 
 
+def test_localize_prior_boxes_fits_the_anatomy_prior_on_another_file(tmp_path, tiny_bundle):
+    """--prior-boxes: the prior comes from a separate (training) boxes file, the report names
+    it, and the scored file's own boxes no longer shape it."""
+    from cxr_viewer.cli import main
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "images").mkdir()
+    rows = []
+    for i in range(3):
+        Image.fromarray((rng.random((64, 64)) * 255).astype(np.uint8)).save(
+            tmp_path / "images" / f"{i}.png"
+        )
+        rows.append([f"images/{i}.png", "Spot", 2, 2, 12, 12, 64, 64, f"p{i}"])  # top-left
+    scored = _write_csv(tmp_path / "boxes.csv", HEADER, rows)
+    # the training boxes sit in the bottom-right corner: a prior fitted on them misses
+    train = _write_csv(
+        tmp_path / "train_boxes.csv",
+        HEADER,
+        [[f"t{i}.png", "Spot", 48, 48, 14, 14, 64, 64, f"t{i}"] for i in range(4)],
+    )
+    argv = ["localize", str(scored), "--model", str(tiny_bundle), "--map", "Spot=lesion"]
+    assert main([*argv, "--out", str(tmp_path / "own"), "--quiet"]) == 0
+    code = main([*argv, "--out", str(tmp_path / "sep"), "--prior-boxes", str(train), "--quiet"])
+    assert code == 0
+
+    def prior_energy(out):
+        got = csv.DictReader(open(out / "rows.csv", encoding="utf-8"))
+        return [float(r["energy_inside"]) for r in got if r["method"] == "anatomy_prior"]
+
+    assert min(prior_energy(tmp_path / "own")) > 0.9  # the other patients' identical boxes
+    assert max(prior_energy(tmp_path / "sep")) == 0.0  # the training boxes are elsewhere
+    report = (tmp_path / "sep" / "report.md").read_text(encoding="utf-8")
+    assert f"Anatomy prior fitted on: `{train}`" in report
+    own = (tmp_path / "own" / "report.md").read_text(encoding="utf-8")
+    assert "leave-one-patient-out" in own
+    bad = ["--out", str(tmp_path / "x"), "--prior-boxes", str(tmp_path / "none.csv")]
+    assert main([*argv, *bad, "--quiet"]) == 2
+
+
 def test_localize_command_refuses_bad_input(tmp_path, tiny_bundle, capsys):
     from cxr_viewer.cli import main
 
