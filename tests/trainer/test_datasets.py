@@ -207,9 +207,7 @@ def test_csv_own_column_names_and_label_map(tmp_path):
     with pytest.raises(TrainingError, match="no column 'file'"):
         read_csv_manifest(tmp_path / "labels.csv", columns={"path": "file"})
     with pytest.raises(TrainingError, match="label_map does not name") as err:
-        read_csv_manifest(
-            tmp_path / "labels.csv", columns=columns, label_map={"Lung Opacity": "x"}
-        )
+        read_csv_manifest(tmp_path / "labels.csv", columns=columns, label_map={"Lung Opacity": "x"})
     assert "Normal" in str(err.value)
 
 
