@@ -495,3 +495,19 @@ def test_a_model_that_localizes_beats_the_anatomy_prior_on_phantoms(phantom_case
         assert gc[f"{m}_vs_anatomy_prior_lo"] > 0, (m, gc, anat)
     # energy: above what any image-blind map can reach (the prior's pointing rate)
     assert gc["energy_inside_lo"] > anat["pointing_strict"], (gc, anat)
+
+
+def test_summary_leaves_out_undefined_measures():
+    """A row's "" (e.g. the energy of a map with no positive mass) is left out, not a crash."""
+    rows = []
+    for i, e in enumerate(["0.5", "", "0.3"]):
+        for method, value in (("gradcam", e), ("anatomy_prior", "0.2")):
+            rows.append(
+                {"finding": "F", "patient_id": f"p{i}", "filename": f"{i}.png", "method": method,
+                 "pointing_strict": "1", "pointing_tolerant": "1", "energy_inside": value,
+                 "iou_topk": "0.1"}
+            )  # fmt: skip
+    out = loc.summarize(rows, ["gradcam", "anatomy_prior"], n_boot=50)
+    g = next(r for r in out if r["finding"] == "ALL" and r["method"] == "gradcam")
+    assert g["energy_inside"] == pytest.approx(0.4)
+    assert g["energy_inside_vs_anatomy_prior"] == pytest.approx(0.2)
