@@ -1,7 +1,7 @@
 """How much of a map's mass *can* lie inside the boxes when the map lives on an n×n grid?
 
 The box masks themselves, average-pooled to the grid and upsampled as the viewer upsamples
-maps (:func:`cxr_viewer.core.resize.resize_map`), scored with ``energy_inside`` against the
+maps (:func:`cxr_viewer.core.io.resize.resize_map`), scored with ``energy_inside`` against the
 full-resolution masks: the ceiling of a CAM at that resolution. Run on the *training* boxes:
 
     python benchmarks/adult_grid_ceiling.py runs/adult_opacity/localization/train_boxes.csv
@@ -13,8 +13,8 @@ import sys
 
 import numpy as np
 
-from cxr_viewer.core import localize as loc
-from cxr_viewer.core.resize import resize_map
+from cxr_viewer.core.evaluate import localize as loc
+from cxr_viewer.core.io.resize import resize_map
 
 SIDE = 224
 

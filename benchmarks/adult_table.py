@@ -45,9 +45,9 @@ def _view_aucs(run: Path, bundle: Path) -> dict[str, float]:
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from cxr_viewer.core.inference import load_classifier
     from cxr_viewer.core.io import load_study
-    from cxr_viewer.core.preprocess import study_to_input
+    from cxr_viewer.core.model.inference import load_classifier
+    from cxr_viewer.core.model.preprocess import study_to_input
 
     clf = load_classifier(bundle)
     pos = clf.class_names.index("lung_opacity")

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr_viewer.core.errors import TrainingError
-from cxr_viewer.core.preprocess import InputSpec
+from cxr_viewer.core.model.preprocess import InputSpec
 
 from .config import Config, resolve_path
 
@@ -59,7 +59,7 @@ class BoxTargets:
 def read_boxes_by_path(cfg: Config, class_names: Sequence[str]) -> tuple[dict, int]:
     """Boxes of ``boxes.csv`` grouped by resolved image path, and the class index they are
     evidence for (one class: the finding ↔ class map must name a class of the model)."""
-    from cxr_viewer.core.localize import read_boxes
+    from cxr_viewer.core.evaluate.localize import read_boxes
 
     path = resolve_path(cfg.boxes.csv)
     if not path.is_file():
@@ -88,7 +88,7 @@ def box_targets(
 ) -> BoxTargets:
     """The box targets of one split's films (``manifest_part``: path, y), choosing
     ``boxes.share`` of the boxed films of the class with the run's seed."""
-    from cxr_viewer.core.localize import box_mask
+    from cxr_viewer.core.evaluate.localize import box_mask
 
     by_path, c = read_boxes_by_path(cfg, class_names)
     paths = manifest_part["path"].astype(str).tolist()
@@ -154,7 +154,7 @@ def make_box_dataset(
     """Training batches ``(x, (one-hot, map target)[, sample weight])`` with the same epoch
     order and augmentation draws as :func:`trainer.pipeline.make_dataset`; geometric
     augmentation moves each mask with its film."""
-    from cxr_viewer.core.model_io import import_tensorflow
+    from cxr_viewer.core.model.model_io import import_tensorflow
 
     from .pipeline import EpochClock, epoch_order, gather_inputs, one_hot
 

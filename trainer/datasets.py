@@ -39,12 +39,11 @@ from pathlib import Path
 import pandas as pd
 
 from cxr_viewer.core.errors import TrainingError
+from cxr_viewer.core.io.formats import image_suffixes
 
 from .config import DataConfig, resolve_path
 
 MANIFEST_COLUMNS = ["path", "label", "patient_id", "view", "source"]
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".tiff"}
-IMAGE_SUFFIXES_TUPLE = tuple(sorted(IMAGE_SUFFIXES))
 
 COVID = "COVID-19"
 BINARY_CLASSES = ["non-COVID-19", COVID]
@@ -170,8 +169,13 @@ def subtype_from_filename(name: str) -> str:
 
 
 def read_class_folders(root: str | Path) -> pd.DataFrame:
-    """Manifest of a class-per-folder layout, with or without ``train|val|test`` folders."""
+    """Manifest of a class-per-folder layout, with or without ``train|val|test`` folders.
+
+    Image files are those with a suffix of a format the viewer reads
+    (:func:`cxr_viewer.core.io.formats.image_suffixes`), so the trainer accepts what it can load.
+    """
     root = Path(root)
+    suffixes = image_suffixes()
     if not root.is_dir():
         raise TrainingError(
             f"No dataset folder at {root}", "the folder does not exist", "Check data.root."
@@ -185,7 +189,7 @@ def read_class_folders(root: str | Path) -> pd.DataFrame:
     rows = []
     for original_split, cdir in class_dirs:
         for f in sorted(cdir.iterdir()):
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
+            if f.is_file() and f.suffix.lower() in suffixes and not f.name.startswith("."):
                 rows.append(
                     {
                         "path": str(f.resolve()),
@@ -356,7 +360,7 @@ def read_csv_manifest(
         )
     missing = [f for f in ("path", "label") if named[f] not in df.columns]
     if missing:
-        if all(c.strip().lower().endswith(IMAGE_SUFFIXES_TUPLE) for c in df.columns[:1]):
+        if all(c.strip().lower().endswith(tuple(image_suffixes())) for c in df.columns[:1]):
             why = "its first row looks like data, not a header"
             fix = "Add a header row: path,label[,patient_id,view,source]."
         else:

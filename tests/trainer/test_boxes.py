@@ -90,9 +90,9 @@ def _map_shares(run_dir, root) -> tuple[float, float]:
     """Mean share of the positive class-activation map inside the lesion box and inside the
     decoy, over the validation and test positives."""
     from cxr_viewer.core.explain.gradcam import GradCamExplainer
-    from cxr_viewer.core.inference import load_classifier
     from cxr_viewer.core.io import load_study
-    from cxr_viewer.core.preprocess import study_to_input
+    from cxr_viewer.core.model.inference import load_classifier
+    from cxr_viewer.core.model.preprocess import study_to_input
 
     clf = load_classifier(run_dir / "bundle")
     explainer = GradCamExplainer(clf)
