@@ -281,6 +281,21 @@ def _bad(what: str, why: str, source: str) -> TrainingError:
 _STRING_TABLES = ("columns", "label_map", "class_map")
 
 
+def _coerce_table(value: Any, key: str, source: str) -> dict[str, Any]:
+    """A config table: text values for :data:`_STRING_TABLES`, numbers for the others."""
+    if not isinstance(value, dict):
+        raise _bad(key, f"expected a table, got {value!r}", source)
+    if key.rsplit(".", 1)[-1] in _STRING_TABLES:
+        bad = [k for k, v in value.items() if not isinstance(v, str)]
+        if bad:
+            raise _bad(key, f"expected text values, got {value[bad[0]]!r} for {bad[0]!r}", source)
+        return {str(k): str(v) for k, v in value.items()}
+    try:
+        return {str(k): float(v) for k, v in value.items()}
+    except (TypeError, ValueError) as exc:
+        raise _bad(key, f"expected numbers, got {value!r}", source) from exc
+
+
 def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -305,19 +320,7 @@ def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
             raise _bad(key, f"expected a list, got {value!r}", source)
         return list(value)
     if isinstance(default, dict):
-        if not isinstance(value, dict):
-            raise _bad(key, f"expected a table, got {value!r}", source)
-        if key.rsplit(".", 1)[-1] in _STRING_TABLES:
-            bad = [k for k, v in value.items() if not isinstance(v, str)]
-            if bad:
-                raise _bad(
-                    key, f"expected text values, got {value[bad[0]]!r} for {bad[0]!r}", source
-                )
-            return {str(k): str(v) for k, v in value.items()}
-        try:
-            return {str(k): float(v) for k, v in value.items()}
-        except (TypeError, ValueError) as exc:
-            raise _bad(key, f"expected numbers, got {value!r}", source) from exc
+        return _coerce_table(value, key, source)
     return value
 
 

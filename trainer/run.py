@@ -179,16 +179,8 @@ def run_training(
         evaluation["gradcam_check"] = gradcam_check(
             bundle_dir, data, limit=cfg.evaluate.gradcam_check, seed=cfg.seed
         )
-    if cfg.boxes.csv and cfg.boxes.report_localization and not data.multilabel:
-        from .localization import localization_report
-
-        # validation boxes only (the prior from the training boxes); test boxes stay unread
-        localization = localization_report(cfg, data, bundle_dir, run_dir)
-        if localization is not None:
-            evaluation["localization"] = localization
-    box_file = run_dir / BOX_FILE
-    if cfg.boxes.csv and box_file.is_file():
-        training["box_supervision"] = json.loads(box_file.read_text(encoding="utf-8"))
+    if cfg.boxes.csv:
+        _box_reports(cfg, data, bundle_dir, run_dir, evaluation, training)
 
     report_dir = run_dir / "report"
     if data.multilabel:
@@ -219,6 +211,21 @@ def run_training(
 
         barrier()  # the other workers wait here for the chief's export
     return RunOutcome(run_dir, bundle, evaluation, training, report)
+
+
+def _box_reports(cfg: Config, data, bundle_dir, run_dir: Path, evaluation, training) -> None:
+    """With ``[boxes]``: the localization on the validation boxes (the prior from the training
+    boxes; test boxes stay unread) into ``evaluation`` and what the box supervision used into
+    ``training``."""
+    if cfg.boxes.report_localization and not data.multilabel:
+        from .localization import localization_report
+
+        localization = localization_report(cfg, data, bundle_dir, run_dir)
+        if localization is not None:
+            evaluation["localization"] = localization
+    box_file = run_dir / BOX_FILE
+    if box_file.is_file():
+        training["box_supervision"] = json.loads(box_file.read_text(encoding="utf-8"))
 
 
 #: what a non-chief worker copies from the chief's run folder to restore the same state

@@ -39,6 +39,7 @@ import pandas as pd
 
 from cxr_viewer.core.model.model_io import import_tensorflow
 
+from .boxes import alias_metrics_callback
 from .config import Config
 from .data import PreparedData
 from .imbalance import augmentation_layers, class_weights, oversample_indices
@@ -197,6 +198,26 @@ def _callbacks(cfg: Config, run_dir: Path, backup_dir: Path, *, early_stopping: 
     return callbacks
 
 
+def _training_targets(cfg: Config, data: PreparedData) -> tuple[Any, Any, Any, Any, Any]:
+    """(training rows, their targets, validation targets, class weights or None, which
+    training-split entries the rows are), with the imbalance strategy applied (class weights
+    or oversampling; neither for multi-label)."""
+    train_rows, train_y = data.rows("train"), data.labels("train")
+    val_y = data.labels("val")
+    if data.multilabel:  # multi-hot targets (imbalance.strategy is "none", see config)
+        train_y, val_y = data.targets("train"), data.targets("val")
+    weights = None
+    if data.multilabel:
+        weights = None  # class weights and oversampling are single-label ideas
+    elif cfg.imbalance.strategy == "class_weight":
+        weights = class_weights(train_y, data.class_names, cfg.imbalance.class_multipliers)
+    picked = np.arange(len(train_rows))
+    if not data.multilabel and cfg.imbalance.strategy == "oversample":
+        picked = oversample_indices(train_y, cfg.seed)
+        train_rows, train_y = train_rows[picked], train_y[picked]
+    return train_rows, train_y, val_y, weights, picked
+
+
 def train_model(
     cfg: Config,
     data: PreparedData,
@@ -251,19 +272,7 @@ def train_model(
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
-    train_rows, train_y = data.rows("train"), data.labels("train")
-    val_y = data.labels("val")
-    if data.multilabel:  # multi-hot targets (imbalance.strategy is "none", see config)
-        train_y, val_y = data.targets("train"), data.targets("val")
-    weights = None
-    if data.multilabel:
-        weights = None  # class weights and oversampling are single-label ideas
-    elif cfg.imbalance.strategy == "class_weight":
-        weights = class_weights(train_y, data.class_names, cfg.imbalance.class_multipliers)
-    picked_rows = np.arange(len(train_rows))
-    if not data.multilabel and cfg.imbalance.strategy == "oversample":
-        picked_rows = oversample_indices(train_y, cfg.seed)
-        train_rows, train_y = train_rows[picked_rows], train_y[picked_rows]
+    train_rows, train_y, val_y, weights, picked_rows = _training_targets(cfg, data)
     aug = augmentation_layers(cfg.augment, data.spec.value_range, cfg.seed)
     clock = EpochClock(aug)
     bs = cfg.train.batch_size
@@ -290,22 +299,11 @@ def train_model(
             # trained from scratch needs its statistics learnt
             freeze_bn = cfg.train.freeze_batchnorm and phase == "fine_tune"
             set_trainable(model, cfg.model, phase=phase, freeze_batchnorm=freeze_bn)
-            if box_info is not None:
-                from .boxes import make_mil_loss
-
-                compile_model(
-                    fit_model, lr, n_classes, False,
-                    map_loss=make_mil_loss(box_info["class_index"], n_classes),
-                    map_weight=cfg.boxes.loss_weight,
-                )  # fmt: skip
-            else:
-                compile_model(model, lr, n_classes, data.multilabel)
+            _compile(cfg, fit_model, lr, n_classes, data.multilabel, box_info)
         if cfg.train.distribute == "multiworker":
             _build_from_local_batch(model, strategy, data.spec, n_classes, weights is not None)
         callbacks = _callbacks(cfg, run_dir, backup, early_stopping=phase != "head")
-        if box_info is not None:
-            from .boxes import alias_metrics_callback
-
+        if box_info is not None:  # first: the two-output logs get their plain names
             callbacks.insert(0, alias_metrics_callback())
         fit_model.fit(
             train_ds,
@@ -344,6 +342,21 @@ def train_model(
 
 
 BOX_FILE = "box_supervision.json"
+
+
+def _compile(cfg, fit_model, lr: float, n_classes: int, multilabel: bool, box_info) -> None:
+    """Compile the model that is fitted: with box supervision the two-output view (class
+    output + ``head_cam`` map, :mod:`trainer.boxes`), else the classifier itself."""
+    if box_info is None:
+        compile_model(fit_model, lr, n_classes, multilabel)
+        return
+    from .boxes import make_mil_loss
+
+    compile_model(
+        fit_model, lr, n_classes, False,
+        map_loss=make_mil_loss(box_info["class_index"], n_classes),
+        map_weight=cfg.boxes.loss_weight,
+    )  # fmt: skip
 
 
 def _box_supervision(cfg, data, model, train_y, class_weight, picked_rows, aug, clock, bs, val_ds):
