@@ -293,3 +293,73 @@ def test_tls_is_verified_by_default(server, tmp_path):
             assert DicomWebClient(unverified, timeout=10).echo() >= 0
     finally:
         proxy.stop()
+
+
+def test_stored_map_at_model_resolution_reads_back_from_orthanc_into_the_viewer(
+    server, tmp_path, qtbot
+):
+    """A Parametric Map at model resolution, STOW-RS'd under its film's study, retrieved with
+    WADO-RS into a folder: opening the film there offers the map on the Explanations pane,
+    its values the map computed (at model resolution, and resampled to the film's grid)."""
+    from cxr_viewer.core.explain.base import Heatmap
+    from cxr_viewer.core.interop import dicom_export as de
+    from cxr_viewer.core.interop.dicom_results import export_objects
+    from cxr_viewer.core.io import load_study
+    from cxr_viewer.core.io.resize import resize_map
+    from cxr_viewer.core.model.inference import Prediction
+    from cxr_viewer.gui.app import ensure_app
+    from cxr_viewer.gui.main_window import MainWindow
+    from cxr_viewer.gui.settings import Settings
+
+    film = tmp_path / "film" / "phantom_j2k.dcm"
+    film.parent.mkdir()
+    shutil.copy(samples_dir() / PHANTOMS[0], film)
+    study = load_study(film)
+    yy, xx = np.mgrid[:224, :224].astype(np.float32)
+    small = np.exp(-((yy - 70) ** 2 + (xx - 140) ** 2) / (2 * 28.0**2)).astype(np.float32)
+    hm = Heatmap(
+        values=small, method="gradcam", target_class=1, class_name="PNEUMONIA", signed=False
+    )
+    classes = ("NORMAL", "PNEUMONIA")
+    written = export_objects(
+        study,
+        Prediction(np.array([0.3, 0.7]), classes, 0.203, "PNEUMONIA"),
+        de.ModelIdentity("demo-model", "2.1", classes, 0.203, "PNEUMONIA"),
+        [de.ExplanationResult.from_heatmap(hm, study)],
+        tmp_path / "written",
+        kinds=("pm", "sr"),
+        pm_resolution="model",
+    )
+    client = _bearer(server)
+    client.raise_if_failed(client.store([film, *written.files]))
+    uid = str(pydicom.dcmread(film, stop_before_pixels=True).SOPInstanceUID)
+    study_uid = str(pydicom.dcmread(film, stop_before_pixels=True).StudyInstanceUID)
+    pm_uid = str(pydicom.dcmread(written.of_kind("pm")[0], stop_before_pixels=True).SOPInstanceUID)
+    got = client.retrieve_study(study_uid, tmp_path / "retrieved")
+    (source,) = [
+        p
+        for p in got.files
+        if str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) == uid
+    ]
+    ensure_app()
+    win = MainWindow(Settings(tmp_path / "settings.ini"))
+    qtbot.addWidget(win)
+    win.show()
+    win.open_paths([str(source)])
+    qtbot.waitUntil(lambda: win.state.study is not None, timeout=20_000)
+    panel = win.stored_panel
+    qtbot.waitUntil(lambda: len(panel.boxes) >= 1, timeout=20_000)
+    (ours,) = [ov for ov in panel.overlays if ov.name == f"stored:{pm_uid}"]
+    assert ours.label.startswith("stored Grad-CAM PNEUMONIA · model demo-model")
+    on_film = resize_map(small, study.rows, study.columns)
+    assert np.abs(ours.heatmap.values - on_film).max() <= 1e-5
+    (stored,) = [
+        dicom_pm.read_parametric_map(pydicom.dcmread(p))
+        for p in got.files
+        if str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) == pm_uid
+    ]
+    assert stored.values.shape == (224, 224) and np.abs(stored.values - small).max() <= 1e-5
+    index = panel.overlays.index(ours)
+    panel.boxes[index].setChecked(True)
+    item = win.overlay_view.overlay_item(ours.name)
+    assert item is not None and item.isVisible()
