@@ -217,6 +217,8 @@ class OverlayPresenter(QObject):
         self._agreement_key: tuple | None = None
         #: the agreement layer drawn now (None: off)
         self.agreement_shown: np.ndarray | None = None
+        #: the stored maps drawn on the composite view (.stored_overlays), for its caption
+        self.stored_captions: list[str] = []
         state.events.overlay.connect(self._on_overlay)
         state.events.study.connect(self.redraw_all)
         state.events.target_class.connect(self.annotate)
@@ -299,12 +301,13 @@ class OverlayPresenter(QObject):
     def annotate(self, *_args) -> None:
         """Captions, verdict badges and legends of the composite view and the panes."""
         shown = [m for m in METHODS if self.state.overlays[m].visible]
-        if shown:
-            caption = "Explanations: " + ", ".join(
-                f"{self.state.overlays[m].label} (opacity "
-                f"{round(self.state.overlays[m].opacity * 100)} %)"
-                for m in shown
-            )
+        parts = [
+            f"{self.state.overlays[m].label} (opacity "
+            f"{round(self.state.overlays[m].opacity * 100)} %)"
+            for m in shown
+        ] + self.stored_captions
+        if parts:
+            caption = "Explanations: " + ", ".join(parts)
         else:
             caption = "Explanations: none (G, L, S show them)"
         legends = [lg for lg in (self.legend(m) for m in shown) if lg is not None]

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from cxr_viewer.core.explain.base import Heatmap
     from cxr_viewer.core.interop.dicom_overlays import ImageResults
 
+    from .presenter import OverlayPresenter
     from .state import ViewerState
     from .views import ImageView
 
@@ -61,10 +62,16 @@ def folder_files(study_path: Path) -> list[Path]:
 class StoredOverlayPanel(QGroupBox):
     """The "Stored maps" box: the current film's stored Parametric Maps, each switchable."""
 
-    def __init__(self, state: ViewerState, view: ImageView, parent=None) -> None:
+    def __init__(
+        self,
+        state: ViewerState,
+        view: ImageView,
+        presenter: OverlayPresenter | None = None,
+        parent=None,
+    ) -> None:
         super().__init__("Stored maps (from DICOM)", parent)
         self.setObjectName("StoredOverlayPanel")
-        self.state, self.view = state, view
+        self.state, self.view, self.presenter = state, view, presenter
         self.overlays: list[StoredOverlay] = []
         self.boxes: list[QCheckBox] = []
         self.sliders: list[QSlider] = []
@@ -131,6 +138,18 @@ class StoredOverlayPanel(QGroupBox):
             w.deleteLater()
         self.overlays, self.boxes, self.sliders = [], [], []
         self.note.setText("")
+        self._caption()
+
+    def _caption(self) -> None:
+        """The composite view's caption names the stored maps drawn (the presenter writes it)."""
+        if self.presenter is None:
+            return
+        self.presenter.stored_captions = [
+            f"{ov.label} (opacity {round(ov.opacity * 100)} %)"
+            for ov in self.overlays
+            if ov.visible
+        ]
+        self.presenter.annotate()
 
     def _add_row(self, index: int, ov: StoredOverlay) -> None:
         from cxr_viewer.core.explain.overlay import colorize, robust_vmax
@@ -166,8 +185,10 @@ class StoredOverlayPanel(QGroupBox):
             self.state.set_layout("side")  # the Explanations pane, next to the film
         if self.boxes[index].isChecked() != ov.visible:
             self.boxes[index].setChecked(ov.visible)
+        self._caption()
 
     def set_opacity(self, index: int, opacity: float) -> None:
         ov = self.overlays[index]
         ov.opacity = min(1.0, max(0.0, float(opacity)))
         self.view.set_overlay_opacity(ov.name, ov.opacity)
+        self._caption()

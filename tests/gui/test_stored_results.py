@@ -131,6 +131,9 @@ def test_opening_the_film_offers_its_stored_maps_on_the_explanations_pane(
     assert view in win.shown_views()
     panel.sliders[0].setValue(25)
     assert item.opacity() == pytest.approx(0.25)
+    # the Explanations pane's caption names it
+    assert win.overlays.stored_captions == [f"{labels[0]} (opacity 25 %)"]
+    assert view.caption == f"Explanations: {labels[0]} (opacity 25 %)"
     other = view.overlay_item(panel.overlays[1].name)
     assert other is not None and not other.isVisible() and other.opacity() == pytest.approx(0.6)
     # the pixels drawn are the stored values coloured as the viewer colours its own maps
@@ -144,6 +147,7 @@ def test_opening_the_film_offers_its_stored_maps_on_the_explanations_pane(
     assert opaque.any() and np.array_equal(drawn[opaque], expected[opaque])
     panel.boxes[0].setChecked(False)
     assert not item.isVisible()
+    assert view.caption == "Explanations: none (G, L, S show them)"
     # another film: its folder holds no maps of it, the box hides and the overlays go
     shutil.copy(samples_dir() / "phantom_jpegls.dcm", tmp_path / "other.dcm")
     gui.open_study(qtbot, win, tmp_path / "other.dcm", with_prediction=False)
