@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cxr_viewer.core.errors import Cancelled, PacsError
+from cxr_viewer.core.io.atomic import make_folder
 from cxr_viewer.core.progress import CancelToken
 
 if TYPE_CHECKING:  # pydicom and pynetdicom are imported where used (the PACS extra)
@@ -1327,16 +1328,7 @@ def _check_study_uid(uid: str) -> None:
 
 
 def _dest(dest: str | Path) -> Path:
-    out = Path(dest)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PacsError(
-            f"Cannot retrieve into {out}",
-            f"the folder cannot be created ({exc.strerror or exc})",
-            "Choose a folder you can write to.",
-        ) from exc
-    return out
+    return make_folder(dest, f"Cannot retrieve into {Path(dest)}", PacsError)
 
 
 def _user() -> str:

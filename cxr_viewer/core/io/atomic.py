@@ -147,6 +147,21 @@ def write_error(path: str | Path, exc: BaseException, error: type[CxrError] = Cx
     )
 
 
+def make_folder(folder: str | Path, what: str, error: type[CxrError] = CxrError) -> Path:
+    """``folder`` as a Path, created with its parents if missing; ``error`` headed ``what``
+    ("Cannot write … to …") saying why when it cannot be created."""
+    out = Path(folder)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise error(
+            what,
+            f"the folder cannot be created ({exc.strerror or exc})",
+            "Choose a folder you can write to.",
+        ) from exc
+    return out
+
+
 __all__ = [
     "OUTPUT_FILE_MODE",
     "TMP_PREFIX",
@@ -154,5 +169,6 @@ __all__ = [
     "atomic_write_bytes",
     "free_space_text",
     "is_disk_full",
+    "make_folder",
     "write_error",
 ]

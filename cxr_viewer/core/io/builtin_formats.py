@@ -9,6 +9,7 @@ order: DICOM last, as a data set without the Part 10 preamble is recognised by a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from cxr_viewer.core.errors import StudyLoadError
 from cxr_viewer.core.io.study import Study
@@ -27,7 +28,11 @@ def _one_frame(name: str, path: Path, frame: int) -> None:
 
 
 def _raster_format(
-    name: str, suffixes: tuple[str, ...], signature: bytes, description: str
+    name: str,
+    kind: Literal["png", "jpeg"],
+    suffixes: tuple[str, ...],
+    signature: bytes,
+    description: str,
 ) -> ImageFormat:
     """A one-frame raster format read by :func:`.raster.load_raster` (Pillow, OpenCV), known by
     the magic bytes its files start with."""
@@ -36,7 +41,7 @@ def _raster_format(
         from .raster import load_raster
 
         _one_frame(name, path, frame)
-        return load_raster(path, name.lower(), head, max_pixels)
+        return load_raster(path, kind, head, max_pixels)
 
     return ImageFormat(
         name,
@@ -60,12 +65,17 @@ def _read_dicom(path: Path, head: bytes, frame: int, max_pixels: int) -> Study:
 
 PNG = register_format(
     _raster_format(
-        "PNG", (".png",), PNG_SIGNATURE, "PNG, 8 or 16 bits, grey or colour (reduced to grey)"
+        "PNG",
+        "png",
+        (".png",),
+        PNG_SIGNATURE,
+        "PNG, 8 or 16 bits, grey or colour (reduced to grey)",
     )
 )
 JPEG = register_format(
     _raster_format(
         "JPEG",
+        "jpeg",
         (".jpg", ".jpeg", ".jpe", ".jfif"),
         JPEG_SIGNATURE,
         "baseline and progressive JPEG, EXIF orientation applied",
