@@ -45,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         add_runtime_arguments(p, device_default="all" if name == "train" else "auto")
         p.set_defaults(_run=module.run)
     args = parser.parse_args(argv)
+    if not getattr(args, "verbose", False):
+        # TensorFlow's C++ ERROR-level chatter during training (oneDNN's "supports DT_BOOL only
+        # on platforms with AVX-512", tf.data's "NodeDef mentions attribute ...") is not the
+        # user's business either; real failures still raise Python exceptions
+        import os
+
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     apply_runtime_arguments(args)
     if args.command in USES_TENSORFLOW:
         from cxr_viewer.core.errors import CxrError

@@ -30,7 +30,7 @@ STRATEGIES = ("none", "class_weight", "oversample")
 ARCHITECTURES = ("dcnn_resnet", "resnet50v2", "resnet101v2", "mobilenet", "mobilenetv2")
 MONITORS = ("val_auc", "val_loss", "val_accuracy")
 THRESHOLD_RULES = ("youden", "f1", "sensitivity")
-HEADS = ("softmax", "multilabel")
+HEADS = ("softmax", "multilabel", "cam")
 DISTRIBUTE = ("auto", "mirrored", "multiworker", "none")
 #: manifest labels meaning "none of the findings" (multi-label)
 NO_FINDING_LABELS = ("no_finding", "No Finding", "none", "")
@@ -56,9 +56,40 @@ class DataConfig:
     cache_dir: str = ""
     #: threads decoding images into the cache
     workers: int = 2
+    #: format = "csv": the CSV's own column names for the manifest fields, e.g.
+    #: {path = "filename", label = "finding"}; fields not named keep their own name (path, label,
+    #: patient_id, view, source)
+    columns: dict[str, str] = field(default_factory=dict)
+    #: CSV label → class name, e.g. {"Normal" = "no_opacity", "Lung Opacity" = "lung_opacity"};
+    #: empty = labels are class names. A label the map does not name is an error
+    label_map: dict[str, str] = field(default_factory=dict)
     #: refuse to train when more than this fraction of the listed images is missing or
     #: unreadable (every skipped file is listed in <run>/skipped_files.csv and the report)
     max_skipped_fraction: float = 0.02
+
+
+@dataclass
+class BoxesConfig:
+    """Box supervision (model.head = "cam"): radiologists' boxes teach the model *where* its
+    class evidence lies (a per-location multiple-instance loss on the class-activation map, Li et
+    al., CVPR 2018). Boxes of validation films are only used to report localization; boxes of
+    test films are never read by the trainer."""
+
+    #: box CSV (filename, finding, x, y, w, h, image_width, image_height[, patient_id]);
+    #: filenames relative to the CSV's folder. "" = no box supervision
+    csv: str = ""
+    #: box finding → class it is evidence for, e.g. {"Lung Opacity" = "lung_opacity"}; empty =
+    #: the finding name is the class name
+    class_map: dict[str, str] = field(default_factory=dict)
+    #: weight of the per-location loss beside the classification loss (0 = boxes only scored)
+    loss_weight: float = 1.0
+    #: share of the boxed training films whose boxes are used (seeded choice; 0..1)
+    share: float = 1.0
+    #: weight of the "nothing anywhere" loss on the maps of films of the other classes
+    negative_weight: float = 1.0
+    #: score the validation maps against the validation boxes in the report (anatomy prior
+    #: fitted on the training boxes)
+    report_localization: bool = True
 
 
 @dataclass
@@ -218,6 +249,7 @@ class Config:
     run_dir: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    boxes: BoxesConfig = field(default_factory=BoxesConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     imbalance: ImbalanceConfig = field(default_factory=ImbalanceConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -245,6 +277,25 @@ def _bad(what: str, why: str, source: str) -> TrainingError:
     )
 
 
+#: config tables whose values are text (the others map names to numbers)
+_STRING_TABLES = ("columns", "label_map", "class_map")
+
+
+def _coerce_table(value: Any, key: str, source: str) -> dict[str, Any]:
+    """A config table: text values for :data:`_STRING_TABLES`, numbers for the others."""
+    if not isinstance(value, dict):
+        raise _bad(key, f"expected a table, got {value!r}", source)
+    if key.rsplit(".", 1)[-1] in _STRING_TABLES:
+        bad = [k for k, v in value.items() if not isinstance(v, str)]
+        if bad:
+            raise _bad(key, f"expected text values, got {value[bad[0]]!r} for {bad[0]!r}", source)
+        return {str(k): str(v) for k, v in value.items()}
+    try:
+        return {str(k): float(v) for k, v in value.items()}
+    except (TypeError, ValueError) as exc:
+        raise _bad(key, f"expected numbers, got {value!r}", source) from exc
+
+
 def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -269,9 +320,7 @@ def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
             raise _bad(key, f"expected a list, got {value!r}", source)
         return list(value)
     if isinstance(default, dict):
-        if not isinstance(value, dict):
-            raise _bad(key, f"expected a table, got {value!r}", source)
-        return {str(k): float(v) for k, v in value.items()}
+        return _coerce_table(value, key, source)
     return value
 
 
@@ -317,6 +366,13 @@ def validate(cfg: Config, source: str = "config") -> Config:
         (cfg.model.head != "multilabel" or cfg.data.format in ("csv",),
          "data.format", '"csv" with model.head = "multilabel" (labels are finding sets)'),
         (0 <= cfg.model.dropout < 1, "model.dropout", "in [0, 1)"),
+        (not cfg.boxes.csv or cfg.model.head == "cam", "model.head",
+         '"cam" with [boxes] csv set (the loss acts on the class-activation map)'),
+        (cfg.boxes.loss_weight >= 0, "boxes.loss_weight", "≥ 0"),
+        (cfg.boxes.negative_weight >= 0, "boxes.negative_weight", "≥ 0"),
+        (0 <= cfg.boxes.share <= 1, "boxes.share", "in [0, 1]"),
+        (set(cfg.data.columns) <= {"path", "label", "patient_id", "view", "source"},
+         "data.columns", "a table whose keys are among path, label, patient_id, view, source"),
         (cfg.model.dense_units >= 1, "model.dense_units", "≥ 1"),
         (cfg.model.blocks >= 1 and cfg.model.init_filters >= 1, "model.blocks/init_filters", "≥ 1"),
         (cfg.model.alpha > 0, "model.alpha", "> 0"),

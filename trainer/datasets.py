@@ -25,7 +25,8 @@ Layouts
 * ``rsna`` — RSNA Pneumonia Detection Challenge: ``stage_2_train_labels.csv`` (patientId,
   x, y, width, height, Target; one row per box) + ``stage_2_train_images/<patientId>.dcm``.
 * ``csv`` — a generic CSV with ``path`` and ``label`` (optional ``patient_id``, ``view``,
-  ``source``); relative paths are relative to the CSV's folder.
+  ``source``), or the file's own column names given in ``data.columns``, and its labels mapped
+  to classes by ``data.label_map``; relative paths are relative to the CSV's folder.
 """
 
 from __future__ import annotations
@@ -326,10 +327,21 @@ def read_rsna(root: str | Path, *, views: Iterable[str] = (), workers: int = 2) 
     return _finish(df, str(root), f"{len(df)} images after the view filter {wanted}")
 
 
-def read_csv_manifest(csv_path: str | Path) -> pd.DataFrame:
+def read_csv_manifest(
+    csv_path: str | Path,
+    *,
+    columns: dict[str, str] | None = None,
+    label_map: dict[str, str] | None = None,
+) -> pd.DataFrame:
     """Manifest from a generic CSV (``path``, ``label``; optional ``patient_id``, ``view``,
-    ``source``). Without ``patient_id`` each image counts as its own patient."""
+    ``source``). Without ``patient_id`` each image counts as its own patient.
+
+    ``columns`` names the file's own columns for those fields (``{"path": "filename"}``);
+    ``label_map`` maps the file's labels to class names (several labels may share a class); a
+    label it does not name is an error, so nothing is silently dropped or invented.
+    """
     csv_path = Path(csv_path)
+    columns = dict(columns or {})
     if not csv_path.is_file():
         raise TrainingError(
             f"No CSV file at {csv_path}", "the file does not exist", "Check data.root."
@@ -338,14 +350,45 @@ def read_csv_manifest(csv_path: str | Path) -> pd.DataFrame:
         df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise TrainingError(f"Cannot read {csv_path.name} as CSV", str(exc)) from exc
-    if not {"path", "label"} <= set(df.columns):
+    named = {field: columns.get(field, field) for field in MANIFEST_COLUMNS}
+    absent = [c for f, c in named.items() if f in columns and c not in df.columns]
+    if absent:
         raise TrainingError(
-            f"{csv_path.name} lacks the columns path and label",
-            f"it has {list(df.columns)}.",
-            "Add a header row: path,label[,patient_id,view,source].",
+            f"{csv_path.name} has no column {', '.join(repr(c) for c in absent)}",
+            f"data.columns names them, but the file's columns are {list(df.columns)}.",
+            'Set data.columns to the file\'s own names, e.g. {path = "filename"}.',
         )
+    missing = [f for f in ("path", "label") if named[f] not in df.columns]
+    if missing:
+        if all(c.strip().lower().endswith(tuple(image_suffixes())) for c in df.columns[:1]):
+            why = "its first row looks like data, not a header"
+            fix = "Add a header row: path,label[,patient_id,view,source]."
+        else:
+            why = f"it has the columns {list(df.columns)}"
+            fix = (
+                "Name the file's columns in data.columns, e.g. [data] columns = "
+                '{path = "filename", label = "label"}.'
+            )
+        raise TrainingError(
+            f"{csv_path.name} lacks the column(s) {', '.join(named[f] for f in missing)} "
+            f"(for {', '.join(missing)})",
+            why,
+            fix,
+        )
+    df = df.rename(columns={c: f for f, c in named.items() if f in columns})
     base = csv_path.parent
     df = df.copy()
+    df = df[df["label"].str.strip() != ""]
+    if label_map:
+        unknown = sorted(set(df["label"]) - set(label_map))
+        if unknown:
+            raise TrainingError(
+                f"{csv_path.name} has labels that data.label_map does not name",
+                f"labels {unknown} (the map names {sorted(label_map)}).",
+                "Add them to data.label_map (several labels may map to one class).",
+            )
+        df["original_label"] = df["label"]
+        df["label"] = df["label"].map(label_map)
     df["path"] = [str((base / p).resolve()) for p in df["path"]]
     if "patient_id" not in df.columns or (df["patient_id"] == "").any():
         fallback = df["path"].map(lambda p: Path(p).stem)
@@ -354,7 +397,6 @@ def read_csv_manifest(csv_path: str | Path) -> pd.DataFrame:
     df["patient_id"] = f"{csv_path.stem}-" + df["patient_id"]
     if "source" not in df.columns:
         df["source"] = f"csv:{csv_path.name}"
-    df = df[df["label"].str.strip() != ""]
     return _finish(df, str(csv_path), f"{len(df)} labelled rows")
 
 
@@ -370,7 +412,7 @@ def read_dataset(data: DataConfig) -> pd.DataFrame:
     if data.format == "rsna":
         return read_rsna(root, views=data.views, workers=data.workers)
     if data.format == "csv":
-        return read_csv_manifest(root)
+        return read_csv_manifest(root, columns=data.columns, label_map=data.label_map)
     raise TrainingError(f"Unknown data.format '{data.format}'")
 
 

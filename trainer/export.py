@@ -111,6 +111,10 @@ def model_card(cfg: Config, data: PreparedData, evaluation: dict) -> dict[str, A
         card["gradcam_median_drop"] = g["median_drop_gradcam"]
         card["gradcam_median_drop_random"] = g["median_drop_random"]
         card["gradcam_centre_mass"] = g["median_centre_mass"]
+    if evaluation.get("localization"):
+        from .localization import card_entry
+
+        card["localization"] = card_entry(evaluation["localization"])
     return card
 
 
@@ -182,6 +186,7 @@ def export_bundle(
             "selection": f"class-stratified random training inputs (seed {cfg.seed})",
         },
         "training": training or {},
+        **({"localization": evaluation["localization"]} if evaluation.get("localization") else {}),
         "config": cfg.to_dict(),
         "trainer": "cxr-train (trainer package of CXR Lens)",
     }

@@ -161,6 +161,12 @@ def build_model(mc: ModelConfig, spec: InputSpec, n_classes: int, *, seed: int =
         features = _dcnn_resnet(inputs, mc)
     else:
         features = _application(inputs, mc, spec)
+    if mc.head == "cam":
+        model = keras.Model(
+            inputs, _cam_head(features, mc, n_classes), name=f"cxr_{mc.architecture}"
+        )
+        set_trainable(model, mc, phase="train")
+        return model
     x = layers.GlobalAveragePooling2D(name="head_pool")(features)
     x = layers.Dropout(mc.dropout, name="head_dropout")(x)
     x = layers.Dense(
@@ -179,6 +185,40 @@ def build_model(mc: ModelConfig, spec: InputSpec, n_classes: int, *, seed: int =
         )
     set_trainable(model, mc, phase="train")
     return model
+
+
+CAM_LAYER = "head_cam"
+
+
+def _cam_head(features, mc: ModelConfig, n_classes: int):
+    """The class-activation head (model.head = "cam"): the map *is* the decision.
+
+    Dropout → 1×1 convolution ``head_cam`` to one logit per class at every location of the last
+    feature map → global average of those logits → softmax ``output``. The class score is the
+    mean of the per-location scores, so the class-activation map (Zhou et al. 2016) is exactly
+    what the decision is made of, and Grad-CAM at ``head_cam`` (or at the backbone's last
+    feature map: the head is linear up to the softmax) returns it: faithful by construction.
+    The per-location logits are also where box supervision acts (:mod:`trainer.boxes`).
+    """
+    import keras
+    from keras import layers
+
+    x = layers.Dropout(mc.dropout, name="head_dropout")(features)
+    cam = layers.Conv2D(
+        n_classes, 1, name=CAM_LAYER, dtype="float32",
+        kernel_regularizer=keras.regularizers.L2(mc.l2) if mc.l2 > 0 else None,
+    )(x)  # fmt: skip
+    pooled = layers.GlobalAveragePooling2D(name="head_pool", dtype="float32")(cam)
+    activation = "sigmoid" if n_classes == 1 else "softmax"
+    return layers.Activation(activation, dtype="float32", name=OUTPUT_NAME)(pooled)
+
+
+def cam_training_model(model):
+    """The same weights with two outputs: the class probabilities and the per-location class
+    logits of ``head_cam`` (what the box loss sees)."""
+    import keras
+
+    return keras.Model(model.input, [model.output, model.get_layer(CAM_LAYER).output])
 
 
 def is_head_layer(layer) -> bool:
@@ -208,7 +248,15 @@ def set_trainable(model, mc: ModelConfig, *, phase: str, freeze_batchnorm: bool 
     return len(model.trainable_weights)
 
 
-def compile_model(model, learning_rate: float, n_classes: int, multilabel: bool = False) -> None:
+def compile_model(
+    model,
+    learning_rate: float,
+    n_classes: int,
+    multilabel: bool = False,
+    *,
+    map_loss=None,
+    map_weight: float = 1.0,
+) -> None:
     """Adam + categorical cross-entropy, with accuracy and AUC (the monitored metric).
 
     AUC is computed per output column and averaged (``multi_label=True``): for a two-class
@@ -229,13 +277,18 @@ def compile_model(model, learning_rate: float, n_classes: int, multilabel: bool 
         if multilabel
         else keras.metrics.CategoricalAccuracy(name="accuracy")
     )
+    metrics = [
+        acc,
+        keras.metrics.AUC(name="auc", multi_label=True, num_labels=n_classes, num_thresholds=1000),
+    ]
+    if map_loss is not None:  # box supervision: (class output, head_cam map) — trainer.boxes
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+            loss=[loss, map_loss],
+            loss_weights=[1.0, float(map_weight)],
+            metrics=[metrics, []],
+        )
+        return
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss=loss,
-        metrics=[
-            acc,
-            keras.metrics.AUC(
-                name="auc", multi_label=True, num_labels=n_classes, num_thresholds=1000
-            ),
-        ],
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=loss, metrics=metrics
     )

@@ -217,6 +217,22 @@ def write_report(
             "markers or collimation edge)",
             "",
         ]
+    if training.get("box_supervision"):
+        b = training["box_supervision"]
+        lines += [
+            "## Box supervision",
+            "",
+            f"- {b['method']}",
+            f"- boxes `{b['boxes_file']}`: {b['boxed_training_films_used']} of "
+            f"{b['boxed_training_films_available']} boxed training films used (share "
+            f"{b['share']}), loss weight {b['loss_weight']}, negative weight "
+            f"{b['negative_weight']}",
+            "",
+        ]
+    if evaluation.get("localization"):
+        from .localization import markdown_section
+
+        lines += markdown_section(evaluation["localization"])
     lines += ["## Figures", ""]
     for f in figures:
         rel = Path(f).relative_to(path.parent) if Path(f).is_relative_to(path.parent) else f

@@ -30,7 +30,14 @@ from .figures import learning_curves_figure, write_figures
 from .imbalance import class_weights
 from .report import write_multilabel_report, write_report
 from .search import random_search
-from .train import FINAL_MODEL, HISTORY_FILE, TIME_FILE, train_model, training_seconds
+from .train import (
+    BOX_FILE,
+    FINAL_MODEL,
+    HISTORY_FILE,
+    TIME_FILE,
+    train_model,
+    training_seconds,
+)
 
 RESOLVED_CONFIG = "config.resolved.toml"
 #: keys that may differ between an interrupted (or finished) run and its re-run: they do not
@@ -172,6 +179,8 @@ def run_training(
         evaluation["gradcam_check"] = gradcam_check(
             bundle_dir, data, limit=cfg.evaluate.gradcam_check, seed=cfg.seed
         )
+    if cfg.boxes.csv:
+        _box_reports(cfg, data, bundle_dir, run_dir, evaluation, training)
 
     report_dir = run_dir / "report"
     if data.multilabel:
@@ -202,6 +211,21 @@ def run_training(
 
         barrier()  # the other workers wait here for the chief's export
     return RunOutcome(run_dir, bundle, evaluation, training, report)
+
+
+def _box_reports(cfg: Config, data, bundle_dir, run_dir: Path, evaluation, training) -> None:
+    """With ``[boxes]``: the localization on the validation boxes (the prior from the training
+    boxes; test boxes stay unread) into ``evaluation`` and what the box supervision used into
+    ``training``."""
+    if cfg.boxes.report_localization and not data.multilabel:
+        from .localization import localization_report
+
+        localization = localization_report(cfg, data, bundle_dir, run_dir)
+        if localization is not None:
+            evaluation["localization"] = localization
+    box_file = run_dir / BOX_FILE
+    if box_file.is_file():
+        training["box_supervision"] = json.loads(box_file.read_text(encoding="utf-8"))
 
 
 #: what a non-chief worker copies from the chief's run folder to restore the same state

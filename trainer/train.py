@@ -39,6 +39,7 @@ import pandas as pd
 
 from cxr_viewer.core.model.model_io import import_tensorflow
 
+from .boxes import alias_metrics_callback
 from .config import Config
 from .data import PreparedData
 from .imbalance import augmentation_layers, class_weights, oversample_indices
@@ -197,9 +198,10 @@ def _callbacks(cfg: Config, run_dir: Path, backup_dir: Path, *, early_stopping: 
     return callbacks
 
 
-def _training_targets(cfg: Config, data: PreparedData) -> tuple[Any, Any, Any, Any]:
-    """(training rows, their targets, validation targets, class weights or None), with the
-    imbalance strategy applied (class weights or oversampling; neither for multi-label)."""
+def _training_targets(cfg: Config, data: PreparedData) -> tuple[Any, Any, Any, Any, Any]:
+    """(training rows, their targets, validation targets, class weights or None, which
+    training-split entries the rows are), with the imbalance strategy applied (class weights
+    or oversampling; neither for multi-label)."""
     train_rows, train_y = data.rows("train"), data.labels("train")
     val_y = data.labels("val")
     if data.multilabel:  # multi-hot targets (imbalance.strategy is "none", see config)
@@ -209,10 +211,11 @@ def _training_targets(cfg: Config, data: PreparedData) -> tuple[Any, Any, Any, A
         weights = None  # class weights and oversampling are single-label ideas
     elif cfg.imbalance.strategy == "class_weight":
         weights = class_weights(train_y, data.class_names, cfg.imbalance.class_multipliers)
-    elif cfg.imbalance.strategy == "oversample":
+    picked = np.arange(len(train_rows))
+    if not data.multilabel and cfg.imbalance.strategy == "oversample":
         picked = oversample_indices(train_y, cfg.seed)
         train_rows, train_y = train_rows[picked], train_y[picked]
-    return train_rows, train_y, val_y, weights
+    return train_rows, train_y, val_y, weights, picked
 
 
 def train_model(
@@ -269,7 +272,7 @@ def train_model(
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
-    train_rows, train_y, val_y, weights = _training_targets(cfg, data)
+    train_rows, train_y, val_y, weights, picked_rows = _training_targets(cfg, data)
     aug = augmentation_layers(cfg.augment, data.spec.value_range, cfg.seed)
     clock = EpochClock(aug)
     bs = cfg.train.batch_size
@@ -283,6 +286,12 @@ def train_model(
         data.cache.images, data.rows("val"), val_y, n_classes, data.spec,
         batch_size=bs,
     )  # fmt: skip
+    fit_model, box_info = model, None
+    if cfg.boxes.csv:  # box supervision: a two-output view of the same layers
+        fit_model, train_ds, val_ds, box_info = _box_supervision(
+            cfg, data, model, train_y, weights, picked_rows, aug, clock, bs, val_ds
+        )
+        weights = None  # folded into the training batches' sample weights
 
     def fit(phase: str, lr: float, backup: Path, initial_epoch: int, epochs: int) -> None:
         with strategy.scope():
@@ -290,11 +299,13 @@ def train_model(
             # trained from scratch needs its statistics learnt
             freeze_bn = cfg.train.freeze_batchnorm and phase == "fine_tune"
             set_trainable(model, cfg.model, phase=phase, freeze_batchnorm=freeze_bn)
-            compile_model(model, lr, n_classes, data.multilabel)
+            _compile(cfg, fit_model, lr, n_classes, data.multilabel, box_info)
         if cfg.train.distribute == "multiworker":
             _build_from_local_batch(model, strategy, data.spec, n_classes, weights is not None)
         callbacks = _callbacks(cfg, run_dir, backup, early_stopping=phase != "head")
-        model.fit(
+        if box_info is not None:  # first: the two-output logs get their plain names
+            callbacks.insert(0, alias_metrics_callback())
+        fit_model.fit(
             train_ds,
             validation_data=val_ds,
             initial_epoch=initial_epoch,
@@ -325,4 +336,56 @@ def train_model(
     model.save(final)
     head_done.unlink(missing_ok=True)
     _add_training_seconds(run_dir, time.perf_counter() - started_at)
+    if box_info is not None:
+        (run_dir / BOX_FILE).write_text(json.dumps(box_info["summary"], indent=2), "utf-8")
     return TrainResult(model, history, best_epoch, resumed_from, weights)
+
+
+BOX_FILE = "box_supervision.json"
+
+
+def _compile(cfg, fit_model, lr: float, n_classes: int, multilabel: bool, box_info) -> None:
+    """Compile the model that is fitted: with box supervision the two-output view (class
+    output + ``head_cam`` map, :mod:`trainer.boxes`), else the classifier itself."""
+    if box_info is None:
+        compile_model(fit_model, lr, n_classes, multilabel)
+        return
+    from .boxes import make_mil_loss
+
+    compile_model(
+        fit_model, lr, n_classes, False,
+        map_loss=make_mil_loss(box_info["class_index"], n_classes),
+        map_weight=cfg.boxes.loss_weight,
+    )  # fmt: skip
+
+
+def _box_supervision(cfg, data, model, train_y, class_weight, picked_rows, aug, clock, bs, val_ds):
+    """The two-output training model, its training and validation datasets and what the box
+    supervision uses (see :mod:`trainer.boxes`)."""
+    from .boxes import box_targets, cam_grid, describe, make_box_dataset
+    from .models import cam_training_model
+
+    tf = import_tensorflow()
+    targets = box_targets(cfg, data.part("train"), data.spec, data.class_names)
+    targets.masks, targets.weight = targets.masks[picked_rows], targets.weight[picked_rows]
+    targets.boxed_class = targets.boxed_class[picked_rows]
+    sw = None
+    if class_weight:
+        sw = np.array([class_weight[int(k)] for k in train_y], np.float32)
+    fit_model = cam_training_model(model)
+    grid = cam_grid(model)
+    n_classes = len(data.class_names)
+    train_ds = make_box_dataset(
+        data.cache.images, data.rows("train")[picked_rows], train_y, targets, n_classes,
+        data.spec, grid, batch_size=bs, seed=cfg.seed, augment=aug, clock=clock,
+        sample_weight=sw,
+    )  # fmt: skip
+    rows, cols = grid
+
+    def no_map_loss(x, t):
+        b = tf.shape(x)[0]
+        return x, (t, tf.zeros(tf.stack([b, rows, cols, 3])))
+
+    val_ds = val_ds.map(no_map_loss)
+    summary = describe(targets, cfg)
+    return fit_model, train_ds, val_ds, {"class_index": targets.class_index, "summary": summary}

@@ -7,7 +7,10 @@ named like a class match it without a map; other findings are left out) with eac
 the 15 px at 224 tolerance, scaled), share of the positive map mass inside the boxes, and IoU of
 the map's top-k % area (k chosen per method on this data, or fixed with ``--topk``). Three
 baselines that never look at the image are scored in the same run: a centre-prior Gaussian, a
-uniform random map and the anatomy prior (mean box mask of the finding over the other patients).
+uniform random map and the anatomy prior (mean box mask of the finding over the other patients
+of the scored file, or — with ``--prior-boxes FILE`` — over the patients of a separate boxes file,
+e.g. the training boxes, so that the baseline depends on no held-out label; patients of the
+scored image are left out of it either way).
 
 Writes ``DIR/rows.csv`` (one row per image, finding and method), ``DIR/summary.csv`` (per
 finding and overall: mean, bootstrap 95 % CI over patients, and the paired difference against
@@ -92,6 +95,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fix the top-k %% area of the IoU (default: chosen per method on this data from "
         f"{', '.join(f'{k:g}' for k in loc.TOPK_GRID)})",
     )
+    parser.add_argument(
+        "--prior-boxes",
+        default=None,
+        metavar="FILE",
+        help="fit the anatomy prior on this box CSV (e.g. the training boxes) instead of the "
+        "scored file's other patients",
+    )
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--montage", type=int, default=6, help="images in the montage (0: none)")
     from cxr_viewer.commands.batch import add_method_options
@@ -131,6 +141,7 @@ class _Setup:
     finding_class: dict[str, int]
     keys: list[Any]
     root: Path
+    prior_boxes: list[Any]
 
 
 def _setup(args: argparse.Namespace) -> _Setup:
@@ -162,7 +173,14 @@ def _setup(args: argparse.Namespace) -> _Setup:
         )
     keys = _select_groups(groups, finding_class, args.limit, args.seed)
     settings = {m: method_settings(m, args.seed, layers, samples) for m in methods}
-    return _Setup(methods, settings, boxes, groups, clf, finding_class, keys, root)
+    prior_boxes = boxes
+    if getattr(args, "prior_boxes", None):
+        prior_boxes = loc.read_boxes(args.prior_boxes)
+        if not prior_boxes:
+            raise loc.AnnotationError(
+                f"No boxes in {args.prior_boxes}", "the --prior-boxes CSV has no rows.", ""
+            )
+    return _Setup(methods, settings, boxes, groups, clf, finding_class, keys, root, prior_boxes)
 
 
 def _make_out_dir(out_dir: Path) -> bool:
@@ -311,6 +329,23 @@ def _baselines(
 
 
 def run(args: argparse.Namespace) -> int:
+    """The command; with ``--quiet`` also without library warnings (scikit-learn's
+    ConvergenceWarning from LIME's surrogate fits): the report says what was measured."""
+    if not args.quiet:
+        return _run(args)
+    import warnings
+
+    with warnings.catch_warnings():
+        try:
+            from sklearn.exceptions import ConvergenceWarning
+
+            warnings.simplefilter("ignore", ConvergenceWarning)
+        except ImportError:  # pragma: no cover - scikit-learn comes with LIME
+            pass
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     def say(msg: str) -> None:
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
@@ -323,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     if not _make_out_dir(out_dir):
         return 2
-    prior = loc.AnatomyPrior(setup.boxes)
+    prior = loc.AnatomyPrior(setup.prior_boxes)
     ks = tuple(sorted({*loc.TOPK_GRID, *([float(args.topk)] if args.topk else [])}))
     all_methods = [*setup.methods, *loc.BASELINES]
     by_file: dict[str, list[tuple[str, str]]] = {}
@@ -476,6 +511,12 @@ def _write_report(
         "",
         f"- Model: **{model_name}** (classes {', '.join(clf.class_names)})",
         f"- Boxes: `{args.boxes}`; findings scored: {mapped}",
+        "- Anatomy prior fitted on: "
+        + (
+            f"`{args.prior_boxes}` (a separate boxes file; patients of the scored image left out)"
+            if getattr(args, "prior_boxes", None)
+            else f"`{args.boxes}` (the scored file's other patients, leave-one-patient-out)"
+        ),
         f"- Pairs (image, finding): {len(keys)} on {n_files} images, {n_ok} images scored"
         + (f" (a seeded random choice of {args.limit})" if args.limit else ""),
         f"- Methods: {', '.join(methods)}; bootstrap {args.bootstrap} resamples of patients, "

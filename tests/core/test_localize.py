@@ -394,6 +394,45 @@ def test_localize_command_writes_rows_summary_report_and_montage(tmp_path, tiny_
     assert all(0.0 <= float(r["iou_topk"]) <= 1.0 for r in ok)
 
 
+def test_localize_prior_boxes_fits_the_anatomy_prior_on_another_file(tmp_path, tiny_bundle):
+    """--prior-boxes: the prior comes from a separate (training) boxes file, the report names
+    it, and the scored file's own boxes no longer shape it."""
+    from cxr_viewer.cli import main
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "images").mkdir()
+    rows = []
+    for i in range(3):
+        Image.fromarray((rng.random((64, 64)) * 255).astype(np.uint8)).save(
+            tmp_path / "images" / f"{i}.png"
+        )
+        rows.append([f"images/{i}.png", "Spot", 2, 2, 12, 12, 64, 64, f"p{i}"])  # top-left
+    scored = _write_csv(tmp_path / "boxes.csv", HEADER, rows)
+    # the training boxes sit in the bottom-right corner: a prior fitted on them misses
+    train = _write_csv(
+        tmp_path / "train_boxes.csv",
+        HEADER,
+        [[f"t{i}.png", "Spot", 48, 48, 14, 14, 64, 64, f"t{i}"] for i in range(4)],
+    )
+    argv = ["localize", str(scored), "--model", str(tiny_bundle), "--map", "Spot=lesion"]
+    assert main([*argv, "--out", str(tmp_path / "own"), "--quiet"]) == 0
+    code = main([*argv, "--out", str(tmp_path / "sep"), "--prior-boxes", str(train), "--quiet"])
+    assert code == 0
+
+    def prior_energy(out):
+        got = csv.DictReader(open(out / "rows.csv", encoding="utf-8"))
+        return [float(r["energy_inside"]) for r in got if r["method"] == "anatomy_prior"]
+
+    assert min(prior_energy(tmp_path / "own")) > 0.9  # the other patients' identical boxes
+    assert max(prior_energy(tmp_path / "sep")) == 0.0  # the training boxes are elsewhere
+    report = (tmp_path / "sep" / "report.md").read_text(encoding="utf-8")
+    assert f"Anatomy prior fitted on: `{train}`" in report
+    own = (tmp_path / "own" / "report.md").read_text(encoding="utf-8")
+    assert "leave-one-patient-out" in own
+    bad = ["--out", str(tmp_path / "x"), "--prior-boxes", str(tmp_path / "none.csv")]
+    assert main([*argv, *bad, "--quiet"]) == 2
+
+
 def test_localize_command_refuses_bad_input(tmp_path, tiny_bundle, capsys):
     from cxr_viewer.cli import main
 
@@ -456,3 +495,19 @@ def test_a_model_that_localizes_beats_the_anatomy_prior_on_phantoms(phantom_case
         assert gc[f"{m}_vs_anatomy_prior_lo"] > 0, (m, gc, anat)
     # energy: above what any image-blind map can reach (the prior's pointing rate)
     assert gc["energy_inside_lo"] > anat["pointing_strict"], (gc, anat)
+
+
+def test_summary_leaves_out_undefined_measures():
+    """A row's "" (e.g. the energy of a map with no positive mass) is left out, not a crash."""
+    rows = []
+    for i, e in enumerate(["0.5", "", "0.3"]):
+        for method, value in (("gradcam", e), ("anatomy_prior", "0.2")):
+            rows.append(
+                {"finding": "F", "patient_id": f"p{i}", "filename": f"{i}.png", "method": method,
+                 "pointing_strict": "1", "pointing_tolerant": "1", "energy_inside": value,
+                 "iou_topk": "0.1"}
+            )  # fmt: skip
+    out = loc.summarize(rows, ["gradcam", "anatomy_prior"], n_boot=50)
+    g = next(r for r in out if r["finding"] == "ALL" and r["method"] == "gradcam")
+    assert g["energy_inside"] == pytest.approx(0.4)
+    assert g["energy_inside_vs_anatomy_prior"] == pytest.approx(0.2)

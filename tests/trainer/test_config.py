@@ -87,3 +87,34 @@ def test_preprocessing_follows_architecture():
     assert Config().preprocessing == "unit"
     assert load_config(None, {"model.architecture": "resnet50v2"}).preprocessing == "symmetric"
     assert load_config(None, {"model.preprocessing": "symmetric"}).preprocessing == "symmetric"
+
+
+def test_boxes_section_and_text_tables():
+    from cxr_viewer.core.errors import TrainingError
+    from trainer.config import dump_config, load_config
+
+    cfg = load_config(
+        None,
+        {
+            "model.head": "cam",
+            "boxes.csv": "boxes.csv",
+            "boxes.class_map": {"Lung Opacity": "lung_opacity"},
+            "data.columns": {"path": "filename"},
+            "data.label_map": {"Normal": "no_opacity", "Lung Opacity": "lung_opacity"},
+        },
+    )
+    assert cfg.boxes.class_map == {"Lung Opacity": "lung_opacity"}
+    assert cfg.data.label_map["Normal"] == "no_opacity"
+    import tomllib
+
+    from trainer.config import config_from_dict
+
+    assert config_from_dict(tomllib.loads(dump_config(cfg))) == cfg  # round trip
+    with pytest.raises(TrainingError, match="model.head"):
+        load_config(None, {"boxes.csv": "boxes.csv"})  # the loss needs the CAM head
+    with pytest.raises(TrainingError, match="boxes.share"):
+        load_config(None, {"model.head": "cam", "boxes.share": 1.5})
+    with pytest.raises(TrainingError, match="data.label_map"):
+        load_config(None, {"data.label_map": {"Normal": 0}})
+    with pytest.raises(TrainingError, match="data.columns"):
+        load_config(None, {"data.columns": {"filename": "path"}})

@@ -174,8 +174,41 @@ def test_generic_csv(tmp_path):
     assert len(p) == 1 and p["patient_id"].iloc[0] == "plain-phantom-00000"
     assert p.attrs["missing"] == 1
     (tmp_path / "bad.csv").write_text("file,klass\na,b\n")
-    with pytest.raises(TrainingError, match="path and label"):
+    with pytest.raises(TrainingError, match="lacks the column") as err:
         read_csv_manifest(tmp_path / "bad.csv")
+    assert "data.columns" in str(err.value)
+
+
+def test_csv_own_column_names_and_label_map(tmp_path):
+    """The issue's RSNA labels.csv shape: ``filename`` and three labels mapped to two classes."""
+    write_phantoms(tmp_path, make_phantoms(3, 32, seed=0), formats=("png",))
+    pd.DataFrame(
+        {
+            "filename": [f"images/phantom-0000{i}.png" for i in range(3)],
+            "label": ["Lung Opacity", "Normal", "No Lung Opacity / Not Normal"],
+            "pid": ["a", "b", "c"],
+        }
+    ).to_csv(tmp_path / "labels.csv", index=False)
+    columns = {"path": "filename", "patient_id": "pid"}
+    label_map = {
+        "Lung Opacity": "lung_opacity",
+        "Normal": "no_opacity",
+        "No Lung Opacity / Not Normal": "no_opacity",
+    }
+    m = read_csv_manifest(tmp_path / "labels.csv", columns=columns, label_map=label_map)
+    assert list(m["label"]) == ["lung_opacity", "no_opacity", "no_opacity"]
+    assert list(m["original_label"])[0] == "Lung Opacity"
+    assert list(m["patient_id"]) == ["labels-a", "labels-b", "labels-c"]
+    # a header with filename but no data.columns: says how to name it, not "add a header"
+    with pytest.raises(TrainingError) as err:
+        read_csv_manifest(tmp_path / "labels.csv")
+    assert "filename" in str(err.value) and 'path = "filename"' in str(err.value)
+    assert "Add a header row" not in str(err.value)
+    with pytest.raises(TrainingError, match="no column 'file'"):
+        read_csv_manifest(tmp_path / "labels.csv", columns={"path": "file"})
+    with pytest.raises(TrainingError, match="label_map does not name") as err:
+        read_csv_manifest(tmp_path / "labels.csv", columns=columns, label_map={"Lung Opacity": "x"})
+    assert "Normal" in str(err.value)
 
 
 def test_covid_layout_built_here(tmp_path):

@@ -476,6 +476,13 @@ def bootstrap_ci(
     return float(v.mean()), float(lo), float(hi)
 
 
+def _number(value: Any) -> float:
+    """A measure from a row: "" (undefined, e.g. the energy of a map with no positive mass, as
+    a class-activation map that sees no evidence anywhere has) is NaN, which the bootstrap
+    leaves out."""
+    return float("nan") if value == "" or value is None else float(value)
+
+
 def summarize(
     rows: Sequence[dict[str, Any]],
     methods: Sequence[str],
@@ -506,7 +513,7 @@ def summarize(
             rec["topk_percent"] = sel[0].get("topk_percent", "")
             clusters = [r["patient_id"] or r["filename"] for r in sel]
             for m in MEASURES:
-                vals = [float(r[m]) for r in sel]
+                vals = [_number(r[m]) for r in sel]
                 mean, lo, hi = bootstrap_ci(vals, clusters, n_boot=n_boot, seed=seed)
                 rec[m], rec[f"{m}_lo"], rec[f"{m}_hi"] = mean, lo, hi
                 if method != reference:
@@ -514,7 +521,7 @@ def summarize(
                     for r, c in zip(sel, clusters, strict=True):
                         ref = by_key.get((reference, r["filename"], r["finding"]))
                         if ref is not None:
-                            diffs.append(float(r[m]) - float(ref[m]))
+                            diffs.append(_number(r[m]) - _number(ref[m]))
                             cl.append(c)
                     d, dlo, dhi = bootstrap_ci(diffs, cl, n_boot=n_boot, seed=seed)
                     rec[f"{m}_vs_{reference}"] = d
