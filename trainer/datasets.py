@@ -32,7 +32,7 @@ Layouts
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -168,6 +168,20 @@ def subtype_from_filename(name: str) -> str:
     return m.group(1).lower() if m else ""
 
 
+def refuse_unknown(
+    values: Iterable[str],
+    known: Iterable[str],
+    what: str,
+    why: Callable[[list[str]], str],
+    fix: str,
+) -> None:
+    """TrainingError ``what`` (``why`` of the sorted unknown ones, ``fix``) when any of
+    ``values`` is not among ``known``."""
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise TrainingError(what, why(unknown), fix)
+
+
 def read_class_folders(root: str | Path) -> pd.DataFrame:
     """Manifest of a class-per-folder layout, with or without ``train|val|test`` folders.
 
@@ -253,13 +267,13 @@ def read_pediatric_pneumonia(root: str | Path, *, task: str = "binary") -> pd.Da
         df["source"] = "pediatric-pneumonia"
         df["view"] = "AP"
         df.loc[df["label"] == "NORMAL", "subtype"] = "normal"
-    bad = sorted(set(df["label"]) - set(PEDIATRIC_BINARY))
-    if bad:
-        raise TrainingError(
-            f"{root}: labels outside NORMAL/PNEUMONIA",
-            f"found {bad[:5]}.",
-            "Point data.root at the paediatric pneumonia folder (labels.csv + images/).",
-        )
+    refuse_unknown(
+        df["label"],
+        PEDIATRIC_BINARY,
+        f"{root}: labels outside NORMAL/PNEUMONIA",
+        lambda bad: f"found {bad[:5]}.",
+        "Point data.root at the paediatric pneumonia folder (labels.csv + images/).",
+    )
     if task == "three_class":
         unknown = df["subtype"].isin(PEDIATRIC_THREE) == False  # noqa: E712
         if unknown.any():
@@ -380,13 +394,13 @@ def read_csv_manifest(
     df = df.copy()
     df = df[df["label"].str.strip() != ""]
     if label_map:
-        unknown = sorted(set(df["label"]) - set(label_map))
-        if unknown:
-            raise TrainingError(
-                f"{csv_path.name} has labels that data.label_map does not name",
-                f"labels {unknown} (the map names {sorted(label_map)}).",
-                "Add them to data.label_map (several labels may map to one class).",
-            )
+        refuse_unknown(
+            df["label"],
+            label_map,
+            f"{csv_path.name} has labels that data.label_map does not name",
+            lambda unknown: f"labels {unknown} (the map names {sorted(label_map)}).",
+            "Add them to data.label_map (several labels may map to one class).",
+        )
         df["original_label"] = df["label"]
         df["label"] = df["label"].map(label_map)
     df["path"] = [str((base / p).resolve()) for p in df["path"]]
@@ -440,13 +454,13 @@ def _checked_names(
     names: list[str], present: list[str], what: str, model: str, hint: str
 ) -> list[str]:
     """``names`` if every present label is among them and each has images, else an error."""
-    unknown = sorted(set(present) - set(names))
-    if unknown:
-        raise TrainingError(
-            f"The data has {what} outside data.class_names",
-            f"{what} {unknown} are not in {names}.",
-            "Add them to data.class_names or leave it empty.",
-        )
+    refuse_unknown(
+        present,
+        names,
+        f"The data has {what} outside data.class_names",
+        lambda unknown: f"{what} {unknown} are not in {names}.",
+        "Add them to data.class_names or leave it empty.",
+    )
     empty = [n for n in names if n not in present]
     if empty or len(names) < 2:
         raise TrainingError(

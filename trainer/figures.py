@@ -41,29 +41,47 @@ def _curves(y_true, probs, class_names, pos, kind):
         yield class_names[c], x, y, auc(x, y)
 
 
+#: per kind of curve: a class's legend entry, the axes, where the legend goes
+_CURVE_STYLES: dict[str, tuple[str, dict, str]] = {
+    "roc": (
+        "{name} (AUC {area:.3f})",
+        {"xlabel": "false positive rate", "ylabel": "true positive rate"},
+        "lower right",
+    ),
+    "pr": (
+        "{name} (AP≈{area:.3f})",
+        {"xlabel": "recall", "ylabel": "precision", "ylim": (0, 1.02)},
+        "lower left",
+    ),
+}
+
+
+def _curve_figure(
+    kind: str, y_true, probs, class_names: Sequence[str], pos: int | None, path: Path, title: str
+) -> Path:
+    """One curve per class (only ``pos`` for a binary model) of ``kind`` "roc" or "pr"."""
+    label, axes, legend = _CURVE_STYLES[kind]
+    fig = _figure()
+    ax = fig.add_subplot()
+    for name, x, y, area in _curves(y_true, probs, class_names, pos, kind):
+        ax.plot(x, y, label=label.format(name=name, area=area))
+    if kind == "roc":  # the chance diagonal
+        ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
+    ax.set(**axes, title=title)
+    ax.legend(loc=legend, fontsize=8)
+    return _save(fig, path)
+
+
 def roc_figure(
     y_true, probs, class_names: Sequence[str], pos: int | None, path: Path, title: str
 ) -> Path:
-    fig = _figure()
-    ax = fig.add_subplot()
-    for name, fpr, tpr, area in _curves(y_true, probs, class_names, pos, "roc"):
-        ax.plot(fpr, tpr, label=f"{name} (AUC {area:.3f})")
-    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
-    ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return _curve_figure("roc", y_true, probs, class_names, pos, path, title)
 
 
 def pr_figure(
     y_true, probs, class_names: Sequence[str], pos: int | None, path: Path, title: str
 ) -> Path:
-    fig = _figure()
-    ax = fig.add_subplot()
-    for name, recall, precision, area in _curves(y_true, probs, class_names, pos, "pr"):
-        ax.plot(recall, precision, label=f"{name} (AP≈{area:.3f})")
-    ax.set(xlabel="recall", ylabel="precision", title=title, ylim=(0, 1.02))
-    ax.legend(loc="lower left", fontsize=8)
-    return _save(fig, path)
+    return _curve_figure("pr", y_true, probs, class_names, pos, path, title)
 
 
 def confusion_figure(cm, class_names: Sequence[str], path: Path, title: str) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +19,31 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A Markdown table: the header, its rule and a line a row (each cell through _fmt)."""
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return lines
+
+
 def _metrics_table(metrics: dict, class_names: list[str]) -> list[str]:
+    per = metrics["per_class"]
     lines = [
         f"- images: {metrics['n']}, accuracy **{_fmt(metrics['accuracy'])}**, "
         f"AUC **{_fmt(metrics['auc'])}**, macro F1 {_fmt(metrics['macro_f1'])}",
         "",
-        "| class | precision | recall | F1 | support |",
-        "|---|---|---|---|---|",
+        *_table(
+            ("class", "precision", "recall", "F1", "support"),
+            (
+                [
+                    name,
+                    *(per[name][k] for k in ("precision", "recall", "f1")),
+                    str(per[name]["support"]),
+                ]
+                for name in class_names
+            ),
+        ),
     ]
-    for name in class_names:
-        m = metrics["per_class"][name]
-        lines.append(
-            f"| {name} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | {_fmt(m['f1'])} "
-            f"| {m['support']} |"
-        )
     if metrics.get("sensitivity") is not None:
         lines.insert(
             1,
@@ -84,13 +96,15 @@ def write_report(
         "split **by patient**, stratified",
         *[f"  - skipped: `{r['path']}` ({r['reason']})" for r in summary.get("skipped_files", [])],
         "",
-        "| split | patients | images | " + " | ".join(class_names) + " |",
-        "|---" * (3 + len(class_names)) + "|",
+        *_table(
+            ("split", "patients", "images", *class_names),
+            (
+                [s, str(sp[s]["patients"]), str(sp[s]["images"])]
+                + [str(sp[s]["per_class"][c]) for c in class_names]
+                for s in ("train", "val", "test")
+            ),
+        ),
     ]
-    for s in ("train", "val", "test"):
-        row = sp[s]
-        counts = " | ".join(str(row["per_class"][c]) for c in class_names)
-        lines.append(f"| {s} | {row['patients']} | {row['images']} | {counts} |")
     m = cfg.model
     lines += [
         "",
@@ -120,15 +134,21 @@ def write_report(
         lines += [
             "## Random search (selected on validation)",
             "",
-            "| trial | learning rate | dropout | dense units | val AUC |",
-            "|---|---|---|---|---|",
+            *_table(
+                ("trial", "learning rate", "dropout", "dense units", "val AUC"),
+                (
+                    (
+                        str(t["trial"]),
+                        f"{t['learning_rate']:.2e}",
+                        f"{t['dropout']:.2f}",
+                        str(t["dense_units"]),
+                        t["val_auc"],
+                    )
+                    for t in trials
+                ),
+            ),
+            "",
         ]
-        for t in trials:
-            lines.append(
-                f"| {t['trial']} | {t['learning_rate']:.2e} | {t['dropout']:.2f} | "
-                f"{t['dense_units']} | {_fmt(t['val_auc'])} |"
-            )
-        lines.append("")
     thr = evaluation["threshold"]
     lines += [
         "## Decision rule",
@@ -221,6 +241,10 @@ def write_report(
     return path
 
 
+#: the per-finding figures of a multi-label report, in column order
+_FINDING_COLUMNS = ("threshold", "val_auc", "test_auc", "test_sensitivity", "test_specificity")
+
+
 def write_multilabel_report(
     path: Path, cfg, summary: dict, findings: list[str], evaluation: dict, training: dict,
     figures: list[Path],
@@ -239,16 +263,10 @@ def write_multilabel_report(
         f"Training: {training.get('epochs_run', '?')} epochs, best epoch "
         f"{training.get('best_epoch', '?')}, {training.get('parameters', '?')} parameters.",
         "",
-        "| finding | threshold | val AUC | test AUC | test sensitivity | test specificity |",
-        "|---|---|---|---|---|---|",
-    ]
-    for f in findings:
-        m = evaluation["per_finding"][f]
-        lines.append(
-            f"| {f} | {_fmt(m['threshold'])} | {_fmt(m['val_auc'])} | {_fmt(m['test_auc'])} | "
-            f"{_fmt(m['test_sensitivity'])} | {_fmt(m['test_specificity'])} |"
-        )
-    lines += [
+        *_table(
+            ("finding", "threshold", "val AUC", "test AUC", "test sensitivity", "test specificity"),
+            ([f, *(evaluation["per_finding"][f][k] for k in _FINDING_COLUMNS)] for f in findings),
+        ),
         "",
         f"Mean AUC: validation {_fmt(evaluation['val']['auc'])}, "
         f"test {_fmt(evaluation['test']['auc'])}.",

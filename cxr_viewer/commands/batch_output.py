@@ -30,6 +30,7 @@ from typing import Any
 
 from cxr_viewer.core.errors import CxrError
 from cxr_viewer.core.io.atomic import OUTPUT_FILE_MODE, TMP_PREFIX, atomic_write
+from cxr_viewer.core.model.bundle import sha256_file
 
 CSV_NAME = "predictions.csv"
 JOURNAL_NAME = CSV_NAME + ".partial"
@@ -57,11 +58,7 @@ def printable(text: object) -> str:
 
 def content_hash(path: Path) -> str:
     """SHA-256 of a file's bytes (raises OSError when it cannot be read)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def read_rows(out_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -88,6 +85,15 @@ def read_rows(out_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
             if row.get("file") and None not in row and None not in row.values():
                 rows[row["file"]] = row
     return columns, list(rows.values())
+
+
+def _unwritable(out_dir: Path, exc: OSError) -> CxrError:
+    """The error for an output folder that cannot be created, written or locked."""
+    return CxrError(
+        f"Cannot write to the output folder {out_dir}",
+        f"{exc.strerror or exc}.",
+        "Choose a folder you can write to (--out), or fix its permissions.",
+    )
 
 
 def prepare_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
@@ -131,11 +137,7 @@ def prepare_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
         with tempfile.NamedTemporaryFile(dir=out_dir, prefix=_TMP_PREFIX):
             pass
     except OSError as exc:
-        raise CxrError(
-            f"Cannot write to the output folder {out_dir}",
-            f"{exc.strerror or exc}.",
-            "Choose a folder you can write to (--out), or fix its permissions.",
-        ) from exc
+        raise _unwritable(out_dir, exc) from exc
 
 
 class OutDirLock:
@@ -191,11 +193,7 @@ class OutDirLock:
                     return cls(path, fd, created)
                 os.close(fd)  # the holder released (deleted) it meanwhile: lock the new one
         except OSError as exc:
-            raise CxrError(
-                f"Cannot write to the output folder {out_dir}",
-                f"{exc.strerror or exc}.",
-                "Choose a folder you can write to (--out), or fix its permissions.",
-            ) from exc
+            raise _unwritable(out_dir, exc) from exc
         raise CxrError(f"Cannot lock the output folder {out_dir}", "it kept changing.")
 
     def release(self) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from cxr_viewer.core.errors import Cancelled
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
@@ -231,6 +231,16 @@ def explain(
     return analysis
 
 
+class ExplainOptions(TypedDict, total=False):
+    """The options :func:`analyze` passes on to :func:`explain` (see there)."""
+
+    partial: PartialFn | None
+    explainers: ExplainerCache | None
+    on_result: Callable[[MethodResult], None] | None
+    raise_errors: bool
+    check_applicable: bool
+
+
 def analyze(
     study: Study,
     classifier: Classifier,
@@ -239,25 +249,12 @@ def analyze(
     progress: ProgressFn = no_progress,
     *,
     predict: bool = True,
-    partial: PartialFn | None = None,
-    explainers: ExplainerCache | None = None,
-    on_result: Callable[[MethodResult], None] | None = None,
-    raise_errors: bool = False,
-    check_applicable: bool = True,
+    **options: Unpack[ExplainOptions],
 ) -> Analysis:
     """Prepare ``study`` (model input, prediction) and explain it for every request.
 
-    Without ``predict`` every request must name its ``target``.
+    Without ``predict`` every request must name its ``target``. ``options``: those of
+    :func:`explain`.
     """
     analysis = prepare(study, classifier, predict=predict)
-    return explain(
-        analysis,
-        requests,
-        cancel=cancel,
-        progress=progress,
-        partial=partial,
-        explainers=explainers,
-        on_result=on_result,
-        raise_errors=raise_errors,
-        check_applicable=check_applicable,
-    )
+    return explain(analysis, requests, cancel=cancel, progress=progress, **options)

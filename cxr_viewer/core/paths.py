@@ -1,7 +1,8 @@
-"""Where CXR Lens finds its resources (demo bundle, sample studies, icons, stylesheet).
+"""Where CXR Lens finds its resources (demo bundle, sample studies, icons, stylesheet), and
+where it keeps its caches.
 
-Looked up, in order: ``$CXR_RESOURCES``; next to a frozen (PyInstaller) executable; the
-``resources/`` folder of the source tree.
+Resources are looked up, in order: ``$CXR_RESOURCES``; next to a frozen (PyInstaller)
+executable; the ``resources/`` folder of the source tree. Caches: :func:`cache_dir`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,19 @@ def resources_dir() -> Path:
     if frozen_root:
         return Path(frozen_root) / "resources"
     return Path(__file__).resolve().parents[2] / "resources"
+
+
+def cache_dir(env: str, name: str) -> Path | None:
+    """A cache folder: ``$env`` when set (``0``/``off``/``no``/``false``: no cache, None), else
+    ``cxr-lens/<name>`` in the user's cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``,
+    ``%LOCALAPPDATA%`` on Windows)."""
+    value = os.environ.get(env, "").strip()
+    if value.lower() in ("0", "off", "no", "false"):
+        return None
+    if value:
+        return Path(value)
+    base = os.environ.get("LOCALAPPDATA") if os.name == "nt" else os.environ.get("XDG_CACHE_HOME")
+    return Path(base or Path.home() / ".cache") / "cxr-lens" / name
 
 
 def demo_bundle_dir() -> Path:

@@ -15,6 +15,7 @@ stays open so the user can correct the answers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -416,18 +417,12 @@ class ImportDialog(QDialog):
             progress(0.8, "predicting the samples")
             return names, preview_predictions(prep, images, head=head)
 
-        self._preview_task = Task(
-            fn=run,
-            slot="import-preview",
-            on_done=self._preview_done,
-            on_error=self._preview_failed,
-            on_progress=self._progress,
-            on_cancelled=self._preview_cancelled,
+        self._preview_task = self._new_task(
+            run, "import-preview", self._preview_done, self._preview_failed, self._preview_cancelled
         )
         self.preview_button.setEnabled(False)
         self.import_button.setEnabled(False)
-        self._show_status("Running the model on sample images…")
-        self._worker_thread().submit(self._preview_task)
+        self._start(self._preview_task, "Running the model on sample images…")
 
     def _preview_finished(self) -> None:
         self._preview_task = None
@@ -503,17 +498,32 @@ class ImportDialog(QDialog):
 
             return import_model(path, classes, progress=progress, cancel=cancel, **kwargs).root
 
-        self._task = Task(
-            fn=run,
-            slot="import",
-            on_done=self._done,
-            on_error=self._failed,
-            on_progress=self._progress,
-            on_cancelled=self._cancelled,
-        )
+        self._task = self._new_task(run, "import", self._done, self._failed, self._cancelled)
         self._set_running(True)
-        self._show_status("Importing…")
-        self._worker_thread().submit(self._task)
+        self._start(self._task, "Importing…")
+
+    def _new_task(
+        self,
+        fn: Callable[..., Any],
+        slot: str,
+        on_done: Callable[[Any], None],
+        on_error: Callable[[Failure], None],
+        on_cancelled: Callable[[], None],
+    ) -> Task:
+        """A task of this dialog: its progress goes to the dialog's progress bar."""
+        return Task(
+            fn=fn,
+            slot=slot,
+            on_done=on_done,
+            on_error=on_error,
+            on_progress=self._progress,
+            on_cancelled=on_cancelled,
+        )
+
+    def _start(self, task: Task, status: str) -> None:
+        """Say what ``task`` does in the status line and run it on the worker thread."""
+        self._show_status(status)
+        self._worker_thread().submit(task)
 
     def _worker_thread(self) -> WorkerThread:
         if self._worker is None:

@@ -148,26 +148,28 @@ class TaskRouter(QObject):
         if task is not None and task.on_partial and not task.token.cancelled:
             task.on_partial(result)
 
-    @Slot(object, object)
-    def on_done(self, task_id: int, result: Any) -> None:
+    def _finished(self, task_id: int) -> Task | None:
+        """Forget a task that ended; None when it is unknown or was cancelled (its
+        ``on_cancelled`` then runs: superseded while its result travelled here)."""
         task = self._tasks.pop(task_id, None)
-        if task is None:
-            return
-        if task.token.cancelled:  # superseded while its result travelled here
+        if task is not None and task.token.cancelled:
             if task.on_cancelled:
                 task.on_cancelled()
-        elif task.on_done:
+            return None
+        return task
+
+    @Slot(object, object)
+    def on_done(self, task_id: int, result: Any) -> None:
+        task = self._finished(task_id)
+        if task is not None and task.on_done:
             task.on_done(result)
 
     @Slot(object, object)
     def on_failed(self, task_id: int, failure: Failure) -> None:
-        task = self._tasks.pop(task_id, None)
+        task = self._finished(task_id)
         if task is None:
             return
-        if task.token.cancelled:
-            if task.on_cancelled:
-                task.on_cancelled()
-        elif task.on_error:
+        if task.on_error:
             task.on_error(failure)
         else:
             log.error("background task failed:\n%s", failure.traceback)

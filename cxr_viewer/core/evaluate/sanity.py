@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cxr_viewer.core.evaluate.agreement import spearman
+from cxr_viewer.core.paths import cache_dir
 from cxr_viewer.core.progress import ProgressFn, no_progress
 
 if TYPE_CHECKING:
@@ -193,13 +194,7 @@ def cascade_check(
 # -- the cache -----------------------------------------------------------------------------------
 def cache_root() -> Path | None:
     """``$CXR_SANITY_CACHE`` (``0``/``off``: no cache), else the user's cache folder."""
-    value = os.environ.get(CACHE_ENV, "").strip()
-    if value.lower() in ("0", "off", "no", "false"):
-        return None
-    if value:
-        return Path(value)
-    base = os.environ.get("LOCALAPPDATA") if os.name == "nt" else os.environ.get("XDG_CACHE_HOME")
-    return Path(base or Path.home() / ".cache") / "cxr-lens" / "sanity"
+    return cache_dir(CACHE_ENV, "sanity")
 
 
 def cache_key(model_sha256: str, method: str, settings: Mapping[str, Any]) -> str:

@@ -7,15 +7,36 @@ building or running anything, so a model can be refused before any of it loads.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
-from cxr_viewer.core.errors import BundleError
+from cxr_viewer.core.errors import BundleError, ModelLoadError
 
 #: configurations of these classes are models to inline, not layers
 NESTED_CLASSES = {"Functional", "Model", "Sequential"}
+
+
+def unreadable_model(name: str, what: str, detail: str, advice: str) -> ModelLoadError:
+    """The error for a model file ``name`` that is not a readable ``what`` (``detail``: why)."""
+    return ModelLoadError(f"Cannot read {name}", f"it is not a readable {what} ({detail}).", advice)
+
+
+#: what reading a model file raises when the file is not what its name says
+READ_ERRORS: tuple[type[Exception], ...] = (zipfile.BadZipFile, KeyError, OSError, ValueError)
+
+
+@contextlib.contextmanager
+def reading_model(name: str, what: str, advice: str) -> Iterator[None]:
+    """Turn :data:`READ_ERRORS` raised in the block into :func:`unreadable_model`'s error."""
+    try:
+        yield
+    except READ_ERRORS as e:
+        raise unreadable_model(name, what, f"{type(e).__name__}: {e}", advice) from e
+
 
 #: layer class → why it cannot be imported
 REFUSED_CLASSES = {

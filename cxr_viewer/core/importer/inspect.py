@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cxr_viewer.core.errors import BundleError, ModelLoadError
+from cxr_viewer.core.errors import BundleError
 from cxr_viewer.core.io import jsonio
 from cxr_viewer.core.model.heads import propose_head
 
-from .configs import NESTED_CLASSES, declared_input_shape
+from .configs import NESTED_CLASSES, declared_input_shape, reading_model
 
 #: preprocessings offered for import, most common first
 CANDIDATES = ("unit", "symmetric", "raw", "caffe", "torch")
@@ -82,7 +82,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
     """The serialised model ``{"class_name", "config"}`` of a ``.keras`` or ``.h5`` file."""
     path = Path(path)
     suffix = path.suffix.lower()
-    try:
+    with reading_model(path.name, "Keras model file", "Save the model again with model.save(...)."):
         if suffix == ".keras":
             from cxr_viewer.core.io.archive import KERAS_LIMITS, read_member
 
@@ -103,12 +103,6 @@ def read_config(path: str | Path) -> dict[str, Any]:
                 )
             legacy: dict[str, Any] = jsonio.loads(raw if isinstance(raw, bytes) else str(raw))
             return legacy
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as e:
-        raise ModelLoadError(
-            f"Cannot read {path.name}",
-            f"it is not a readable Keras model file ({type(e).__name__}: {e}).",
-            "Save the model again with model.save(...).",
-        ) from e
     raise BundleError(
         f"Cannot import {path.name}",
         f"'{suffix or path.name}' is not a Keras model format CXR Lens reads.",

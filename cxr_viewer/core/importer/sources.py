@@ -29,7 +29,13 @@ from cxr_viewer.core.errors import BundleError, ModelLoadError
 from cxr_viewer.core.io import jsonio
 from cxr_viewer.core.model.bundle import METADATA_FILE
 
-from .configs import preprocess_lambda, refuse_unsupported, replace_preprocess_lambdas
+from .configs import (
+    preprocess_lambda,
+    reading_model,
+    refuse_unsupported,
+    replace_preprocess_lambdas,
+    unreadable_model,
+)
 
 KERAS3 = "keras3"
 KERAS2_H5 = "keras2-h5"
@@ -115,20 +121,17 @@ def _refuse_folder(path: Path) -> None:
 def _read_keras(path: Path) -> SourceModel:
     from cxr_viewer.core.io.archive import KERAS_LIMITS, read_member
 
-    try:
-        with zipfile.ZipFile(path) as zf:  # capped: no zip bomb is inflated
-            config = jsonio.loads(read_member(zf, path, "config.json", KERAS_LIMITS))
-            meta = (
-                jsonio.loads(read_member(zf, path, "metadata.json", KERAS_LIMITS))
-                if _has(zf, "metadata.json")
-                else {}
-            )
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as e:
-        raise ModelLoadError(
-            f"Cannot read {path.name}",
-            f"it is not a readable Keras 3 .keras archive ({type(e).__name__}: {e}).",
-            "Save the model again with model.save('model.keras').",
-        ) from e
+    advice = "Save the model again with model.save('model.keras')."
+    with (
+        reading_model(path.name, "Keras 3 .keras archive", advice),
+        zipfile.ZipFile(path) as zf,  # capped: no zip bomb is inflated
+    ):
+        config = jsonio.loads(read_member(zf, path, "config.json", KERAS_LIMITS))
+        meta = (
+            jsonio.loads(read_member(zf, path, "metadata.json", KERAS_LIMITS))
+            if _has(zf, "metadata.json")
+            else {}
+        )
     refuse_unsupported(config, path.name)
     lambdas = _preprocess_lambdas(config)
     if not lambdas:
@@ -197,9 +200,10 @@ def _read_h5(path: Path) -> SourceModel:
             version = _text(f.attrs.get("keras_version", ""))
             has_weights = "model_weights" in f
     except OSError as exc:
-        raise ModelLoadError(
-            f"Cannot read {path.name}",
-            f"it is not a readable HDF5 file ({exc}).",
+        raise unreadable_model(
+            path.name,
+            "HDF5 file",
+            str(exc),
             "The file may be truncated; copy it again.",
         ) from exc
     if raw is None:

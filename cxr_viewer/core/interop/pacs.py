@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cxr_viewer.core.errors import Cancelled, PacsError
+from cxr_viewer.core.io.atomic import make_folder
 from cxr_viewer.core.progress import CancelToken
 
 if TYPE_CHECKING:  # pydicom and pynetdicom are imported where used (the PACS extra)
@@ -979,25 +980,19 @@ class PacsClient:
         of another study, or of another patient than ``patient_id`` (when given, e.g. from
         the C-FIND match), is refused and listed in ``rejected``, never written.
         """
-        from pydicom.dataset import Dataset
         from pynetdicom import build_role, evt
 
         # pynetdicom makes its SOP class names at import time: its types cannot list them
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET  # type: ignore[attr-defined]
 
-        _check_study_uid(study_instance_uid)
-        out = _dest(dest)
-        result = RetrieveResult()
+        result, handler = _receiver(study_instance_uid, dest, patient_id)
         started = time.monotonic()
         ae = self._ae()
         ae.add_requested_context(GET, _plain_syntaxes())
         classes = _retrieve_contexts(ae, as_scp=False)
         roles = [build_role(sop, scp_role=True) for sop in classes]
-        handler = _StoreHandler(out, result, study_instance_uid, patient_id)
         guard = self._guard(self.limits.max_instance_bytes, "an instance")
-        query = Dataset()
-        query.QueryRetrieveLevel = "STUDY"
-        query.StudyInstanceUID = study_instance_uid
+        query = _study_query(study_instance_uid)
         with (
             self._association(
                 ae,
@@ -1041,15 +1036,12 @@ class PacsClient:
     ) -> RetrieveResult:
         """C-MOVE a study to our own storage SCP (``node.listen_host:node.storage_port``, AE
         ``node.calling_ae``), which writes it into ``dest``. Same result rules as C-GET."""
-        from pydicom.dataset import Dataset
         from pynetdicom import evt
 
         # pynetdicom makes its SOP class names at import time: its types cannot list them
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as MOVE  # type: ignore[attr-defined]
 
-        _check_study_uid(study_instance_uid)
-        out = _dest(dest)
-        result = RetrieveResult()
+        result, handler = _receiver(study_instance_uid, dest, patient_id)
         started = time.monotonic()
         scp_ae = self._ae()
         _retrieve_contexts(scp_ae, as_scp=True)
@@ -1057,7 +1049,6 @@ class PacsClient:
         # it calls us by our own AE title
         scp_ae.require_calling_aet = [self.node.ae_title]
         scp_ae.require_called_aet = True
-        handler = _StoreHandler(out, result, study_instance_uid, patient_id)
         scp_guard = self._guard(self.limits.max_instance_bytes, "an instance")
         try:
             server = scp_ae.start_server(
@@ -1079,9 +1070,7 @@ class PacsClient:
         try:
             ae = self._ae()
             ae.add_requested_context(MOVE, _plain_syntaxes())
-            query = Dataset()
-            query.QueryRetrieveLevel = "STUDY"
-            query.StudyInstanceUID = study_instance_uid
+            query = _study_query(study_instance_uid)
             with (
                 self._association(ae, "C-MOVE", started, guard) as assoc,
                 _Watchdog(assoc, cancel, self.limits.retrieve_seconds, guard) as watch,
@@ -1326,10 +1315,28 @@ def _check_study_uid(uid: str) -> None:
         )
 
 
-def _dest(dest: str | Path) -> Path:
-    from cxr_viewer.core.io.atomic import make_folder
+def _receiver(
+    study_instance_uid: str, dest: str | Path, patient_id: str | None
+) -> tuple[RetrieveResult, _StoreHandler]:
+    """For a retrieve of a checked study UID into ``dest`` (created): the result it fills and
+    the C-STORE handler that writes what arrives there."""
+    _check_study_uid(study_instance_uid)
+    result = RetrieveResult()
+    return result, _StoreHandler(_dest(dest), result, study_instance_uid, patient_id)
 
-    return make_folder(dest, f"Cannot retrieve into {dest}", PacsError)
+
+def _study_query(study_instance_uid: str) -> Dataset:
+    """The identifier of a study-level C-GET or C-MOVE."""
+    from pydicom.dataset import Dataset
+
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study_instance_uid
+    return query
+
+
+def _dest(dest: str | Path) -> Path:
+    return make_folder(dest, f"Cannot retrieve into {Path(dest)}", PacsError)
 
 
 def _user() -> str:

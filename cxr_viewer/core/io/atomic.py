@@ -147,20 +147,9 @@ def write_error(path: str | Path, exc: BaseException, error: type[CxrError] = Cx
     )
 
 
-__all__ = [
-    "OUTPUT_FILE_MODE",
-    "TMP_PREFIX",
-    "atomic_write",
-    "atomic_write_bytes",
-    "free_space_text",
-    "is_disk_full",
-    "write_error",
-]
-
-
 def make_folder(folder: str | Path, what: str, error: type[CxrError] = CxrError) -> Path:
-    """``folder``, created if missing; else ``error`` titled ``what`` (e.g. "Cannot write
-    DICOM results to …") saying why it cannot be created."""
+    """``folder`` as a Path, created with its parents if missing; ``error`` headed ``what``
+    ("Cannot write … to …") saying why when it cannot be created."""
     out = Path(folder)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -171,3 +160,15 @@ def make_folder(folder: str | Path, what: str, error: type[CxrError] = CxrError)
             "Choose a folder you can write to.",
         ) from exc
     return out
+
+
+__all__ = [
+    "OUTPUT_FILE_MODE",
+    "TMP_PREFIX",
+    "atomic_write",
+    "atomic_write_bytes",
+    "free_space_text",
+    "is_disk_full",
+    "make_folder",
+    "write_error",
+]

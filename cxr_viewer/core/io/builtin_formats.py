@@ -9,6 +9,7 @@ order: DICOM last, as a data set without the Part 10 preamble is recognised by a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from cxr_viewer.core.errors import StudyLoadError
 from cxr_viewer.core.io.study import Study
@@ -26,18 +27,30 @@ def _one_frame(name: str, path: Path, frame: int) -> None:
         )
 
 
-def _read_png(path: Path, head: bytes, frame: int, max_pixels: int) -> Study:
-    from .raster import load_raster
+def _raster_format(
+    name: str,
+    kind: Literal["png", "jpeg"],
+    suffixes: tuple[str, ...],
+    signature: bytes,
+    description: str,
+) -> ImageFormat:
+    """A one-frame raster format read by :func:`.raster.load_raster` (Pillow, OpenCV), known by
+    the magic bytes its files start with."""
 
-    _one_frame("PNG", path, frame)
-    return load_raster(path, "png", head, max_pixels)
+    def read(path: Path, head: bytes, frame: int, max_pixels: int) -> Study:
+        from .raster import load_raster
 
+        _one_frame(name, path, frame)
+        return load_raster(path, kind, head, max_pixels)
 
-def _read_jpeg(path: Path, head: bytes, frame: int, max_pixels: int) -> Study:
-    from .raster import load_raster
-
-    _one_frame("JPEG", path, frame)
-    return load_raster(path, "jpeg", head, max_pixels)
+    return ImageFormat(
+        name,
+        suffixes,
+        lambda head: head.startswith(signature),
+        read,
+        requires=("PIL", "cv2"),
+        description=description,
+    )
 
 
 def _is_part10(head: bytes) -> bool:
@@ -51,23 +64,21 @@ def _read_dicom(path: Path, head: bytes, frame: int, max_pixels: int) -> Study:
 
 
 PNG = register_format(
-    ImageFormat(
+    _raster_format(
         "PNG",
+        "png",
         (".png",),
-        lambda head: head.startswith(PNG_SIGNATURE),
-        _read_png,
-        requires=("PIL", "cv2"),
-        description="PNG, 8 or 16 bits, grey or colour (reduced to grey)",
+        PNG_SIGNATURE,
+        "PNG, 8 or 16 bits, grey or colour (reduced to grey)",
     )
 )
 JPEG = register_format(
-    ImageFormat(
+    _raster_format(
         "JPEG",
+        "jpeg",
         (".jpg", ".jpeg", ".jpe", ".jfif"),
-        lambda head: head.startswith(JPEG_SIGNATURE),
-        _read_jpeg,
-        requires=("PIL", "cv2"),
-        description="baseline and progressive JPEG, EXIF orientation applied",
+        JPEG_SIGNATURE,
+        "baseline and progressive JPEG, EXIF orientation applied",
     )
 )
 DICOM = register_format(

@@ -44,12 +44,10 @@ INTENDED_USE = "research and demonstration, not for diagnosis"
 REQUIRED_KEYS = tuple(key for key, spec in SCHEMA.items() if spec.required)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, hex (raises OSError when it cannot be read)."""
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @dataclass

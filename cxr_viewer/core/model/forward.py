@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from cxr_viewer.core.errors import CxrError
+from cxr_viewer.core.paths import cache_dir
 
 log = logging.getLogger("cxr_viewer")
 
@@ -408,13 +409,7 @@ CACHE_ENV = "CXR_FORWARD_CACHE"
 def cache_root() -> Path | None:
     """Where choices are remembered: ``$CXR_FORWARD_CACHE`` (``0``/``off``: nowhere), else the
     user's cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``, ``%LOCALAPPDATA%`` on Windows)."""
-    value = os.environ.get(CACHE_ENV, "").strip()
-    if value.lower() in ("0", "off", "no", "false"):
-        return None
-    if value:
-        return Path(value)
-    base = os.environ.get("LOCALAPPDATA") if os.name == "nt" else os.environ.get("XDG_CACHE_HOME")
-    return Path(base or Path.home() / ".cache") / "cxr-lens" / "forward"
+    return cache_dir(CACHE_ENV, "forward")
 
 
 def cache_key(model_sha256: str, device: str, batch: int | None) -> str:
