@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 
 from cxr_viewer.core.paths import demo_bundle_dir
 
-from . import dicomweb_dialog, pacs_dialogs, stored_results
+from . import dicomweb_dialog, model_menu, pacs_dialogs, stored_results
 from .actions import OVERLAY_KEYS, Actions
 from .annotations import install as install_annotations
 from .controller import Controller
@@ -104,6 +104,7 @@ class MainWindow(QMainWindow):
         self.dicomweb_query = dicomweb_dialog.install(self)  # File ▸ Query/retrieve over DICOMweb…
         self._docks()
         self.annotations = install_annotations(self)  # File ▸ Open annotations…, boxes on panes
+        self.model_menu = model_menu.install(self)  # File ▸ Model: demos, recent, open, import
 
         # --- wiring
         self.study_list.openRequested.connect(self.controller.open_index)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.explain.registry import EXPLAINERS
+from cxr_viewer.core.localization_card import localization_card
 from cxr_viewer.core.model_card import model_card_lines
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
 from cxr_viewer.core.study import Study
@@ -147,6 +148,7 @@ class ModelSession:
             layer_sizes=self._layer_sizes(layers),
             unavailable=unavailable,
             sanity=_cached_sanity(clf),
+            localization=localization_card(meta),
         )
         progress(0.75, "Warming up Grad-CAM…")
         self._warm_up_gradcam(defaults.get("gradcam"), settings.get("gradcam", {}))
@@ -217,7 +219,9 @@ class ModelSession:
     # ------------------------------------------------------------------ work
     def _require(self) -> Classifier:
         if self.classifier is None:
-            raise ExplainError("No model is loaded", "", "Open a model bundle (File ▸ Open model).")
+            raise ExplainError(
+                "No model is loaded", "", "Open a model bundle (File ▸ Model ▸ Open model)."
+            )
         return self.classifier
 
     def _explainer(self, method: str, layer: str | None, settings: dict[str, Any]) -> Explainer:
