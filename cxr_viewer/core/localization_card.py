@@ -14,7 +14,9 @@ Accepted layouts (under ``model_card.localization``, else a top-level ``localiza
 - ``{"summary": [row, ...]}`` / ``{"rows": [...]}`` or a bare list of rows, as
   :func:`cxr_viewer.core.localize.summarize` writes them (``method``, ``finding``, ``n`` and the
   measures; the ``ALL`` finding is preferred);
-- ``{method: {measure: value}}``.
+- ``{method: {measure: value}, "split": ..., "boxes": ..., "prior_fitted_on": ...}`` (the
+  trainer's ``model_card.localization``, :func:`trainer.localization.card_entry`), or its full
+  record with the methods under ``overall``.
 
 A value is a number or ``{"mean": x, "lo": ..., "hi": ...}`` (also ``value``/``estimate``).
 Context keys, all optional: ``split`` ("test", "validation"), ``images``/``n_images``,
@@ -34,6 +36,8 @@ PRIOR_NAMES = ("anatomyprior", "prior", "anatomy")
 #: a card's names for the tolerant pointing game (first found wins), then the strict one
 POINTING_KEYS = ("pointing_tolerant", "pointing", "pointing_game", "hit_rate", "pointing_strict")
 ENERGY_KEYS = ("energy_inside", "energy", "mass_inside", "energy_in_boxes")
+#: how a split's short name reads in a sentence
+SPLIT_NAMES = {"val": "validation", "valid": "validation", "held-out": "held-out"}
 CONTEXT_KEYS = {
     "split": ("split", "evaluated_on", "on"),
     "images": ("images", "n_images", "films", "n_films"),
@@ -113,7 +117,7 @@ class LocalizationCard:
 
     def where(self) -> str:
         """ "of 65 test films (101 boxes)" — as much as the card says ("" when nothing)."""
-        split = self.split.strip()
+        split = SPLIT_NAMES.get(self.split.strip().lower(), self.split.strip())
         if split and not any(w in split.lower() for w in ("film", "image")):
             split = f"{split} films"
         if self.images is not None:
@@ -129,7 +133,7 @@ class LocalizationCard:
         """What the viewer writes next to ``method``'s map; "" when the card has no figure.
 
         E.g. "On radiologists' boxes of 65 test films (101 boxes): this map puts 41 % of its mass inside; a
-        map that ignores the image, 33 %. Peak on a box: 62 % of films; the prior's, 80 %."
+        map that ignores the image, 33 %. Peak in or near a box: 62 % of films; the prior's, 80 %."
         """
         figs = self.figures(method, label)
         if figs is None:
@@ -144,7 +148,8 @@ class LocalizationCard:
                 text += f"; a map that ignores the image, {_pct(prior.energy_inside)}"
             parts.append(text)
         if figs.pointing is not None:
-            text = f"peak on a box: {_pct(figs.pointing)} of films"
+            where_peak = "in or near a box" if figs.pointing_kind == "tolerant" else "in a box"
+            text = f"peak {where_peak}: {_pct(figs.pointing)} of films"
             if prior is not None and prior.pointing is not None:
                 text += f"; the prior's, {_pct(prior.pointing)}"
             parts.append(text)
@@ -157,8 +162,8 @@ class LocalizationCard:
             "Measured by the model's maker on radiologists' boxes of films the model never "
             "trained on (cxr-viewer localize).",
             "Mass inside: the share of the map's positive values that falls inside the boxes.",
-            "Peak on a box: how often the map's highest point lies in a box"
-            + (" (within 15 px at 224 px)" if self._tolerant() else "")
+            "Peak in or near a box: how often the map's highest point lies in a box"
+            + (" or within 15 px of one at 224 px" if self._tolerant() else "")
             + ".",
         ]
         if self.prior is not None:
@@ -243,6 +248,8 @@ def localization_card(meta: Mapping[str, Any]) -> LocalizationCard | None:
             methods = _from_rows(listed)
         elif isinstance(block.get("methods"), Mapping):
             methods = _from_mapping(block["methods"])
+        elif isinstance(block.get("overall"), Mapping):  # the trainer's full record
+            methods = _from_mapping(block["overall"])
         else:
             methods = _from_mapping(block)
         baselines = block.get("baselines")

@@ -34,7 +34,7 @@ def test_the_methods_layout_gives_a_sentence_with_the_prior():
     assert set(card.methods) == {"gradcam", "lime"}  # baselines are not maps of the model
     assert card.sentence("gradcam") == (
         "On radiologists' boxes of 65 test films (101 boxes): this map puts 41 % of its mass "
-        "inside; a map that ignores the image, 33 %. Peak on a box: 62 % of films; the "
+        "inside; a map that ignores the image, 33 %. Peak in or near a box: 62 % of films; the "
         "prior's, 80 %."
     )
     # found by the method's label too; a method the card does not cover has no sentence
@@ -62,7 +62,7 @@ def test_summary_rows_as_localize_writes_them_prefer_the_all_finding():
         assert card.prior is not None and card.prior.energy_inside == pytest.approx(0.3)
         assert card.sentence("gradcam") == (
             "On radiologists' boxes: this map puts 40 % of its mass inside; a map that ignores "
-            "the image, 30 %. Peak on a box: 60 % of films; the prior's, 80 %."
+            "the image, 30 %. Peak in or near a box: 60 % of films; the prior's, 80 %."
         )
 
 
@@ -84,3 +84,29 @@ def test_without_a_prior_the_sentence_says_only_the_maps_figures():
     assert (
         card.sentence("gradcam") == "On radiologists' boxes: this map puts 20 % of its mass inside."
     )
+
+
+def test_the_trainers_card_entry():
+    """``model_card.localization`` as the trainer writes it (Grad-CAM and the baselines at the
+    top level, measured on the validation boxes, the prior fitted on the training boxes)."""
+    measures = ("pointing_strict", "pointing_tolerant", "energy_inside", "iou_topk")
+    entry = {
+        "split": "val",
+        "boxes": 74,
+        "prior_fitted_on": "training boxes (310 boxes)",
+        "gradcam": dict(zip(measures, (0.5, 0.71, 0.38, 0.2), strict=True)),
+        "anatomy_prior": dict(zip(measures, (0.4, 0.66, 0.31, 0.18), strict=True)),
+        "uniform_random": dict(zip(measures, (0.1, 0.3, 0.12, None), strict=True)),
+    }
+    card = localization_card({"model_card": {"localization": entry}})
+    assert card is not None and list(card.methods) == ["gradcam"]
+    assert card.sentence("gradcam") == (
+        "On radiologists' boxes of validation films (74 boxes): this map puts 38 % of its mass "
+        "inside; a map that ignores the image, 31 %. Peak in or near a box: 71 % of films; the "
+        "prior's, 66 %."
+    )
+    assert "training boxes (310 boxes)" in card.tooltip()
+    # the full record at the top level of metadata.json, methods under "overall"
+    full = {"localization": {"split": "val", "boxes": 74, "overall": {"gradcam": entry["gradcam"]}}}
+    top = localization_card(full)
+    assert top is not None and top.figures("gradcam") == card.figures("gradcam")

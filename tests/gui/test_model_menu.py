@@ -137,7 +137,7 @@ def test_switching_models_from_the_file_menu(qtbot, gui, tmp_path, resources, st
         assert not ctrl.localization.isHidden()
         assert ctrl.localization.text() == (
             "On radiologists' boxes of 65 test films (101 boxes): this map puts 41 % of its "
-            "mass inside; a map that ignores the image, 33 %. Peak on a box: 62 % of films; "
+            "mass inside; a map that ignores the image, 33 %. Peak in or near a box: 62 % of films; "
             "the prior's, 80 %."
         )
         assert "the training boxes" in ctrl.localization.toolTip()
