@@ -345,6 +345,8 @@ def install(window) -> AnnotationLayer:
         layer.checkbox = box
         layer._sync_checkbox()
     actions = getattr(window, "actions_", None)
+    if actions is not None:  # listed in Help ▸ Keyboard shortcuts
+        actions.all.setdefault("toggle_boxes", toggle)
     anchor = actions.all.get("open_model") if actions is not None else None
     menus = [m for m in (anchor.associatedObjects() if anchor else []) if isinstance(m, QMenu)]
     if menus and anchor is not None:

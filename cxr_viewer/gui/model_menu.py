@@ -194,14 +194,15 @@ class ModelMenu(QObject):
         menu.clear()
         shipped = {_resolved(p) for p in self.shipped()}
         entries = self.entries()
-        menu.addSection("Shipped models")
+        self._heading("Shipped models")
         if not shipped:
             none = menu.addAction("(no bundle in resources/)")
             none.setEnabled(False)
         recent_started = False
         for label, path, exists in entries:
             if path not in shipped and not recent_started:
-                menu.addSection("Recent bundles")
+                menu.addSeparator()
+                self._heading("Recent bundles")
                 recent_started = True
             act = menu.addAction(label)
             act.setCheckable(True)
@@ -226,6 +227,14 @@ class ModelMenu(QObject):
             entry = actions.all.get(name) if actions is not None else None
             if entry is not None:
                 menu.addAction(entry)
+
+    def _heading(self, text: str) -> None:
+        """A group's title (QMenu.addSection draws no text in some styles, Fusion among them)."""
+        heading = self.menu.addAction(text)
+        heading.setEnabled(False)
+        font = heading.font()
+        font.setBold(True)
+        heading.setFont(font)
 
     def _forget_missing(self) -> None:
         self.recent.prune()
@@ -320,6 +329,8 @@ def install(window) -> ModelMenu:
     else:
         window.menuBar().addMenu(mm.menu)
     mm.rebuild()  # "Open model…" and "Import…" go in
+    if actions is not None:  # listed in Help ▸ Keyboard shortcuts
+        actions.all.setdefault("choose_model", mm.choose_action)
     button = mm.tool_button()
     if button is not None:
         button.setMenu(mm.menu)

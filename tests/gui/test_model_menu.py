@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QApplication
 from cxr_viewer.core.localization_card import localization_card
 from cxr_viewer.gui import model_menu as mm_module
 from cxr_viewer.gui.error_dialog import ErrorDialog
+from cxr_viewer.gui.main_window import shortcuts_html
 from cxr_viewer.gui.state import ModelInfo
 
 LOCALIZATION = {
@@ -99,7 +100,7 @@ def test_switching_models_from_the_file_menu(qtbot, gui, tmp_path, resources, st
         file_texts = [a.text() for a in win.actions_.file_menu.actions()]
         assert "&Model" in file_texts and "Open &model…" not in file_texts  # moved inside
         assert _entries(win) == [
-            ("Shipped models", True, False),
+            ("Shipped models", False, False),
             ("&1 Tiny-test", True, False),
             ("&2 Tiny adult opacity", True, False),
             ("Open &model…", True, False),
@@ -174,10 +175,11 @@ def test_recent_bundles_persist_and_missing_ones_are_disabled(
         win.model_menu.recent.add(gone)  # loaded once, deleted since
         win.model_menu.recent.add(tiny_bundle)
         entries = _entries(win)
-        assert ("Recent bundles", True, False) in entries
+        assert ("Recent bundles", False, False) in entries
         assert ("Tiny-test", True, True) in entries  # the model in use, checked
         assert ("gone_bundle (not found)", False, False) in entries
         texts = [t for t, _, _ in entries]
+        assert "Ctrl+Shift+M" in shortcuts_html(win.actions_.all.values())
         assert texts.index("Tiny-test") < texts.index("gone_bundle (not found)")  # newest first
     finally:
         win.close()
