@@ -10,8 +10,9 @@ Self-contained (the window hooks it in with :func:`install`):
 
 The model shown is checked. Choosing another loads it on the model worker (the window stays
 usable; the model panel and the status bar show the progress); once it is ready the current
-study is predicted and its shown maps are computed again with it. If it fails to load, the
-error is shown and the model used before is loaded again.
+study is predicted and its shown maps are computed again with it. If a model fails to load
+(from here, Open model…, an import), the error is shown and the last model that was ready is
+loaded again.
 
 Keyboard: Alt+F, M opens the submenu; Ctrl+Shift+M pops it up under the toolbar's model
 button; the shipped models are numbered (1, 2, …) as mnemonics.
@@ -148,9 +149,12 @@ class ModelMenu(QObject):
         self.menu.aboutToShow.connect(self.rebuild)
         self.group = QActionGroup(self)
         self.group.setExclusive(True)
-        #: the bundle being switched to, and the one to go back to if it fails
+        #: the bundle being switched to; the last one that was ready (loaded again when a
+        #: load fails); whether that is happening now
         self.pending: str | None = None
-        self.fallback: str | None = None
+        self.last_ready: str | None = None
+        self.reverting = False
+        self._status = self.state.model_status
         self._signature: tuple[str | None, str, str | None] | None = None
         self.choose_action = QAction("Choose a &model…", window)
         self.choose_action.setShortcut(QKeySequence("Ctrl+Shift+M"))
@@ -266,13 +270,10 @@ class ModelMenu(QObject):
     def switch(self, path: str | Path) -> bool:
         """Load ``path`` instead of the model shown; False when it is the model shown already."""
         target = _resolved(path)
-        active = self.active_path()
-        if target == active:
+        if target == self.active_path():
             self.win.status.show_message(f"{bundle_name(target)} is the model in use")
             self.rebuild()
             return False
-        # go back to the model in use if the new one fails (not to one that failed itself)
-        self.fallback = active or (self.fallback if self.pending else None)
         self.pending = target
         self.win.status.show_message(f"Switching to {bundle_name(target)}…", 0)
         self.win.open_model_path(Path(target))
@@ -280,24 +281,29 @@ class ModelMenu(QObject):
         return True
 
     def _model_changed(self) -> None:
+        """Remember the bundle that became ready; when a load fails (from this menu, Open
+        model…, an import or a drop), load the last model that was ready again."""
         m, status = self.state.model, self.state.model_status
+        newly_failed = status == "failed" and self._status != "failed"
+        self._status = status
         if m is not None:
             if m.path:
                 shipped = {_resolved(p) for p in self.shipped()}
                 if _resolved(m.path) not in shipped:
                     self.recent.add(m.path)
-            if self.pending is not None and _resolved(m.path) == self.pending:
+                self.last_ready = _resolved(m.path)
+            if self.pending is not None and self.last_ready == self.pending:
                 self.win.status.show_message(f"Now using {m.name}", 8000)
+            self.pending, self.reverting = None, False
+        elif newly_failed:
+            failed, back = self.pending, self.last_ready
             self.pending = None
-            self.fallback = None
-        elif status == "failed" and self.pending is not None:
-            failed, back = self.pending, self.fallback
-            self.pending, self.fallback = None, None
-            if back is not None and back != failed and bundle_exists(back):
+            if not self.reverting and back is not None and back != failed and bundle_exists(back):
+                what = bundle_name(failed) if failed else "The model"
                 self.win.status.show_message(
-                    f"{bundle_name(failed)} could not be loaded; back to {bundle_name(back)}", 0
+                    f"{what} could not be loaded; back to {bundle_name(back)}", 0
                 )
-                self.pending = back
+                self.pending, self.reverting = back, True
                 # from the event loop, not from inside this state event
                 QTimer.singleShot(0, lambda: self.win.load_model(back))
         signature = (self.active_path(), status, self.pending)

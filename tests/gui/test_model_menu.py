@@ -206,13 +206,15 @@ def test_a_failed_switch_is_shown_and_the_previous_model_comes_back(
     try:
         _entry(win, "&2").trigger()
         qtbot.waitUntil(_ready(win, "tiny adult opacity"), timeout=gui.MODEL_READY_TIMEOUT_MS)
-        win.model_menu.switch(broken)
-        qtbot.waitUntil(lambda: bool(_dialogs()), timeout=gui.MODEL_READY_TIMEOUT_MS)
-        qtbot.waitUntil(_ready(win, "tiny adult opacity"), timeout=gui.MODEL_READY_TIMEOUT_MS)
-        assert win.reporter.shown  # the error is shown, and the model in use before is back
-        assert win.model_menu.checked_path() == str((resources / "adult_bundle").resolve())
-        for d in _dialogs():
-            d.done(0)
+        for load in (win.model_menu.switch, win.open_model_path):  # the menu, or Ctrl+M
+            load(broken)
+            qtbot.waitUntil(lambda: bool(_dialogs()), timeout=gui.MODEL_READY_TIMEOUT_MS)
+            assert "back to tiny adult opacity" in win.status.msg.text()
+            qtbot.waitUntil(_ready(win, "tiny adult opacity"), timeout=gui.MODEL_READY_TIMEOUT_MS)
+            assert win.model_menu.checked_path() == str((resources / "adult_bundle").resolve())
+            for d in _dialogs():
+                d.done(0)
+        assert len(win.reporter.shown) == 2  # each failure shown once
     finally:
         win.close()
 
