@@ -8,7 +8,7 @@
 Models (``--models``, default all three): ``demo`` — the demo bundle (resources/demo_bundle,
 or ``--model BUNDLE``); ``cnn`` — a small public-style chest X-ray CNN built here (128×128×1
 input, a flat stack of three conv + max-pool blocks, dense layer, one sigmoid unit) and trained
-for a few epochs on 128-px phantoms (cxr_viewer.core.phantoms), as users bring them;
+for a few epochs on 128-px phantoms (cxr_viewer.testdata.phantoms), as users bring them;
 ``resnet50v2`` — keras.applications.ResNet50V2 with ``weights=None`` (224×224×3, random
 weights: there are no local ImageNet weights and no internet at run time; right for timing,
 and its stability figures describe LIME on a random network, not a trained one). Image:
@@ -79,9 +79,9 @@ def _image_path(arg: str | None) -> Path:
 def _resnet_bundle(tmp: Path):
     import keras
 
-    from cxr_viewer.core.bundle import write_bundle
     from cxr_viewer.core.explain.layers import default_gradcam_layer, shap_layers
-    from cxr_viewer.core.preprocess import InputSpec
+    from cxr_viewer.core.model.bundle import write_bundle
+    from cxr_viewer.core.model.preprocess import InputSpec
 
     keras.utils.set_random_seed(0)
     model = keras.applications.ResNet50V2(weights=None, input_shape=(224, 224, 3), classes=2)
@@ -231,11 +231,11 @@ def _cnn_bundle(tmp: Path, size: int):
     import keras
     from keras import layers
 
-    from cxr_viewer.core.bundle import write_bundle
     from cxr_viewer.core.explain.layers import default_gradcam_layer, shap_layers
-    from cxr_viewer.core.heads import Head
-    from cxr_viewer.core.phantoms import make_phantoms
-    from cxr_viewer.core.preprocess import InputSpec
+    from cxr_viewer.core.model.bundle import write_bundle
+    from cxr_viewer.core.model.heads import Head
+    from cxr_viewer.core.model.preprocess import InputSpec
+    from cxr_viewer.testdata.phantoms import make_phantoms
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((size, size, 1))
@@ -286,11 +286,11 @@ def _verdict(ours: dict, seeds: dict, target: float = 5.0) -> str:
 
 
 def _bench_model(name: str, root: Path, args, image_path: Path) -> dict:
-    from cxr_viewer.core.bundle import open_bundle
     from cxr_viewer.core.explain.registry import create_explainer
-    from cxr_viewer.core.inference import Classifier
     from cxr_viewer.core.io import load_study
-    from cxr_viewer.core.preprocess import study_to_input
+    from cxr_viewer.core.model.bundle import open_bundle
+    from cxr_viewer.core.model.inference import Classifier
+    from cxr_viewer.core.model.preprocess import study_to_input
 
     clf = Classifier(open_bundle(root))
     clf.warm_up()

@@ -46,10 +46,10 @@ def _cnn128_bundle(tmp: Path) -> Path:
     import keras
     from keras import layers
 
-    from cxr_viewer.core.bundle import write_bundle
     from cxr_viewer.core.explain.layers import default_gradcam_layer, shap_layers
-    from cxr_viewer.core.heads import Head
-    from cxr_viewer.core.preprocess import InputSpec
+    from cxr_viewer.core.model.bundle import write_bundle
+    from cxr_viewer.core.model.heads import Head
+    from cxr_viewer.core.model.preprocess import InputSpec
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((128, 128, 1), name="image")
@@ -93,15 +93,15 @@ def _median(fn, repeats: int) -> tuple[float, object]:
 
 def _input(clf) -> np.ndarray:
     from cxr_viewer.core.io import load_study
-    from cxr_viewer.core.preprocess import study_to_input
+    from cxr_viewer.core.model.preprocess import study_to_input
 
     sample = sorted((ROOT / "resources" / "samples").glob("real-*_pneumonia_*"))[0]
     return study_to_input(load_study(sample), clf.spec)
 
 
 def _workload(clf, x: np.ndarray, repeats: int, old_trust: bool) -> dict:
+    from cxr_viewer.core.evaluate.trust import add_trust, deletion_insertion, top_fraction_drop
     from cxr_viewer.core.explain.registry import create_explainer
-    from cxr_viewer.core.trust import add_trust, deletion_insertion, top_fraction_drop
 
     occ = create_explainer("occlusion", clf)
     t_occ, hm = _median(lambda: occ.explain(x, 1), repeats)
@@ -125,8 +125,8 @@ def _workload(clf, x: np.ndarray, repeats: int, old_trust: bool) -> dict:
 
 
 def bench_model(name: str, bundle_path: Path, repeats: int, all_paths: bool) -> dict:
-    from cxr_viewer.core.bundle import open_bundle
-    from cxr_viewer.core.inference import Classifier
+    from cxr_viewer.core.model.bundle import open_bundle
+    from cxr_viewer.core.model.inference import Classifier
 
     clf = Classifier(open_bundle(bundle_path))
     x = _input(clf)
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
-    from cxr_viewer.core.model_io import import_tensorflow
+    from cxr_viewer.core.model.model_io import import_tensorflow
     from cxr_viewer.core.paths import demo_bundle_dir
 
     tf = import_tensorflow()

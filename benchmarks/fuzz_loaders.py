@@ -168,9 +168,9 @@ def worker() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_LIMIT, WORKER_MEMORY_LIMIT))
     except (ValueError, OSError):
         pass
-    from cxr_viewer.core.display import display_image
     from cxr_viewer.core.errors import StudyLoadError
     from cxr_viewer.core.io import load_study
+    from cxr_viewer.core.io.display import display_image
 
     try:  # Linux: writing "5" resets the peak RSS (VmHWM); some containers forbid it
         with open("/proc/self/clear_refs", "w") as fh:

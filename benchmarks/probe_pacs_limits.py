@@ -272,7 +272,7 @@ def run_table(tmp: Path) -> dict:
     from pydicom.filereader import read_dataset
     from pydicom.filewriter import write_dataset
 
-    from cxr_viewer.core import pacs
+    from cxr_viewer.core.interop import pacs
     from cxr_viewer.gui.app import ensure_app
     from cxr_viewer.gui.pacs_dialogs import QueryRetrieveDialog
     from cxr_viewer.gui.settings import Settings
@@ -301,7 +301,7 @@ def run_table(tmp: Path) -> dict:
 
 
 def run_client(name: str, port: int, dest_port: int, tmp: Path) -> dict:
-    from cxr_viewer.core import pacs
+    from cxr_viewer.core.interop import pacs
 
     if name == "table10mb":
         return run_table(tmp)

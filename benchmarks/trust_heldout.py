@@ -159,7 +159,7 @@ def summarise(rows: list[dict[str, str]], methods: list[str]) -> dict:
     out["most_faithful_none"] = best["none"] / len(rows)
     pairs: dict[str, dict[str, list[float]]] = {}
     agree = Counter()
-    from cxr_viewer.core.agreement import AGREE_OVERLAP, AGREE_RHO
+    from cxr_viewer.core.evaluate.agreement import AGREE_OVERLAP, AGREE_RHO
 
     for r in rows:
         for a, b, rho, top in PAIR.findall(r.get("agreement_pairs", "")):

@@ -42,7 +42,9 @@ def _gui_parser() -> argparse.ArgumentParser:
         formatter_class=PlainHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__} (CXR Lens)")
-    p.add_argument("paths", nargs="*", help="image files or folders to open (PNG, JPEG, DICOM)")
+    from cxr_viewer.core.io.formats import format_names
+
+    p.add_argument("paths", nargs="*", help=f"image files or folders to open ({format_names()})")
     p.add_argument("--model", help="model bundle folder or .zip (default: the demo bundle)")
     p.add_argument("--no-model", action="store_true", help="open without loading a model")
     p.add_argument(

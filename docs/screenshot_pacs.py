@@ -33,7 +33,7 @@ def main() -> int:
 
     from orthanc_support import ORTHANC_AE, OUR_AE, start_orthanc
 
-    from cxr_viewer.core.pacs import PacsClient, PacsNode
+    from cxr_viewer.core.interop.pacs import PacsClient, PacsNode
     from cxr_viewer.core.paths import shared_data_dir
     from cxr_viewer.gui import pacs_dialogs as pd
     from cxr_viewer.gui.app import ensure_app

@@ -31,14 +31,14 @@ def write_tiny_bundle(
     conv_a → pool_a → conv_b → GAP → softmax(2) named ``output``, unit-range input, a 4-image
     SHAP background; every explainer runs on it in well under a second. Same seed, same weights.
     """
-    from cxr_viewer.core.model_io import import_tensorflow
+    from cxr_viewer.core.model.model_io import import_tensorflow
 
     import_tensorflow()  # the one place TensorFlow starts (device settings before any op)
     import keras
     from keras import layers
 
-    from cxr_viewer.core.bundle import write_bundle
-    from cxr_viewer.core.preprocess import InputSpec
+    from cxr_viewer.core.model.bundle import write_bundle
+    from cxr_viewer.core.model.preprocess import InputSpec
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((size, size, channels), name="image")

@@ -20,7 +20,7 @@ from cxr_viewer.core.paths import shared_data_dir  # noqa: E402
 
 @pytest.fixture(scope="session", autouse=True)
 def _forward_choices_in_a_temp_folder(tmp_path_factory):
-    """The forward-path choices (cxr_viewer.core.forward) are remembered in this run's temp
+    """The forward-path choices (cxr_viewer.core.model.forward) are remembered in this run's temp
     folder, never in the user's cache (child processes inherit it)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CXR_FORWARD_CACHE", str(tmp_path_factory.mktemp("forward_cache")))
@@ -53,7 +53,7 @@ _GPU_SEEN: list[str] = []
 def _gpus_tensorflow_sees() -> list[str]:
     """Physical GPUs of this process's TensorFlow (imported through the one place, once)."""
     if not _GPU_SEEN:
-        from cxr_viewer.core.model_io import import_tensorflow
+        from cxr_viewer.core.model.model_io import import_tensorflow
 
         tf = import_tensorflow()
         _GPU_SEEN.append(",".join(d.name for d in tf.config.list_physical_devices("GPU")))

@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
 
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root))
-    from cxr_viewer.core.dicomweb import DicomWebClient, DicomWebNode
+    from cxr_viewer.core.interop.dicomweb import DicomWebClient, DicomWebNode
     from cxr_viewer.core.io import list_study_files
 
     p = argparse.ArgumentParser(description=main.__doc__)

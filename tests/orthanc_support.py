@@ -160,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
 
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root))
+    from cxr_viewer.core.interop.pacs import PacsClient, PacsNode
     from cxr_viewer.core.io import list_study_files
-    from cxr_viewer.core.pacs import PacsClient, PacsNode
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--seed", nargs="*", default=[], help="DICOM files or folders to C-STORE")

@@ -101,9 +101,9 @@ def test_frozen_app_shows_every_real_dicom_like_the_source_install(shared_data, 
     import numpy as np
     from PIL import Image
 
-    from cxr_viewer.core.display import display_image, to_uint8
     from cxr_viewer.core.errors import StudyLoadError
     from cxr_viewer.core.io import load_study
+    from cxr_viewer.core.io.display import display_image, to_uint8
 
     files = sorted((shared_data / "dicom").glob("*.dcm"))
     assert files

@@ -15,7 +15,7 @@ import pytest
 from bundle_support import write_tiny_bundle
 from device_support import NOISE, SAMPLE_PNG, _child, _result
 
-from cxr_viewer.core.device_compare import TOLERANCE
+from cxr_viewer.core.model.device_compare import TOLERANCE
 
 pytestmark = pytest.mark.gpu
 
@@ -34,7 +34,7 @@ def study():
 
 AUTO_CHILD = r"""
 import json
-from cxr_viewer.core.model_io import configure, gpu_memory_in_use, import_tensorflow, runtime_state
+from cxr_viewer.core.model.model_io import configure, gpu_memory_in_use, import_tensorflow, runtime_state
 configure("auto")
 tf = import_tensorflow()
 physical = tf.config.list_physical_devices("GPU")
@@ -62,7 +62,7 @@ def test_auto_runs_on_the_first_gpu_only_with_memory_growth():
 
 CAP_CHILD = r"""
 import json
-from cxr_viewer.core.model_io import configure, import_tensorflow, runtime_state
+from cxr_viewer.core.model.model_io import configure, import_tensorflow, runtime_state
 configure("auto", gpu_memory_mb=256)
 tf = import_tensorflow()
 gpu = tf.config.list_physical_devices("GPU")[0]
@@ -90,7 +90,7 @@ def test_gpu_memory_cap_is_enforced():
 INDEX_CHILD = r"""
 import json, sys
 from cxr_viewer.core.errors import DeviceError
-from cxr_viewer.core.model_io import configure, import_tensorflow, runtime_state
+from cxr_viewer.core.model.model_io import configure, import_tensorflow, runtime_state
 configure(sys.argv[1])
 try:
     tf = import_tensorflow()
@@ -103,7 +103,7 @@ print("RESULT " + json.dumps(out))
 
 
 def test_gpu_n_picks_that_gpu_and_a_missing_one_is_a_clear_error():
-    from cxr_viewer.core.model_io import import_tensorflow
+    from cxr_viewer.core.model.model_io import import_tensorflow
 
     n = len(import_tensorflow().config.list_physical_devices("GPU"))
     last = _result(_child(INDEX_CHILD, f"gpu:{n - 1}"))
@@ -129,8 +129,8 @@ def test_device_cpu_hides_the_gpu_and_stays_quiet():
 
 def test_gpu_and_cpu_agree_within_the_stated_tolerance(tiny_bundle, study):
     from cxr_viewer.commands.selftest import EXPLAIN
-    from cxr_viewer.core.device_compare import compare_devices
-    from cxr_viewer.core.inference import load_classifier
+    from cxr_viewer.core.model.device_compare import compare_devices
+    from cxr_viewer.core.model.inference import load_classifier
 
     clf = load_classifier(tiny_bundle)
     assert clf.on_gpu
@@ -146,8 +146,8 @@ def test_gpu_and_cpu_agree_within_the_stated_tolerance(tiny_bundle, study):
 
 
 def test_the_gpu_batch_size_is_measured_at_warm_up(tiny_bundle):
-    from cxr_viewer.core.bundle import open_bundle
-    from cxr_viewer.core.inference import GPU_BATCH_CANDIDATES, Classifier, pick_batch_size
+    from cxr_viewer.core.model.bundle import open_bundle
+    from cxr_viewer.core.model.inference import GPU_BATCH_CANDIDATES, Classifier, pick_batch_size
 
     clf = Classifier(open_bundle(tiny_bundle))
     clf.warm_up()
@@ -164,8 +164,8 @@ def test_the_gpu_batch_size_is_measured_at_warm_up(tiny_bundle):
 
 
 def test_mixed_precision_on_the_gpu_is_used_only_if_it_matches_float32(tiny_bundle):
-    from cxr_viewer.core.bundle import open_bundle
-    from cxr_viewer.core.inference import (
+    from cxr_viewer.core.model.bundle import open_bundle
+    from cxr_viewer.core.model.inference import (
         MIXED_PRECISION_TOLERANCE,
         Classifier,
         precision_check_inputs,

@@ -122,7 +122,7 @@ def _check_device_section(section: dict, device: str) -> None:
     if section["gpus_found"] == 0:
         assert device == "CPU" and section["visible_gpus"] == []
         assert section["memory_growth"] is False and section["memory_limit_mb"] is None
-        # the forward path chosen at warm-up (core.forward) sets the batch size on the CPU too
+        # the forward path chosen at warm-up (core.model.forward) sets the batch size on the CPU too
         forward = section["forward"]
         assert section["batch_size"] == forward["batch_size"]
         assert section["batch_throughput"] == forward["throughput"].get(forward["path"], {})

@@ -1,11 +1,11 @@
 """Decode every image once into a cache of model-size display images.
 
 Each file goes through the viewer's own path — :func:`cxr_viewer.core.io.load_study` then
-:func:`cxr_viewer.core.display.display_image` and :func:`cxr_viewer.core.preprocess.resize_for_model`
-(the first half of :func:`~cxr_viewer.core.preprocess.study_to_input`) — in a thread pool, and
+:func:`cxr_viewer.core.io.display.display_image` and :func:`cxr_viewer.core.model.preprocess.resize_for_model`
+(the first half of :func:`~cxr_viewer.core.model.preprocess.study_to_input`) — in a thread pool, and
 the [0, 1] results are stored as one float16 ``.npy`` array (n, height, width) without pickle.
 float16 keeps 11 significant bits, enough for 12-bit detectors after windowing. The second half,
-:func:`~cxr_viewer.core.preprocess.normalize`, runs per batch in the input pipeline.
+:func:`~cxr_viewer.core.model.preprocess.normalize`, runs per batch in the input pipeline.
 
 The cache file name is a hash of the file list (path, size, modification time) and the size,
 so a changed dataset or input size never reuses a stale cache; a finished cache is renamed into
@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from cxr_viewer.core.errors import CxrError, TrainingError
-from cxr_viewer.core.preprocess import InputSpec, resize_for_model
+from cxr_viewer.core.io.formats import format_names
+from cxr_viewer.core.model.preprocess import InputSpec, resize_for_model
 
 CACHE_VERSION = 1
 
@@ -57,8 +58,8 @@ def _key(paths: list[str], spec: InputSpec) -> str:
 
 def decode_image(path: str, spec: InputSpec) -> np.ndarray:
     """One file → its default display image resized to the model, float32 [0, 1] (h, w)."""
-    from cxr_viewer.core.display import display_image
     from cxr_viewer.core.io import load_study
+    from cxr_viewer.core.io.display import display_image
 
     return resize_for_model(display_image(load_study(path)), spec)
 
@@ -122,7 +123,7 @@ def build_cache(
         raise TrainingError(
             "No image could be read",
             f"all {len(paths)} files failed; the first: {first}",
-            "Check data.root and that the files are PNG, JPEG or DICOM.",
+            f"Check data.root and that the files are {format_names()}.",
         )
     _write_failed(failed_file, failed, paths)
     partial.replace(final)

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_runtime_arguments(args)
     if args.command in USES_TENSORFLOW:
         from cxr_viewer.core.errors import CxrError
-        from cxr_viewer.core.model_io import import_tensorflow
+        from cxr_viewer.core.model.model_io import import_tensorflow
 
         try:
             import_tensorflow()

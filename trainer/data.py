@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_viewer.core.errors import TrainingError
-from cxr_viewer.core.preprocess import InputSpec
+from cxr_viewer.core.model.preprocess import InputSpec
 
 from .cache import ImageCache, build_cache
 from .config import Config, resolve_path

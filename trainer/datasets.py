@@ -38,11 +38,11 @@ from pathlib import Path
 import pandas as pd
 
 from cxr_viewer.core.errors import TrainingError
+from cxr_viewer.core.io.formats import image_suffixes
 
 from .config import DataConfig, resolve_path
 
 MANIFEST_COLUMNS = ["path", "label", "patient_id", "view", "source"]
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".tiff"}
 
 COVID = "COVID-19"
 BINARY_CLASSES = ["non-COVID-19", COVID]
@@ -168,8 +168,13 @@ def subtype_from_filename(name: str) -> str:
 
 
 def read_class_folders(root: str | Path) -> pd.DataFrame:
-    """Manifest of a class-per-folder layout, with or without ``train|val|test`` folders."""
+    """Manifest of a class-per-folder layout, with or without ``train|val|test`` folders.
+
+    Image files are those with a suffix of a format the viewer reads
+    (:func:`cxr_viewer.core.io.formats.image_suffixes`), so the trainer accepts what it can load.
+    """
     root = Path(root)
+    suffixes = image_suffixes()
     if not root.is_dir():
         raise TrainingError(
             f"No dataset folder at {root}", "the folder does not exist", "Check data.root."
@@ -183,7 +188,7 @@ def read_class_folders(root: str | Path) -> pd.DataFrame:
     rows = []
     for original_split, cdir in class_dirs:
         for f in sorted(cdir.iterdir()):
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
+            if f.is_file() and f.suffix.lower() in suffixes and not f.name.startswith("."):
                 rows.append(
                     {
                         "path": str(f.resolve()),

@@ -258,7 +258,7 @@ def multiworker_strategy(timeout: float) -> tuple[Any, Cluster]:
     if _strategy is not None and _cluster is not None:
         return _strategy, _cluster
     cluster = read_tf_config()
-    from cxr_viewer.core.model_io import import_tensorflow
+    from cxr_viewer.core.model.model_io import import_tensorflow
 
     tf = import_tensorflow()
     from tensorflow.python.eager import context

@@ -1,4 +1,4 @@
-"""Export a trained model as a CXR Lens bundle (:func:`cxr_viewer.core.bundle.write_bundle`).
+"""Export a trained model as a CXR Lens bundle (:func:`cxr_viewer.core.model.bundle.write_bundle`).
 
 The default Grad-CAM layer and the SHAP layers offered come from
 :mod:`cxr_viewer.core.explain.layers` (the same rules the viewer applies to imported models);
@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from cxr_viewer.core.bundle import INTENDED_USE, Bundle, write_bundle
+from cxr_viewer.core.model.bundle import INTENDED_USE, Bundle, write_bundle
 
 from .config import Config
 from .data import PreparedData
 from .pipeline import gather_inputs
 
 PREPROCESSING_NOTE = (
-    "cxr_viewer.core.preprocess.study_to_input: the study's default display image "
+    "cxr_viewer.core.model.preprocess.study_to_input: the study's default display image "
     "(window, VOI LUT, MONOCHROME1 inversion) in [0, 1] → resize_for_model (area when "
     "shrinking, cubic when enlarging) → normalize ({name}: x·{scale} + {offset}, grey repeated "
     "to {channels} channel(s))"
@@ -155,7 +155,7 @@ def export_bundle(
     ``report_files`` (the Markdown report and figures) are copied into ``out_dir/report/``.
     """
     from cxr_viewer.core.explain.layers import default_gradcam_layer, shap_layers
-    from cxr_viewer.core.preprocess import PREPROCESSINGS
+    from cxr_viewer.core.model.preprocess import PREPROCESSINGS
 
     spec = data.spec
     background = gather_inputs(
@@ -187,7 +187,7 @@ def export_bundle(
     }
     head = None
     if data.multilabel:
-        from cxr_viewer.core.heads import Head
+        from cxr_viewer.core.model.heads import Head
 
         head = Head("multilabel", len(data.class_names), "sigmoid")
         extra["thresholds"] = dict(evaluation["thresholds"])

@@ -5,7 +5,7 @@ the viewer's own Grad-CAM explainer (:mod:`cxr_viewer.core.explain.gradcam`, the
 default layer) explain the *predicted* class (threshold-aware). Then:
 
 * **Deletion at 20 %.** The 20 % of pixels the map ranks highest are replaced with a blurred
-  copy of the image (RISE's deletion baseline, :func:`cxr_viewer.core.trust.baseline_image`) and
+  copy of the image (RISE's deletion baseline, :func:`cxr_viewer.core.evaluate.trust.baseline_image`) and
   the drop of the predicted class's probability is recorded. The reference is a **random map of
   the same resolution** as the Grad-CAM layer (uniform noise on its grid, upsampled the same
   way), so the removed region is as contiguous as Grad-CAM's: scattered random pixels would
@@ -45,7 +45,7 @@ def centre_mass(saliency: np.ndarray, margin: float = CENTRE_MARGIN) -> float:
 
 def top_mask(saliency: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
     """Boolean mask of the ``fraction`` of pixels ranked highest (ties broken at random)."""
-    from cxr_viewer.core.trust import pixel_order
+    from cxr_viewer.core.evaluate.trust import pixel_order
 
     order = pixel_order(saliency, seed)
     mask = np.zeros(saliency.size, bool)
@@ -56,7 +56,7 @@ def top_mask(saliency: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray
 def random_map(shape: tuple[int, int], grid: tuple[int, int], rng: np.random.Generator):
     """Uniform noise on a ``grid`` (the explained layer's resolution), upsampled to ``shape``
     the way the explainers upsample their maps."""
-    from cxr_viewer.core.resize import resize_map
+    from cxr_viewer.core.io.resize import resize_map
 
     return resize_map(rng.random(grid).astype(np.float32), *shape)
 
@@ -65,8 +65,8 @@ def gradcam_check(
     bundle_dir: str | Path, data: PreparedData, *, limit: int = 400, seed: int = 0
 ) -> dict:
     """Run the measurements above on (at most ``limit`` films of) the test split."""
-    from cxr_viewer.core.bundle import open_bundle
-    from cxr_viewer.core.inference import Classifier
+    from cxr_viewer.core.model.bundle import open_bundle
+    from cxr_viewer.core.model.inference import Classifier
 
     clf = Classifier(open_bundle(bundle_dir))
     clf.warm_up()
@@ -79,8 +79,8 @@ def gradcam_check(
 def measure_gradcam(clf, x: np.ndarray, *, seed: int = 0) -> dict:
     """Deletion at 20 % (Grad-CAM vs a random map of the layer's grid) and centre mass for
     model inputs ``x`` (n, h, w, c), explaining each film's predicted class."""
+    from cxr_viewer.core.evaluate.trust import baseline_image
     from cxr_viewer.core.explain.gradcam import GradCamExplainer
-    from cxr_viewer.core.trust import baseline_image
 
     explainer = GradCamExplainer(clf)
     layer = explainer.default_layer()

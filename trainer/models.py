@@ -16,7 +16,7 @@ Howard et al. 2017, *MobileNets*; Sandler et al. 2018, *MobileNetV2*.
 from __future__ import annotations
 
 from cxr_viewer.core.errors import TrainingError
-from cxr_viewer.core.preprocess import InputSpec
+from cxr_viewer.core.model.preprocess import InputSpec
 
 from .config import ModelConfig
 

@@ -1,7 +1,7 @@
 """The ``tf.data`` input pipeline over the image cache.
 
 Per epoch: shuffle row indices → batch → gather the cached [0, 1] images and apply
-:func:`cxr_viewer.core.preprocess.normalize` (the same function the viewer uses) in a parallel
+:func:`cxr_viewer.core.model.preprocess.normalize` (the same function the viewer uses) in a parallel
 ``map`` → augment (training only, keras preprocessing layers) → ``prefetch`` so the next batch
 is ready while the model steps. Decoding happened once, in :mod:`.cache`.
 
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cxr_viewer.core.preprocess import InputSpec, normalize
+from cxr_viewer.core.model.preprocess import InputSpec, normalize
 
 
 def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -29,7 +29,7 @@ def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 def gather_inputs(images: np.ndarray, rows: np.ndarray, spec: InputSpec) -> np.ndarray:
     """Model inputs (n, h, w, c) float32 for cache rows ``rows`` (the normalize half of
-    :func:`~cxr_viewer.core.preprocess.study_to_input`)."""
+    :func:`~cxr_viewer.core.model.preprocess.study_to_input`)."""
     rows = np.asarray(rows, dtype=np.int64)
     return normalize(np.asarray(images[rows], dtype=np.float32), spec)
 
@@ -110,7 +110,7 @@ def make_dataset(
         With ``shuffle``, the epoch whose order is drawn (see :class:`EpochClock`); without
         one, each pass over the dataset draws the next epoch's order.
     """
-    from cxr_viewer.core.model_io import import_tensorflow
+    from cxr_viewer.core.model.model_io import import_tensorflow
 
     tf = import_tensorflow()
     rows = np.asarray(rows, dtype=np.int64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cxr_viewer.core.bundle import INTENDED_USE
+from cxr_viewer.core.model.bundle import INTENDED_USE
 
 from .config import Config
 

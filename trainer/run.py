@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cxr_viewer.core.bundle import Bundle
 from cxr_viewer.core.errors import TrainingError
+from cxr_viewer.core.model.bundle import Bundle
 
 from .config import Config, config_from_dict, resolve_path, write_config
 from .data import PreparedData, prepare_data
@@ -121,7 +121,7 @@ def run_training(
     if cfg.train.distribute == "multiworker" and result.resumed_from != -1:
         # the chief alone evaluates and exports: a model outside the strategy, whose predict()
         # neither shards the data over the workers nor waits for them
-        from cxr_viewer.core.model_io import load_keras_model
+        from cxr_viewer.core.model.model_io import load_keras_model
 
         model = load_keras_model(run_dir / FINAL_MODEL)
     if data.multilabel:

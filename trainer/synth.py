@@ -1,11 +1,11 @@
 """Synthetic chest-X-ray phantoms for the trainer (``cxr-train synth``, tests, benchmarks).
 
-The generator lives in :mod:`cxr_viewer.core.phantoms`, where the core may use it too (the SHAP
+The generator lives in :mod:`cxr_viewer.testdata.phantoms`, where the core may use it too (the SHAP
 background of an imported model without images of its own); this module keeps the trainer's
 import path.
 """
 
-from cxr_viewer.core.phantoms import (
+from cxr_viewer.testdata.phantoms import (
     MULTILABEL_FINDINGS,
     NO_FINDING,
     PHANTOM_CLASSES,

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxr_viewer.core.model_io import import_tensorflow
+from cxr_viewer.core.model.model_io import import_tensorflow
 
 from .config import Config
 from .data import PreparedData
@@ -225,7 +225,7 @@ def train_model(
     # the head phase's weights mark "phase 1 done" only until the run finishes
     started = resumed_from > 0 or (head_epochs > 0 and head_done.is_file() and not final.is_file())
     if not started and final.is_file():  # finished before: reuse, don't retrain
-        from cxr_viewer.core.model_io import load_keras_model
+        from cxr_viewer.core.model.model_io import load_keras_model
 
         history = read_history(history_path)
         _, best_epoch, _ = _best_so_far(history, cfg.train.monitor)

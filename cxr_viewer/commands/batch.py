@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from cxr_viewer.core.atomic import is_disk_full, write_error
 from cxr_viewer.core.errors import CxrError
+from cxr_viewer.core.io.atomic import is_disk_full, write_error
 
 from .batch_output import (
     CSV_NAME,
@@ -58,7 +58,9 @@ DEFAULT_METHODS = "gradcam"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="an image file (PNG, JPEG, DICOM) or a folder of them")
+    from cxr_viewer.core.io.formats import format_names
+
+    parser.add_argument("path", help=f"an image file ({format_names()}) or a folder of them")
     parser.add_argument("--model", required=True, help="model bundle folder or .zip")
     parser.add_argument("--out", required=True, help="output folder (created if needed)")
     from cxr_viewer.core.explain.registry import ALIASES, EXPLAINERS
@@ -202,8 +204,8 @@ def _write_map(path: Path, ctx: BatchContext, study, hm) -> None:
 def _write_overlay(path: Path, ctx: BatchContext, study, hm) -> None:
     from PIL import Image
 
-    from cxr_viewer.core.display import display_image
-    from cxr_viewer.core.overlay import colorize, composite
+    from cxr_viewer.core.explain.overlay import colorize, composite
+    from cxr_viewer.core.io.display import display_image
 
     layer = colorize(hm.values, signed=hm.signed)
     rgb = composite(display_image(study), [(layer, ctx.args.opacity)])
@@ -246,7 +248,7 @@ def _columns(class_names, methods: list[str], trust: bool) -> list[str]:
     return cols
 
 
-#: per method, with the trust figures: the log-odds figures (core.trust.add_trust), the
+#: per method, with the trust figures: the log-odds figures (core.evaluate.trust.add_trust), the
 #: faithfulness word and every verdict the viewer shows next to the map
 TRUST_COLUMNS = (
     "logit_deletion_auc",
@@ -298,7 +300,7 @@ def _rel(path: Path, root: Path) -> str:
 def process_file(ctx: BatchContext, path: Path, digest: str | None) -> dict[str, Any]:
     """Predict and explain one file; every failure becomes the row's status and error."""
     from cxr_viewer.core.io import load_study
-    from cxr_viewer.core.preprocess import study_to_input
+    from cxr_viewer.core.model.preprocess import study_to_input
 
     row: dict[str, Any] = {"file": printable(path), "sha256": digest or "", "status": "ok"}
     row["error"] = ""
@@ -317,7 +319,7 @@ def process_file(ctx: BatchContext, path: Path, digest: str | None) -> dict[str,
     row["decision"] = pred.rule_text()
     target = pred.predicted_index if ctx.target is None else ctx.target
     row["explained_class"] = clf.class_names[target]
-    # what the model-agnostic methods ran on (core.forward), e.g. "tf.function (CPU), batch 16"
+    # what the model-agnostic methods ran on (core.model.forward), e.g. "tf.function (CPU), batch 16"
     row["forward_path"] = clf.forward_path
     if not ctx.methods:
         return row
@@ -360,9 +362,9 @@ def _not_applicable(clf: Any, method: str) -> str | None:
 
 def _add_comparison(ctx: BatchContext, row: dict[str, Any], model_maps: dict[str, Any]) -> None:
     """The row's ``most_faithful`` and ``agreement`` columns, from the maps explained."""
-    from cxr_viewer.core.agreement import agreement_summary, agreement_words, pairwise
+    from cxr_viewer.core.evaluate.agreement import agreement_summary, agreement_words, pairwise
+    from cxr_viewer.core.evaluate.trust import most_faithful
     from cxr_viewer.core.explain.registry import explainer_class
-    from cxr_viewer.core.trust import most_faithful
 
     if not ctx.args.no_trust and ctx.methods:
         best = most_faithful({m: hm.trust for m, hm in model_maps.items()})
@@ -385,9 +387,8 @@ def _explain_one(
     row,
     model_maps: dict[str, Any] | None = None,
 ):
-    from cxr_viewer.core.explain.base import explain_with_trust
+    from cxr_viewer.core.evaluate.trust import explain_with_trust, faithfulness_label, verdicts
     from cxr_viewer.core.explain.registry import create_explainer, explainer_class
-    from cxr_viewer.core.trust import faithfulness_label, verdicts
 
     args, clf = ctx.args, ctx.clf
     explainer = create_explainer(method, clf, _settings(method, args))
@@ -453,13 +454,13 @@ def _prepare_inputs(
     here, before any model loads or worker starts.
     """
     from cxr_viewer.commands.batch_dicom import DicomOutput
-    from cxr_viewer.core.io import scan_study_files
+    from cxr_viewer.core.io import format_names, scan_study_files
 
     methods = _methods(args.explain)
     listing = scan_study_files(args.path)
     if not listing.files and not listing.skipped:
         print(
-            f"cxr-viewer batch: no PNG, JPEG or DICOM files in {printable(args.path)}",
+            f"cxr-viewer batch: no {format_names()} files in {printable(args.path)}",
             file=sys.stderr,
         )
         return None
@@ -516,7 +517,7 @@ def _run_local(args: argparse.Namespace) -> int:
         if inputs is None:
             return 2
         methods, listing, dicom = inputs
-        from cxr_viewer.core.inference import load_classifier
+        from cxr_viewer.core.model.inference import load_classifier
 
         clf = load_classifier(args.model)
         target = _target(args.target, clf.class_names)

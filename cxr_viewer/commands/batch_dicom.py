@@ -4,10 +4,10 @@ results as DICOM.
 Per image, after its explanations, the objects of ``--dicom-objects`` (default ``pm,sr``: a
 Parametric Map per method and a TID 1500 Measurement Report; ``seg``: a Segmentation of each
 map's top region; ``sc``: the Secondary Capture fallback with its Comprehensive SR;
-:mod:`cxr_viewer.core.dicom_results`) written to ``--dicom-out`` (default with ``--send``:
-``OUT/dicom``), then, with ``--send``, C-STOREd to that node (:mod:`cxr_viewer.core.pacs`) or,
+:mod:`cxr_viewer.core.interop.dicom_results`) written to ``--dicom-out`` (default with ``--send``:
+``OUT/dicom``), then, with ``--send``, C-STOREd to that node (:mod:`cxr_viewer.core.interop.pacs`) or,
 for an ``https://`` (or ``http://``) address, STOW-RS'd to that DICOMweb service
-(:mod:`cxr_viewer.core.dicomweb`), image by image, so a failure part way loses nothing already
+(:mod:`cxr_viewer.core.interop.dicomweb`), image by image, so a failure part way loses nothing already
 sent or written. The node is checked (C-ECHO, or a QIDO-RS query) before any image is processed.
 """
 
@@ -59,7 +59,7 @@ class DicomOutput:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.opacity = float(args.opacity)
-        from cxr_viewer.core.dicom_results import parse_kinds
+        from cxr_viewer.core.interop.dicom_results import parse_kinds
 
         self.folder = Path(args.dicom_out or Path(args.out) / "dicom")
         self.kinds = parse_kinds(getattr(args, "dicom_objects", "pm,sr"))
@@ -70,12 +70,12 @@ class DicomOutput:
             from cxr_viewer.commands.dicomweb_args import is_dicomweb, node_from_args
 
             if is_dicomweb(args.send):
-                from cxr_viewer.core.dicomweb import DicomWebClient
+                from cxr_viewer.core.interop.dicomweb import DicomWebClient
 
                 self.web = DicomWebClient(node_from_args(args), timeout=args.pacs_timeout)
                 self.web.echo()  # fail before hours of work, not after
                 return
-            from cxr_viewer.core.pacs import PacsClient, PacsNode
+            from cxr_viewer.core.interop.pacs import PacsClient, PacsNode
 
             node = PacsNode.parse(args.send, calling_ae=args.calling_ae)
             self.client = PacsClient(node, timeout=args.pacs_timeout)
@@ -95,8 +95,8 @@ class DicomOutput:
 
     def handle(self, clf, study, prediction, heatmaps: list, row: dict[str, Any], stem: str) -> str:
         """Write (and send) one image's results; returns a short status, or raises CxrError."""
-        from cxr_viewer.core.dicom_export import ExplanationResult, ModelIdentity
-        from cxr_viewer.core.dicom_results import export_objects, file_sha256
+        from cxr_viewer.core.interop.dicom_export import ExplanationResult, ModelIdentity
+        from cxr_viewer.core.interop.dicom_results import export_objects, file_sha256
 
         explanations = []
         film = []

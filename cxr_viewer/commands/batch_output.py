@@ -28,8 +28,8 @@ from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
-from cxr_viewer.core.atomic import OUTPUT_FILE_MODE, TMP_PREFIX, atomic_write
 from cxr_viewer.core.errors import CxrError
+from cxr_viewer.core.io.atomic import OUTPUT_FILE_MODE, TMP_PREFIX, atomic_write
 
 CSV_NAME = "predictions.csv"
 JOURNAL_NAME = CSV_NAME + ".partial"
@@ -263,7 +263,7 @@ def save_output(
 
     ``write(path)`` writes the content to ``path`` (a temporary file in ``out_dir``); it is
     synced and renamed to ``name`` only when complete, mode ``0600``
-    (:func:`~cxr_viewer.core.atomic.atomic_write`). OSError propagates to the caller.
+    (:func:`~cxr_viewer.core.io.atomic.atomic_write`). OSError propagates to the caller.
     """
     atomic_write(out_dir / name, write)
     row[column] = name

@@ -36,8 +36,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from cxr_viewer.core.atomic import write_error
 from cxr_viewer.core.errors import CxrError
+from cxr_viewer.core.io.atomic import write_error
 
 from .batch_output import (
     CSV_NAME,
@@ -127,7 +127,7 @@ class ExplainWorker:
         from cxr_viewer.commands.batch import BatchContext, _describe_failure
         from cxr_viewer.commands.batch_dicom import DicomOutput
         from cxr_viewer.commands.runtime import apply_runtime_arguments
-        from cxr_viewer.core.inference import load_classifier
+        from cxr_viewer.core.model.inference import load_classifier
 
         ns = argparse.Namespace(**args)
         self.names = _PresetNames(Path(ns.out))
@@ -263,7 +263,7 @@ def _pool(ray, args: argparse.Namespace) -> tuple[int, dict[str, Any], int]:
 
 
 def run_ray(args: argparse.Namespace) -> int:
-    from cxr_viewer.core.bundle import open_bundle
+    from cxr_viewer.core.model.bundle import open_bundle
 
     from .batch import (
         OUTPUTS,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from cxr_viewer.core.dicomweb import AUTH_MODES, DicomWebNode
+from cxr_viewer.core.interop.dicomweb import AUTH_MODES, DicomWebNode
 
 PASSWORD_ENV = "CXR_DICOMWEB_PASSWORD"
 TOKEN_ENV = "CXR_DICOMWEB_TOKEN"

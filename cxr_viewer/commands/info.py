@@ -12,11 +12,13 @@ import sys
 from typing import Any
 
 from cxr_viewer.core.errors import StudyLoadError
-from cxr_viewer.core.study import Study
+from cxr_viewer.core.io.study import Study
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="an image file (PNG, JPEG, DICOM) or a folder of them")
+    from cxr_viewer.core.io.formats import format_names
+
+    parser.add_argument("path", help=f"an image file ({format_names()}) or a folder of them")
 
 
 def study_record(study: Study) -> dict[str, Any]:
@@ -49,7 +51,7 @@ def study_record(study: Study) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cxr_viewer.core.io import list_study_files, load_study
+    from cxr_viewer.core.io import format_names, list_study_files, load_study
 
     try:
         files = list_study_files(args.path)
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"path": str(args.path), "error": str(exc)}))
         return 2
     if not files:
-        print(f"cxr-viewer info: no PNG, JPEG or DICOM files in {args.path}", file=sys.stderr)
+        print(f"cxr-viewer info: no {format_names()} files in {args.path}", file=sys.stderr)
         return 2
     readable = 0
     try:

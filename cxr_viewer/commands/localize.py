@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from cxr_viewer.core import localize as loc
 from cxr_viewer.core.errors import CxrError
-from cxr_viewer.core.resize import resize_map
+from cxr_viewer.core.evaluate import localize as loc
+from cxr_viewer.core.io.resize import resize_map
 
 ROW_COLUMNS = [
     "filename",
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         root = Path(args.images) if args.images else Path(args.boxes).resolve().parent
         if not root.is_dir():
             raise CxrError(f"Image folder {root} not found", "", "Pass it with --images DIR.")
-        from cxr_viewer.core.inference import load_classifier
+        from cxr_viewer.core.model.inference import load_classifier
 
         clf = load_classifier(args.model)
         groups = loc.group_boxes(boxes)
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
 
     from cxr_viewer.core.explain.registry import create_explainer
     from cxr_viewer.core.io import load_study
-    from cxr_viewer.core.preprocess import study_to_input
+    from cxr_viewer.core.model.preprocess import study_to_input
 
     out_dir = Path(args.out)
     try:
@@ -294,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _display(study) -> np.ndarray:
-    from cxr_viewer.core.display import display_image
+    from cxr_viewer.core.io.display import display_image
 
     return display_image(study)
 

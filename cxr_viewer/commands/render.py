@@ -1,8 +1,8 @@
 """Write the 8-bit display image of a study, exactly as the viewer shows it.
 
 The display pipeline (modality LUT → VOI window/LUT → MONOCHROME1 inversion, DICOM PS3.3
-C.11) is :func:`cxr_viewer.core.display.display_image`; this command only quantises its
-result with :func:`~cxr_viewer.core.display.to_uint8` and saves it. Exit status 2 when the
+C.11) is :func:`cxr_viewer.core.io.display.display_image`; this command only quantises its
+result with :func:`~cxr_viewer.core.io.display.to_uint8` and saves it. Exit status 2 when the
 input cannot be read, 1 when the output cannot be written.
 """
 
@@ -23,7 +23,9 @@ def _window_width(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="an image file (PNG, JPEG, DICOM)")
+    from cxr_viewer.core.io.formats import format_names
+
+    parser.add_argument("path", help=f"an image file ({format_names()})")
     parser.add_argument("-o", "--output", required=True, help="where to write the image (.png)")
     parser.add_argument(
         "--window",
@@ -45,9 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from cxr_viewer.core.display import display_image, to_uint8
     from cxr_viewer.core.io import load_study
-    from cxr_viewer.core.study import Window
+    from cxr_viewer.core.io.display import display_image, to_uint8
+    from cxr_viewer.core.io.study import Window
 
     window = None
     if args.window is not None:

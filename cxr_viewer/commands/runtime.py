@@ -11,7 +11,7 @@ import argparse
 
 
 def _device(text: str) -> str:
-    from cxr_viewer.core.model_io import DeviceRequest
+    from cxr_viewer.core.model.model_io import DeviceRequest
 
     try:
         return str(DeviceRequest.parse(text))
@@ -66,7 +66,7 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, device_default: str |
 
 def apply_runtime_arguments(args: argparse.Namespace) -> None:
     """Hand ``--device`` / ``--gpu-memory`` / ``--verbose`` to the one place TensorFlow starts."""
-    from cxr_viewer.core.model_io import configure
+    from cxr_viewer.core.model.model_io import configure
 
     configure(
         getattr(args, "device", None) or "auto",

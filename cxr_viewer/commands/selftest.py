@@ -148,10 +148,10 @@ def check_device(state: dict[str, Any]) -> dict[str, Any]:
     """The device section: where TensorFlow runs and, on a GPU, GPU-vs-CPU agreement.
 
     Raises when, with a GPU, TensorFlow's device settings came too late (after its first op),
-    or when an output on the GPU differs from the CPU's beyond :data:`cxr_viewer.core.device_compare.TOLERANCE`.
+    or when an output on the GPU differs from the CPU's beyond :data:`cxr_viewer.core.model.device_compare.TOLERANCE`.
     """
-    from cxr_viewer.core.device_compare import compare_devices
-    from cxr_viewer.core.model_io import import_tensorflow, runtime_config, runtime_state
+    from cxr_viewer.core.model.device_compare import compare_devices
+    from cxr_viewer.core.model.model_io import import_tensorflow, runtime_config, runtime_state
 
     tf = import_tensorflow()
     rs = runtime_state()
@@ -172,7 +172,7 @@ def check_device(state: dict[str, Any]) -> dict[str, Any]:
         if clf.precision_check is not None:
             out["precision_check"] = clf.precision_check.as_dict()
     if rs is None:
-        raise RuntimeError("TensorFlow did not start through cxr_viewer.core.model_io")
+        raise RuntimeError("TensorFlow did not start through cxr_viewer.core.model.model_io")
     if rs.gpus_found and not rs.applied_before_first_op:  # on a CPU there is nothing to apply
         raise RuntimeError(rs.note)
     study = state["studies"].get("png") or next(iter(state["studies"].values()), None)
@@ -192,10 +192,10 @@ def check_device(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_sanity(state: dict[str, Any], compute: bool) -> dict[str, Any]:
-    """Per method, the cascading randomisation check on this model (core.sanity): computed
+    """Per method, the cascading randomisation check on this model (core.evaluate.sanity): computed
     and cached with ``--sanity``, else the cached result. A method flagged as insensitive to
     the model is reported, not a failure: the check describes the method, not the install."""
-    from cxr_viewer.core.sanity import SanityResult, cached_result, sanity_check
+    from cxr_viewer.core.evaluate.sanity import SanityResult, cached_result, sanity_check
 
     clf = state.get("clf")
     if clf is None:
@@ -219,11 +219,11 @@ def run(args) -> int:
     """Run every step; write the report to ``args.report`` if given; 0 iff all steps passed
     (and the report, when asked for, was written)."""
     os.environ.setdefault("TQDM_DISABLE", "1")
-    from cxr_viewer.core.bundle import open_bundle
     from cxr_viewer.core.explain.base import explain_study
     from cxr_viewer.core.explain.registry import create_explainer
-    from cxr_viewer.core.inference import Classifier
     from cxr_viewer.core.io import load_study
+    from cxr_viewer.core.model.bundle import open_bundle
+    from cxr_viewer.core.model.inference import Classifier
 
     report: dict[str, Any] = {
         "cxr_lens": __version__,

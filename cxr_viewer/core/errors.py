@@ -38,7 +38,7 @@ class StudyLoadError(CxrError):
 
 
 class UnsupportedFormatError(StudyLoadError):
-    """The file is not an image format CXR Lens reads (PNG, JPEG, DICOM)."""
+    """No registered image format recognises the file (:mod:`cxr_viewer.core.io.formats`)."""
 
 
 class CorruptFileError(StudyLoadError):
@@ -46,7 +46,8 @@ class CorruptFileError(StudyLoadError):
 
 
 class MissingCodecError(StudyLoadError):
-    """A DICOM transfer syntax needs a decoder plugin that is not installed."""
+    """A format's reader, or a DICOM transfer syntax's decoder plugin, needs a package that is
+    not installed."""
 
 
 class NoPixelDataError(StudyLoadError):

@@ -19,21 +19,21 @@ from .state import LAYOUT_LABELS, METHOD_LABELS, METHOD_SHORTCUTS, METHODS
 from .theme import icon
 
 if TYPE_CHECKING:
-    from .main_window import MainWindow
+    from .window_api import ActionsHost
 
 OVERLAY_KEYS = METHOD_SHORTCUTS
 
 
 class Actions:
-    """All QActions of a MainWindow, by name."""
+    """All QActions of the main window, by name."""
 
-    def __init__(self, win: MainWindow) -> None:
+    def __init__(self, win: ActionsHost) -> None:
         self.win = win
         self.all: dict[str, QAction] = {}
         s, c = win.state, win.controller
 
         def act(name, text, slot: Callable, keys=(), icon_name=None, checkable=False, tip=""):
-            a = QAction(text, win)
+            a = QAction(text, win.window())
             if icon_name:
                 a.setIcon(icon(icon_name))
             if keys:
@@ -184,8 +184,8 @@ class Actions:
         act("shortcuts", "&Keyboard shortcuts", win.show_shortcuts, ["F1"])
         act("about", "&About CXR Lens", win.show_about)
 
-        self.recent_menu = QMenu("Open &recent", win)
-        self.preset_menu = QMenu("&Window presets", win)
+        self.recent_menu = QMenu("Open &recent", win.window())
+        self.preset_menu = QMenu("&Window presets", win.window())
         self.preset_menu.setIcon(icon("window"))
         self._build_menus()
         self._build_toolbar()

@@ -11,7 +11,7 @@ Self-contained so that any image view can host it:
   folder (the shipped sample films' radiologist boxes), keeps one BoxOutlineItem on each
   pane of the window (``window.views``, checked again on every update so panes added later get
   one too), follows the study shown, and adds to each method's overlay controls the line
-  "peak in box: yes · 34 % of the map inside the box" (:func:`cxr_viewer.core.localize.box_agreement`).
+  "peak in box: yes · 34 % of the map inside the box" (:func:`cxr_viewer.core.evaluate.localize.box_agreement`).
 - :func:`install` adds the two menu actions (open, show/hide with B) to the File menu and a
   "Radiologist boxes (B)" check box under the methods in the overlay panel.
 """
@@ -36,8 +36,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from cxr_viewer.core import localize as loc
 from cxr_viewer.core.errors import CxrError
+from cxr_viewer.core.evaluate import localize as loc
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class AnnotationLayer(QObject):
 
     # ------------------------------------------------------------------ loading
     def load(self, path: str | Path) -> int:
-        """Read a box CSV (raises :class:`~cxr_viewer.core.localize.AnnotationError`);
+        """Read a box CSV (raises :class:`~cxr_viewer.core.evaluate.localize.AnnotationError`);
         returns how many boxes belong to the study shown."""
         boxes = loc.read_boxes(path)
         self._boxes = boxes

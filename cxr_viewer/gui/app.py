@@ -43,7 +43,7 @@ def _qt_message(kind, context, text: str) -> None:
     Qt warns on stderr about things a user cannot act on ("This plugin does not support
     propagateSizeHints()", xcb/Wayland details); a radiologist's terminal stays quiet.
     """
-    from cxr_viewer.core.model_io import runtime_config
+    from cxr_viewer.core.model.model_io import runtime_config
 
     if kind in (QtMsgType.QtCriticalMsg, QtMsgType.QtFatalMsg):
         level = logging.ERROR
@@ -141,7 +141,7 @@ def build(
     settings = settings or Settings()
     if getattr(args, "device", None) is None:
         # the saved device choice (``--device`` on the command line was applied before)
-        from cxr_viewer.core.model_io import configure
+        from cxr_viewer.core.model.model_io import configure
 
         configure(
             settings.device,
@@ -155,7 +155,7 @@ def build(
     window.show()
     # Everything imported so far lives as long as the app: move it out of the garbage
     # collector's way, so its full collections (which hold the GIL) stay short while the
-    # workers import TensorFlow, shap and lime (see core.model_io.gc_paused).
+    # workers import TensorFlow, shap and lime (see core.model.model_io.gc_paused).
     gc.freeze()
     paths = list(getattr(args, "paths", None) or [])
     QTimer.singleShot(

@@ -22,8 +22,8 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
+from cxr_viewer.core.io.study import Study, Window
 from cxr_viewer.core.progress import CancelToken, ProgressFn
-from cxr_viewer.core.study import Study, Window
 
 from .error_dialog import ErrorReporter
 from .explanations import ExplanationScheduler

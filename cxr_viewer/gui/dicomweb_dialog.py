@@ -1,5 +1,5 @@
 """File ▸ Query/retrieve over DICOMweb…: QIDO-RS search and WADO-RS retrieve (no Qt in the
-protocol: :mod:`cxr_viewer.core.dicomweb`), beside the DIMSE dialog of :mod:`.pacs_dialogs`.
+protocol: :mod:`cxr_viewer.core.interop.dicomweb`), beside the DIMSE dialog of :mod:`.pacs_dialogs`.
 
 The service (base URL, authentication: none, HTTP basic or a bearer token; TLS verified by
 default, or against a CA file) is entered in the dialog; the URL, user name and TLS choices are
@@ -39,11 +39,11 @@ from cxr_viewer.core.errors import CxrError
 from .worker import Failure, Task, WorkerThread
 
 if TYPE_CHECKING:
-    from cxr_viewer.core.dicomweb import DicomWebNode
-    from cxr_viewer.core.pacs import StudyRecord
+    from cxr_viewer.core.interop.dicomweb import DicomWebNode
+    from cxr_viewer.core.interop.pacs import StudyRecord
 
-    from .main_window import MainWindow
     from .settings import Settings
+    from .window_api import ViewerWindow
 
 SETTINGS_KEY = "dicomweb/node"
 COLUMNS = ("Patient", "Patient ID", "Date", "Description", "Modalities", "Images", "Study UID")
@@ -138,7 +138,7 @@ class DicomWebDialog(QDialog):
         """The node of the form (a PacsError when a field is wrong); remembered without secrets."""
         import json
 
-        from cxr_viewer.core.dicomweb import DicomWebNode
+        from cxr_viewer.core.interop.dicomweb import DicomWebNode
 
         auth = self.auth.currentText()
         secret = self.secret.text()
@@ -158,7 +158,7 @@ class DicomWebDialog(QDialog):
         return sorted({i.row() for i in self.table.selectedIndexes()})
 
     def _run(self, slot: str, work: Any, done: Any) -> Task | None:
-        from cxr_viewer.core.dicomweb import DicomWebClient
+        from cxr_viewer.core.interop.dicomweb import DicomWebClient
 
         try:
             client = DicomWebClient(self.node())
@@ -230,7 +230,7 @@ class DicomWebDialog(QDialog):
         def work(client: Any) -> tuple[list[Path], int, list[str]]:
             import pydicom
 
-            from cxr_viewer.core.dicomweb import DERIVED_CLASSES
+            from cxr_viewer.core.interop.dicomweb import DERIVED_CLASSES
 
             images: list[Path] = []
             results = 0
@@ -266,17 +266,17 @@ class DicomWebDialog(QDialog):
         super().done(result)
 
 
-def install(win: MainWindow) -> QAction:
+def install(win: ViewerWindow) -> QAction:
     """Add File ▸ Query/retrieve over DICOMweb… to the main window."""
 
     def show() -> DicomWebDialog:
-        dialog = DicomWebDialog(win.settings, win)
+        dialog = DicomWebDialog(win.settings, win.window())
         dialog.retrieved.connect(lambda files: win.controller.open_paths([str(f) for f in files]))
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
         dialog.open()
         return dialog
 
-    act = QAction("Query/retrieve over DICOM&web…", win)
+    act = QAction("Query/retrieve over DICOM&web…", win.window())
     act.triggered.connect(show)
     win.addAction(act)
     win.actions_.all["dicomweb_query"] = act

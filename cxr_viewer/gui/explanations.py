@@ -12,7 +12,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from cxr_viewer.core.explain.registry import EXPLAINERS
-from cxr_viewer.core.inference import Prediction
+from cxr_viewer.core.model.inference import Prediction
 from cxr_viewer.core.progress import CancelToken, ProgressFn
 
 from .cache import ResultCache

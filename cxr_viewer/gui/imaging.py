@@ -1,6 +1,6 @@
 """numpy images → QImage, and the fast screen-size preview of a study's display.
 
-The display pipeline (:func:`cxr_viewer.core.display.display_image`) on a 2828×2320 radiograph
+The display pipeline (:func:`cxr_viewer.core.io.display.display_image`) on a 2828×2320 radiograph
 takes ~50 ms, too long for the GUI thread during a window/level drag. So the GUI thread renders
 a copy of the pixels at most :data:`PREVIEW_MAX_SIDE` long (~5 ms) at once, and the full-size
 image follows from the I/O worker. Both go through the same ``display_image`` call.
@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 from PySide6.QtGui import QImage
 
-from cxr_viewer.core.display import display_image, to_uint8
-from cxr_viewer.core.study import Study, Window
+from cxr_viewer.core.io.display import display_image, to_uint8
+from cxr_viewer.core.io.study import Study, Window
 
 PREVIEW_MAX_SIDE = 1280
 

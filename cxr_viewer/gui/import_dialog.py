@@ -44,7 +44,7 @@ from PySide6.QtWidgets import (
 
 from cxr_viewer.core.errors import BundleError, CxrError
 from cxr_viewer.core.importer.inspect import CANDIDATES, ModelSummary, inspect_model
-from cxr_viewer.core.preprocess import PREPROCESSING_LABELS, Intensity
+from cxr_viewer.core.model.preprocess import PREPROCESSING_LABELS, Intensity
 
 from .error_dialog import describe
 from .worker import Failure, Task, WorkerThread
@@ -603,7 +603,7 @@ class ImportDialog(QDialog):
 def pipeline_warning(bundle_dir: Path) -> str | None:
     """The import's warning that the best preprocessing matched the reference predictions
     poorly (``metadata.json`` ``preprocessing_check.warning``), or None."""
-    from cxr_viewer.core.bundle import open_bundle
+    from cxr_viewer.core.model.bundle import open_bundle
 
     try:
         check = open_bundle(bundle_dir).metadata.get("preprocessing_check") or {}
@@ -616,9 +616,9 @@ def pipeline_warning(bundle_dir: Path) -> str | None:
 def sample_images(folder: Path | None, n: int) -> tuple[list[str], list[np.ndarray]]:
     """Up to ``n`` readable studies (names, [0, 1] display images) from ``folder`` or the
     bundled sample studies."""
-    from cxr_viewer.core.display import display_image
     from cxr_viewer.core.errors import StudyLoadError
     from cxr_viewer.core.io import list_study_files, load_study
+    from cxr_viewer.core.io.display import display_image
     from cxr_viewer.core.paths import samples_dir
 
     files = list_study_files(folder if folder is not None else samples_dir())

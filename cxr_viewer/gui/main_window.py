@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from cxr_viewer.core.io.formats import file_dialog_filter
 from cxr_viewer.core.paths import demo_bundle_dir
 
 from . import dicomweb_dialog, model_menu, pacs_dialogs, stored_results
@@ -52,7 +53,6 @@ log = logging.getLogger(__name__)
 LEFT_DOCK_WIDTH, RIGHT_DOCK_WIDTH = 260, 350
 #: the window's size on a first launch when the screen has room for it
 DEFAULT_SIZE = (1500, 900)
-IMAGE_FILTER = "Images (*.dcm *.dicom *.DCM *.png *.jpg *.jpeg *.PNG *.JPG *.JPEG);;All files (*)"
 
 
 class MainWindow(QMainWindow):
@@ -257,7 +257,7 @@ class MainWindow(QMainWindow):
 
     def open_file_dialog(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(
-            self, "Open images", self.settings.last_dir, IMAGE_FILTER
+            self, "Open images", self.settings.last_dir, file_dialog_filter()
         )
         self.open_paths(files)
 

@@ -54,7 +54,7 @@ from .error_dialog import describe
 from .worker import Failure, Task, WorkerThread
 
 if TYPE_CHECKING:
-    from cxr_viewer.core.pacs import PacsNode, StudyRecord
+    from cxr_viewer.core.interop.pacs import PacsNode, StudyRecord
 
     from .main_window import MainWindow
     from .settings import Settings
@@ -82,7 +82,7 @@ COLUMNS = (
 
 def load_nodes(settings: Settings) -> list[PacsNode]:
     """The PACS nodes saved in the settings (invalid entries are skipped)."""
-    from cxr_viewer.core.pacs import PacsNode
+    from cxr_viewer.core.interop.pacs import PacsNode
 
     raw = settings.q.value(NODES_KEY, "")
     try:
@@ -263,7 +263,7 @@ class PacsNodesDialog(QDialog):
 
     def edited_node(self) -> PacsNode:
         """The node as the form describes it (raises PacsError when a field is invalid)."""
-        from cxr_viewer.core.pacs import PacsNode
+        from cxr_viewer.core.interop.pacs import PacsNode
 
         return PacsNode(
             ae_title=self.ae_title.text(),
@@ -301,7 +301,7 @@ class PacsNodesDialog(QDialog):
             self._refresh(row)
 
     def test_connection(self) -> Task | None:
-        from cxr_viewer.core.pacs import PacsClient
+        from cxr_viewer.core.interop.pacs import PacsClient
 
         try:
             node = self.edited_node()
@@ -459,7 +459,7 @@ class QueryRetrieveDialog(QDialog):
     # -- search -----------------------------------------------------------------------------
 
     def search(self) -> Task | None:
-        from cxr_viewer.core.pacs import PacsClient
+        from cxr_viewer.core.interop.pacs import PacsClient
 
         node = self.current_node()
         if node is None:
@@ -529,7 +529,7 @@ class QueryRetrieveDialog(QDialog):
     # -- retrieve ---------------------------------------------------------------------------
 
     def retrieve_selected(self) -> Task | None:
-        from cxr_viewer.core.pacs import PacsClient, raise_for_retrieve, retrieve_folder
+        from cxr_viewer.core.interop.pacs import PacsClient, raise_for_retrieve, retrieve_folder
 
         node = self.current_node()
         rows = self.selected_rows()
@@ -687,8 +687,8 @@ class DicomExportDialog(QDialog):
 
     def inputs(self):
         """(study, prediction, model identity, explanations) from the viewer's state."""
-        from cxr_viewer.core.dicom_export import ExplanationResult, ModelIdentity
-        from cxr_viewer.core.inference import Prediction
+        from cxr_viewer.core.interop.dicom_export import ExplanationResult, ModelIdentity
+        from cxr_viewer.core.model.inference import Prediction
 
         st = self.win.state
         if st.study is None or st.model is None or st.prediction is None:
@@ -720,8 +720,8 @@ class DicomExportDialog(QDialog):
         return st.study, pred, model, explanations
 
     def start(self) -> Task | None:
-        from cxr_viewer.core.dicom_export import PatientEntry, export_results
-        from cxr_viewer.core.pacs import PacsClient
+        from cxr_viewer.core.interop.dicom_export import PatientEntry, export_results
+        from cxr_viewer.core.interop.pacs import PacsClient
 
         try:
             study, pred, model, explanations = self.inputs()

@@ -16,11 +16,11 @@ import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QImage, QPixmap
 
-from cxr_viewer.core.agreement import FilmComparison, agreement_layer, compare_film
-from cxr_viewer.core.overlay import colorbar_image, colorize, legend_labels
-from cxr_viewer.core.sanity import SanityResult
-from cxr_viewer.core.study import Window
-from cxr_viewer.core.trust import Verdict, verdicts
+from cxr_viewer.core.evaluate.agreement import FilmComparison, agreement_layer, compare_film
+from cxr_viewer.core.evaluate.sanity import SanityResult
+from cxr_viewer.core.evaluate.trust import Verdict, verdicts
+from cxr_viewer.core.explain.overlay import colorbar_image, colorize, legend_labels
+from cxr_viewer.core.io.study import Window
 
 from .controller import Controller
 from .imaging import display_qimage, render_u8, rgba_qimage
@@ -165,7 +165,7 @@ def status_text(state: ViewerState, method: str) -> str:
 
 def method_verdicts(state: ViewerState, method: str):
     """The trust verdicts of ``method``'s finished map (none while it is partial or absent),
-    then the model's sanity check of the method when it has been run (core.sanity, cached)."""
+    then the model's sanity check of the method when it has been run (core.evaluate.sanity, cached)."""
     result = state.overlays[method].heatmap
     if result is None or result.partial:
         return []
@@ -323,7 +323,7 @@ class OverlayPresenter(QObject):
             pane.set_annotations(title, badges, [lg] if lg is not None else [])
 
     def _draw_agreement(self) -> None:
-        """The agreement layer on the composite view (core.agreement.agreement_layer): where at
+        """The agreement layer on the composite view (core.evaluate.agreement.agreement_layer): where at
         least ``state.agreement_k`` of the shown, finished maps put their top 10 %."""
         k = self.state.agreement_k
         done = {

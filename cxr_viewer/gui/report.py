@@ -21,14 +21,14 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
-from cxr_viewer.core.agreement import compare_film
-from cxr_viewer.core.display import display_image
 from cxr_viewer.core.errors import CxrError
-from cxr_viewer.core.model_card import model_title
-from cxr_viewer.core.overlay import colorbar_image, colorize, composite, legend_labels
-from cxr_viewer.core.resize import resize_map
-from cxr_viewer.core.study import Study, Window
-from cxr_viewer.core.trust import verdicts
+from cxr_viewer.core.evaluate.agreement import compare_film
+from cxr_viewer.core.evaluate.trust import verdicts
+from cxr_viewer.core.explain.overlay import colorbar_image, colorize, composite, legend_labels
+from cxr_viewer.core.io.display import display_image
+from cxr_viewer.core.io.resize import resize_map
+from cxr_viewer.core.io.study import Study, Window
+from cxr_viewer.core.model.model_card import model_title
 
 from .results import downsample
 
@@ -83,9 +83,9 @@ class Snapshot:
     threshold: float | None = None
     positive_class: str | None = None
     invert_flipped: bool = False  # the reader inverted the study's own grey scale
-    #: the decision rule in words (core.inference.Prediction.rule_text), None without one
+    #: the decision rule in words (core.model.inference.Prediction.rule_text), None without one
     decision: str | None = None
-    #: the short headline (core.inference.Prediction.headline)
+    #: the short headline (core.model.inference.Prediction.headline)
     headline: str | None = None
     #: per class: the threshold its probability is compared with (None: arg-max decision)
     thresholds: list[float | None] = field(default_factory=list)
@@ -460,7 +460,7 @@ REPORTED_TRUST = (
 
 
 def comparison_lines(shown: list[LayerSnapshot]) -> list[str]:
-    """The agreement line and the most faithful map of the shown maps (core.agreement)."""
+    """The agreement line and the most faithful map of the shown maps (core.evaluate.agreement)."""
     film = compare_film(
         {ly.method: ly.values for ly in shown},
         {ly.method: ly.trust for ly in shown},

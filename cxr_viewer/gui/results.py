@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from cxr_viewer.core.explain.base import Heatmap
-from cxr_viewer.core.overlay import colorize, robust_vmax
-from cxr_viewer.core.resize import resize_map
+from cxr_viewer.core.explain.overlay import colorize, robust_vmax
+from cxr_viewer.core.io.resize import resize_map
 
 PREVIEW_MAX_SIDE = 1024
 
@@ -38,7 +38,7 @@ def value_scale(values: np.ndarray) -> float:
     """The colour scale's top (|value| drawn at full colour).
 
     Computed once per map (from the screen-size copy: the percentile of 1 M values instead of
-    6.5 M) with the rule :func:`cxr_viewer.core.overlay.colorize` uses by default; the screen
+    6.5 M) with the rule :func:`cxr_viewer.core.explain.overlay.colorize` uses by default; the screen
     overlay and the exported full-size overlay then share one scale.
     """
     return robust_vmax(values)

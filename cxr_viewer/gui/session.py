@@ -15,18 +15,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.explain.registry import EXPLAINERS
-from cxr_viewer.core.localization_card import localization_card
-from cxr_viewer.core.model_card import model_card_lines
+from cxr_viewer.core.io.study import Study
+from cxr_viewer.core.model.localization_card import localization_card
+from cxr_viewer.core.model.model_card import model_card_lines
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
-from cxr_viewer.core.study import Study
 
 from .results import OverlayResult
 from .state import METHODS, ModelInfo
 
 if TYPE_CHECKING:
-    from cxr_viewer.core.bundle import Bundle
     from cxr_viewer.core.explain.base import Explainer, Heatmap
-    from cxr_viewer.core.inference import Classifier, Prediction
+    from cxr_viewer.core.model.bundle import Bundle
+    from cxr_viewer.core.model.inference import Classifier, Prediction
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,11 @@ def _import_explainer_libraries() -> None:
 
     An import runs module code under the interpreter lock for a second or so; done during the
     first explanation it would show as an event-loop stall while the user works. The
-    garbage collector is paused meanwhile (:func:`~cxr_viewer.core.model_io.gc_paused`).
+    garbage collector is paused meanwhile (:func:`~cxr_viewer.core.model.model_io.gc_paused`).
     """
     import importlib
 
-    from cxr_viewer.core.model_io import importing
+    from cxr_viewer.core.model.model_io import importing
 
     # (all are imported statically elsewhere, so PyInstaller collects them)
     names = [lib for cls in EXPLAINERS.values() for lib in cls.libraries]
@@ -106,13 +106,13 @@ class ModelSession:
         up": the model is loaded; its compiled functions and the explainers' libraries are
         being prepared), so the caller never has to read it from ``progress``'s messages.
         """
-        from cxr_viewer.core.bundle import open_bundle
+        from cxr_viewer.core.model.bundle import open_bundle
 
         phase("loading")
         progress(0.02, "Opening the model bundle…")
         bundle = open_bundle(path)
         progress(0.1, "Loading TensorFlow and the model…")
-        from cxr_viewer.core.inference import Classifier
+        from cxr_viewer.core.model.inference import Classifier
 
         clf = Classifier(bundle)
         if cancel is not None:
@@ -264,8 +264,8 @@ class ModelSession:
 
         With ``colormap`` the screen-size colours are computed here too (worker thread).
         """
-        from cxr_viewer.core.explain.base import explain_with_trust
-        from cxr_viewer.core.preprocess import study_to_input
+        from cxr_viewer.core.evaluate.trust import explain_with_trust
+        from cxr_viewer.core.model.preprocess import study_to_input
 
         ex = self._explainer(method, layer, settings)
         self.explain_calls += 1
@@ -291,7 +291,7 @@ class ModelSession:
 
 def _cached_sanity(clf: Classifier) -> dict[str, dict[str, Any]]:
     """Method → its cached sanity check on this model file (run by ``--self-test --sanity``)."""
-    from cxr_viewer.core.sanity import cached_result
+    from cxr_viewer.core.evaluate.sanity import cached_result
 
     found = {}
     for method in EXPLAINERS:

@@ -13,7 +13,7 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings
 
-from cxr_viewer.core.model_io import DeviceRequest
+from cxr_viewer.core.model.model_io import DeviceRequest
 
 from .state import METHODS, ViewerState
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from cxr_viewer.core.explain.overlay import SIGNED_COLORMAPS, UNSIGNED_COLORMAPS, default_colormap
 from cxr_viewer.core.explain.registry import EXPLAINERS, check_setting
-from cxr_viewer.core.localization_card import LocalizationCard
-from cxr_viewer.core.overlay import SIGNED_COLORMAPS, UNSIGNED_COLORMAPS, default_colormap
-from cxr_viewer.core.study import Study, Window
+from cxr_viewer.core.io.study import Study, Window
+from cxr_viewer.core.model.localization_card import LocalizationCard
 
 from .events import Event
 
@@ -108,27 +108,27 @@ class ModelInfo:
     default_layers: dict[str, str | None] = field(default_factory=dict)
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
-    #: the model card in plain lines (cxr_viewer.core.model_card): the five-second read, and
+    #: the model card in plain lines (cxr_viewer.core.model.model_card): the five-second read, and
     #: every line (tooltip)
     card: list[str] = field(default_factory=list)
     card_details: list[str] = field(default_factory=list)
-    #: the output head: "softmax", "binary" or "multilabel" (core.heads)
+    #: the output head: "softmax", "binary" or "multilabel" (core.model.heads)
     kind: str = "softmax"
     #: multilabel: finding → threshold
     thresholds: dict[str, float] = field(default_factory=dict)
     #: the bundle's "near threshold" band
     near_band: float = 0.05
-    #: model card figures for the prediction panel (core.bundle.Bundle.card): test_auc,
+    #: model card figures for the prediction panel (core.model.bundle.Bundle.card): test_auc,
     #: finding_auc, population
     card_figures: dict[str, Any] = field(default_factory=dict)
-    #: method → its cached sanity check on this model file (core.sanity.SanityResult.as_dict)
+    #: method → its cached sanity check on this model file (core.evaluate.sanity.SanityResult.as_dict)
     sanity: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: layer → (rows, columns) of its output, for the layer menus
     layer_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: method → why it does not apply to this model (core.explain.registry.method_unavailable)
     unavailable: dict[str, str] = field(default_factory=dict)
     #: how the maps land on radiologists' boxes, from the model card
-    #: (core.localization_card.LocalizationCard); None: the card has no such figures
+    #: (core.model.localization_card.LocalizationCard); None: the card has no such figures
     localization: LocalizationCard | None = None
 
 
@@ -146,7 +146,7 @@ class ViewerState:
         self.study: Study | None = None
         self.window: Window | None = None  # None: the study's own default
         self.invert_flip: bool = False  # True: show inverted relative to the study's own
-        self.prediction: Any = None  # core.inference.Prediction
+        self.prediction: Any = None  # core.model.inference.Prediction
         self.target_class: int | None = None
         self.target_pinned: bool = False
         self.model: ModelInfo | None = None

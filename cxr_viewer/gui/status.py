@@ -23,8 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from cxr_viewer.core import model_io
-from cxr_viewer.core.model_card import model_title
+from cxr_viewer.core.model import model_io
+from cxr_viewer.core.model.model_card import model_title
 
 from .panels.base import ElidedLabel
 from .state import METHODS, ViewerState

@@ -3,9 +3,9 @@ current image, shown as toggleable overlays with their legend and trust figures.
 
 The DICOM files of the image's folder (a study from disk, or what a DIMSE or DICOMweb retrieve
 wrote) are searched for objects that reference the image
-(:func:`~cxr_viewer.core.dicom_overlays.results_for_image`), whoever wrote them. Each map is a
+(:func:`~cxr_viewer.core.interop.dicom_overlays.results_for_image`), whoever wrote them. Each map is a
 checkbox; the picture is the displayed film with the checked maps drawn as the viewer draws its
-own (:mod:`~cxr_viewer.core.overlay`) and the checked regions outlined. A Parametric Map or
+own (:mod:`~cxr_viewer.core.explain.overlay`) and the checked regions outlined. A Parametric Map or
 Segmentation opened on its own says which image it belongs to.
 """
 
@@ -32,10 +32,10 @@ from PySide6.QtWidgets import (
 from cxr_viewer.core.errors import CxrError
 
 if TYPE_CHECKING:
-    from cxr_viewer.core.dicom_overlays import ImageResults
-    from cxr_viewer.core.study import Study
+    from cxr_viewer.core.interop.dicom_overlays import ImageResults
+    from cxr_viewer.core.io.study import Study
 
-    from .main_window import MainWindow
+    from .window_api import ViewerWindow
 
 PICTURE_SIDE = 512
 
@@ -81,7 +81,7 @@ class StoredResultsDialog(QDialog):
     def _load(self) -> None:
         import pydicom
 
-        from cxr_viewer.core.dicom_overlays import describe_derived, results_for_image
+        from cxr_viewer.core.interop.dicom_overlays import describe_derived, results_for_image
 
         if self.study.format != "dicom":
             self.summary.setText("Stored DICOM results reference DICOM images; this is not one.")
@@ -130,8 +130,8 @@ class StoredResultsDialog(QDialog):
     # ------------------------------------------------------------------ drawing
     def composite(self) -> np.ndarray:
         """(rows, columns, 3) uint8: the film with the checked maps and regions."""
-        from cxr_viewer.core.display import display_image
-        from cxr_viewer.core.overlay import colorize, composite, robust_vmax
+        from cxr_viewer.core.explain.overlay import colorize, composite, robust_vmax
+        from cxr_viewer.core.io.display import display_image
 
         film = display_image(self.study)
         layers = []
@@ -168,19 +168,19 @@ class StoredResultsDialog(QDialog):
         self.picture.setPixmap(pixmap)
 
 
-def install(win: MainWindow) -> QAction:
+def install(win: ViewerWindow) -> QAction:
     """Add File ▸ Stored DICOM results… to the main window."""
 
     def show() -> StoredResultsDialog | None:
         if win.state.study is None:
             win.status.show_message("Open a study first")
             return None
-        dialog = StoredResultsDialog(win.state.study, win)
+        dialog = StoredResultsDialog(win.state.study, win.window())
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
         dialog.open()
         return dialog
 
-    act = QAction("Stored DICOM &results…", win)
+    act = QAction("Stored DICOM &results…", win.window())
     act.triggered.connect(show)
     win.addAction(act)
     win.actions_.all["stored_results"] = act

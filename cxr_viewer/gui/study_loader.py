@@ -16,8 +16,9 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
 from cxr_viewer.core.errors import CxrError, StudyLoadError
+from cxr_viewer.core.io.formats import format_names
+from cxr_viewer.core.io.study import Study, Window
 from cxr_viewer.core.progress import CancelToken, ProgressFn
-from cxr_viewer.core.study import Study, Window
 
 from .error_dialog import ErrorReporter
 from .imaging import display_qimage, preview_study, render_u8, thumbnail
@@ -74,7 +75,7 @@ class StudyLoader(QObject):
                     if not found:
                         raise StudyLoadError(
                             f"No images in {p.name}",
-                            "the folder holds no PNG, JPEG or DICOM files.",
+                            f"the folder holds no {format_names()} files.",
                             "Choose another folder.",
                         )
                     files.extend(Path(f) for f in found)

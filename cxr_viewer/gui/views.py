@@ -17,7 +17,7 @@ from PySide6.QtCore import QPointF, QRect, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPixmap, QTransform
 from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QWidget
 
-#: badge colours by verdict level (cxr_viewer.core.trust.LEVELS)
+#: badge colours by verdict level (cxr_viewer.core.evaluate.trust.LEVELS)
 BADGE_COLORS = {
     "good": QColor(46, 125, 50),
     "warn": QColor(176, 110, 0),

@@ -87,9 +87,9 @@ def build_small_cnn(
 
 
 def _bundle(model, name: str, size: int, background: np.ndarray, root: Path | None = None):
-    from cxr_viewer.core.bundle import write_bundle
     from cxr_viewer.core.explain.layers import default_gradcam_layer, shap_layers
-    from cxr_viewer.core.preprocess import InputSpec
+    from cxr_viewer.core.model.bundle import write_bundle
+    from cxr_viewer.core.model.preprocess import InputSpec
 
     return write_bundle(
         root if root is not None else Path(_TMP.name) / name,
@@ -107,7 +107,7 @@ def _bundle(model, name: str, size: int, background: np.ndarray, root: Path | No
 @functools.lru_cache(maxsize=1)
 def tiny_classifier():
     """A random-weight 32×32 classifier (bundle with 6 background images)."""
-    from cxr_viewer.core.inference import Classifier
+    from cxr_viewer.core.model.inference import Classifier
 
     model = build_small_cnn(32, seed=1, width=4)
     rng = np.random.default_rng(0)
@@ -141,8 +141,8 @@ def phantom_classifier(shared: Path | None = None) -> PhantomCase:
 
     import keras
 
-    from cxr_viewer.core.bundle import open_bundle
-    from cxr_viewer.core.inference import Classifier
+    from cxr_viewer.core.model.bundle import open_bundle
+    from cxr_viewer.core.model.inference import Classifier
     from trainer.synth import make_phantoms
 
     s = PHANTOM_SIZE

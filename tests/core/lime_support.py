@@ -37,9 +37,9 @@ def linear_classifier(tmp_path, per_superpixel: np.ndarray, segments: np.ndarray
     pytest.importorskip("tensorflow")
     import keras
 
-    from cxr_viewer.core.bundle import write_bundle
-    from cxr_viewer.core.inference import Classifier
-    from cxr_viewer.core.preprocess import InputSpec
+    from cxr_viewer.core.model.bundle import write_bundle
+    from cxr_viewer.core.model.inference import Classifier
+    from cxr_viewer.core.model.preprocess import InputSpec
 
     area = np.bincount(segments.ravel())
     coef = (per_superpixel / area)[segments].ravel()

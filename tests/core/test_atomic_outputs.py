@@ -22,9 +22,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from cxr_viewer.core import atomic
-from cxr_viewer.core import dicom_export as de
 from cxr_viewer.core.errors import DicomExportError
+from cxr_viewer.core.interop import dicom_export as de
+from cxr_viewer.core.io import atomic
 
 
 def _big_dataset(n_bytes: int) -> pydicom.Dataset:
@@ -55,7 +55,7 @@ def test_dicom_results_killed_mid_write_leave_no_short_file(tmp_path):
         f"""
         from pathlib import Path
         from tests.core.test_atomic_outputs import _big_dataset
-        from cxr_viewer.core import dicom_export as de
+        from cxr_viewer.core.interop import dicom_export as de
         ds = _big_dataset(8 * 2**20)
         out = Path({str(out)!r})
         for i in range(1000):

@@ -9,7 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from cxr_viewer.core.dicom_overlays import results_for_image
+from cxr_viewer.core.interop.dicom_overlays import results_for_image
 from cxr_viewer.core.paths import demo_bundle_dir, samples_dir
 
 pytest.importorskip("highdicom", reason='the "pacs" extra is not installed')

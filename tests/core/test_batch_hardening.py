@@ -148,7 +148,7 @@ def test_output_folder_that_cannot_be_created_is_refused_before_the_model_loads(
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     monkeypatch.setattr(
-        "cxr_viewer.core.inference.load_classifier",
+        "cxr_viewer.core.model.inference.load_classifier",
         lambda *a, **k: pytest.fail("the model loaded before the output folder was checked"),
     )
     assert _run(tmp_path / "in", blocker / "out", bundle_root) == 2
@@ -225,7 +225,7 @@ def test_ctrl_c_while_the_model_loads_is_one_line_and_130(tmp_path, monkeypatch,
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("cxr_viewer.core.inference.load_classifier", interrupted)
+    monkeypatch.setattr("cxr_viewer.core.model.inference.load_classifier", interrupted)
     assert _run(tmp_path / "in", tmp_path / "out", tmp_path / "no-bundle") == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["cxr-viewer batch: interrupted before any file was processed"]
@@ -348,8 +348,8 @@ def test_an_input_without_contrast_gets_no_prediction_in_batch_and_viewer(tmp_pa
     (before: a confident prediction with status ok). Batch and the viewer's path
     (``Classifier.predict_study``) give no prediction and say why; a blank PNG too."""
     from cxr_viewer.core.errors import InvalidInputError
-    from cxr_viewer.core.inference import load_classifier
     from cxr_viewer.core.io import load_study
+    from cxr_viewer.core.model.inference import load_classifier
 
     src = tmp_path / "in"
     _png(src / "good.png")

@@ -16,9 +16,9 @@ FINDINGS = ["nodule", "effusion", "edema"]
 @pytest.fixture(scope="module")
 def multilabel_root(tmp_path_factory):
     keras = pytest.importorskip("keras")
-    from cxr_viewer.core.bundle import write_bundle
-    from cxr_viewer.core.heads import Head
-    from cxr_viewer.core.preprocess import InputSpec
+    from cxr_viewer.core.model.bundle import write_bundle
+    from cxr_viewer.core.model.heads import Head
+    from cxr_viewer.core.model.preprocess import InputSpec
 
     keras.utils.set_random_seed(2)
     inp = keras.Input((32, 32, 1))
@@ -36,9 +36,9 @@ def multilabel_root(tmp_path_factory):
 
 
 def test_batch_writes_one_column_per_finding(tmp_path, multilabel_root):
-    from cxr_viewer.core.bundle import open_bundle
-    from cxr_viewer.core.inference import Classifier
     from cxr_viewer.core.io import load_study
+    from cxr_viewer.core.model.bundle import open_bundle
+    from cxr_viewer.core.model.inference import Classifier
 
     src = tmp_path / "in"
     src.mkdir()

@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from cxr_viewer.core.bundle import open_bundle
 from cxr_viewer.core.errors import BundleError
+from cxr_viewer.core.model.bundle import open_bundle
 
 
 def test_roundtrip_predicts(tiny_bundle):
-    from cxr_viewer.core.inference import Classifier
+    from cxr_viewer.core.model.inference import Classifier
 
     clf = Classifier(open_bundle(tiny_bundle))
     probs = clf.predict_inputs(np.random.default_rng(0).random((3, 32, 32, 1), dtype=np.float32))

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from cxr_viewer.core import archive
-from cxr_viewer.core.bundle import open_bundle, sha256_file
-from cxr_viewer.core.bundle_schema import SCHEMA, Key, metadata_problems, register_key, string
 from cxr_viewer.core.errors import BundleError, ModelLoadError
+from cxr_viewer.core.io import archive
+from cxr_viewer.core.model.bundle import open_bundle, sha256_file
+from cxr_viewer.core.model.bundle_schema import SCHEMA, Key, metadata_problems, register_key, string
 
 MiB = 2**20
 
@@ -276,7 +276,7 @@ def test_zip_entries_leaving_the_folder_or_symlinks_are_refused(tmp_path):
 
 
 def test_keras_file_whose_config_inflates_too_far_is_refused_before_keras(tmp_path):
-    from cxr_viewer.core.model_io import load_keras_model
+    from cxr_viewer.core.model.model_io import load_keras_model
 
     path = tmp_path / "bomb.keras"
     _zip_with_zeros(path, "config.json", 65 * MiB, {"metadata.json": b"{}"})

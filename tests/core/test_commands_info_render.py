@@ -12,9 +12,9 @@ from PIL import Image
 from test_io_samples import dicom_bytes, dicom_dataset, gradient, png_bytes
 
 from cxr_viewer.cli import main
-from cxr_viewer.core.display import display_image, to_uint8
 from cxr_viewer.core.io import load_study
-from cxr_viewer.core.study import Window
+from cxr_viewer.core.io.display import display_image, to_uint8
+from cxr_viewer.core.io.study import Window
 
 
 @pytest.fixture()

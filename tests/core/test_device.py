@@ -17,7 +17,7 @@ import pytest
 from device_support import NOISE, SAMPLE_PNG, _child, _result
 
 from cxr_viewer.core.errors import DeviceError
-from cxr_viewer.core.model_io import DeviceRequest, NativeLogFilter, quiet_native_stderr
+from cxr_viewer.core.model.model_io import DeviceRequest, NativeLogFilter, quiet_native_stderr
 
 
 # ------------------------------------------------------------------------------ parsing
@@ -98,7 +98,7 @@ from cxr_viewer.cli import main
 code = main(["info", "--device", "cpu", sys.argv[1]])
 out = {"code": code, "env": os.environ.get("CUDA_VISIBLE_DEVICES"),
        "tf_imported_by_info": "tensorflow" in sys.modules}
-from cxr_viewer.core.model_io import describe_device, import_tensorflow, runtime_state
+from cxr_viewer.core.model.model_io import describe_device, import_tensorflow, runtime_state
 tf = import_tensorflow()
 out["physical_gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
 out["state"] = runtime_state().as_dict()
@@ -121,7 +121,7 @@ def test_device_cpu_hides_gpus_from_tensorflow_before_it_is_imported():
 
 POLICY_CHILD = r"""
 import json, sys
-from cxr_viewer.core.model_io import (configure, import_tensorflow, runtime_state,
+from cxr_viewer.core.model.model_io import (configure, import_tensorflow, runtime_state,
                                       gpu_memory_in_use)
 configure("auto", gpu_memory_mb=int(sys.argv[1]) or None)
 tf = import_tensorflow()
@@ -161,7 +161,7 @@ def test_memory_growth_or_cap_runs_against_the_real_tf_config_api(cap_mb):
 MEMORY_API_CHILD = r"""
 import json
 import re
-from cxr_viewer.core.model_io import apply_memory_policy, import_tensorflow
+from cxr_viewer.core.model.model_io import apply_memory_policy, import_tensorflow
 tf = import_tensorflow()
 target = (tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("CPU"))[0]
 out = {"device_type": target.device_type}
@@ -193,7 +193,7 @@ LATE_CHILD = r"""
 import json
 import tensorflow as tf
 tf.reduce_sum(tf.constant([1.0]))  # someone ran an op before the one place could configure
-from cxr_viewer.core.model_io import import_tensorflow, runtime_state
+from cxr_viewer.core.model.model_io import import_tensorflow, runtime_state
 import_tensorflow()
 print("RESULT " + json.dumps(runtime_state().as_dict()))
 """
@@ -208,7 +208,7 @@ def test_settings_that_come_after_the_first_op_are_reported_not_silently_lost():
 MISSING_GPU_CHILD = r"""
 import json
 from cxr_viewer.core.errors import DeviceError
-from cxr_viewer.core.model_io import configure, import_tensorflow
+from cxr_viewer.core.model.model_io import configure, import_tensorflow
 configure("gpu:7")
 try:
     import_tensorflow()
@@ -322,7 +322,7 @@ def test_trainer_is_quiet_and_a_real_error_still_shows(tmp_path):
 
 # ------------------------------------------------------------------------------ inference
 def test_pick_batch_size_takes_the_smallest_near_best():
-    from cxr_viewer.core.inference import pick_batch_size
+    from cxr_viewer.core.model.inference import pick_batch_size
 
     assert pick_batch_size({16: 100.0, 32: 180.0, 64: 200.0, 128: 205.0}) == 64
     assert pick_batch_size({16: 100.0}) == 16
@@ -332,8 +332,8 @@ def test_pick_batch_size_takes_the_smallest_near_best():
 
 
 def test_cpu_batch_size_is_unchanged_and_measurement_runs(tiny_bundle, monkeypatch):
-    from cxr_viewer.core.bundle import open_bundle
-    from cxr_viewer.core.inference import CPU_BATCH, Classifier
+    from cxr_viewer.core.model.bundle import open_bundle
+    from cxr_viewer.core.model.inference import CPU_BATCH, Classifier
 
     monkeypatch.setenv("CXR_FORWARD", "tf")  # the tf.function path alone: the earlier behaviour
     clf = Classifier(open_bundle(tiny_bundle))
@@ -346,8 +346,8 @@ def test_cpu_batch_size_is_unchanged_and_measurement_runs(tiny_bundle, monkeypat
 
 
 def test_mixed_precision_is_checked_against_float32(tiny_bundle):
-    from cxr_viewer.core.bundle import open_bundle
-    from cxr_viewer.core.inference import (
+    from cxr_viewer.core.model.bundle import open_bundle
+    from cxr_viewer.core.model.inference import (
         MIXED_PRECISION_TOLERANCE,
         Classifier,
         precision_check_inputs,
@@ -373,9 +373,9 @@ def test_the_device_comparison_is_exact_for_the_same_device(tiny_bundle):
     """Every explainer is seeded: on one device two runs are identical, so a GPU-vs-CPU
     difference is floating-point arithmetic only, which the tolerances bound."""
     from cxr_viewer.commands.selftest import EXPLAIN
-    from cxr_viewer.core.device_compare import TOLERANCE, compare_devices, gpu_names
-    from cxr_viewer.core.inference import load_classifier
     from cxr_viewer.core.io import load_study
+    from cxr_viewer.core.model.device_compare import TOLERANCE, compare_devices, gpu_names
+    from cxr_viewer.core.model.inference import load_classifier
 
     clf = load_classifier(tiny_bundle)
     study = load_study(SAMPLE_PNG)

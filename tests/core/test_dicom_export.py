@@ -18,12 +18,12 @@ import pytest
 from PIL import Image
 
 from cxr_viewer.cli import main
-from cxr_viewer.core import dicom_export as de
-from cxr_viewer.core.display import display_image
 from cxr_viewer.core.errors import DicomExportError
-from cxr_viewer.core.inference import Prediction
+from cxr_viewer.core.explain.overlay import colorize, composite, default_colormap, robust_vmax
+from cxr_viewer.core.interop import dicom_export as de
 from cxr_viewer.core.io import load_study
-from cxr_viewer.core.overlay import colorize, composite, default_colormap, robust_vmax
+from cxr_viewer.core.io.display import display_image
+from cxr_viewer.core.model.inference import Prediction
 from cxr_viewer.core.paths import samples_dir
 
 pytest.importorskip("highdicom", reason='the "pacs" extra is not installed')
@@ -261,7 +261,7 @@ def test_round_trip_mono1_jpeg2000_cr_opens_in_info_and_render(shared_data, tmp_
 
 def _assert_colour_bar(panel: np.ndarray, colormap: str) -> None:
     """Both ends of the colormap appear in the panel as a vertical strip (the colour bar)."""
-    from cxr_viewer.core.overlay import _lut
+    from cxr_viewer.core.explain.overlay import _lut
 
     lut = _lut(colormap)
     for end in (lut[0], lut[255]):

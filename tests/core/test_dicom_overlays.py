@@ -1,5 +1,5 @@
-"""Finding results again (core/dicom_overlays.py) and writing them per image
-(core/dicom_results.py): a study folder holding the film, its Parametric Maps, Segmentation
+"""Finding results again (core/interop/dicom_overlays.py) and writing them per image
+(core/interop/dicom_results.py): a study folder holding the film, its Parametric Maps, Segmentation
 and report, another film's map, a damaged file and unrelated files."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import numpy as np
 import pydicom
 import pytest
 
-from cxr_viewer.core import dicom_export as de
-from cxr_viewer.core.dicom_overlays import describe_derived, results_for_image
-from cxr_viewer.core.dicom_results import export_objects
-from cxr_viewer.core.inference import Prediction
+from cxr_viewer.core.interop import dicom_export as de
+from cxr_viewer.core.interop.dicom_overlays import describe_derived, results_for_image
+from cxr_viewer.core.interop.dicom_results import export_objects
 from cxr_viewer.core.io import load_study
+from cxr_viewer.core.model.inference import Prediction
 from cxr_viewer.core.paths import samples_dir
 
 pytest.importorskip("highdicom", reason='the "pacs" extra is not installed')

@@ -1,4 +1,4 @@
-"""Explanations as DICOM Parametric Maps (core/dicom_pm.py): written, validated, read back.
+"""Explanations as DICOM Parametric Maps (core/interop/dicom_pm.py): written, validated, read back.
 
 Sources are the shipped DX phantoms (no Frame of Reference, as chest films go). Each written
 map is validated by dicom3tools' ``dciodvfy`` (0 errors; skipped with the reason when it is
@@ -13,13 +13,13 @@ import numpy as np
 import pydicom
 import pytest
 
-from cxr_viewer.core import dicom_export as de
-from cxr_viewer.core import dicom_pm as dp
 from cxr_viewer.core.errors import DicomExportError
 from cxr_viewer.core.explain.base import Heatmap
+from cxr_viewer.core.interop import dicom_export as de
+from cxr_viewer.core.interop import dicom_pm as dp
 from cxr_viewer.core.io import load_study
+from cxr_viewer.core.io.resize import resize_map
 from cxr_viewer.core.paths import samples_dir
-from cxr_viewer.core.resize import resize_map
 
 hd = pytest.importorskip("highdicom", reason='the "pacs" extra is not installed')
 

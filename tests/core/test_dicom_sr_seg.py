@@ -1,5 +1,5 @@
-"""TID 1500 Measurement Report (core/dicom_sr.py) and top-region Segmentation
-(core/dicom_seg.py): written for the DX phantom with its Parametric Maps, validated with
+"""TID 1500 Measurement Report (core/interop/dicom_sr.py) and top-region Segmentation
+(core/interop/dicom_seg.py): written for the DX phantom with its Parametric Maps, validated with
 dicom3tools' ``dciodvfy`` (0 errors; skipped with the reason where it is absent), read back
 by highdicom and by the readers the viewer uses."""
 
@@ -9,14 +9,14 @@ import numpy as np
 import pydicom
 import pytest
 
-from cxr_viewer.core import dicom_export as de
-from cxr_viewer.core import dicom_pm as dp
-from cxr_viewer.core import dicom_seg as dsg
-from cxr_viewer.core import dicom_sr as dsr
 from cxr_viewer.core.errors import DicomExportError
-from cxr_viewer.core.inference import Prediction
+from cxr_viewer.core.evaluate.localize import topk_region
+from cxr_viewer.core.interop import dicom_export as de
+from cxr_viewer.core.interop import dicom_pm as dp
+from cxr_viewer.core.interop import dicom_seg as dsg
+from cxr_viewer.core.interop import dicom_sr as dsr
 from cxr_viewer.core.io import load_study
-from cxr_viewer.core.localize import topk_region
+from cxr_viewer.core.model.inference import Prediction
 from cxr_viewer.core.paths import samples_dir
 
 hd = pytest.importorskip("highdicom", reason='the "pacs" extra is not installed')

@@ -1,13 +1,13 @@
-"""DICOMweb node settings (core/dicomweb.py) and the object-kind list of --dicom-objects
-(core/dicom_results.py): validation without any network."""
+"""DICOMweb node settings (core/interop/dicomweb.py) and the object-kind list of --dicom-objects
+(core/interop/dicom_results.py): validation without any network."""
 
 from __future__ import annotations
 
 import pytest
 
-from cxr_viewer.core.dicom_results import DEFAULT_KINDS, parse_kinds
-from cxr_viewer.core.dicomweb import DicomWebClient, DicomWebNode
 from cxr_viewer.core.errors import DicomExportError, PacsError
+from cxr_viewer.core.interop.dicom_results import DEFAULT_KINDS, parse_kinds
+from cxr_viewer.core.interop.dicomweb import DicomWebClient, DicomWebNode
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,13 @@
 import numpy as np
 import pytest
 
-from cxr_viewer.core.display import apply_window, auto_window_from_pixels, display_image, to_uint8
-from cxr_viewer.core.study import Study, Window
+from cxr_viewer.core.io.display import (
+    apply_window,
+    auto_window_from_pixels,
+    display_image,
+    to_uint8,
+)
+from cxr_viewer.core.io.study import Study, Window
 
 
 def _study(pixels, **kw):

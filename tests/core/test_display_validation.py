@@ -13,10 +13,15 @@ from pydicom.sequence import Sequence
 from test_io_dicom import _load, _lut_item
 from test_io_samples import dicom_bytes, dicom_dataset, gradient
 
-from cxr_viewer.core.display import apply_voi_lut, apply_window, display_image, to_uint8
 from cxr_viewer.core.errors import CxrError, InvalidInputError
-from cxr_viewer.core.preprocess import InputSpec, check_finite, image01_to_input, study_to_input
-from cxr_viewer.core.study import Study, VoiLut, Window
+from cxr_viewer.core.io.display import apply_voi_lut, apply_window, display_image, to_uint8
+from cxr_viewer.core.io.study import Study, VoiLut, Window
+from cxr_viewer.core.model.preprocess import (
+    InputSpec,
+    check_finite,
+    image01_to_input,
+    study_to_input,
+)
 
 SPEC = InputSpec(16, 16, 3, "unit")
 

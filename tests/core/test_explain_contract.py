@@ -58,8 +58,8 @@ def test_registry_names_and_import_is_light():
             assert cls.samples.key in cls.settings_type.names()
             assert cls.samples.default in cls.samples.choices
     code = (
-        "import sys, cxr_viewer.core.explain.registry, cxr_viewer.core.overlay, "
-        "cxr_viewer.core.explain.layers, cxr_viewer.core.trust\n"
+        "import sys, cxr_viewer.core.explain.registry, cxr_viewer.core.explain.overlay, "
+        "cxr_viewer.core.explain.layers, cxr_viewer.core.evaluate.trust\n"
         "print(','.join(m for m in ('tensorflow', 'keras', 'shap', 'lime', 'PySide6') "
         "if m in sys.modules))"
     )
@@ -144,7 +144,7 @@ def test_explain_study_resizes_to_study(clf):
     from pathlib import Path
 
     from cxr_viewer.core.explain.base import explain_study
-    from cxr_viewer.core.study import Study, Window
+    from cxr_viewer.core.io.study import Study, Window
 
     pixels = np.random.default_rng(0).random((50, 40)).astype(np.float32) * 1000
     study = Study(

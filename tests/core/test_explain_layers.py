@@ -8,11 +8,11 @@ from explain_support import build_small_cnn
 
 from cxr_viewer.core.explain.layers import (
     default_gradcam_layer,
-    flatten_model,
     gradcam_layers,
     is_cut_layer,
     shap_layers,
 )
+from cxr_viewer.core.model.graph import flatten_model
 
 keras = pytest.importorskip("keras")
 
@@ -60,10 +60,10 @@ def test_nested_backbone_is_flattened_with_identical_outputs():
 
 
 def test_gradcam_on_a_nested_bundle(tmp_path):
-    from cxr_viewer.core.bundle import write_bundle
     from cxr_viewer.core.explain.registry import create_explainer
-    from cxr_viewer.core.inference import Classifier
-    from cxr_viewer.core.preprocess import InputSpec
+    from cxr_viewer.core.model.bundle import write_bundle
+    from cxr_viewer.core.model.inference import Classifier
+    from cxr_viewer.core.model.preprocess import InputSpec
 
     inner = build_small_cnn(32, width=4)
     backbone = keras.Model(inner.inputs, inner.get_layer("c4").output, name="backbone")

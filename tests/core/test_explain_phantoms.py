@@ -26,8 +26,8 @@ from explain_support import _bundle
 from scipy.ndimage import distance_transform_edt
 from scipy.stats import spearmanr
 
+from cxr_viewer.core.evaluate.trust import delete_top_fraction
 from cxr_viewer.core.explain.registry import create_explainer
-from cxr_viewer.core.trust import delete_top_fraction
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def test_gradcam_points_at_the_lesion(case):
 def test_gradcam_upsampling_is_centre_aligned():
     """A feature cell j at stride 2 (2×2 max pool) covers input pixels 2j and 2j+1; the
     bilinear upsampling must put its weight's centre at 2j + 0.5 (no half-cell shift)."""
-    from cxr_viewer.core.resize import resize_map
+    from cxr_viewer.core.io.resize import resize_map
 
     cam = np.zeros((32, 32), np.float32)
     cam[10, 13] = 1.0
@@ -92,7 +92,7 @@ def test_lime_top_superpixel_is_on_the_lesion(case):
 def test_model_randomization_changes_the_maps(case, tmp_path):
     import keras
 
-    from cxr_viewer.core.inference import Classifier
+    from cxr_viewer.core.model.inference import Classifier
 
     keras.utils.set_random_seed(123)
     random_model = keras.models.clone_model(case.classifier.model)  # fresh initial weights

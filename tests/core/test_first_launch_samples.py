@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cxr_viewer.core.model_card import model_title
+from cxr_viewer.core.model.model_card import model_title
 from cxr_viewer.core.paths import (
     FIRST_LAUNCH_SAMPLE,
     first_launch_sample,

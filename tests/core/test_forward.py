@@ -1,4 +1,4 @@
-"""The forward path of the model-agnostic loops (cxr_viewer.core.forward): verified, chosen,
+"""The forward path of the model-agnostic loops (cxr_viewer.core.model.forward): verified, chosen,
 forced, remembered; with a tiny synthetic model, and ONNX on the demo bundle's model."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from cxr_viewer.core import forward
-from cxr_viewer.core.forward import (
+from cxr_viewer.core.model import forward
+from cxr_viewer.core.model.forward import (
     EQUALITY_TOLERANCE,
     ForwardCandidate,
     ForwardConfigError,
@@ -187,8 +187,8 @@ def _inputs(clf, n=11):
 @pytest.mark.parametrize("path", ["tf", "xla", "onnx"])
 def test_forced_paths_give_the_tf_outputs(tiny_bundle, no_cache, monkeypatch, path):
     pytest.importorskip("onnxruntime")
-    from cxr_viewer.core.bundle import open_bundle
-    from cxr_viewer.core.inference import Classifier
+    from cxr_viewer.core.model.bundle import open_bundle
+    from cxr_viewer.core.model.inference import Classifier
 
     reference = Classifier(open_bundle(tiny_bundle), batch_size=4)
     x = _inputs(reference)
@@ -206,8 +206,8 @@ def test_forced_paths_give_the_tf_outputs(tiny_bundle, no_cache, monkeypatch, pa
 
 
 def test_a_wrong_onnx_conversion_falls_back_to_tf(tiny_bundle, no_cache, monkeypatch):
-    from cxr_viewer.core import inference
-    from cxr_viewer.core.bundle import open_bundle
+    from cxr_viewer.core.model import inference
+    from cxr_viewer.core.model.bundle import open_bundle
 
     def wrong_onnx(model, spec, on_gpu=False, device="CPU", graph=None):
         return ForwardCandidate("onnx", lambda x: np.asarray(model(x))[:, ::-1], device)
@@ -222,8 +222,8 @@ def test_a_wrong_onnx_conversion_falls_back_to_tf(tiny_bundle, no_cache, monkeyp
 
 def test_auto_measures_once_and_the_next_load_reuses_the_choice(tiny_bundle, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
-    from cxr_viewer.core.bundle import open_bundle
-    from cxr_viewer.core.inference import Classifier
+    from cxr_viewer.core.model.bundle import open_bundle
+    from cxr_viewer.core.model.inference import Classifier
 
     monkeypatch.setenv(forward.CACHE_ENV, str(tmp_path))
     monkeypatch.delenv(forward.FORWARD_ENV, raising=False)
@@ -258,9 +258,9 @@ def test_auto_measures_once_and_the_next_load_reuses_the_choice(tiny_bundle, tmp
 @pytest.mark.slow
 def test_the_demo_model_converts_to_onnx_within_tolerance(no_cache):
     pytest.importorskip("onnxruntime")
-    from cxr_viewer.core.bundle import open_bundle
-    from cxr_viewer.core.forward import build_onnx, max_difference
-    from cxr_viewer.core.inference import Classifier, precision_check_inputs
+    from cxr_viewer.core.model.bundle import open_bundle
+    from cxr_viewer.core.model.forward import build_onnx, max_difference
+    from cxr_viewer.core.model.inference import Classifier, precision_check_inputs
     from cxr_viewer.core.paths import demo_bundle_dir
 
     clf = Classifier(open_bundle(demo_bundle_dir()))

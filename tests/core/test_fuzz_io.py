@@ -34,7 +34,7 @@ from test_io_samples import (
 
 from cxr_viewer.core.errors import StudyLoadError
 from cxr_viewer.core.io import load_study
-from cxr_viewer.core.study import Study
+from cxr_viewer.core.io.study import Study
 
 EXAMPLES = 60
 #: hang guard per example (a hang, not slowness, fails the test)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from cxr_viewer.core.errors import BundleError
-from cxr_viewer.core.heads import Head, propose_head
-from cxr_viewer.core.inference import Prediction
-from cxr_viewer.core.preprocess import PREPROCESSINGS, InputSpec, normalize
+from cxr_viewer.core.model.heads import Head, propose_head
+from cxr_viewer.core.model.inference import Prediction
+from cxr_viewer.core.model.preprocess import PREPROCESSINGS, InputSpec, normalize
 
 
 def test_head_probabilities_and_units():

@@ -24,11 +24,11 @@ import numpy as np
 import pytest
 
 from cxr_viewer.cli import main as viewer_main
-from cxr_viewer.core import archive
-from cxr_viewer.core.bundle import open_bundle
 from cxr_viewer.core.errors import BundleError, ModelLoadError
 from cxr_viewer.core.importer.inspect import read_config
 from cxr_viewer.core.importer.sources import read_source
+from cxr_viewer.core.io import archive
+from cxr_viewer.core.model.bundle import open_bundle
 from cxr_viewer.core.paths import demo_bundle_dir, samples_dir
 
 MiB = 2**20
@@ -153,7 +153,7 @@ def test_background_file_that_is_a_zip_or_declares_too_much_is_refused(tmp_path)
 @pytest.fixture(scope="module")
 def base_keras(tmp_path_factory):
     pytest.importorskip("tensorflow")
-    from cxr_viewer.core.model_io import import_tensorflow
+    from cxr_viewer.core.model.model_io import import_tensorflow
 
     import_tensorflow()
     import keras
@@ -205,7 +205,7 @@ def _get_file(layer):
     ids=["custom", "popen", "get_file"],
 )
 def test_models_naming_code_are_refused_for_that_reason(base_keras, tmp_path, edit, named):
-    from cxr_viewer.core.model_io import load_keras_model
+    from cxr_viewer.core.model.model_io import load_keras_model
 
     path = _with_dense_edited(base_keras, tmp_path / "m.keras", edit)
     with pytest.raises(ModelLoadError) as err:

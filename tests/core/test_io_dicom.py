@@ -26,7 +26,6 @@ from test_io_samples import (
     rle_dicom_bytes,
 )
 
-from cxr_viewer.core.display import display_image
 from cxr_viewer.core.errors import (
     CorruptFileError,
     ImageTooLargeError,
@@ -36,6 +35,7 @@ from cxr_viewer.core.errors import (
     UnsupportedFormatError,
 )
 from cxr_viewer.core.io import dicom_codecs, load_study
+from cxr_viewer.core.io.display import display_image
 
 
 def _load(tmp_path, data, name="x.dcm", **kw):

@@ -9,7 +9,6 @@ import pytest
 from PIL import Image, ImageOps
 from test_io_samples import exif_orientation, gradient, pillow_bytes, png_bytes
 
-from cxr_viewer.core.display import display_image
 from cxr_viewer.core.errors import (
     CorruptFileError,
     ImageTooLargeError,
@@ -17,6 +16,7 @@ from cxr_viewer.core.errors import (
     UnsupportedFormatError,
 )
 from cxr_viewer.core.io import load_study
+from cxr_viewer.core.io.display import display_image
 
 
 def _write(tmp_path, name, data):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cxr_viewer.core.localization_card import localization_card
+from cxr_viewer.core.model.localization_card import localization_card
 
 METHODS_LAYOUT = {
     "model_card": {

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr_viewer.core import localize as loc
 from cxr_viewer.core.errors import CxrError
+from cxr_viewer.core.evaluate import localize as loc
 
 
 def _box(x, y, w, h, *, finding="Lesion", filename="a.png", size=None, patient=""):

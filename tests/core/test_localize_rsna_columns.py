@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cxr_viewer.core import localize as loc
+from cxr_viewer.core.evaluate import localize as loc
 
 
 def test_rsna_table_reads_boxes_and_skips_films_without_one(tmp_path):

@@ -26,9 +26,9 @@ def test_signal_problem_tells_blank_maps_from_maps():
 
 
 def _bundle(model, root, background=True, gradcam_layer=None):
-    from cxr_viewer.core.bundle import write_bundle
     from cxr_viewer.core.explain.layers import default_gradcam_layer, shap_layers
-    from cxr_viewer.core.preprocess import InputSpec
+    from cxr_viewer.core.model.bundle import write_bundle
+    from cxr_viewer.core.model.preprocess import InputSpec
 
     bg = np.random.default_rng(0).random((3, SIZE, SIZE, 1), dtype=np.float32)
     return write_bundle(
@@ -62,9 +62,9 @@ def dead_relu_bundle(tmp_path_factory):
 
 
 def test_a_blank_gradcam_map_is_flagged_and_gets_no_trust_figures(dead_relu_bundle):
-    from cxr_viewer.core.explain.base import explain_with_trust
+    from cxr_viewer.core.evaluate.trust import explain_with_trust
     from cxr_viewer.core.explain.registry import create_explainer
-    from cxr_viewer.core.inference import Classifier
+    from cxr_viewer.core.model.inference import Classifier
 
     clf = Classifier(dead_relu_bundle)
     x = np.random.default_rng(1).random((SIZE, SIZE, 1), dtype=np.float32)
@@ -158,9 +158,9 @@ def test_batch_runs_the_methods_that_apply_and_says_why_not_the_others(mlp_bundl
 
 
 def test_dicom_panel_carries_the_status(tmp_path):
-    from cxr_viewer.core.dicom_export import ExplanationResult, ModelIdentity, panel_lines
-    from cxr_viewer.core.inference import Prediction
+    from cxr_viewer.core.interop.dicom_export import ExplanationResult, ModelIdentity, panel_lines
     from cxr_viewer.core.io import load_study
+    from cxr_viewer.core.model.inference import Prediction
 
     hm = Heatmap(np.zeros((8, 8), np.float32), "gradcam", 1, "lesion", False, layer="dead")
     hm.status, hm.note = (

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 CHILD = r"""
 import json, sys, threading, time
-from cxr_viewer.core.model_io import import_tensorflow, preload_tensorflow_libraries
+from cxr_viewer.core.model.model_io import import_tensorflow, preload_tensorflow_libraries
 out = {}
 count, done = [0], threading.Event()
 def spin():  # needs the GIL ~1000 times a second

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr_viewer.core.overlay import (
+from cxr_viewer.core.explain.overlay import (
     colorbar_image,
     colorize,
     composite,
@@ -80,7 +80,7 @@ def test_colorbar_runs_high_at_the_top():
 
 
 def test_cutoff_makes_weak_values_transparent_and_legends_say_relative():
-    from cxr_viewer.core.overlay import legend_labels
+    from cxr_viewer.core.explain.overlay import legend_labels
 
     v = np.array([[0.05, 0.2, 1.0]], np.float32)
     rgba = colorize(v, signed=False, colormap="inferno", vmax=1.0, cutoff=0.1)

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("pynetdicom", reason='the "pacs" extra (pynetdicom) is not installed')
 
 from cxr_viewer.core.errors import PacsError  # noqa: E402
-from cxr_viewer.core.pacs import (  # noqa: E402
+from cxr_viewer.core.interop.pacs import (  # noqa: E402
     PacsClient,
     PacsNode,
     StudyRecord,

@@ -37,7 +37,7 @@ from pynetdicom.sop_class import (  # noqa: E402
 from pynetdicom.sop_class import Verification  # noqa: E402
 
 from cxr_viewer.core.errors import Cancelled, PacsError  # noqa: E402
-from cxr_viewer.core.pacs import (  # noqa: E402
+from cxr_viewer.core.interop.pacs import (  # noqa: E402
     NetLimits,
     PacsClient,
     PacsNode,
@@ -346,7 +346,7 @@ def test_a_c_get_drops_an_instance_just_over_the_cap_and_keeps_the_one_before(pe
 
 
 def test_a_c_get_of_only_foreign_instances_is_a_failure_not_a_success(peers, tmp_path):
-    from cxr_viewer.core.pacs import raise_for_retrieve
+    from cxr_viewer.core.interop.pacs import raise_for_retrieve
 
     peer = _get_peer(peers, [_instance(study=STUDY + ".7", name="SOMEONE^ELSE")])
     client = _client(peer, tmp_path)

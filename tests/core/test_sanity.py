@@ -14,15 +14,7 @@ import numpy as np
 import pytest
 from explain_support import tiny_classifier
 
-from cxr_viewer.core.explain import registry
-from cxr_viewer.core.explain.base import (
-    DisplayDefaults,
-    Explainer,
-    ExplainerSettings,
-    Heatmap,
-    Run,
-)
-from cxr_viewer.core.sanity import (
+from cxr_viewer.core.evaluate.sanity import (
     INSENSITIVE_RHO,
     SanityResult,
     cached_result,
@@ -30,6 +22,14 @@ from cxr_viewer.core.sanity import (
     sanity_check,
     stages_for,
     weighted_layers,
+)
+from cxr_viewer.core.explain import registry
+from cxr_viewer.core.explain.base import (
+    DisplayDefaults,
+    Explainer,
+    ExplainerSettings,
+    Heatmap,
+    Run,
 )
 
 

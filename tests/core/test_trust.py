@@ -9,15 +9,13 @@ import pytest
 from explain_support import tiny_classifier
 
 from cxr_viewer.core.errors import ExplainError
-from cxr_viewer.core.explain.base import Heatmap
-from cxr_viewer.core.trust import (
+from cxr_viewer.core.evaluate.trust import (
     FAITHFUL_MARGIN,
     TOP_RANDOM,
     TRUST_RANDOM,
     add_trust,
     auc,
     baseline_image,
-    completeness_gap,
     delete_top_fraction,
     deletion_insertion,
     faithfulness_label,
@@ -30,6 +28,8 @@ from cxr_viewer.core.trust import (
     top_fraction_drop,
     verdicts,
 )
+from cxr_viewer.core.explain.base import Heatmap
+from cxr_viewer.core.explain.shap_explainer import completeness_gap
 
 
 def test_auc_is_the_trapezoidal_area():
@@ -250,8 +250,8 @@ def test_add_trust_gives_the_probability_figures_of_the_separate_functions(clf):
 def test_log_odds_per_head_kind_are_the_logits_of_the_probabilities():
     from types import SimpleNamespace
 
-    from cxr_viewer.core.heads import Head
-    from cxr_viewer.core.scores import log_odds_from_outputs, sigmoid
+    from cxr_viewer.core.model.heads import Head
+    from cxr_viewer.core.model.scores import log_odds_from_outputs, sigmoid
 
     z = np.array([[2.0, -1.0, 0.5], [30.0, 0.0, -30.0]])
     soft = SimpleNamespace(head=Head("softmax", 3, "softmax"))

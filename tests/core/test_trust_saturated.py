@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from explain_support import _bundle
 
-from cxr_viewer.core.agreement import (
+from cxr_viewer.core.evaluate.agreement import (
     agreement_layer,
     agreement_words,
     pairwise,
@@ -21,10 +21,10 @@ from cxr_viewer.core.agreement import (
     top_mask,
     top_overlap,
 )
-from cxr_viewer.core.explain.base import Heatmap, explain_with_trust
+from cxr_viewer.core.evaluate.trust import explain_with_trust, faithfulness_label, verdicts
+from cxr_viewer.core.explain.base import Heatmap
 from cxr_viewer.core.explain.registry import create_explainer
-from cxr_viewer.core.phantoms import make_phantoms
-from cxr_viewer.core.trust import faithfulness_label, verdicts
+from cxr_viewer.testdata.phantoms import make_phantoms
 
 SIZE = 64
 
@@ -45,7 +45,7 @@ def saturated():
     import keras
     from keras import layers
 
-    from cxr_viewer.core.inference import Classifier
+    from cxr_viewer.core.model.inference import Classifier
 
     ph = make_phantoms(4, SIZE, seed=3, positive_fraction=1.0)
     x = ph.images[0][..., None].astype(np.float32)
@@ -87,7 +87,7 @@ def test_a_map_whose_removal_raises_the_score_is_not_faithful(saturated):
     cam = explain_with_trust(create_explainer("gradcam", clf, {"layer": "blob"}), x, 1)
     # the lesion detector's map, read as evidence for "no lesion": removing it raises that score
     as_no_lesion = Heatmap(cam.values, "gradcam", 0, "no_lesion", False)
-    from cxr_viewer.core.trust import add_trust
+    from cxr_viewer.core.evaluate.trust import add_trust
 
     t = add_trust(as_no_lesion, clf, x).trust
     assert t["logit_drop_top"] < 0

@@ -36,7 +36,7 @@ def test_bad_device_values_are_refused_or_ignored(tmp_path):
 
 
 def test_the_device_menu_saves_the_choice_for_the_next_start(qtbot, tmp_path):
-    from cxr_viewer.core import model_io
+    from cxr_viewer.core.model import model_io
 
     tf = model_io.import_tensorflow()  # TensorFlow runs (on auto): it cannot switch now
     settings = Settings(tmp_path / "settings.ini")

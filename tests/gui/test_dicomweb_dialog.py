@@ -10,7 +10,7 @@ import pydicom
 import pytest
 from orthanc_dicomweb_support import ROOT, SKIP_REASON, available, start_orthanc_dicomweb
 
-from cxr_viewer.core import dicom_export as de
+from cxr_viewer.core.interop import dicom_export as de
 from cxr_viewer.core.paths import samples_dir
 
 pytest.importorskip("dicomweb_client", reason='the "pacs" extra (dicomweb-client) is missing')
@@ -22,8 +22,8 @@ TOKEN = "gui-token-51"
 
 
 def test_search_and_retrieve_over_dicomweb(qtbot, tmp_path):
-    from cxr_viewer.core.dicom_pm import parametric_map
-    from cxr_viewer.core.dicomweb import DicomWebClient, DicomWebNode
+    from cxr_viewer.core.interop.dicom_pm import parametric_map
+    from cxr_viewer.core.interop.dicomweb import DicomWebClient, DicomWebNode
     from cxr_viewer.core.io import load_study
     from cxr_viewer.gui.dicomweb_dialog import SETTINGS_KEY, DicomWebDialog
     from cxr_viewer.gui.pacs_dialogs import RETRIEVE_DIR_KEY

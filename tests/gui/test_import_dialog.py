@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxr_viewer.core.bundle import open_bundle
 from cxr_viewer.core.errors import CxrError
+from cxr_viewer.core.model.bundle import open_bundle
 
 pytest.importorskip("pytestqt")
 pytest.importorskip("tf_keras")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cxr_viewer.core.bundle import open_bundle
+from cxr_viewer.core.model.bundle import open_bundle
 
 pytest.importorskip("pytestqt")
 pytest.importorskip("tf_keras")

@@ -13,7 +13,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
-from cxr_viewer.core.localization_card import localization_card
+from cxr_viewer.core.model.localization_card import localization_card
 from cxr_viewer.gui import model_menu as mm_module
 from cxr_viewer.gui.error_dialog import ErrorDialog
 from cxr_viewer.gui.main_window import shortcuts_html

@@ -18,7 +18,7 @@ pytest.importorskip("pynetdicom", reason='the "pacs" extra (pynetdicom) is not i
 if orthanc_binary() is None:
     pytest.skip(SKIP_REASON, allow_module_level=True)
 
-from cxr_viewer.core.pacs import PacsClient, PacsNode  # noqa: E402
+from cxr_viewer.core.interop.pacs import PacsClient, PacsNode  # noqa: E402
 from cxr_viewer.gui import pacs_dialogs as pd  # noqa: E402
 
 RG1 = (

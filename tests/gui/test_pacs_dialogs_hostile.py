@@ -24,7 +24,7 @@ from pynetdicom.sop_class import (  # noqa: E402
     StudyRootQueryRetrieveInformationModelGet as GET,
 )
 
-from cxr_viewer.core.pacs import PacsNode  # noqa: E402
+from cxr_viewer.core.interop.pacs import PacsNode  # noqa: E402
 from cxr_viewer.gui import pacs_dialogs as pd  # noqa: E402
 
 GOOD = "1.2.826.0.1.3680043.8.498.7"

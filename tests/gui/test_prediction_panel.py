@@ -11,7 +11,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import Qt  # noqa: E402
 
-from cxr_viewer.core.inference import Prediction  # noqa: E402
+from cxr_viewer.core.model.inference import Prediction  # noqa: E402
 from cxr_viewer.gui.panels.prediction import BELOW, PredictionPanel  # noqa: E402
 from cxr_viewer.gui.state import ModelInfo, ViewerState  # noqa: E402
 
@@ -146,9 +146,9 @@ def test_multilabel_panel_sorts_marks_and_explains_any_finding(qtbot):
 def multilabel_bundle(tmp_path_factory) -> Path:
     import keras
 
-    from cxr_viewer.core.bundle import write_bundle
-    from cxr_viewer.core.heads import Head
-    from cxr_viewer.core.preprocess import InputSpec
+    from cxr_viewer.core.model.bundle import write_bundle
+    from cxr_viewer.core.model.heads import Head
+    from cxr_viewer.core.model.preprocess import InputSpec
 
     keras.utils.set_random_seed(1)
     inp = keras.Input((64, 64, 1))
@@ -216,9 +216,9 @@ def test_viewer_shows_a_multilabel_models_findings(qtbot, gui, tmp_path, multila
 def binary_bundle(tmp_path_factory) -> Path:
     import keras
 
-    from cxr_viewer.core.bundle import write_bundle
-    from cxr_viewer.core.heads import Head
-    from cxr_viewer.core.preprocess import InputSpec
+    from cxr_viewer.core.model.bundle import write_bundle
+    from cxr_viewer.core.model.heads import Head
+    from cxr_viewer.core.model.preprocess import InputSpec
 
     keras.utils.set_random_seed(3)
     inp = keras.Input((64, 64, 1))

@@ -14,8 +14,8 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtWidgets import QApplication
 
 from cxr_viewer.core.errors import CorruptFileError
+from cxr_viewer.core.evaluate.trust import margin_figures
 from cxr_viewer.core.explain.base import Heatmap
-from cxr_viewer.core.trust import margin_figures
 from cxr_viewer.gui.platform_check import (
     APT_LINE,
     DisplayUnavailable,
@@ -317,7 +317,7 @@ def test_unreadable_marks_survive_a_rebuild(qtbot, window, broken_file, studies_
 
 
 def test_privacy_badge_transfer_syntax_name_and_friendly_errors(qtbot, window):
-    from cxr_viewer.core.study import Study, Window
+    from cxr_viewer.core.io.study import Study, Window
     from cxr_viewer.gui.error_dialog import describe
     from cxr_viewer.gui.panels.info import study_rows
 
@@ -418,9 +418,9 @@ def test_the_bundle_may_choose_the_default_shap_layer(tmp_path, tiny_bundle):
     import json
     import shutil
 
-    from cxr_viewer.core.bundle import open_bundle
     from cxr_viewer.core.explain.registry import create_explainer, explainer_class
-    from cxr_viewer.core.inference import Classifier
+    from cxr_viewer.core.model.bundle import open_bundle
+    from cxr_viewer.core.model.inference import Classifier
 
     copy = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, copy)

@@ -7,8 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cxr_viewer.core.inference import Prediction
-from cxr_viewer.core.study import Study, Window
+from cxr_viewer.core.io.study import Study, Window
+from cxr_viewer.core.model.inference import Prediction
 from cxr_viewer.gui.report import (
     LayerSnapshot,
     Snapshot,

@@ -103,7 +103,7 @@ def test_event_loop_never_stalls_while_tensorflow_and_the_model_load(tmp_path, s
     """Longest gap between 5 ms timer ticks from window shown to model ready < 50 ms.
 
     A fresh process, so TensorFlow really is imported (on the worker) during the measurement:
-    without :func:`cxr_viewer.core.model_io.preload_tensorflow_libraries` the import froze the
+    without :func:`cxr_viewer.core.model.model_io.preload_tensorflow_libraries` the import froze the
     window for 0.6–1.4 s while ``libtensorflow_cc`` loaded under the interpreter lock. As in
     the explanation test, a busy machine can starve any process now and then, so up to three
     launches are made and the best counts.

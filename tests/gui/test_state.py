@@ -7,7 +7,7 @@ import pytest
 
 from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.explain.registry import EXPLAINERS
-from cxr_viewer.core.study import Study, Window
+from cxr_viewer.core.io.study import Study, Window
 from cxr_viewer.gui.cache import ResultCache
 from cxr_viewer.gui.results import OverlayResult, downsample, preview_size
 from cxr_viewer.gui.state import METHODS, ModelInfo, ViewerState

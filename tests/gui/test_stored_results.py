@@ -9,12 +9,12 @@ import shutil
 import numpy as np
 import pytest
 
-from cxr_viewer.core import dicom_export as de
-from cxr_viewer.core.dicom_results import export_objects
-from cxr_viewer.core.display import display_image
-from cxr_viewer.core.inference import Prediction
+from cxr_viewer.core.explain.overlay import colorize, composite, robust_vmax
+from cxr_viewer.core.interop import dicom_export as de
+from cxr_viewer.core.interop.dicom_results import export_objects
 from cxr_viewer.core.io import load_study
-from cxr_viewer.core.overlay import colorize, composite, robust_vmax
+from cxr_viewer.core.io.display import display_image
+from cxr_viewer.core.model.inference import Prediction
 from cxr_viewer.core.paths import samples_dir
 
 pytest.importorskip("highdicom", reason='the "pacs" extra is not installed')

@@ -310,7 +310,7 @@ def test_export_png_and_one_page_pdf(qtbot, gui, viewer, studies_dir, tmp_path):
 def test_hide_patient_fields(qtbot, gui, window, tmp_path):
     from pathlib import Path
 
-    from cxr_viewer.core.study import Study, Window
+    from cxr_viewer.core.io.study import Study, Window
 
     win = window
     study = Study(

@@ -38,9 +38,9 @@ def test_gradcam_beats_a_random_map_on_real_test_films():
     shared = shared_data_dir()
     if shared is None or not (shared / "pediatric-pneumonia" / "labels.csv").is_file():
         pytest.skip("../shared/data/pediatric-pneumonia is not present (set CXR_SHARED_DATA)")
-    from cxr_viewer.core.inference import load_classifier
     from cxr_viewer.core.io import load_study
-    from cxr_viewer.core.preprocess import study_to_input
+    from cxr_viewer.core.model.inference import load_classifier
+    from cxr_viewer.core.model.preprocess import study_to_input
     from trainer.gradcam_check import measure_gradcam
 
     test = _demo_test_split()

@@ -20,7 +20,7 @@ import pytest
 from orthanc_dicomweb_support import ROOT, SKIP_REASON, available, start_orthanc_dicomweb
 
 from cxr_viewer.core.errors import PacsError
-from cxr_viewer.core.localize import topk_region
+from cxr_viewer.core.evaluate.localize import topk_region
 from cxr_viewer.core.paths import demo_bundle_dir, samples_dir
 
 pytest.importorskip("dicomweb_client", reason='the "pacs" extra (dicomweb-client) is missing')
@@ -28,8 +28,8 @@ pytest.importorskip("highdicom", reason='the "pacs" extra (highdicom) is missing
 if not available():
     pytest.skip(SKIP_REASON, allow_module_level=True)
 
-from cxr_viewer.core import dicom_pm, dicom_seg, dicom_sr  # noqa: E402
-from cxr_viewer.core.dicomweb import (  # noqa: E402
+from cxr_viewer.core.interop import dicom_pm, dicom_seg, dicom_sr  # noqa: E402
+from cxr_viewer.core.interop.dicomweb import (  # noqa: E402
     DicomWebClient,
     DicomWebNode,
 )
@@ -223,11 +223,11 @@ def test_parametric_map_report_and_segmentation_over_dimse_too(tmp_path):
     """The new objects also go over C-STORE (pacs.PacsClient) to a DIMSE-only Orthanc."""
     from orthanc_support import ORTHANC_AE, OUR_AE, start_orthanc
 
-    from cxr_viewer.core import dicom_export as de
-    from cxr_viewer.core.dicom_results import export_objects
-    from cxr_viewer.core.inference import Prediction
+    from cxr_viewer.core.interop import dicom_export as de
+    from cxr_viewer.core.interop.dicom_results import export_objects
+    from cxr_viewer.core.interop.pacs import PacsClient, PacsNode
     from cxr_viewer.core.io import load_study
-    from cxr_viewer.core.pacs import PacsClient, PacsNode
+    from cxr_viewer.core.model.inference import Prediction
 
     study = load_study(samples_dir() / PHANTOMS[0])
     yy, xx = np.mgrid[: study.rows, : study.columns].astype(np.float32)

@@ -34,7 +34,7 @@ pytest.importorskip("pynetdicom", reason='the "pacs" extra (pynetdicom) is not i
 if orthanc_binary() is None:
     pytest.skip(SKIP_REASON, allow_module_level=True)
 
-from cxr_viewer.core.pacs import (  # noqa: E402
+from cxr_viewer.core.interop.pacs import (  # noqa: E402
     PacsClient,
     PacsNode,
     StudyRecord,
@@ -302,7 +302,7 @@ def test_failed_sub_operation_is_reported_and_what_arrived_is_kept(
     sub-operation, the first instance stays, and the error says so."""
     import errno
 
-    from cxr_viewer.core import pacs
+    from cxr_viewer.core.interop import pacs
 
     real = pacs.write_instance
     calls = []

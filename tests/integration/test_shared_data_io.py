@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 from pydicom.pixels import apply_modality_lut, pixel_array
 
-from cxr_viewer.core.display import display_image
 from cxr_viewer.core.errors import CorruptFileError, MissingCodecError
 from cxr_viewer.core.io import list_study_files, load_study
+from cxr_viewer.core.io.display import display_image
 from cxr_viewer.core.paths import shared_data_dir
 
 pytestmark = pytest.mark.integration

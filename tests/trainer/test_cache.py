@@ -7,7 +7,7 @@ import pytest
 
 from cxr_viewer.core.errors import TrainingError
 from cxr_viewer.core.io import load_study
-from cxr_viewer.core.preprocess import InputSpec, study_to_input
+from cxr_viewer.core.model.preprocess import InputSpec, study_to_input
 from trainer.cache import build_cache
 from trainer.pipeline import gather_inputs, make_dataset
 from trainer.synth import make_phantoms, write_phantoms

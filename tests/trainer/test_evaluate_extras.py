@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_viewer.core.model_card import model_card_lines
+from cxr_viewer.core.model.model_card import model_card_lines
 from trainer.evaluate import (
     choose_threshold,
     compute_metrics,

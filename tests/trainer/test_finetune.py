@@ -86,7 +86,7 @@ def test_two_phases_load_local_weights_then_fine_tune(
 def test_fine_tune_phase_can_keep_batchnorm_frozen(mobilenet_weights):
     from keras import layers
 
-    from cxr_viewer.core.preprocess import InputSpec
+    from cxr_viewer.core.model.preprocess import InputSpec
     from trainer.models import build_model, is_head_layer, set_trainable
 
     cfg = mobilenet_config("unused.csv", mobilenet_weights[0], **{"model.fine_tune_from": 3})
@@ -114,7 +114,7 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
 def test_imagenet_weights_offline_names_the_file_and_the_local_option(monkeypatch):
     import keras.src.applications.mobilenet as keras_mobilenet
 
-    from cxr_viewer.core.preprocess import InputSpec
+    from cxr_viewer.core.model.preprocess import InputSpec
     from trainer.models import build_model
 
     def offline(fname, origin=None, **kwargs):
@@ -131,7 +131,7 @@ def test_imagenet_weights_offline_names_the_file_and_the_local_option(monkeypatc
 
 
 def test_missing_local_weights_file_is_a_clear_error(tmp_path):
-    from cxr_viewer.core.preprocess import InputSpec
+    from cxr_viewer.core.model.preprocess import InputSpec
     from trainer.models import build_model
 
     cfg = load_config(None, {"model.architecture": "mobilenet", "model.alpha": 0.25,

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxr_viewer.core.bundle import open_bundle, sha256_file
 from cxr_viewer.core.errors import BundleError
+from cxr_viewer.core.model.bundle import open_bundle, sha256_file
 
 pytest.importorskip("tf_keras")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -126,7 +126,7 @@ def _import(path, out, **kw):
 
 
 def _bundle_predict(bundle, x):
-    from cxr_viewer.core.inference import Classifier
+    from cxr_viewer.core.model.inference import Classifier
 
     return Classifier(bundle).predict_inputs(x)
 
@@ -195,7 +195,7 @@ def test_sequential_with_nested_backbone_h5(models, tmp_path):
 
 def test_gradcam_lime_and_shap_run_on_imported_nested_bundle(nested_bundle, models):
     from cxr_viewer.core.explain.registry import create_explainer
-    from cxr_viewer.core.inference import Classifier
+    from cxr_viewer.core.model.inference import Classifier
 
     clf = Classifier(nested_bundle)
     x = models["x"][0]

@@ -86,7 +86,7 @@ def test_activation_objects_are_rebuilt_as_layers_with_identical_outputs(leaky_h
 
 def test_gradcam_reaches_the_rebuilt_activation(leaky_h5, tmp_path):
     from cxr_viewer.core.explain.registry import create_explainer
-    from cxr_viewer.core.inference import Classifier
+    from cxr_viewer.core.model.inference import Classifier
 
     path, x, _ = leaky_h5
     bundle = _import(path, tmp_path / "b")

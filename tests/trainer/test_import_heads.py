@@ -168,8 +168,8 @@ def _expected_probabilities(model, kind: str, x: np.ndarray) -> np.ndarray:
 def test_keras2_head_imports_with_class_names_only_and_predicts_like_the_original(
     case, keras2_models, tmp_path
 ):
-    from cxr_viewer.core.inference import Classifier
-    from cxr_viewer.core.preprocess import normalize
+    from cxr_viewer.core.model.inference import Classifier
+    from cxr_viewer.core.model.preprocess import normalize
 
     _, given, kind, proposal = KERAS2_CASES[case]
     path, model = keras2_models[case]
@@ -227,7 +227,7 @@ def test_multilabel_thresholds_and_wrong_counts(keras2_models, tmp_path):
 
 def _explain_all(bundle, targets: list[int], x: np.ndarray) -> dict:
     from cxr_viewer.core.explain.registry import create_explainer
-    from cxr_viewer.core.inference import Classifier
+    from cxr_viewer.core.model.inference import Classifier
 
     clf = Classifier(bundle)
     maps = {}
@@ -246,7 +246,7 @@ def _explain_all(bundle, targets: list[int], x: np.ndarray) -> dict:
 
 
 def test_binary_sigmoid_explains_both_classes_from_the_logit(keras2_models, tmp_path):
-    from cxr_viewer.core.preprocess import normalize
+    from cxr_viewer.core.model.preprocess import normalize
 
     path, model = keras2_models["one_sigmoid"]
     bundle = _import(path, tmp_path / "b", ["pneumonia"])
@@ -263,8 +263,8 @@ def test_binary_sigmoid_explains_both_classes_from_the_logit(keras2_models, tmp_
 
 def test_fourteen_findings_explain_any_output(keras2_models, tmp_path):
     from cxr_viewer.core.explain.registry import create_explainer
-    from cxr_viewer.core.inference import Classifier
-    from cxr_viewer.core.preprocess import normalize
+    from cxr_viewer.core.model.inference import Classifier
+    from cxr_viewer.core.model.preprocess import normalize
 
     path, model = keras2_models["chexnet_14"]
     bundle = _import(path, tmp_path / "b", FINDINGS_14)
@@ -278,8 +278,8 @@ def test_fourteen_findings_explain_any_output(keras2_models, tmp_path):
 
 
 def test_rescaling_model_gets_raw_pixels(keras2_models, tmp_path):
-    from cxr_viewer.core.inference import Classifier
-    from cxr_viewer.core.preprocess import normalize
+    from cxr_viewer.core.model.inference import Classifier
+    from cxr_viewer.core.model.preprocess import normalize
 
     path, model = keras2_models["rescaling"]
     bundle = _import(path, tmp_path / "b", ["normal", "pneumonia"])
@@ -325,8 +325,8 @@ def test_lambda_and_custom_layers_are_refused_clearly(k2, tmp_path):
 def test_keras3_heads(build, given, kind, tmp_path):
     import keras
 
-    from cxr_viewer.core.inference import Classifier
-    from cxr_viewer.core.preprocess import normalize
+    from cxr_viewer.core.model.inference import Classifier
+    from cxr_viewer.core.model.preprocess import normalize
 
     model = build(keras)
     _randomize(model, 3)
@@ -378,7 +378,7 @@ def test_cli_head_and_thresholds(keras2_models, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "head         multilabel: 2 sigmoid output(s), link identity" in printed
     assert "proposed:" in printed  # the preprocessing was proposed, and the user is told so
-    from cxr_viewer.core.bundle import open_bundle
+    from cxr_viewer.core.model.bundle import open_bundle
 
     assert open_bundle(out).thresholds == {"bacterial": 0.5, "viral": 0.3}
     assert open_bundle(out).near_band == 0.1

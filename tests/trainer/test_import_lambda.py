@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cxr_viewer.core.errors import BundleError
-from cxr_viewer.core.preprocess import normalize
+from cxr_viewer.core.model.preprocess import normalize
 
 pytest.importorskip("tf_keras")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

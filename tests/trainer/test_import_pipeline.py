@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr_viewer.core.preprocess import InputSpec, Intensity, image01_to_input
+from cxr_viewer.core.model.preprocess import InputSpec, Intensity, image01_to_input
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SIZE = 32
@@ -26,7 +26,7 @@ N_FILMS = 6
 
 @pytest.fixture(scope="module")
 def films(tmp_path_factory):
-    from cxr_viewer.core.phantoms import make_phantoms
+    from cxr_viewer.testdata.phantoms import make_phantoms
 
     root = tmp_path_factory.mktemp("films")
     phantoms = make_phantoms(N_FILMS, 128, seed=3)
@@ -105,8 +105,8 @@ def test_stated_pipeline_reproduces_a_bilinear_contrast_pipeline(films, model_fi
     spec = bundle.input_spec
     assert spec.interpolation == "bilinear" and spec.intensity == Intensity(1.3, 0.0, "pixels")
     # the bundle's own preprocessing now feeds the model what its pipeline fed it
-    from cxr_viewer.core.display import display_image
     from cxr_viewer.core.io import load_study
+    from cxr_viewer.core.io.display import display_image
 
     x = np.stack([image01_to_input(display_image(load_study(f)), spec) for f in films])
     got = np.asarray(bundle.load_model()(x))
@@ -138,7 +138,7 @@ def test_unstated_contrast_step_is_warned_about(films, model_file, tmp_path, cap
     err = capsys.readouterr().err
     assert "warning: None of the preprocessings tried reproduces" in err
     assert "--intensity SCALE OFFSET" in err
-    from cxr_viewer.core.bundle import open_bundle
+    from cxr_viewer.core.model.bundle import open_bundle
 
     check = open_bundle(tmp_path / "b").metadata["preprocessing_check"]
     assert check["best"]["spearman_rho"] < 0.99 or check["best"]["max_abs_dp"] > 0.01
@@ -146,8 +146,8 @@ def test_unstated_contrast_step_is_warned_about(films, model_file, tmp_path, cap
 
 
 def test_keras_bilinear_resize_is_matched_by_the_bilinear_interpolation(films, model_file):
-    from cxr_viewer.core.display import display_image
     from cxr_viewer.core.io import load_study
+    from cxr_viewer.core.io.display import display_image
 
     _, model = model_file
     expected = np.asarray(model(np.stack([_keras_pipeline(f) for f in films])))

@@ -215,7 +215,7 @@ def _explain_all(clf, x) -> dict[str, str]:
 @pytest.mark.parametrize("case", MATRIX, ids=[c.id for c in MATRIX])
 def test_model_imports_predicts_like_keras_and_explains(case, folder):
     from cxr_viewer.core.importer import import_model
-    from cxr_viewer.core.inference import Classifier
+    from cxr_viewer.core.model.inference import Classifier
 
     model = _build(case)
     path = _save(model, case, folder)
@@ -225,7 +225,7 @@ def test_model_imports_predicts_like_keras_and_explains(case, folder):
     expected = np.asarray(model(x, training=False))
     clf = Classifier(bundle)  # loads the bundle's model once, for the comparison and methods
     if case.pre == "lambda":  # the bundle is fed the same pixels through its convention
-        from cxr_viewer.core.preprocess import normalize
+        from cxr_viewer.core.model.preprocess import normalize
 
         assert bundle.metadata["preprocess_lambda"]["layer"] == "preprocess"
         x = normalize(x[..., 0] / 255.0, bundle.input_spec)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cxr_viewer.core.errors import TrainingError
-from cxr_viewer.core.preprocess import InputSpec
+from cxr_viewer.core.model.preprocess import InputSpec
 from trainer.config import ModelConfig
 from trainer.models import build_model
 

@@ -41,8 +41,8 @@ def test_multilabel_config_is_checked():
 
 @pytest.mark.slow
 def test_multilabel_training_exports_a_multilabel_bundle(tmp_path):
-    from cxr_viewer.core.inference import load_classifier
     from cxr_viewer.core.io import load_study
+    from cxr_viewer.core.model.inference import load_classifier
     from trainer.run import run_training
 
     csv = write_multilabel_phantoms(tmp_path / "data", make_multilabel_phantoms(160, 64, seed=4))
@@ -87,10 +87,10 @@ def test_multilabel_training_exports_a_multilabel_bundle(tmp_path):
 
 def test_shipped_example_bundle_finds_the_phantom_findings():
     """resources/multilabel_bundle (trained by cxr-train) on phantoms it never saw."""
-    from cxr_viewer.core.bundle import open_bundle
-    from cxr_viewer.core.inference import Classifier
+    from cxr_viewer.core.model.bundle import open_bundle
+    from cxr_viewer.core.model.inference import Classifier
+    from cxr_viewer.core.model.preprocess import image01_to_input
     from cxr_viewer.core.paths import resources_dir
-    from cxr_viewer.core.preprocess import image01_to_input
 
     bundle = open_bundle(resources_dir() / "multilabel_bundle")
     assert bundle.head.kind == "multilabel" and bundle.class_names == list(MULTILABEL_FINDINGS)

@@ -166,8 +166,8 @@ def test_two_workers_killed_mid_run_resume_and_the_chief_exports_a_loadable_bund
     """Two local CPU workers train; both are killed (SIGKILL) once the chief has backed up two
     epochs; re-run, they resume at the chief's epoch, and the chief writes the run folder as
     on one machine, with a bundle the viewer's core loads and predicts with."""
-    from cxr_viewer.core.bundle import open_bundle
-    from cxr_viewer.core.inference import load_classifier
+    from cxr_viewer.core.model.bundle import open_bundle
+    from cxr_viewer.core.model.inference import load_classifier
 
     run = tmp_path / "run"
     meta = run / "checkpoints" / "backup" / "training_metadata.json"

@@ -63,8 +63,8 @@ def test_argument_errors():
 
 def test_written_files_read_back_as_the_same_picture(tmp_path):
     pydicom = pytest.importorskip("pydicom")
-    from cxr_viewer.core.display import display_image
     from cxr_viewer.core.io import load_study
+    from cxr_viewer.core.io.display import display_image
 
     p = make_phantoms(2, 64, seed=2, positive_fraction=0.5)
     manifest = write_phantoms(tmp_path, p)

@@ -33,9 +33,9 @@ def _phantom_config(csv, **over):
 
 
 def test_tiny_model_learns_phantom_lesions_and_exports_a_bundle(phantom_csv_64, tmp_path):
-    from cxr_viewer.core.bundle import open_bundle
-    from cxr_viewer.core.inference import load_classifier
     from cxr_viewer.core.io import load_study
+    from cxr_viewer.core.model.bundle import open_bundle
+    from cxr_viewer.core.model.inference import load_classifier
     from trainer.run import run_training
 
     cfg = _phantom_config(phantom_csv_64)

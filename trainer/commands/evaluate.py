@@ -28,8 +28,8 @@ def evaluate_bundle(bundle_path, cfg, out_dir, *, splits=None, split="test", pro
     import numpy as np
     import pandas as pd
 
-    from cxr_viewer.core.bundle import open_bundle
     from cxr_viewer.core.errors import TrainingError
+    from cxr_viewer.core.model.bundle import open_bundle
     from trainer.cache import build_cache
     from trainer.datasets import read_dataset
     from trainer.evaluate import compute_metrics

@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cxr_viewer.core.heads import HEAD_KINDS
-from cxr_viewer.core.preprocess import INTENSITY_STAGES, INTERPOLATIONS, PREPROCESSINGS
+from cxr_viewer.core.model.heads import HEAD_KINDS
+from cxr_viewer.core.model.preprocess import INTENSITY_STAGES, INTERPOLATIONS, PREPROCESSINGS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"cxr-train import: {exc}", file=sys.stderr)
         return 2
     try:
-        from cxr_viewer.core.preprocess import Intensity
+        from cxr_viewer.core.model.preprocess import Intensity
 
         intensity = (
             Intensity(args.intensity[0], args.intensity[1], args.intensity_stage)

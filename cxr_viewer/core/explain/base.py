@@ -1,6 +1,6 @@
 """One interface for every explanation method.
 
-An :class:`Explainer` is built from a :class:`~cxr_viewer.core.inference.Classifier` and its
+An :class:`Explainer` is built from a :class:`~cxr_viewer.core.model.inference.Classifier` and its
 settings, and computes a :class:`Heatmap` for one preprocessed model input and one target class.
 Every explainer reports progress, stops promptly when cancelled (raising
 :class:`~cxr_viewer.core.errors.Cancelled`), and gives the same result for the same seed.
@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, get_args, get_or
 import numpy as np
 
 from cxr_viewer.core.errors import ExplainError
-from cxr_viewer.core.preprocess import study_to_input
+from cxr_viewer.core.io.resize import resize_map
+from cxr_viewer.core.io.study import Study
+from cxr_viewer.core.model.preprocess import study_to_input
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
-from cxr_viewer.core.resize import resize_map
-from cxr_viewer.core.study import Study
 
 if TYPE_CHECKING:
-    from cxr_viewer.core.inference import Classifier
+    from cxr_viewer.core.model.inference import Classifier
 
 PartialFn = Callable[["Heatmap"], None]
 
@@ -201,7 +201,7 @@ class Heatmap:
     ----------
     values:
         float32 (rows, columns), at the model's input size (from :meth:`Explainer.explain`
-        and :func:`explain_with_trust`; :func:`explain_study` resizes to the study's pixels).
+        and :func:`explain_map`; :func:`explain_study` resizes to the study's pixels).
         Views and exports scale it when they draw or write it. Signed where ``signed`` (positive: toward the
         target class), else non-negative.
     method, target_class, class_name, layer, settings, seed:
@@ -216,7 +216,7 @@ class Heatmap:
     status, note:
         ``"ok"``, or ``"no signal"`` for a map with nothing to show (zero or the same value
         everywhere, :func:`signal_problem`); ``note`` then says why and what to try instead.
-        Such a map gets no trust figures (:func:`explain_with_trust`).
+        Such a map gets no trust figures (:func:`~cxr_viewer.core.evaluate.trust.explain_with_trust`).
     """
 
     values: np.ndarray
@@ -239,7 +239,7 @@ class Heatmap:
         return self.status if not self.note else f"{self.status}: {self.note}"
 
     def resized(self, rows: int, columns: int) -> Heatmap:
-        """The same map at (rows, columns) (:func:`~cxr_viewer.core.resize.resize_map`)."""
+        """The same map at (rows, columns) (:func:`~cxr_viewer.core.io.resize.resize_map`)."""
         if self.values.shape == (rows, columns):
             return self
         return replace(self, values=resize_map(self.values, rows, columns))
@@ -288,7 +288,7 @@ class Explainer(ABC):
     #: ``<name>_<field>`` (values from :meth:`summary`)
     summary_fields: ClassVar[tuple[str, ...]] = ()
     #: largest GPU-vs-CPU difference of the map allowed by the device comparison, relative to
-    #: the CPU map's largest value (cxr_viewer.core.device_compare)
+    #: the CPU map's largest value (cxr_viewer.core.model.device_compare)
     device_tolerance: ClassVar[float] = 0.05
 
     @classmethod
@@ -386,36 +386,29 @@ class Run:
         )
 
 
-def explain_with_trust(
+def explain_map(
     explainer: Explainer,
     x: np.ndarray,
     target_class: int,
     *,
-    trust: bool = True,
-    seed: int = 0,
     progress: ProgressFn = no_progress,
     cancel: CancelToken | None = None,
     partial: PartialFn | None = None,
 ) -> Heatmap:
-    """Explain model input ``x`` and add the trust figures: the one path of the viewer and batch.
+    """Explain model input ``x``: the map at the model's input size, its run time set, and a map
+    that shows nothing (:func:`signal_problem`) marked :data:`NO_SIGNAL` with what to try.
 
-    The trust figures (deletion / insertion AUC, top-20 % drop: :func:`~cxr_viewer.core.trust.add_trust`,
-    seeded by ``seed``) are computed on the map at the model's input size, as the model sees
-    it; ``trust=False`` skips them. The map (and every partial map) stays at the model's input
-    size: whoever shows or writes it at a study's size scales it then
-    (:func:`~cxr_viewer.core.resize.resize_map`, :meth:`Heatmap.resized`).
+    The map (and every partial map) stays at the model's input size: whoever shows or writes it
+    at a study's size scales it then (:func:`~cxr_viewer.core.io.resize.resize_map`,
+    :meth:`Heatmap.resized`). The trust figures are added above this layer
+    (:func:`cxr_viewer.core.evaluate.trust.explain_with_trust`).
     """
-    from cxr_viewer.core.trust import add_trust
-
     start = time.perf_counter()
     hm = explainer.explain(x, target_class, progress=progress, cancel=cancel, partial=partial)
     hm.runtime_s = hm.runtime_s or (time.perf_counter() - start)
     problem = signal_problem(hm.values)
     if problem is not None:  # nothing to rank pixels by: deletion/insertion would be noise
         hm.status, hm.note = NO_SIGNAL, f"{problem}; {no_signal_remedy(hm.method, hm.layer)}"
-        return hm
-    if trust:
-        hm = add_trust(hm, explainer.classifier, x, seed=seed, cancel=cancel)
     return hm
 
 
@@ -474,11 +467,10 @@ def explain_study(
         if partial is not None:
             partial(h.resized(study.rows, study.columns))
 
-    hm = explain_with_trust(
+    hm = explain_map(
         explainer,
         study_to_input(study, explainer.classifier.spec),
         target_class,
-        trust=False,
         progress=progress,
         cancel=cancel,
         partial=_partial if partial is not None else None,

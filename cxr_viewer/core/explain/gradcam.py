@@ -19,16 +19,10 @@ from typing import Any, ClassVar, Literal, get_args
 import numpy as np
 
 from cxr_viewer.core.errors import ExplainError
-from cxr_viewer.core.resize import resize_map
+from cxr_viewer.core.io.resize import resize_map
+from cxr_viewer.core.model.graph import final_score_parts, flat_model, model_cache, output_is_logit
 
-from ._common import (
-    final_score_parts,
-    flat_model,
-    get_layer,
-    model_cache,
-    output_is_logit,
-    target_unit,
-)
+from ._common import get_layer, target_unit
 from .base import DisplayDefaults, Explainer, ExplainerSettings, Heatmap, Run
 from .layers import default_gradcam_layer, gradcam_layers, layer_output
 
@@ -40,7 +34,7 @@ def _build_fn(model: Any, layer_name: str) -> tuple[Any, str]:
     """A compiled x -> (feature maps A, class scores) function for ``layer_name``."""
     import keras
 
-    from cxr_viewer.core.model_io import import_tensorflow
+    from cxr_viewer.core.model.model_io import import_tensorflow
 
     tf = import_tensorflow()
     get_layer(model, layer_name)  # a clear error for an unknown name

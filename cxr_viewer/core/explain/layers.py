@@ -12,9 +12,8 @@ nothing heavy at import time.
   do the attributions sum to f(x) − E f(background) (completeness, Lundberg & Lee 2017). Inside
   a residual block a single layer's output is not a cut (the skip connection bypasses it), so
   those layers are not offered (measured).
-* :func:`flatten_model` — a nested backbone (``Model`` used as a layer) hides its layers; this
-  re-traces the graph with every nested functional model inlined, so they become addressable
-  (same layers, same weights, identical outputs).
+* Every function works on the model with nested backbones inlined
+  (:func:`cxr_viewer.core.model.graph.flatten_model`).
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from collections import defaultdict
 from typing import Any
 
 from cxr_viewer.core.errors import ExplainError
+from cxr_viewer.core.model.graph import flatten_model
 
 # Keras models, layers, graph nodes and tensors are typed ``Any`` here: this module reads
 # Keras's functional graph (``_nodes_by_depth``, ``_keras_history``), which has no stable types.
@@ -51,54 +51,6 @@ _CONV_CLASSES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspos
 _POOL_CLASSES = {"GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten"}
 #: layers Grad-CAM's default looks through, walking back from the global pooling
 _PASS_CLASSES = {"MaxPooling2D", "AveragePooling2D"}
-
-
-def _is_submodel(layer: Any) -> bool:
-    return hasattr(layer, "_run_through_graph") and hasattr(layer, "_nodes_by_depth")
-
-
-def has_nested_model(model: Any) -> bool:
-    """True if a layer of ``model`` is itself a functional model (a nested backbone)."""
-    return any(_is_submodel(layer) for layer in getattr(model, "layers", []))
-
-
-def flatten_model(model: Any) -> Any:
-    """``model`` with every nested functional model inlined (or ``model`` itself if none).
-
-    The flattened model shares the original's layer objects and weights; its outputs are
-    identical. A backbone called as one layer hides its layers (190 for ResNet50V2) from
-    Grad-CAM/SHAP; re-applying the outer graph to the inlined backbone exposes them.
-    """
-    if not has_nested_model(model):
-        return model
-    import keras
-
-    def operation_fn(op: Any) -> Any:
-        if _is_submodel(op):
-
-            def inline(*args: Any, **kwargs: Any) -> Any:
-                inputs = args[0] if len(args) == 1 else list(args)
-                return op._run_through_graph(inputs, operation_fn=operation_fn)
-
-            return inline
-        return op
-
-    try:
-        new_inputs = [
-            keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=f"flat_{i}")
-            for i, t in enumerate(model.inputs)
-        ]
-        outputs = model._run_through_graph(
-            new_inputs if len(new_inputs) > 1 else new_inputs[0], operation_fn=operation_fn
-        )
-        inputs = new_inputs if len(new_inputs) > 1 else new_inputs[0]
-        return keras.Model(inputs, outputs, name=f"{model.name}_flat")
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise ExplainError(
-            "Cannot expose the layers of a nested backbone",
-            f"re-tracing the model with its sub-model inlined failed: {exc}",
-            "Re-export the model with a flat backbone (build it with input_tensor=).",
-        ) from exc
 
 
 class _Graph:
@@ -143,7 +95,7 @@ class _Graph:
 def layer_output(model: Any, name: str) -> Any:
     """The output tensor of layer ``name`` *in this model's graph*.
 
-    ``layer.output`` is the layer's first call; after :func:`flatten_model` re-traced a nested
+    ``layer.output`` is the layer's first call; after :func:`~cxr_viewer.core.model.graph.flatten_model` re-traced a nested
     backbone, the flattened graph holds the layer's second call, so look the node up instead.
     """
     g = _Graph(model)

@@ -64,8 +64,8 @@ from typing import Any, ClassVar, Literal, get_args
 import numpy as np
 
 from cxr_viewer.core.errors import ExplainError
-from cxr_viewer.core.preprocess import InputSpec
-from cxr_viewer.core.scores import class_log_odds
+from cxr_viewer.core.model.preprocess import InputSpec
+from cxr_viewer.core.model.scores import class_log_odds
 
 from ._common import to_unit
 from .base import DisplayDefaults, Explainer, ExplainerSettings, Heatmap, Run, SampleControl
@@ -333,7 +333,7 @@ class LimeSettings(ExplainerSettings):
     batch_size: model batch (None: the classifier's, sized for the device).
     seed: random seed of the perturbations and of quickshift.
     output: what the surrogate fits: "log_odds" (default) — the explained class's log-odds
-        (:func:`cxr_viewer.core.scores.class_log_odds`) — or "probability" (lime's own
+        (:func:`cxr_viewer.core.model.scores.class_log_odds`) — or "probability" (lime's own
         choice). On a confident model p sits at 0.99–1.00 whatever superpixels are hidden, so
         a fit on p is mostly noise and the split halves agree late or never: on the demo
         bundle's 7 real sample films (resources/samples/real-*) LIME on p converged on 4 (at

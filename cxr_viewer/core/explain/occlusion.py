@@ -22,7 +22,7 @@ from typing import ClassVar
 import numpy as np
 
 from cxr_viewer.core.errors import ExplainError
-from cxr_viewer.core.preprocess import normalize
+from cxr_viewer.core.model.preprocess import normalize
 
 from .base import DisplayDefaults, Explainer, ExplainerSettings, Heatmap, Run
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from cxr_viewer.core.bundle_schema import Key, mapping, register_key, string
 from cxr_viewer.core.errors import ExplainError
+from cxr_viewer.core.model.bundle_schema import Key, mapping, register_key, string
 
 from .base import Explainer, ExplainerSettings
 from .gradcam import GradCamExplainer
@@ -24,8 +24,8 @@ from .occlusion import OcclusionExplainer
 from .shap_explainer import ShapLayerExplainer
 
 if TYPE_CHECKING:
-    from cxr_viewer.core.bundle import Bundle
-    from cxr_viewer.core.inference import Classifier
+    from cxr_viewer.core.model.bundle import Bundle
+    from cxr_viewer.core.model.inference import Classifier
 
 #: bundle metadata key: method name → why it does not apply to the model (written by the
 #: importer, e.g. Grad-CAM and SHAP for a model without convolutional feature maps)

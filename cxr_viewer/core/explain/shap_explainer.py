@@ -1,7 +1,7 @@
 """Per-layer SHAP with ``shap.GradientExplainer`` (expected gradients).
 
 The attributed quantity f is the target class's score: its logit by default (see
-:func:`._common.output_fn`), or its probability (``output="probability"``). Expected gradients (Lundberg & Lee, NeurIPS 2017; Erion et al., Nat. Mach. Intell. 2021)
+:func:`cxr_viewer.core.model.graph.output_fn`), or its probability (``output="probability"``). Expected gradients (Lundberg & Lee, NeurIPS 2017; Erion et al., Nat. Mach. Intell. 2021)
 attribute f(x) − E_b f(b) to the features of a layer's activations ``h``:
 ``phi = E_{b, t} [ (h(x) − h(b)) ⊙ ∇_h f(h(b) + t (h(x) − h(b))) ]`` with b drawn from the
 background set and t ~ U(0, 1); the attributions sum to f(x) − E f(b) (completeness).
@@ -29,18 +29,11 @@ from typing import Any, ClassVar, Literal, get_args
 import numpy as np
 
 from cxr_viewer.core.errors import ExplainError
+from cxr_viewer.core.io.resize import resize_map
+from cxr_viewer.core.model.graph import flat_model, model_cache, output_fn, output_is_logit
 from cxr_viewer.core.progress import CancelToken, ProgressFn
-from cxr_viewer.core.resize import resize_map
-from cxr_viewer.core.trust import completeness_gap
 
-from ._common import (
-    flat_model,
-    get_layer,
-    model_cache,
-    output_fn,
-    output_is_logit,
-    target_unit,
-)
+from ._common import get_layer, target_unit
 from .base import DisplayDefaults, Explainer, ExplainerSettings, Heatmap, Run, SampleControl
 from .layers import is_cut_layer, layer_output, shap_layers
 
@@ -57,7 +50,7 @@ def _stem_fn(model: Any, layer_name: str) -> Any:
     if key not in cache:
         import keras
 
-        from cxr_viewer.core.model_io import import_tensorflow
+        from cxr_viewer.core.model.model_io import import_tensorflow
 
         tf = import_tensorflow()
         get_layer(model, layer_name)
@@ -101,6 +94,14 @@ def stratified_schedule(
     idx_a, t_a = np.concatenate(idx), np.concatenate(ts)
     perm = rng.permutation(len(idx_a))  # mix backgrounds across batches
     return idx_a[perm], t_a[perm].astype(np.float32)
+
+
+def completeness_gap(sum_attributions: float, f_x: float, f_background: float) -> float:
+    """|Σφ − (f(x) − E f(bg))| / |f(x) − E f(bg)| (NaN if the difference is ~0)."""
+    diff = float(f_x) - float(f_background)
+    if abs(diff) < 1e-6:
+        return float("nan")
+    return abs(float(sum_attributions) - diff) / abs(diff)
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,7 @@ class ShapLayerExplainer(Explainer):
         if key in cache:
             cached: tuple[Any, np.ndarray, np.ndarray, Any, str] = cache[key]
             return cached
-        from cxr_viewer.core.model_io import importing
+        from cxr_viewer.core.model.model_io import importing
 
         with importing("shap"):
             import shap
@@ -322,7 +323,7 @@ class ShapLayerExplainer(Explainer):
         cancel: CancelToken | None,
     ) -> np.ndarray:
         """Expected gradients with shap's compiled gradient and a stratified schedule."""
-        from cxr_viewer.core.model_io import import_tensorflow
+        from cxr_viewer.core.model.model_io import import_tensorflow
 
         tf = import_tensorflow()
         # shap's _TFGradient compiles and caches one gradient function per output class

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from cxr_viewer.core.bundle import Bundle, sha256_file, write_bundle
 from cxr_viewer.core.errors import BundleError, CxrError, ExplainError
 from cxr_viewer.core.explain.registry import UNAVAILABLE_KEY
-from cxr_viewer.core.heads import HEAD_KINDS, Head, propose_head
-from cxr_viewer.core.preprocess import INTERPOLATIONS, PREPROCESSINGS, InputSpec, Intensity
+from cxr_viewer.core.model.bundle import Bundle, sha256_file, write_bundle
+from cxr_viewer.core.model.heads import HEAD_KINDS, Head, propose_head
+from cxr_viewer.core.model.preprocess import INTERPOLATIONS, PREPROCESSINGS, InputSpec, Intensity
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
 
 from .background import make_background
@@ -179,7 +179,7 @@ def _library_check(app: str, convention: str) -> float:
     """max |installed keras.applications.<app>.preprocess_input(pixels) − the convention|."""
     import importlib
 
-    from cxr_viewer.core.preprocess import normalize
+    from cxr_viewer.core.model.preprocess import normalize
 
     module = importlib.import_module(f"keras.applications.{app}")
     pixels = np.linspace(0.0, 255.0, 16 * 16, dtype=np.float32).reshape(1, 16, 16, 1)
@@ -240,7 +240,7 @@ def import_model(
     out_dir:
         The bundle folder to write.
     preprocessing:
-        One of :data:`cxr_viewer.core.preprocess.PREPROCESSINGS`; None takes the proposal of
+        One of :data:`cxr_viewer.core.model.preprocess.PREPROCESSINGS`; None takes the proposal of
         :func:`.inspect.propose_preprocessing` (a Rescaling layer, the backbone, else ``unit``),
         recorded in the metadata as proposed rather than given.
     input_size:
@@ -260,7 +260,7 @@ def import_model(
         The viewer flags a probability this close to its threshold (default 0.05).
     interpolation, intensity:
         The training pipeline's resize interpolation (a key of
-        :data:`~cxr_viewer.core.preprocess.INTERPOLATIONS`) and linear intensity step, as the
+        :data:`~cxr_viewer.core.model.preprocess.INTERPOLATIONS`) and linear intensity step, as the
         user states them; None: ``auto`` and none, or the best match on the reference films.
     reference_predictions:
         A CSV of the model's outputs on a few films through the user's own pipeline
@@ -460,11 +460,11 @@ def preview_predictions(
 ) -> dict[str, np.ndarray]:
     """Probabilities (n images, classes) of the prepared model under each preprocessing.
 
-    ``images01`` are display images in [0, 1] (:func:`cxr_viewer.core.display.display_image`);
+    ``images01`` are display images in [0, 1] (:func:`cxr_viewer.core.io.display.display_image`);
     each goes through the shared preprocessing with every candidate, so the user can see which
     convention gives sane predictions before saving.
     """
-    from cxr_viewer.core.preprocess import image01_to_input
+    from cxr_viewer.core.model.preprocess import image01_to_input
 
     out: dict[str, np.ndarray] = {}
     out_head = None
@@ -689,7 +689,7 @@ def _output_activation(
     model: Any, declared: str | None, outputs: np.ndarray, source_name: str
 ) -> str:
     """The model's final activation: from its configuration or graph, checked on its outputs."""
-    from cxr_viewer.core.explain._common import final_score_parts
+    from cxr_viewer.core.model.graph import final_score_parts
 
     activation = declared
     if activation is None:

@@ -3,8 +3,8 @@
 Expected gradients (Erion et al. 2021; ``shap.GradientExplainer``, Lundberg & Lee 2017)
 attribute f(x) − E f(background), so the background should look like the data the model saw.
 Images the user points to are read with :func:`cxr_viewer.core.io.load_study` and turned into
-model inputs by the one preprocessing path (:func:`~cxr_viewer.core.preprocess.study_to_input`);
-without them, chest-X-ray phantoms (:func:`cxr_viewer.core.phantoms.make_phantoms`) stand in, and the
+model inputs by the one preprocessing path (:func:`~cxr_viewer.core.model.preprocess.study_to_input`);
+without them, chest-X-ray phantoms (:func:`cxr_viewer.testdata.phantoms.make_phantoms`) stand in, and the
 bundle metadata says so.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr_viewer.core.errors import BundleError, InvalidInputError, StudyLoadError
-from cxr_viewer.core.preprocess import InputSpec, image01_to_input, study_to_input
+from cxr_viewer.core.model.preprocess import InputSpec, image01_to_input, study_to_input
 from cxr_viewer.core.progress import CancelToken
 
 PHANTOM_SOURCE = "synthetic phantoms"
@@ -38,7 +38,7 @@ def make_background(
 
 def phantom_background(spec: InputSpec, n: int) -> np.ndarray:
     """``n`` phantoms (half with a lesion) through the shared preprocessing."""
-    from cxr_viewer.core.phantoms import make_phantoms
+    from cxr_viewer.testdata.phantoms import make_phantoms
 
     size = max(spec.height, spec.width, 16)
     phantoms = make_phantoms(n, size, seed=PHANTOM_SEED)
@@ -49,13 +49,13 @@ def folder_background(
     spec: InputSpec, folder: Path, n: int, cancel: CancelToken | None = None
 ) -> tuple[np.ndarray, str]:
     """Up to ``n`` images from ``folder`` (natural order, evenly spaced when there are more)."""
-    from cxr_viewer.core.io import list_study_files, load_study
+    from cxr_viewer.core.io import format_names, list_study_files, load_study
 
     if not folder.is_dir():
         raise BundleError(
             f"No background image folder at {folder}",
             "the path is not a folder.",
-            "Choose a folder of chest X-rays (PNG, JPEG or DICOM), or leave it out to use "
+            f"Choose a folder of chest X-rays ({format_names()}), or leave it out to use "
             "synthetic phantoms.",
         )
     try:
@@ -78,7 +78,7 @@ def folder_background(
     if not inputs:
         raise BundleError(
             f"No readable images in {folder.name}",
-            f"none of its {len(files)} files could be read as a PNG, JPEG or DICOM image.",
+            f"none of its {len(files)} files could be read as a {format_names()} image.",
             "Choose a folder of chest X-rays, or leave it out to use synthetic phantoms.",
         )
     note = f"{len(inputs)} images from {folder.name}"

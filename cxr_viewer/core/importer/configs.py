@@ -83,7 +83,7 @@ def find_class(obj: Any, cls: str, path: tuple[str, ...] = ()) -> tuple[str, ...
     return None
 
 
-#: keras.applications module → the convention (core/preprocess.py) its ``preprocess_input``
+#: keras.applications module → the convention (core/model/preprocess.py) its ``preprocess_input``
 #: computes from 0–255 pixels of a grey image (R = G = B, so caffe's BGR flip changes nothing)
 APPLICATION_CONVENTIONS = {
     "resnet": "caffe",

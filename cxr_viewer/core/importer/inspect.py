@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cxr_viewer.core import jsonio
 from cxr_viewer.core.errors import BundleError, ModelLoadError
-from cxr_viewer.core.heads import propose_head
+from cxr_viewer.core.io import jsonio
+from cxr_viewer.core.model.heads import propose_head
 
 from .configs import NESTED_CLASSES, declared_input_shape
 
@@ -84,7 +84,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".keras":
-            from cxr_viewer.core.archive import KERAS_LIMITS, read_member
+            from cxr_viewer.core.io.archive import KERAS_LIMITS, read_member
 
             with zipfile.ZipFile(path) as zf:  # capped: no zip bomb is inflated
                 raw_config = read_member(zf, path, "config.json", KERAS_LIMITS)

@@ -3,7 +3,7 @@
 A model trained elsewhere saw its films through that project's pipeline: an OpenCV or Keras
 resize (``cv2.resize`` and ``image_dataset_from_directory`` are bilinear), maybe a contrast step
 (``x * 1.3`` before the /255), then a value convention. CXR Lens can state the resize
-interpolation and one linear intensity step (:class:`~cxr_viewer.core.preprocess.Intensity`)
+interpolation and one linear intensity step (:class:`~cxr_viewer.core.model.preprocess.Intensity`)
 besides the convention. Given the model's outputs on a few films *computed by the user's own
 pipeline* (a CSV, :func:`read_reference`), :func:`match_pipeline` runs every candidate (each
 convention × each interpolation × the stated intensity step or none) through the shared
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from cxr_viewer.core.errors import BundleError, CxrError
-from cxr_viewer.core.preprocess import INTERPOLATIONS, InputSpec, Intensity, image01_to_input
+from cxr_viewer.core.model.preprocess import INTERPOLATIONS, InputSpec, Intensity, image01_to_input
 
 #: a best match below this rank correlation is reported as poor
 GOOD_RHO = 0.99
@@ -70,8 +70,8 @@ def read_reference(csv_path: str | Path, units: int) -> tuple[list[np.ndarray], 
     more columns: the model's outputs on that image through the user's own pipeline, in output
     order (their names are free).
     """
-    from cxr_viewer.core.display import display_image
     from cxr_viewer.core.io import load_study
+    from cxr_viewer.core.io.display import display_image
 
     path = Path(csv_path)
     try:

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from cxr_viewer.core import jsonio
-from cxr_viewer.core.bundle import METADATA_FILE
 from cxr_viewer.core.errors import BundleError, ModelLoadError
+from cxr_viewer.core.io import jsonio
+from cxr_viewer.core.model.bundle import METADATA_FILE
 
 from .configs import preprocess_lambda, refuse_unsupported, replace_preprocess_lambdas
 
@@ -113,7 +113,7 @@ def _refuse_folder(path: Path) -> None:
 
 
 def _read_keras(path: Path) -> SourceModel:
-    from cxr_viewer.core.archive import KERAS_LIMITS, read_member
+    from cxr_viewer.core.io.archive import KERAS_LIMITS, read_member
 
     try:
         with zipfile.ZipFile(path) as zf:  # capped: no zip bomb is inflated
@@ -177,7 +177,7 @@ def _has(zf: zipfile.ZipFile, name: str) -> bool:
 
 
 def _loaded(path: Path, fmt: str, version: str) -> SourceModel:
-    from cxr_viewer.core.model_io import load_keras_model
+    from cxr_viewer.core.model.model_io import load_keras_model
 
     model = load_keras_model(path)
     import keras
@@ -272,7 +272,7 @@ def reference_for(source: SourceModel) -> tuple[Reference | None, str]:
         return (lambda x: np.asarray(model(x, training=False))), (
             f"tf_keras {_version('tf_keras')} (Keras 2)"
         )
-    from cxr_viewer.core.model_io import load_keras_model
+    from cxr_viewer.core.model.model_io import load_keras_model
 
     try:
         k3 = load_keras_model(source.path)

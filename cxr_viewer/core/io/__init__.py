@@ -1,121 +1,35 @@
-"""Reading studies: PNG, JPEG and DICOM files, and folders of them.
+"""The I/O layer: image formats, studies, display transforms and file utilities.
 
-``load_study`` tells the format from the file's first bytes (a PNG named ``.dcm`` still
-loads; a text file named ``.png`` is refused), refuses images larger than ``max_pixels``
-before decoding them, and raises only :class:`~cxr_viewer.core.errors.StudyLoadError`
-subclasses, with the library's exception chained as the cause.
+Reading: :func:`load_study` reads one file, :func:`load_folder` a folder (:mod:`.loader`); the
+format is told from the file's first bytes by the format registry (:mod:`.formats`; the
+built-in PNG, JPEG and DICOM formats in :mod:`.builtin_formats`, their readers :mod:`.raster`
+and :mod:`.dicom`, sniffing in :mod:`.sniff`, size limits in :mod:`.limits`), so a PNG named
+``.dcm`` still loads and a text file named ``.png`` is refused; folder scanning is
+:mod:`.folder`. The result is a :class:`~.study.Study`; :mod:`.display` turns
+it into the [0, 1] display image (VOI window or LUT, inversion) and :mod:`.resize` scales maps.
+File utilities every layer uses: atomic writes (:mod:`.atomic`), JSON (:mod:`.jsonio`) and
+capped zip reading (:mod:`.archive`). This is the lowest layer of the core: it imports only
+:mod:`cxr_viewer.core.errors` and :mod:`cxr_viewer.core.progress` from the rest of it.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from cxr_viewer.core.errors import CorruptFileError, StudyLoadError, UnsupportedFormatError
-from cxr_viewer.core.study import Study
-
-from .folder import (
-    FolderResult,
-    Listing,
-    list_study_files,
-    load_folder,
-    not_a_file_reason,
-    scan_study_files,
-)
+from .folder import FolderResult, Listing, list_study_files, scan_study_files
+from .formats import ImageFormat, format_names, image_suffixes, register_format, unregister_format
 from .limits import DEFAULT_MAX_PIXELS
-from .sniff import DICOM_SUFFIXES, IMAGE_SUFFIXES, describe, read_head, sniff
+from .loader import load_folder, load_study
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "FolderResult",
+    "ImageFormat",
     "Listing",
+    "format_names",
+    "image_suffixes",
     "list_study_files",
     "load_folder",
     "load_study",
+    "register_format",
     "scan_study_files",
+    "unregister_format",
 ]
-
-
-def load_study(path: str | Path, frame: int = 0, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Study:
-    """Read one image file into a :class:`~cxr_viewer.core.study.Study`.
-
-    Parameters
-    ----------
-    path:
-        A PNG, JPEG or DICOM file (DICOM with or without the Part 10 header, i.e. also old
-        ACR-NEMA files). The format is taken from the content, not the name.
-    frame:
-        Frame of a multi-frame DICOM, 0-based (``Study.n_frames`` tells how many there are).
-    max_pixels:
-        Largest ``rows × columns`` accepted; checked from the header before decoding. It also
-        sets the memory budget: a frame may decode to at most ``4 × max_pixels`` bytes.
-
-    Raises
-    ------
-    UnsupportedFormatError
-        Not PNG, JPEG or DICOM.
-    CorruptFileError
-        Truncated or damaged, or a decoder rejected the data.
-    MissingCodecError
-        A DICOM transfer syntax needs a decoder package that is not installed.
-    NoPixelDataError
-        A DICOM object without an image.
-    ImageTooLargeError
-        Larger than ``max_pixels``.
-    StudyLoadError
-        Missing file, unreadable file, frame out of range.
-    """
-    p = Path(path)
-    reason = not_a_file_reason(p)
-    if reason == "no such file or folder":
-        raise StudyLoadError(
-            f"Cannot open {p}", "the file does not exist", "Check the path and try again."
-        )
-    if reason is not None:
-        raise StudyLoadError(f"Cannot open {p.name}", reason, "Choose an image file.")
-    if p.is_dir():
-        raise StudyLoadError(
-            f"Cannot open {p.name}", "it is a folder, not an image file", "Open it as a folder."
-        )
-    try:
-        head = read_head(p)
-    except FileNotFoundError as exc:
-        raise StudyLoadError(
-            f"Cannot open {p}", "the file does not exist", "Check the path and try again."
-        ) from exc
-    except OSError as exc:
-        raise StudyLoadError(
-            f"Cannot open {p.name}",
-            f"the file cannot be read ({exc.strerror or exc})",
-            "Check that it exists and that you have permission to read it.",
-        ) from exc
-    kind = sniff(head)
-    if kind is None:
-        suffix = p.suffix.casefold()
-        if not head:
-            raise CorruptFileError(
-                f"Cannot open {p.name}", "the file is empty", "Choose another file."
-            )
-        named = f" although it is named {suffix}" if suffix in IMAGE_SUFFIXES else ""
-        raise UnsupportedFormatError(
-            f"Cannot open {p.name}",
-            f"it is not a PNG, JPEG or DICOM file{named}: {describe(head)}",
-            "Choose a PNG, JPEG or DICOM file.",
-        )
-    if kind in ("png", "jpeg"):
-        if frame != 0:
-            raise StudyLoadError(
-                f"Cannot open frame {frame} of {p.name}",
-                f"a {kind.upper()} file has one frame (frame 0)",
-                "Choose frame 0.",
-            )
-        from .raster import load_raster
-
-        return load_raster(p, kind, head, max_pixels)
-    from .dicom import load_dicom
-
-    return load_dicom(p, kind == "bare-dicom", frame, max_pixels)
-
-
-# Re-exported for callers that list extensions (e.g. a file dialog filter).
-SUPPORTED_SUFFIXES = IMAGE_SUFFIXES
-DICOM_FILE_SUFFIXES = DICOM_SUFFIXES

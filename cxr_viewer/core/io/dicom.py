@@ -3,7 +3,7 @@
 The grayscale pipeline of DICOM PS3.3 C.11 is split in two: this reader applies the modality
 LUT (Rescale Slope/Intercept or Modality LUT Sequence, via pydicom's ``apply_modality_lut``)
 and records — but does not apply — the VOI windows/LUTs and the MONOCHROME1 / INVERSE
-inversion, which :func:`cxr_viewer.core.display.display_image` applies once. pydicom's
+inversion, which :func:`cxr_viewer.core.io.display.display_image` applies once. pydicom's
 ``pixel_array`` only decodes (and converts YBR to RGB); it never windows or inverts.
 """
 
@@ -29,7 +29,6 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from cxr_viewer.core.display import auto_window_from_pixels, full_range_window
 from cxr_viewer.core.errors import (
     CorruptFileError,
     ImageTooLargeError,
@@ -37,7 +36,8 @@ from cxr_viewer.core.errors import (
     StudyLoadError,
     UnsupportedFormatError,
 )
-from cxr_viewer.core.study import Study, VoiLut, Window
+from cxr_viewer.core.io.display import auto_window_from_pixels, full_range_window
+from cxr_viewer.core.io.study import Study, VoiLut, Window
 
 from .channels import to_grey
 from .dicom_codecs import DAMAGED_HINT, check_codestream, check_decoder, decode_frame, short
@@ -49,6 +49,7 @@ from .dicom_header import (
     voi_luts_of,
     windows_of,
 )
+from .formats import format_names
 from .limits import check_decoded_bytes, check_pixel_count, decoded_budget
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -78,9 +79,9 @@ def read_dataset(path: Path, bare: bool, inflate_limit: int | None = None) -> Da
         if bare:
             raise UnsupportedFormatError(
                 f"Cannot open {path.name}",
-                "it is not a PNG, JPEG or DICOM file (no DICOM file header, and it does not "
+                f"it is not a {format_names()} file (no DICOM file header, and it does not "
                 f"parse as an old ACR-NEMA data set either: {short(exc, 200)})",
-                "Choose a PNG, JPEG or DICOM file.",
+                f"Choose a {format_names()} file.",
             ) from exc
         raise CorruptFileError(
             f"Cannot open {path.name}",
@@ -90,9 +91,9 @@ def read_dataset(path: Path, bare: bool, inflate_limit: int | None = None) -> Da
     if bare and not (has_pixels and has_rows) and not recognised:
         raise UnsupportedFormatError(
             f"Cannot open {path.name}",
-            "it is not a PNG, JPEG or DICOM file (no DICOM file header, and it does not hold "
+            f"it is not a {format_names()} file (no DICOM file header, and it does not hold "
             "an ACR-NEMA image either)",
-            "Choose a PNG, JPEG or DICOM file.",
+            f"Choose a {format_names()} file.",
         )
     if not has_pixels and has_rows:
         raise CorruptFileError(
@@ -371,7 +372,7 @@ def _auto_window(modality: np.ndarray, view: Dataset, bits_stored: int) -> Windo
     8-bit unsigned greyscale with no modality transform (secondary captures such as the
     SIIM-ACR files) already is a display image: it is shown over its full range, exactly as
     the same pixels saved as PNG would be. Anything else gets a percentile window
-    (:func:`~cxr_viewer.core.display.auto_window_from_pixels`).
+    (:func:`~cxr_viewer.core.io.display.auto_window_from_pixels`).
     """
     rescaled = "ModalityLUTSequence" in view or (
         float(view.get("RescaleSlope", 1) or 1) != 1.0

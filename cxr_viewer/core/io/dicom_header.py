@@ -1,7 +1,7 @@
 """DICOM header → Study fields: per-frame attributes, VOI windows and LUTs, spacing, metadata.
 
 Only the values are read here; applying them is the display pipeline's job
-(:mod:`cxr_viewer.core.display`, DICOM PS3.3 C.11).
+(:mod:`cxr_viewer.core.io.display`, DICOM PS3.3 C.11).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels.processing import apply_voi
 from pydicom.sequence import Sequence
 
-from cxr_viewer.core.study import VoiLut, Window
+from cxr_viewer.core.io.study import VoiLut, Window
 
 #: Header values copied into ``Study.metadata`` (as strings) when present.
 METADATA_KEYWORDS = (

@@ -1,6 +1,7 @@
-"""Folders of studies: find the image files (by name or by their first bytes) and read them all.
+"""Folders of studies: find the image files, by a registered format's suffix or first bytes.
 
-Unreadable files do not stop the folder: they are reported next to the studies that loaded.
+:func:`~.loader.load_folder` reads what is found here; unreadable files do not stop the folder:
+they are reported next to the studies that loaded (:class:`FolderResult`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cxr_viewer.core.errors import StudyLoadError
-from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
-from cxr_viewer.core.study import Study
+from cxr_viewer.core.io.study import Study
 
-from .limits import DEFAULT_MAX_PIXELS
-from .sniff import IMAGE_SUFFIXES, read_head, sniff
+from .formats import format_of, image_suffixes
+from .sniff import read_head
 
 #: Files skipped by name: DICOM media directories index a folder, they are not images.
 _SKIPPED_NAMES = frozenset({"dicomdir"})
@@ -43,10 +43,10 @@ def is_candidate(path: Path) -> bool:
     """An image file by its extension, or — whatever its name — by its first bytes."""
     if path.name.casefold() in _SKIPPED_NAMES:
         return False
-    if path.suffix.casefold() in IMAGE_SUFFIXES:
+    if path.suffix.casefold() in image_suffixes():
         return True
     try:
-        return sniff(read_head(path)) is not None
+        return format_of(read_head(path)) is not None
     except OSError:
         return False
 
@@ -170,44 +170,3 @@ def list_study_files(path: str | Path) -> list[Path]:
         When ``path`` does not exist or cannot be listed.
     """
     return scan_study_files(path).files
-
-
-def load_folder(
-    path: str | Path,
-    *,
-    progress: ProgressFn = no_progress,
-    cancel: CancelToken | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> FolderResult:
-    """Read every study in ``path`` (a folder, or a single file).
-
-    Parameters
-    ----------
-    path:
-        Folder (searched recursively, see :func:`list_study_files`) or file.
-    progress:
-        Called with the fraction done and the file being read.
-    cancel:
-        Checked before each file; cancelling raises :class:`~cxr_viewer.core.errors.Cancelled`.
-    max_pixels:
-        Per-file pixel limit (see :func:`~cxr_viewer.core.io.load_study`).
-
-    Returns
-    -------
-    FolderResult
-        The studies in natural file order, and ``(path, error)`` for each file that failed.
-    """
-    from . import load_study
-
-    files = list_study_files(path)
-    result = FolderResult()
-    for i, file in enumerate(files):
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        progress(i / len(files), f"Reading {file.name}")
-        try:
-            result.studies.append(load_study(file, max_pixels=max_pixels))
-        except StudyLoadError as exc:
-            result.errors.append((file, exc))
-    progress(1.0, f"Read {len(result.studies)} of {len(files)} files")
-    return result

@@ -1,7 +1,7 @@
 """PNG and JPEG reader (Pillow; OpenCV for 16-bit colour PNG, which Pillow reduces to 8 bits).
 
 PNG and JPEG radiographs are already display images: their stored values are shown over the
-full bit depth (:func:`~cxr_viewer.core.display.full_range_window`), greyscale stored as
+full bit depth (:func:`~cxr_viewer.core.io.display.full_range_window`), greyscale stored as
 RGB/RGBA is reduced to one channel, and the EXIF orientation is honoured (EXIF 2.3 tag 0x0112).
 """
 
@@ -14,9 +14,9 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps
 
-from cxr_viewer.core.display import full_range_window
 from cxr_viewer.core.errors import CorruptFileError, ImageTooLargeError, UnsupportedFormatError
-from cxr_viewer.core.study import Study
+from cxr_viewer.core.io.display import full_range_window
+from cxr_viewer.core.io.study import Study
 
 from .channels import to_grey
 from .codestream import CodestreamError, StreamInfo, jpeg_info, png_info

@@ -1,4 +1,4 @@
-"""Tell a file's format from its first bytes, not from its name.
+"""Magic bytes: the tests the built-in formats (:mod:`.formats`) sniff a file's first bytes with.
 
 PNG and JPEG have fixed signatures; DICOM Part 10 files carry ``DICM`` at offset 128; old
 ACR-NEMA files and DICOM data sets written without the preamble start directly with a data
@@ -9,17 +9,10 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Literal
-
-Kind = Literal["png", "jpeg", "dicom", "bare-dicom"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
 HEAD_SIZE = 132
-
-RASTER_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif"})
-DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic", ".ima"})
-IMAGE_SUFFIXES = RASTER_SUFFIXES | DICOM_SUFFIXES
 
 # Groups a data set may start with when it has no preamble: file meta, identifying, patient,
 # acquisition, relationship, image presentation (ACR-NEMA 2.0 files usually start at 0008).
@@ -67,21 +60,8 @@ def looks_like_bare_dicom(head: bytes) -> bool:
     return length < 0x1000_0000  # a first element longer than 256 MB is not a header
 
 
-def sniff(head: bytes) -> Kind | None:
-    """The format ``head`` (the first 132 bytes of a file) belongs to, or ``None``."""
-    if head.startswith(PNG_SIGNATURE):
-        return "png"
-    if head.startswith(JPEG_SIGNATURE):
-        return "jpeg"
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return "dicom"
-    if looks_like_bare_dicom(head):
-        return "bare-dicom"
-    return None
-
-
 def describe(head: bytes) -> str:
-    """A short guess of what a file that is not PNG/JPEG/DICOM is, for error messages."""
+    """A short guess of what a file no registered format recognises is, for error messages."""
     if not head:
         return "the file is empty"
     for sig, name in _OTHER_SIGNATURES:

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from cxr_viewer.core.study import Study
+from cxr_viewer.core.io.study import Study
 from cxr_viewer.gui.state import ViewerState
 
 from .base import StatePanel, add_label

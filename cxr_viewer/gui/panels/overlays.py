@@ -22,8 +22,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from cxr_viewer.core.evaluate.trust import figures_text, figures_tooltip
 from cxr_viewer.core.explain.registry import EXPLAINERS
-from cxr_viewer.core.trust import figures_text, figures_tooltip
 from cxr_viewer.gui.presenter import method_verdicts, status_text
 from cxr_viewer.gui.state import METHOD_SHORTCUTS, METHODS, ViewerState, colormaps_for
 
@@ -269,7 +269,7 @@ class OverlayPanel(QWidget):
         self.controls = {m: OverlayControls(state, m) for m in METHODS}
         for c in self.controls.values():
             layout.addWidget(c)
-        # the agreement layer (core.agreement.agreement_layer), drawn on the composite view
+        # the agreement layer (core.evaluate.agreement.agreement_layer), drawn on the composite view
         # short: the dock has a fixed width and a longer text clipped the whole panel
         self.agreement = QCheckBox("Agreement layer (≥ 2 maps' top 10 %)")
         self.agreement.setToolTip(

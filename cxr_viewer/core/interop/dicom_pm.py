@@ -1,0 +1,437 @@
+"""Explanations as DICOM Parametric Maps (PS3.3 A.75), and reading them back.
+
+A Parametric Map is what PACS viewers show as a real overlay of an image: the map's own
+values (float32, not a picture of them), a Real World Value Mapping that says what a value
+means and in which unit, and references to the source image, series and study.
+
+What :func:`parametric_map` writes, per explanation:
+
+- **pixels**: the map on the **source image's pixel grid** (the map computed at the model's
+  input size, resampled by :func:`~cxr_viewer.core.io.resize.resize_map` exactly as the viewer
+  and the Secondary Capture draw it). A chest film has no Frame of Reference, and without
+  one a Parametric Map's pixels are matched 1:1 to the referenced image's pixels, so a map at
+  another size could not be placed by a viewer. The object says so in Derivation
+  Description. ``float32`` (Float Pixel Data, MONOCHROME): the standard gives a Palette
+  Colour LUT only to integer maps (COLOR_RANGE), so the viewer's colour map is named in
+  Content Description instead, for a viewer to pick its own.
+- **Real World Value Mapping**: unit UCUM ``1`` (no units: the values are relative), LUT
+  Label the method, LUT Explanation (64 characters at most) e.g. "Grad-CAM evidence for
+  PNEUMONIA, relative (0: none)" or, for signed maps, "LIME attribution for PNEUMONIA,
+  signed (+toward -against)" (positive: toward the class), and as Quantity Definition the method's code from DCM CID 217
+  "Visual Explanation" (:data:`METHOD_CODES`).
+- **window**: the viewer's scale (:func:`~cxr_viewer.core.explain.overlay.robust_vmax`): 0 to vmax for
+  non-negative maps, -vmax to +vmax for signed ones; the viewer's colour map is named in
+  Content Description.
+
+:func:`read_parametric_map` reads any Parametric Map (ours or another program's) back into an
+:class:`ExplanationMap` (real-world float values, the method's code, the meaning, the image
+it belongs to); :func:`maps_for_image` picks those that reference a given image.
+
+Qt-free; highdicom (the ``pacs`` extra) is imported lazily.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cxr_viewer import __version__
+from cxr_viewer.core.errors import DicomExportError
+from cxr_viewer.core.interop.dicom_export import (
+    MANUFACTURER,
+    METHOD_LABELS,
+    NOT_FOR_DIAGNOSIS,
+    ExplanationResult,
+    ModelIdentity,
+    _copy_patient_study,
+    _highdicom,
+    _referenceable,
+)
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+#: series number of the Parametric Maps inside the source study (after the SC and SR series)
+PM_SERIES_NUMBER = 9903
+PARAMETRIC_MAP_STORAGE = "1.2.840.10008.5.1.4.1.1.30"
+
+#: DCM CID 217 "Visual Explanation": (code value, code meaning) per method. Grad-CAM and
+#: Grad-CAM++ weight a layer's activations by the class score's gradients; LIME, SHAP and
+#: occlusion attribute the score to regions of the input (a saliency map).
+METHOD_CODES: dict[str, tuple[str, str]] = {
+    "gradcam": ("130403", "Gradient-weighted class activation"),
+    "gradcam++": ("130403", "Gradient-weighted class activation"),
+    "lime": ("130404", "Saliency"),
+    "shap": ("130404", "Saliency"),
+    "occlusion": ("130404", "Saliency"),
+}
+#: DCM 130402 "Class activation" (CID 217): plain class activation maps (CAM) by other programs
+CLASS_ACTIVATION = ("130402", "Class activation")
+#: UCUM "1": the map's values are relative, without a unit
+NO_UNITS = ("1", "UCUM", "no units")
+#: the LUT Label (SH, 16 characters) of each method; unknown methods use their name
+LUT_LABELS = {"gradcam++": "GRADCAMPP"}
+
+
+def method_code(method: str) -> tuple[str, str]:
+    """The DCM CID 217 (code value, meaning) of a method; a clear error for unknown ones."""
+    try:
+        return METHOD_CODES[method]
+    except KeyError as exc:
+        raise DicomExportError(
+            f"Cannot code the explanation method '{method}'",
+            "it has no code in DICOM's visual explanation codes (CID 217) here",
+            f"Use one of {', '.join(sorted(METHOD_CODES))}.",
+        ) from exc
+
+
+def meaning_of(explanation: ExplanationResult) -> str:
+    """The LUT Explanation: what a value of the map means."""
+    method = METHOD_LABELS.get(explanation.method, explanation.method)
+    if explanation.signed:
+        return f"{method} attribution for {explanation.class_name}, signed (+toward -against)"[:64]
+    return f"{method} evidence for {explanation.class_name}, relative (0: none)"[:64]
+
+
+def _lut_label(method: str) -> str:
+    return LUT_LABELS.get(method, method.upper().replace("+", "P").replace("-", "_"))[:16]
+
+
+def _parametric_map_class() -> Any:
+    """highdicom's ParametricMap, mended for images without a Frame of Reference.
+
+    highdicom 0.28 declares the Frame Label as the dimension index of such a map (a 2-D
+    chest film) but leaves each frame's Dimension Index Values empty and its Frame Label
+    unset when real-world value mappings are given, then refuses its own object. The
+    subclass fills both in before highdicom indexes the frames, which is what the standard
+    asks of a single-frame map (one frame, index 1).
+    """
+    _highdicom()  # a clear error when highdicom is absent
+    from highdicom.pm import ParametricMap
+
+    class _ParametricMap(ParametricMap):
+        def _build_luts_multiframe(self) -> None:
+            pointers = [
+                int(d.DimensionIndexPointer) for d in self.get("DimensionIndexSequence", [])
+            ]
+            if pointers == [0x00209453]:  # Frame Label
+                for item in self.get("PerFrameFunctionalGroupsSequence", []):
+                    content = item.FrameContentSequence[0]
+                    if not content.get("DimensionIndexValues"):
+                        content.DimensionIndexValues = [1]
+                        content.FrameLabel = str(self.get("ContentLabel", "MAP"))
+            super()._build_luts_multiframe()
+
+    return _ParametricMap
+
+
+#: patient direction letters (PS3.3 C.7.6.1.1.1) as unit vectors of the patient coordinates
+_DIRECTIONS = {
+    "L": (1.0, 0.0, 0.0),
+    "R": (-1.0, 0.0, 0.0),
+    "P": (0.0, 1.0, 0.0),
+    "A": (0.0, -1.0, 0.0),
+    "H": (0.0, 0.0, 1.0),
+    "F": (0.0, 0.0, -1.0),
+}
+
+
+def _with_geometry(source: Dataset) -> Dataset:
+    """The source header, with a plane geometry when it has no Frame of Reference.
+
+    The Parametric Map IOD requires a Frame of Reference and each frame's plane position and
+    orientation; a projection film (CR, DX) has none. The map then gets a Frame of Reference
+    of its own whose plane is the film's pixel grid: position (0, 0, 0), the pixel spacing of
+    the film (Pixel Spacing, else Imager Pixel Spacing, else 1 mm), and the row and column
+    directions of Patient Orientation when the film states them (else +x, +y). The source's
+    UIDs are unchanged, so the map still references the film itself.
+    """
+    if source.get("FrameOfReferenceUID") and source.get("ImageOrientationPatient"):
+        return source
+    hd = _highdicom()
+    ds = source.copy()
+    spacing = source.get("PixelSpacing") or source.get("ImagerPixelSpacing") or [1.0, 1.0]
+    orientation = [str(v).strip().upper() for v in (source.get("PatientOrientation") or [])]
+    row_dir, col_dir = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0)
+    if len(orientation) == 2 and all(o[:1] in _DIRECTIONS for o in orientation):
+        a, b = _DIRECTIONS[orientation[0][0]], _DIRECTIONS[orientation[1][0]]
+        if abs(sum(x * y for x, y in zip(a, b, strict=True))) < 1e-6:
+            row_dir, col_dir = a, b
+    ds.FrameOfReferenceUID = hd.UID()
+    ds.PositionReferenceIndicator = None
+    ds.ImageOrientationPatient = [*row_dir, *col_dir]
+    ds.ImagePositionPatient = [0.0, 0.0, 0.0]
+    ds.PixelSpacing = [float(spacing[0]), float(spacing[1])]
+    ds.SliceThickness = 1.0
+    return ds
+
+
+def parametric_map(
+    source: Dataset,
+    explanation: ExplanationResult,
+    model: ModelIdentity,
+    *,
+    series_instance_uid: str | None = None,
+    instance_number: int = 1,
+) -> Dataset:
+    """The Parametric Map (a highdicom ``ParametricMap``, a pydicom Dataset) of one explanation.
+
+    ``source`` is the source image's header (:func:`~cxr_viewer.core.interop.dicom_export.source_header`);
+    ``explanation.values`` must be on its pixel grid (``ExplanationResult.from_heatmap`` does it).
+    """
+    from cxr_viewer.core.explain.overlay import default_colormap, robust_vmax
+
+    if not _referenceable(source):
+        raise DicomExportError(
+            "Cannot write a Parametric Map",
+            "the source is not a DICOM image with SOP, series and study UIDs to reference",
+            "Export a Secondary Capture for PNG/JPEG sources (--dicom-out sc).",
+        )
+    rows, cols = int(source.Rows), int(source.Columns)
+    values = np.asarray(explanation.values, np.float32)
+    if values.shape != (rows, cols):
+        raise DicomExportError(
+            "Cannot write the Parametric Map",
+            f"the map is {values.shape}, the image {rows}×{cols}",
+            "Resample the map to the image's pixel grid (ExplanationResult.from_heatmap).",
+        )
+    if not np.all(np.isfinite(values)):
+        raise DicomExportError(
+            "Cannot write the Parametric Map",
+            "the map has non-finite values (NaN or infinity)",
+            "Recompute the explanation.",
+        )
+    hd = _highdicom()
+    code_value, code_meaning = method_code(explanation.method)
+    label = _lut_label(explanation.method)
+    vmax = robust_vmax(values)
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        hi = lo + 1.0
+    unit = hd.sr.CodedConcept(*NO_UNITS)
+    quantity = hd.sr.CodedConcept(code_value, "DCM", code_meaning)
+    colormap = explanation.colormap or default_colormap(explanation.signed)
+    mapping = hd.pm.RealWorldValueMapping(
+        lut_label=label,
+        lut_explanation=meaning_of(explanation),
+        unit=unit,
+        value_range=(lo, hi),
+        slope=1.0,
+        intercept=0.0,
+        quantity_definition=quantity,
+    )
+    center, width = (0.0, 2.0 * vmax) if explanation.signed else (vmax / 2.0, vmax)
+    method = METHOD_LABELS.get(explanation.method, explanation.method)
+    with warnings.catch_warnings():
+        # highdicom warns about a source's single-component Patient Name; it is copied as is
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person")
+        pm: Dataset = _parametric_map_class()(
+            source_images=[_with_geometry(source)],
+            pixel_array=values,
+            series_instance_uid=series_instance_uid or hd.UID(),
+            series_number=PM_SERIES_NUMBER,
+            sop_instance_uid=hd.UID(),
+            instance_number=instance_number,
+            manufacturer=MANUFACTURER,
+            manufacturer_model_name=model.name[:64] or "unnamed",
+            software_versions=f"CXR Lens {__version__}",
+            device_serial_number=(model.version or "unversioned")[:64],
+            contains_recognizable_visual_features=False,
+            real_world_value_mappings=[mapping],
+            voi_lut_transformations=[
+                hd.VOILUTTransformation(
+                    window_center=center,
+                    window_width=width,
+                    window_explanation="CXR Lens viewer scale",
+                    voi_lut_function="LINEAR_EXACT",
+                )
+            ],
+            content_label=label,
+            content_description=(f"{method} {explanation.class_name} colormap {colormap}")[:64],
+        )
+    _copy_patient_study(pm, source)
+    pm.Laterality = source.get("Laterality")  # General Series, Type 2C: the source's, or unknown
+    pm.SeriesDescription = f"CXR Lens {method} map ({NOT_FOR_DIAGNOSIS})"[:64]
+    pm.DerivationDescription = (
+        f"{method} explanation of class {explanation.class_name}"
+        + (f" (layer {explanation.layer})" if explanation.layer else "")
+        + f" by model {model.name} {model.version}, computed at the model's input size and "
+        "resampled to the source image's pixel grid (bilinear when enlarging, area mean when shrinking) by CXR Lens "
+        f"{__version__}"
+        + (
+            "; the Frame of Reference is this map's own (the source image has none): "
+            "its pixel grid is the source image's, pixel for pixel"
+            if not source.get("FrameOfReferenceUID")
+            else ""
+        )
+        + f"; {NOT_FOR_DIAGNOSIS}"
+    )[:1024]
+    pm.ImageComments = NOT_FOR_DIAGNOSIS
+    return pm
+
+
+# ---------------------------------------------------------------------------- reading back
+
+
+@dataclass(frozen=True)
+class ImageReference:
+    """The image a derived object (Parametric Map, Segmentation) belongs to."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+
+    def describe(self) -> str:
+        return (
+            f"image {self.sop_instance_uid} of series {self.series_instance_uid} "
+            f"in study {self.study_instance_uid}"
+        )
+
+
+@dataclass
+class ExplanationMap:
+    """A Parametric Map read back: real-world values and what they mean."""
+
+    values: np.ndarray  # float32 (rows, columns), real-world values
+    label: str  # LUT Label
+    meaning: str  # LUT Explanation
+    unit: str  # code meaning of the unit
+    quantity: tuple[str, str, str] | None  # (value, scheme, meaning): e.g. DCM 130403
+    method: str | None  # our method name when the code or label tells it, else None
+    signed: bool  # negative values present or the meaning says so
+    references: list[ImageReference]
+    sop_instance_uid: str
+    series_description: str = ""
+    window: tuple[float, float] | None = None  # (center, width)
+
+
+def referenced_images(ds: Dataset) -> list[ImageReference]:
+    """The source images a derived object references (ReferencedSeriesSequence, else the
+    Source Image Sequence of the shared functional groups or the top level)."""
+    study = str(ds.get("StudyInstanceUID", ""))
+    out: list[ImageReference] = []
+    for series in ds.get("ReferencedSeriesSequence", []):
+        for inst in series.get("ReferencedInstanceSequence", []):
+            out.append(
+                ImageReference(
+                    study,
+                    str(series.SeriesInstanceUID),
+                    str(inst.ReferencedSOPInstanceUID),
+                    str(inst.ReferencedSOPClassUID),
+                )
+            )
+    if out:
+        return out
+    items = list(ds.get("SourceImageSequence", []))
+    for fg in ds.get("SharedFunctionalGroupsSequence", []):
+        for der in fg.get("DerivationImageSequence", []):
+            items.extend(der.get("SourceImageSequence", []))
+    for fg in ds.get("PerFrameFunctionalGroupsSequence", []):
+        for der in fg.get("DerivationImageSequence", []):
+            items.extend(der.get("SourceImageSequence", []))
+    seen = set()
+    for item in items:
+        uid = str(item.ReferencedSOPInstanceUID)
+        if uid not in seen:
+            seen.add(uid)
+            out.append(ImageReference(study, "", uid, str(item.ReferencedSOPClassUID)))
+    return out
+
+
+def _method_from(quantity: tuple[str, str, str] | None, label: str) -> str | None:
+    by_label = {_lut_label(m): m for m in METHOD_CODES}
+    if label.upper() in by_label:
+        return by_label[label.upper()]
+    if quantity is not None and quantity[:2] == ("130403", "DCM"):
+        return "gradcam"
+    return None
+
+
+def _real_world(stored: np.ndarray, rwvm: Dataset) -> np.ndarray:
+    """Stored values to real-world values with one Real World Value Mapping item."""
+    if "RealWorldValueLUTData" in rwvm:
+        lut = np.asarray(rwvm.RealWorldValueLUTData, np.float64)
+        first = float(rwvm.RealWorldValueFirstValueMapped)
+        index = np.clip(np.round(stored - first), 0, lut.size - 1).astype(np.intp)
+        return np.asarray(lut[index], np.float32)
+    slope = float(rwvm.get("RealWorldValueSlope", 1.0))
+    intercept = float(rwvm.get("RealWorldValueIntercept", 0.0))
+    return np.asarray(stored * slope + intercept, np.float32)
+
+
+def read_parametric_map(ds: Dataset) -> ExplanationMap:
+    """A Parametric Map (any program's) as an :class:`ExplanationMap`; a clear error if the
+    data set is not a single-frame Parametric Map with a Real World Value Mapping."""
+    if str(ds.get("SOPClassUID", "")) != PARAMETRIC_MAP_STORAGE:
+        raise DicomExportError(
+            "Cannot read the explanation map",
+            f"the object is not a Parametric Map (SOP class {ds.get('SOPClassUID', 'none')})",
+            "Open a Parametric Map.",
+        )
+    hd = _highdicom()
+    try:
+        pm = hd.pm.ParametricMap.from_dataset(ds, copy=False)
+        shared = pm.SharedFunctionalGroupsSequence[0]
+        per_frame = pm.get("PerFrameFunctionalGroupsSequence", [None])[0]
+        if "RealWorldValueMappingSequence" in shared:
+            mappings = shared.RealWorldValueMappingSequence
+        else:
+            mappings = per_frame.RealWorldValueMappingSequence
+        frames = int(pm.get("NumberOfFrames", 1))
+        stored = np.asarray(pm.pixel_array, np.float64)
+        if frames != 1:
+            raise ValueError(f"{frames} frames; one is read")
+    except (AttributeError, IndexError, KeyError, ValueError, TypeError) as exc:
+        raise DicomExportError(
+            "Cannot read the Parametric Map",
+            f"{type(exc).__name__}: {exc}",
+            "The object may be malformed or use a layout (multi-frame, tiled) not read here.",
+        ) from exc
+    values = _real_world(stored, mappings[0])
+    rwvm = mappings[0]
+    quantity: tuple[str, str, str] | None = None
+    for item in rwvm.get("QuantityDefinitionSequence", []):
+        for code in item.get("ConceptCodeSequence", []):
+            quantity = (
+                str(code.CodeValue),
+                str(code.CodingSchemeDesignator),
+                str(code.CodeMeaning),
+            )
+    unit = ""
+    if "MeasurementUnitsCodeSequence" in rwvm:
+        unit = str(rwvm.MeasurementUnitsCodeSequence[0].CodeMeaning)
+    label = str(rwvm.get("LUTLabel", ""))
+    meaning = str(rwvm.get("LUTExplanation", ""))
+    window = None
+    voi = shared.get("FrameVOILUTSequence")
+    if voi:
+        window = (float(voi[0].WindowCenter), float(voi[0].WindowWidth))
+    return ExplanationMap(
+        values=values,
+        label=label,
+        meaning=meaning,
+        unit=unit,
+        quantity=quantity,
+        method=_method_from(quantity, label),
+        signed=bool(values.min() < 0) or "signed" in meaning.lower(),
+        references=referenced_images(ds),
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        series_description=str(ds.get("SeriesDescription", "")),
+        window=window,
+    )
+
+
+def maps_for_image(datasets: Iterable[Dataset], sop_instance_uid: str) -> list[ExplanationMap]:
+    """The Parametric Maps among ``datasets`` that reference the image ``sop_instance_uid``."""
+    out = []
+    for ds in datasets:
+        if str(ds.get("SOPClassUID", "")) != PARAMETRIC_MAP_STORAGE:
+            continue
+        if any(r.sop_instance_uid == sop_instance_uid for r in referenced_images(ds)):
+            out.append(read_parametric_map(ds))
+    return out
