@@ -6,6 +6,8 @@ Self-contained (the window hooks it in with :func:`install`):
   demo first, then the adult demo when it is there, then the other examples;
 - the bundles loaded before (most recent first, kept in the settings under ``models/recent``;
   one whose file has gone is shown disabled, "Forget missing" prunes them);
+- sample films shipped for a model (``resources/*_samples``, e.g. the adult films with their
+  radiologists' boxes);
 - "Open model…" (Ctrl+M) and "Import a Keras model…", moved here from the File menu.
 
 The model shown is checked. Choosing another loads it on the model worker (the window stays
@@ -29,6 +31,7 @@ from PySide6.QtCore import QObject, QPoint, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QMenu, QToolButton
 
+from cxr_viewer.core.errors import CxrError
 from cxr_viewer.core.paths import resources_dir
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,26 @@ def shipped_bundles(root: Path | None = None) -> list[Path]:
         return (0 if d.name == PRIMARY_DEMO else 1 if "adult" in name else 2, name)
 
     return sorted(found, key=rank)
+
+
+def sample_folders(root: Path | None = None) -> list[Path]:
+    """Sample films shipped for a model beside the default ones (``resources/adult_samples``:
+    the adult demo's films with their radiologists' boxes in a ``boxes.csv``)."""
+    root = resources_dir() if root is None else root
+    try:
+        return sorted(d for d in root.iterdir() if d.is_dir() and d.name.endswith("_samples"))
+    except OSError:
+        return []
+
+
+def study_files(folder: Path) -> list[Path]:
+    """The images of ``folder`` the viewer opens (none when it cannot be listed)."""
+    from cxr_viewer.core.paths import sample_files
+
+    try:
+        return sample_files(folder)
+    except CxrError:
+        return []
 
 
 _NAMES: dict[tuple[str, int], str] = {}
@@ -226,6 +249,13 @@ class ModelMenu(QObject):
             clear = menu.addAction("Clear recent bundles")
             clear.triggered.connect(self._clear_recent)
         menu.addSeparator()
+        for folder in sample_folders():
+            n = len(study_files(folder))
+            boxed = " with radiologists' boxes" if (folder / "boxes.csv").is_file() else ""
+            what = folder.name.removesuffix("_samples").replace("_", " ")
+            films = menu.addAction(f"Open the {what} sample films ({n}{boxed})".replace("&", "&&"))
+            films.setToolTip(str(folder))
+            films.triggered.connect(lambda _=False, f=folder: self.win.open_paths([str(f)]))
         actions = getattr(self.win, "actions_", None)
         for name in ("open_model", "import_model"):
             entry = actions.all.get(name) if actions is not None else None

@@ -58,12 +58,21 @@ def adult_bundle(tmp_path_factory, tiny_bundle) -> Path:
 
 
 @pytest.fixture
-def resources(tmp_path, monkeypatch, tiny_bundle, adult_bundle) -> Path:
+def resources(tmp_path, monkeypatch, tiny_bundle, adult_bundle, studies_dir) -> Path:
     """A resources/ folder shipping the two tiny bundles as the paediatric and adult demos."""
     res = tmp_path / "resources"
     shutil.copytree(tiny_bundle, res / "demo_bundle")
     shutil.copytree(adult_bundle, res / "adult_bundle")
     (res / "icons").mkdir()  # not a bundle: not listed
+    films = res / "adult_samples"  # the adult demo's films with their radiologists' boxes
+    films.mkdir()
+    for i in (1, 2):
+        shutil.copy(studies_dir / f"phantom{i}.png", films / f"adult-0{i}.png")
+    (films / "boxes.csv").write_text(
+        "filename,finding,x,y,w,h,image_width,image_height,patient_id\n"
+        "adult-01.png,Lung Opacity,40,60,100,120,384,384,p1\n",
+        encoding="utf-8",
+    )
     monkeypatch.setattr(mm_module, "resources_dir", lambda: res)
     return res
 
@@ -103,6 +112,7 @@ def test_switching_models_from_the_file_menu(qtbot, gui, tmp_path, resources, st
             ("Shipped models", False, False),
             ("&1 Tiny-test", True, False),
             ("&2 Tiny adult opacity", True, False),
+            ("Open the adult sample films (2 with radiologists' boxes)", True, False),
             ("Open &model…", True, False),
             ("&Import a Keras model (.keras/.h5)…", True, False),
         ]
@@ -145,6 +155,14 @@ def test_switching_models_from_the_file_menu(qtbot, gui, tmp_path, resources, st
         assert win.overlay_panel.controls["lime"].localization_text() == ""
         win.state.set_visible("gradcam", False)  # shown with the map only
         assert ctrl.localization.isHidden()
+
+        # the adult sample films open from the menu, their boxes drawn
+        _entry(win, "Open the adult sample films").trigger()
+        qtbot.waitUntil(
+            lambda: win.state.study is not None and win.state.study.path.name == "adult-01.png",
+            timeout=20_000,
+        )
+        assert [b.finding for b in win.annotations.current] == ["Lung Opacity"]
 
         # the same model again: nothing is reloaded
         assert win.model_menu.switch(resources / "adult_bundle") is False
