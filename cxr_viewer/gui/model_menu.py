@@ -252,8 +252,8 @@ class ModelMenu(QObject):
         for folder in sample_folders():
             n = len(study_files(folder))
             boxed = " with radiologists' boxes" if (folder / "boxes.csv").is_file() else ""
-            what = folder.name.removesuffix("_samples").replace("_", " ")
-            films = menu.addAction(f"Open the {what} sample films ({n}{boxed})".replace("&", "&&"))
+            what = folder.name.removesuffix("_samples").replace("_", " ").replace("&", "&&")
+            films = menu.addAction(f"Open the &{what} sample films ({n}{boxed})")
             films.setToolTip(str(folder))
             films.triggered.connect(lambda _=False, f=folder: self.win.open_paths([str(f)]))
         actions = getattr(self.win, "actions_", None)

@@ -112,7 +112,7 @@ def test_switching_models_from_the_file_menu(qtbot, gui, tmp_path, resources, st
             ("Shipped models", False, False),
             ("&1 Tiny-test", True, False),
             ("&2 Tiny adult opacity", True, False),
-            ("Open the adult sample films (2 with radiologists' boxes)", True, False),
+            ("Open the &adult sample films (2 with radiologists' boxes)", True, False),
             ("Open &model…", True, False),
             ("&Import a Keras model (.keras/.h5)…", True, False),
         ]
@@ -157,7 +157,7 @@ def test_switching_models_from_the_file_menu(qtbot, gui, tmp_path, resources, st
         assert ctrl.localization.isHidden()
 
         # the adult sample films open from the menu, their boxes drawn
-        _entry(win, "Open the adult sample films").trigger()
+        _entry(win, "Open the &adult sample films").trigger()
         qtbot.waitUntil(
             lambda: win.state.study is not None and win.state.study.path.name == "adult-01.png",
             timeout=20_000,
