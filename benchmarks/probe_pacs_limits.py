@@ -274,9 +274,11 @@ def run_table(tmp: Path) -> dict:
 
     from cxr_viewer.core.interop import pacs
     from cxr_viewer.gui.app import ensure_app
+    from cxr_viewer.gui.network import Network
     from cxr_viewer.gui.pacs_dialogs import QueryRetrieveDialog
     from cxr_viewer.gui.settings import Settings
     from cxr_viewer.gui.state import ViewerState
+    from cxr_viewer.gui.worker import WorkerThread
 
     app = ensure_app()
 
@@ -287,7 +289,8 @@ def run_table(tmp: Path) -> dict:
         return read_dataset(io.BytesIO(fp.getvalue()), True, True)
 
     identifiers = [raw(_match(name="N" * (10 * MiB))), raw(_match(STUDY + ".2"))]
-    dialog = QueryRetrieveDialog(Settings(tmp / "settings.ini"), ViewerState())
+    worker = WorkerThread("cxr-net")
+    dialog = QueryRetrieveDialog(Settings(tmp / "settings.ini"), ViewerState(), Network(worker))
     t0 = time.monotonic()
     dialog.records = [pacs._record(d) for d in identifiers]
     dialog.fill_table()
@@ -296,6 +299,7 @@ def run_table(tmp: Path) -> dict:
     out = {"seconds": round(time.monotonic() - t0, 2), "matches": dialog.table.rowCount()}
     out["name_chars_shown"] = len(dialog.table.item(0, 0).text())
     dialog.done(0)
+    worker.shutdown()
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return out
 

@@ -37,8 +37,10 @@ def main() -> int:
     from cxr_viewer.core.paths import shared_data_dir
     from cxr_viewer.gui import pacs_dialogs as pd
     from cxr_viewer.gui.app import ensure_app
+    from cxr_viewer.gui.network import Network
     from cxr_viewer.gui.settings import Settings
     from cxr_viewer.gui.state import ViewerState
+    from cxr_viewer.gui.worker import WorkerThread
 
     data = shared_data_dir()
     if data is None:
@@ -63,7 +65,8 @@ def main() -> int:
             settings = Settings(tmp_path / "settings.ini")
             pd.save_nodes(settings, [node])
             state = ViewerState()
-            dlg = pd.QueryRetrieveDialog(settings, state)
+            worker = WorkerThread("cxr-net")
+            dlg = pd.QueryRetrieveDialog(settings, state, Network(worker))
             dlg.resize(1000, 520)
             dlg.show()
             dlg.search()
@@ -77,6 +80,7 @@ def main() -> int:
             dlg.grab().save(args.out)
             print(f"wrote {args.out}: {dlg.message.text()}")
             dlg.done(0)
+            worker.shutdown()
         finally:
             orthanc.stop()
     return 0

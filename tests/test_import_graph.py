@@ -19,21 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("cxr_viewer", "trainer")
 
-#: import edges between two modules that form a cycle which other open work on issue 28 removes,
-#: each with its reason. Both directions between the pair are left out of the graph; the rest
+#: import edges between two modules that form a cycle left on purpose, each with its reason (none
+#: today: the PACS dialogs go through the controller and the batch engines no longer import each
+#: other). Both directions between the pair are left out of the graph; the rest
 #: of the graph must still be acyclic. A listed pair that no longer imports each other fails the
 #: test, so the entry is deleted with the fix.
-KNOWN_PAIRS: dict[frozenset[str], str] = {
-    frozenset({"cxr_viewer.gui.pacs_dialogs", "cxr_viewer.gui.main_window"}): (
-        "pacs_dialogs types its install() against MainWindow while main_window installs it; "
-        "the PACS dialogs are being rewritten to go through the controller (issue 28, 'PACS "
-        "through the controller'), which removes the back edge"
-    ),
-    frozenset({"cxr_viewer.commands.batch", "cxr_viewer.commands.batch_ray"}): (
-        "batch dispatches to the Ray engine and batch_ray reuses batch's private helpers; the "
-        "engines are being untangled (issue 28, 'Batch untangled')"
-    ),
-}
+KNOWN_PAIRS: dict[frozenset[str], str] = {}
 
 
 def module_files() -> dict[str, Path]:

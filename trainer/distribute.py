@@ -119,6 +119,22 @@ def read_tf_config(text: str | None = None) -> Cluster:
             f"cluster job(s) {', '.join(unknown)} are not used by MultiWorkerMirroredStrategy",
             "Name the machines as 'worker' (and optionally one 'chief') in TF_CONFIG.",
         )
+    jobs = _read_jobs(cluster)
+    task_type, index = task.get("type"), task.get("index", 0)
+    if task_type not in TASK_TYPES:
+        raise _bad(f"task.type is {task_type!r}; expected 'worker' or 'chief'")
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise _bad(f"task.index is {index!r}, not an integer")
+    if not 0 <= index < len(jobs[task_type]):
+        raise _bad(
+            f"task.index {index} is out of range: cluster.{task_type} has "
+            f"{len(jobs[task_type])} address(es)"
+        )
+    return Cluster(jobs["chief"], jobs["worker"], task_type, index)
+
+
+def _read_jobs(cluster: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Job type → its checked ``host:port`` addresses (at most one chief, no duplicates)."""
     jobs: dict[str, tuple[str, ...]] = {}
     for job in TASK_TYPES:
         addresses = cluster.get(job, [])
@@ -133,17 +149,7 @@ def read_tf_config(text: str | None = None) -> Cluster:
     duplicated = sorted({a for a in everyone if everyone.count(a) > 1})
     if duplicated:
         raise _bad(f"address(es) {', '.join(duplicated)} appear more than once")
-    task_type, index = task.get("type"), task.get("index", 0)
-    if task_type not in TASK_TYPES:
-        raise _bad(f"task.type is {task_type!r}; expected 'worker' or 'chief'")
-    if isinstance(index, bool) or not isinstance(index, int):
-        raise _bad(f"task.index is {index!r}, not an integer")
-    if not 0 <= index < len(jobs[task_type]):
-        raise _bad(
-            f"task.index {index} is out of range: cluster.{task_type} has "
-            f"{len(jobs[task_type])} address(es)"
-        )
-    return Cluster(jobs["chief"], jobs["worker"], task_type, index)
+    return jobs
 
 
 def _reachable(address: str, timeout: float = 2.0) -> bool:

@@ -197,6 +197,24 @@ def _callbacks(cfg: Config, run_dir: Path, backup_dir: Path, *, early_stopping: 
     return callbacks
 
 
+def _training_targets(cfg: Config, data: PreparedData) -> tuple[Any, Any, Any, Any]:
+    """(training rows, their targets, validation targets, class weights or None), with the
+    imbalance strategy applied (class weights or oversampling; neither for multi-label)."""
+    train_rows, train_y = data.rows("train"), data.labels("train")
+    val_y = data.labels("val")
+    if data.multilabel:  # multi-hot targets (imbalance.strategy is "none", see config)
+        train_y, val_y = data.targets("train"), data.targets("val")
+    weights = None
+    if data.multilabel:
+        weights = None  # class weights and oversampling are single-label ideas
+    elif cfg.imbalance.strategy == "class_weight":
+        weights = class_weights(train_y, data.class_names, cfg.imbalance.class_multipliers)
+    elif cfg.imbalance.strategy == "oversample":
+        picked = oversample_indices(train_y, cfg.seed)
+        train_rows, train_y = train_rows[picked], train_y[picked]
+    return train_rows, train_y, val_y, weights
+
+
 def train_model(
     cfg: Config,
     data: PreparedData,
@@ -251,18 +269,7 @@ def train_model(
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
-    train_rows, train_y = data.rows("train"), data.labels("train")
-    val_y = data.labels("val")
-    if data.multilabel:  # multi-hot targets (imbalance.strategy is "none", see config)
-        train_y, val_y = data.targets("train"), data.targets("val")
-    weights = None
-    if data.multilabel:
-        weights = None  # class weights and oversampling are single-label ideas
-    elif cfg.imbalance.strategy == "class_weight":
-        weights = class_weights(train_y, data.class_names, cfg.imbalance.class_multipliers)
-    elif cfg.imbalance.strategy == "oversample":
-        picked = oversample_indices(train_y, cfg.seed)
-        train_rows, train_y = train_rows[picked], train_y[picked]
+    train_rows, train_y, val_y, weights = _training_targets(cfg, data)
     aug = augmentation_layers(cfg.augment, data.spec.value_range, cfg.seed)
     clock = EpochClock(aug)
     bs = cfg.train.batch_size

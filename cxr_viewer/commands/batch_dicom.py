@@ -14,10 +14,14 @@ sent or written. The node is checked (C-ECHO, or a QIDO-RS query) before any ima
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cxr_viewer.core.errors import CxrError
+
+if TYPE_CHECKING:
+    from cxr_viewer.core.analysis import Analysis
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,10 +58,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dicomweb_arguments(g)
 
 
+@dataclass(frozen=True)
+class DicomOptions:
+    """The command line's DICOM result options (``--dicom-out``, ``--send`` …), typed."""
+
+    out: str
+    explain: str
+    opacity: float = 0.5
+    dicom_out: str | None = None
+    dicom_objects: str = "pm,sr"
+    send: str | None = None
+    calling_ae: str = "CXRLENS"
+    pacs_timeout: float = 30.0
+    dicomweb_auth: str = "none"
+    dicomweb_user: str = ""
+    dicomweb_ca: str = ""
+    dicomweb_no_verify: bool = False
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> DicomOptions:
+        return cls(
+            out=str(ns.out),
+            explain=str(getattr(ns, "explain", "")),
+            opacity=float(getattr(ns, "opacity", 0.5)),
+            dicom_out=getattr(ns, "dicom_out", None),
+            dicom_objects=str(getattr(ns, "dicom_objects", "pm,sr")),
+            send=getattr(ns, "send", None),
+            calling_ae=str(getattr(ns, "calling_ae", "CXRLENS")),
+            pacs_timeout=float(getattr(ns, "pacs_timeout", 30.0)),
+            dicomweb_auth=str(getattr(ns, "dicomweb_auth", "none")),
+            dicomweb_user=str(getattr(ns, "dicomweb_user", "")),
+            dicomweb_ca=str(getattr(ns, "dicomweb_ca", "")),
+            dicomweb_no_verify=bool(getattr(ns, "dicomweb_no_verify", False)),
+        )
+
+
 class DicomOutput:
     """What the batch does with each image's results, from the command line."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: DicomOptions) -> None:
         self.opacity = float(args.opacity)
         from cxr_viewer.core.interop.dicom_results import parse_kinds
 
@@ -82,8 +121,8 @@ class DicomOutput:
             self.client.echo()  # fail before hours of work, not after
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> DicomOutput | None:
-        if not (getattr(args, "dicom_out", None) or getattr(args, "send", None)):
+    def from_options(cls, args: DicomOptions | None) -> DicomOutput | None:
+        if args is None or not (args.dicom_out or args.send):
             return None
         if str(args.explain).strip().lower() in ("", "none"):
             raise CxrError(
@@ -93,11 +132,15 @@ class DicomOutput:
             )
         return cls(args)
 
-    def handle(self, clf, study, prediction, heatmaps: list, row: dict[str, Any], stem: str) -> str:
-        """Write (and send) one image's results; returns a short status, or raises CxrError."""
+    def handle(self, analysis: Analysis, heatmaps: list, row: dict[str, Any], stem: str) -> str:
+        """Write (and send) one image's results — the analysis (:mod:`cxr_viewer.core.analysis`)
+        and its maps at the study's size; returns a short status, or raises CxrError."""
         from cxr_viewer.core.interop.dicom_export import ExplanationResult, ModelIdentity
         from cxr_viewer.core.interop.dicom_results import export_objects, file_sha256
 
+        clf, study, prediction = analysis.classifier, analysis.study, analysis.prediction
+        if prediction is None:
+            raise CxrError("No DICOM results written", "the image was not predicted")
         explanations = []
         film = []
         if row.get("agreement"):

@@ -27,7 +27,6 @@ Ray is an optional dependency (``pip install -e ".[scale]"``) imported only here
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -39,6 +38,18 @@ from typing import Any
 from cxr_viewer.core.errors import CxrError
 from cxr_viewer.core.io.atomic import write_error
 
+from .batch_core import (
+    BatchConfig,
+    BatchContext,
+    columns,
+    describe_failure,
+    output_suffixes,
+    output_writer,
+    prepare_inputs,
+    process_file,
+    rel,
+    target_index,
+)
 from .batch_output import (
     CSV_NAME,
     JOURNAL_NAME,
@@ -115,7 +126,7 @@ class ExplainWorker:
 
     def __init__(
         self,
-        args: dict[str, Any],
+        config: BatchConfig,
         methods: list[str],
         target: int | None,
         threads: int = 0,
@@ -124,30 +135,25 @@ class ExplainWorker:
         if threads > 0:  # TensorFlow reads these when it starts (below, at the model's load)
             os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
             os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-        from cxr_viewer.commands.batch import BatchContext, _describe_failure
         from cxr_viewer.commands.batch_dicom import DicomOutput
         from cxr_viewer.commands.runtime import apply_runtime_arguments
         from cxr_viewer.core.model.inference import load_classifier
 
-        ns = argparse.Namespace(**args)
-        self.names = _PresetNames(Path(ns.out))
+        self.names = _PresetNames(Path(config.out))
         self.crash_name, _, self.crash_flag = crash_hook.partition(":")
-        self.ctx = None
+        self.ctx: BatchContext | None = None
         #: why this worker has no model (its files become error rows saying so), or ''
         self.load_error = ""
         try:
-            apply_runtime_arguments(ns)
-            clf = load_classifier(ns.model)
-            dicom = DicomOutput.from_args(ns)
+            apply_runtime_arguments(config)
+            clf = load_classifier(config.model)
+            dicom = DicomOutput.from_options(config.dicom)
         except Exception as exc:  # a worker that cannot start must not take the run down
-            self.load_error = f"the worker could not load the model: {_describe_failure(exc)}"
+            self.load_error = f"the worker could not load the model: {describe_failure(exc)}"
             return
-        writer: Any = self.names  # the part of OutputWriter process_file uses
-        self.ctx = BatchContext(ns, clf, methods, target, Path(ns.path), writer, dicom=dicom)
+        self.ctx = BatchContext(config, clf, methods, target, self.names, dicom=dicom)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        from cxr_viewer.commands.batch import process_file
-
         rows = []
         for raw, digest, stem, stem_error in zip(
             batch["path"], batch["sha256"], batch["stem"], batch["stem_error"], strict=True
@@ -178,7 +184,7 @@ class ExplainWorker:
             os._exit(1)
 
 
-def _start_ray(ray, args: argparse.Namespace) -> tuple[bool, str]:
+def _start_ray(ray, args: BatchConfig) -> tuple[bool, str]:
     """Join ``--address`` or the Ray instance this process runs already, else start one here.
     Returns (whether this call started it, the dashboard address or '')."""
     if ray.is_initialized():
@@ -249,7 +255,7 @@ def init_local_ray(ray, **options: Any):
     return info
 
 
-def _pool(ray, args: argparse.Namespace) -> tuple[int, dict[str, Any], int]:
+def _pool(ray, args: BatchConfig) -> tuple[int, dict[str, Any], int]:
     """(workers, Ray resources per worker, TensorFlow threads per worker)."""
     res = ray.cluster_resources()
     gpus = int(res.get("GPU", 0))
@@ -262,77 +268,119 @@ def _pool(ray, args: argparse.Namespace) -> tuple[int, dict[str, Any], int]:
     return workers, {"num_cpus": per}, per
 
 
-def run_ray(args: argparse.Namespace) -> int:
-    from cxr_viewer.core.model.bundle import open_bundle
+def _fail(exc: BaseException, code: int = 2) -> int:
+    print(f"cxr-viewer batch: {describe_failure(exc)}", file=sys.stderr)
+    return code
 
-    from .batch import (
-        OUTPUTS,
-        _columns,
-        _describe_failure,
-        _output_writer,
-        _prepare_inputs,
-        _rel,
-        _tag,
-        _target,
-    )
 
-    def fail(exc: BaseException, code: int = 2) -> int:
-        print(f"cxr-viewer batch: {_describe_failure(exc)}", file=sys.stderr)
-        return code
+class _Run:
+    """The driver's state of one Ray run: Ray (and whether this run started it), the inputs,
+    the methods and class to explain, and the CSV writer."""
 
-    out_dir = Path(args.out)
-    started = False
-    ray = None
-    try:
-        if args.workers is not None and args.workers < 1:
-            raise CxrError("--workers must be at least 1", f"got {args.workers}.")
-        ray = import_ray()
-        inputs = _prepare_inputs(args, out_dir)  # checks a --send node before workers start
-        if inputs is None:
-            return 2
-        methods, listing, _dicom = inputs
-        bundle = open_bundle(args.model)  # the class names; each worker loads the model
-        class_names = tuple(bundle.class_names)
-        target = _target(args.target, class_names)
-        cols = _columns(class_names, methods, not args.no_trust)
-        started, dashboard = _start_ray(ray, args)  # before the output folder is touched
-        writer = _output_writer(args, out_dir, cols)
-    except (CxrError, OSError) as exc:
-        _stop_ray(ray, started)
-        return fail(exc)
-    except KeyboardInterrupt:
-        _stop_ray(ray, started)
-        print("cxr-viewer batch: interrupted before any file was processed", file=sys.stderr)
-        return 130
-    if dashboard and not args.quiet:
-        print(f"cxr-viewer batch: Ray dashboard at {dashboard}", file=sys.stderr)
+    def __init__(self, config: BatchConfig) -> None:
+        self.config = config
+        self.out_dir = Path(config.out)
+        self.ray: Any = None
+        self.started = False
+        self.dashboard = ""
+        self.methods: list[str] = []
+        self.listing: Any = None
+        self.target: int | None = None
+        self.writer: OutputWriter | None = None
 
-    # the driver's part of the loop of the local engine: what is done, and the output names
-    suffixes = [f"_{_tag(m)}{OUTPUTS[k][0]}" for m in methods for k in OUTPUTS]
-    items: list[dict[str, Any]] = []
-    n_kept = 0
-    root = Path(args.path)
-    for path in listing.files:
-        digest = ""
-        if writer.kept_rows:
-            try:
-                digest = content_hash(path)
-            except OSError:
-                digest = ""
-        if writer.done(printable(path), digest or None):
-            n_kept += 1
+    def start(self) -> int | None:
+        """Check the arguments, open the bundle, start Ray and the writer; an exit status if
+        the run cannot start."""
+        from cxr_viewer.core.model.bundle import open_bundle
+
+        config = self.config
+        try:
+            if config.workers is not None and config.workers < 1:
+                raise CxrError("--workers must be at least 1", f"got {config.workers}.")
+            self.ray = import_ray()
+            inputs = prepare_inputs(config, self.out_dir)  # checks a --send node first
+            if inputs is None:
+                return 2
+            self.methods, self.listing, _dicom = inputs
+            bundle = open_bundle(config.model)  # the class names; each worker loads the model
+            class_names = tuple(bundle.class_names)
+            self.target = target_index(config.target, class_names)
+            cols = columns(class_names, self.methods, config.trust)
+            self.started, self.dashboard = _start_ray(self.ray, config)  # before --out changes
+            self.writer = output_writer(config, self.out_dir, cols)
+        except (CxrError, OSError) as exc:
+            self.stop()
+            return _fail(exc)
+        except KeyboardInterrupt:
+            self.stop()
+            print("cxr-viewer batch: interrupted before any file was processed", file=sys.stderr)
+            return 130
+        return None
+
+    def stop(self) -> None:
+        _stop_ray(self.ray, self.started)
+
+    def items(self, writer: OutputWriter) -> tuple[list[dict[str, Any]], int]:
+        """The driver's part of the local engine's loop: (files to process with their reserved
+        output names, files kept from an earlier run)."""
+        suffixes = output_suffixes(self.methods)
+        items: list[dict[str, Any]] = []
+        n_kept = 0
+        root = Path(self.config.path)
+        for path in self.listing.files:
+            digest = ""
+            if writer.kept_rows:
+                try:
+                    digest = content_hash(path)
+                except OSError:
+                    digest = ""
+            if writer.done(printable(path), digest or None):
+                n_kept += 1
+                continue
+            writer.release(printable(path))
+            stem = stem_error = ""
+            if self.methods:
+                try:
+                    stem = writer.unique_stem(rel(path, root), suffixes)
+                except CxrError as exc:
+                    stem_error = describe_failure(exc)
+            items.append(
+                {
+                    "path": os.fsencode(path),
+                    "sha256": digest,
+                    "stem": stem,
+                    "stem_error": stem_error,
+                }
+            )
+        return items, n_kept
+
+
+def _add_lost_rows(writer: OutputWriter, items: list[dict[str, Any]], arrived: set[str]) -> None:
+    """An error row for each file whose worker died every time it was tried."""
+    for it in items:
+        if printable(os.fsdecode(it["path"])) in arrived:
             continue
-        writer.release(printable(path))
-        stem = stem_error = ""
-        if methods:
-            try:
-                stem = writer.unique_stem(_rel(path, root), suffixes)
-            except CxrError as exc:
-                stem_error = _describe_failure(exc)
-        items.append(
-            {"path": os.fsencode(path), "sha256": digest, "stem": stem, "stem_error": stem_error}
+        writer.add_row(
+            {
+                "file": printable(os.fsdecode(it["path"])),
+                "sha256": it["sha256"],
+                "status": "error",
+                "error": f"the worker processing this file died {TASK_RETRIES + 1} times "
+                "(out of memory, or a crash while reading or explaining it)",
+            }
         )
 
+
+def run_ray(config: BatchConfig) -> int:
+    run = _Run(config)
+    status = run.start()
+    if status is not None:
+        return status
+    writer, listing = run.writer, run.listing
+    assert writer is not None
+    if run.dashboard and not config.quiet:
+        print(f"cxr-viewer batch: Ray dashboard at {run.dashboard}", file=sys.stderr)
+    items, n_kept = run.items(writer)
     order = [printable(p) for p, _ in listing.skipped] + [printable(p) for p in listing.files]
     for path, reason in listing.skipped:
         writer.add_row({"file": printable(path), "status": "skipped", "error": reason})
@@ -341,34 +389,23 @@ def run_ray(args: argparse.Namespace) -> int:
     interrupted = False
     try:
         if items:
-            n_ok += _run_pool(ray, args, methods, target, items, writer, arrived)
+            n_ok += _run_pool(run.ray, config, run.methods, run.target, items, writer, arrived)
     except KeyboardInterrupt:
         interrupted = True
-    except CxrError as exc:
+    except (CxrError, OSError) as exc:
         writer.abandon()
-        _stop_ray(ray, started)
-        return fail(exc)
-    except OSError as exc:  # the journal itself cannot be written (disk full, ...)
-        writer.abandon()
-        _stop_ray(ray, started)
-        return fail(write_error(exc.filename or out_dir / JOURNAL_NAME, exc), 1)
+        run.stop()
+        if isinstance(exc, CxrError):
+            return _fail(exc)
+        # the journal itself cannot be written (disk full, ...)
+        return _fail(write_error(exc.filename or run.out_dir / JOURNAL_NAME, exc), 1)
     if not interrupted:
-        lost = [it for it in items if printable(os.fsdecode(it["path"])) not in arrived]
-        for it in lost:
-            writer.add_row(
-                {
-                    "file": printable(os.fsdecode(it["path"])),
-                    "sha256": it["sha256"],
-                    "status": "error",
-                    "error": f"the worker processing this file died {TASK_RETRIES + 1} times "
-                    "(out of memory, or a crash while reading or explaining it)",
-                }
-            )
-    _stop_ray(ray, started)
+        _add_lost_rows(writer, items, arrived)
+    run.stop()
     try:
         csv_path = writer.close(order)
     except OSError as exc:
-        return fail(write_error(out_dir / CSV_NAME, exc), 1)
+        return _fail(write_error(run.out_dir / CSV_NAME, exc), 1)
     total = len(listing.files) + len(listing.skipped)
     if interrupted:
         print(
@@ -378,7 +415,7 @@ def run_ray(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    if not args.quiet:
+    if not config.quiet:
         print(f"wrote {csv_path} ({n_ok} of {total} files predicted)", file=sys.stderr)
     return 0 if n_ok else 2
 
@@ -405,7 +442,7 @@ def _run_pool(ray, args, methods, target, items, writer: OutputWriter, arrived: 
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=min(workers, len(items))),
             fn_constructor_kwargs={
-                "args": vars(args),
+                "config": args,
                 "methods": methods,
                 "target": target,
                 "threads": threads,

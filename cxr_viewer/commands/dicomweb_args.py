@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 from cxr_viewer.core.interop.dicomweb import AUTH_MODES, DicomWebNode
 
@@ -40,7 +41,7 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     )
 
 
-def node_from_args(args: argparse.Namespace) -> DicomWebNode:
+def node_from_args(args: Any) -> DicomWebNode:
     auth = getattr(args, "dicomweb_auth", "none")
     return DicomWebNode(
         url=str(args.send),

@@ -23,6 +23,7 @@ import io
 import random
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -118,48 +119,53 @@ def _small(values: np.ndarray) -> np.ndarray:
     return resize_map(values, MONTAGE_SIDE, MONTAGE_SIDE)
 
 
-def run(args: argparse.Namespace) -> int:
-    from cxr_viewer.commands.batch import _methods, _settings
+@dataclass
+class _Setup:
+    """What the run reads before it explains anything: methods, boxes, model, the pairs."""
 
-    def say(msg: str) -> None:
-        if not args.quiet:
-            print(msg, file=sys.stderr, flush=True)
+    methods: list[str]
+    settings: dict[str, dict[str, Any]]
+    boxes: list[Any]
+    groups: dict[Any, Any]
+    clf: Any
+    finding_class: dict[str, int]
+    keys: list[Any]
+    root: Path
 
-    try:
-        methods = _methods(args.explain)
-        mapping = loc.parse_class_map(args.class_map)
-        boxes = loc.read_boxes(args.boxes)
-        if not boxes:
-            raise loc.AnnotationError(f"No boxes in {args.boxes}", "the CSV has no rows.", "")
-        if args.topk is not None and not 0 < args.topk <= 100:
-            raise CxrError("--topk must be a percentage in (0, 100]", f"got {args.topk}.", "")
-        root = Path(args.images) if args.images else Path(args.boxes).resolve().parent
-        if not root.is_dir():
-            raise CxrError(f"Image folder {root} not found", "", "Pass it with --images DIR.")
-        from cxr_viewer.core.model.inference import load_classifier
 
-        clf = load_classifier(args.model)
-        groups = loc.group_boxes(boxes)
-        finding_class = loc.resolve_classes(
-            sorted({b.finding for b in boxes}), clf.class_names, mapping
+def _setup(args: argparse.Namespace) -> _Setup:
+    """Check the arguments and read the boxes and the model; raises CxrError."""
+    from cxr_viewer.commands.batch_core import method_options, method_settings, parse_methods
+
+    methods = parse_methods(args.explain)
+    layers, samples = method_options(args)
+    mapping = loc.parse_class_map(args.class_map)
+    boxes = loc.read_boxes(args.boxes)
+    if not boxes:
+        raise loc.AnnotationError(f"No boxes in {args.boxes}", "the CSV has no rows.", "")
+    if args.topk is not None and not 0 < args.topk <= 100:
+        raise CxrError("--topk must be a percentage in (0, 100]", f"got {args.topk}.", "")
+    root = Path(args.images) if args.images else Path(args.boxes).resolve().parent
+    if not root.is_dir():
+        raise CxrError(f"Image folder {root} not found", "", "Pass it with --images DIR.")
+    from cxr_viewer.core.model.inference import load_classifier
+
+    clf = load_classifier(args.model)
+    groups = loc.group_boxes(boxes)
+    findings = sorted({b.finding for b in boxes})
+    finding_class = loc.resolve_classes(findings, clf.class_names, mapping)
+    if not finding_class:
+        raise CxrError(
+            "No finding of the box CSV maps to a class of the model",
+            f"findings: {', '.join(findings)}; classes: {', '.join(clf.class_names)}.",
+            'Map them with --map "Finding=CLASS,...".',
         )
-        if not finding_class:
-            raise CxrError(
-                "No finding of the box CSV maps to a class of the model",
-                f"findings: {', '.join(sorted({b.finding for b in boxes}))}; classes: "
-                f"{', '.join(clf.class_names)}.",
-                'Map them with --map "Finding=CLASS,...".',
-            )
-        keys = _select_groups(groups, finding_class, args.limit, args.seed)
-    except CxrError as exc:
-        print(f"cxr-viewer localize: {exc}", file=sys.stderr)
-        return 2
+    keys = _select_groups(groups, finding_class, args.limit, args.seed)
+    settings = {m: method_settings(m, args.seed, layers, samples) for m in methods}
+    return _Setup(methods, settings, boxes, groups, clf, finding_class, keys, root)
 
-    from cxr_viewer.core.explain.registry import create_explainer
-    from cxr_viewer.core.io import load_study
-    from cxr_viewer.core.model.preprocess import study_to_input
 
-    out_dir = Path(args.out)
+def _make_out_dir(out_dir: Path) -> bool:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -168,102 +174,174 @@ def run(args: argparse.Namespace) -> int:
             "Choose another --out.",
             file=sys.stderr,
         )
+        return False
+    return True
+
+
+@dataclass
+class _Scores:
+    """Rows scored so far, their IoU per top-k (parallel to ``rows``) and the montage items."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    ious: list[dict[float, float]] = field(default_factory=list)
+    montage: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, row: dict[str, Any], ious: dict[float, float] | None = None) -> None:
+        self.rows.append(row)
+        self.ious.append(ious or {})
+
+
+def _file_maps(
+    setup: _Setup, analysis: Any, targets: list[int], shape: tuple[int, int]
+) -> dict[tuple[str, int], tuple[np.ndarray | None, float, str]]:
+    """(method, class) → (map at the study's size or None, seconds, error) for one file, each
+    computed once by the analysis pipeline (no trust figures: the boxes score the maps)."""
+    from cxr_viewer.core.analysis import ExplainRequest, explain
+
+    requests = [
+        ExplainRequest(m, setup.settings[m], t, trust=False)
+        for t in dict.fromkeys(targets)
+        for m in setup.methods
+    ]
+    explain(analysis, requests, check_applicable=False)
+    out: dict[tuple[str, int], tuple[np.ndarray | None, float, str]] = {}
+    for r in analysis.results:
+        if r.heatmap is not None:
+            out[(r.method, r.target)] = (r.heatmap.resized(*shape).values, r.seconds, "")
+        elif isinstance(r.error, CxrError):
+            out[(r.method, r.target)] = (None, r.seconds, str(r.error))
+        elif r.error is not None:
+            raise r.error
+    return out
+
+
+def _score_file(
+    args: argparse.Namespace,
+    setup: _Setup,
+    prior: loc.AnatomyPrior,
+    ks: tuple[float, ...],
+    filename: str,
+    file_keys: list[Any],
+    montage_keys: set[Any],
+    scores: _Scores,
+) -> str | None:
+    """Score every (image, finding) pair of one file; the error that stopped it, or None."""
+    from cxr_viewer.core.analysis import prepare
+    from cxr_viewer.core.io import load_study
+
+    all_methods = [*setup.methods, *loc.BASELINES]
+    try:
+        analysis = prepare(load_study(setup.root / filename), setup.clf)
+    except CxrError as exc:
+        for key in file_keys:
+            for m in all_methods:
+                scores.add(_error_row(key, setup.groups[key], m, str(exc)))
+        return str(exc)
+    study = analysis.study
+    assert analysis.prediction is not None
+    probs = analysis.prediction.probabilities
+    shape = (study.rows, study.columns)
+    cache = _file_maps(setup, analysis, [setup.finding_class[k[1]] for k in file_keys], shape)
+    for key in file_keys:
+        finding = key[1]
+        target = setup.finding_class[finding]
+        group = setup.groups[key]
+        mask = loc.box_mask(group, shape)
+        base = {
+            "filename": filename,
+            "patient_id": group[0].patient_id,
+            "finding": finding,
+            "explained_class": setup.clf.class_names[target],
+            "p_class": _round(float(probs[target])),
+            "n_boxes": len(group),
+            "box_area_percent": _round(100.0 * mask.mean(), 3),
+        }
+        maps = {m: cache[(m, target)] for m in setup.methods}
+        maps.update(_baselines(args, prior, filename, finding, group, shape))
+        for m in all_methods:
+            values, secs, err = maps[m]
+            row = {**base, "method": m, "status": "ok", "error": ""}
+            if values is None:
+                row.update(status="error", error=err)
+                scores.add(row)
+                continue
+            s = loc.score_map(values, mask, ks)
+            row.update(
+                pointing_strict=_round(s.pointing_strict),
+                pointing_tolerant=_round(s.pointing_tolerant),
+                energy_inside=_round(s.energy_inside),
+                peak_x=s.peak_xy[0],
+                peak_y=s.peak_xy[1],
+                seconds=_round(secs, 3) if m in setup.methods else "",
+            )
+            scores.add(row, s.iou_by_k)
+        if key in montage_keys:
+            scores.montage[key] = {
+                "image": _small(_display(study)),
+                "boxes": group,
+                "shape": shape,
+                "maps": {m: _small(v) for m, (v, _, _) in maps.items() if v is not None},
+            }
+    return None
+
+
+def _baselines(
+    args: argparse.Namespace,
+    prior: loc.AnatomyPrior,
+    filename: str,
+    finding: str,
+    group: list[Any],
+    shape: tuple[int, int],
+) -> dict[str, tuple[np.ndarray | None, float, str]]:
+    """The maps of the three baselines that never look at the image."""
+    anat = prior.map_for(finding, loc.AnatomyPrior.patient_of(group[0]), shape)
+    return {
+        "centre_prior": (loc.centre_prior(shape), 0.0, ""),
+        "uniform_random": (
+            loc.uniform_random(shape, loc.seed_for(filename, finding, str(args.seed))),
+            0.0,
+            "",
+        ),
+        "anatomy_prior": (
+            anat,
+            0.0,
+            "" if anat is not None else "no other patient has this finding",
+        ),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    def say(msg: str) -> None:
+        if not args.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    try:
+        setup = _setup(args)
+    except CxrError as exc:
+        print(f"cxr-viewer localize: {exc}", file=sys.stderr)
         return 2
-    prior = loc.AnatomyPrior(boxes)
+    out_dir = Path(args.out)
+    if not _make_out_dir(out_dir):
+        return 2
+    prior = loc.AnatomyPrior(setup.boxes)
     ks = tuple(sorted({*loc.TOPK_GRID, *([float(args.topk)] if args.topk else [])}))
-    all_methods = [*methods, *loc.BASELINES]
+    all_methods = [*setup.methods, *loc.BASELINES]
     by_file: dict[str, list[tuple[str, str]]] = {}
-    for key in keys:
+    for key in setup.keys:
         by_file.setdefault(key[0], []).append(key)
-    montage_keys = _montage_keys(keys, args.montage)
-    montage: dict[tuple[str, str], dict[str, Any]] = {}
-    rows: list[dict[str, Any]] = []
-    ious: list[dict[float, float]] = []  # parallel to rows
+    montage_keys = _montage_keys(setup.keys, args.montage)
+    scores = _Scores()
     n_ok = 0
     t_start = time.perf_counter()
     for i, (filename, file_keys) in enumerate(by_file.items(), 1):
-        path = root / filename
-        try:
-            study = load_study(path)
-            x = study_to_input(study, clf.spec)
-            probs = clf.predict_inputs(x[None])[0]
-        except CxrError as exc:
-            for key in file_keys:
-                for m in all_methods:
-                    rows.append(_error_row(key, groups[key], m, str(exc)))
-                    ious.append({})
-            say(f"[{i}/{len(by_file)}] {filename}: {exc}")
+        error = _score_file(args, setup, prior, ks, filename, file_keys, montage_keys, scores)
+        if error is not None:
+            say(f"[{i}/{len(by_file)}] {filename}: {error}")
             continue
         n_ok += 1
-        shape = (study.rows, study.columns)
-        maps_cache: dict[tuple[str, int], tuple[np.ndarray | None, float, str]] = {}
-        for key in file_keys:
-            finding = key[1]
-            target = finding_class[finding]
-            group = groups[key]
-            mask = loc.box_mask(group, shape)
-            patient = loc.AnatomyPrior.patient_of(group[0])
-            base = {
-                "filename": filename,
-                "patient_id": group[0].patient_id,
-                "finding": finding,
-                "explained_class": clf.class_names[target],
-                "p_class": _round(float(probs[target])),
-                "n_boxes": len(group),
-                "box_area_percent": _round(100.0 * mask.mean(), 3),
-            }
-            maps: dict[str, tuple[np.ndarray | None, float, str]] = {}
-            for m in methods:
-                if (m, target) not in maps_cache:
-                    t0 = time.perf_counter()
-                    try:
-                        hm = create_explainer(m, clf, _settings(m, args)).explain(x, target)
-                        v = hm.resized(*shape).values
-                        maps_cache[(m, target)] = (v, time.perf_counter() - t0, "")
-                    except CxrError as exc:
-                        maps_cache[(m, target)] = (None, time.perf_counter() - t0, str(exc))
-                maps[m] = maps_cache[(m, target)]
-            maps["centre_prior"] = (loc.centre_prior(shape), 0.0, "")
-            maps["uniform_random"] = (
-                loc.uniform_random(shape, loc.seed_for(filename, finding, str(args.seed))),
-                0.0,
-                "",
-            )
-            anat = prior.map_for(finding, patient, shape)
-            maps["anatomy_prior"] = (
-                anat,
-                0.0,
-                "" if anat is not None else "no other patient has this finding",
-            )
-            for m in all_methods:
-                values, secs, err = maps[m]
-                row = {**base, "method": m, "status": "ok", "error": ""}
-                if values is None:
-                    row.update(status="error", error=err)
-                    rows.append(row)
-                    ious.append({})
-                    continue
-                s = loc.score_map(values, mask, ks)
-                row.update(
-                    pointing_strict=_round(s.pointing_strict),
-                    pointing_tolerant=_round(s.pointing_tolerant),
-                    energy_inside=_round(s.energy_inside),
-                    peak_x=s.peak_xy[0],
-                    peak_y=s.peak_xy[1],
-                    seconds=_round(secs, 3) if m in methods else "",
-                )
-                rows.append(row)
-                ious.append(s.iou_by_k)
-            if key in montage_keys:
-                montage[key] = {
-                    "image": _small(_display(study)),
-                    "boxes": group,
-                    "shape": shape,
-                    "maps": {m: _small(v) for m, (v, _, _) in maps.items() if v is not None},
-                }
         say(f"[{i}/{len(by_file)}] {filename}: {len(file_keys)} finding(s) scored")
-
-    chosen = _fill_topk(rows, ious, all_methods, args.topk)
+    rows = scores.rows
+    chosen = _fill_topk(rows, scores.ious, all_methods, args.topk)
     with open(out_dir / "rows.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=ROW_COLUMNS, restval="")
         w.writeheader()
@@ -273,20 +351,20 @@ def run(args: argparse.Namespace) -> int:
     for rec in summary:
         rec["topk_percent"] = chosen.get(rec["method"], "")
     _write_summary(out_dir / "summary.csv", summary)
-    if montage:
-        _write_montage(out_dir / "montage.png", montage, all_methods, clf.class_names)
+    if scores.montage:
+        _write_montage(out_dir / "montage.png", scores.montage, all_methods, setup.clf.class_names)
     _write_report(
         out_dir / "report.md",
         args,
-        clf,
+        setup.clf,
         summary,
         chosen,
         all_methods,
-        finding_class,
-        keys,
+        setup.finding_class,
+        setup.keys,
         n_ok,
         len(by_file),
-        bool(montage),
+        bool(scores.montage),
         time.perf_counter() - t_start,
     )
     say(f"wrote {out_dir / 'report.md'} ({n_ok} of {len(by_file)} images scored)")

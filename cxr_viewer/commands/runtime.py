@@ -8,6 +8,7 @@ viewer's GUI entry point.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def _device(text: str) -> str:
@@ -64,7 +65,7 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, device_default: str |
     )
 
 
-def apply_runtime_arguments(args: argparse.Namespace) -> None:
+def apply_runtime_arguments(args: Any) -> None:
     """Hand ``--device`` / ``--gpu-memory`` / ``--verbose`` to the one place TensorFlow starts."""
     from cxr_viewer.core.model.model_io import configure
 

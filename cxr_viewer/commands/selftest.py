@@ -192,7 +192,7 @@ def check_device(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_sanity(state: dict[str, Any], compute: bool) -> dict[str, Any]:
-    """Per method, the cascading randomisation check on this model (core.evaluate.sanity): computed
+    """Per method, the cascading randomisation check on this model (core.sanity): computed
     and cached with ``--sanity``, else the cached result. A method flagged as insensitive to
     the model is reported, not a failure: the check describes the method, not the install."""
     from cxr_viewer.core.evaluate.sanity import SanityResult, cached_result, sanity_check
@@ -219,8 +219,7 @@ def run(args) -> int:
     """Run every step; write the report to ``args.report`` if given; 0 iff all steps passed
     (and the report, when asked for, was written)."""
     os.environ.setdefault("TQDM_DISABLE", "1")
-    from cxr_viewer.core.explain.base import explain_study
-    from cxr_viewer.core.explain.registry import create_explainer
+    from cxr_viewer.core.analysis import ExplainRequest, analyze, prepare
     from cxr_viewer.core.io import load_study
     from cxr_viewer.core.model.bundle import open_bundle
     from cxr_viewer.core.model.inference import Classifier
@@ -285,7 +284,7 @@ def run(args) -> int:
         def predict(key=key):
             if "clf" not in state or key not in state["studies"]:
                 raise RuntimeError("needs the model and the study (see the failed steps above)")
-            pred = state["clf"].predict_study(state["studies"][key])
+            pred = prepare(state["studies"][key], state["clf"]).prediction
             state.setdefault("target", pred.predicted_index)
             return {"probabilities": pred.as_dict(), "predicted": pred.predicted_class}
 
@@ -299,8 +298,18 @@ def run(args) -> int:
 
             if "clf" not in state or study is None:
                 raise RuntimeError("needs a loaded model and a study (see the failed steps above)")
-            explainer = create_explainer(method, state["clf"], settings)
-            heatmap = explain_study(explainer, study, int(state.get("target", 0)))
+            request = ExplainRequest(method, settings, int(state.get("target", 0)), trust=False)
+            analysis = analyze(
+                study,
+                state["clf"],
+                [request],
+                predict=False,
+                raise_errors=True,
+                check_applicable=False,  # every method runs: its own error says what is wrong
+            )
+            found = analysis.results[-1].heatmap
+            assert found is not None  # raise_errors: a result without a map has raised
+            heatmap = found.resized(study.rows, study.columns)
             if (
                 heatmap.values.shape != (study.rows, study.columns)
                 or not np.isfinite(heatmap.values).all()

@@ -9,12 +9,14 @@ export PNG (Ctrl+E), PDF report (Ctrl+P), cancel (Esc), open model (Ctrl+M).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMenu, QToolBar
 
+from .events import OverlayChange
+from .menu_entries import FILE, FILE_EXPORT, MenuEntry
 from .state import LAYOUT_LABELS, METHOD_LABELS, METHOD_SHORTCUTS, METHODS
 from .theme import icon
 
@@ -25,9 +27,10 @@ OVERLAY_KEYS = METHOD_SHORTCUTS
 
 
 class Actions:
-    """All QActions of the main window, by name."""
+    """All QActions of the main window, by name; ``entries`` are the features' File-menu
+    entries (:class:`~.menu_entries.MenuEntry`), placed in the File menu by this class."""
 
-    def __init__(self, win: ActionsHost) -> None:
+    def __init__(self, win: ActionsHost, entries: Sequence[MenuEntry] = ()) -> None:
         self.win = win
         self.all: dict[str, QAction] = {}
         s, c = win.state, win.controller
@@ -183,6 +186,9 @@ class Actions:
         )
         act("shortcuts", "&Keyboard shortcuts", win.show_shortcuts, ["F1"])
         act("about", "&About CXR Lens", win.show_about)
+        self.entries = list(entries)
+        for e in self.entries:
+            act(e.name, e.text, e.slot, list(e.keys), tip=e.tip)
 
         self.recent_menu = QMenu("Open &recent", win.window())
         self.preset_menu = QMenu("&Window presets", win.window())
@@ -201,8 +207,8 @@ class Actions:
 
     def _build_menus(self) -> None:
         a, mb = self.all, self.win.menuBar()
-        # kept: PACS adds its entries here (a menu looked up again through QAction.menu() may
-        # come back as a wrapper that Qt deletes, on PySide6 6.8 and 6.9)
+        # kept (a menu looked up again through QAction.menu() may come back as a wrapper that
+        # Qt deletes, on PySide6 6.8 and 6.9)
         self.file_menu = f = mb.addMenu("&File")
         for name in ("open", "open_folder"):
             f.addAction(a[name])
@@ -214,6 +220,16 @@ class Actions:
         f.addAction(a["export_png"])
         f.addAction(a["export_pdf"])
         f.addSeparator()
+        for entry in self.entries:
+            if entry.menu == FILE:
+                f.addAction(a[entry.name])
+        exports = [entry for entry in self.entries if entry.menu == FILE_EXPORT]
+        if exports:
+            self.export_menu = f.addMenu("E&xport")
+            for entry in exports:
+                self.export_menu.addAction(a[entry.name])
+        if self.entries:
+            f.addSeparator()
         f.addAction(a["quit"])
         v = mb.addMenu("&View")
         for name in ("fit", "actual", "zoom_in", "zoom_out", "reset"):
@@ -270,7 +286,7 @@ class Actions:
             act.setChecked(on)
             act.blockSignals(False)
 
-    def _sync_overlay(self, method: str, what: str) -> None:
+    def _sync_overlay(self, method: str, what: OverlayChange) -> None:
         ov = self.win.state.overlays[method]
         self._set_checked(f"toggle_{method}", ov.visible)
 

@@ -39,6 +39,8 @@ from PySide6.QtWidgets import (
 from cxr_viewer.core.errors import CxrError
 from cxr_viewer.core.evaluate import localize as loc
 
+from .events import OverlayChange
+
 log = logging.getLogger(__name__)
 
 BOX_COLOR = QColor(80, 255, 120)
@@ -240,8 +242,8 @@ class AnnotationLayer(QObject):
         )
 
     # ------------------------------------------------------------------ trust lines
-    def _overlay_changed(self, method: str, what: str) -> None:
-        if what in ("heatmap", "visible"):
+    def _overlay_changed(self, method: str, what: OverlayChange) -> None:
+        if what in (OverlayChange.HEATMAP, OverlayChange.VISIBLE):
             self._update_line(method)
 
     def _line(self, method: str) -> QLabel | None:

@@ -1,11 +1,13 @@
 """The controller: turns state changes into background work and results back into state.
 
-Lives in the GUI thread. Three long-lived worker threads run the work:
+Lives in the GUI thread. Four long-lived worker threads run the work:
 
 * ``model`` — the only thread that touches TensorFlow: loads the bundle, warms it up, predicts,
   explains (one thread owns the model, docs/ARCHITECTURE.md "Threads and workers");
 * ``io`` — reads studies and renders full-size display images;
-* ``thumbs`` — makes study-list thumbnails.
+* ``thumbs`` — makes study-list thumbnails;
+* ``net`` — PACS work (DIMSE or DICOMweb: test, query, retrieve, DICOM export and send),
+  through :class:`~.network.Network`, so a slow PACS never holds up a study or a map.
 
 The work is split in two parts the controller owns: :class:`~.study_loader.StudyLoader`
 (files to studies on screen) and :class:`~.explanations.ExplanationScheduler` (the prediction
@@ -27,6 +29,7 @@ from cxr_viewer.core.progress import CancelToken, ProgressFn
 
 from .error_dialog import ErrorReporter
 from .explanations import ExplanationScheduler
+from .network import Network
 from .session import ModelPhase, ModelSession
 from .state import ModelInfo, ViewerState
 from .study_loader import StudyLoader
@@ -56,6 +59,9 @@ class Controller(QObject):
         self.model_worker = WorkerThread("cxr-model", self, nice=WORKER_NICE)
         self.io_worker = WorkerThread("cxr-io", self, nice=WORKER_NICE)
         self.thumb_worker = WorkerThread("cxr-thumbs", self, nice=WORKER_NICE + 5)
+        self.net_worker = WorkerThread("cxr-net", self, nice=WORKER_NICE)
+        #: the PACS operations on the network worker (the PACS dialogs submit through it)
+        self.network = Network(self.net_worker)
         self.studies = StudyLoader(state, reporter, self.io_worker, self.thumb_worker, self)
         self.explanations = ExplanationScheduler(
             state, reporter, self.session, self.model_worker, self
@@ -168,5 +174,5 @@ class Controller(QObject):
         if self._closing:
             return
         self._closing = True
-        for w in (self.thumb_worker, self.io_worker, self.model_worker):
+        for w in (self.net_worker, self.thumb_worker, self.io_worker, self.model_worker):
             w.shutdown(timeout_ms=10000)

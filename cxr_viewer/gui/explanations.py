@@ -17,6 +17,7 @@ from cxr_viewer.core.progress import CancelToken, ProgressFn
 
 from .cache import ResultCache
 from .error_dialog import ErrorReporter
+from .events import REQUESTS_A_MAP, OverlayChange
 from .results import OverlayResult
 from .session import ModelSession
 from .state import METHODS, ViewerState, study_key
@@ -109,8 +110,8 @@ class ExplanationScheduler(QObject):
         )
 
     # ================================================================ explanations
-    def _on_overlay(self, method: str, what: str) -> None:
-        if what in ("visible", "layer", "settings"):
+    def _on_overlay(self, method: str, what: OverlayChange) -> None:
+        if what in REQUESTS_A_MAP:
             self.request(method)
 
     def request_all(self) -> None:

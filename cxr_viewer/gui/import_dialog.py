@@ -44,6 +44,7 @@ from PySide6.QtWidgets import (
 
 from cxr_viewer.core.errors import BundleError, CxrError
 from cxr_viewer.core.importer.inspect import CANDIDATES, ModelSummary, inspect_model
+from cxr_viewer.core.model.heads import HEADS
 from cxr_viewer.core.model.preprocess import PREPROCESSING_LABELS, Intensity
 
 from .error_dialog import describe
@@ -53,13 +54,14 @@ from .worker import Failure, Task, WorkerThread
 PREPROCESSING_CHOICES = tuple(
     (f"{PREPROCESSING_LABELS[n]} (\u201c{n}\u201d)", n) for n in CANDIDATES
 )
-#: (label, head kind or None for the model's own) offered in the dialog
-HEAD_CHOICES = (
-    ("as the model says", None),
-    ("softmax: exclusive classes", "softmax"),
-    ("binary: one sigmoid unit (positive finding)", "binary"),
-    ("multi-label: independent findings", "multilabel"),
-)
+
+
+def head_choices() -> list[tuple[str, str | None]]:
+    """(label, head kind or None for the model's own) offered in the dialog: every registered
+    head kind (:mod:`cxr_viewer.core.model.heads`)."""
+    return [("as the model says", None), *((kind.label, kind.name) for kind in HEADS.values())]
+
+
 #: (label, resize interpolation or None for the importer's choice) offered in the dialog
 INTERPOLATION_CHOICES: tuple[tuple[str, str | None], ...] = (
     ("as the importer decides (area, or the best match on reference predictions)", None),
@@ -160,7 +162,7 @@ class ImportDialog(QDialog):
         if self.summary:
             self.preprocess_combo.setToolTip(f"Proposed: {self.summary.preprocessing_reason}")
         self.head_combo = QComboBox()
-        for label, kind in HEAD_CHOICES:
+        for label, kind in head_choices():
             self.head_combo.addItem(label, kind)
         self.size_auto = QCheckBox("read from the model")
         self.size_auto.setChecked(True)
@@ -285,14 +287,10 @@ class ImportDialog(QDialog):
             parts.append(f"input {rows or 'any'}×{cols or 'any'}×{ch}")
         if s.units:
             act = s.activation or "unknown activation"
-            what = {
-                "binary": "one sigmoid unit: a binary model — name its positive finding "
-                "(optionally the negative first)",
-                "multilabel": f"{s.units} independent sigmoid findings (multi-label) — one name "
-                "per finding",
-                "softmax": f"{s.units} exclusive classes ({act}) — one name per class",
-            }.get(s.head or "", f"{s.units} outputs ({act})")
-            parts.append(what)
+            kind = HEADS.get(s.head or "")
+            parts.append(
+                kind.describe(s.units, act) if kind is not None else f"{s.units} outputs ({act})"
+            )
         parts.append(f"proposed input values: {s.preprocessing} ({s.preprocessing_reason})")
         return "Found: " + "; ".join(parts) + "."
 
@@ -349,7 +347,8 @@ class ImportDialog(QDialog):
         classes = parse_class_names(self.classes_edit.text())
         head = self.head_combo.currentData()
         units = self.summary.units if self.summary else None
-        binary = (head or (self.summary.head if self.summary else None)) == "binary"
+        kind = HEADS.get(head or (self.summary.head if self.summary else None) or "")
+        binary = kind is not None and kind.single_unit  # one unit: its positive finding
         least = 1 if binary else 2
         if len(classes) < least or len(set(classes)) != len(classes):
             raise BundleError(

@@ -32,11 +32,13 @@ from PySide6.QtWidgets import (
 from cxr_viewer.core.io.formats import file_dialog_filter
 from cxr_viewer.core.paths import demo_bundle_dir
 
-from . import dicomweb_dialog, model_menu, pacs_dialogs, stored_results
+from . import model_menu
 from .actions import OVERLAY_KEYS, Actions
 from .annotations import install as install_annotations
 from .controller import Controller
 from .error_dialog import ErrorReporter
+from .events import RELAYOUTS, OverlayChange
+from .pacs_dialogs import PacsActions
 from .panels.info import MetadataPanel, ModelPanel
 from .panels.overlays import OverlayPanel
 from .panels.prediction import PredictionPanel
@@ -96,12 +98,17 @@ class MainWindow(QMainWindow):
         self.metadata_panel = MetadataPanel(self.state)
         self.status = StatusArea(self.state, settings=self.settings)
         self.setStatusBar(self.status)
-        self.actions_ = Actions(self)
-        self.pacs_actions = pacs_dialogs.install(
-            self
-        )  # File ▸ Query/retrieve, PACS nodes, Export ▸ DICOM
-        self.stored_results = stored_results.install(self)  # File ▸ Stored DICOM results…
-        self.dicomweb_query = dicomweb_dialog.install(self)  # File ▸ Query/retrieve over DICOMweb…
+        # File ▸ Query/retrieve from PACS, PACS nodes, Stored DICOM results, Export ▸ DICOM:
+        # the window builds the menu from the entries; the dialogs get what they need, not it
+        self.pacs = PacsActions(
+            self.settings,
+            self.state,
+            self.controller.network,
+            self,
+            open_files=lambda files: self.controller.open_paths(list(files)),
+            show_message=self.status.show_message,
+        )
+        self.actions_ = Actions(self, self.pacs.entries())
         self._docks()
         self.annotations = install_annotations(self)  # File ▸ Open annotations…, boxes on panes
         self.model_menu = model_menu.install(self)  # File ▸ Model: demos, recent, open, import
@@ -234,8 +241,8 @@ class MainWindow(QMainWindow):
 
         QTimer.singleShot(0, sync)
 
-    def _overlay_shown(self, _method: str = "", what: str = "visible") -> None:
-        if what in ("visible", "config"):
+    def _overlay_shown(self, _method: str, what: OverlayChange) -> None:
+        if what in RELAYOUTS:
             self._apply_layout()
 
     def _study_changed(self) -> None:

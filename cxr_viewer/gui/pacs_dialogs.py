@@ -1,32 +1,38 @@
-"""PACS in the viewer: node settings with "Test connection", query/retrieve, DICOM export/send.
+"""PACS in the viewer: nodes (DIMSE or DICOMweb) with "Test connection", query/retrieve, DICOM
+export/send, and the File-menu entries that open them.
 
-- :class:`PacsNodesDialog` — the PACS nodes (name, AE title, host, port, our calling AE, our
-  storage port for C-MOVE, C-GET or C-MOVE), saved in the viewer's settings; "Test
-  connection" runs a C-ECHO.
-- :class:`QueryRetrieveDialog` — a study-level C-FIND (patient name/ID, date range, CR/DX) with
-  a result table, and retrieve (C-GET or C-MOVE) of the chosen studies into the study list,
-  with progress and Cancel; what arrived before a cancel or a failure is kept and opened.
+- :class:`PacsNodesDialog` — the PACS nodes, each DIMSE (AE title, host, port, our calling AE,
+  our storage port for C-MOVE, C-GET or C-MOVE) or DICOMweb (base URL, authentication none /
+  basic / bearer, TLS verified by default or against a CA file), saved in the viewer's settings
+  without passwords or tokens; "Test connection" sends a C-ECHO or a QIDO-RS query.
+- :class:`QueryRetrieveDialog` — a study-level C-FIND or QIDO-RS (patient name/ID, date range,
+  CR/DX) with a result table, and retrieve (C-GET / C-MOVE or WADO-RS) of the chosen studies
+  into the study list, with progress and Cancel; what arrived before a cancel or a failure is
+  kept and opened. Parametric Maps, Segmentations and reports that arrive with a study are
+  kept beside it (File ▸ Stored DICOM results… shows them), not opened as studies.
 - :class:`DicomExportDialog` — File ▸ Export ▸ DICOM…: the shown explanations as Secondary
-  Captures plus a structured report into a folder, optionally sent (C-STORE) to a node; patient
-  fields are asked only for PNG/JPEG sources (empty = anonymous).
+  Captures plus a structured report into a folder, optionally sent (C-STORE or STOW-RS) to a
+  node; patient fields are asked only for PNG/JPEG sources (empty = anonymous).
+- :class:`PacsActions` — the File-menu entries (:class:`~.menu_entries.MenuEntry`) the window
+  builds its menu from; it opens the dialogs with what they need, never the window itself.
 
 The "hide patient fields" setting masks patient names, IDs, birth dates and sex in the result
-table. Network work runs on a worker thread; nothing is sent anywhere unless the user asks.
-:func:`install` adds the menu entries to a main window.
+table. Network work runs on the controller's network worker (:class:`~.network.Network`);
+nothing is sent anywhere unless the user asks.
 """
 
 from __future__ import annotations
 
 import html
-import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QBoxLayout,
     QCheckBox,
     QComboBox,
     QDialog,
@@ -38,29 +44,53 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QListWidget,
-    QMenu,
     QProgressBar,
     QPushButton,
     QSpinBox,
+    QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
-from cxr_viewer.core.errors import CxrError
+from cxr_viewer.core.errors import CxrError, PacsError
 
+from . import network as net
 from .error_dialog import describe
-from .worker import Failure, Task, WorkerThread
+from .menu_entries import FILE_EXPORT, MenuEntry
+from .network import (
+    DICOMWEB,
+    NODES_KEY,
+    PROTOCOLS,
+    Network,
+    Retrieved,
+    SavedNode,
+    StudyQuery,
+    load_nodes,
+    save_nodes,
+)
+from .worker import Failure, Task
 
 if TYPE_CHECKING:
-    from cxr_viewer.core.interop.pacs import PacsNode, StudyRecord
+    from cxr_viewer.core.interop.pacs import StudyRecord
 
-    from .main_window import MainWindow
+    from .network import Endpoint
     from .settings import Settings
     from .state import ViewerState
 
-NODES_KEY = "pacs/nodes"
+__all__ = [
+    "NODES_KEY",
+    "RETRIEVE_DIR_KEY",
+    "DicomExportDialog",
+    "PacsActions",
+    "PacsNodesDialog",
+    "QueryRetrieveDialog",
+    "load_nodes",
+    "retrieve_dir",
+    "save_nodes",
+]
+
 RETRIEVE_DIR_KEY = "pacs/retrieve_dir"
 
 #: result table columns: (header, StudyRecord attribute)
@@ -74,32 +104,9 @@ COLUMNS = (
     ("Modalities", "modalities"),
     ("Images", "instances"),
     ("Accession", "accession_number"),
+    ("Study UID", "study_instance_uid"),
 )
-
-
-# ---------------------------------------------------------------------------- settings
-
-
-def load_nodes(settings: Settings) -> list[PacsNode]:
-    """The PACS nodes saved in the settings (invalid entries are skipped)."""
-    from cxr_viewer.core.interop.pacs import PacsNode
-
-    raw = settings.q.value(NODES_KEY, "")
-    try:
-        items = json.loads(str(raw)) if raw else []
-    except ValueError:
-        return []
-    nodes = []
-    for item in items if isinstance(items, list) else []:
-        try:
-            nodes.append(PacsNode.from_dict(item))
-        except (CxrError, TypeError):
-            continue
-    return nodes
-
-
-def save_nodes(settings: Settings, nodes: list[PacsNode]) -> None:
-    settings.q.setValue(NODES_KEY, json.dumps([n.as_dict() for n in nodes]))
+NO_NODE = "(no PACS node: add one in File ▸ PACS nodes…)"
 
 
 def retrieve_dir(settings: Settings) -> Path:
@@ -116,11 +123,16 @@ def _error_text(exc: BaseException) -> str:
     return f"<b>{headline}</b><br>{body}".replace("\n", "<br>")
 
 
-class _Busy:
-    """A progress bar and a Cancel button driving one task at a time."""
+def _studies(n: int) -> str:
+    return f"{n} stud{'y' if n == 1 else 'ies'}"
 
-    def __init__(self, layout, worker: WorkerThread) -> None:
-        self.worker = worker
+
+class _Busy:
+    """A progress bar and a Cancel button driving one network task of a dialog at a time."""
+
+    def __init__(self, layout: QBoxLayout, network: Network, slot: str) -> None:
+        self.network = network
+        self.slot = slot
         self.task: Task | None = None
         self.bar = QProgressBar()
         self.bar.setVisible(False)
@@ -132,14 +144,42 @@ class _Busy:
         row.addWidget(self.cancel_button)
         layout.addLayout(row)
 
-    def start(self, task: Task, busy_text: str = "") -> Task:
-        self.task = task
+    def start(
+        self,
+        what: str,
+        fn: Callable[..., Any],
+        busy_text: str,
+        *,
+        on_done: Callable[[Any], None],
+        on_error: Callable[[Failure], None],
+        on_cancelled: Callable[[], None],
+        on_partial: Callable[[Any], None] | None = None,
+    ) -> Task:
+        """Run ``fn(progress, cancel, partial)`` on the network worker; every outcome first
+        hides the bar, then calls its callback."""
+
+        def finish(cb: Callable[..., None]) -> Callable[..., None]:
+            def run(*args: Any) -> None:
+                self.stop()
+                cb(*args)
+
+            return run
+
         self.bar.setRange(0, 0)
         self.bar.setFormat(busy_text)
         self.bar.setVisible(True)
         self.cancel_button.setVisible(True)
         self.cancel_button.setEnabled(True)
-        return self.worker.submit(task)
+        self.task = self.network.submit(
+            f"{self.slot}:{what}",
+            fn,
+            on_done=finish(on_done),
+            on_error=finish(on_error),
+            on_cancelled=finish(on_cancelled),
+            on_progress=self.progress,
+            on_partial=on_partial,
+        )
+        return self.task
 
     def progress(self, fraction: float, message: str) -> None:
         self.bar.setRange(0, 1000)
@@ -156,31 +196,33 @@ class _Busy:
             self.task.cancel()
             self.cancel_button.setEnabled(False)
 
+    def abandon(self) -> None:
+        """The dialog closes: cancel the task; its callbacks are not called any more."""
+        if self.task is not None:
+            Network.abandon(self.task)
+            self.task = None
+
     @property
     def running(self) -> bool:
         return self.task is not None
 
 
-# ---------------------------------------------------------------------------- nodes
+# ---------------------------------------------------------------------------- node forms
 
 
-class PacsNodesDialog(QDialog):
-    """Edit the list of PACS nodes; "Test connection" sends a C-ECHO to the edited node."""
+def _form(rows: Sequence[tuple[str, QWidget]]) -> QFormLayout:
+    form = QFormLayout()
+    form.setContentsMargins(0, 0, 0, 0)
+    for label, widget in rows:
+        form.addRow(label, widget)
+    return form
 
-    def __init__(
-        self, settings: Settings, parent: QWidget | None = None, worker: WorkerThread | None = None
-    ) -> None:
+
+class DimseForm(QWidget):
+    """The fields of a DIMSE node."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setObjectName("PacsNodesDialog")
-        self.setWindowTitle("PACS nodes")
-        self.settings = settings
-        self.nodes = load_nodes(settings)
-        self._own_worker = worker is None
-        self.worker = worker or WorkerThread("cxr-pacs", self)
-
-        self.list = QListWidget()
-        self.list.currentRowChanged.connect(self._show)
-        self.name = QLineEdit()
         self.ae_title = QLineEdit()
         self.ae_title.setPlaceholderText("e.g. ORTHANC")
         self.host = QLineEdit()
@@ -200,15 +242,146 @@ class PacsNodesDialog(QDialog):
         self.retrieve = QComboBox()
         self.retrieve.addItem("C-GET (no incoming connection)", "get")
         self.retrieve.addItem("C-MOVE to our storage port", "move")
-        form = QFormLayout()
-        form.addRow("Name", self.name)
-        form.addRow("PACS AE title", self.ae_title)
-        form.addRow("Host", self.host)
-        form.addRow("Port", self.port)
-        form.addRow("Our AE title", self.calling_ae)
-        form.addRow("Our storage port (C-MOVE)", self.storage_port)
-        form.addRow("Listen on (C-MOVE)", self.listen_host)
-        form.addRow("Retrieve with", self.retrieve)
+        self.setLayout(
+            _form(
+                [
+                    ("PACS AE title", self.ae_title),
+                    ("Host", self.host),
+                    ("Port", self.port),
+                    ("Our AE title", self.calling_ae),
+                    ("Our storage port (C-MOVE)", self.storage_port),
+                    ("Listen on (C-MOVE)", self.listen_host),
+                    ("Retrieve with", self.retrieve),
+                ]
+            )
+        )
+
+    def show_fields(self, f: dict[str, Any]) -> None:
+        self.ae_title.setText(str(f.get("ae_title", "")))
+        self.host.setText(str(f.get("host", "")))
+        self.port.setValue(int(f.get("port", 4242)))
+        self.calling_ae.setText(str(f.get("calling_ae", "CXRLENS")))
+        self.storage_port.setValue(int(f.get("storage_port", 11113)))
+        self.listen_host.setText(str(f.get("listen_host", "127.0.0.1")))
+        self.retrieve.setCurrentIndex(max(0, self.retrieve.findData(f.get("retrieve", "get"))))
+
+    def endpoint(self, name: str) -> Endpoint:
+        from cxr_viewer.core.interop.pacs import PacsNode
+
+        return PacsNode(
+            ae_title=self.ae_title.text(),
+            host=self.host.text().strip(),
+            port=self.port.value(),
+            calling_ae=self.calling_ae.text(),
+            name=name,
+            storage_port=self.storage_port.value(),
+            listen_host=self.listen_host.text().strip() or "127.0.0.1",
+            retrieve=str(self.retrieve.currentData()),
+        )
+
+
+class DicomWebForm(QWidget):
+    """The fields of a DICOMweb node; the password or token is never stored."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.url = QLineEdit()
+        self.url.setPlaceholderText("https://pacs.example.org/dicom-web")
+        self.auth = QComboBox()
+        for mode, text in (
+            ("none", "None"),
+            ("basic", "HTTP basic (user name and password)"),
+            ("bearer", "Bearer token"),
+        ):
+            self.auth.addItem(text, mode)
+        self.user = QLineEdit()
+        self.secret = QLineEdit()
+        self.secret.setEchoMode(QLineEdit.EchoMode.Password)
+        self.secret.setPlaceholderText("password (basic) or token (bearer); never stored")
+        self.ca_file = QLineEdit()
+        self.ca_file.setPlaceholderText("PEM file of the hospital's CA (empty: the system's)")
+        self.verify = QCheckBox("Verify the server's TLS certificate")
+        self.verify.setChecked(True)
+        self.verify.setToolTip("Turn off only to test: without it anyone on the way can listen")
+        self.setLayout(
+            _form(
+                [
+                    ("DICOMweb URL", self.url),
+                    ("Authentication", self.auth),
+                    ("User name", self.user),
+                    ("Password / token", self.secret),
+                    ("CA file", self.ca_file),
+                    ("", self.verify),
+                ]
+            )
+        )
+        self.auth.currentIndexChanged.connect(self._auth_changed)
+        self._auth_changed()
+
+    @property
+    def auth_mode(self) -> str:
+        return str(self.auth.currentData())
+
+    def set_auth(self, mode: str) -> None:
+        self.auth.setCurrentIndex(max(0, self.auth.findData(mode)))
+
+    def _auth_changed(self) -> None:
+        mode = self.auth_mode
+        self.user.setEnabled(mode == "basic")
+        self.secret.setEnabled(mode != "none")
+
+    def show_fields(self, f: dict[str, Any], secret: str = "") -> None:
+        self.url.setText(str(f.get("url", "")))
+        self.set_auth(str(f.get("auth", "none")))
+        self.user.setText(str(f.get("username", "")))
+        self.secret.setText(secret)
+        self.ca_file.setText(str(f.get("ca_bundle", "")))
+        self.verify.setChecked(bool(f.get("verify_tls", True)))
+
+    def endpoint(self, name: str = "") -> Endpoint:
+        from cxr_viewer.core.interop.dicomweb import DicomWebNode
+
+        mode, secret = self.auth_mode, self.secret.text()
+        return DicomWebNode(
+            url=self.url.text().strip(),
+            auth=mode,
+            username=self.user.text().strip() if mode == "basic" else "",
+            password=secret if mode == "basic" else "",
+            token=secret if mode == "bearer" else "",
+            verify_tls=self.verify.isChecked(),
+            ca_bundle=self.ca_file.text().strip(),
+        )
+
+
+# ---------------------------------------------------------------------------- nodes
+
+
+class PacsNodesDialog(QDialog):
+    """Edit the list of PACS nodes; "Test connection" sends a C-ECHO or a QIDO-RS query to the
+    edited node."""
+
+    def __init__(self, settings: Settings, network: Network, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("PacsNodesDialog")
+        self.setWindowTitle("PACS nodes")
+        self.settings = settings
+        self.network = network
+        self.nodes = load_nodes(settings)
+
+        self.list = QListWidget()
+        self.list.currentRowChanged.connect(self._show)
+        self.name = QLineEdit()
+        self.protocol = QComboBox()
+        self.protocol.setObjectName("Protocol")
+        for key, text in PROTOCOLS.items():
+            self.protocol.addItem(text, key)
+        self.dimse = DimseForm()
+        self.web = DicomWebForm()
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.dimse)
+        self.pages.addWidget(self.web)
+        self.protocol.currentIndexChanged.connect(self.pages.setCurrentIndex)
+        head = _form([("Name", self.name), ("Protocol", self.protocol)])
 
         self.add_button = QPushButton("Add / update")
         self.add_button.clicked.connect(self.add_or_update)
@@ -226,25 +399,33 @@ class PacsNodesDialog(QDialog):
             buttons.addWidget(b)
         box = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         box.rejected.connect(self.reject)
-        box.accepted.connect(self.accept)
 
         right = QVBoxLayout()
-        right.addLayout(form)
+        right.addLayout(head)
+        right.addWidget(self.pages)
         right.addLayout(buttons)
         right.addWidget(self.result_label)
+        right.addStretch(1)
         top = QHBoxLayout()
         top.addWidget(self.list, 1)
         top.addLayout(right, 2)
         lay = QVBoxLayout(self)
         lay.addLayout(top)
-        self.busy = _Busy(lay, self.worker)
+        self.busy = _Busy(lay, network, f"nodes-{id(self)}")
         lay.addWidget(box)
         self._refresh()
+
+    @property
+    def web_protocol(self) -> bool:
+        return self.protocol.currentData() == DICOMWEB
+
+    def set_protocol(self, protocol: str) -> None:
+        self.protocol.setCurrentIndex(max(0, self.protocol.findData(protocol)))
 
     def _refresh(self, select: int = 0) -> None:
         self.list.clear()
         for n in self.nodes:
-            self.list.addItem(n.label)
+            self.list.addItem(f"{n.label}  ({'DICOMweb' if n.is_dicomweb else 'DIMSE'})")
         if self.nodes:
             self.list.setCurrentRow(min(select, len(self.nodes) - 1))
 
@@ -252,36 +433,31 @@ class PacsNodesDialog(QDialog):
         if not 0 <= row < len(self.nodes):
             return
         n = self.nodes[row]
+        self.result_label.setText("")  # a test result belongs to the node it tested
         self.name.setText(n.name)
-        self.ae_title.setText(n.ae_title)
-        self.host.setText(n.host)
-        self.port.setValue(n.port)
-        self.calling_ae.setText(n.calling_ae)
-        self.storage_port.setValue(n.storage_port)
-        self.listen_host.setText(n.listen_host)
-        self.retrieve.setCurrentIndex(max(0, self.retrieve.findData(n.retrieve)))
+        self.set_protocol(n.protocol)
+        if n.is_dicomweb:
+            self.web.show_fields(n.fields, self.network.secret_for(n))
+        else:
+            self.dimse.show_fields(n.fields)
 
-    def edited_node(self) -> PacsNode:
-        """The node as the form describes it (raises PacsError when a field is invalid)."""
-        from cxr_viewer.core.interop.pacs import PacsNode
+    def edited(self) -> tuple[SavedNode, Endpoint]:
+        """The node as the form describes it and its endpoint (PacsError when a field is
+        invalid)."""
+        name = self.name.text().strip()
+        endpoint = self.web.endpoint(name) if self.web_protocol else self.dimse.endpoint(name)
+        return SavedNode.of(endpoint, name), endpoint
 
-        return PacsNode(
-            ae_title=self.ae_title.text(),
-            host=self.host.text().strip(),
-            port=self.port.value(),
-            calling_ae=self.calling_ae.text(),
-            name=self.name.text().strip(),
-            storage_port=self.storage_port.value(),
-            listen_host=self.listen_host.text().strip() or "127.0.0.1",
-            retrieve=str(self.retrieve.currentData()),
-        )
+    def edited_node(self) -> SavedNode:
+        return self.edited()[0]
 
     def add_or_update(self) -> None:
         try:
-            node = self.edited_node()
+            node, _endpoint = self.edited()
         except CxrError as exc:
             self.result_label.setText(_error_text(exc))
             return
+        self.network.remember_secret(node, self.web.secret.text())
         labels = [n.label for n in self.nodes]
         if node.label in labels:
             idx = labels.index(node.label)
@@ -291,7 +467,10 @@ class PacsNodesDialog(QDialog):
             idx = len(self.nodes) - 1
         save_nodes(self.settings, self.nodes)
         self._refresh(idx)
-        self.result_label.setText(f"Saved {node.label}.")
+        kept = (
+            " (the password or token is kept until the viewer closes)" if node.secret_kind else ""
+        )
+        self.result_label.setText(f"Saved {html.escape(node.label)}{kept}.")
 
     def remove_current(self) -> None:
         row = self.list.currentRow()
@@ -301,49 +480,112 @@ class PacsNodesDialog(QDialog):
             self._refresh(row)
 
     def test_connection(self) -> Task | None:
-        from cxr_viewer.core.interop.pacs import PacsClient
-
         try:
-            node = self.edited_node()
+            node, endpoint = self.edited()
         except CxrError as exc:
             self.result_label.setText(_error_text(exc))
             return None
-        self.result_label.setText(f"Sending a C-ECHO to {node.label}…")
+        sent = net.echo_text(endpoint)
+        label = html.escape(node.label)
+        self.result_label.setText(f"Sending {sent} to {label}…")
         self.test_button.setEnabled(False)
 
         def done(seconds: float) -> None:
-            self.busy.stop()
             self.test_button.setEnabled(True)
             self.result_label.setText(
-                f"<span style='color:#2e7d32'>✔ {node.label} answered the C-ECHO "
+                f"<span style='color:#2e7d32'>✔ {label} answered {sent} "
                 f"in {seconds * 1000:.0f} ms.</span>"
             )
 
         def failed(f: Failure) -> None:
-            self.busy.stop()
             self.test_button.setEnabled(True)
             self.result_label.setText(_error_text(f.exc))
 
         def cancelled() -> None:
-            self.busy.stop()
             self.test_button.setEnabled(True)
             self.result_label.setText("Cancelled.")
 
-        task = Task(
-            lambda progress, cancel, partial: PacsClient(node, timeout=10).echo(cancel=cancel),
-            "pacs:echo",
+        return self.busy.start(
+            "echo",
+            lambda progress, cancel, partial: net.echo(endpoint, cancel),
+            "testing…",
             on_done=done,
             on_error=failed,
             on_cancelled=cancelled,
         )
-        return self.busy.start(task, "C-ECHO…")
 
     def done(self, result: int) -> None:  # noqa: D102 - Qt API
-        if self.busy.task is not None:
-            self.busy.task.cancel()
-        if self._own_worker:
-            self.worker.shutdown()
+        self.busy.abandon()
         super().done(result)
+
+
+# ---------------------------------------------------------------------------- picking a node
+
+
+class NodePicker(QWidget):
+    """A saved node to talk to, and its password or token when it needs one (never stored;
+    remembered for the session by :class:`~.network.Network`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        network: Network,
+        none_text: str = "",
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.settings, self.network, self.none_text = settings, network, none_text
+        self.combo = QComboBox()
+        self.combo.setObjectName("Node")
+        self.secret = QLineEdit()
+        self.secret.setEchoMode(QLineEdit.EchoMode.Password)
+        self.secret.setObjectName("Secret")
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.combo, 2)
+        row.addWidget(self.secret, 1)
+        self.combo.currentIndexChanged.connect(self._node_changed)
+        self.reload()
+
+    def reload(self) -> None:
+        self.combo.clear()
+        if self.none_text:
+            self.combo.addItem(self.none_text, None)
+        nodes = load_nodes(self.settings)
+        for n in nodes:
+            self.combo.addItem(n.label, n)
+        if not nodes and not self.none_text:
+            self.combo.addItem(NO_NODE, None)
+        self._node_changed()
+
+    def current(self) -> SavedNode | None:
+        node = self.combo.currentData()
+        return node if isinstance(node, SavedNode) else None
+
+    def _node_changed(self) -> None:
+        node = self.current()
+        kind = node.secret_kind if node is not None else ""
+        self.secret.setVisible(bool(kind))
+        self.secret.setPlaceholderText(f"{kind} (not stored)")
+        self.secret.setToolTip(
+            f"The {kind} of {node.label}: kept until the viewer closes, never written"
+            if node is not None and kind
+            else ""
+        )
+        self.secret.setText(self.network.secret_for(node) if node is not None else "")
+
+    def endpoint(self) -> Endpoint | None:
+        """The chosen node's endpoint (None: no node); a PacsError when a secret is missing."""
+        node = self.current()
+        if node is None:
+            return None
+        if node.secret_kind and not self.secret.text():
+            raise PacsError(
+                f"{node.label} needs its {node.secret_kind}",
+                "it is not stored with the node",
+                f"Enter the {node.secret_kind} next to the node.",
+            )
+        return self.network.endpoint(node, self.secret.text())
 
 
 # ---------------------------------------------------------------------------- query/retrieve
@@ -352,16 +594,16 @@ class PacsNodesDialog(QDialog):
 class QueryRetrieveDialog(QDialog):
     """Query a PACS for studies and retrieve the chosen ones (``retrieved(list[Path])``)."""
 
-    #: the files that arrived (list of Path), after each retrieve (also a partial one)
+    #: the images that arrived (list of Path), after each study of a retrieve
     retrieved = Signal(object)
-    busy: _Busy  # set at the end of __init__; the selection lambda reads it later
+    busy: _Busy  # made after the table, whose selection handler reads it
 
     def __init__(
         self,
         settings: Settings,
         state: ViewerState,
+        network: Network,
         parent: QWidget | None = None,
-        worker: WorkerThread | None = None,
     ) -> None:
         super().__init__(parent)
         self.setObjectName("QueryRetrieveDialog")
@@ -369,12 +611,8 @@ class QueryRetrieveDialog(QDialog):
         self.settings = settings
         self.state = state
         self.records: list[StudyRecord] = []
-        self._own_worker = worker is None
-        self.worker = worker or WorkerThread("cxr-pacs", self)
 
-        self.node = QComboBox()
-        self.node.setObjectName("Node")
-        self.reload_nodes()
+        self.picker = NodePicker(settings, network)
         self.patient_name = QLineEdit()
         self.patient_name.setPlaceholderText("e.g. Doe* (wildcards allowed)")
         self.patient_id = QLineEdit()
@@ -395,7 +633,7 @@ class QueryRetrieveDialog(QDialog):
         dates.addWidget(QLabel("to"))
         dates.addWidget(self.date_to)
         form = QFormLayout()
-        form.addRow("PACS", self.node)
+        form.addRow("PACS", self.picker)
         form.addRow("Patient name", self.patient_name)
         form.addRow("Patient ID", self.patient_id)
         form.addRow("Study date", dates)
@@ -438,7 +676,7 @@ class QueryRetrieveDialog(QDialog):
         lay.addLayout(buttons)
         lay.addWidget(self.table, 1)
         lay.addWidget(self.message)
-        self.busy = _Busy(lay, self.worker)
+        self.busy = _Busy(lay, network, f"query-{id(self)}")
         close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         close.rejected.connect(self.reject)
         lay.addWidget(close)
@@ -446,41 +684,44 @@ class QueryRetrieveDialog(QDialog):
         state.events.privacy.connect(self.fill_table)
 
     def reload_nodes(self) -> None:
-        self.node.clear()
-        nodes = load_nodes(self.settings)
-        for n in nodes:
-            self.node.addItem(n.label, n)
-        if not nodes:
-            self.node.addItem("(no PACS node: add one in File ▸ PACS nodes…)", None)
+        self.picker.reload()
 
-    def current_node(self) -> PacsNode | None:
-        return self.node.currentData()
+    def current_node(self) -> SavedNode | None:
+        return self.picker.current()
+
+    def _endpoint(self) -> Endpoint | None:
+        """The chosen node's endpoint; None (and why, in the message) when there is none."""
+        try:
+            endpoint = self.picker.endpoint()
+        except CxrError as exc:
+            self.message.setText(_error_text(exc))
+            return None
+        if endpoint is None:
+            self.message.setText("Add a PACS node first (File ▸ PACS nodes…).")
+        return endpoint
 
     # -- search -----------------------------------------------------------------------------
 
     def search(self) -> Task | None:
-        from cxr_viewer.core.interop.pacs import PacsClient
-
-        node = self.current_node()
-        if node is None:
-            self.message.setText("Add a PACS node first (File ▸ PACS nodes…).")
+        endpoint = self._endpoint()
+        if endpoint is None:
             return None
-        query: dict[str, Any] = dict(
+        label = html.escape(endpoint.label)
+        query = StudyQuery(
             patient_name=self.patient_name.text(),
             patient_id=self.patient_id.text(),
             date_from=self.date_from.text().strip() or None,
             date_to=self.date_to.text().strip() or None,
-            modalities=[m for m, box in (("CR", self.cr), ("DX", self.dx)) if box.isChecked()],
+            modalities=tuple(m for m, box in (("CR", self.cr), ("DX", self.dx)) if box.isChecked()),
         )
-        self.message.setText(f"Searching {node.label}…")
-        self.search_button.setEnabled(False)
+        self.message.setText(f"Searching {label}…")
+        self._working()
 
-        def done(records) -> None:
+        def done(records: list[StudyRecord]) -> None:
             self._idle()
             self.records = list(records)
             self.fill_table()
-            n = len(self.records)
-            text = f"{n} stud{'y' if n == 1 else 'ies'} found on {node.label}."
+            text = f"{_studies(len(self.records))} found on {label}."
             flagged = sum(1 for r in self.records if r.problems)
             if flagged:
                 text += (
@@ -492,14 +733,14 @@ class QueryRetrieveDialog(QDialog):
                 text += f"<br><b>The list may be incomplete:</b> {html.escape(problem)}."
             self.message.setText(text)
 
-        task = Task(
-            lambda progress, cancel, partial: PacsClient(node).find_studies(**query, cancel=cancel),
-            "pacs:find",
+        return self.busy.start(
+            "find",
+            lambda progress, cancel, partial: net.find(endpoint, query, cancel),
+            "searching…",
             on_done=done,
             on_error=self._failed,
             on_cancelled=self._cancelled,
         )
-        return self.busy.start(task, "C-FIND…")
 
     def fill_table(self) -> None:
         """(Re)draw the results; patient fields masked while "hide patient fields" is on."""
@@ -529,81 +770,50 @@ class QueryRetrieveDialog(QDialog):
     # -- retrieve ---------------------------------------------------------------------------
 
     def retrieve_selected(self) -> Task | None:
-        from cxr_viewer.core.interop.pacs import PacsClient, raise_for_retrieve, retrieve_folder
-
-        node = self.current_node()
         rows = self.selected_rows()
-        if node is None or not rows or self.busy.running:
+        if not rows or self.busy.running:
             return None
-        # the UIDs and patient IDs come from the network: the folder is derived from the UID
-        # and confined to the retrieve folder; instances of another study/patient are refused
+        endpoint = self._endpoint()
+        if endpoint is None:
+            return None
         studies = [(self.records[r].study_instance_uid, self.records[r].patient_id) for r in rows]
-        uids = [uid for uid, _pid in studies]
         base = retrieve_dir(self.settings)
-        client = PacsClient(node)
+        self._working()
+        self.message.setText(f"Retrieving {_studies(len(studies))}…")
 
-        def work(progress, cancel, partial):
-            arrived: list[Path] = []
-            problems: list[BaseException] = []
-            for k, (uid, patient_id) in enumerate(studies):
-                if cancel.cancelled:
-                    break
-
-                def step(done, total, k=k):
-                    frac = (k + (done / total if total else 0.0)) / len(uids)
-                    progress(frac, f"study {k + 1}/{len(uids)}: {done}/{total or '?'} images")
-
-                try:
-                    result = client.retrieve_study(
-                        uid,
-                        retrieve_folder(base, uid),
-                        patient_id=patient_id or None,
-                        progress=step,
-                        cancel=cancel,
-                    )
-                except CxrError as exc:  # this study only (e.g. its UID is not a DICOM UID)
-                    problems.append(exc)
-                    continue
-                arrived.extend(result.files)
-                partial(list(result.files))
-                try:
-                    raise_for_retrieve(node, result)
-                except CxrError as exc:
-                    problems.append(exc)
-            return arrived, problems
-
-        self.retrieve_button.setEnabled(False)
-        self.search_button.setEnabled(False)
-        self.message.setText(f"Retrieving {len(uids)} stud{'y' if len(uids) == 1 else 'ies'}…")
-
-        def on_partial(files) -> None:
+        def on_partial(files: list[Path]) -> None:
             if files:
                 self.retrieved.emit(list(files))
 
-        def done(result) -> None:
+        def done(result: Retrieved) -> None:
             self._idle()
-            arrived, problems = result
-            text = f"{len(arrived)} image(s) retrieved into the study list."
-            if problems:
-                text += "<br>" + "<br>".join(_error_text(p) for p in problems)
+            text = f"{len(result.images)} image(s) retrieved into the study list"
+            if result.results:
+                text += f", with {result.results} stored result(s) (File ▸ Stored DICOM results…)"
+            text += "."
+            if result.problems:
+                text += "<br>" + "<br>".join(_error_text(p) for p in result.problems)
             self.message.setText(text)
 
-        task = Task(
-            work,
-            "pacs:retrieve",
+        return self.busy.start(
+            "retrieve",
+            lambda progress, cancel, partial: net.retrieve(
+                endpoint, studies, base, progress, cancel, partial
+            ),
+            "retrieving…",
             on_done=done,
             on_error=self._failed,
-            on_progress=self.busy.progress,
-            on_partial=on_partial,
             on_cancelled=self._cancelled,
-            partial_interval_s=0.0,
+            on_partial=on_partial,
         )
-        return self.busy.start(task, "retrieving…")
 
     # -- common -----------------------------------------------------------------------------
 
+    def _working(self) -> None:
+        self.search_button.setEnabled(False)
+        self.retrieve_button.setEnabled(False)
+
     def _idle(self) -> None:
-        self.busy.stop()
         self.search_button.setEnabled(True)
         self.retrieve_button.setEnabled(bool(self.selected_rows()))
 
@@ -616,10 +826,8 @@ class QueryRetrieveDialog(QDialog):
         self.message.setText("Cancelled; images that had arrived are in the study list.")
 
     def done(self, result: int) -> None:  # noqa: D102 - Qt API
-        if self.busy.task is not None:
-            self.busy.task.cancel()
-        if self._own_worker:
-            self.worker.shutdown()
+        self.busy.abandon()
+        self.state.events.privacy.disconnect(self.fill_table)
         super().done(result)
 
 
@@ -629,14 +837,22 @@ class QueryRetrieveDialog(QDialog):
 class DicomExportDialog(QDialog):
     """Export the shown explanations as DICOM (SC + SR) into a folder, optionally send them."""
 
-    def __init__(self, win: MainWindow) -> None:
-        super().__init__(win)
+    def __init__(
+        self,
+        settings: Settings,
+        state: ViewerState,
+        network: Network,
+        show_message: Callable[[str], None],
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
         self.setObjectName("DicomExportDialog")
         self.setWindowTitle("Export DICOM results")
-        self.win = win
-        study = win.state.study
+        self.state = state
+        self.show_message = show_message
+        study = state.study
         self.is_dicom = study is not None and study.format == "dicom"
-        self.folder = QLineEdit(str(Path(win.settings.last_dir) / "cxr-lens-dicom"))
+        self.folder = QLineEdit(str(Path(settings.last_dir) / "cxr-lens-dicom"))
         browse = QPushButton("Choose…")
         browse.clicked.connect(self._browse)
         row = QHBoxLayout()
@@ -649,10 +865,7 @@ class DicomExportDialog(QDialog):
         self.sex = QComboBox()
         for s in ("", "F", "M", "O"):
             self.sex.addItem(s)
-        self.send_to = QComboBox()
-        self.send_to.addItem("(do not send)", None)
-        for n in load_nodes(win.settings):
-            self.send_to.addItem(n.label, n)
+        self.send_to = NodePicker(settings, network, none_text="(do not send)")
         form = QFormLayout()
         form.addRow("Folder", row)
         if self.is_dicom:
@@ -675,7 +888,7 @@ class DicomExportDialog(QDialog):
         lay = QVBoxLayout(self)
         lay.addLayout(form)
         lay.addWidget(self.message)
-        self.busy = _Busy(lay, win.controller.io_worker)
+        self.busy = _Busy(lay, network, f"export-{id(self)}")
         lay.addWidget(self.buttons)
 
     def _browse(self) -> None:
@@ -685,12 +898,12 @@ class DicomExportDialog(QDialog):
         if folder:
             self.folder.setText(folder)
 
-    def inputs(self):
+    def inputs(self) -> tuple[Any, Any, Any, list[Any]]:
         """(study, prediction, model identity, explanations) from the viewer's state."""
         from cxr_viewer.core.interop.dicom_export import ExplanationResult, ModelIdentity
         from cxr_viewer.core.model.inference import Prediction
 
-        st = self.win.state
+        st = self.state
         if st.study is None or st.model is None or st.prediction is None:
             raise CxrError(
                 "Nothing to export as DICOM",
@@ -721,7 +934,6 @@ class DicomExportDialog(QDialog):
 
     def start(self) -> Task | None:
         from cxr_viewer.core.interop.dicom_export import PatientEntry, export_results
-        from cxr_viewer.core.interop.pacs import PacsClient
 
         try:
             study, pred, model, explanations = self.inputs()
@@ -731,90 +943,123 @@ class DicomExportDialog(QDialog):
                 self.birth_date.text().strip(),
                 self.sex.currentText(),
             ).checked()
+            endpoint = self.send_to.endpoint()
         except CxrError as exc:
             self.message.setText(_error_text(exc))
             return None
         folder = Path(self.folder.text().strip() or ".")
-        node = self.send_to.currentData()
 
-        def work(progress, cancel, partial):
+        def work(progress: Any, cancel: Any, partial: Any) -> list[Path]:
             result = export_results(study, pred, model, explanations, folder, patient=patient)
-            sent = None
-            if node is not None:
-                cancel.raise_if_cancelled()
-                sent = PacsClient(node).store(result.files, cancel=cancel)
-                sent.raise_if_failed(node)
-            return result, sent
+            if endpoint is not None:
+                net.store(endpoint, result.files, cancel)
+            return list(result.files)
 
-        def done(out) -> None:
-            self.busy.stop()
-            result, sent = out
-            text = f"Wrote {len(result.files)} DICOM file(s) to {folder}"
-            if sent is not None:
-                text += f" and sent them to {node.label}"
-            self.win.status.show_message(text)
+        def done(files: list[Path]) -> None:
+            text = f"Wrote {len(files)} DICOM file(s) to {folder}"
+            if endpoint is not None:
+                text += f" and sent them to {endpoint.label}"
+            self.show_message(text)
             self.accept()
 
         def failed(f: Failure) -> None:
-            self.busy.stop()
             self.buttons.setEnabled(True)
             self.message.setText(_error_text(f.exc))
 
         self.buttons.setEnabled(False)
         return self.busy.start(
-            Task(work, "pacs:export", on_done=done, on_error=failed, on_cancelled=self.reject),
+            "export",
+            work,
             "writing DICOM…",
+            on_done=done,
+            on_error=failed,
+            on_cancelled=self.reject,
         )
 
+    def done(self, result: int) -> None:  # noqa: D102 - Qt API
+        self.busy.abandon()
+        super().done(result)
 
-# ---------------------------------------------------------------------------- menus
+
+# ---------------------------------------------------------------------------- menu entries
 
 
-def install(win: MainWindow) -> dict[str, QAction]:
-    """Add File ▸ Query/retrieve from PACS…, File ▸ PACS nodes… and File ▸ Export ▸ DICOM…"""
+class PacsActions:
+    """The File-menu entries of PACS and DICOM results, and the dialogs they open.
 
-    def query() -> QueryRetrieveDialog:
-        dialog = QueryRetrieveDialog(win.settings, win.state, win, worker=None)
-        dialog.retrieved.connect(lambda files: win.controller.open_paths([str(f) for f in files]))
+    Given what the dialogs need — settings, the viewer's state, the controller's
+    :class:`~.network.Network`, a parent widget, how to open retrieved files and how to show
+    a status message — and nothing of the window.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        state: ViewerState,
+        network: Network,
+        parent: QWidget,
+        open_files: Callable[[list[Path]], None],
+        show_message: Callable[[str], None],
+    ) -> None:
+        self.settings, self.state, self.network = settings, state, network
+        self.parent, self.open_files, self.show_message = parent, open_files, show_message
+
+    def entries(self) -> list[MenuEntry]:
+        return [
+            MenuEntry(
+                "pacs_query",
+                "&Query/retrieve from PACS…",
+                self.query,
+                ("Ctrl+Shift+Q",),
+                "Search a PACS (DIMSE or DICOMweb) and open studies from it",
+            ),
+            MenuEntry("pacs_nodes", "PACS &nodes…", self.nodes, tip="DIMSE and DICOMweb nodes"),
+            MenuEntry(
+                "stored_results",
+                "Stored DICOM &results…",
+                self.stored_results,
+                tip="Parametric Maps and Segmentations stored with the image",
+            ),
+            MenuEntry(
+                "export_dicom",
+                "&DICOM (Secondary Capture + report)…",
+                self.export,
+                ("Ctrl+Shift+E",),
+                menu=FILE_EXPORT,
+            ),
+        ]
+
+    def _open(self, dialog: QDialog) -> None:
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
         dialog.open()
+
+    def query(self) -> QueryRetrieveDialog:
+        dialog = QueryRetrieveDialog(self.settings, self.state, self.network, self.parent)
+        dialog.retrieved.connect(self.open_files)
+        self._open(dialog)
         return dialog
 
-    def nodes() -> PacsNodesDialog:
-        dialog = PacsNodesDialog(win.settings, win)
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
-        dialog.open()
+    def nodes(self) -> PacsNodesDialog:
+        dialog = PacsNodesDialog(self.settings, self.network, self.parent)
+        self._open(dialog)
         return dialog
 
-    def export() -> DicomExportDialog | None:
-        if win.state.study is None:
-            win.status.show_message("Open a study first")
+    def export(self) -> DicomExportDialog | None:
+        if self.state.study is None:
+            self.show_message("Open a study first")
             return None
-        dialog = DicomExportDialog(win)
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
-        dialog.open()
+        dialog = DicomExportDialog(
+            self.settings, self.state, self.network, self.show_message, self.parent
+        )
+        self._open(dialog)
         return dialog
 
-    actions: dict[str, QAction] = {}
-    for name, text, slot, keys in (
-        ("pacs_query", "&Query/retrieve from PACS…", query, ["Ctrl+Shift+Q"]),
-        ("pacs_nodes", "PACS &nodes…", nodes, []),
-        ("export_dicom", "&DICOM (Secondary Capture + report)…", export, ["Ctrl+Shift+E"]),
-    ):
-        act = QAction(text, win)
-        act.setShortcuts([QKeySequence(k) for k in keys])
-        act.triggered.connect(slot)
-        win.addAction(act)
-        actions[name] = act
-    win.actions_.all.update(actions)
-    file_menu = win.actions_.file_menu
-    if file_menu is not None:
-        before = win.actions_.all["quit"]  # Actions always creates it
-        export_menu = QMenu("E&xport", win)
-        export_menu.addAction(actions["export_dicom"])
-        file_menu.insertSeparator(before)
-        file_menu.insertAction(before, actions["pacs_query"])
-        file_menu.insertAction(before, actions["pacs_nodes"])
-        file_menu.insertMenu(before, export_menu)
-        file_menu.insertSeparator(before)
-    return actions
+    def stored_results(self) -> QDialog | None:
+        from .stored_results import StoredResultsDialog
+
+        if self.state.study is None:
+            self.show_message("Open a study first")
+            return None
+        dialog = StoredResultsDialog(self.state.study, self.parent)
+        self._open(dialog)
+        return dialog

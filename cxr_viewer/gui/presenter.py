@@ -23,6 +23,7 @@ from cxr_viewer.core.explain.overlay import colorbar_image, colorize, legend_lab
 from cxr_viewer.core.io.study import Window
 
 from .controller import Controller
+from .events import RECOLORS, OverlayChange
 from .imaging import display_qimage, render_u8, rgba_qimage
 from .state import METHODS, ViewerState, study_key
 from .views import ImageView, Legend
@@ -232,15 +233,15 @@ class OverlayPresenter(QObject):
             self._recolor(m)
         self.annotate()
 
-    def _on_overlay(self, method: str, what: str) -> None:
+    def _on_overlay(self, method: str, what: OverlayChange) -> None:
         ov = self.state.overlays[method]
-        if what == "opacity":
+        if what is OverlayChange.OPACITY:
             for v in self._views_of(method):
                 v.set_overlay_opacity(method, ov.opacity)
-        elif what == "visible":
+        elif what is OverlayChange.VISIBLE:
             for v in self._views_of(method):
                 v.set_overlay_visible(method, ov.visible and ov.heatmap is not None)
-        elif what in ("heatmap", "colormap", "config", "layer", "settings"):
+        elif what in RECOLORS:
             self._recolor(method)
         self.annotate()
 

@@ -28,6 +28,7 @@ from cxr_viewer.core.explain.overlay import colorbar_image, colorize, composite,
 from cxr_viewer.core.io.display import display_image
 from cxr_viewer.core.io.resize import resize_map
 from cxr_viewer.core.io.study import Study, Window
+from cxr_viewer.core.model.heads import head_kind
 from cxr_viewer.core.model.model_card import model_title
 
 from .results import downsample
@@ -83,9 +84,9 @@ class Snapshot:
     threshold: float | None = None
     positive_class: str | None = None
     invert_flipped: bool = False  # the reader inverted the study's own grey scale
-    #: the decision rule in words (core.model.inference.Prediction.rule_text), None without one
+    #: the decision rule in words (core.inference.Prediction.rule_text), None without one
     decision: str | None = None
-    #: the short headline (core.model.inference.Prediction.headline)
+    #: the short headline (core.inference.Prediction.headline)
     headline: str | None = None
     #: per class: the threshold its probability is compared with (None: arg-max decision)
     thresholds: list[float | None] = field(default_factory=list)
@@ -127,7 +128,7 @@ def prediction_line(snap: Snapshot) -> str:
     if snap.probabilities is None or not snap.class_names:
         return "Prediction: none (no model loaded)"
     lines = prediction_lines(snap)
-    if snap.kind != "multilabel":
+    if not head_kind(snap.kind).findings:
         probs = dict(zip(snap.class_names, snap.probabilities, strict=False))
         rule = (
             "rule: the class with the highest probability"
@@ -174,7 +175,7 @@ def prediction_lines(snap: Snapshot) -> list[str]:
     lines = [f"Prediction: {snap.headline or snap.decision or snap.predicted}"]
     if snap.near_threshold:
         lines[0] += "  (near threshold: a small change could flip it)"
-    if snap.kind == "multilabel":
+    if head_kind(snap.kind).findings:
         order = np.argsort(-np.asarray(snap.probabilities), kind="stable")[:6]
         lines.append(
             "Top findings: "
@@ -282,6 +283,43 @@ def annotated_image(snap: Snapshot) -> np.ndarray:
     return annotated_panels(snap)[0]
 
 
+def _band_lines(
+    snap: Snapshot, shown: list[Any], k: int, font: float, chars: int
+) -> list[_TextLine]:
+    """The lines of text under the panel grid of :func:`annotated_panels` (``k``: the image's
+    enlargement; ``font`` px; ``chars`` per line at that size)."""
+    blocks: list[_TextLine] = []
+
+    def text(t: str, size: float = font, weight: str = "normal", colour: str = "#e6e6e6") -> None:
+        width = chars * font / size * (0.88 if weight == "bold" else 1.0)
+        for para in t.split("\n"):
+            for ln in textwrap.wrap(para, max(20, int(width))) or [""]:
+                blocks.append(_TextLine(ln, size, weight, colour))
+
+    text(
+        f"CXR Lens — {study_label(snap)} — {model_title(snap.model_name, snap.model_version)}",
+        font * 1.1,
+        "bold",
+    )
+    text(prediction_line(snap))
+    text(f"Explained class: {snap.target_class or '—'} · {display_line(snap)}")
+    if k > 1:
+        text(f"Image shown at {k}× ({snap.study.columns} × {snap.study.rows} pixels).")
+    if not shown:
+        text("No explanation shown.")
+    for ly in shown:
+        extra = "; ".join(v.text for v in verdicts(ly.method, ly.trust, ly.settings))
+        text(layer_line(ly) + (f" — {extra}" if extra else ""))
+        if no_signal_line(ly):
+            text(no_signal_line(ly), font * 0.85, colour="#ff8080")
+        caption = legend_labels(ly.signed, ly.colormap, snap.target_class or "")[2]
+        text(caption, font * 0.85, colour="#aab0b8")
+    for line_text in comparison_lines(shown):
+        text(line_text)
+    text(DISCLAIMER, font * 0.95, "bold", "#f0c36d")
+    return blocks
+
+
 def annotated_panels(snap: Snapshot) -> tuple[np.ndarray, list[ExportPanel]]:
     """:func:`annotated_image` and its panels, each with the ``box`` it was drawn in."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -318,35 +356,7 @@ def annotated_panels(snap: Snapshot) -> tuple[np.ndarray, list[ExportPanel]]:
         panel.box = (x_left + c * (pw + gap), r * (row_h + gap) + title_h, pw, ph)
     grid_h = rows_n * row_h + (rows_n - 1) * gap
 
-    blocks: list[_TextLine] = []  # the band's lines of text
-
-    def text(t: str, size: float = font, weight: str = "normal", colour: str = "#e6e6e6") -> None:
-        width = chars * font / size * (0.88 if weight == "bold" else 1.0)
-        for para in t.split("\n"):
-            for ln in textwrap.wrap(para, max(20, int(width))) or [""]:
-                blocks.append(_TextLine(ln, size, weight, colour))
-
-    text(
-        f"CXR Lens — {study_label(snap)} — {model_title(snap.model_name, snap.model_version)}",
-        font * 1.1,
-        "bold",
-    )
-    text(prediction_line(snap))
-    text(f"Explained class: {snap.target_class or '—'} · {display_line(snap)}")
-    if k > 1:
-        text(f"Image shown at {k}× ({snap.study.columns} × {snap.study.rows} pixels).")
-    if not shown:
-        text("No explanation shown.")
-    for ly in shown:
-        extra = "; ".join(v.text for v in verdicts(ly.method, ly.trust, ly.settings))
-        text(layer_line(ly) + (f" — {extra}" if extra else ""))
-        if no_signal_line(ly):
-            text(no_signal_line(ly), font * 0.85, colour="#ff8080")
-        caption = legend_labels(ly.signed, ly.colormap, snap.target_class or "")[2]
-        text(caption, font * 0.85, colour="#aab0b8")
-    for line_text in comparison_lines(shown):
-        text(line_text)
-    text(DISCLAIMER, font * 0.95, "bold", "#f0c36d")
+    blocks = _band_lines(snap, shown, k, font, chars)  # the band's lines of text
 
     band = int(np.ceil(16 * s + sum(line * b.size / font for b in blocks)))
     top_h = grid_h + int(8 * s)
@@ -460,7 +470,7 @@ REPORTED_TRUST = (
 
 
 def comparison_lines(shown: list[LayerSnapshot]) -> list[str]:
-    """The agreement line and the most faithful map of the shown maps (core.evaluate.agreement)."""
+    """The agreement line and the most faithful map of the shown maps (core.agreement)."""
     film = compare_film(
         {ly.method: ly.values for ly in shown},
         {ly.method: ly.trust for ly in shown},
@@ -487,11 +497,11 @@ def _probability_bars(ax, snap: Snapshot, probabilities: list[float]) -> None:
     n = len(snap.class_names)
     order = (
         list(np.argsort(-np.asarray(probabilities), kind="stable")[:14])
-        if snap.kind == "multilabel"
+        if head_kind(snap.kind).findings
         else list(range(n))
     )
     thresholds = snap.thresholds or [None] * n
-    marked = set(snap.findings) if snap.kind == "multilabel" else {snap.predicted}
+    marked = set(snap.findings) if head_kind(snap.kind).findings else {snap.predicted}
     y = np.arange(len(order))
     probs = [probabilities[i] for i in order]
     names = [snap.class_names[i] for i in order]
@@ -508,7 +518,7 @@ def _probability_bars(ax, snap: Snapshot, probabilities: list[float]) -> None:
             ax.plot([t, t], [yi - 0.45, yi + 0.45], color="#222222", lw=1.6)
     title = prediction_lines(snap)[0]
     title = title if len(title) <= 95 else title[:94] + "…"
-    if snap.kind == "multilabel":
+    if head_kind(snap.kind).findings:
         rule = "each finding is reported when its p ≥ its own threshold"
     elif snap.threshold is not None and snap.positive_class:
         rule = f"{snap.positive_class} if p ≥ {snap.threshold:.2f}"

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from cxr_viewer.core.analysis import ExplainerCache, ExplainRequest, explain
 from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.explain.registry import EXPLAINERS
 from cxr_viewer.core.io.study import Study
@@ -87,7 +88,7 @@ class ModelSession:
     def __init__(self) -> None:
         self.classifier: Classifier | None = None
         self.info: ModelInfo | None = None
-        self._explainers: dict[tuple[Any, ...], Explainer] = {}
+        self._explainers: ExplainerCache | None = None
         self.explain_calls = 0  # how many explanations were computed (tests count them)
         #: method → why it does not apply to the loaded model (filled at load)
         self.unavailable: dict[str, str] = {}
@@ -120,7 +121,7 @@ class ModelSession:
         phase("warming up")
         progress(0.6, "Warming up…")
         clf.warm_up()
-        self.classifier, self._explainers = clf, {}
+        self.classifier, self._explainers = clf, ExplainerCache(clf)
         layers, defaults, settings = self._describe_explainers(bundle, clf)
         unavailable = dict(self.unavailable)
         meta = bundle.metadata
@@ -225,17 +226,16 @@ class ModelSession:
         return self.classifier
 
     def _explainer(self, method: str, layer: str | None, settings: dict[str, Any]) -> Explainer:
-        from cxr_viewer.core.explain.registry import create_explainer
+        full = dict(settings)
+        if layer is not None:
+            full["layer"] = layer
+        return self._cache().get(method, full)
 
-        key = (method, layer, tuple(sorted(settings.items())))
-        ex = self._explainers.get(key)
-        if ex is None:
-            full = dict(settings)
-            if layer is not None:
-                full["layer"] = layer
-            ex = create_explainer(method, self._require(), full)
-            self._explainers[key] = ex
-        return ex
+    def _cache(self) -> ExplainerCache:
+        clf = self._require()
+        if self._explainers is None or self._explainers.classifier is not clf:
+            self._explainers = ExplainerCache(clf)
+        return self._explainers
 
     def predict(
         self,
@@ -244,9 +244,13 @@ class ModelSession:
         cancel: CancelToken | None = None,
     ) -> Prediction:
         """The classifier's Prediction for ``study``."""
+        from cxr_viewer.core.analysis import prepare
+
         clf = self._require()
         progress(0.1, "Predicting…")
-        return clf.predict_study(study)
+        prediction = prepare(study, clf).prediction
+        assert prediction is not None
+        return prediction
 
     def explain(
         self,
@@ -264,10 +268,12 @@ class ModelSession:
 
         With ``colormap`` the screen-size colours are computed here too (worker thread).
         """
-        from cxr_viewer.core.evaluate.trust import explain_with_trust
-        from cxr_viewer.core.model.preprocess import study_to_input
+        from cxr_viewer.core.analysis import prepare
 
-        ex = self._explainer(method, layer, settings)
+        full = dict(settings)
+        if layer is not None:
+            full["layer"] = layer
+        self._explainer(method, layer, settings)  # a bad setting raises before it counts
         self.explain_calls += 1
 
         # the map stays at the model's input size; the screen copy is scaled to the study's shape
@@ -277,15 +283,19 @@ class ModelSession:
             if partial is not None:
                 partial(OverlayResult.from_heatmap(hm, colormap, size=size))
 
-        # the map and its trust figures (deletion / insertion AUC, top-20 % drop)
-        hm = explain_with_trust(
-            ex,
-            study_to_input(study, self._require().spec),
-            int(target_class),
+        # the map and its trust figures (deletion / insertion AUC, top-20 % drop): the pipeline
+        analysis = explain(
+            prepare(study, self._require(), predict=False),
+            [ExplainRequest(method, full, int(target_class))],
             progress=progress,
             cancel=cancel,
             partial=_partial if partial is not None else None,
+            explainers=self._cache(),
+            raise_errors=True,
+            check_applicable=False,
         )
+        hm = analysis.results[-1].heatmap
+        assert hm is not None  # raise_errors: a result without a map has raised
         return OverlayResult.from_heatmap(hm, colormap, size=size)
 
 

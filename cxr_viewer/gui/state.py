@@ -20,7 +20,7 @@ from cxr_viewer.core.explain.registry import EXPLAINERS, check_setting
 from cxr_viewer.core.io.study import Study, Window
 from cxr_viewer.core.model.localization_card import LocalizationCard
 
-from .events import Event
+from .events import Event, OverlayChange
 
 #: the explanation methods the viewer offers, in panel order: the core's registry, which holds
 #: every fact about a method (label, signedness, shortcut, display defaults, settings shown)
@@ -136,7 +136,8 @@ class ViewerState:
     """Everything the viewer shows; setters validate, store and emit.
 
     Events (arguments in brackets): ``studies`` (), ``study`` (), ``display`` (),
-    ``prediction`` (), ``target_class`` (), ``overlay`` (method, what), ``model`` (),
+    ``prediction`` (), ``target_class`` (), ``overlay`` (method, :class:`~.events.OverlayChange`),
+    ``model`` (),
     ``layout`` (), ``privacy`` (), ``agreement`` ().
     """
 
@@ -211,7 +212,7 @@ class ViewerState:
         self.events.display.emit()
         self.events.prediction.emit()
         for m in METHODS:
-            self.events.overlay.emit(m, "heatmap")
+            self.events.overlay.emit(m, OverlayChange.HEATMAP)
 
     # ---------------------------------------------------------------- display
     @property
@@ -296,7 +297,7 @@ class ViewerState:
         self.events.prediction.emit()
         self.events.target_class.emit()
         for m in METHODS:
-            self.events.overlay.emit(m, "config")
+            self.events.overlay.emit(m, OverlayChange.CONFIG)
 
     # ---------------------------------------------------------------- prediction
     def set_prediction(self, prediction: Any) -> None:
@@ -327,7 +328,7 @@ class ViewerState:
             ov.heatmap, ov.status, ov.progress = None, "idle", 0.0
         self.events.target_class.emit()
         for m in METHODS:
-            self.events.overlay.emit(m, "heatmap")
+            self.events.overlay.emit(m, OverlayChange.HEATMAP)
 
     # ---------------------------------------------------------------- overlays
     def _ov(self, method: str) -> OverlayState:
@@ -345,17 +346,17 @@ class ViewerState:
                 self.events.layout.emit()
         if ov.visible != bool(visible):
             ov.visible = bool(visible)
-            self.events.overlay.emit(method, "visible")
+            self.events.overlay.emit(method, OverlayChange.VISIBLE)
 
     def set_opacity(self, method: str, opacity: float) -> None:
-        """Opacity in [0, 1]; emits ``overlay(method, "opacity")`` — views only, no recompute."""
+        """Opacity in [0, 1]; emits ``overlay(method, OverlayChange.OPACITY)`` — views only, no recompute."""
         opacity = float(opacity)
         if not (0.0 <= opacity <= 1.0):
             raise ValueError(f"opacity must be between 0 and 1, got {opacity}")
         ov = self._ov(method)
         if ov.opacity != opacity:
             ov.opacity = opacity
-            self.events.overlay.emit(method, "opacity")
+            self.events.overlay.emit(method, OverlayChange.OPACITY)
 
     def set_colormap(self, method: str, colormap: str) -> None:
         ov = self._ov(method)
@@ -364,7 +365,7 @@ class ViewerState:
             raise ValueError(f"colormap for {ov.label} must be one of {allowed}, got {colormap!r}")
         if ov.colormap != colormap:
             ov.colormap = colormap
-            self.events.overlay.emit(method, "colormap")
+            self.events.overlay.emit(method, OverlayChange.COLORMAP)
 
     def set_layer(self, method: str, layer: str | None) -> None:
         ov = self._ov(method)
@@ -373,7 +374,7 @@ class ViewerState:
         if ov.layer != layer:
             ov.layer = layer
             ov.heatmap, ov.status, ov.progress = None, "idle", 0.0
-            self.events.overlay.emit(method, "layer")
+            self.events.overlay.emit(method, OverlayChange.LAYER)
 
     def set_setting(self, method: str, key: str, value: Any) -> None:
         ov = self._ov(method)
@@ -381,7 +382,7 @@ class ViewerState:
         if ov.settings.get(key) != value:
             ov.settings = {**ov.settings, key: value}
             ov.heatmap, ov.status, ov.progress = None, "idle", 0.0
-            self.events.overlay.emit(method, "settings")
+            self.events.overlay.emit(method, OverlayChange.SETTINGS)
 
     def set_result(self, method: str, heatmap: Any) -> None:
         """The computed (or partial) map for the current study/class/settings, or None."""
@@ -389,7 +390,7 @@ class ViewerState:
         ov.heatmap = heatmap
         if heatmap is not None and not getattr(heatmap, "partial", False):
             ov.status, ov.progress, ov.message = "done", 1.0, ""
-        self.events.overlay.emit(method, "heatmap")
+        self.events.overlay.emit(method, OverlayChange.HEATMAP)
 
     def set_status(
         self, method: str, status: str, progress: float = 0.0, message: str = ""
@@ -398,7 +399,7 @@ class ViewerState:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         ov = self._ov(method)
         ov.status, ov.progress, ov.message = status, float(np.clip(progress, 0.0, 1.0)), message
-        self.events.overlay.emit(method, "status")
+        self.events.overlay.emit(method, OverlayChange.STATUS)
 
     # ---------------------------------------------------------------- layout/privacy
     def set_agreement_layer(self, k: int) -> None:
@@ -476,28 +477,17 @@ def _hashable(v: Any) -> Any:
 
 
 class _Events:
-    def __init__(self) -> None:
-        for name in (
-            "studies",
-            "study",
-            "display",
-            "prediction",
-            "target_class",
-            "overlay",
-            "model",
-            "layout",
-            "privacy",
-            "agreement",
-        ):
-            setattr(self, name, Event(name))
+    """The state's events, typed by their arguments (see :class:`ViewerState`)."""
 
-    studies: Event
-    study: Event
-    display: Event
-    prediction: Event
-    target_class: Event
-    overlay: Event
-    model: Event
-    agreement: Event
-    layout: Event
-    privacy: Event
+    def __init__(self) -> None:
+        self.studies: Event[[]] = Event("studies")
+        self.study: Event[[]] = Event("study")
+        self.display: Event[[]] = Event("display")
+        self.prediction: Event[[]] = Event("prediction")
+        self.target_class: Event[[]] = Event("target_class")
+        #: (method, what changed)
+        self.overlay: Event[[str, OverlayChange]] = Event("overlay")
+        self.model: Event[[]] = Event("model")
+        self.layout: Event[[]] = Event("layout")
+        self.privacy: Event[[]] = Event("privacy")
+        self.agreement: Event[[]] = Event("agreement")

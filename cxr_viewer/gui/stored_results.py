@@ -16,14 +16,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QImage, QPixmap
+from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
     QDialogButtonBox,
     QHBoxLayout,
     QLabel,
-    QMenu,
     QScrollArea,
     QVBoxLayout,
     QWidget,
@@ -34,8 +33,6 @@ from cxr_viewer.core.errors import CxrError
 if TYPE_CHECKING:
     from cxr_viewer.core.interop.dicom_overlays import ImageResults
     from cxr_viewer.core.io.study import Study
-
-    from .window_api import ViewerWindow
 
 PICTURE_SIDE = 512
 
@@ -166,27 +163,3 @@ class StoredResultsDialog(QDialog):
             Qt.TransformationMode.SmoothTransformation,
         )
         self.picture.setPixmap(pixmap)
-
-
-def install(win: ViewerWindow) -> QAction:
-    """Add File ▸ Stored DICOM results… to the main window."""
-
-    def show() -> StoredResultsDialog | None:
-        if win.state.study is None:
-            win.status.show_message("Open a study first")
-            return None
-        dialog = StoredResultsDialog(win.state.study, win.window())
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
-        dialog.open()
-        return dialog
-
-    act = QAction("Stored DICOM &results…", win.window())
-    act.triggered.connect(show)
-    win.addAction(act)
-    win.actions_.all["stored_results"] = act
-    for menu_action in win.menuBar().actions():
-        menu = menu_action.menu()
-        if isinstance(menu, QMenu) and menu_action.text().replace("&", "") == "File":
-            menu.insertAction(win.actions_.all["quit"], act)
-            break
-    return act

@@ -1,11 +1,11 @@
 """What the main window's add-ons use of it, as protocols that ``MainWindow`` satisfies.
 
-:class:`~.actions.Actions`, File ▸ Stored DICOM results (:mod:`.stored_results`) and File ▸
-Query/retrieve over DICOMweb (:mod:`.dicomweb_dialog`) are built by ``MainWindow`` and call back
-into it. Typing them against these protocols rather than ``MainWindow`` itself keeps them below
-``main_window.py`` in the import graph (no cycle, ``tests/test_import_graph.py``), and says in one
-place which parts of the window they rely on. Nothing here is imported at run time but Qt and
-:mod:`typing`.
+:class:`~.actions.Actions` is built by ``MainWindow`` and calls back into it. Typing it against
+these protocols rather than ``MainWindow`` itself keeps it below ``main_window.py`` in the import
+graph (no cycle, ``tests/test_import_graph.py``), and says in one place which parts of the window
+it relies on. (The PACS dialogs need none of the window: :mod:`.pacs_dialogs` gets what they use
+and lists its menu entries, which ``Actions`` builds.) Nothing here is imported at run time but
+Qt and :mod:`typing`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class NamedActions(Protocol):
 
 
 class ViewerWindow(Protocol):
-    """The window as the add-on dialogs see it: its state, services, menu bar and actions."""
+    """The window as an add-on sees it: its state, services, menu bar and actions."""
 
     # read-only here (properties), so the window's own attribute types satisfy them
     @property

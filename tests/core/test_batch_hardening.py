@@ -23,7 +23,7 @@ from PIL import Image
 from test_io_samples import dicom_bytes, dicom_dataset
 
 from cxr_viewer.cli import main
-from cxr_viewer.commands import batch, batch_output
+from cxr_viewer.commands import batch, batch_core, batch_output
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -130,7 +130,7 @@ def test_unwritable_outputs_become_partial_rows_and_the_run_goes_on(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(fh, arr, **kw)
 
-    monkeypatch.setattr(batch.np, "save", disk_full_for_b)
+    monkeypatch.setattr(batch_core.np, "save", disk_full_for_b)  # the map writer's
     assert _run(src, out, bundle_root) == 0
     rows = _by_name(_rows(out))
     assert rows["a.png"]["status"] == "ok" and rows["c.png"]["status"] == "ok"

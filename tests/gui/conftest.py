@@ -122,6 +122,18 @@ def viewer(qtbot, tmp_path, tiny_bundle):
     win.close()
 
 
+@pytest.fixture
+def network(qtbot):
+    """The PACS operations on a network worker of their own (the app's is the controller's);
+    the worker is stopped afterwards."""
+    from cxr_viewer.gui.network import Network
+    from cxr_viewer.gui.worker import WorkerThread
+
+    worker = WorkerThread("cxr-net-test")
+    yield Network(worker)
+    assert worker.shutdown(timeout_ms=30_000)
+
+
 def open_study(qtbot, win, path: Path, with_prediction: bool = True) -> None:
     win.open_paths([str(path)])
     qtbot.waitUntil(

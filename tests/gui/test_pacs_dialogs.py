@@ -56,30 +56,33 @@ def _node(orthanc, **kw):
     )
 
 
-def test_nodes_dialog_saves_nodes_and_tests_the_connection(qtbot, tmp_path, orthanc):
+def test_nodes_dialog_saves_nodes_and_tests_the_connection(qtbot, tmp_path, orthanc, network):
     from cxr_viewer.gui.settings import Settings
 
     settings = Settings(tmp_path / "s.ini")
-    dlg = pd.PacsNodesDialog(settings)
+    dlg = pd.PacsNodesDialog(settings, network)
     qtbot.addWidget(dlg)
+    assert not dlg.web_protocol  # DIMSE unless chosen
     dlg.name.setText("Local Orthanc")
-    dlg.ae_title.setText(ORTHANC_AE)
-    dlg.host.setText("127.0.0.1")
-    dlg.port.setValue(orthanc.dicom_port)
-    dlg.calling_ae.setText(OUR_AE)
+    dlg.dimse.ae_title.setText(ORTHANC_AE)
+    dlg.dimse.host.setText("127.0.0.1")
+    dlg.dimse.port.setValue(orthanc.dicom_port)
+    dlg.dimse.calling_ae.setText(OUR_AE)
     dlg.add_or_update()
     (saved,) = pd.load_nodes(Settings(tmp_path / "s.ini"))
-    assert (saved.ae_title, saved.port, saved.calling_ae) == (
+    node = saved.endpoint()
+    assert saved.protocol == "dimse" and saved.label == "Local Orthanc"
+    assert (node.ae_title, node.port, node.calling_ae) == (
         ORTHANC_AE,
         orthanc.dicom_port,
         OUR_AE,
     )
     dlg.test_connection()
     qtbot.waitUntil(lambda: "answered the C-ECHO" in dlg.result_label.text(), timeout=WAIT_MS)
-    dlg.port.setValue(free_port())
+    dlg.dimse.port.setValue(free_port())
     dlg.test_connection()
     qtbot.waitUntil(lambda: "nothing answers" in dlg.result_label.text().lower(), timeout=WAIT_MS)
-    dlg.ae_title.setText("WAY-TOO-LONG-AE-TITLE")
+    dlg.dimse.ae_title.setText("WAY-TOO-LONG-AE-TITLE")
     assert dlg.test_connection() is None and "Invalid PACS AE title" in dlg.result_label.text()
     dlg.done(0)
 
@@ -88,9 +91,9 @@ def test_nodes_dialog_saves_nodes_and_tests_the_connection(qtbot, tmp_path, orth
 def test_query_retrieve_dialog_fills_the_study_list(qtbot, window, tmp_path, orthanc, retrieve):
     pd.save_nodes(window.settings, [_node(orthanc, retrieve=retrieve)])
     window.settings.q.setValue(pd.RETRIEVE_DIR_KEY, str(tmp_path / "retrieved"))
-    window.pacs_actions["pacs_query"].trigger()
+    window.actions_["pacs_query"].trigger()
     dlg = window.findChild(pd.QueryRetrieveDialog)
-    assert dlg is not None and dlg.current_node().port == orthanc.dicom_port
+    assert dlg is not None and dlg.current_node().endpoint().port == orthanc.dicom_port
     dlg.patient_id.setText("9RG1")
     dlg.date_from.setText("2004-01-01")
     dlg.search()
@@ -115,7 +118,7 @@ def test_query_retrieve_dialog_fills_the_study_list(qtbot, window, tmp_path, ort
 
 def test_query_errors_are_shown_in_the_dialog(qtbot, window, orthanc):
     pd.save_nodes(window.settings, [_node(orthanc)])
-    window.pacs_actions["pacs_query"].trigger()
+    window.actions_["pacs_query"].trigger()
     dlg = window.findChild(pd.QueryRetrieveDialog)
     dlg.date_from.setText("31.01.2004")
     dlg.search()
@@ -142,7 +145,7 @@ def test_export_dicom_dialog_writes_and_sends_sc_and_sr(
     gui.open_study(qtbot, viewer, studies_dir / "phantom0.png")
     viewer.state.set_visible("gradcam", True)
     gui.wait_done(qtbot, viewer, "gradcam")
-    viewer.pacs_actions["export_dicom"].trigger()
+    viewer.actions_["export_dicom"].trigger()
     dlg = viewer.findChild(pd.DicomExportDialog)
     assert dlg is not None and not dlg.is_dicom  # a PNG: a new study, patient fields asked
     dlg.folder.setText(str(tmp_path / "dicom"))
@@ -150,7 +153,7 @@ def test_export_dicom_dialog_writes_and_sends_sc_and_sr(
     dlg.birth_date.setText("31.01.2020")
     assert dlg.start() is None and "birth date" in dlg.message.text()
     dlg.birth_date.setText("")
-    dlg.send_to.setCurrentIndex(1)
+    dlg.send_to.combo.setCurrentIndex(1)
     dlg.start()
     qtbot.waitUntil(
         lambda: "sent them to Local Orthanc" in viewer.status.msg.text(), timeout=WAIT_MS

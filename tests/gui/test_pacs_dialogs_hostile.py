@@ -94,7 +94,7 @@ def test_hostile_uids_retrieve_nothing_and_bad_values_lose_no_match(
     base = tmp_path / "work" / "retrieved"
     pd.save_nodes(window.settings, [hostile_pacs])
     window.settings.q.setValue(pd.RETRIEVE_DIR_KEY, str(base))
-    window.pacs_actions["pacs_query"].trigger()
+    window.actions_["pacs_query"].trigger()
     dlg = window.findChild(pd.QueryRetrieveDialog)
     dlg.search()
     qtbot.waitUntil(lambda: "found on" in dlg.message.text(), timeout=WAIT_MS)

@@ -9,6 +9,7 @@ from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.explain.registry import EXPLAINERS
 from cxr_viewer.core.io.study import Study, Window
 from cxr_viewer.gui.cache import ResultCache
+from cxr_viewer.gui.events import OverlayChange
 from cxr_viewer.gui.results import OverlayResult, downsample, preview_size
 from cxr_viewer.gui.state import METHODS, ModelInfo, ViewerState
 
@@ -44,7 +45,7 @@ def test_opacity_validates_stores_and_emits_only_opacity():
     rec = Recorder(s)
     s.set_opacity("lime", 0.25)
     assert s.overlays["lime"].opacity == 0.25
-    assert rec.calls == [("overlay", "lime", "opacity")]
+    assert rec.calls == [("overlay", "lime", OverlayChange.OPACITY)]
     with pytest.raises(ValueError, match="between 0 and 1"):
         s.set_opacity("lime", 1.5)
     with pytest.raises(ValueError, match="unknown method"):

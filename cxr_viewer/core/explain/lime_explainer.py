@@ -58,6 +58,7 @@ often).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, get_args
 
@@ -420,6 +421,29 @@ class LimeExplainer(Explainer):
     def summary(cls, heatmap: Heatmap) -> dict[str, Any]:
         return {"samples": heatmap.settings.get("samples_used")}
 
+    def _scorer(
+        self, s: dict[str, Any], run: Run, total: int
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """The scores LIME fits: the model's on a batch of perturbed inputs (log-odds or
+        probabilities, per ``output``), with cancel checked and progress told per batch."""
+        progress, cancel = run.progress, run.cancel
+        channels = self.classifier.spec.channels
+        done = [0]
+
+        def classifier_fn(batch: np.ndarray) -> np.ndarray:
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            b = np.asarray(batch, dtype=np.float32)[..., :channels]
+            if s["output"] == "log_odds":
+                scores = class_log_odds(self.classifier, b)
+            else:
+                scores = self.classifier.predict_inputs(b)
+            done[0] += len(b)
+            progress(min(0.99, done[0] / total), f"LIME: {done[0]} of ≤{total} samples")
+            return scores
+
+        return classifier_fn
+
     def compute(self, x: np.ndarray, run: Run) -> Heatmap:
         progress, cancel, partial = run.progress, run.cancel, run.partial
         s = self.settings.as_dict()
@@ -439,21 +463,8 @@ class LimeExplainer(Explainer):
         fudged = hidden_image(image, segments, s["hide_color"], spec)
 
         total = int(s["num_samples"])
-        done = [0]
-        channels = spec.channels
         batch_size = int(s["batch_size"] or self.classifier.batch_size)
-
-        def classifier_fn(batch: np.ndarray) -> np.ndarray:
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            b = np.asarray(batch, dtype=np.float32)[..., :channels]
-            if s["output"] == "log_odds":
-                scores = class_log_odds(self.classifier, b)
-            else:
-                scores = self.classifier.predict_inputs(b)
-            done[0] += len(b)
-            progress(min(0.99, done[0] / total), f"LIME: {done[0]} of ≤{total} samples")
-            return scores
+        classifier_fn = self._scorer(s, run, total)
 
         explainer = lime_image.LimeImageExplainer(
             kernel_width=float(s["kernel_width"]),

@@ -15,7 +15,7 @@ import numpy.typing as npt
 from cxr_viewer.core.errors import BundleError, CxrError, ExplainError
 from cxr_viewer.core.explain.registry import UNAVAILABLE_KEY
 from cxr_viewer.core.model.bundle import Bundle, sha256_file, write_bundle
-from cxr_viewer.core.model.heads import HEAD_KINDS, Head, propose_head
+from cxr_viewer.core.model.heads import HEAD_KINDS, Head, head_kind, propose_head
 from cxr_viewer.core.model.preprocess import INTERPOLATIONS, PREPROCESSINGS, InputSpec, Intensity
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
 
@@ -363,25 +363,7 @@ def import_model(
     }
     if flat.renamed:
         extra["renamed_layers"] = flat.renamed
-    if near_band is not None:
-        if not 0.0 <= float(near_band) <= 0.5:
-            raise BundleError("The near-threshold band must be in [0, 0.5]", f"got {near_band}.")
-        extra["near_threshold_band"] = float(near_band)
-    if positive:
-        extra["positive_class"] = positive
-    if kind == "binary":
-        extra["threshold"] = 0.5 if threshold is None else _check_threshold("threshold", threshold)
-    elif threshold is not None:
-        extra["threshold"] = _check_threshold("threshold", threshold)
-    if kind == "multilabel":
-        given = dict(thresholds or {})
-        unknown = sorted(set(given) - set(classes))
-        if unknown:
-            raise BundleError(
-                f"Thresholds for unknown findings: {', '.join(unknown)}",
-                f"the findings are {', '.join(classes)}.",
-            )
-        extra["thresholds"] = {c: _check_threshold(c, given.get(c, 0.5)) for c in classes}
+    extra.update(_decision_metadata(out_head, classes, positive, threshold, thresholds, near_band))
     bundle = write_bundle(
         out,
         flat.model,
@@ -404,6 +386,39 @@ def import_model(
         raise
     progress(1.0, f"imported in {time.perf_counter() - start:.1f} s")
     return bundle
+
+
+def _decision_metadata(
+    head: Head,
+    classes: list[str],
+    positive: str | None,
+    threshold: float | None,
+    thresholds: dict[str, float] | None,
+    near_band: float | None,
+) -> dict[str, Any]:
+    """The metadata of the decision rule: near band, positive class, the threshold (a head
+    kind with a default one, e.g. binary, always gets it) and per-finding thresholds."""
+    extra: dict[str, Any] = {}
+    if near_band is not None:
+        if not 0.0 <= float(near_band) <= 0.5:
+            raise BundleError("The near-threshold band must be in [0, 0.5]", f"got {near_band}.")
+        extra["near_threshold_band"] = float(near_band)
+    if positive:
+        extra["positive_class"] = positive
+    if threshold is not None:
+        extra["threshold"] = _check_threshold("threshold", threshold)
+    elif head.spec.default_threshold is not None:
+        extra["threshold"] = head.spec.default_threshold
+    if head.multilabel:
+        given = dict(thresholds or {})
+        unknown = sorted(set(given) - set(classes))
+        if unknown:
+            raise BundleError(
+                f"Thresholds for unknown findings: {', '.join(unknown)}",
+                f"the findings are {', '.join(classes)}.",
+            )
+        extra["thresholds"] = {c: _check_threshold(c, given.get(c, 0.5)) for c in classes}
+    return extra
 
 
 def _match_reference(
@@ -495,13 +510,14 @@ def _check_head_request(head: str | None, units: int) -> None:
         return
     if head not in HEAD_KINDS:
         raise BundleError(f"Unknown head '{head}'", f"choose one of {', '.join(HEAD_KINDS)}.")
-    if head == "binary" and units != 1:
+    kind = head_kind(head)
+    if kind.single_unit and units != 1:
         raise BundleError(
-            "A binary head has one sigmoid output",
+            f"A {head} head has one sigmoid output",
             f"this model has {units} outputs.",
             "Import it as softmax (exclusive classes) or multilabel (independent findings).",
         )
-    if head != "binary" and units == 1:
+    if not kind.single_unit and units == 1:
         raise BundleError(
             f"A single output cannot be a {head} head",
             "one sigmoid unit is a binary model: name its positive finding.",
@@ -519,7 +535,7 @@ def _resolve_classes(
             f"got {classes}: give distinct, non-empty names.",
             "Give one name per model output, in output order.",
         )
-    if kind == "binary":
+    if head_kind(kind).single_unit:
         if len(classes) == 1:
             classes = [f"no {classes[0]}", classes[0]]
         if len(classes) != 2:
@@ -543,7 +559,7 @@ def _resolve_classes(
             )
         return classes, classes[1]
     if len(classes) != units:
-        what = "findings" if kind == "multilabel" else "classes"
+        what = "findings" if head_kind(kind).findings else "classes"
         raise BundleError(
             "The model's outputs do not match the class names",
             f"it gives {units} outputs per image, you named {len(classes)} {what} "

@@ -39,6 +39,7 @@ from cxr_viewer.core.errors import DicomExportError
 from cxr_viewer.core.explain.registry import EXPLAINERS
 from cxr_viewer.core.io.atomic import atomic_write_bytes, write_error
 from cxr_viewer.core.io.study import Study
+from cxr_viewer.core.model.heads import head_kind
 
 if TYPE_CHECKING:  # pydicom and PIL are imported where used; the inference module is heavy
     from PIL.ImageFont import FreeTypeFont, ImageFont
@@ -293,7 +294,7 @@ def _threshold_of(prediction: Prediction, index: int) -> float | None:
 def _decisions(prediction: Prediction) -> list[str]:
     """What the model decided: the predicted class, or every finding above its threshold
     (multi-label; "no finding above threshold" when none is)."""
-    if getattr(prediction, "kind", "softmax") == "multilabel":
+    if head_kind(getattr(prediction, "kind", "softmax")).findings:
         found = [prediction.class_names[i] for i in prediction.positive_findings]
         return found or ["no finding above threshold"]
     return [prediction.predicted_class]

@@ -54,6 +54,7 @@ from cxr_viewer.core.interop.dicom_export import (
     _threshold_of,
 )
 from cxr_viewer.core.interop.dicom_pm import PARAMETRIC_MAP_STORAGE, method_code
+from cxr_viewer.core.model.heads import head_kind
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -69,7 +70,7 @@ PROCEDURE = ("363679005", "SCT", "Imaging procedure")
 
 def decision_rule(prediction: Prediction) -> str:
     """How the decision was made from the probabilities, in words."""
-    if getattr(prediction, "kind", "softmax") == "multilabel":
+    if head_kind(getattr(prediction, "kind", "softmax")).findings:
         return "each finding is present when its probability reaches its own threshold"
     threshold = prediction.decision_threshold
     pos = prediction.positive_index
@@ -309,6 +310,58 @@ def _walk(items: Sequence[Dataset]) -> list[Dataset]:
     return out
 
 
+@dataclass
+class _GroupItems:
+    """What one measurement group of a report says (:func:`read_report`)."""
+
+    pm_uid: str | None = None
+    tracking: str = ""
+    method: str = ""
+    findings: list[str] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)
+
+
+def _read_item(item: Dataset, out: ReportSummary, g: _GroupItems) -> None:
+    """Read one content item of a measurement group into ``g`` (its own facts) or ``out``."""
+    code, scheme, meaning = _name(item)
+    vt = str(item.ValueType)
+    if vt in ("IMAGE", "COMPOSITE") and code in ("121112", "126100"):
+        ref = item.ReferencedSOPSequence[0]
+        uid = str(ref.ReferencedSOPInstanceUID)
+        if str(ref.ReferencedSOPClassUID) == PARAMETRIC_MAP_STORAGE or code == "126100":
+            g.pm_uid = uid
+        elif uid not in out.images:
+            out.images.append(uid)
+    elif vt == "IMAGE" and code in ("121191", "121214"):  # Referenced Segment(ation Frame)
+        out.segmentations.append(str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID))
+    elif vt == "TEXT" and code == "112039":  # Tracking Identifier
+        g.tracking = str(item.TextValue)
+    elif vt == "CODE" and code == "370129005":  # Measurement Method
+        g.method = str(item.ConceptCodeSequence[0].CodeMeaning)
+    elif vt == "CODE" and code == "121071":  # Finding
+        g.findings.append(str(item.ConceptCodeSequence[0].CodeMeaning))
+    elif vt == "TEXT" and code in ("111001", "111002", "111003"):
+        _read_algorithm(code, str(item.TextValue), out)
+    elif vt == "NUM" and "MeasuredValueSequence" in item:
+        value = float(item.MeasuredValueSequence[0].NumericValue)
+        if scheme == SCHEME and code.startswith("P-"):
+            out.probabilities[meaning.removeprefix("Probability of ")] = value
+        elif scheme == SCHEME and code.startswith("T-"):
+            out.thresholds[meaning.removeprefix("Decision threshold for ")] = value
+        else:
+            g.figures[meaning] = value
+
+
+def _read_algorithm(code: str, text: str, out: ReportSummary) -> None:
+    """Algorithm Name (111001), Parameters (111002) or Version (111003)."""
+    if code == "111001":
+        out.algorithm_name = text
+    elif code == "111003":
+        out.algorithm_version = text
+    elif text not in out.parameters:
+        out.parameters.append(text)
+
+
 def read_report(ds: Dataset) -> ReportSummary:
     """The model, probabilities, decisions and per-map trust figures of a TID 1500 report."""
     if "ContentSequence" not in ds or str(ds.get("ValueType", "")) != "CONTAINER":
@@ -321,46 +374,16 @@ def read_report(ds: Dataset) -> ReportSummary:
     for group in _walk(ds.ContentSequence):
         if str(group.get("ValueType")) != "CONTAINER" or _name(group)[0] != "125007":
             continue  # DCM 125007 "Measurement Group"
-        pm_uid = None
-        tracking = ""
-        method = ""
-        findings: list[str] = []
-        figures: dict[str, float] = {}
+        g = _GroupItems()
         for item in group.get("ContentSequence", []):
-            code, scheme, meaning = _name(item)
-            vt = str(item.ValueType)
-            if vt in ("IMAGE", "COMPOSITE") and code in ("121112", "126100"):
-                ref = item.ReferencedSOPSequence[0]
-                uid = str(ref.ReferencedSOPInstanceUID)
-                if str(ref.ReferencedSOPClassUID) == PARAMETRIC_MAP_STORAGE or code == "126100":
-                    pm_uid = uid
-                elif uid not in out.images:
-                    out.images.append(uid)
-            elif vt == "IMAGE" and code in ("121191", "121214"):  # Referenced Segment(ation Frame)
-                out.segmentations.append(
-                    str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
-                )
-            elif vt == "TEXT" and code == "112039":  # Tracking Identifier
-                tracking = str(item.TextValue)
-            elif vt == "CODE" and code == "370129005":  # Measurement Method
-                method = str(item.ConceptCodeSequence[0].CodeMeaning)
-            elif vt == "CODE" and code == "121071":  # Finding
-                findings.append(str(item.ConceptCodeSequence[0].CodeMeaning))
-            elif vt == "TEXT" and code == "111001":  # Algorithm Name
-                out.algorithm_name = str(item.TextValue)
-            elif vt == "TEXT" and code == "111003":  # Algorithm Version
-                out.algorithm_version = str(item.TextValue)
-            elif vt == "TEXT" and code == "111002":  # Algorithm Parameters
-                if str(item.TextValue) not in out.parameters:
-                    out.parameters.append(str(item.TextValue))
-            elif vt == "NUM" and "MeasuredValueSequence" in item:
-                value = float(item.MeasuredValueSequence[0].NumericValue)
-                if scheme == SCHEME and code.startswith("P-"):
-                    out.probabilities[meaning.removeprefix("Probability of ")] = value
-                elif scheme == SCHEME and code.startswith("T-"):
-                    out.thresholds[meaning.removeprefix("Decision threshold for ")] = value
-                else:
-                    figures[meaning] = value
+            _read_item(item, out, g)
+        pm_uid, tracking, method, findings, figures = (
+            g.pm_uid,
+            g.tracking,
+            g.method,
+            g.findings,
+            g.figures,
+        )
         if pm_uid is not None:  # a map's group: its finding is the explained class
             out.map_figures[pm_uid] = figures
             out.map_labels[pm_uid] = (method, tracking)

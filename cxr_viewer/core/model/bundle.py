@@ -324,9 +324,7 @@ def open_bundle(path: str | Path) -> Bundle:
     spec = InputSpec.from_dict(meta["input"])
     classes = [str(c) for c in meta["class_names"]]
     head = Head.from_metadata(meta, len(classes))
-    positive = meta.get("positive_class")
-    if head.kind == "binary":
-        positive = classes[1]
+    positive = head.spec.positive_class(classes, meta.get("positive_class"))
     return Bundle(
         root=root,
         metadata=meta,
@@ -428,7 +426,7 @@ def write_bundle(
     model.save(staging / MODEL_FILE)
     meta: dict[str, Any] = {
         "schema_version": 1
-        if head.kind == "softmax" and head.activation == "softmax"
+        if head.spec.schema_1 and head.activation == "softmax"
         else SCHEMA_VERSION,
         "name": name,
         "version": "1",

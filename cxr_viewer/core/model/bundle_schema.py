@@ -110,6 +110,15 @@ def one_of(*choices: Any) -> Check:
     return check
 
 
+def one_of_list(choices: list[str]) -> Check:
+    """Like :func:`one_of`, with the choices read when checking (a list filled by a registry)."""
+
+    def check(value: Any, root: Path) -> list[str]:
+        return one_of(*choices)(value, root)
+
+    return check
+
+
 def nullable(inner: Check) -> Check:
     def check(value: Any, root: Path) -> list[str]:
         return [] if value is None else inner(value, root)
@@ -215,6 +224,11 @@ _INPUT = mapping(
     }
 )
 
+#: The head kinds ``output.kind`` may name: :func:`cxr_viewer.core.model.heads.register_head` adds
+#: each kind it registers (the built-in three are listed so the schema checks them even where
+#: ``heads`` was never imported).
+HEAD_KIND_NAMES: list[str] = ["softmax", "binary", "multilabel"]
+
 #: Every known key of metadata.json (schema version 1).
 SCHEMA: dict[str, Key] = {
     "schema_version": Key(integer(1), True, "format version of metadata.json"),
@@ -227,7 +241,7 @@ SCHEMA: dict[str, Key] = {
             {
                 "activation": Key(string(max_len=100)),
                 "classes": Key(integer(1, 10_000)),
-                "kind": Key(one_of("softmax", "binary", "multilabel")),
+                "kind": Key(one_of_list(HEAD_KIND_NAMES)),
                 "units": Key(integer(1, 10_000)),
                 "link": Key(one_of("identity", "softmax", "sigmoid")),
             }

@@ -50,7 +50,7 @@ from cxr_viewer.core.model.forward import (
     requested_path,
     save_cached,
 )
-from cxr_viewer.core.model.heads import DEFAULT_NEAR_BAND
+from cxr_viewer.core.model.heads import DEFAULT_NEAR_BAND, HeadKind, head_kind
 from cxr_viewer.core.model.model_io import describe_device, import_tensorflow, runtime_config
 from cxr_viewer.core.model.preprocess import InputSpec, check_finite, study_to_input
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
@@ -74,26 +74,20 @@ class Prediction:
     thresholds: tuple[float, ...] | None = None
     near_band: float = DEFAULT_NEAR_BAND
 
+    @property
+    def head(self) -> HeadKind:
+        """The head kind's plug-in object: it owns the decision rule (:mod:`.heads`)."""
+        return head_kind(self.kind)
+
     # -- exclusive classes ----------------------------------------------------------------
     @property
     def uses_threshold(self) -> bool:
         """True when a two-class decision thresholds the positive class's probability."""
-        if self.kind == "binary":
-            return True
-        return (
-            self.kind == "softmax"
-            and self.threshold is not None
-            and self.positive_class in self.class_names
-            and len(self.class_names) == 2
-        )
+        return self.head.uses_threshold(self)
 
     @property
     def positive_index(self) -> int | None:
-        if self.kind == "binary":
-            return 1
-        if self.positive_class in self.class_names:
-            return self.class_names.index(self.positive_class)
-        return None
+        return self.head.positive_index(self)
 
     @property
     def decision_threshold(self) -> float | None:
@@ -107,31 +101,17 @@ class Prediction:
         """Binary decision by threshold; softmax arg-max; multilabel: the most probable finding
         at or above its threshold, else the most probable one (the finding explained by
         default — *not* a prediction that it is the only one present)."""
-        if self.kind == "multilabel":
-            found = self.positive_findings
-            return found[0] if found else int(np.argmax(self.probabilities))
-        if self.uses_threshold:
-            pos = self.positive_index
-            assert pos is not None
-            return pos if self.probabilities[pos] >= self.decision_threshold else 1 - pos
-        return int(np.argmax(self.probabilities))
+        return self.head.predicted_index(self)
 
     @property
     def predicted_class(self) -> str:
         """The predicted class; for multilabel the findings above threshold ("; "-joined)."""
-        if self.kind == "multilabel":
-            found = [self.class_names[i] for i in self.positive_findings]
-            return "; ".join(found) if found else "no finding above threshold"
-        return self.class_names[self.predicted_index]
+        return self.head.predicted_class(self)
 
     # -- findings -------------------------------------------------------------------------
     def threshold_of(self, index: int) -> float | None:
         """The threshold entry ``index`` is compared with (None: arg-max decision)."""
-        if self.kind == "multilabel":
-            return 0.5 if self.thresholds is None else float(self.thresholds[index])
-        if self.uses_threshold and index == self.positive_index:
-            return self.decision_threshold
-        return None
+        return self.head.threshold_of(self, index)
 
     def above(self, index: int) -> bool:
         t = self.threshold_of(index)
@@ -140,9 +120,7 @@ class Prediction:
     @property
     def positive_findings(self) -> list[int]:
         """Multilabel: indices of findings at or above threshold, most probable first."""
-        if self.kind != "multilabel":
-            return []
-        return [i for i in self.order() if self.above(i)]
+        return self.head.positive_findings(self)
 
     def order(self) -> list[int]:
         """Class indices by decreasing probability (stable)."""
@@ -159,58 +137,30 @@ class Prediction:
         Without ``index``: the headline (binary: the decision; softmax: the arg-max; multilabel:
         the findings above threshold). With ``index``: that entry's own rule.
         """
+        if index is None:
+            return self.head.rule_text(self)
         p = self.probabilities
-        if index is not None:
-            t = self.threshold_of(index)
-            name = self.class_names[index]
-            if t is None:
-                return f"{name} — p {p[index]:.2f}"
-            sign = "≥" if p[index] >= t else "<"
-            return f"{name} — p {p[index]:.2f} {sign} threshold {t:.2f}"
-        if self.kind == "multilabel":
-            found = self.positive_findings
-            if not found:
-                top = self.order()[0]
-                return f"No finding above threshold (highest: {self.rule_text(top)})"
-            n = len(self.class_names)
-            return f"{len(found)} of {n} above threshold: " + "; ".join(
-                self.rule_text(i) for i in found
-            )
-        if self.uses_threshold:
-            pos = self.positive_index
-            assert pos is not None
-            t = self.decision_threshold
-            name = self.class_names[pos]
-            if p[pos] >= t:
-                return f"{name.upper()} — p {p[pos]:.2f} ≥ threshold {t:.2f}"
-            other = self.class_names[1 - pos]
-            return f"{other.upper()} — p({name}) {p[pos]:.2f} < threshold {t:.2f}"
-        top = self.predicted_index
-        return (
-            f"{self.class_names[top].upper()} — p {p[top]:.2f}, the highest of "
-            f"{len(self.class_names)} classes"
-        )
+        t = self.threshold_of(index)
+        name = self.class_names[index]
+        if t is None:
+            return f"{name} — p {p[index]:.2f}"
+        sign = "≥" if p[index] >= t else "<"
+        return f"{name} — p {p[index]:.2f} {sign} threshold {t:.2f}"
 
     def headline(self) -> str:
         """A short headline: the rule (binary / softmax) or, for multilabel, how many findings
         are above threshold and which (the full rules: :meth:`rule_text`)."""
-        if self.kind != "multilabel":
-            return self.rule_text()
-        found = self.positive_findings
-        n = len(self.class_names)
-        if not found:
-            return f"No finding above threshold (0 of {n})"
-        names = ", ".join(self.class_names[i] for i in found[:3])
-        more = f" +{len(found) - 3}" if len(found) > 3 else ""
-        return f"{len(found)} of {n} findings above threshold: {names}{more}"
+        return self.head.headline(self)
 
     @property
     def is_near_threshold(self) -> bool:
         """Binary: the positive probability is near its threshold; multilabel: any finding is."""
-        if self.kind == "multilabel":
-            return any(self.near_threshold(i) for i in range(len(self.class_names)))
-        pos = self.positive_index
-        return self.uses_threshold and pos is not None and self.near_threshold(pos)
+        return self.head.is_near_threshold(self)
+
+    @property
+    def findings(self) -> bool:
+        """The entries are independent findings (multi-label), not exclusive classes."""
+        return self.head.findings
 
     def as_dict(self) -> dict[str, float]:
         return {c: float(p) for c, p in zip(self.class_names, self.probabilities, strict=True)}
@@ -560,7 +510,7 @@ class Classifier:
     def make_prediction(self, probs: np.ndarray) -> Prediction:
         b = self.bundle
         thresholds = None
-        if self.head.multilabel:
+        if self.head.multilabel:  # independent findings: one threshold each
             thresholds = tuple(float(b.thresholds.get(c, 0.5)) for c in self.class_names)
         return Prediction(
             probabilities=np.asarray(probs, dtype=np.float32),

@@ -230,56 +230,63 @@ def _context_str(block: Mapping[str, Any], keys: tuple[str, ...]) -> str:
     return ""
 
 
+def _methods_of(block: Mapping[str, Any]) -> dict[str, MapFigures]:
+    """Method (and baseline) → figures of a localization object, whichever layout it has."""
+    listed = next((r for k in ("summary", "rows") if (r := _rows(block.get(k)))), None)
+    if listed is not None:
+        methods = _from_rows(listed)
+    elif isinstance(block.get("methods"), Mapping):
+        methods = _from_mapping(block["methods"])
+    elif isinstance(block.get("overall"), Mapping):  # the trainer's full record
+        methods = _from_mapping(block["overall"])
+    else:
+        methods = _from_mapping(block)
+    baselines = block.get("baselines")
+    if isinstance(baselines, Mapping):
+        methods.update(_from_mapping(baselines))
+    else:
+        methods.update(_from_rows(_rows(baselines) or []))
+    return methods
+
+
+def _take_prior(methods: dict[str, MapFigures], context: Mapping[str, Any]) -> MapFigures | None:
+    """Remove the baselines from ``methods``; return the anatomy prior's figures."""
+    prior = None
+    for name in list(methods):
+        key = _norm(name)
+        if key in PRIOR_NAMES and prior is None:
+            prior = methods.pop(name)
+        elif key in ("uniformrandom", "random", "centreprior", "centerprior"):
+            methods.pop(name)  # not maps of this model, and not the prior the viewer names
+    if prior is None and isinstance(context.get("prior"), Mapping):
+        prior = MapFigures.from_record(context["prior"])
+    return prior
+
+
 def localization_card(meta: Mapping[str, Any]) -> LocalizationCard | None:
     """The localization figures of a bundle's metadata, or None when its card has none."""
     card = meta.get("model_card")
     block: Any = card.get("localization") if isinstance(card, Mapping) else None
     if block is None:
         block = meta.get("localization")
-    if block is None:
-        return None
     rows = _rows(block)
-    context: Mapping[str, Any] = block if isinstance(block, Mapping) else {}
+    context: Mapping[str, Any] = {}
     if rows is not None:
         methods = _from_rows(rows)
     elif isinstance(block, Mapping):
-        listed = next((r for k in ("summary", "rows") if (r := _rows(block.get(k)))), None)
-        if listed is not None:
-            methods = _from_rows(listed)
-        elif isinstance(block.get("methods"), Mapping):
-            methods = _from_mapping(block["methods"])
-        elif isinstance(block.get("overall"), Mapping):  # the trainer's full record
-            methods = _from_mapping(block["overall"])
-        else:
-            methods = _from_mapping(block)
-        baselines = block.get("baselines")
-        if isinstance(baselines, Mapping):
-            methods.update(_from_mapping(baselines))
-        elif _rows(baselines) is not None:
-            methods.update(_from_rows(_rows(baselines) or []))
+        methods, context = _methods_of(block), block
     else:
         return None
-    prior = None
-    for name in list(methods):
-        if _norm(name) in PRIOR_NAMES:
-            prior = methods.pop(name)
-            break
-    if prior is None and isinstance(context.get("prior"), Mapping):
-        prior = MapFigures.from_record(context["prior"])
-    # other baselines (uniform random, centre prior) are not maps of this model
-    for name in list(methods):
-        if _norm(name) in ("uniformrandom", "random", "centreprior", "centerprior"):
-            methods.pop(name)
+    prior = _take_prior(methods, context)
     if not methods:
         return None
-    split = _context_str(context, CONTEXT_KEYS["split"])
     prior_source = _context_str(context, CONTEXT_KEYS["prior"])
     if not prior_source and isinstance(context.get("prior"), Mapping):
         prior_source = _context_str(context["prior"], ("source", "fitted_on", "boxes"))
     return LocalizationCard(
         methods=methods,
         prior=prior,
-        split=split,
+        split=_context_str(context, CONTEXT_KEYS["split"]),
         images=_context_int(context, CONTEXT_KEYS["images"]),
         boxes=_context_int(context, CONTEXT_KEYS["boxes"]),
         prior_source=prior_source,

@@ -50,19 +50,7 @@ def log_odds_from_outputs(classifier: Classifier, outputs: np.ndarray, used: str
         p = np.clip(head.probabilities(z).astype(np.float64), P_CLIP, 1.0 - P_CLIP)
         out: np.ndarray = np.log(p) - np.log1p(-p)
         return out
-    if head.kind == "binary":
-        return np.concatenate([-z[:, :1], z[:, :1]], axis=1)
-    if head.kind == "multilabel":
-        return z
-    # softmax: log p_c − log(1 − p_c) = z_c − logsumexp(z_j, j ≠ c)
-    n, k = z.shape
-    res = np.empty_like(z)
-    for c in range(k):
-        others = np.delete(z, c, axis=1)
-        m = others.max(axis=1, keepdims=True)
-        lse = m[:, 0] + np.log(np.exp(others - m).sum(axis=1))
-        res[:, c] = z[:, c] - lse
-    return res
+    return head.spec.log_odds_from_logits(z)  # the head kind's own rule (core.heads)
 
 
 def class_log_odds(

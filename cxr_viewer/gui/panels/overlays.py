@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from cxr_viewer.core.evaluate.trust import figures_text, figures_tooltip
 from cxr_viewer.core.explain.registry import EXPLAINERS
+from cxr_viewer.gui.events import OverlayChange
 from cxr_viewer.gui.presenter import method_verdicts, status_text
 from cxr_viewer.gui.state import METHOD_SHORTCUTS, METHODS, ViewerState, colormaps_for
 
@@ -143,12 +144,14 @@ class OverlayControls(QFrame):
         self.expand.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
         self.details.setVisible(on)
 
-    def _on_overlay(self, method: str, what: str) -> None:
+    def _on_overlay(self, method: str, what: OverlayChange) -> None:
         if method != self.method:
             return
-        if what == "status":  # frequent while a map computes: touch only the status text
+        if (
+            what is OverlayChange.STATUS
+        ):  # frequent while a map computes: touch only the status text
             self.status.setText(self._status_text())
-        elif what == "heatmap":
+        elif what is OverlayChange.HEATMAP:
             self.status.setText(self._status_text())
             self._refresh_trust()
         else:

@@ -9,6 +9,7 @@ probability, those at or above their own threshold marked; clicking a finding ex
 
 from __future__ import annotations
 
+import numpy as np
 from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import (
@@ -20,6 +21,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from cxr_viewer.core.model.heads import head_kind
+from cxr_viewer.core.model.inference import Prediction
 from cxr_viewer.gui.state import ViewerState
 
 from .base import StatePanel, add_label
@@ -136,7 +139,7 @@ class PredictionPanel(StatePanel):
     @property
     def multilabel(self) -> bool:
         m = self.state.model
-        return m is not None and m.kind == "multilabel"
+        return m is not None and head_kind(m.kind).findings
 
     def _rebuild(self) -> None:
         for row in self.rows:
@@ -171,29 +174,39 @@ class PredictionPanel(StatePanel):
         self._update_prediction()
         self._update_target()
 
-    def _threshold_of(self, index: int) -> float | None:
+    def _rule(self) -> Prediction:
+        """The model's decision rule (its head kind's, core.heads) as a Prediction of zeros."""
         m = self.state.model
         assert m is not None
-        name = m.class_names[index]
-        if m.kind == "multilabel":
-            return float(m.thresholds.get(name, 0.5))
-        if m.kind == "binary":
-            return (0.5 if m.threshold is None else float(m.threshold)) if index == 1 else None
-        if m.threshold is not None and m.positive_class == name and len(m.class_names) == 2:
-            return float(m.threshold)
-        return None
+        names = tuple(m.class_names)
+        thresholds = None
+        if head_kind(m.kind).findings:
+            thresholds = tuple(float(m.thresholds.get(c, 0.5)) for c in names)
+        return Prediction(
+            np.zeros(len(names), np.float32),
+            names,
+            threshold=m.threshold,
+            positive_class=m.positive_class,
+            kind=m.kind,
+            thresholds=thresholds,
+        )
+
+    def _threshold_of(self, index: int) -> float | None:
+        return self._rule().threshold_of(index)
 
     def _rule_legend(self) -> str:
         m = self.state.model
         assert m is not None
-        if m.kind == "multilabel":
+        rule = self._rule()
+        if rule.findings:
             return (
                 "Each finding is judged on its own: ● at or above its threshold (the line on "
                 "its bar), ○ below. Click a finding to explain it."
             )
-        pos = m.class_names[1] if m.kind == "binary" else m.positive_class
-        t = self._threshold_of(m.class_names.index(pos)) if pos in m.class_names else None
-        if t is not None:
+        index = rule.positive_index
+        t = rule.threshold_of(index) if index is not None else None
+        if t is not None and index is not None:
+            pos = m.class_names[index]
             return f"Decision: {pos} if p({pos}) ≥ {t:.2f} (the line on its bar)."
         return "Decision: the class with the highest probability."
 
@@ -252,7 +265,7 @@ class PredictionPanel(StatePanel):
             return
         self.headline.setText(self.headline_text(pred))
         self.headline.setToolTip(pred.rule_text())
-        order = pred.order() if pred.kind == "multilabel" else list(range(len(self.rows)))
+        order = pred.order() if pred.findings else list(range(len(self.rows)))
         self._place_rows(order)
         top = pred.predicted_index
         finding_auc = (model.card_figures or {}).get("finding_auc", {})
@@ -261,7 +274,7 @@ class PredictionPanel(StatePanel):
             row.bar.setValue(int(round(p * 1000)))
             row.bar.setFormat(f"{p * 100:.1f} %")
             above = pred.above(i)
-            if pred.kind == "multilabel":
+            if pred.findings:
                 row.marker.setText(ABOVE if above else BELOW)
                 marked = above
             else:
