@@ -7,11 +7,13 @@ Self-contained so that any image view can host it:
   convention) that draws the outlines of some boxes with a cosmetic pen and labels each with
   its finding in a fixed-size font; add one to any QGraphicsScene.
 - :class:`AnnotationLayer` reads a box CSV (the ``localize`` command's format) or finds a
-  per-study sidecar (``chest.png`` → ``chest.boxes.csv``), keeps one BoxOutlineItem on each
+  per-study sidecar (``chest.png`` → ``chest.boxes.csv``) or a ``boxes.csv`` in the study's
+  folder (the shipped sample films' radiologist boxes), keeps one BoxOutlineItem on each
   pane of the window (``window.views``, checked again on every update so panes added later get
   one too), follows the study shown, and adds to each method's overlay controls the line
   "peak in box: yes · 34 % of the map inside the box" (:func:`cxr_viewer.core.evaluate.localize.box_agreement`).
-- :func:`install` adds the two menu actions (open, show/hide with B) to the File menu.
+- :func:`install` adds the two menu actions (open, show/hide with B) to the File menu and a
+  "Radiologist boxes (B)" check box under the methods in the overlay panel.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QRectF, Qt
+from PySide6.QtCore import QObject, QRectF, QSignalBlocker, Qt
 from PySide6.QtGui import QAction, QColor, QFont, QKeySequence, QPainter, QPen, QTransform
 from PySide6.QtWidgets import (
+    QBoxLayout,
+    QCheckBox,
     QFileDialog,
     QGraphicsItem,
     QGraphicsSimpleTextItem,
@@ -40,6 +44,8 @@ from .events import OverlayChange
 log = logging.getLogger(__name__)
 
 BOX_COLOR = QColor(80, 255, 120)
+#: a table of boxes beside the films it annotates (the shipped samples' radiologist boxes)
+FOLDER_BOXES = "boxes.csv"
 BOX_Z = 50.0
 
 
@@ -119,6 +125,8 @@ class AnnotationLayer(QObject):
         self._items: dict[int, BoxOutlineItem] = {}
         self._lines: dict[str, QLabel] = {}
         self.current: list[loc.Box] = []
+        #: the overlay panel's check box (set by :func:`install` when the window has the panel)
+        self.checkbox: QCheckBox | None = None
         self.state.events.study.connect(self.refresh)
         self.state.events.overlay.connect(self._overlay_changed)
 
@@ -143,15 +151,29 @@ class AnnotationLayer(QObject):
                 self._sidecars[side] = []
         return self._sidecars[side]
 
+    def _folder_boxes(self, study_path: Path) -> list[loc.Box]:
+        """The boxes of ``study_path`` in a ``boxes.csv`` beside it (as the shipped sample films
+        carry their radiologists' boxes), matched by path or file name."""
+        table = study_path.parent / FOLDER_BOXES
+        if table not in self._sidecars:
+            try:
+                self._sidecars[table] = loc.read_boxes(table) if table.is_file() else []
+            except CxrError as exc:
+                log.warning("ignoring the box table %s: %s", table, exc)
+                self._sidecars[table] = []
+        boxes = self._sidecars[table]
+        return loc.boxes_for_image(boxes, study_path, table.parent) if boxes else []
+
     def boxes_for(self, study) -> list[loc.Box]:
-        """Boxes of ``study``: from the opened CSV, else from its sidecar (any filename)."""
+        """Boxes of ``study``: from the opened CSV, else from its sidecar (any filename), else
+        from a ``boxes.csv`` in its folder."""
         if study is None or getattr(study, "path", None) is None:
             return []
         path = Path(study.path)
         found: list[loc.Box] = []
         if self._boxes and self.source is not None:  # the CSV's folder resolves relative names
             found = loc.boxes_for_image(self._boxes, path, self.source.parent)
-        return found or self._sidecar(path)
+        return found or self._sidecar(path) or self._folder_boxes(path)
 
     # ------------------------------------------------------------------ drawing
     def set_visible(self, on: bool) -> None:
@@ -201,6 +223,23 @@ class AnnotationLayer(QObject):
             item.setVisible(self.visible and bool(rects))
         for method in self.state.overlays:
             self._update_line(method)
+        self._sync_checkbox()
+
+    def _sync_checkbox(self) -> None:
+        box = self.checkbox
+        if box is None:
+            return
+        n = len(self.current)
+        with QSignalBlocker(box):
+            box.setChecked(self.visible)
+        box.setEnabled(n > 0)
+        box.setText(f"Radiologist boxes (B): {n} on this film" if n else "Radiologist boxes (B)")
+        box.setToolTip(
+            "Show or hide the radiologists' boxes of this film on every pane (B)"
+            if n
+            else "This film has no radiologist boxes (File ▸ Open annotations… reads a CSV; "
+            "a boxes.csv beside the films is read by itself)"
+        )
 
     # ------------------------------------------------------------------ trust lines
     def _overlay_changed(self, method: str, what: OverlayChange) -> None:
@@ -297,7 +336,19 @@ def install(window) -> AnnotationLayer:
     toggle.toggled.connect(layer.set_visible)
     window.addAction(toggle)
     layer.open_action, layer.toggle_action, layer.open_path = open_act, toggle, open_path
+    panel = getattr(window, "overlay_panel", None)
+    panel_layout = panel.layout() if panel is not None else None
+    if isinstance(panel_layout, QBoxLayout):
+        box = QCheckBox("Radiologist boxes (B)")
+        box.setObjectName("BoxesToggle")
+        box.toggled.connect(toggle.setChecked)
+        # before the panel's closing stretch
+        panel_layout.insertWidget(max(0, panel_layout.count() - 1), box)
+        layer.checkbox = box
+        layer._sync_checkbox()
     actions = getattr(window, "actions_", None)
+    if actions is not None:  # listed in Help ▸ Keyboard shortcuts
+        actions.all.setdefault("toggle_boxes", toggle)
     anchor = actions.all.get("open_model") if actions is not None else None
     menus = [m for m in (anchor.associatedObjects() if anchor else []) if isinstance(m, QMenu)]
     if menus and anchor is not None:

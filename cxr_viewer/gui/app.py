@@ -95,7 +95,7 @@ def start(window: MainWindow, paths: list[str], model: str | None, no_model: boo
     if not model and not bundle.exists():
         window.state.set_model_status(
             "none",
-            f"No demo model bundle at {bundle}. Open one with File ▸ Open model… "
+            f"No demo model bundle at {bundle}. Open one with File ▸ Model ▸ Open model… "
             "(predictions and explanations need a model).",
         )
         return

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 from cxr_viewer.core.io.formats import file_dialog_filter
 from cxr_viewer.core.paths import demo_bundle_dir
 
+from . import model_menu
 from .actions import OVERLAY_KEYS, Actions
 from .annotations import install as install_annotations
 from .controller import Controller
@@ -112,6 +113,7 @@ class MainWindow(QMainWindow):
         self.actions_ = Actions(self, self.pacs.entries())
         self._docks()
         self.annotations = install_annotations(self)  # File ▸ Open annotations…, boxes on panes
+        self.model_menu = model_menu.install(self)  # File ▸ Model: demos, recent, open, import
 
         # --- wiring
         self.study_list.openRequested.connect(self.controller.open_index)

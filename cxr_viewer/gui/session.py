@@ -17,6 +17,7 @@ from cxr_viewer.core.analysis import ExplainerCache, ExplainRequest, explain
 from cxr_viewer.core.errors import ExplainError
 from cxr_viewer.core.explain.registry import EXPLAINERS
 from cxr_viewer.core.io.study import Study
+from cxr_viewer.core.model.localization_card import localization_card
 from cxr_viewer.core.model.model_card import model_card_lines
 from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
 
@@ -148,6 +149,7 @@ class ModelSession:
             layer_sizes=self._layer_sizes(layers),
             unavailable=unavailable,
             sanity=_cached_sanity(clf),
+            localization=localization_card(meta),
         )
         progress(0.75, "Warming up Grad-CAM…")
         self._warm_up_gradcam(defaults.get("gradcam"), settings.get("gradcam", {}))
@@ -218,7 +220,9 @@ class ModelSession:
     # ------------------------------------------------------------------ work
     def _require(self) -> Classifier:
         if self.classifier is None:
-            raise ExplainError("No model is loaded", "", "Open a model bundle (File ▸ Open model).")
+            raise ExplainError(
+                "No model is loaded", "", "Open a model bundle (File ▸ Model ▸ Open model)."
+            )
         return self.classifier
 
     def _explainer(self, method: str, layer: str | None, settings: dict[str, Any]) -> Explainer:

@@ -18,6 +18,7 @@ import numpy as np
 from cxr_viewer.core.explain.overlay import SIGNED_COLORMAPS, UNSIGNED_COLORMAPS, default_colormap
 from cxr_viewer.core.explain.registry import EXPLAINERS, check_setting
 from cxr_viewer.core.io.study import Study, Window
+from cxr_viewer.core.model.localization_card import LocalizationCard
 
 from .events import Event, OverlayChange
 
@@ -126,6 +127,9 @@ class ModelInfo:
     layer_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: method → why it does not apply to this model (core.explain.registry.method_unavailable)
     unavailable: dict[str, str] = field(default_factory=dict)
+    #: how the maps land on radiologists' boxes, from the model card
+    #: (core.model.localization_card.LocalizationCard); None: the card has no such figures
+    localization: LocalizationCard | None = None
 
 
 class ViewerState:

@@ -50,6 +50,11 @@ MEASURES: tuple[str, ...] = ("pointing_strict", "pointing_tolerant", "energy_ins
 BASELINES: tuple[str, ...] = ("centre_prior", "uniform_random", "anatomy_prior")
 
 REQUIRED_COLUMNS = ("filename", "finding", "x", "y", "w", "h")
+#: other names of the columns: the RSNA Pneumonia Detection Challenge's ``stage_2_train_labels``
+#: (patientId, x, y, width, height, Target; the image is ``<patientId>.dcm`` or ``.jpg``)
+COLUMN_ALIASES = {"patientId": "filename", "width": "w", "height": "h"}
+#: the finding of a file without a ``finding`` column but with RSNA's ``Target``
+RSNA_FINDING = "Lung Opacity"
 
 
 class AnnotationError(CxrError):
@@ -100,7 +105,9 @@ def _float(value: str, column: str, where: str) -> float:
 
 def read_boxes(path: str | Path) -> list[Box]:
     """Every box of a CSV with columns filename, finding, x, y, w, h [, image_width,
-    image_height, patient_id] (the NIH ChestX-ray14 ``BBox_List`` layout, 512-pixel copy).
+    image_height, patient_id] (the NIH ChestX-ray14 ``BBox_List`` layout, 512-pixel copy), or
+    RSNA's patientId, x, y, width, height, Target (films without a box skipped; the finding is
+    :data:`RSNA_FINDING`, the image is matched by its stem).
 
     Raises :class:`AnnotationError` for a missing file, missing columns, non-numbers or boxes of
     zero or negative size.
@@ -116,6 +123,11 @@ def read_boxes(path: str | Path) -> list[Box]:
         with open(p, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             header = [c.strip() for c in (reader.fieldnames or [])]
+            alias = {a: c for a, c in COLUMN_ALIASES.items() if a in header and c not in header}
+            header = [alias.get(c, c) for c in header]
+            rsna = "finding" not in header and "Target" in header
+            if rsna:
+                header.append("finding")
             missing = [c for c in REQUIRED_COLUMNS if c not in header]
             if missing:
                 raise AnnotationError(
@@ -127,7 +139,13 @@ def read_boxes(path: str | Path) -> list[Box]:
             boxes = []
             for n, raw in enumerate(reader, start=2):
                 row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+                row = {alias.get(k, k): v for k, v in row.items()}
                 where = f"{p.name} line {n}"
+                if rsna:
+                    if not row.get("x") and row.get("Target", "") in ("0", ""):
+                        continue  # RSNA lists every film; one without a box has no x
+                    row["finding"] = RSNA_FINDING
+                    row.setdefault("patient_id", row.get("filename", ""))
                 x, y, w, h = (_float(row[c], c, where) for c in ("x", "y", "w", "h"))
                 if w <= 0 or h <= 0:
                     raise AnnotationError(
@@ -190,7 +208,13 @@ def boxes_for_image(
                 continue
     if exact:
         return exact
-    return [b for b in boxes if Path(b.filename).name == img.name]
+    # by file name; a name without a suffix (RSNA's patientId) by the image's stem
+    return [
+        b
+        for b in boxes
+        if Path(b.filename).name == img.name
+        or (not Path(b.filename).suffix and Path(b.filename).name == img.stem)
+    ]
 
 
 def group_boxes(boxes: Iterable[Box]) -> dict[tuple[str, str], list[Box]]:

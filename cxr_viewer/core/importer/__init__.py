@@ -3,7 +3,7 @@
 Reads Keras 3 ``.keras`` and Keras 2 ``.h5`` files (flat, or with a backbone nested as one
 layer), rebuilds them as one flat Keras 3 graph whose layers Grad-CAM and SHAP can address,
 verifies the result reproduces the original's outputs, and writes a bundle. Used by
-``cxr-train import`` and by the viewer's File ▸ Open model. Importing this package imports no
+``cxr-train import`` and by the viewer's File ▸ Model ▸ Open model. Importing this package imports no
 TensorFlow; :func:`import_model` does when called.
 """
 

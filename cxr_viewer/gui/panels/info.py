@@ -159,14 +159,14 @@ class ModelPanel(StatePanel):
             elif status == "failed":
                 self.headline.setText("The model could not be loaded")
                 self.text.setText(
-                    f"{self.state.model_message}<br>File ▸ Open model… loads another bundle."
+                    f"{self.state.model_message}<br>File ▸ Model ▸ Open model… loads another bundle."
                 )
             else:
                 self.headline.setText("No model loaded")
                 self.text.setText(
                     self.state.model_message
                     if self.state.model_message not in ("", "No model loaded")
-                    else "File ▸ Open model… loads a bundle."
+                    else "File ▸ Model ▸ Open model… loads a bundle."
                 )
             return
         self.headline.setText("")

@@ -66,6 +66,13 @@ class OverlayControls(QFrame):
         self.figures = ElidedLabel("")
         self.figures.setObjectName("TrustFigures")
         outer.addWidget(self.figures)
+        # the model card's localization figures for this method (shown with its map)
+        self.localization = QLabel("")
+        self.localization.setObjectName("CardLocalization")
+        self.localization.setWordWrap(True)  # the dock's width is fixed
+        self.localization.setTextFormat(Qt.TextFormat.PlainText)
+        self.localization.hide()
+        outer.addWidget(self.localization)
         self.badge_box = QVBoxLayout()
         self.badge_box.setContentsMargins(0, 0, 0, 0)
         self.badge_box.setSpacing(2)
@@ -127,6 +134,7 @@ class OverlayControls(QFrame):
         state.events.overlay.connect(self._on_overlay)
         state.events.target_class.connect(self._refresh_trust)
         state.events.model.connect(lambda: self.status.setText(self._status_text()))
+        state.events.model.connect(self._refresh_localization)
         self._set_expanded(False)
         self.refresh()
 
@@ -183,6 +191,26 @@ class OverlayControls(QFrame):
                 self.samples.setCurrentIndex(self.samples.findData(n))
         self.status.setText(self._status_text())
         self._refresh_trust()
+        self._refresh_localization()
+
+    def localization_text(self) -> str:
+        """The model card's sentence on how this method's maps land on radiologists' boxes
+        ("" when the card has no figure for it: nothing is made up)."""
+        m = self.state.model
+        card = m.localization if m is not None else None
+        if card is None:
+            return ""
+        return card.sentence(self.method, self.state.overlays[self.method].label)
+
+    def _refresh_localization(self) -> None:
+        """Shown with the method's map (its toggle on), when the card has the figures."""
+        text = self.localization_text()
+        m = self.state.model
+        self.localization.setText(text)
+        self.localization.setToolTip(
+            m.localization.tooltip() if text and m is not None and m.localization else ""
+        )
+        self.localization.setVisible(bool(text) and self.state.overlays[self.method].visible)
 
     def _status_text(self) -> str:
         ov = self.state.overlays[self.method]

@@ -245,13 +245,13 @@ class PredictionPanel(StatePanel):
                 )
             elif self.state.model_status == "failed":
                 self.headline.setText(
-                    "The model could not be loaded — no predictions. File ▸ Open model… tries "
-                    "another bundle."
+                    "The model could not be loaded — no predictions. "
+                    "File ▸ Model ▸ Open model… tries another bundle."
                 )
             else:
                 self.headline.setText(
                     "No model loaded — predictions and explanations are unavailable. "
-                    "File ▸ Open model… loads a bundle."
+                    "File ▸ Model ▸ Open model… loads a bundle."
                 )
             return
         if pred is None:
