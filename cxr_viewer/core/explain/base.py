@@ -45,12 +45,15 @@ class DisplayDefaults:
         Overlay opacity: enough to see the map, little enough to read the film through it.
     cutoff:
         Fraction of the map's scale below which it is drawn fully transparent.
+    shortcut:
+        The viewer's key that shows or hides the map (one letter, unique among methods).
     """
 
     short_label: str
     colormap: str
     opacity: float = 0.35
     cutoff: float = 0.1
+    shortcut: str = ""
 
 
 @dataclass(frozen=True)
@@ -260,7 +263,8 @@ class Explainer(ABC):
     name: ClassVar[str]
     #: full name in messages ("SHAP (per layer)"); ``display.short_label`` is the on-screen one
     label: ClassVar[str]
-    needs_gradients: ClassVar[bool]
+    #: computed from the model's gradients (a method without declares nothing)
+    needs_gradients: ClassVar[bool] = False
     #: positive toward the target class, negative against it (diverging colormaps)
     signed: ClassVar[bool]
     #: computed at a layer the user picks (implements :meth:`layers` and ``default_layer``)
@@ -269,8 +273,6 @@ class Explainer(ABC):
     settings_type: ClassVar[type[ExplainerSettings]] = ExplainerSettings
     settings: ExplainerSettings
     display: ClassVar[DisplayDefaults]
-    #: the viewer's key that shows or hides the map (one letter, unique among methods)
-    shortcut: ClassVar[str] = ""
     #: the "how many samples" control of the viewer's panel and of ``batch`` (None: none)
     samples: ClassVar[SampleControl | None] = None
     #: short settings that still prove the method runs end to end (``--self-test``)
