@@ -141,27 +141,25 @@ class AnnotationLayer(QObject):
         self.refresh()
         return len(self.current)
 
-    def _sidecar(self, study_path: Path) -> list[loc.Box]:
-        side = loc.sidecar_path(study_path)
-        if side not in self._sidecars:
+    def _read_once(self, path: Path, what: str) -> list[loc.Box]:
+        """The boxes of box file ``path``, read once and kept: none if it is missing, or (with a
+        warning naming it as ``what``) if it cannot be read."""
+        if path not in self._sidecars:
             try:
-                self._sidecars[side] = loc.read_boxes(side) if side.is_file() else []
+                self._sidecars[path] = loc.read_boxes(path) if path.is_file() else []
             except CxrError as exc:
-                log.warning("ignoring the annotation sidecar %s: %s", side, exc)
-                self._sidecars[side] = []
-        return self._sidecars[side]
+                log.warning("ignoring the %s %s: %s", what, path, exc)
+                self._sidecars[path] = []
+        return self._sidecars[path]
+
+    def _sidecar(self, study_path: Path) -> list[loc.Box]:
+        return self._read_once(loc.sidecar_path(study_path), "annotation sidecar")
 
     def _folder_boxes(self, study_path: Path) -> list[loc.Box]:
         """The boxes of ``study_path`` in a ``boxes.csv`` beside it (as the shipped sample films
         carry their radiologists' boxes), matched by path or file name."""
         table = study_path.parent / FOLDER_BOXES
-        if table not in self._sidecars:
-            try:
-                self._sidecars[table] = loc.read_boxes(table) if table.is_file() else []
-            except CxrError as exc:
-                log.warning("ignoring the box table %s: %s", table, exc)
-                self._sidecars[table] = []
-        boxes = self._sidecars[table]
+        boxes = self._read_once(table, "box table")
         return loc.boxes_for_image(boxes, study_path, table.parent) if boxes else []
 
     def boxes_for(self, study) -> list[loc.Box]:

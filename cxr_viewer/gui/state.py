@@ -31,7 +31,7 @@ METHOD_LABELS = {m: METHOD_DISPLAY[m].short_label for m in METHODS}
 #: signed maps (positive: toward the target class, negative: against it) get diverging colormaps
 METHOD_SIGNED = {m: bool(EXPLAINERS[m].signed) for m in METHODS}
 #: the key that shows or hides each method's map
-METHOD_SHORTCUTS = {m: EXPLAINERS[m].shortcut for m in METHODS}
+METHOD_SHORTCUTS = {m: EXPLAINERS[m].display.shortcut for m in METHODS}
 #: layouts of the image area: original + one pane per shown method; original + all maps in
 #: one pane; one method's map filling the area
 LAYOUTS: tuple[str, ...] = ("grid", "side", "single")

@@ -49,7 +49,7 @@ def test_registry_names_and_import_is_light():
     assert {"gradcam", "lime", "shap"} <= set(EXPLAINERS)
     for name, cls in EXPLAINERS.items():
         assert cls.name == name and cls.label and cls.display.short_label
-    shortcuts = [cls.shortcut for cls in EXPLAINERS.values()]
+    shortcuts = [cls.display.shortcut for cls in EXPLAINERS.values()]
     assert all(len(k) == 1 and k.isupper() for k in shortcuts)
     assert len(set(shortcuts)) == len(shortcuts), "two methods share a shortcut"
     for cls in EXPLAINERS.values():

@@ -151,8 +151,7 @@ class CentreExplainer(Explainer):
     needs_gradients: ClassVar[bool] = False
     signed: ClassVar[bool] = False
     uses_layer: ClassVar[bool] = False
-    display: ClassVar[DisplayDefaults] = DisplayDefaults("Centre", "magma")
-    shortcut: ClassVar[str] = "C"
+    display: ClassVar[DisplayDefaults] = DisplayDefaults("Centre", "magma", shortcut="C")
     settings_type: ClassVar[type[ExplainerSettings]] = CentreSettings
     settings: CentreSettings
 

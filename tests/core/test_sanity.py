@@ -46,8 +46,7 @@ class EdgeExplainer(Explainer):
     needs_gradients: ClassVar[bool] = False
     signed: ClassVar[bool] = False
     uses_layer: ClassVar[bool] = False
-    display: ClassVar[DisplayDefaults] = DisplayDefaults("Edges", "inferno")
-    shortcut: ClassVar[str] = "J"
+    display: ClassVar[DisplayDefaults] = DisplayDefaults("Edges", "inferno", shortcut="J")
     settings_type: ClassVar[type[ExplainerSettings]] = EdgeSettings
 
     def compute(self, x: np.ndarray, run: Run) -> Heatmap:

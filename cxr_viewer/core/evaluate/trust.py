@@ -33,15 +33,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import cv2
 import numpy as np
 
 from cxr_viewer.core.errors import ExplainError
-from cxr_viewer.core.explain.base import NO_SIGNAL, Explainer, Heatmap, PartialFn, explain_map
+from cxr_viewer.core.explain.base import NO_SIGNAL, Callbacks, Explainer, Heatmap, explain_map
 from cxr_viewer.core.io.resize import resize_map
-from cxr_viewer.core.progress import CancelToken, ProgressFn, no_progress
+from cxr_viewer.core.progress import CancelToken
 
 if TYPE_CHECKING:
     from cxr_viewer.core.model.inference import Classifier
@@ -620,9 +620,7 @@ def explain_with_trust(
     *,
     trust: bool = True,
     seed: int = 0,
-    progress: ProgressFn = no_progress,
-    cancel: CancelToken | None = None,
-    partial: PartialFn | None = None,
+    **callbacks: Unpack[Callbacks],
 ) -> Heatmap:
     """Explain model input ``x`` and add the trust figures: the one path of the viewer and batch.
 
@@ -631,7 +629,7 @@ def explain_with_trust(
     AUC, top-20 % drop: :func:`add_trust`, seeded by ``seed``) are computed on it at the model's
     input size, as the model sees it; ``trust=False`` skips them.
     """
-    hm = explain_map(explainer, x, target_class, progress=progress, cancel=cancel, partial=partial)
+    hm = explain_map(explainer, x, target_class, **callbacks)
     if trust and hm.status != NO_SIGNAL:
-        hm = add_trust(hm, explainer.classifier, x, seed=seed, cancel=cancel)
+        hm = add_trust(hm, explainer.classifier, x, seed=seed, cancel=callbacks.get("cancel"))
     return hm

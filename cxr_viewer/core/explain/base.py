@@ -15,7 +15,18 @@ import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, get_args, get_origin, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Literal,
+    Self,
+    TypedDict,
+    Unpack,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import numpy as np
 
@@ -29,6 +40,23 @@ if TYPE_CHECKING:
     from cxr_viewer.core.model.inference import Classifier
 
 PartialFn = Callable[["Heatmap"], None]
+
+
+class Callbacks(TypedDict, total=False):
+    """The caller's keyword arguments of every explain call (:meth:`Explainer.explain`,
+    :func:`explain_map`, :func:`explain_study`, ``trust.explain_with_trust``), each optional.
+
+    progress:
+        Called with (fraction, message) as the method runs (default: nothing).
+    cancel:
+        A token checked before any model work and between batches (default: none).
+    partial:
+        Receives progressive maps where the method has them (default: none).
+    """
+
+    progress: ProgressFn
+    cancel: CancelToken | None
+    partial: PartialFn | None
 
 
 @dataclass(frozen=True)
@@ -45,12 +73,15 @@ class DisplayDefaults:
         Overlay opacity: enough to see the map, little enough to read the film through it.
     cutoff:
         Fraction of the map's scale below which it is drawn fully transparent.
+    shortcut:
+        The viewer's key that shows or hides the map (one letter, unique among methods).
     """
 
     short_label: str
     colormap: str
     opacity: float = 0.35
     cutoff: float = 0.1
+    shortcut: str = ""
 
 
 @dataclass(frozen=True)
@@ -260,7 +291,8 @@ class Explainer(ABC):
     name: ClassVar[str]
     #: full name in messages ("SHAP (per layer)"); ``display.short_label`` is the on-screen one
     label: ClassVar[str]
-    needs_gradients: ClassVar[bool]
+    #: computed from the model's gradients (a method without declares nothing)
+    needs_gradients: ClassVar[bool] = False
     #: positive toward the target class, negative against it (diverging colormaps)
     signed: ClassVar[bool]
     #: computed at a layer the user picks (implements :meth:`layers` and ``default_layer``)
@@ -269,8 +301,6 @@ class Explainer(ABC):
     settings_type: ClassVar[type[ExplainerSettings]] = ExplainerSettings
     settings: ExplainerSettings
     display: ClassVar[DisplayDefaults]
-    #: the viewer's key that shows or hides the map (one letter, unique among methods)
-    shortcut: ClassVar[str] = ""
     #: the "how many samples" control of the viewer's panel and of ``batch`` (None: none)
     samples: ClassVar[SampleControl | None] = None
     #: short settings that still prove the method runs end to end (``--self-test``)
@@ -322,19 +352,11 @@ class Explainer(ABC):
         """The layer used when the settings name none (None for a method without layers)."""
         return None
 
-    def explain(
-        self,
-        x: np.ndarray,
-        target_class: int,
-        *,
-        progress: ProgressFn = no_progress,
-        cancel: CancelToken | None = None,
-        partial: PartialFn | None = None,
-    ) -> Heatmap:
+    def explain(self, x: np.ndarray, target_class: int, **callbacks: Unpack[Callbacks]) -> Heatmap:
         """Explain model input ``x`` (h, w, c), preprocessed, for ``target_class``.
 
-        Returns a Heatmap at the model's input size. ``partial`` receives progressive results
-        where the method has them. The same for every method: the input and the class are
+        Returns a Heatmap at the model's input size. ``callbacks``: ``progress``, ``cancel`` and
+        ``partial`` (:class:`Callbacks`). The same for every method: the input and the class are
         checked, a cancelled token stops it before any model work, the clock starts, then the
         method's :meth:`compute` runs and builds its maps with :meth:`Run.heatmap`.
         """
@@ -343,9 +365,10 @@ class Explainer(ABC):
         start = time.perf_counter()
         x = check_input(self.classifier, x)
         t = check_target(self.classifier, target_class)
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        return self.compute(x, Run(self, t, start, progress, cancel, partial))
+        run = Run(self, t, start, **callbacks)
+        if run.cancel is not None:
+            run.cancel.raise_if_cancelled()
+        return self.compute(x, run)
 
     @abstractmethod
     def compute(self, x: np.ndarray, run: Run) -> Heatmap:
@@ -387,13 +410,7 @@ class Run:
 
 
 def explain_map(
-    explainer: Explainer,
-    x: np.ndarray,
-    target_class: int,
-    *,
-    progress: ProgressFn = no_progress,
-    cancel: CancelToken | None = None,
-    partial: PartialFn | None = None,
+    explainer: Explainer, x: np.ndarray, target_class: int, **callbacks: Unpack[Callbacks]
 ) -> Heatmap:
     """Explain model input ``x``: the map at the model's input size, its run time set, and a map
     that shows nothing (:func:`signal_problem`) marked :data:`NO_SIGNAL` with what to try.
@@ -404,7 +421,7 @@ def explain_map(
     (:func:`cxr_viewer.core.evaluate.trust.explain_with_trust`).
     """
     start = time.perf_counter()
-    hm = explainer.explain(x, target_class, progress=progress, cancel=cancel, partial=partial)
+    hm = explainer.explain(x, target_class, **callbacks)
     hm.runtime_s = hm.runtime_s or (time.perf_counter() - start)
     problem = signal_problem(hm.values)
     if problem is not None:  # nothing to rank pixels by: deletion/insertion would be noise
@@ -452,27 +469,17 @@ def no_signal_remedy(method: str, layer: str | None) -> str:
 
 
 def explain_study(
-    explainer: Explainer,
-    study: Study,
-    target_class: int,
-    *,
-    progress: ProgressFn = no_progress,
-    cancel: CancelToken | None = None,
-    partial: PartialFn | None = None,
+    explainer: Explainer, study: Study, target_class: int, **callbacks: Unpack[Callbacks]
 ) -> Heatmap:
     """Explain a study (shared preprocessing), no trust figures; the map and every partial
     map resized to the study's pixels (for callers that compare or check maps at that size)."""
+    partial = callbacks.get("partial")
 
     def _partial(h: Heatmap) -> None:
         if partial is not None:
             partial(h.resized(study.rows, study.columns))
 
-    hm = explain_map(
-        explainer,
-        study_to_input(study, explainer.classifier.spec),
-        target_class,
-        progress=progress,
-        cancel=cancel,
-        partial=_partial if partial is not None else None,
-    )
+    resized: Callbacks = {**callbacks, "partial": _partial if partial is not None else None}
+    x = study_to_input(study, explainer.classifier.spec)
+    hm = explain_map(explainer, x, target_class, **resized)
     return hm.resized(study.rows, study.columns)

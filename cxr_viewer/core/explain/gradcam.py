@@ -129,8 +129,7 @@ class GradCamExplainer(Explainer):
     signed: ClassVar[bool] = False
     uses_layer: ClassVar[bool] = True
     #: inferno: dark where the map is weak, so (with the cut-off) no wash over the lung fields
-    display: ClassVar[DisplayDefaults] = DisplayDefaults("Grad-CAM", "inferno")
-    shortcut: ClassVar[str] = "G"
+    display: ClassVar[DisplayDefaults] = DisplayDefaults("Grad-CAM", "inferno", shortcut="G")
     settings_type: ClassVar[type[ExplainerSettings]] = GradCamSettings
     settings: GradCamSettings
 

@@ -391,12 +391,9 @@ class LimeExplainer(Explainer):
 
     name: ClassVar[str] = "lime"
     label: ClassVar[str] = "LIME"
-    needs_gradients: ClassVar[bool] = False
     signed: ClassVar[bool] = True
-    uses_layer: ClassVar[bool] = False
     #: purple/orange, so LIME and SHAP (red/blue) stay apart where both are shown together
-    display: ClassVar[DisplayDefaults] = DisplayDefaults("LIME", "PuOr_r")
-    shortcut: ClassVar[str] = "L"
+    display: ClassVar[DisplayDefaults] = DisplayDefaults("LIME", "PuOr_r", shortcut="L")
     samples: ClassVar[SampleControl | None] = SampleControl(
         "num_samples",
         (100, 300, 1000, 3000),

@@ -73,13 +73,10 @@ class OcclusionExplainer(Explainer):
 
     name: ClassVar[str] = "occlusion"
     label: ClassVar[str] = "Occlusion sensitivity"
-    needs_gradients: ClassVar[bool] = False
     device_tolerance: ClassVar[float] = 0.02
     signed: ClassVar[bool] = True
-    uses_layer: ClassVar[bool] = False
     #: green/pink: apart from LIME's purple/orange and SHAP's red/blue when shown together
-    display: ClassVar[DisplayDefaults] = DisplayDefaults("Occlusion", "PiYG_r")
-    shortcut: ClassVar[str] = "O"
+    display: ClassVar[DisplayDefaults] = DisplayDefaults("Occlusion", "PiYG_r", shortcut="O")
     batched: ClassVar[bool] = True
     settings_type: ClassVar[type[ExplainerSettings]] = OcclusionSettings
     settings: OcclusionSettings

@@ -152,8 +152,7 @@ class ShapLayerExplainer(Explainer):
     needs_gradients: ClassVar[bool] = True
     signed: ClassVar[bool] = True
     uses_layer: ClassVar[bool] = True
-    display: ClassVar[DisplayDefaults] = DisplayDefaults("SHAP", "RdBu_r")
-    shortcut: ClassVar[str] = "S"
+    display: ClassVar[DisplayDefaults] = DisplayDefaults("SHAP", "RdBu_r", shortcut="S")
     samples: ClassVar[SampleControl | None] = SampleControl(
         "nsamples",
         (16, 32, 64, 128, 200),
