@@ -28,7 +28,9 @@ from cxr_viewer.core.interop.pacs import PacsNode  # noqa: E402
 from cxr_viewer.gui import pacs_dialogs as pd  # noqa: E402
 
 GOOD = "1.2.826.0.1.3680043.8.498.7"
-WAIT_MS = 20_000
+#: alone the search and the retrieve take ~2 s; a machine running two suites at once took over
+#: 20 s for the retrieve (each wait returns as soon as its text appears)
+WAIT_MS = 90_000
 
 
 def _match(uid: str) -> Dataset:
