@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QItemSelectionModel, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QBoxLayout,
@@ -762,7 +762,16 @@ class QueryRetrieveDialog(QDialog):
                     item.setToolTip("Unusable from the PACS: " + "; ".join(rec.problems))
                 self.table.setItem(r, c, item)
         if self.records and not self.selected_rows():
-            self.table.selectRow(0)
+            self.select_row(0)
+
+    def select_row(self, row: int) -> None:
+        """Select ``row`` alone. Not ``QTableView.selectRow``: that follows the modifier keys
+        Qt last saw and toggles the row off again while it believes Ctrl is held (after a
+        Ctrl+Shift shortcut, for one)."""
+        flag = QItemSelectionModel.SelectionFlag
+        self.table.selectionModel().select(
+            self.table.model().index(row, 0), flag.ClearAndSelect | flag.Rows
+        )
 
     def selected_rows(self) -> list[int]:
         return sorted({i.row() for i in self.table.selectedIndexes()})

@@ -87,7 +87,7 @@ def test_a_dicomweb_node_is_tested_saved_without_its_token_and_searched_and_retr
     qtbot.waitUntil(lambda: query.table.rowCount() == 1, timeout=WAIT_MS)
     src = pydicom.dcmread(server.film, stop_before_pixels=True)
     assert query.records[0].study_instance_uid == src.StudyInstanceUID
-    query.table.selectRow(0)
+    query.select_row(0)
     with qtbot.waitSignal(query.retrieved, timeout=WAIT_MS) as got:
         query.retrieve_selected()
     (image,) = got.args[0]

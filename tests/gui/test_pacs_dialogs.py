@@ -105,7 +105,7 @@ def test_query_retrieve_dialog_fills_the_study_list(qtbot, window, tmp_path, ort
     window.state.set_hide_patient(False)
     assert dlg.table.item(0, 1).text() == "9RG1"
 
-    dlg.table.selectRow(0)
+    dlg.select_row(0)
     dlg.retrieve_selected()
     qtbot.waitUntil(lambda: "retrieved into the study list" in dlg.message.text(), timeout=WAIT_MS)
     assert dlg.message.text().startswith("2 image(s)")
