@@ -30,3 +30,25 @@ def phantom_case(tmp_path_factory):
     shared.mkdir(exist_ok=True)
     with FileLock(f"{shared}.lock"):
         return phantom_classifier(shared)
+
+
+@pytest.fixture
+def ray_session():
+    """A local Ray for one test, shut down after it: the test that hides Ray from sys.modules
+    must not run while Ray's log thread is alive (its imports would fail in that thread)."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    from cxr_viewer.commands.batch_ray import init_local_ray
+
+    init_local_ray(  # what `--engine ray` starts: a new instance, on 127.0.0.1 only
+        ray,
+        num_cpus=2,
+        object_store_memory=200 * 1024 * 1024,
+        logging_level="ERROR",
+        # Ray starts its workers at nice 15, so on a machine whose other processes are busy at
+        # nice 0 (a shared CI box) they get a few per cent of a core and take minutes to import
+        # TensorFlow; this test checks the engine, not that scheduling choice
+        _system_config={"worker_niceness": 0},
+    )
+    yield ray
+    ray.shutdown()

@@ -270,23 +270,6 @@ def test_session_batch_localize_and_self_test_keep_their_numbers(inputs, tmp_pat
             assert abs(float(row[f"{method}_insertion_auc"]) - trust["insertion_auc"]) < 1e-4
 
 
-@pytest.fixture
-def ray_session():
-    ray = pytest.importorskip("ray")
-    pytest.importorskip("ray.data")
-    from cxr_viewer.commands.batch_ray import init_local_ray
-
-    init_local_ray(
-        ray,
-        num_cpus=2,
-        object_store_memory=200 * 1024 * 1024,
-        logging_level="ERROR",
-        _system_config={"worker_niceness": 0},
-    )
-    yield ray
-    ray.shutdown()
-
-
 def test_ray_engine_keeps_the_batch_numbers(ray_session, inputs, tmp_path):
     got = _batch_numbers(inputs, tmp_path / "ray", "batch", "--engine", "ray", "--workers", "1")
     if REGENERATE:
