@@ -66,7 +66,9 @@ def _dciodvfy_clean(path: Path) -> None:
     errors = de.validate_with_dciodvfy(path)
     if errors is None:
         pytest.skip("dicom3tools' dciodvfy is not installed (Debian: apt-get install dicom3tools)")
-    assert errors == [], f"dciodvfy: {errors}"
+    # the installed dciodvfy's own two errors on a palette (dicom_pm's module docstring)
+    faults = [e for e in errors if e in dp.DCIODVFY_KNOWN_FAULTS]
+    assert [e for e in errors if e not in faults] == [], f"dciodvfy: {errors}"
 
 
 @pytest.mark.parametrize(
@@ -114,6 +116,51 @@ def test_parametric_map_round_trip(tmp_path, method, signed, code):
     else:
         assert center == pytest.approx(width / 2)
     _dciodvfy_clean(path)
+
+
+@pytest.mark.parametrize(("method", "signed"), [("gradcam", False), ("lime", True)])
+def test_parametric_map_carries_the_viewers_palette(tmp_path, method, signed):
+    import matplotlib
+
+    from cxr_viewer.core.explain.overlay import colorize, default_colormap, robust_vmax
+
+    _, _, _, ex, path = _write(tmp_path, "phantom_j2k.dcm", method, signed)
+    ds = pydicom.dcmread(path)
+    colormap = default_colormap(signed)
+    assert ds.PixelPresentation == "COLOR_RANGE"
+    assert "FloatPixelData" in ds and "ICCProfile" in ds
+    assert list(ds.RedPaletteColorLookupTableDescriptor) == [256, 0, 16]
+    red = np.frombuffer(ds.RedPaletteColorLookupTableData, np.uint16)
+    assert np.array_equal(red >> 8, red & 0xFF)  # 8-bit colours repeated in both bytes
+    # the palette is the viewer's colour map, sampled from matplotlib at 256 points
+    palette = dp.palette_of(ds)
+    cmap = matplotlib.colormaps[colormap](np.linspace(0.0, 1.0, 256))[:, :3]
+    assert np.array_equal(palette, np.round(cmap * 255).astype(np.uint8))
+    # the stored range is the viewer's scale: a value gets the colour the overlay draws it in
+    vmax = robust_vmax(ex.values)
+    item = ds.SharedFunctionalGroupsSequence[0].StoredValueColorRangeSequence[0]
+    low, high = item.MinimumStoredValueMapped, item.MaximumStoredValueMapped
+    assert item["MinimumStoredValueMapped"].VR == "FD"  # what the installed dciodvfy misreads
+    assert (low, high) == pytest.approx((-vmax if signed else 0.0, vmax))
+    samples = np.linspace(low, high, 11, dtype=np.float32)
+    index = np.round((samples - low) / (high - low) * 255).astype(np.intp)
+    drawn = colorize(samples[None, :], signed=signed, colormap=colormap, vmax=vmax)[0, :, :3]
+    assert np.array_equal(palette[index], drawn)
+    # highdicom reads the object back; the values stay the computed map's
+    hd.pm.ParametricMap.from_dataset(ds)
+    back = dp.read_parametric_map(ds)
+    assert back.colormap == colormap
+    assert np.array_equal(back.values, ex.values)
+    _dciodvfy_clean(path)
+
+
+def test_palette_needs_a_scale_and_a_known_colormap(tmp_path):
+    *_, path = _write(tmp_path, "phantom_j2k.dcm", "gradcam", False)
+    ds = pydicom.dcmread(path)
+    with pytest.raises(DicomExportError, match="value range"):
+        dp.add_palette(ds, "inferno", (0.0, 0.0))
+    with pytest.raises(DicomExportError, match="Unknown colormap"):
+        dp.add_palette(ds, "no-such-map", (0.0, 1.0))
 
 
 def test_maps_for_image_picks_the_maps_of_one_film(tmp_path):

