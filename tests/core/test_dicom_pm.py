@@ -66,7 +66,7 @@ def _dciodvfy_clean(path: Path) -> None:
     errors = de.validate_with_dciodvfy(path)
     if errors is None:
         pytest.skip("dicom3tools' dciodvfy is not installed (Debian: apt-get install dicom3tools)")
-    # the installed dciodvfy's own two errors on a palette (dicom_pm's module docstring)
+    # dciodvfy's own two errors on a palette (dicom_pm's module docstring)
     faults = [e for e in errors if e in dp.DCIODVFY_KNOWN_FAULTS]
     assert [e for e in errors if e not in faults] == [], f"dciodvfy: {errors}"
 
@@ -140,7 +140,7 @@ def test_parametric_map_carries_the_viewers_palette(tmp_path, method, signed):
     vmax = robust_vmax(ex.values)
     item = ds.SharedFunctionalGroupsSequence[0].StoredValueColorRangeSequence[0]
     low, high = item.MinimumStoredValueMapped, item.MaximumStoredValueMapped
-    assert item["MinimumStoredValueMapped"].VR == "FD"  # what the installed dciodvfy misreads
+    assert item["MinimumStoredValueMapped"].VR == "FD"  # what dciodvfy checks as a string
     assert (low, high) == pytest.approx((-vmax if signed else 0.0, vmax))
     samples = np.linspace(low, high, 11, dtype=np.float32)
     index = np.round((samples - low) / (high - low) * 255).astype(np.intp)

