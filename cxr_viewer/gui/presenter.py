@@ -211,14 +211,15 @@ class OverlayPresenter(QObject):
         self.state, self.view = state, view
         self.panes = panes or {}
         self.colorize_calls = 0
-        self._strips: dict[tuple[str, bool, float], QImage] = {}
+        self._strips: dict[tuple[str, bool], QImage] = {}
         self._film_key: tuple[tuple[str, int], ...] | None = None
         self._film_value = FilmComparison((), "", None)
         self._agreement_key: tuple | None = None
         #: the agreement layer drawn now (None: off)
         self.agreement_shown: np.ndarray | None = None
-        #: the stored maps drawn on the composite view (.stored_overlays), for its caption
+        #: the stored maps drawn on the composite view (.stored_overlays): caption and legends
         self.stored_captions: list[str] = []
+        self.stored_legends: list[Legend] = []
         state.events.overlay.connect(self._on_overlay)
         state.events.study.connect(self.redraw_all)
         state.events.target_class.connect(self.annotate)
@@ -274,17 +275,19 @@ class OverlayPresenter(QObject):
         ov = self.state.overlays[method]
         if ov.heatmap is None:
             return None
-        key = (ov.colormap, ov.signed, ov.cutoff)
+        low, high, caption = legend_labels(ov.signed, ov.colormap, self._class_name())
+        return Legend(ov.label, self.strip(ov.signed, ov.colormap), low, high, caption)
+
+    def strip(self, signed: bool, colormap: str) -> QImage:
+        """The colour bar of a legend (made once per colour map and sign)."""
+        key = (colormap, signed)
         strip = self._strips.get(key)
         if strip is None:
             strip = rgba_qimage(
-                colorbar_image(
-                    signed=ov.signed, colormap=ov.colormap, vertical=False, with_alpha=False
-                )
+                colorbar_image(signed=signed, colormap=colormap, vertical=False, with_alpha=False)
             )
             self._strips[key] = strip
-        low, high, caption = legend_labels(ov.signed, ov.colormap, self._class_name())
-        return Legend(ov.label, strip, low, high, caption)
+        return strip
 
     def caption(self, method: str) -> str:
         ov = self.state.overlays[method]
@@ -311,6 +314,7 @@ class OverlayPresenter(QObject):
         else:
             caption = "Explanations: none (G, L, S show them)"
         legends = [lg for lg in (self.legend(m) for m in shown) if lg is not None]
+        legends += self.stored_legends
         film = self._film()
         self._draw_agreement()
         agreement = [("info", film.line)] if film.line else []

@@ -7,8 +7,10 @@ in the side panel's "Stored maps" box: each a checkbox labelled as stored (metho
 date read from the object: nothing is recomputed) with the report's legend as its tooltip, and
 its own opacity slider. A checked map is drawn on the Explanations pane (``View ▸ side by side``:
 the film next to it), coloured as the viewer colours its own maps
-(:mod:`~cxr_viewer.core.explain.overlay`) and above them; the layout switches to side by side
-when the pane is not shown. The same maps are what File ▸ Stored DICOM results… lists.
+(:mod:`~cxr_viewer.core.explain.overlay`, with the colour map the object names, else the
+default) and above them, with the same colour bar as a computed map's legend: its ends the
+real-world values of the scale, its caption the meaning and unit the object states
+(:func:`stored_legend`); the layout switches to side by side when the pane is not shown. The same maps are what File ▸ Stored DICOM results… lists.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from PySide6.QtWidgets import QCheckBox, QGroupBox, QHBoxLayout, QLabel, QSlider
 from cxr_viewer.core.errors import CxrError
 
 from .imaging import rgba_qimage
+from .views import Legend
 
 if TYPE_CHECKING:
     from cxr_viewer.core.explain.base import Heatmap
     from cxr_viewer.core.interop.dicom_overlays import ImageResults
+    from cxr_viewer.core.interop.dicom_pm import ExplanationMap
 
     from .presenter import OverlayPresenter
     from .state import ViewerState
@@ -49,8 +53,37 @@ class StoredOverlay:
     label: str
     legend: str
     heatmap: Heatmap
+    colormap: str  # the viewer's colour map it is drawn with
+    scale: float  # |value| drawn at full colour (the viewer's robust_vmax of the values)
+    meaning: str  # what a value means, and its unit, as the object states them
+    unit: str
     visible: bool = False
     opacity: float = DEFAULT_OPACITY
+
+
+def stored_colormap(m: ExplanationMap) -> str:
+    """The colour map the object names when the viewer has it, else the viewer's default."""
+    from cxr_viewer.core.explain.overlay import colormap_lut, default_colormap
+
+    if m.colormap:
+        try:
+            colormap_lut(m.colormap)
+        except ValueError:
+            pass
+        else:
+            return m.colormap
+    return default_colormap(m.signed)
+
+
+def stored_legend(ov: StoredOverlay, presenter: OverlayPresenter) -> Legend:
+    """A stored map's legend, as a computed map's: the colour bar of its colour map, the
+    real-world values at its ends (with the unit when it has one) and the meaning and unit
+    the object states."""
+    unit = "" if ov.unit in ("", "no units", "1") else f" {ov.unit}"
+    low = f"{-ov.scale:.3g}{unit}" if ov.heatmap.signed else f"0{unit}"
+    high = f"{ov.scale:.3g}{unit}"
+    caption = f"{ov.meaning} · unit: {ov.unit or 'not stated'}"
+    return Legend(ov.label, presenter.strip(ov.heatmap.signed, ov.colormap), low, high, caption)
 
 
 def folder_files(study_path: Path) -> list[Path]:
@@ -118,10 +151,19 @@ class StoredOverlayPanel(QGroupBox):
         if results is None or not results.maps or study is None:
             self.setVisible(False)
             return
+        from cxr_viewer.core.explain.overlay import robust_vmax
+
         heatmaps = results.heatmaps(study.rows, study.columns)
         for i, (m, hm) in enumerate(zip(results.maps, heatmaps, strict=True)):
             ov = StoredOverlay(
-                f"stored:{m.sop_instance_uid}", results.label(m), results.legend(m), hm
+                f"stored:{m.sop_instance_uid}",
+                results.label(m),
+                results.legend(m),
+                hm,
+                colormap=stored_colormap(m),
+                scale=robust_vmax(hm.values),
+                meaning=m.meaning or m.label,
+                unit=m.unit,
             )
             self._add_row(i, ov)
         self.note.setText(
@@ -144,18 +186,18 @@ class StoredOverlayPanel(QGroupBox):
         """The composite view's caption names the stored maps drawn (the presenter writes it)."""
         if self.presenter is None:
             return
+        shown = [ov for ov in self.overlays if ov.visible]
         self.presenter.stored_captions = [
-            f"{ov.label} (opacity {round(ov.opacity * 100)} %)"
-            for ov in self.overlays
-            if ov.visible
+            f"{ov.label} (opacity {round(ov.opacity * 100)} %)" for ov in shown
         ]
+        self.presenter.stored_legends = [stored_legend(ov, self.presenter) for ov in shown]
         self.presenter.annotate()
 
     def _add_row(self, index: int, ov: StoredOverlay) -> None:
-        from cxr_viewer.core.explain.overlay import colorize, robust_vmax
+        from cxr_viewer.core.explain.overlay import colorize
 
         hm = ov.heatmap
-        rgba = colorize(hm.values, signed=hm.signed, vmax=robust_vmax(hm.values))
+        rgba = colorize(hm.values, signed=hm.signed, colormap=ov.colormap, vmax=ov.scale)
         self.view.set_overlay(ov.name, QPixmap.fromImage(rgba_qimage(rgba)), z=STORED_Z + index)
         self.view.set_overlay_opacity(ov.name, ov.opacity)
         self.view.set_overlay_visible(ov.name, False)

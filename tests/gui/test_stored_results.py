@@ -153,3 +153,41 @@ def test_opening_the_film_offers_its_stored_maps_on_the_explanations_pane(
     gui.open_study(qtbot, win, tmp_path / "other.dcm", with_prediction=False)
     qtbot.waitUntil(lambda: not panel.boxes, timeout=10_000)
     assert not panel.isVisible() and item.pixmap().isNull()
+
+
+def test_a_stored_map_shown_has_the_legend_of_a_computed_map(
+    qtbot, gui, study_with_results, tmp_path
+):
+    """A stored map switched on gets the colour bar a computed map's legend has (same colour
+    map, same strip), its ends the real-world values of its scale, and the meaning and unit
+    the Parametric Map states; switched off, the legend goes."""
+    from cxr_viewer.core.explain.overlay import colorbar_image, default_colormap
+
+    study, exs, _ = study_with_results
+    win = gui.make_window(qtbot, tmp_path / "settings")
+    gui.open_study(qtbot, win, study.path, with_prediction=False)
+    panel = win.stored_panel
+    qtbot.waitUntil(lambda: len(panel.boxes) == 2, timeout=10_000)
+    view = win.overlay_view
+    assert view.legends == []
+    panel.boxes[1].setChecked(True)  # LIME: signed
+    (legend,) = view.legends
+    assert legend.title == panel.boxes[1].text()
+    vmax = robust_vmax(exs[1].values)
+    assert (legend.low, legend.high) == (f"{-vmax:.3g}", f"{vmax:.3g}")
+    meaning = "LIME attribution for PNEUMONIA, signed (+toward -against)"
+    assert legend.caption == f"{meaning} · unit: no units"
+    # the strip is the computed maps' legend strip for the same colour map
+    assert panel.overlays[1].colormap == default_colormap(True) == "RdBu_r"
+    strip = legend.strip.convertToFormat(legend.strip.Format.Format_RGBA8888)
+    w, h = strip.width(), strip.height()
+    pixels = np.frombuffer(strip.constBits(), np.uint8).reshape(h, strip.bytesPerLine())
+    expected = colorbar_image(signed=True, colormap="RdBu_r", vertical=False, with_alpha=False)
+    assert np.array_equal(pixels[:, : 4 * w].reshape(h, w, 4), expected)
+    assert legend.strip is win.overlays.strip(True, "RdBu_r")  # the computed maps' own
+    panel.boxes[0].setChecked(True)  # Grad-CAM too: two legends, in the panel's order
+    assert [lg.title for lg in view.legends] == [b.text() for b in panel.boxes]
+    assert view.legends[0].low == "0"
+    panel.boxes[1].setChecked(False)
+    panel.boxes[0].setChecked(False)
+    assert view.legends == []
