@@ -843,8 +843,22 @@ class QueryRetrieveDialog(QDialog):
 # ---------------------------------------------------------------------------- export
 
 
+#: the export dialog's Parametric Map choices: (Settings.dicom_pm_resolution value, text)
+PM_CHOICE_TEXTS = (
+    ("source", "on the film's pixel grid"),
+    ("model", "at the model's input size (placed on the film by its pixel spacing)"),
+    ("none", "not written"),
+)
+
+
 class DicomExportDialog(QDialog):
-    """Export the shown explanations as DICOM (SC + SR) into a folder, optionally send them."""
+    """Export the shown explanations as DICOM (SC + SR) into a folder, optionally send them.
+
+    For a DICOM film it also writes a Parametric Map per explanation and the TID 1500 report
+    that references them (``dicom_results.export_objects``), on the film's pixel grid or at
+    the model's input size as chosen (remembered in ``Settings.dicom_pm_resolution``, like
+    ``cxr-viewer batch --dicom-pm-resolution``), or none.
+    """
 
     def __init__(
         self,
@@ -875,10 +889,22 @@ class DicomExportDialog(QDialog):
         for s in ("", "F", "M", "O"):
             self.sex.addItem(s)
         self.send_to = NodePicker(settings, network, none_text="(do not send)")
+        self.settings = settings
+        self.pm_resolution = QComboBox()
+        for value, text in PM_CHOICE_TEXTS:
+            self.pm_resolution.addItem(text, value)
+        self.pm_resolution.setCurrentIndex(
+            self.pm_resolution.findData(settings.dicom_pm_resolution)
+        )
+        self.pm_resolution.setToolTip(
+            "Parametric Maps (the maps' own values, for PACS viewers): resampled to the "
+            "film's pixel grid, or kept at the model's input size"
+        )
         form = QFormLayout()
         form.addRow("Folder", row)
         if self.is_dicom:
             form.addRow(QLabel("A new series in the source study (its patient fields are kept)."))
+            form.addRow("Parametric Maps", self.pm_resolution)
         else:
             form.addRow(QLabel("A new study (PNG/JPEG source); patient fields, empty = anonymous:"))
             form.addRow("Patient name", self.patient_name)
@@ -957,12 +983,29 @@ class DicomExportDialog(QDialog):
             self.message.setText(_error_text(exc))
             return None
         folder = Path(self.folder.text().strip() or ".")
+        resolution = str(self.pm_resolution.currentData()) if self.is_dicom else "none"
+        if self.is_dicom:
+            self.settings.dicom_pm_resolution = resolution
 
         def work(progress: Any, cancel: Any, partial: Any) -> list[Path]:
+            from cxr_viewer.core.interop.dicom_results import export_objects
+
             result = export_results(study, pred, model, explanations, folder, patient=patient)
+            files = list(result.files)
+            if resolution != "none":
+                maps = export_objects(
+                    study,
+                    pred,
+                    model,
+                    explanations,
+                    folder,
+                    kinds=("pm", "sr"),
+                    pm_resolution=resolution,
+                )
+                files += maps.files
             if endpoint is not None:
-                net.store(endpoint, result.files, cancel)
-            return list(result.files)
+                net.store(endpoint, files, cancel)
+            return files
 
         def done(files: list[Path]) -> None:
             text = f"Wrote {len(files)} DICOM file(s) to {folder}"

@@ -18,6 +18,8 @@ from cxr_viewer.core.model.model_io import DeviceRequest
 from .state import METHODS, ViewerState
 
 MAX_RECENT = 10
+#: the DICOM export's Parametric Maps: on the film's grid, at the model's input size, or none
+PM_CHOICES = ("source", "model", "none")
 
 
 class Settings:
@@ -65,6 +67,22 @@ class Settings:
     @last_dir.setter
     def last_dir(self, value: str) -> None:
         self.q.setValue("last_dir", str(value))
+
+    @property
+    def dicom_pm_resolution(self) -> str:
+        """Where the DICOM export's Parametric Maps lie: "source" (the film's pixel grid),
+        "model" (the model's input size) or "none" (not written); an unknown value reads as
+        "source"."""
+        value = self._get("dicom_pm_resolution", "source", str)
+        return value if value in PM_CHOICES else "source"
+
+    @dicom_pm_resolution.setter
+    def dicom_pm_resolution(self, value: str) -> None:
+        if value not in PM_CHOICES:
+            raise ValueError(
+                f"Parametric Map resolution '{value}' is not one of {', '.join(PM_CHOICES)}"
+            )
+        self.q.setValue("dicom_pm_resolution", value)
 
     def geometry(self) -> tuple[QByteArray | None, QByteArray | None]:
         return self.q.value("geometry"), self.q.value("window_state")
