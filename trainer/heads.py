@@ -26,6 +26,7 @@ import pandas as pd
 from cxr_viewer.core.errors import TrainingError
 from cxr_viewer.core.model.heads import Head, head_kind
 
+from .config import DataConfig
 from .datasets import class_names_for, finding_names_for, finding_sets
 
 
@@ -51,8 +52,8 @@ class TrainerHead:
         """The head the bundle's ``metadata.json`` records."""
         return Head(self.viewer_kind, n_classes, self.activation)
 
-    def class_names(self, manifest: pd.DataFrame, data: Any) -> list[str]:
-        """The output order for ``manifest`` (``data``: the run's ``DataConfig``)."""
+    def class_names(self, manifest: pd.DataFrame, data: DataConfig) -> list[str]:
+        """The output order for ``manifest``."""
         return class_names_for(manifest, data)
 
     def codes(self, labels: pd.Series, class_names: list[str]) -> pd.Series:
@@ -101,7 +102,7 @@ class MultilabelTrainerHead(TrainerHead):
     activation = "sigmoid"
     viewer_kind = "multilabel"
 
-    def class_names(self, manifest: pd.DataFrame, data: Any) -> list[str]:
+    def class_names(self, manifest: pd.DataFrame, data: DataConfig) -> list[str]:
         return finding_names_for(manifest, data)
 
     def codes(self, labels: pd.Series, class_names: list[str]) -> pd.Series:
