@@ -45,7 +45,7 @@ EXPLAIN = {
 
 def _median(fn, device: str, repeats: int):
     """(median seconds, last result) of ``fn()`` on ``device``, after one untimed call."""
-    from cxr_viewer.core.model.device_compare import run_on
+    from cxr_viewer.core.device_compare import run_on
 
     out, _ = run_on(device, fn)
     times = []
@@ -65,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args(argv)
 
+    from cxr_viewer.core.device_compare import CPU, TOLERANCE, gpu_names, map_difference
     from cxr_viewer.core.explain.base import explain_study
     from cxr_viewer.core.explain.registry import create_explainer
     from cxr_viewer.core.io import load_study
-    from cxr_viewer.core.model.device_compare import CPU, TOLERANCE, gpu_names, map_difference
     from cxr_viewer.core.model.inference import load_classifier
     from cxr_viewer.core.model.model_io import configure, import_tensorflow, runtime_state
     from cxr_viewer.core.model.preprocess import study_to_input

@@ -1,5 +1,7 @@
-"""House rules a green feature test does not show: lint, Qt only in gui/, TensorFlow lazy."""
+"""House rules a green feature test does not show: lint, Qt only in gui/, TensorFlow lazy, one
+analysis pipeline."""
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +42,8 @@ def test_import_contracts_are_kept():
         "contracts"
     ]
     assert len(contracts) >= 6 and any(c["type"] == "layers" for c in contracts)
+    # no import is let through: the modules above the layers sit directly in cxr_viewer.core
+    assert not [c["name"] for c in contracts if c.get("ignore_imports")]
     exe = Path(sys.executable).with_name("lint-imports")
     cmd = [str(exe)] if exe.is_file() else ["lint-imports"]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -70,3 +74,36 @@ def test_importing_the_core_does_not_import_tensorflow_or_qt():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"imported eagerly: {out.stdout.strip()}"
+
+
+#: the pipeline's steps (model input → prediction → maps → trust figures), which only
+#: core/analysis.py and the layers it is built from call
+PIPELINE_STEPS = {
+    "predict_inputs",
+    "predict_study",
+    "make_prediction",
+    "explain_map",
+    "explain_study",
+    "explain_with_trust",
+    "add_trust",
+}
+
+
+def test_only_the_pipeline_runs_prediction_maps_and_trust():
+    """The viewer, both batch engines, localize, the self-test, the device comparison and every
+    writer (PNG/PDF report, DICOM) go through ``cxr_viewer.core.analysis``: outside it and the
+    layers it is built from (core/model, core/explain, core/evaluate) no module of cxr_viewer
+    calls a step of the pipeline itself."""
+    built_from = {("core", layer) for layer in ("model", "explain", "evaluate")}
+    offenders = []
+    for path in sorted((ROOT / "cxr_viewer").rglob("*.py")):
+        parts = path.relative_to(ROOT / "cxr_viewer").parts
+        if parts == ("core", "analysis.py") or parts[:2] in built_from:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
+                if name in PIPELINE_STEPS:
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}")
+    assert not offenders, offenders

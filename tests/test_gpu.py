@@ -15,7 +15,7 @@ import pytest
 from bundle_support import write_tiny_bundle
 from device_support import NOISE, SAMPLE_PNG, _child, _result
 
-from cxr_viewer.core.model.device_compare import TOLERANCE
+from cxr_viewer.core.device_compare import TOLERANCE
 
 pytestmark = pytest.mark.gpu
 
@@ -129,7 +129,7 @@ def test_device_cpu_hides_the_gpu_and_stays_quiet():
 
 def test_gpu_and_cpu_agree_within_the_stated_tolerance(tiny_bundle, study):
     from cxr_viewer.commands.selftest import EXPLAIN
-    from cxr_viewer.core.model.device_compare import compare_devices
+    from cxr_viewer.core.device_compare import compare_devices
     from cxr_viewer.core.model.inference import load_classifier
 
     clf = load_classifier(tiny_bundle)

@@ -30,6 +30,7 @@ STRATEGIES = ("none", "class_weight", "oversample")
 ARCHITECTURES = ("dcnn_resnet", "resnet50v2", "resnet101v2", "mobilenet", "mobilenetv2")
 MONITORS = ("val_auc", "val_loss", "val_accuracy")
 THRESHOLD_RULES = ("youden", "f1", "sensitivity")
+#: the ``model.head`` values: the heads of trainer/heads.py (TRAINER_HEADS), checked here
 HEADS = ("softmax", "multilabel", "cam")
 DISTRIBUTE = ("auto", "mirrored", "multiworker", "none")
 #: manifest labels meaning "none of the findings" (multi-label)
@@ -141,8 +142,9 @@ class ModelConfig:
     alpha: float = 1.0
     #: first backbone layer (index) that is trained; earlier ones are frozen. 0 = train all
     fine_tune_from: int = 0
-    #: "softmax" (one class per image) or "multilabel" (independent sigmoid findings; the
-    #: manifest label lists an image's findings joined by "|", "no_finding" for none)
+    #: "softmax" (one class per image), "multilabel" (independent sigmoid findings; the
+    #: manifest label lists an image's findings joined by "|", "no_finding" for none) or "cam"
+    #: (the class-activation head): trainer/heads.py
     head: str = "softmax"
     #: head: GAP → Dropout(dropout) → Dense(dense_units, L2) → LeakyReLU → Dense → softmax
     dropout: float = 0.3

@@ -17,7 +17,8 @@ from cxr_viewer.core.model.preprocess import InputSpec
 
 from .cache import ImageCache, build_cache
 from .config import Config, resolve_path
-from .datasets import class_names_for, finding_names_for, finding_sets, read_dataset
+from .datasets import read_dataset
+from .heads import TrainerHead, trainer_head
 from .splits import check_no_patient_leak, split_by_patient, split_summary, subsample_by_patient
 
 SPLITS_FILE = "splits.csv"
@@ -37,20 +38,18 @@ class PreparedData:
     spec: InputSpec
     cache: ImageCache
     skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"path": [], "reason": []}))
-    #: multi-label: ``class_names`` are findings, ``y`` codes the finding *set* (for
-    #: stratification) and :meth:`targets` gives the multi-hot rows
-    multilabel: bool = False
+    #: the run's head (``model.head``, :mod:`trainer.heads`): it encodes the labels — with
+    #: independent findings ``class_names`` are findings, ``y`` codes the finding *set* (for
+    #: stratification) and :meth:`targets` gives multi-hot rows
+    head: TrainerHead = field(default_factory=lambda: trainer_head("softmax"))
 
     def targets(self, split: str) -> np.ndarray:
         """Training targets (n, k) float32: one-hot rows, or multi-hot for multi-label."""
-        part = self.part(split)
-        k = len(self.class_names)
-        if not self.multilabel:
-            return np.eye(k, dtype=np.float32)[part["y"].to_numpy(np.int64)]
-        sets = finding_sets(part["label"])
-        return np.array(
-            [[c in s for c in self.class_names] for s in sets], dtype=np.float32
-        ).reshape(len(sets), k)
+        return self.head.targets(self.part(split), self.class_names)
+
+    def fit_labels(self, split: str) -> np.ndarray:
+        """What the input pipeline takes for ``split``: class indices, or multi-hot rows."""
+        return self.head.fit_labels(self.part(split), self.class_names)
 
     def part(self, split: str) -> pd.DataFrame:
         return self.manifest[self.manifest["split"] == split]
@@ -90,11 +89,8 @@ def prepare_data(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> 
     manifest = read_dataset(cfg.data)
     missing_files = list(manifest.attrs.get("missing_files", []))
     manifest = subsample_by_patient(manifest, cfg.data.max_images, cfg.seed)
-    multilabel = cfg.model.head == "multilabel"
-    if multilabel:
-        class_names = finding_names_for(manifest, cfg.data)
-    else:
-        class_names = class_names_for(manifest, cfg.data)
+    head = trainer_head(cfg.model.head)
+    class_names = head.class_names(manifest, cfg.data)
     spec = input_spec_for(cfg)
     cache_dir = resolve_path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "cache"
     cache = build_cache(
@@ -120,12 +116,7 @@ def prepare_data(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> 
             "Fix the dataset (or data.root), or raise data.max_skipped_fraction knowingly.",
         )
     manifest = manifest[cache.ok].reset_index(drop=True)
-    if multilabel:  # y codes the finding set: the split and background stratify on it
-        sets = sorted(manifest["label"].unique())
-        index = {c: i for i, c in enumerate(sets)}
-    else:
-        index = {c: i for i, c in enumerate(class_names)}
-    manifest["y"] = manifest["label"].map(index).astype(np.int64)
+    manifest["y"] = head.codes(manifest["label"], class_names)  # the split stratifies on it
 
     splits_path = run_dir / SPLITS_FILE
     reused = _reuse_split(manifest, splits_path)
@@ -151,7 +142,7 @@ def prepare_data(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> 
                 f"it only holds {sorted(present)}; training and model selection need both.",
                 "Use more data (data.max_images = 0) or larger split fractions.",
             )
-    return PreparedData(manifest, class_names, spec, cache, skipped, multilabel)
+    return PreparedData(manifest, class_names, spec, cache, skipped, head)
 
 
 def _reuse_split(manifest: pd.DataFrame, path: Path) -> pd.Series | None:

@@ -41,9 +41,8 @@ def positive_index(class_names: Sequence[str], positive_class: str) -> int:
 
 def predict_split(model, data: PreparedData, split: str, batch_size: int = 16) -> np.ndarray:
     """Softmax outputs (n, k) for one split."""
-    labels = data.targets(split) if data.multilabel else data.labels(split)
     ds = make_dataset(
-        data.cache.images, data.rows(split), labels, len(data.class_names),
+        data.cache.images, data.rows(split), data.fit_labels(split), len(data.class_names),
         data.spec, batch_size=batch_size,
     )  # fmt: skip
     return np.asarray(model.predict(ds, verbose=0), dtype=np.float64)

@@ -92,7 +92,7 @@ def model_card(cfg: Config, data: PreparedData, evaluation: dict) -> dict[str, A
         "intended_use": cfg.export.intended_use or INTENDED_USE,
         "not_for": cfg.export.not_for or "any clinical decision",
     }
-    if data.multilabel:  # independent findings, each with its own threshold and test AUC
+    if data.head.findings:  # independent findings, each with its own threshold and test AUC
         per = evaluation["per_finding"]
         card["task"] = "independent findings: " + ", ".join(data.class_names)
         card["test_auc_per_class"] = {f: per[f]["test_auc"] for f in data.class_names}
@@ -121,14 +121,9 @@ def model_card(cfg: Config, data: PreparedData, evaluation: dict) -> dict[str, A
 def data_summary_for_metadata(data: PreparedData) -> dict[str, Any]:
     s = data.summary()
     m = data.manifest
-    if data.multilabel:
-        total = {c: 0 for c in data.class_names}
-        for split in ("train", "val", "test"):
-            for c, v in zip(data.class_names, data.targets(split).sum(axis=0), strict=True):
-                total[c] += int(v)
-        per_class = ", ".join(f"{c} {n}" for c, n in total.items())
-    else:
-        per_class = ", ".join(f"{c} {int((m['label'] == c).sum())}" for c in data.class_names)
+    # images per class (per finding: images with it), from the head's targets of every image
+    total = data.head.targets(m, data.class_names).sum(axis=0)
+    per_class = ", ".join(f"{c} {int(n)}" for c, n in zip(data.class_names, total, strict=True))
     sp = s["splits"]
     return {
         "source": ", ".join(s["sources"]),
@@ -190,11 +185,7 @@ def export_bundle(
         "config": cfg.to_dict(),
         "trainer": "cxr-train (trainer package of CXR Lens)",
     }
-    head = None
-    if data.multilabel:
-        from cxr_viewer.core.model.heads import Head
-
-        head = Head("multilabel", len(data.class_names), "sigmoid")
+    if data.head.findings:
         extra["thresholds"] = dict(evaluation["thresholds"])
         extra["classes"] = "findings (independent sigmoid outputs): " + ", ".join(data.class_names)
     import keras
@@ -213,7 +204,7 @@ def export_bundle(
         background=background,
         extra=extra,
         overwrite=True,
-        head=head,
+        head=data.head.bundle_head(len(data.class_names)),
     )
     if report_files:
         dest = Path(out_dir) / "report"

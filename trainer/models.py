@@ -19,6 +19,7 @@ from cxr_viewer.core.errors import TrainingError
 from cxr_viewer.core.model.preprocess import InputSpec
 
 from .config import ModelConfig
+from .heads import TrainerHead, trainer_head
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "output"
@@ -161,7 +162,8 @@ def build_model(mc: ModelConfig, spec: InputSpec, n_classes: int, *, seed: int =
         features = _dcnn_resnet(inputs, mc)
     else:
         features = _application(inputs, mc, spec)
-    if mc.head == "cam":
+    head = trainer_head(mc.head)
+    if head.class_activation_map:
         model = keras.Model(
             inputs, _cam_head(features, mc, n_classes), name=f"cxr_{mc.architecture}"
         )
@@ -175,8 +177,9 @@ def build_model(mc: ModelConfig, spec: InputSpec, n_classes: int, *, seed: int =
         name="head_dense",
     )(x)
     x = layers.LeakyReLU(name="head_leaky_relu")(x)
-    activation = "sigmoid" if mc.head == "multilabel" else "softmax"
-    outputs = layers.Dense(n_classes, activation=activation, dtype="float32", name=OUTPUT_NAME)(x)
+    outputs = layers.Dense(
+        n_classes, activation=head.activation, dtype="float32", name=OUTPUT_NAME
+    )(x)
     model = keras.Model(inputs, outputs, name=f"cxr_{mc.architecture}")
     if mc.fine_tune_from >= len(model.layers):
         raise TrainingError(
@@ -252,12 +255,13 @@ def compile_model(
     model,
     learning_rate: float,
     n_classes: int,
-    multilabel: bool = False,
+    head: TrainerHead | None = None,
     *,
     map_loss=None,
     map_weight: float = 1.0,
 ) -> None:
-    """Adam + categorical cross-entropy, with accuracy and AUC (the monitored metric).
+    """Adam + the head's loss (:mod:`trainer.heads`; default: categorical cross-entropy), with
+    its accuracy and AUC (the monitored metric).
 
     AUC is computed per output column and averaged (``multi_label=True``): for a two-class
     softmax both columns give the positive class's ROC AUC, for more classes it is the macro
@@ -269,16 +273,10 @@ def compile_model(
     """
     import keras
 
-    loss = (
-        keras.losses.BinaryCrossentropy() if multilabel else keras.losses.CategoricalCrossentropy()
-    )
-    acc = (
-        keras.metrics.BinaryAccuracy(name="accuracy")
-        if multilabel
-        else keras.metrics.CategoricalAccuracy(name="accuracy")
-    )
+    head = head or trainer_head("softmax")
+    loss = head.loss()
     metrics = [
-        acc,
+        head.accuracy(),
         keras.metrics.AUC(name="auc", multi_label=True, num_labels=n_classes, num_thresholds=1000),
     ]
     if map_loss is not None:  # box supervision: (class output, head_cam map) — trainer.boxes

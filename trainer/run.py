@@ -131,7 +131,7 @@ def run_training(
         from cxr_viewer.core.model.model_io import load_keras_model
 
         model = load_keras_model(run_dir / FINAL_MODEL)
-    if data.multilabel:
+    if data.head.findings:  # a threshold per finding
         evaluation = evaluate_multilabel(model, data, rule=cfg.evaluate.threshold_rule)
     else:
         evaluation = evaluate_model(
@@ -143,7 +143,7 @@ def run_training(
             baseline=cfg.evaluate.pixel_baseline,
         )
     weights = None
-    if cfg.imbalance.strategy == "class_weight" and not data.multilabel:
+    if cfg.imbalance.strategy == "class_weight" and not data.head.findings:
         weights = class_weights(
             data.labels("train"), data.class_names, cfg.imbalance.class_multipliers
         )
@@ -183,7 +183,7 @@ def run_training(
         _box_reports(cfg, data, bundle_dir, run_dir, evaluation, training)
 
     report_dir = run_dir / "report"
-    if data.multilabel:
+    if data.head.findings:
         report_dir.mkdir(parents=True, exist_ok=True)
         curve = learning_curves_figure(result.history, report_dir / "learning_curves.png")
         figures = [curve] if curve is not None else []
@@ -217,7 +217,7 @@ def _box_reports(cfg: Config, data, bundle_dir, run_dir: Path, evaluation, train
     """With ``[boxes]``: the localization on the validation boxes (the prior from the training
     boxes; test boxes stay unread) into ``evaluation`` and what the box supervision used into
     ``training``."""
-    if cfg.boxes.report_localization and not data.multilabel:
+    if cfg.boxes.report_localization and not data.head.findings:
         from .localization import localization_report
 
         localization = localization_report(cfg, data, bundle_dir, run_dir)

@@ -42,6 +42,7 @@ from cxr_viewer.core.model.model_io import import_tensorflow
 from .boxes import alias_metrics_callback
 from .config import Config
 from .data import PreparedData
+from .heads import TrainerHead
 from .imbalance import augmentation_layers, class_weights, oversample_indices
 from .models import build_model, compile_model, set_trainable
 from .pipeline import EpochClock, make_dataset
@@ -202,17 +203,16 @@ def _training_targets(cfg: Config, data: PreparedData) -> tuple[Any, Any, Any, A
     """(training rows, their targets, validation targets, class weights or None, which
     training-split entries the rows are), with the imbalance strategy applied (class weights
     or oversampling; neither for multi-label)."""
-    train_rows, train_y = data.rows("train"), data.labels("train")
-    val_y = data.labels("val")
-    if data.multilabel:  # multi-hot targets (imbalance.strategy is "none", see config)
-        train_y, val_y = data.targets("train"), data.targets("val")
+    train_rows, train_y = data.rows("train"), data.fit_labels("train")
+    val_y = data.fit_labels("val")
+    # class weights and oversampling are single-label ideas (config allows them for no head
+    # of independent findings)
+    single_label = not data.head.findings
     weights = None
-    if data.multilabel:
-        weights = None  # class weights and oversampling are single-label ideas
-    elif cfg.imbalance.strategy == "class_weight":
+    if single_label and cfg.imbalance.strategy == "class_weight":
         weights = class_weights(train_y, data.class_names, cfg.imbalance.class_multipliers)
     picked = np.arange(len(train_rows))
-    if not data.multilabel and cfg.imbalance.strategy == "oversample":
+    if single_label and cfg.imbalance.strategy == "oversample":
         picked = oversample_indices(train_y, cfg.seed)
         train_rows, train_y = train_rows[picked], train_y[picked]
     return train_rows, train_y, val_y, weights, picked
@@ -299,7 +299,7 @@ def train_model(
             # trained from scratch needs its statistics learnt
             freeze_bn = cfg.train.freeze_batchnorm and phase == "fine_tune"
             set_trainable(model, cfg.model, phase=phase, freeze_batchnorm=freeze_bn)
-            _compile(cfg, fit_model, lr, n_classes, data.multilabel, box_info)
+            _compile(cfg, fit_model, lr, n_classes, data.head, box_info)
         if cfg.train.distribute == "multiworker":
             _build_from_local_batch(model, strategy, data.spec, n_classes, weights is not None)
         callbacks = _callbacks(cfg, run_dir, backup, early_stopping=phase != "head")
@@ -344,16 +344,16 @@ def train_model(
 BOX_FILE = "box_supervision.json"
 
 
-def _compile(cfg, fit_model, lr: float, n_classes: int, multilabel: bool, box_info) -> None:
+def _compile(cfg, fit_model, lr: float, n_classes: int, head: TrainerHead, box_info) -> None:
     """Compile the model that is fitted: with box supervision the two-output view (class
     output + ``head_cam`` map, :mod:`trainer.boxes`), else the classifier itself."""
     if box_info is None:
-        compile_model(fit_model, lr, n_classes, multilabel)
+        compile_model(fit_model, lr, n_classes, head)
         return
     from .boxes import make_mil_loss
 
     compile_model(
-        fit_model, lr, n_classes, False,
+        fit_model, lr, n_classes, head,
         map_loss=make_mil_loss(box_info["class_index"], n_classes),
         map_weight=cfg.boxes.loss_weight,
     )  # fmt: skip

@@ -148,9 +148,9 @@ def check_device(state: dict[str, Any]) -> dict[str, Any]:
     """The device section: where TensorFlow runs and, on a GPU, GPU-vs-CPU agreement.
 
     Raises when, with a GPU, TensorFlow's device settings came too late (after its first op),
-    or when an output on the GPU differs from the CPU's beyond :data:`cxr_viewer.core.model.device_compare.TOLERANCE`.
+    or when an output on the GPU differs from the CPU's beyond :data:`cxr_viewer.core.device_compare.TOLERANCE`.
     """
-    from cxr_viewer.core.model.device_compare import compare_devices
+    from cxr_viewer.core.device_compare import compare_devices
     from cxr_viewer.core.model.model_io import import_tensorflow, runtime_config, runtime_state
 
     tf = import_tensorflow()

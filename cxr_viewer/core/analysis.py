@@ -1,7 +1,8 @@
 """The one analysis pipeline: study → model input → prediction → explanations → trust.
 
 Every caller — the viewer's model session, ``cxr-viewer batch`` (local and Ray engines),
-``cxr-viewer localize``, the self-test and the DICOM writers that take its result — runs a
+``cxr-viewer localize``, the self-test, the GPU-vs-CPU comparison
+(:mod:`cxr_viewer.core.device_compare`) and the DICOM writers that take its result — runs a
 study through :func:`analyze` (or its two halves, :func:`prepare` and :func:`explain`) and reads
 the :class:`Analysis` it returns. The engines differ only in how they schedule it: the viewer on
 its model worker thread, one request at a time with partial maps; ``batch`` one file after

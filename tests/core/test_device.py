@@ -373,8 +373,8 @@ def test_the_device_comparison_is_exact_for_the_same_device(tiny_bundle):
     """Every explainer is seeded: on one device two runs are identical, so a GPU-vs-CPU
     difference is floating-point arithmetic only, which the tolerances bound."""
     from cxr_viewer.commands.selftest import EXPLAIN
+    from cxr_viewer.core.device_compare import TOLERANCE, compare_devices, gpu_names
     from cxr_viewer.core.io import load_study
-    from cxr_viewer.core.model.device_compare import TOLERANCE, compare_devices, gpu_names
     from cxr_viewer.core.model.inference import load_classifier
 
     clf = load_classifier(tiny_bundle)

@@ -318,7 +318,7 @@ class Explainer(ABC):
     #: ``<name>_<field>`` (values from :meth:`summary`)
     summary_fields: ClassVar[tuple[str, ...]] = ()
     #: largest GPU-vs-CPU difference of the map allowed by the device comparison, relative to
-    #: the CPU map's largest value (cxr_viewer.core.model.device_compare)
+    #: the CPU map's largest value (cxr_viewer.core.device_compare)
     device_tolerance: ClassVar[float] = 0.05
 
     @classmethod

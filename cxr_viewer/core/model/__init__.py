@@ -4,8 +4,7 @@ A model bundle on disk (:mod:`.bundle`, its schema :mod:`.bundle_schema` and mod
 :mod:`.model_card`), its output head (:mod:`.heads`: softmax, one sigmoid, multi-label, linear),
 the shared preprocessing from a study to the model's input (:mod:`.preprocess`), loading Keras and
 TensorFlow (:mod:`.model_io`), the verified forward paths (:mod:`.forward`), the classifier that
-predicts (:mod:`.inference`), class scores for the explainers (:mod:`.scores`) and the CPU/GPU
-comparison of maps (:mod:`.device_compare`). It builds on :mod:`cxr_viewer.core.io`; the
+predicts (:mod:`.inference`) and class scores for the explainers (:mod:`.scores`). It builds on :mod:`cxr_viewer.core.io`; the
 explainers, evaluation and interoperability layers build on it. Nothing is imported here, so
 importing a submodule stays as cheap as that submodule.
 """

@@ -1,7 +1,9 @@
 """Proof that the GPU path computes what the CPU computes: same inputs, both devices, compared.
 
 Used by ``cxr-viewer --self-test`` (its device section), the ``gpu``-marked tests and
-``benchmarks/bench_gpu.py``. Every explainer is seeded (LIME's perturbations, SHAP's
+``benchmarks/bench_gpu.py``. Both runs go through the one analysis pipeline
+(:func:`cxr_viewer.core.analysis.analyze`), so what is compared is what every caller computes;
+it sits beside that pipeline, above the core's layers. Every explainer is seeded (LIME's perturbations, SHAP's
 background/interpolation schedule), so the two runs differ only by floating-point arithmetic:
 cuDNN vs oneDNN kernels and summation order. TensorFloat-32 (TensorFlow's default for
 convolutions and matrix products on Ampere and newer GPUs, ~10 mantissa bits) is turned off for
@@ -23,10 +25,9 @@ import numpy as np
 
 from cxr_viewer.core.explain.registry import EXPLAINERS
 from cxr_viewer.core.model.model_io import import_tensorflow
-from cxr_viewer.core.model.preprocess import study_to_input
 
 if TYPE_CHECKING:
-    from cxr_viewer.core.explain.base import Heatmap
+    from cxr_viewer.core.analysis import Analysis, ExplainRequest
     from cxr_viewer.core.io.study import Study
     from cxr_viewer.core.model.inference import Classifier
 
@@ -96,6 +97,27 @@ def compare_devices(
         tf.config.experimental.enable_tensor_float_32_execution(tf32)
 
 
+def _analyze_on(
+    device: str, classifier: Classifier, study: Study, requests: list[ExplainRequest]
+) -> Analysis:
+    """The pipeline on ``device``: a prediction without requests, else only the maps (errors
+    raised, every method attempted: a method that does not apply fails the comparison)."""
+    from cxr_viewer.core.analysis import analyze
+
+    analysis, _ = run_on(
+        device,
+        lambda: analyze(
+            study,
+            classifier,
+            requests,
+            predict=not requests,
+            raise_errors=True,
+            check_applicable=False,
+        ),
+    )
+    return analysis
+
+
 def _compare(
     classifier: Classifier,
     study: Study,
@@ -103,33 +125,34 @@ def _compare(
     settings: dict[str, dict[str, Any]],
     gpu: str,
 ) -> dict[str, Any]:
-    from cxr_viewer.core.explain.base import explain_study
-    from cxr_viewer.core.explain.registry import create_explainer
+    from cxr_viewer.core.analysis import ExplainRequest
 
-    x = study_to_input(study, classifier.spec)[None]
     out: dict[str, Any] = {"compared": True, "gpu": gpu, "tolerance": dict(TOLERANCE)}
     results: dict[str, Any] = {}
-    p_gpu, t_gpu = run_on(gpu, lambda: classifier.predict_inputs(x))
-    p_cpu, t_cpu = run_on(CPU, lambda: classifier.predict_inputs(x))
+    on_gpu, on_cpu = (_analyze_on(d, classifier, study, []) for d in (gpu, CPU))
+    assert on_gpu.prediction is not None and on_cpu.prediction is not None
+    p_gpu, p_cpu = on_gpu.prediction.probabilities, on_cpu.prediction.probabilities
     diff = float(np.max(np.abs(np.asarray(p_gpu) - np.asarray(p_cpu))))
     results["predict"] = {
         "max_abs_diff": diff,
-        "gpu_s": round(t_gpu, 4),
-        "cpu_s": round(t_cpu, 4),
+        "gpu_s": round(on_gpu.timings["predict"], 4),
+        "cpu_s": round(on_cpu.timings["predict"], 4),
         "ok": diff <= TOLERANCE["predict"],
     }
     for method, s in settings.items():
-
-        def explain(method: str = method, s: dict[str, Any] = s) -> Heatmap:
-            return explain_study(create_explainer(method, classifier, dict(s)), study, target)
-
-        hm_gpu, t_gpu = run_on(gpu, explain)
-        hm_cpu, t_cpu = run_on(CPU, explain)
-        d = map_difference(hm_gpu.values, hm_cpu.values)
+        # the maps without trust figures, compared at the study's pixels
+        request = [ExplainRequest(method, dict(s), target, trust=False)]
+        on_gpu, on_cpu = (_analyze_on(d, classifier, study, request) for d in (gpu, CPU))
+        hm_gpu, hm_cpu = (a.results[0].heatmap for a in (on_gpu, on_cpu))
+        assert hm_gpu is not None and hm_cpu is not None  # raise_errors: no map has raised
+        d = map_difference(
+            hm_gpu.resized(study.rows, study.columns).values,
+            hm_cpu.resized(study.rows, study.columns).values,
+        )
         results[method] = {
             **d,
-            "gpu_s": round(t_gpu, 3),
-            "cpu_s": round(t_cpu, 3),
+            "gpu_s": round(on_gpu.timings[method], 3),
+            "cpu_s": round(on_cpu.timings[method], 3),
             "ok": d["max_rel_diff"] <= TOLERANCE.get(method, 0.05),
         }
     out["results"] = results
