@@ -38,6 +38,7 @@ import numpy as np
 from cxr_viewer import __version__
 from cxr_viewer.core.errors import DicomExportError
 from cxr_viewer.core.explain.registry import EXPLAINERS
+from cxr_viewer.core.interop.extra import import_extra
 from cxr_viewer.core.io.atomic import atomic_write_bytes, make_folder, write_error
 from cxr_viewer.core.io.study import Study
 from cxr_viewer.core.model.heads import head_kind
@@ -101,15 +102,7 @@ METHOD_LABELS = {
 
 
 def _highdicom() -> ModuleType:
-    try:
-        import highdicom
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise DicomExportError(
-            "Cannot write DICOM results",
-            "the highdicom package is not installed",
-            'Install the DICOM extra: python -m pip install -e ".[pacs]"',
-        ) from exc
-    return highdicom
+    return import_extra("highdicom", DicomExportError, "Cannot write DICOM results")
 
 
 @dataclass(frozen=True)

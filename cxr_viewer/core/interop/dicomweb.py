@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from cxr_viewer.core.errors import PacsError
+from cxr_viewer.core.interop.extra import import_extra
 from cxr_viewer.core.interop.pacs import (
     MAX_FIND_RESULTS,
     RetrieveResult,
@@ -206,14 +207,11 @@ class DicomWebClient:
 
     def _client(self) -> DICOMwebClient:
         if self._web is None:
-            try:
-                from dicomweb_client import DICOMwebClient
-            except ImportError as exc:  # pragma: no cover - depends on the install
-                raise PacsError(
-                    "Cannot use DICOMweb",
-                    "the dicomweb-client package is not installed",
-                    'Install the DICOM extra: python -m pip install -e ".[pacs]"',
-                ) from exc
+            import_extra(
+                "dicomweb_client", PacsError, "Cannot use DICOMweb", package="dicomweb-client"
+            )
+            from dicomweb_client import DICOMwebClient
+
             web = DICOMwebClient(self.node.url, session=self._session(), timeout=self.timeout)
             # dicomweb-client retries a busy server's 429/408/503/504 answers and (through the
             # retrying package) every exception too, 5 times with waits doubling from 1 s: 31 s

@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cxr_viewer.core.errors import Cancelled, PacsError
+from cxr_viewer.core.interop.extra import import_extra
 from cxr_viewer.core.io.atomic import make_folder
 from cxr_viewer.core.progress import CancelToken
 
@@ -705,15 +706,8 @@ class PacsClient:
     # -- plumbing ---------------------------------------------------------------------------
 
     def _ae(self) -> AE:
-        try:
-            from pynetdicom import AE
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise PacsError(
-                "Cannot talk to a PACS",
-                "the pynetdicom package is not installed",
-                'Install the PACS extra: python -m pip install -e ".[pacs]"',
-            ) from exc
-        from pynetdicom import _config
+        import_extra("pynetdicom", PacsError, "Cannot talk to a PACS", extra="PACS")
+        from pynetdicom import AE, _config
 
         pn_log = logging.getLogger("pynetdicom")
         if pn_log.level == logging.NOTSET:  # its errors become our PacsErrors instead
