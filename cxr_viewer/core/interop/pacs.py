@@ -56,7 +56,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
 
 from cxr_viewer.core.errors import Cancelled, PacsError
 from cxr_viewer.core.interop.extra import import_extra
@@ -72,8 +72,6 @@ if TYPE_CHECKING:  # pydicom and pynetdicom are imported where used (the PACS ex
     from pynetdicom import AE
     from pynetdicom.association import Association
     from pynetdicom.events import Event
-
-    from cxr_viewer.core.interop.dicomweb import DicomWebNode
 
 DEFAULT_CALLING_AE = "CXRLENS"
 DEFAULT_TIMEOUT = 15.0
@@ -324,6 +322,13 @@ class RetrieveResult:
         return not (self.failed or self.cancelled or self.problem or self.rejected)
 
 
+class _Labelled(Protocol):
+    """A node as the user knows it (a DIMSE or a DICOMweb node)."""
+
+    @property
+    def label(self) -> str: ...
+
+
 @dataclass
 class StoreResult:
     """What a C-STORE run sent."""
@@ -331,9 +336,7 @@ class StoreResult:
     sent: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
-    def raise_if_failed(
-        self, node: PacsNode | DicomWebNode, what: str = "file", server: str = "PACS"
-    ) -> None:
+    def raise_if_failed(self, node: _Labelled, what: str = "file", server: str = "PACS") -> None:
         """A PacsError when anything failed, counting ``what`` (files, objects) stored on
         ``node`` (``server``: whose log to check)."""
         if self.failed:
