@@ -1166,7 +1166,6 @@ class PacsClient:
             datasets.append((p, ds))
         if not datasets:
             return result
-        compressed, plain = _uids()
         started = time.monotonic()
         ae = self._ae()
         contexts: set[tuple[str, str]] = set()
