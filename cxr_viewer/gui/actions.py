@@ -25,6 +25,30 @@ if TYPE_CHECKING:
 
 OVERLAY_KEYS = METHOD_SHORTCUTS
 
+#: the tooltip (and status tip) of each of the window's own actions, by name; the shortcuts are
+#: added to it
+TIPS = {
+    "open": "Open image files",
+    "open_folder": "Open every image in a folder",
+    "open_model": "Load another model bundle (folder or .zip)",
+    "import_model": "Wrap a bare Keras model into a bundle and load it",
+    "export_png": "Save the overlay view at full resolution",
+    "export_pdf": "One-page report: image, overlays, probabilities, settings, model",
+    "next": "Next study",
+    "prev": "Previous study",
+    "fit": "Fit the image",
+    "actual": "One image pixel per screen pixel",
+    "reset": "Fit, and back to the file's window",
+    "invert": "Invert grey levels",
+    "layout_grid": "The original and one pane per shown method, each with its legend",
+    "layout_side": "The original next to one view with every shown map",
+    "single": "One method's map filling the image area (M: next method)",
+    "cycle_layout": "Grid → side by side → single method",
+    "next_method": "Show the next method in the single view",
+    "hide_patient": "Mask patient name, ID, birth date and sex (for demos)",
+    "cancel": "Stop running explanations",
+}
+
 
 class Actions:
     """All QActions of the main window, by name; ``entries`` are the features' File-menu
@@ -35,7 +59,8 @@ class Actions:
         self.all: dict[str, QAction] = {}
         s, c = win.state, win.controller
 
-        def act(name, text, slot: Callable, keys=(), icon_name=None, checkable=False, tip=""):
+        def act(name, text, slot: Callable, keys=(), icon_name=None, checkable=False, tip=None):
+            tip = TIPS.get(name, "") if tip is None else tip
             a = QAction(text, win.window())
             if icon_name:
                 a.setIcon(icon(icon_name))
@@ -50,89 +75,32 @@ class Actions:
             self.all[name] = a
             return a
 
-        act("open", "&Open file…", win.open_file_dialog, ["Ctrl+O"], "open", tip="Open image files")
-        act(
-            "open_folder",
-            "Open &folder…",
-            win.open_folder_dialog,
-            ["Ctrl+Shift+O"],
-            "folder",
-            tip="Open every image in a folder",
-        )
-        act(
-            "open_model",
-            "Open &model…",
-            win.open_model_dialog,
-            ["Ctrl+M"],
-            "model",
-            tip="Load another model bundle (folder or .zip)",
-        )
-        act(
-            "import_model",
-            "&Import a Keras model (.keras/.h5)…",
-            win.import_model_dialog,
-            tip="Wrap a bare Keras model into a bundle and load it",
-        )
-        act(
-            "export_png",
-            "&Export view as PNG…",
-            win.export_png_dialog,
-            ["Ctrl+E"],
-            "export",
-            tip="Save the overlay view at full resolution",
-        )
-        act(
-            "export_pdf",
-            "PDF &report…",
-            win.export_pdf_dialog,
-            ["Ctrl+P"],
-            "report",
-            tip="One-page report: image, overlays, probabilities, settings, model",
-        )
+        act("open", "&Open file…", win.open_file_dialog, ["Ctrl+O"], "open")
+        act("open_folder", "Open &folder…", win.open_folder_dialog, ["Ctrl+Shift+O"], "folder")
+        act("open_model", "Open &model…", win.open_model_dialog, ["Ctrl+M"], "model")
+        act("import_model", "&Import a Keras model (.keras/.h5)…", win.import_model_dialog)
+        act("export_png", "&Export view as PNG…", win.export_png_dialog, ["Ctrl+E"], "export")
+        act("export_pdf", "PDF &report…", win.export_pdf_dialog, ["Ctrl+P"], "report")
         act("quit", "&Quit", win.close, ["Ctrl+Q"])
-        act("next", "&Next study", lambda: c.step(1), ["PgDown", "N"], "next", tip="Next study")
-        act(
-            "prev",
-            "&Previous study",
-            lambda: c.step(-1),
-            ["PgUp", "P"],
-            "prev",
-            tip="Previous study",
-        )
-        act("fit", "&Fit to window", win.fit_views, ["F"], "fit", tip="Fit the image")
-        act(
-            "actual",
-            "Actual size &1:1",
-            win.actual_size,
-            ["1"],
-            "actual",
-            tip="One image pixel per screen pixel",
-        )
+        act("next", "&Next study", lambda: c.step(1), ["PgDown", "N"], "next")
+        act("prev", "&Previous study", lambda: c.step(-1), ["PgUp", "P"], "prev")
+        act("fit", "&Fit to window", win.fit_views, ["F"], "fit")
+        act("actual", "Actual size &1:1", win.actual_size, ["1"], "actual")
         act("zoom_in", "Zoom &in", lambda: win.zoom(1.25), ["+", "="])
         act("zoom_out", "Zoom &out", lambda: win.zoom(0.8), ["-"])
-        act("reset", "&Reset view", win.reset_view, ["R"], tip="Fit, and back to the file's window")
-        act(
-            "invert",
-            "&Invert",
-            lambda on: s.set_invert_flip(on),
-            ["I"],
-            "invert",
-            True,
-            tip="Invert grey levels",
-        )
+        act("reset", "&Reset view", win.reset_view, ["R"])
+        act("invert", "&Invert", lambda on: s.set_invert_flip(on), ["I"], "invert", True)
         act(
             "layout_grid",
             "&Grid: one pane per method",
             lambda: self._choose_layout("grid"),
             ["Alt+1"],
-            tip="The original and one pane per shown method, each with its legend",
         )
         act(
             "layout_side",
             "Side by si&de: original and all maps",
             lambda: self._choose_layout("side"),
             ["Alt+2"],
-            tip="The original next to one view with every shown map",
         )
         act(
             "single",
@@ -141,31 +109,17 @@ class Actions:
             ["Alt+3"],
             "single",
             True,
-            tip="One method's map filling the image area (M: next method)",
         )
         for name in ("layout_grid", "layout_side"):
             self.all[name].setCheckable(True)
-        act(
-            "cycle_layout",
-            "Next &layout",
-            s.cycle_layout,
-            ["V"],
-            tip="Grid → side by side → single method",
-        )
-        act(
-            "next_method",
-            "Next &method (single view)",
-            lambda: s.cycle_focus(1),
-            ["M"],
-            tip="Show the next method in the single view",
-        )
+        act("cycle_layout", "Next &layout", s.cycle_layout, ["V"])
+        act("next_method", "Next &method (single view)", lambda: s.cycle_focus(1), ["M"])
         act(
             "hide_patient",
             "&Hide patient fields",
             lambda on: s.set_hide_patient(on),
             ["H"],
             checkable=True,
-            tip="Mask patient name, ID, birth date and sex (for demos)",
         )
         for m in METHODS:
             act(
@@ -176,14 +130,7 @@ class Actions:
                 checkable=True,
                 tip=f"Toggle the {METHOD_LABELS[m]} overlay",
             )
-        act(
-            "cancel",
-            "&Cancel explanations",
-            c.cancel_explanations,
-            ["Esc"],
-            "cancel",
-            tip="Stop running explanations",
-        )
+        act("cancel", "&Cancel explanations", c.cancel_explanations, ["Esc"], "cancel")
         act("shortcuts", "&Keyboard shortcuts", win.show_shortcuts, ["F1"])
         act("about", "&About CXR Lens", win.show_about)
         self.entries = list(entries)

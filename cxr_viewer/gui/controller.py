@@ -30,6 +30,7 @@ from cxr_viewer.core.progress import CancelToken, ProgressFn
 from .error_dialog import ErrorReporter
 from .explanations import ExplanationScheduler
 from .network import Network
+from .part import ViewerPart
 from .session import ModelPhase, ModelSession
 from .state import ModelInfo, ViewerState
 from .study_loader import StudyLoader
@@ -40,20 +41,16 @@ log = logging.getLogger(__name__)
 WORKER_NICE = 5
 
 
-class Controller(QObject):
+class Controller(ViewerPart):
     """Connects the state, the worker threads, the study loader and the explanation scheduler."""
 
     #: (kind, fraction, message): kind is "model", "predict" or a method name; fraction < 0 ends it
     busy = Signal(str, float, str)
-    #: a short message for the status bar
-    message = Signal(str)
 
     def __init__(
         self, state: ViewerState, reporter: ErrorReporter, parent: QObject | None = None
     ) -> None:
-        super().__init__(parent)
-        self.state = state
-        self.reporter = reporter
+        super().__init__(state, reporter, parent)
         self.session = ModelSession()
         # background threads run at a lower OS priority than the GUI thread (see worker.py)
         self.model_worker = WorkerThread("cxr-model", self, nice=WORKER_NICE)
@@ -62,10 +59,9 @@ class Controller(QObject):
         self.net_worker = WorkerThread("cxr-net", self, nice=WORKER_NICE)
         #: the PACS operations on the network worker (the PACS dialogs submit through it)
         self.network = Network(self.net_worker)
-        self.studies = StudyLoader(state, reporter, self.io_worker, self.thumb_worker, self)
-        self.explanations = ExplanationScheduler(
-            state, reporter, self.session, self.model_worker, self
-        )
+        # two workers of one type: named, so that they cannot be swapped
+        self.studies = StudyLoader(self, io_worker=self.io_worker, thumb_worker=self.thumb_worker)
+        self.explanations = ExplanationScheduler(self, self.session, self.model_worker)
         for part in (self.studies, self.explanations):
             part.message.connect(self.message)
         self.explanations.busy.connect(self.busy)

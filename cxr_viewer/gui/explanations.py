@@ -9,49 +9,41 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import Signal
 
 from cxr_viewer.core.explain.registry import EXPLAINERS
 from cxr_viewer.core.model.inference import Prediction
 from cxr_viewer.core.progress import CancelToken, ProgressFn
 
 from .cache import ResultCache
-from .error_dialog import ErrorReporter
 from .events import REQUESTS_A_MAP, OverlayChange
+from .part import ViewerPart
 from .results import OverlayResult
 from .session import ModelSession
-from .state import METHODS, ViewerState, study_key
+from .state import METHODS, study_key
 from .worker import Failure, Task, WorkerThread
 
 
-class ExplanationScheduler(QObject):
-    """Asks the model worker for the prediction and the visible maps, and puts them in the state."""
+class ExplanationScheduler(ViewerPart):
+    """Asks the model worker for the prediction and the visible maps, and puts them in the state
+    (a part of ``owner``, the controller, sharing its state and error reporter)."""
 
     #: (kind, fraction, message): kind is "predict" or a method name; fraction < 0 ends it
     busy = Signal(str, float, str)
-    #: a short message for the status bar
-    message = Signal(str)
 
     def __init__(
-        self,
-        state: ViewerState,
-        reporter: ErrorReporter,
-        session: ModelSession,
-        model_worker: WorkerThread,
-        parent: QObject | None = None,
+        self, owner: ViewerPart, session: ModelSession, model_worker: WorkerThread
     ) -> None:
-        super().__init__(parent)
-        self.state = state
-        self.reporter = reporter
+        super().__init__(owner.state, owner.reporter, owner)
         self.session = session
         self.model_worker = model_worker
         self.results = ResultCache()
         self.predictions: dict[tuple[Any, ...], Prediction] = {}
         self._explain_tasks: dict[str, Task] = {}
         self._task_keys: dict[int, tuple[Any, ...]] = {}
-        state.events.study.connect(self._on_study)
-        state.events.target_class.connect(self.request_all)
-        state.events.overlay.connect(self._on_overlay)
+        self.state.events.study.connect(self._on_study)
+        self.state.events.target_class.connect(self.request_all)
+        self.state.events.overlay.connect(self._on_overlay)
 
     def reset(self) -> None:
         """Forget queued explanations, cached maps and predictions (a new model is loading)."""
@@ -92,8 +84,7 @@ class ExplanationScheduler(QObject):
 
         def failed(f: Failure) -> None:
             self.busy.emit("predict", -1.0, "")
-            self.message.emit("Predicting failed")
-            self.reporter.report(f.exc, f.traceback)
+            self.report_failure("Predicting failed", f)
 
         def work(progress: ProgressFn, cancel: CancelToken, partial: Any) -> Prediction:
             return self.session.predict(study, progress, cancel)

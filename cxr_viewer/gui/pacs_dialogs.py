@@ -26,8 +26,9 @@ from __future__ import annotations
 import html
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from PySide6.QtCore import QItemSelectionModel, Qt, Signal
 from PySide6.QtWidgets import (
@@ -74,6 +75,7 @@ from .worker import Failure, Task
 
 if TYPE_CHECKING:
     from cxr_viewer.core.interop.pacs import StudyRecord
+    from cxr_viewer.core.io.study import Study
 
     from .network import Endpoint
     from .settings import Settings
@@ -92,6 +94,8 @@ __all__ = [
 ]
 
 RETRIEVE_DIR_KEY = "pacs/retrieve_dir"
+_W = TypeVar("_W", bound=QWidget)
+_D = TypeVar("_D", bound=QDialog)
 
 #: result table columns: (header, StudyRecord attribute)
 COLUMNS = (
@@ -125,6 +129,20 @@ def _error_text(exc: BaseException) -> str:
 
 def _studies(n: int) -> str:
     return f"{n} stud{'y' if n == 1 else 'ies'}"
+
+
+@dataclass(frozen=True)
+class PacsContext:
+    """What the PACS dialogs need of the viewer, and nothing of the window: the settings, the
+    viewer's state, the controller's :class:`~.network.Network`, the dialogs' parent widget,
+    how to open retrieved files and how to show a status message."""
+
+    settings: Settings
+    state: ViewerState
+    network: Network
+    parent: QWidget | None
+    open_files: Callable[[list[Path]], None]
+    show_message: Callable[[str], None]
 
 
 class _Busy:
@@ -218,66 +236,109 @@ def _form(rows: Sequence[tuple[str, QWidget]]) -> QFormLayout:
     return form
 
 
+def _value(widget: QWidget) -> Any:
+    """What a field of a node form holds (a line edit's text without surrounding spaces)."""
+    if isinstance(widget, QSpinBox):
+        return widget.value()
+    if isinstance(widget, QComboBox):
+        return widget.currentData()
+    if isinstance(widget, QCheckBox):
+        return widget.isChecked()
+    assert isinstance(widget, QLineEdit)
+    return widget.text().strip()
+
+
+def _show_value(widget: QWidget, value: Any) -> None:
+    if isinstance(widget, QSpinBox):
+        widget.setValue(int(value))
+    elif isinstance(widget, QComboBox):
+        widget.setCurrentIndex(max(0, widget.findData(value)))
+    elif isinstance(widget, QCheckBox):
+        widget.setChecked(bool(value))
+    else:
+        assert isinstance(widget, QLineEdit)
+        widget.setText(str(value))
+
+
+def _line(placeholder: str = "", text: str = "") -> QLineEdit:
+    line = QLineEdit(text)
+    line.setPlaceholderText(placeholder)
+    return line
+
+
+def _port(value: int) -> QSpinBox:
+    port = QSpinBox()
+    port.setRange(1, 65535)
+    port.setValue(value)
+    return port
+
+
+def _choice(items: Sequence[tuple[str, str]]) -> QComboBox:
+    """A combo box of (text, data) items."""
+    combo = QComboBox()
+    for text, data in items:
+        combo.addItem(text, data)
+    return combo
+
+
+class _NodeFields:
+    """The form of a node's saved fields: each widget a row under its label, known by the
+    node's field name, showing the field's default (what the widget holds when made) when a
+    saved node lacks it."""
+
+    def __init__(self, owner: QWidget) -> None:
+        self.layout = QFormLayout(owner)
+        self.layout.setContentsMargins(0, 0, 0, 0)
+        self.widgets: dict[str, QWidget] = {}
+        self.defaults: dict[str, Any] = {}
+
+    def add(self, name: str, label: str, widget: _W) -> _W:
+        self.layout.addRow(label, widget)
+        self.widgets[name] = widget
+        self.defaults[name] = _value(widget)
+        return widget
+
+    def show(self, saved: dict[str, Any]) -> None:
+        for name, widget in self.widgets.items():
+            _show_value(widget, saved.get(name, self.defaults[name]))
+
+    def values(self) -> dict[str, Any]:
+        return {name: _value(widget) for name, widget in self.widgets.items()}
+
+
 class DimseForm(QWidget):
     """The fields of a DIMSE node."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.ae_title = QLineEdit()
-        self.ae_title.setPlaceholderText("e.g. ORTHANC")
-        self.host = QLineEdit()
-        self.host.setPlaceholderText("e.g. 127.0.0.1 or pacs.hospital.local")
-        self.port = QSpinBox()
-        self.port.setRange(1, 65535)
-        self.port.setValue(4242)
-        self.calling_ae = QLineEdit("CXRLENS")
-        self.storage_port = QSpinBox()
-        self.storage_port.setRange(1, 65535)
-        self.storage_port.setValue(11113)
-        self.listen_host = QLineEdit("127.0.0.1")
+        self.fields = fields = _NodeFields(self)
+        self.ae_title = fields.add("ae_title", "PACS AE title", _line("e.g. ORTHANC"))
+        self.host = fields.add("host", "Host", _line("e.g. 127.0.0.1 or pacs.hospital.local"))
+        self.port = fields.add("port", "Port", _port(4242))
+        self.calling_ae = fields.add("calling_ae", "Our AE title", QLineEdit("CXRLENS"))
+        self.storage_port = fields.add("storage_port", "Our storage port (C-MOVE)", _port(11113))
+        self.listen_host = fields.add("listen_host", "Listen on (C-MOVE)", QLineEdit("127.0.0.1"))
         self.listen_host.setToolTip(
             "Address our storage SCP listens on for C-MOVE: 127.0.0.1 for a PACS on this "
             "computer, this computer's address (or 0.0.0.0) for a PACS elsewhere"
         )
-        self.retrieve = QComboBox()
-        self.retrieve.addItem("C-GET (no incoming connection)", "get")
-        self.retrieve.addItem("C-MOVE to our storage port", "move")
-        self.setLayout(
-            _form(
-                [
-                    ("PACS AE title", self.ae_title),
-                    ("Host", self.host),
-                    ("Port", self.port),
-                    ("Our AE title", self.calling_ae),
-                    ("Our storage port (C-MOVE)", self.storage_port),
-                    ("Listen on (C-MOVE)", self.listen_host),
-                    ("Retrieve with", self.retrieve),
-                ]
-            )
+        self.retrieve = fields.add(
+            "retrieve",
+            "Retrieve with",
+            _choice(
+                [("C-GET (no incoming connection)", "get"), ("C-MOVE to our storage port", "move")]
+            ),
         )
 
     def show_fields(self, f: dict[str, Any]) -> None:
-        self.ae_title.setText(str(f.get("ae_title", "")))
-        self.host.setText(str(f.get("host", "")))
-        self.port.setValue(int(f.get("port", 4242)))
-        self.calling_ae.setText(str(f.get("calling_ae", "CXRLENS")))
-        self.storage_port.setValue(int(f.get("storage_port", 11113)))
-        self.listen_host.setText(str(f.get("listen_host", "127.0.0.1")))
-        self.retrieve.setCurrentIndex(max(0, self.retrieve.findData(f.get("retrieve", "get"))))
+        self.fields.show(f)
 
     def endpoint(self, name: str) -> Endpoint:
         from cxr_viewer.core.interop.pacs import PacsNode
 
-        return PacsNode(
-            ae_title=self.ae_title.text(),
-            host=self.host.text().strip(),
-            port=self.port.value(),
-            calling_ae=self.calling_ae.text(),
-            name=name,
-            storage_port=self.storage_port.value(),
-            listen_host=self.listen_host.text().strip() or "127.0.0.1",
-            retrieve=str(self.retrieve.currentData()),
-        )
+        values = self.fields.values()
+        values["listen_host"] = values["listen_host"] or "127.0.0.1"
+        return PacsNode(name=name, **values)
 
 
 class DicomWebForm(QWidget):
@@ -285,36 +346,31 @@ class DicomWebForm(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.url = QLineEdit()
-        self.url.setPlaceholderText("https://pacs.example.org/dicom-web")
-        self.auth = QComboBox()
-        for mode, text in (
-            ("none", "None"),
-            ("basic", "HTTP basic (user name and password)"),
-            ("bearer", "Bearer token"),
-        ):
-            self.auth.addItem(text, mode)
-        self.user = QLineEdit()
-        self.secret = QLineEdit()
+        self.fields = fields = _NodeFields(self)
+        self.url = fields.add("url", "DICOMweb URL", _line("https://pacs.example.org/dicom-web"))
+        self.auth = fields.add(
+            "auth",
+            "Authentication",
+            _choice(
+                [
+                    ("None", "none"),
+                    ("HTTP basic (user name and password)", "basic"),
+                    ("Bearer token", "bearer"),
+                ]
+            ),
+        )
+        self.user = fields.add("username", "User name", QLineEdit())
+        # the password or token is a row of the form, not a field of the saved node
+        self.secret = _line("password (basic) or token (bearer); never stored")
         self.secret.setEchoMode(QLineEdit.EchoMode.Password)
-        self.secret.setPlaceholderText("password (basic) or token (bearer); never stored")
-        self.ca_file = QLineEdit()
-        self.ca_file.setPlaceholderText("PEM file of the hospital's CA (empty: the system's)")
+        fields.layout.addRow("Password / token", self.secret)
+        self.ca_file = fields.add(
+            "ca_bundle", "CA file", _line("PEM file of the hospital's CA (empty: the system's)")
+        )
         self.verify = QCheckBox("Verify the server's TLS certificate")
         self.verify.setChecked(True)
         self.verify.setToolTip("Turn off only to test: without it anyone on the way can listen")
-        self.setLayout(
-            _form(
-                [
-                    ("DICOMweb URL", self.url),
-                    ("Authentication", self.auth),
-                    ("User name", self.user),
-                    ("Password / token", self.secret),
-                    ("CA file", self.ca_file),
-                    ("", self.verify),
-                ]
-            )
-        )
+        fields.add("verify_tls", "", self.verify)
         self.auth.currentIndexChanged.connect(self._auth_changed)
         self._auth_changed()
 
@@ -331,25 +387,20 @@ class DicomWebForm(QWidget):
         self.secret.setEnabled(mode != "none")
 
     def show_fields(self, f: dict[str, Any], secret: str = "") -> None:
-        self.url.setText(str(f.get("url", "")))
-        self.set_auth(str(f.get("auth", "none")))
-        self.user.setText(str(f.get("username", "")))
+        self.fields.show(f)
         self.secret.setText(secret)
-        self.ca_file.setText(str(f.get("ca_bundle", "")))
-        self.verify.setChecked(bool(f.get("verify_tls", True)))
 
     def endpoint(self, name: str = "") -> Endpoint:
         from cxr_viewer.core.interop.dicomweb import DicomWebNode
 
-        mode, secret = self.auth_mode, self.secret.text()
+        values = self.fields.values()
+        mode, secret = values["auth"], self.secret.text()
+        if mode != "basic":
+            values["username"] = ""
         return DicomWebNode(
-            url=self.url.text().strip(),
-            auth=mode,
-            username=self.user.text().strip() if mode == "basic" else "",
+            **values,
             password=secret if mode == "basic" else "",
             token=secret if mode == "bearer" else "",
-            verify_tls=self.verify.isChecked(),
-            ca_bundle=self.ca_file.text().strip(),
         )
 
 
@@ -527,14 +578,11 @@ class NodePicker(QWidget):
     remembered for the session by :class:`~.network.Network`)."""
 
     def __init__(
-        self,
-        settings: Settings,
-        network: Network,
-        none_text: str = "",
-        parent: QWidget | None = None,
+        self, context: PacsContext, none_text: str = "", parent: QWidget | None = None
     ) -> None:
         super().__init__(parent)
-        self.settings, self.network, self.none_text = settings, network, none_text
+        self.settings, self.network = context.settings, context.network
+        self.none_text = none_text
         self.combo = QComboBox()
         self.combo.setObjectName("Node")
         self.secret = QLineEdit()
@@ -598,21 +646,16 @@ class QueryRetrieveDialog(QDialog):
     retrieved = Signal(object)
     busy: _Busy  # made after the table, whose selection handler reads it
 
-    def __init__(
-        self,
-        settings: Settings,
-        state: ViewerState,
-        network: Network,
-        parent: QWidget | None = None,
-    ) -> None:
-        super().__init__(parent)
+    def __init__(self, context: PacsContext) -> None:
+        super().__init__(context.parent)
         self.setObjectName("QueryRetrieveDialog")
         self.setWindowTitle("Query / retrieve from PACS")
-        self.settings = settings
-        self.state = state
+        self.settings = context.settings
+        self.state = state = context.state
+        network = context.network
         self.records: list[StudyRecord] = []
 
-        self.picker = NodePicker(settings, network)
+        self.picker = NodePicker(context)
         self.patient_name = QLineEdit()
         self.patient_name.setPlaceholderText("e.g. Doe* (wildcards allowed)")
         self.patient_id = QLineEdit()
@@ -860,19 +903,13 @@ class DicomExportDialog(QDialog):
     ``cxr-viewer batch --dicom-pm-resolution``), or none.
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        state: ViewerState,
-        network: Network,
-        show_message: Callable[[str], None],
-        parent: QWidget | None = None,
-    ) -> None:
-        super().__init__(parent)
+    def __init__(self, context: PacsContext) -> None:
+        super().__init__(context.parent)
         self.setObjectName("DicomExportDialog")
         self.setWindowTitle("Export DICOM results")
-        self.state = state
-        self.show_message = show_message
+        self.state = state = context.state
+        settings, network = context.settings, context.network
+        self.show_message = context.show_message
         study = state.study
         self.is_dicom = study is not None and study.format == "dicom"
         self.folder = QLineEdit(str(Path(settings.last_dir) / "cxr-lens-dicom"))
@@ -888,7 +925,7 @@ class DicomExportDialog(QDialog):
         self.sex = QComboBox()
         for s in ("", "F", "M", "O"):
             self.sex.addItem(s)
-        self.send_to = NodePicker(settings, network, none_text="(do not send)")
+        self.send_to = NodePicker(context, none_text="(do not send)")
         self.settings = settings
         self.pm_resolution = QComboBox()
         for value, text in PM_CHOICE_TEXTS:
@@ -1036,25 +1073,9 @@ class DicomExportDialog(QDialog):
 # ---------------------------------------------------------------------------- menu entries
 
 
-class PacsActions:
-    """The File-menu entries of PACS and DICOM results, and the dialogs they open.
-
-    Given what the dialogs need — settings, the viewer's state, the controller's
-    :class:`~.network.Network`, a parent widget, how to open retrieved files and how to show
-    a status message — and nothing of the window.
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        state: ViewerState,
-        network: Network,
-        parent: QWidget,
-        open_files: Callable[[list[Path]], None],
-        show_message: Callable[[str], None],
-    ) -> None:
-        self.settings, self.state, self.network = settings, state, network
-        self.parent, self.open_files, self.show_message = parent, open_files, show_message
+class PacsActions(PacsContext):
+    """The File-menu entries of PACS and DICOM results, and the dialogs they open (made with
+    this :class:`PacsContext`: what they need, and nothing of the window)."""
 
     def entries(self) -> list[MenuEntry]:
         return [
@@ -1081,37 +1102,30 @@ class PacsActions:
             ),
         ]
 
-    def _open(self, dialog: QDialog) -> None:
+    def _open(self, dialog: _D) -> _D:
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
         dialog.open()
-
-    def query(self) -> QueryRetrieveDialog:
-        dialog = QueryRetrieveDialog(self.settings, self.state, self.network, self.parent)
-        dialog.retrieved.connect(self.open_files)
-        self._open(dialog)
         return dialog
 
-    def nodes(self) -> PacsNodesDialog:
-        dialog = PacsNodesDialog(self.settings, self.network, self.parent)
-        self._open(dialog)
-        return dialog
-
-    def export(self) -> DicomExportDialog | None:
+    def _study(self) -> Study | None:
+        """The open study; None, and the status bar says to open one, when there is none."""
         if self.state.study is None:
             self.show_message("Open a study first")
-            return None
-        dialog = DicomExportDialog(
-            self.settings, self.state, self.network, self.show_message, self.parent
-        )
-        self._open(dialog)
-        return dialog
+        return self.state.study
+
+    def query(self) -> QueryRetrieveDialog:
+        dialog = QueryRetrieveDialog(self)
+        dialog.retrieved.connect(self.open_files)
+        return self._open(dialog)
+
+    def nodes(self) -> PacsNodesDialog:
+        return self._open(PacsNodesDialog(self.settings, self.network, self.parent))
+
+    def export(self) -> DicomExportDialog | None:
+        return None if self._study() is None else self._open(DicomExportDialog(self))
 
     def stored_results(self) -> QDialog | None:
         from .stored_results import StoredResultsDialog
 
-        if self.state.study is None:
-            self.show_message("Open a study first")
-            return None
-        dialog = StoredResultsDialog(self.state.study, self.parent)
-        self._open(dialog)
-        return dialog
+        study = self._study()
+        return None if study is None else self._open(StoredResultsDialog(study, self.parent))

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtGui import QImage
 
 from cxr_viewer.core.errors import CxrError, StudyLoadError
@@ -20,9 +20,8 @@ from cxr_viewer.core.io.formats import format_names
 from cxr_viewer.core.io.study import Study, Window
 from cxr_viewer.core.progress import CancelToken, ProgressFn
 
-from .error_dialog import ErrorReporter
 from .imaging import display_qimage, preview_study, render_u8, thumbnail
-from .state import ViewerState
+from .part import ViewerPart
 from .worker import Failure, Task, WorkerThread
 
 log = logging.getLogger(__name__)
@@ -31,11 +30,10 @@ log = logging.getLogger(__name__)
 STUDY_CACHE_SIZE = 4
 
 
-class StudyLoader(QObject):
-    """Opens studies on the I/O worker and puts them into the state (GUI thread)."""
+class StudyLoader(ViewerPart):
+    """Opens studies on the I/O worker and puts them into the state (GUI thread); a part of
+    ``owner``, the controller, sharing its state and error reporter."""
 
-    #: a short message for the status bar
-    message = Signal(str)
     #: a thumbnail for the study list (path, QImage)
     thumbnailReady = Signal(object, object)
     #: a full-size display image is ready (key, QImage, (columns, rows))
@@ -44,16 +42,9 @@ class StudyLoader(QObject):
     loadFailed = Signal(object)
 
     def __init__(
-        self,
-        state: ViewerState,
-        reporter: ErrorReporter,
-        io_worker: WorkerThread,
-        thumb_worker: WorkerThread,
-        parent: QObject | None = None,
+        self, owner: ViewerPart, *, io_worker: WorkerThread, thumb_worker: WorkerThread
     ) -> None:
-        super().__init__(parent)
-        self.state = state
-        self.reporter = reporter
+        super().__init__(owner.state, owner.reporter, owner)
         self.io_worker = io_worker
         self.thumb_worker = thumb_worker
         #: path → (study, preview, the preview drawn with the study's own window or None)
@@ -131,8 +122,7 @@ class StudyLoader(QObject):
 
         def failed(f: Failure) -> None:
             self.loadFailed.emit(path)
-            self.message.emit(f"Opening {path.name} failed")
-            self.reporter.report(f.exc, f.traceback)
+            self.report_failure(f"Opening {path.name} failed", f)
             if skip_unreadable and self.state.study is None and index + 1 < len(self.state.studies):
                 self.open_index(index + 1, skip_unreadable=True)
 
@@ -195,8 +185,7 @@ class StudyLoader(QObject):
             return display_qimage(render_u8(study, window, invert))
 
         def failed(f: Failure) -> None:
-            self.message.emit("Drawing the image failed")
-            self.reporter.report(f.exc, f.traceback)
+            self.report_failure("Drawing the image failed", f)
 
         self.io_worker.submit(
             Task(

@@ -205,7 +205,7 @@ def test_a_hostile_study_uid_retrieves_nothing_anywhere(peers, tmp_path):
     base = tmp_path / "retrieved"
     folder = retrieve_folder(base, rec.study_instance_uid)
     with pytest.raises(PacsError, match="not a DICOM UID"):
-        client.get_study(rec.study_instance_uid, folder)
+        client.retrieve_study(rec.study_instance_uid, folder)
     assert sent == [] and not (tmp_path / "GUIESCAPED").exists()
     assert [p for p in tmp_path.rglob("*.dcm")] == []
 
@@ -326,7 +326,7 @@ def test_a_c_get_answered_with_another_study_or_patient_is_refused(peers, tmp_pa
     other_patient = _instance(pid="P2", name="SOMEONE^ELSE")
     peer = _get_peer(peers, [good, other_study, other_patient])
     out = tmp_path / "out"
-    result = _client(peer, tmp_path).get_study(STUDY, out, patient_id="P1")
+    result = _client(peer, tmp_path).retrieve_study(STUDY, out, patient_id="P1")
     assert [p.name for p in result.files] == [good.SOPInstanceUID + ".dcm"]
     assert sorted(p.name for p in out.iterdir()) == [good.SOPInstanceUID + ".dcm"]
     assert len(result.rejected) == 2 and not result.complete
@@ -339,7 +339,7 @@ def test_a_c_get_drops_an_instance_just_over_the_cap_and_keeps_the_one_before(pe
     small, big = _instance(pixels=cap - 4096), _instance(pixels=cap + 1024)
     peer = _get_peer(peers, [small, big])
     client = _client(peer, tmp_path, limits=NetLimits(max_instance_bytes=cap))
-    result = client.get_study(STUDY, tmp_path / "out")
+    result = client.retrieve_study(STUDY, tmp_path / "out")
     assert [p.name for p in result.files] == [small.SOPInstanceUID + ".dcm"]
     assert "an instance larger than 128 KiB" in result.problem and not result.complete
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [small.SOPInstanceUID + ".dcm"]
@@ -350,7 +350,7 @@ def test_a_c_get_of_only_foreign_instances_is_a_failure_not_a_success(peers, tmp
 
     peer = _get_peer(peers, [_instance(study=STUDY + ".7", name="SOMEONE^ELSE")])
     client = _client(peer, tmp_path)
-    result = client.get_study(STUDY, tmp_path / "out")
+    result = client.retrieve_study(STUDY, tmp_path / "out")
     assert result.files == [] and result.rejected
     with pytest.raises(PacsError, match="incomplete"):
         raise_for_retrieve(client.node, result)

@@ -195,7 +195,7 @@ def test_retrieve_brings_the_study_back_pixel_identical(
 
 def test_cancelled_retrieve_keeps_what_arrived(orthanc, stored, tmp_path, assoc_log):
     token = CancelToken()
-    result = _client(orthanc).get_study(
+    result = _client(orthanc).retrieve_study(
         RG1_STUDY, tmp_path, progress=lambda done, total: token.cancel(), cancel=token
     )
     assert result.cancelled and not result.complete
@@ -316,7 +316,7 @@ def test_failed_sub_operation_is_reported_and_what_arrived_is_kept(
     monkeypatch.setattr(pacs, "write_instance", flaky)
     client = _client(orthanc)
     in_study = len(orthanc.rest(f"/studies/{orthanc.study_id(RG1_STUDY)}/instances"))
-    result = client.get_study(RG1_STUDY, tmp_path)
+    result = client.retrieve_study(RG1_STUDY, tmp_path)
     assert len(result.files) == in_study - 1 and all(f.exists() for f in result.files)
     assert result.failed == 1 and not result.complete
     assert result.problem.startswith("1 instance(s) could not be retrieved (status 0xB000")

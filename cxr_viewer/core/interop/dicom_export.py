@@ -26,7 +26,7 @@ import contextlib
 import datetime as _dt
 import textwrap
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -38,6 +38,7 @@ import numpy as np
 from cxr_viewer import __version__
 from cxr_viewer.core.errors import DicomExportError
 from cxr_viewer.core.explain.registry import EXPLAINERS
+from cxr_viewer.core.interop.extra import import_extra
 from cxr_viewer.core.io.atomic import atomic_write_bytes, make_folder, write_error
 from cxr_viewer.core.io.study import Study
 from cxr_viewer.core.model.heads import head_kind
@@ -101,15 +102,7 @@ METHOD_LABELS = {
 
 
 def _highdicom() -> ModuleType:
-    try:
-        import highdicom
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise DicomExportError(
-            "Cannot write DICOM results",
-            "the highdicom package is not installed",
-            'Install the DICOM extra: python -m pip install -e ".[pacs]"',
-        ) from exc
-    return highdicom
+    return import_extra("highdicom", DicomExportError, "Cannot write DICOM results")
 
 
 @dataclass(frozen=True)
@@ -185,6 +178,11 @@ class ExplanationResult:
     notes: tuple[str, ...] = ()
     #: the map as computed, at the model's input size (for a Parametric Map at model resolution)
     model_values: np.ndarray | None = None
+
+    @property
+    def method_label(self) -> str:
+        """The method's on-screen name (:data:`METHOD_LABELS`; an unknown method: its name)."""
+        return METHOD_LABELS.get(self.method, self.method)
 
     @classmethod
     def from_heatmap(
@@ -281,6 +279,17 @@ def require_referenceable(source: Dataset | None, what: str) -> None:
         )
 
 
+def require_sop_class(ds: Dataset, sop_class: str, kind: str, what: str) -> None:
+    """A clear error when ``ds`` is not of ``sop_class`` (``kind``, e.g. "Segmentation"), read
+    as ``what`` (e.g. "the regions")."""
+    if str(ds.get("SOPClassUID", "")) != sop_class:
+        raise DicomExportError(
+            f"Cannot read {what}",
+            f"the object is not a {kind} (SOP class {ds.get('SOPClassUID', 'none')})",
+            f"Open a {kind}.",
+        )
+
+
 @contextlib.contextmanager
 def quiet_person_names() -> Iterator[None]:
     """highdicom warns about a source's single-component Patient Name; it is copied as is."""
@@ -297,6 +306,37 @@ def equipment(model: ModelIdentity) -> dict[str, str]:
         "software_versions": f"CXR Lens {__version__}",
         "device_serial_number": (model.version or "unversioned")[:64],
     }
+
+
+def derived_object(
+    make: Callable[..., Dataset],
+    source: Dataset,
+    model: ModelIdentity,
+    series_number: int,
+    series: str,
+    *,
+    series_instance_uid: str | None,
+    instance_number: int,
+    **arguments: Any,
+) -> Dataset:
+    """A new instance that ``make`` (a highdicom class, e.g. ``Segmentation``) derives from
+    ``source`` for ``model``: in the series ``series_instance_uid`` (a new one when None)
+    numbered ``series_number`` and described "CXR Lens ``series`` (not for diagnosis)", with a
+    new SOP Instance UID, the model as the equipment and the source's patient and study;
+    ``arguments`` are the class's own."""
+    hd = _highdicom()
+    with quiet_person_names():
+        derived: Dataset = make(
+            series_instance_uid=series_instance_uid or hd.UID(),
+            series_number=series_number,
+            sop_instance_uid=hd.UID(),
+            instance_number=instance_number,
+            **equipment(model),
+            **arguments,
+        )
+    _copy_patient_study(derived, source)
+    derived.SeriesDescription = f"CXR Lens {series} ({NOT_FOR_DIAGNOSIS})"[:64]
+    return derived
 
 
 # ---------------------------------------------------------------------------- burned-in pixels
@@ -337,7 +377,7 @@ def panel_lines(
     explanation: ExplanationResult, prediction: Prediction, model: ModelIdentity
 ) -> list[tuple[str, tuple[int, int, int]]]:
     """The text lines of the SC's side panel (text, colour)."""
-    method = METHOD_LABELS.get(explanation.method, explanation.method)
+    method = explanation.method_label
     lines: list[tuple[str, tuple[int, int, int]]] = [
         (NOT_FOR_DIAGNOSIS, (255, 64, 64)),
         ("", (255, 255, 255)),
@@ -497,8 +537,7 @@ def secondary_capture(
         instance_number=instance_number,
         manufacturer=MANUFACTURER,
         pixel_spacing=study.pixel_spacing,
-        series_description=f"CXR Lens {METHOD_LABELS.get(explanation.method, explanation.method)}"
-        f" ({NOT_FOR_DIAGNOSIS})",
+        series_description=f"CXR Lens {explanation.method_label} ({NOT_FOR_DIAGNOSIS})",
         manufacturer_model_name=model.name[:64],
         software_versions=f"CXR Lens {__version__}",
         transfer_syntax_uid="1.2.840.10008.1.2.1",
@@ -548,7 +587,7 @@ def _describe_derivation(
     from pydicom.sequence import Sequence as DicomSequence
 
     ds.ImageType = ["DERIVED", "SECONDARY"]
-    method = METHOD_LABELS.get(explanation.method, explanation.method)
+    method = explanation.method_label
     ds.DerivationDescription = (
         f"{method} explanation of class {explanation.class_name} burned in by CXR Lens "
         f"{__version__}; {NOT_FOR_DIAGNOSIS}"
@@ -652,7 +691,7 @@ def structured_report(
             )
         )
     for ex in explanations:
-        method = METHOD_LABELS.get(ex.method, ex.method)
+        method = ex.method_label
         children = [
             sr.TextContentItem(
                 name=_code("METHOD", "Explanation method"),

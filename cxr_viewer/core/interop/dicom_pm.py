@@ -66,19 +66,17 @@ import numpy as np
 from cxr_viewer import __version__
 from cxr_viewer.core.errors import DicomExportError
 from cxr_viewer.core.interop.dicom_export import (
-    METHOD_LABELS,
     NOT_FOR_DIAGNOSIS,
-    ExplanationResult,
-    ModelIdentity,
-    _copy_patient_study,
     _highdicom,
-    equipment,
-    quiet_person_names,
+    derived_object,
     require_referenceable,
+    require_sop_class,
 )
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
+
+    from cxr_viewer.core.interop.dicom_export import ExplanationResult, ModelIdentity
 
 #: series number of the Parametric Maps inside the source study (after the SC and SR series)
 PM_SERIES_NUMBER = 9903
@@ -125,7 +123,7 @@ def method_code(method: str) -> tuple[str, str]:
 
 def meaning_of(explanation: ExplanationResult) -> str:
     """The LUT Explanation: what a value of the map means."""
-    method = METHOD_LABELS.get(explanation.method, explanation.method)
+    method = explanation.method_label
     if explanation.signed:
         return f"{method} attribution for {explanation.class_name}, signed (+toward -against)"[:64]
     return f"{method} evidence for {explanation.class_name}, relative (0: none)"[:64]
@@ -338,36 +336,35 @@ def parametric_map(
         quantity_definition=quantity,
     )
     center, width = (0.0, 2.0 * vmax) if explanation.signed else (vmax / 2.0, vmax)
-    method = METHOD_LABELS.get(explanation.method, explanation.method)
-    with quiet_person_names():
-        pm: Dataset = _parametric_map_class()(
-            source_images=[grid.geometry],
-            pixel_array=values,
-            series_instance_uid=series_instance_uid or hd.UID(),
-            series_number=PM_SERIES_NUMBER,
-            sop_instance_uid=hd.UID(),
-            instance_number=instance_number,
-            **equipment(model),
-            contains_recognizable_visual_features=False,
-            real_world_value_mappings=[mapping],
-            voi_lut_transformations=[
-                hd.VOILUTTransformation(
-                    window_center=center,
-                    window_width=width,
-                    window_explanation="CXR Lens viewer scale",
-                    voi_lut_function="LINEAR_EXACT",
-                )
-            ],
-            content_label=label,
-            content_description=(f"{method} {explanation.class_name} colormap {colormap}")[:64],
-            **grid.placement(),
-        )
+    method = explanation.method_label
+    pm = derived_object(
+        _parametric_map_class(),
+        source,
+        model,
+        PM_SERIES_NUMBER,
+        f"{method} map",
+        series_instance_uid=series_instance_uid,
+        instance_number=instance_number,
+        source_images=[grid.geometry],
+        pixel_array=values,
+        contains_recognizable_visual_features=False,
+        real_world_value_mappings=[mapping],
+        voi_lut_transformations=[
+            hd.VOILUTTransformation(
+                window_center=center,
+                window_width=width,
+                window_explanation="CXR Lens viewer scale",
+                voi_lut_function="LINEAR_EXACT",
+            )
+        ],
+        content_label=label,
+        content_description=(f"{method} {explanation.class_name} colormap {colormap}")[:64],
+        **grid.placement(),
+    )
     add_palette(pm, colormap, (-vmax if explanation.signed else 0.0, vmax))
     if grid.resampled:
         _not_preserved(pm)
-    _copy_patient_study(pm, source)
     pm.Laterality = source.get("Laterality")  # General Series, Type 2C: the source's, or unknown
-    pm.SeriesDescription = f"CXR Lens {method} map ({NOT_FOR_DIAGNOSIS})"[:64]
     pm.DerivationDescription = (
         f"{method} explanation of class {explanation.class_name}"
         + (f" (layer {explanation.layer})" if explanation.layer else "")
@@ -579,12 +576,7 @@ def _real_world(stored: np.ndarray, rwvm: Dataset) -> np.ndarray:
 def read_parametric_map(ds: Dataset) -> ExplanationMap:
     """A Parametric Map (any program's) as an :class:`ExplanationMap`; a clear error if the
     data set is not a single-frame Parametric Map with a Real World Value Mapping."""
-    if str(ds.get("SOPClassUID", "")) != PARAMETRIC_MAP_STORAGE:
-        raise DicomExportError(
-            "Cannot read the explanation map",
-            f"the object is not a Parametric Map (SOP class {ds.get('SOPClassUID', 'none')})",
-            "Open a Parametric Map.",
-        )
+    require_sop_class(ds, PARAMETRIC_MAP_STORAGE, "Parametric Map", "the explanation map")
     hd = _highdicom()
     try:
         pm = hd.pm.ParametricMap.from_dataset(ds, copy=False)

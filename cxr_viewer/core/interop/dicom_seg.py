@@ -21,20 +21,17 @@ import numpy as np
 from cxr_viewer.core.errors import DicomExportError
 from cxr_viewer.core.interop.dicom_export import (
     MANUFACTURER,
-    METHOD_LABELS,
-    NOT_FOR_DIAGNOSIS,
-    ExplanationResult,
-    ModelIdentity,
-    _copy_patient_study,
     _highdicom,
-    equipment,
-    quiet_person_names,
+    derived_object,
     require_referenceable,
+    require_sop_class,
 )
 from cxr_viewer.core.interop.dicom_pm import ImageReference, method_code, referenced_images
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
+
+    from cxr_viewer.core.interop.dicom_export import ExplanationResult, ModelIdentity
 
 SEG_SERIES_NUMBER = 9905
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -72,7 +69,7 @@ def segmentation(
     hd = _highdicom()
     mask = np.asarray(topk_region(np.asarray(explanation.values, np.float32), top_percent))
     code_value, code_meaning = method_code(explanation.method)
-    method = METHOD_LABELS.get(explanation.method, explanation.method)
+    method = explanation.method_label
     label = f"{method} {explanation.class_name} top {top_percent:g}%"[:64]
     description = hd.seg.SegmentDescription(
         segment_number=1,
@@ -87,23 +84,22 @@ def segmentation(
             source=MANUFACTURER,
         ),
     )
-    with quiet_person_names():
-        seg: Dataset = hd.seg.Segmentation(
-            source_images=[source],
-            pixel_array=mask.astype(np.uint8)[np.newaxis],
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=[description],
-            series_instance_uid=series_instance_uid or hd.UID(),
-            series_number=SEG_SERIES_NUMBER,
-            sop_instance_uid=hd.UID(),
-            instance_number=instance_number,
-            **equipment(model),
-            content_label="TOPREGION",
-            content_description=label,
-            omit_empty_frames=False,
-        )
-    _copy_patient_study(seg, source)
-    seg.SeriesDescription = f"CXR Lens {method} top region ({NOT_FOR_DIAGNOSIS})"[:64]
+    seg = derived_object(
+        hd.seg.Segmentation,
+        source,
+        model,
+        SEG_SERIES_NUMBER,
+        f"{method} top region",
+        series_instance_uid=series_instance_uid,
+        instance_number=instance_number,
+        source_images=[source],
+        pixel_array=mask.astype(np.uint8)[np.newaxis],
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[description],
+        content_label="TOPREGION",
+        content_description=label,
+        omit_empty_frames=False,
+    )
     return seg
 
 
@@ -120,12 +116,7 @@ class RegionMask:
 
 def read_segmentation(ds: Dataset, sop_instance_uid: str) -> list[RegionMask]:
     """The segments of a Segmentation on the image ``sop_instance_uid`` (any program's)."""
-    if str(ds.get("SOPClassUID", "")) != SEGMENTATION_STORAGE:
-        raise DicomExportError(
-            "Cannot read the regions",
-            f"the object is not a Segmentation (SOP class {ds.get('SOPClassUID', 'none')})",
-            "Open a Segmentation.",
-        )
+    require_sop_class(ds, SEGMENTATION_STORAGE, "Segmentation", "the regions")
     hd = _highdicom()
     try:
         seg = hd.seg.Segmentation.from_dataset(ds, copy=False)

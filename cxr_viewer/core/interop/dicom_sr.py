@@ -41,7 +41,6 @@ from cxr_viewer import __version__
 from cxr_viewer.core.errors import DicomExportError
 from cxr_viewer.core.interop.dicom_export import (
     MANUFACTURER,
-    METHOD_LABELS,
     NOT_FOR_DIAGNOSIS,
     SCHEME,
     ExplanationResult,
@@ -167,7 +166,7 @@ def measurement_report(
     maps: list[Dataset | None] = [*parametric_maps] or [None] * len(explanations)
     for ex, pm in zip(explanations, maps, strict=True):
         value, meaning = method_code(ex.method)
-        label = METHOD_LABELS.get(ex.method, ex.method)
+        label = ex.method_label
         trust = [
             sr.Measurement(
                 name=_local(key.upper(), key.replace("_", " ")),

@@ -22,22 +22,24 @@ arrived. Nothing here contacts a server unless called.
 
 from __future__ import annotations
 
-import datetime as _dt
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 from urllib.parse import urlsplit
 
 from cxr_viewer.core.errors import PacsError
+from cxr_viewer.core.interop.extra import import_extra
 from cxr_viewer.core.interop.pacs import (
     MAX_FIND_RESULTS,
+    STUDY_FIELDS,
     RetrieveResult,
     StoreResult,
+    StudyKeys,
     StudyRecord,
-    _date_range,
     _record,
+    study_filters,
     write_instance,
 )
 
@@ -206,14 +208,11 @@ class DicomWebClient:
 
     def _client(self) -> DICOMwebClient:
         if self._web is None:
-            try:
-                from dicomweb_client import DICOMwebClient
-            except ImportError as exc:  # pragma: no cover - depends on the install
-                raise PacsError(
-                    "Cannot use DICOMweb",
-                    "the dicomweb-client package is not installed",
-                    'Install the DICOM extra: python -m pip install -e ".[pacs]"',
-                ) from exc
+            import_extra(
+                "dicomweb_client", PacsError, "Cannot use DICOMweb", package="dicomweb-client"
+            )
+            from dicomweb_client import DICOMwebClient
+
             web = DICOMwebClient(self.node.url, session=self._session(), timeout=self.timeout)
             # dicomweb-client retries a busy server's 429/408/503/504 answers and (through the
             # retrying package) every exception too, 5 times with waits doubling from 1 s: 31 s
@@ -277,36 +276,15 @@ class DicomWebClient:
         return time.monotonic() - started
 
     def find_studies(
-        self,
-        *,
-        patient_name: str = "",
-        patient_id: str = "",
-        date_from: str | _dt.date | None = None,
-        date_to: str | _dt.date | None = None,
-        modalities: Sequence[str] = ("CR", "DX"),
-        max_results: int = MAX_FIND_RESULTS,
+        self, *, max_results: int = MAX_FIND_RESULTS, **keys: Unpack[StudyKeys]
     ) -> list[StudyRecord]:
         """QIDO-RS at study level, with the same keys as the DIMSE query."""
         from pydicom.dataset import Dataset
 
-        filters: dict[str, Any] = {}
-        if patient_name.strip():
-            filters["PatientName"] = patient_name.strip()
-        if patient_id.strip():
-            filters["PatientID"] = patient_id.strip()
-        dates = _date_range(date_from, date_to)
-        if dates:
-            filters["StudyDate"] = dates
-        wanted = [m.strip().upper() for m in modalities if m.strip()]
-        fields = [
-            "PatientBirthDate",
-            "PatientSex",
-            "StudyTime",
-            "AccessionNumber",
-            "StudyDescription",
-            "ModalitiesInStudy",
-            "NumberOfStudyRelatedInstances",
-        ]
+        filters = study_filters(keys)
+        wanted = {m for m in filters.pop("ModalitiesInStudy").split("\\") if m}
+        filters = {k: v for k, v in filters.items() if v}
+        fields = list(STUDY_FIELDS)
         found = self._call(
             "The query",
             lambda: self._client().search_for_studies(
@@ -319,7 +297,7 @@ class DicomWebClient:
         for item in found:
             record = _record(Dataset.from_json(item))
             mods = set(record.modalities.split("\\")) if record.modalities else set()
-            if wanted and mods and not mods & set(wanted):
+            if wanted and mods and not mods & wanted:
                 continue  # servers that ignore a ModalitiesInStudy filter: applied here
             out.append(record)
         return out[:max_results]
@@ -445,15 +423,8 @@ class DicomWebClient:
         return run
 
     def raise_if_failed(self, result: StoreResult) -> None:
-        if result.failed:
-            first = "; ".join(f"{p.name}: {why}" for p, why in result.failed[:3])
-            raise PacsError(
-                f"{len(result.failed)} of {len(result.failed) + len(result.sent)} object(s) "
-                f"were not stored on {self.node.label}",
-                first,
-                "Check the server's log and that it accepts these SOP classes; objects that "
-                "were stored stay stored.",
-            )
+        """A PacsError when an object of ``result`` was not stored."""
+        result.raise_if_failed(self.node, "object", "server")
 
 
 def _short(exc: BaseException) -> str:

@@ -56,9 +56,10 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
 
 from cxr_viewer.core.errors import Cancelled, PacsError
+from cxr_viewer.core.interop.extra import import_extra
 from cxr_viewer.core.io.atomic import make_folder
 from cxr_viewer.core.progress import CancelToken
 
@@ -321,6 +322,13 @@ class RetrieveResult:
         return not (self.failed or self.cancelled or self.problem or self.rejected)
 
 
+class _Labelled(Protocol):
+    """A node as the user knows it (a DIMSE or a DICOMweb node)."""
+
+    @property
+    def label(self) -> str: ...
+
+
 @dataclass
 class StoreResult:
     """What a C-STORE run sent."""
@@ -328,15 +336,17 @@ class StoreResult:
     sent: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
-    def raise_if_failed(self, node: PacsNode) -> None:
+    def raise_if_failed(self, node: _Labelled, what: str = "file", server: str = "PACS") -> None:
+        """A PacsError when anything failed, counting ``what`` (files, objects) stored on
+        ``node`` (``server``: whose log to check)."""
         if self.failed:
             first = "; ".join(f"{p.name}: {why}" for p, why in self.failed[:3])
             raise PacsError(
-                f"{len(self.failed)} of {len(self.failed) + len(self.sent)} file(s) were not "
+                f"{len(self.failed)} of {len(self.failed) + len(self.sent)} {what}(s) were not "
                 f"stored on {node.label}",
                 first,
-                "Check the PACS's log and that it accepts these SOP classes; files that were "
-                "stored stay stored.",
+                f"Check the {server}'s log and that it accepts these SOP classes; {what}s that "
+                "were stored stay stored.",
             )
 
 
@@ -705,15 +715,8 @@ class PacsClient:
     # -- plumbing ---------------------------------------------------------------------------
 
     def _ae(self) -> AE:
-        try:
-            from pynetdicom import AE
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise PacsError(
-                "Cannot talk to a PACS",
-                "the pynetdicom package is not installed",
-                'Install the PACS extra: python -m pip install -e ".[pacs]"',
-            ) from exc
-        from pynetdicom import _config
+        import_extra("pynetdicom", PacsError, "Cannot talk to a PACS", extra="PACS")
+        from pynetdicom import AE, _config
 
         pn_log = logging.getLogger("pynetdicom")
         if pn_log.level == logging.NOTSET:  # its errors become our PacsErrors instead
@@ -861,16 +864,11 @@ class PacsClient:
     def find_studies(
         self,
         *,
-        patient_name: str = "",
-        patient_id: str = "",
-        date_from: str | _dt.date | None = None,
-        date_to: str | _dt.date | None = None,
-        modalities: Sequence[str] = ("CR", "DX"),
         max_results: int = MAX_FIND_RESULTS,
         cancel: CancelToken | None = None,
+        **keys: Unpack[StudyKeys],
     ) -> FindResult:
-        """C-FIND at study level (Study Root). Dates are ``YYYYMMDD`` or ``date``; either end of
-        the range may be open. ``patient_name`` may use ``*`` wildcards.
+        """C-FIND at study level (Study Root) on the :class:`StudyKeys` ``keys``.
 
         Returns the matches; a match with an unusable field keeps its other fields (the field
         is empty and named in ``problems``). When the answer stops early (an oversized answer,
@@ -885,20 +883,11 @@ class PacsClient:
 
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
-        query.PatientName = patient_name.strip()
-        query.PatientID = patient_id.strip()
-        query.StudyDate = _date_range(date_from, date_to)
-        query.ModalitiesInStudy = "\\".join(m.strip().upper() for m in modalities if m.strip())
-        for keyword in (
-            "StudyInstanceUID",
-            "PatientBirthDate",
-            "PatientSex",
-            "StudyTime",
-            "AccessionNumber",
-            "StudyDescription",
-            "NumberOfStudyRelatedInstances",
-        ):
-            setattr(query, keyword, "")
+        # the return keys empty, the matching keys as the user gave them
+        for keyword, value in (
+            dict.fromkeys(("StudyInstanceUID", *STUDY_FIELDS), "") | study_filters(keys)
+        ).items():
+            setattr(query, keyword, value)
         started = time.monotonic()
         ae = self._ae()
         ae.add_requested_context(FIND, _plain_syntaxes())
@@ -906,7 +895,7 @@ class PacsClient:
         code: int | None = None
         truncated = False
         guard = self._guard(self.limits.max_identifier_bytes, "a C-FIND answer")
-        keys = [k for k, v in (("patient_name", patient_name), ("patient_id", patient_id)) if v]
+        logged = [k for k in ("patient_name", "patient_id") if keys.get(k)]
         with (
             self._association(ae, "C-FIND", started, guard) as assoc,
             _Watchdog(assoc, cancel, self.limits.find_seconds, guard) as watch,
@@ -926,7 +915,7 @@ class PacsClient:
                     continue
                 break
         if watch.reason == "cancelled":
-            self._log("C-FIND", started, "cancelled", matches=len(found), keys=keys)
+            self._log("C-FIND", started, "cancelled", matches=len(found), keys=logged)
             raise Cancelled("Search cancelled", f"{len(found)} match(es) had arrived")
         stopped = ""
         if guard.tripped:
@@ -940,7 +929,7 @@ class PacsClient:
             found.problem = f"{found.skipped} match(es) could not be read and are not listed"
         if stopped:
             found.problem = "; ".join(x for x in (stopped, found.problem) if x)
-            self._log("C-FIND", started, "stopped", matches=len(found), keys=keys, error=stopped)
+            self._log("C-FIND", started, "stopped", matches=len(found), keys=logged, error=stopped)
             if not found:
                 raise PacsError(
                     f"The query on {self.node.label} was stopped",
@@ -949,21 +938,21 @@ class PacsClient:
                 )
             return found
         if truncated:
-            self._log("C-FIND", started, "truncated", matches=len(found), keys=keys)
+            self._log("C-FIND", started, "truncated", matches=len(found), keys=logged)
             return found
         if code != 0:
-            self._log("C-FIND", started, "failed", status=code, matches=len(found), keys=keys)
+            self._log("C-FIND", started, "failed", status=code, matches=len(found), keys=logged)
             raise PacsError(
                 f"The query on {self.node.label} failed",
                 _status_text(code, "find"),
                 "Simplify the query (fewer keys, a shorter date range) or check the PACS's log.",
             )
-        self._log("C-FIND", started, "success", matches=len(found), keys=keys)
+        self._log("C-FIND", started, "success", matches=len(found), keys=logged)
         return found
 
-    # -- C-GET ------------------------------------------------------------------------------
+    # -- C-GET and C-MOVE -------------------------------------------------------------------
 
-    def get_study(
+    def retrieve_study(
         self,
         study_instance_uid: str,
         dest: str | Path,
@@ -972,42 +961,94 @@ class PacsClient:
         progress: ProgressCb | None = None,
         cancel: CancelToken | None = None,
     ) -> RetrieveResult:
-        """C-GET a study into ``dest``; returns what arrived (also when it failed part way).
+        """Retrieve a study into ``dest`` by C-GET or C-MOVE, as the node says; returns what
+        arrived (also when it failed part way).
 
-        Raises PacsError when the UID is not a DICOM UID or the association cannot be made;
-        a failed, stopped or cancelled retrieve is reported in the result (``problem``,
-        ``failed``, ``cancelled``, ``rejected``) with the files that did arrive. An instance
-        of another study, or of another patient than ``patient_id`` (when given, e.g. from
-        the C-FIND match), is refused and listed in ``rejected``, never written.
+        C-MOVE sends the study to our own storage SCP (``node.listen_host:node.storage_port``,
+        AE ``node.calling_ae``), which writes it into ``dest``. Raises PacsError when the UID is
+        not a DICOM UID or the association (or, for C-MOVE, our storage SCP) cannot be made; a
+        failed, stopped or cancelled retrieve is reported in the result (``problem``,
+        ``failed``, ``cancelled``, ``rejected``) with the files that did arrive. An instance of
+        another study, or of another patient than ``patient_id`` (when given, e.g. from the
+        C-FIND match), is refused and listed in ``rejected``, never written.
         """
+        result, handler = _receiver(study_instance_uid, dest, patient_id)
+        job = _Retrieval(study_instance_uid, result, handler, time.monotonic(), progress, cancel)
+        move = self.node.retrieve == "move"
+        watch, guards = self._move(job) if move else self._get(job)
+        self._stopped(result, watch, guards)
+        self._log_retrieve("C-MOVE" if move else "C-GET", job.started, result, study_instance_uid)
+        return result
+
+    def _get(self, job: _Retrieval) -> tuple[_Watchdog, list[_Guard]]:
+        """C-GET ``job``'s study over one association that takes the instances back."""
         from pynetdicom import build_role, evt
 
         # pynetdicom makes its SOP class names at import time: its types cannot list them
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET  # type: ignore[attr-defined]
 
-        result, handler = _receiver(study_instance_uid, dest, patient_id)
-        started = time.monotonic()
         ae = self._ae()
         ae.add_requested_context(GET, _plain_syntaxes())
         classes = _retrieve_contexts(ae, as_scp=False)
         roles = [build_role(sop, scp_role=True) for sop in classes]
         guard = self._guard(self.limits.max_instance_bytes, "an instance")
-        query = _study_query(study_instance_uid)
         with (
             self._association(
                 ae,
                 "C-GET",
-                started,
+                job.started,
                 guard,
                 ext_neg=roles,
-                evt_handlers=[(evt.EVT_C_STORE, handler)],
+                evt_handlers=[(evt.EVT_C_STORE, job.handler)],
             ) as assoc,
-            _Watchdog(assoc, cancel, self.limits.retrieve_seconds, guard) as watch,
+            _Watchdog(assoc, job.cancel, self.limits.retrieve_seconds, guard) as watch,
         ):
-            self._run_retrieve(assoc.send_c_get(query, GET), assoc, result, "get", progress, cancel)
-        self._stopped(result, watch, [guard])
-        self._log_retrieve("C-GET", started, result, study_instance_uid)
-        return result
+            self._run_retrieve(assoc.send_c_get(job.query(), GET), assoc, job, "get")
+        return watch, [guard]
+
+    def _move(self, job: _Retrieval) -> tuple[_Watchdog, list[_Guard]]:
+        """C-MOVE ``job``'s study to our own storage SCP, run while the move does."""
+        from pynetdicom import evt
+
+        # pynetdicom makes its SOP class names at import time: its types cannot list them
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as MOVE  # type: ignore[attr-defined]
+
+        scp_ae = self._ae()
+        _retrieve_contexts(scp_ae, as_scp=True)
+        # only the PACS we asked may store into our SCP while the move runs, and only when
+        # it calls us by our own AE title
+        scp_ae.require_calling_aet = [self.node.ae_title]
+        scp_ae.require_called_aet = True
+        scp_guard = self._guard(self.limits.max_instance_bytes, "an instance")
+        try:
+            server = scp_ae.start_server(
+                (self.node.listen_host, self.node.storage_port),
+                block=False,
+                evt_handlers=[(evt.EVT_C_STORE, job.handler), *scp_guard.handlers()],
+                ssl_context=self.scp_tls,
+            )
+        except OSError as exc:
+            self._log("C-MOVE", job.started, "no storage SCP", error=str(exc))
+            raise PacsError(
+                f"Cannot receive images on {self.node.listen_host}:{self.node.storage_port}",
+                f"our storage SCP cannot listen there ({exc.strerror or exc})",
+                "Choose another storage port in the PACS settings (and register it on the "
+                "PACS), or use C-GET.",
+            ) from exc
+        assert server is not None  # start_server(block=False) returns the running server
+        guard = self._guard(self.limits.max_identifier_bytes, "an answer")
+        try:
+            ae = self._ae()
+            ae.add_requested_context(MOVE, _plain_syntaxes())
+            with (
+                self._association(ae, "C-MOVE", job.started, guard) as assoc,
+                _Watchdog(assoc, job.cancel, self.limits.retrieve_seconds, guard) as watch,
+            ):
+                responses = assoc.send_c_move(job.query(), self.node.calling_ae, MOVE)
+                self._run_retrieve(responses, assoc, job, "move")
+        finally:
+            _stop_server(server, scp_guard)
+        return watch, [guard, scp_guard]
 
     def _stopped(self, result: RetrieveResult, watch: _Watchdog, guards: list[_Guard]) -> None:
         """Fold the watchdog's and the guards' reasons for stopping into ``result``."""
@@ -1023,90 +1064,14 @@ class PacsClient:
             stopped = "; ".join(why) + "; the association was dropped"
             result.problem = "; ".join(x for x in (stopped, result.problem) if x)
 
-    # -- C-MOVE -----------------------------------------------------------------------------
-
-    def move_study(
-        self,
-        study_instance_uid: str,
-        dest: str | Path,
-        *,
-        patient_id: str | None = None,
-        progress: ProgressCb | None = None,
-        cancel: CancelToken | None = None,
-    ) -> RetrieveResult:
-        """C-MOVE a study to our own storage SCP (``node.listen_host:node.storage_port``, AE
-        ``node.calling_ae``), which writes it into ``dest``. Same result rules as C-GET."""
-        from pynetdicom import evt
-
-        # pynetdicom makes its SOP class names at import time: its types cannot list them
-        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as MOVE  # type: ignore[attr-defined]
-
-        result, handler = _receiver(study_instance_uid, dest, patient_id)
-        started = time.monotonic()
-        scp_ae = self._ae()
-        _retrieve_contexts(scp_ae, as_scp=True)
-        # only the PACS we asked may store into our SCP while the move runs, and only when
-        # it calls us by our own AE title
-        scp_ae.require_calling_aet = [self.node.ae_title]
-        scp_ae.require_called_aet = True
-        scp_guard = self._guard(self.limits.max_instance_bytes, "an instance")
-        try:
-            server = scp_ae.start_server(
-                (self.node.listen_host, self.node.storage_port),
-                block=False,
-                evt_handlers=[(evt.EVT_C_STORE, handler), *scp_guard.handlers()],
-                ssl_context=self.scp_tls,
-            )
-        except OSError as exc:
-            self._log("C-MOVE", started, "no storage SCP", error=str(exc))
-            raise PacsError(
-                f"Cannot receive images on {self.node.listen_host}:{self.node.storage_port}",
-                f"our storage SCP cannot listen there ({exc.strerror or exc})",
-                "Choose another storage port in the PACS settings (and register it on the "
-                "PACS), or use C-GET.",
-            ) from exc
-        assert server is not None  # start_server(block=False) returns the running server
-        guard = self._guard(self.limits.max_identifier_bytes, "an answer")
-        try:
-            ae = self._ae()
-            ae.add_requested_context(MOVE, _plain_syntaxes())
-            query = _study_query(study_instance_uid)
-            with (
-                self._association(ae, "C-MOVE", started, guard) as assoc,
-                _Watchdog(assoc, cancel, self.limits.retrieve_seconds, guard) as watch,
-            ):
-                responses = assoc.send_c_move(query, self.node.calling_ae, MOVE)
-                self._run_retrieve(responses, assoc, result, "move", progress, cancel)
-        finally:
-            _stop_server(server, scp_guard)
-        self._stopped(result, watch, [guard, scp_guard])
-        self._log_retrieve("C-MOVE", started, result, study_instance_uid)
-        return result
-
-    def retrieve_study(
-        self,
-        study_instance_uid: str,
-        dest: str | Path,
-        *,
-        patient_id: str | None = None,
-        progress: ProgressCb | None = None,
-        cancel: CancelToken | None = None,
-    ) -> RetrieveResult:
-        """C-GET or C-MOVE, as the node says (``patient_id``: see :meth:`get_study`)."""
-        run = self.move_study if self.node.retrieve == "move" else self.get_study
-        return run(
-            study_instance_uid, dest, patient_id=patient_id, progress=progress, cancel=cancel
-        )
-
     def _run_retrieve(
         self,
         responses: Iterator[tuple[Dataset, Dataset | None]],
         assoc: Association,
-        result: RetrieveResult,
+        job: _Retrieval,
         service: str,
-        progress: ProgressCb | None,
-        cancel: CancelToken | None,
     ) -> None:
+        result, progress, cancel = job.result, job.progress, job.cancel
         code: int | None = None
         for status, _identifier in responses:
             code = int(status.Status) if status is not None and "Status" in status else None
@@ -1201,7 +1166,6 @@ class PacsClient:
             datasets.append((p, ds))
         if not datasets:
             return result
-        compressed, plain = _uids()
         started = time.monotonic()
         ae = self._ae()
         contexts: set[tuple[str, str]] = set()
@@ -1325,14 +1289,25 @@ def _receiver(
     return result, _StoreHandler(_dest(dest), result, study_instance_uid, patient_id)
 
 
-def _study_query(study_instance_uid: str) -> Dataset:
-    """The identifier of a study-level C-GET or C-MOVE."""
-    from pydicom.dataset import Dataset
+@dataclass
+class _Retrieval:
+    """One study's C-GET or C-MOVE: what it asks for, where what arrives goes, who watches."""
 
-    query = Dataset()
-    query.QueryRetrieveLevel = "STUDY"
-    query.StudyInstanceUID = study_instance_uid
-    return query
+    study_instance_uid: str
+    result: RetrieveResult
+    handler: _StoreHandler
+    started: float
+    progress: ProgressCb | None
+    cancel: CancelToken | None
+
+    def query(self) -> Dataset:
+        """The identifier of the study-level C-GET or C-MOVE."""
+        from pydicom.dataset import Dataset
+
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = self.study_instance_uid
+        return query
 
 
 def _dest(dest: str | Path) -> Path:
@@ -1361,6 +1336,46 @@ def _as_date(value: str | _dt.date | None, which: str) -> str:
             "Enter e.g. 2024-01-31, or leave it empty.",
         ) from exc
     return text
+
+
+class StudyKeys(TypedDict, total=False):
+    """The keys of a study-level query, the same for C-FIND and QIDO-RS (:func:`study_filters`).
+
+    Dates are ``YYYYMMDD``, ``YYYY-MM-DD`` or a ``date``; either end of the range may be open.
+    ``patient_name`` may use ``*`` wildcards. ``modalities`` defaults to CR and DX.
+    """
+
+    patient_name: str
+    patient_id: str
+    date_from: str | _dt.date | None
+    date_to: str | _dt.date | None
+    modalities: Sequence[str]
+
+
+#: what a study query asks for besides the keys it matches on (:func:`study_filters`) and the
+#: Study Instance UID: C-FIND return keys, QIDO-RS include fields
+STUDY_FIELDS = (
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyDescription",
+    "ModalitiesInStudy",
+    "NumberOfStudyRelatedInstances",
+)
+
+
+def study_filters(keys: StudyKeys) -> dict[str, str]:
+    """The matching keys of a study query by DICOM keyword: Patient Name and ID (stripped), the
+    Study Date range and the Modalities in Study (backslash-separated); "" where ``keys``
+    leaves them open. PacsError for an invalid date or range."""
+    modalities = keys.get("modalities", ("CR", "DX"))
+    return {
+        "PatientName": keys.get("patient_name", "").strip(),
+        "PatientID": keys.get("patient_id", "").strip(),
+        "StudyDate": _date_range(keys.get("date_from"), keys.get("date_to")),
+        "ModalitiesInStudy": "\\".join(m.strip().upper() for m in modalities if m.strip()),
+    }
 
 
 def _date_range(date_from: str | _dt.date | None, date_to: str | _dt.date | None) -> str:
