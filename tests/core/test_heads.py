@@ -23,6 +23,10 @@ def test_head_probabilities_and_units():
     multi = Head("multilabel", 3, "sigmoid")
     np.testing.assert_allclose(multi.probabilities(np.array([[0.9, 0.1, 0.7]])), [[0.9, 0.1, 0.7]])
     assert multi.unit_for(2) == (2, 1.0) and multi.n_classes == 3
+    # logits (a linear final activation) on every kind: only the link differs
+    multi_logit = Head("multilabel", 3, "linear")
+    z = np.array([[2.0, -2.0, 0.0]])
+    np.testing.assert_allclose(multi_logit.probabilities(z), 1 / (1 + np.exp(-z)), rtol=1e-6)
     with pytest.raises(BundleError, match="not mutually exclusive"):
         Head("softmax", 2, "sigmoid")
     with pytest.raises(BundleError, match="one output unit"):

@@ -10,7 +10,11 @@ Three kinds of classifier head are read (``metadata.json`` ``output.kind``):
 
 ``output.activation`` says what the graph itself ends with: ``softmax`` / ``sigmoid`` (the
 model gives probabilities) or ``linear`` (it gives logits, and the *link* — softmax for a
-softmax head, the logistic sigmoid otherwise — turns them into probabilities here).
+softmax head, the logistic sigmoid otherwise — turns them into probabilities here). A linear
+(logit) head is therefore not a fourth kind: its decision rule, labels, thresholds and CSV
+columns are those of the kind whose probabilities its logits stand for, and only the link
+differs — every kind accepts ``activation = "linear"`` (tests/core/test_heads.py
+checks logits of each kind).
 
 Explanations address a *class* (an index into the viewer's class list). :meth:`Head.unit_for`
 says which model output unit, and with which sign, scores that class: for a binary head the
