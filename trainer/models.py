@@ -152,7 +152,7 @@ def _application(inputs, mc: ModelConfig, spec: InputSpec):
         raise TrainingError(
             f"The {arch} backbone has no layer '{mc.feature_layer}'",
             "model.feature_layer names the backbone layer the head reads.",
-            f"Use one of its layers (the last few: {', '.join(convs)}), or \"\" for its last.",
+            f'Use one of its layers (the last few: {", ".join(convs)}), or "" for its last.',
         ) from exc
 
 
