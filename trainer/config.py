@@ -142,6 +142,9 @@ class ModelConfig:
     alpha: float = 1.0
     #: first backbone layer (index) that is trained; earlier ones are frozen. 0 = train all
     fine_tune_from: int = 0
+    #: the backbone layer the head reads ("" = its last). An earlier, finer layer gives a
+    #: finer map, e.g. MobileNet's "conv_pw_11_relu": 14×14 at 224 px instead of 7×7
+    feature_layer: str = ""
     #: "softmax" (one class per image), "multilabel" (independent sigmoid findings; the
     #: manifest label lists an image's findings joined by "|", "no_finding" for none) or "cam"
     #: (the class-activation head): trainer/heads.py

@@ -110,6 +110,8 @@ def model_card(cfg: Config, data: PreparedData, evaluation: dict) -> dict[str, A
         g = evaluation["gradcam_check"]
         card["gradcam_median_drop"] = g["median_drop_gradcam"]
         card["gradcam_median_drop_random"] = g["median_drop_random"]
+        card["gradcam_median_log_odds_drop"] = g["median_log_odds_drop_gradcam"]
+        card["gradcam_median_log_odds_drop_random"] = g["median_log_odds_drop_random"]
         card["gradcam_centre_mass"] = g["median_centre_mass"]
     if evaluation.get("localization"):
         from .localization import card_entry

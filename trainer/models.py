@@ -144,7 +144,17 @@ def _application(inputs, mc: ModelConfig, spec: InputSpec):
             f"Copy {name} (the keras.applications no-top ImageNet file) to this machine and set "
             'model.weights to its path, or put it in ~/.keras/models/ and keep "imagenet".',
         ) from exc
-    return base.output
+    if not mc.feature_layer:
+        return base.output
+    try:
+        return base.get_layer(mc.feature_layer).output
+    except ValueError as exc:
+        convs = [layer.name for layer in base.layers if layer.name.endswith("relu")][-6:]
+        raise TrainingError(
+            f"The {arch} backbone has no layer '{mc.feature_layer}'",
+            "model.feature_layer names the backbone layer the head reads.",
+            f'Use one of its layers (the last few: {", ".join(convs)}), or "" for its last.',
+        ) from exc
 
 
 def build_model(mc: ModelConfig, spec: InputSpec, n_classes: int, *, seed: int = 0):
@@ -196,8 +206,10 @@ CAM_LAYER = "head_cam"
 def _cam_head(features, mc: ModelConfig, n_classes: int):
     """The class-activation head (model.head = "cam"): the map *is* the decision.
 
-    Dropout → 1×1 convolution ``head_cam`` to one logit per class at every location of the last
-    feature map → global average of those logits → softmax ``output``. The class score is the
+    Dropout → 1×1 convolution to one logit per class at every location of the last feature map
+    (``head_cam``; for two classes one evidence map ``head_evidence`` e and the logits
+    (−e/2, +e/2), so that no per-location common mode is left free) → global average of those
+    logits → softmax ``output``. The class score is the
     mean of the per-location scores, so the class-activation map (Zhou et al. 2016) is exactly
     what the decision is made of, and Grad-CAM at ``head_cam`` (or at the backbone's last
     feature map: the head is linear up to the softmax) returns it: faithful by construction.
@@ -207,10 +219,25 @@ def _cam_head(features, mc: ModelConfig, n_classes: int):
     from keras import layers
 
     x = layers.Dropout(mc.dropout, name="head_dropout")(features)
-    cam = layers.Conv2D(
-        n_classes, 1, name=CAM_LAYER, dtype="float32",
-        kernel_regularizer=keras.regularizers.L2(mc.l2) if mc.l2 > 0 else None,
-    )(x)  # fmt: skip
+    regularizer = keras.regularizers.L2(mc.l2) if mc.l2 > 0 else None
+    if n_classes == 2:
+        # One evidence map e, and logits (-e/2, +e/2): the softmax is sigmoid(mean e), and each
+        # class's logit map is exactly its share of the decision. Two free channels would leave
+        # a common mode per location that the softmax ignores (so no loss constrains it) but
+        # Grad-CAM of one class's logit shows: noise in the map that is not the decision.
+        e = layers.Conv2D(
+            1, 1, name="head_evidence", dtype="float32", kernel_regularizer=regularizer
+        )(x)
+        cam = layers.Concatenate(name=CAM_LAYER, dtype="float32")(
+            [
+                layers.Rescaling(-0.5, name="head_against", dtype="float32")(e),
+                layers.Rescaling(0.5, name="head_for", dtype="float32")(e),
+            ]
+        )
+    else:
+        cam = layers.Conv2D(
+            n_classes, 1, name=CAM_LAYER, dtype="float32", kernel_regularizer=regularizer
+        )(x)
     pooled = layers.GlobalAveragePooling2D(name="head_pool", dtype="float32")(cam)
     activation = "sigmoid" if n_classes == 1 else "softmax"
     return layers.Activation(activation, dtype="float32", name=OUTPUT_NAME)(pooled)

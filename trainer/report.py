@@ -201,14 +201,16 @@ def write_report(
             f"{g['images']} test images, Grad-CAM at `{g['layer']}` for the predicted class; the "
             f"top {g['fraction_removed']:.0%} of pixels replaced with a {g['fill']}.",
             "",
-            "| map removed | median drop of p | mean drop of p |",
-            "|---|---|---|",
+            "| map removed | median drop of p | mean drop of p | median drop of log-odds |",
+            "|---|---|---|---|",
             f"| Grad-CAM top {g['fraction_removed']:.0%} | {_fmt(g['median_drop_gradcam'])} | "
-            f"{_fmt(g['mean_drop_gradcam'])} |",
+            f"{_fmt(g['mean_drop_gradcam'])} | {_fmt(g.get('median_log_odds_drop_gradcam'))} |",
             f"| random ({g['random_reference']}) | {_fmt(g['median_drop_random'])} | "
-            f"{_fmt(g['mean_drop_random'])} |",
+            f"{_fmt(g['mean_drop_random'])} | {_fmt(g.get('median_log_odds_drop_random'))} |",
             "",
-            f"- ratio of median drops (Grad-CAM / random): **{_fmt(g['ratio_median_drop'])}**; "
+            f"- ratio of median drops (Grad-CAM / random): **{_fmt(g['ratio_median_drop'])}** "
+            f"in p, **{_fmt(g.get('ratio_median_log_odds_drop'))}** in log-odds (the score of "
+            "the viewer's faithfulness figure; p of a confident prediction barely moves); "
             f"Grad-CAM's removal drops p more than random's on "
             f"{g['share_gradcam_beats_random']:.0%} of images",
             f"- median share of the map inside the central 80 % of the image: "

@@ -54,3 +54,8 @@ def test_gradcam_beats_a_random_map_on_real_test_films():
     print(f"\nGrad-CAM on 60 real test films: {r}")
     assert r["mean_drop_gradcam"] > r["mean_drop_random"]
     assert r["share_gradcam_beats_random"] > 0.5
+    # the same test in log-odds (the score the viewer's faithfulness figure uses)
+    assert r["median_log_odds_drop_gradcam"] > r["median_log_odds_drop_random"]
+    assert r["ratio_median_log_odds_drop"] == pytest.approx(
+        r["median_log_odds_drop_gradcam"] / r["median_log_odds_drop_random"]
+    )

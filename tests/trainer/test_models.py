@@ -70,3 +70,44 @@ def test_weights_file_errors_name_the_expected_file(tmp_path):
 def test_fine_tune_from_past_the_end():
     with pytest.raises(TrainingError, match="past the last layer"):
         build_model(ModelConfig(blocks=1, fine_tune_from=10_000), InputSpec(32, 32), 2)
+
+
+def test_two_class_cam_head_logits_are_one_evidence_map():
+    """Two classes: head_cam is (-e/2, +e/2) of one evidence map e, so the softmax is
+    sigmoid(mean e) and each class's logit map is exactly its share of the decision (no common
+    mode per location that the softmax ignores but a one-class Grad-CAM would show)."""
+    import keras
+    import numpy as np
+
+    model = build_model(
+        ModelConfig(architecture="mobilenet", alpha=0.25, head="cam", dropout=0.0),
+        InputSpec(64, 64, 1),
+        2,
+    )
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 64, 64, 1)).astype("float32")
+    cam = np.asarray(keras.Model(model.input, model.get_layer("head_cam").output)(x))
+    assert cam.shape == (3, 2, 2, 2)
+    np.testing.assert_allclose(cam[..., 0], -cam[..., 1], atol=1e-6)
+    e = cam[..., 1] - cam[..., 0]
+    p = np.asarray(model(x))[:, 1]
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-e.mean(axis=(1, 2)))), atol=1e-5)
+
+
+def test_feature_layer_reads_an_earlier_finer_backbone_layer():
+    model = build_model(
+        ModelConfig(
+            architecture="mobilenet", alpha=0.25, head="cam", feature_layer="conv_pw_11_relu"
+        ),
+        InputSpec(64, 64, 1),
+        2,
+    )
+    assert tuple(model.get_layer("head_cam").output.shape) == (None, 4, 4, 2)  # stride 16
+    names = {layer.name for layer in model.layers}
+    assert "conv_pw_11_relu" in names and "conv_pw_13_relu" not in names
+    with pytest.raises(TrainingError, match="no layer 'conv_pw_99'") as err:
+        build_model(
+            ModelConfig(architecture="mobilenet", alpha=0.25, feature_layer="conv_pw_99"),
+            InputSpec(64, 64, 1),
+            2,
+        )
+    assert "conv_pw_13_relu" in str(err.value)
