@@ -41,20 +41,26 @@ def _test_boxes(run: Path, boxes_csv: Path, out: Path) -> int:
     return n
 
 
-def _view_aucs(run: Path, bundle: Path) -> dict[str, float]:
-    """Test AUC overall, within PA films, within AP films, and of the view alone (AP = 1): is
-    the model more than a view detector? (245 of the 302 positives are AP films.)"""
+def _test_inputs(run: Path, bundle: Path):
+    """The bundle's classifier, the run's test rows (``splits.csv``) and their model inputs."""
     import numpy as np
-    from sklearn.metrics import roc_auc_score
 
     from cxr_viewer.core.io import load_study
     from cxr_viewer.core.model.inference import load_classifier
     from cxr_viewer.core.model.preprocess import study_to_input
 
     clf = load_classifier(bundle)
-    pos = clf.class_names.index("lung_opacity")
     rows = [r for r in csv.DictReader(open(run / "splits.csv")) if r["split"] == "test"]
-    x = np.stack([study_to_input(load_study(r["path"]), clf.spec) for r in rows])
+    return clf, rows, np.stack([study_to_input(load_study(r["path"]), clf.spec) for r in rows])
+
+
+def _view_aucs(clf, rows: list[dict], x) -> dict[str, float]:
+    """Test AUC overall, within PA films, within AP films, and of the view alone (AP = 1): is
+    the model more than a view detector? (245 of the 302 positives are AP films.)"""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    pos = clf.class_names.index("lung_opacity")
     p = clf.predict_inputs(x)[:, pos]
     y = np.array([r["label"] == "lung_opacity" for r in rows])
     view = np.array([r["view"] for r in rows])
@@ -67,22 +73,16 @@ def _view_aucs(run: Path, bundle: Path) -> dict[str, float]:
     return out
 
 
-def _deletion_by_class(run: Path, bundle: Path) -> list[tuple[str, dict]]:
+def _deletion_by_class(clf, x) -> list[tuple[str, dict]]:
     """The report's deletion test (``trainer.gradcam_check.measure_gradcam``: Grad-CAM's top
     20 % blurred vs a random map of the layer's grid, the predicted class explained) on *all*
     test films, and separately on the films predicted Lung Opacity (their maps are the ones the
     localization scores) and those predicted no opacity."""
     import numpy as np
 
-    from cxr_viewer.core.io import load_study
-    from cxr_viewer.core.model.inference import load_classifier
-    from cxr_viewer.core.model.preprocess import study_to_input
     from trainer.gradcam_check import measure_gradcam
 
-    clf = load_classifier(bundle)
     pos = clf.class_names.index("lung_opacity")
-    rows = [r for r in csv.DictReader(open(run / "splits.csv")) if r["split"] == "test"]
-    x = np.stack([study_to_input(load_study(r["path"]), clf.spec) for r in rows])
     pred = np.array([clf.make_prediction(q).predicted_index for q in clf.predict_inputs(x)])
     groups = (
         ("all test films", np.ones(len(x), bool)),
@@ -90,6 +90,13 @@ def _deletion_by_class(run: Path, bundle: Path) -> list[tuple[str, dict]]:
         ("predicted no opacity", pred != pos),
     )
     return [(name, measure_gradcam(clf, x[sel], seed=0)) for name, sel in groups]
+
+
+def _run_and_bundle(spec: str) -> tuple[Path, Path]:
+    """``RUN[=BUNDLE]`` → (run folder, bundle folder; default ``RUN/bundle``)."""
+    run_s, _, bundle_s = spec.partition("=")
+    run = Path(run_s)
+    return run, Path(bundle_s) if bundle_s else run / "bundle"
 
 
 def _cell(rec: dict, m: str) -> str:
@@ -122,10 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         "±15 px@224 | prior pointing | Δ pointing | deletion: median drop Grad-CAM / random |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for spec in args.runs:
-        run_s, _, bundle_s = spec.partition("=")
-        run = Path(run_s)
-        bundle = Path(bundle_s) if bundle_s else run / "bundle"
+    runs = [_run_and_bundle(spec) for spec in args.runs]
+    for run, bundle in runs:
         cfg = tomllib.loads((run / "config.resolved.toml").read_text())
         boxes_csv = Path(args.boxes) if args.boxes else resolve_path(cfg["boxes"]["csv"])
         dest = out / run.name
@@ -163,10 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         "| run | test AUC (bundle) | within PA films | within AP films | view alone (AP) |",
         "|---|---|---|---|---|",
     ]
-    for spec in args.runs:
-        run_s, _, bundle_s = spec.partition("=")
-        run = Path(run_s)
-        v = _view_aucs(run, Path(bundle_s) if bundle_s else run / "bundle")
+    inputs = {run: _test_inputs(run, bundle) for run, bundle in runs}
+    for run, _ in runs:
+        v = _view_aucs(*inputs[run])
         lines.append(
             f"| {run.name} | {v['all']:.3f} | {v['PA']:.3f} ({v['n_PA']} films, {v['pos_PA']} "
             f"positive) | {v['AP']:.3f} ({v['n_AP']} films, {v['pos_AP']} positive) | "
@@ -178,10 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         "Grad-CAM / random | Grad-CAM beats random | mean drop of p, Grad-CAM / random |",
         "|---|---|---|---|---|---|",
     ]
-    for spec in args.runs:
-        run_s, _, bundle_s = spec.partition("=")
-        run = Path(run_s)
-        for name, d in _deletion_by_class(run, Path(bundle_s) if bundle_s else run / "bundle"):
+    for run, _ in runs:
+        clf, _rows, x = inputs[run]
+        for name, d in _deletion_by_class(clf, x):
             lines.append(
                 f"| {run.name} | {name} | {d['images']} | "
                 f"{d['median_log_odds_drop_gradcam']:.3f} / {d['median_log_odds_drop_random']:.3f}"

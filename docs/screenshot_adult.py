@@ -16,7 +16,10 @@ import os
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+
+from shot_support import open_window, wait_until  # docs/ is the script's sys.path[0]
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,9 +39,6 @@ def main() -> int:
     from PySide6.QtWidgets import QScrollArea  # noqa: TID251 - drives the GUI itself
 
     from cxr_viewer.core.paths import resources_dir
-    from cxr_viewer.gui.app import ensure_app
-    from cxr_viewer.gui.main_window import MainWindow
-    from cxr_viewer.gui.settings import Settings
 
     bundle = resources_dir() / "adult_bundle"
     films = sorted((resources_dir() / "adult_samples").glob(args.film))
@@ -46,18 +46,8 @@ def main() -> int:
         print(f"screenshot_adult: no {bundle} or no film {args.film}", file=sys.stderr)
         return 2
 
-    app = ensure_app()
-    win = MainWindow(Settings(os.environ["CXR_LENS_SETTINGS"]))
-    win.resize(1500, 900)
-    win.show()
-
-    def wait(cond, timeout: float, what: str) -> None:
-        end = time.monotonic() + timeout
-        while not cond():
-            if time.monotonic() > end:
-                raise SystemExit(f"screenshot_adult: timed out waiting for {what}")
-            app.processEvents()
-            time.sleep(0.02)
+    app, win = open_window(1500, 900)
+    wait = partial(wait_until, app)
 
     win.load_model(bundle)
     wait(lambda: win.state.model is not None or win.state.model_status == "failed", 300, "model")

@@ -16,9 +16,11 @@ import os
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+from shot_support import open_window, wait_until  # docs/ is the script's sys.path[0]
 
 DOCS = Path(__file__).resolve().parent
 
@@ -36,9 +38,6 @@ def main() -> int:
     from PySide6.QtWidgets import QApplication  # noqa: TID251 - drives the GUI itself
 
     from cxr_viewer.core.paths import demo_bundle_dir
-    from cxr_viewer.gui.app import ensure_app
-    from cxr_viewer.gui.main_window import MainWindow
-    from cxr_viewer.gui.settings import Settings
     from trainer.synth import make_phantoms
 
     ph = make_phantoms(8, 384, seed=args.seed)
@@ -52,18 +51,8 @@ def main() -> int:
         w.writerow(["filename", "finding", "x", "y", "w", "h", "image_width", "image_height"])
         w.writerow([study.name, "Lesion (phantom)", x0, y0, x1 - x0, y1 - y0, 384, 384])
 
-    app = ensure_app()
-    win = MainWindow(Settings(os.environ["CXR_LENS_SETTINGS"]))
-    win.resize(1560, 940)
-    win.show()
-
-    def wait(cond, timeout: float, what: str) -> None:
-        end = time.time() + timeout
-        while not cond():
-            if time.time() > end:
-                raise SystemExit(f"timed out waiting for {what}")
-            app.processEvents()
-            time.sleep(0.01)
+    app, win = open_window(1560, 940)
+    wait = partial(wait_until, app)
 
     win.load_model(args.model or demo_bundle_dir())
     wait(lambda: win.state.model is not None or win.state.model_status == "failed", 300, "model")

@@ -18,7 +18,10 @@ import os
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+
+from shot_support import open_window, wait_until  # docs/ is the script's sys.path[0]
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
@@ -47,22 +50,8 @@ def main() -> int:
     os.environ["CXR_LENS_SETTINGS"] = str(Path(tmp.name) / "settings.ini")
     sys.path.insert(0, str(ROOT))
 
-    from cxr_viewer.gui.app import ensure_app
-    from cxr_viewer.gui.main_window import MainWindow
-    from cxr_viewer.gui.settings import Settings
-
-    app = ensure_app()
-    win = MainWindow(Settings(os.environ["CXR_LENS_SETTINGS"]))
-    win.resize(1500, 900)
-    win.show()
-
-    def wait(cond, timeout: float, what: str) -> None:
-        end = time.time() + timeout
-        while not cond():
-            if time.time() > end:
-                raise SystemExit(f"timed out waiting for {what}")
-            app.processEvents()
-            time.sleep(0.01)
+    app, win = open_window(1500, 900)
+    wait = partial(wait_until, app)
 
     win.load_model(args.model)
     wait(lambda: win.state.model is not None or win.state.model_status == "failed", 300, "model")

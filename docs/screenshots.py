@@ -28,7 +28,10 @@ import os
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+
+from shot_support import open_window, wait_until  # docs/ is the script's sys.path[0]
 
 DOCS = Path(__file__).resolve().parent
 
@@ -68,23 +71,10 @@ def main() -> int:
     from PySide6.QtWidgets import QApplication  # noqa: TID251 - drives the GUI itself
 
     from cxr_viewer.core.paths import demo_bundle_dir
-    from cxr_viewer.gui.app import ensure_app
-    from cxr_viewer.gui.main_window import MainWindow
-    from cxr_viewer.gui.settings import Settings
     from cxr_viewer.gui.state import METHODS
 
-    app = ensure_app()
-    win = MainWindow(Settings(os.environ["CXR_LENS_SETTINGS"]))
-    win.resize(args.width, args.height)
-    win.show()
-
-    def wait(cond, timeout: float, what: str) -> None:
-        end = time.time() + timeout
-        while not cond():
-            if time.time() > end:
-                raise SystemExit(f"timed out waiting for {what}")
-            app.processEvents()
-            time.sleep(0.01)
+    app, win = open_window(args.width, args.height)
+    wait = partial(wait_until, app)
 
     win.load_model(args.model or demo_bundle_dir())
     wait(lambda: win.state.model is not None or win.state.model_status == "failed", 300, "model")
