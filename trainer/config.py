@@ -382,6 +382,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
         (cfg.model.blocks >= 1 and cfg.model.init_filters >= 1, "model.blocks/init_filters", "≥ 1"),
         (cfg.model.alpha > 0, "model.alpha", "> 0"),
         (cfg.model.fine_tune_from >= 0, "model.fine_tune_from", "≥ 0"),
+        (not cfg.model.feature_layer or cfg.model.architecture != "dcnn_resnet",
+         "model.feature_layer", '"" for dcnn_resnet (a keras.applications backbone\'s layer)'),
         (cfg.train.head_epochs >= 0, "train.head_epochs", "≥ 0"),
         (cfg.train.fine_tune_learning_rate >= 0, "train.fine_tune_learning_rate", "≥ 0"),
         (0 < cfg.evaluate.target_sensitivity < 1, "evaluate.target_sensitivity", "in (0, 1)"),

@@ -111,3 +111,10 @@ def test_feature_layer_reads_an_earlier_finer_backbone_layer():
             2,
         )
     assert "conv_pw_13_relu" in str(err.value)
+
+
+def test_feature_layer_is_refused_for_the_small_resnet():
+    from trainer.config import load_config
+
+    with pytest.raises(TrainingError, match="model.feature_layer"):
+        load_config(None, {"model.feature_layer": "conv_pw_11_relu"})
