@@ -113,6 +113,14 @@ def model_card(cfg: Config, data: PreparedData, evaluation: dict) -> dict[str, A
         card["gradcam_median_log_odds_drop"] = g["median_log_odds_drop_gradcam"]
         card["gradcam_median_log_odds_drop_random"] = g["median_log_odds_drop_random"]
         card["gradcam_centre_mass"] = g["median_centre_mass"]
+        if g.get("by_fill"):
+            card["gradcam_deletion_by_fill"] = {
+                fill: {
+                    "median_log_odds_margin": f["median_log_odds_margin"],
+                    "share_gradcam_beats_random": f["share_gradcam_beats_random"],
+                }
+                for fill, f in g["by_fill"].items()
+            }
     if evaluation.get("localization"):
         from .localization import card_entry
 

@@ -6,10 +6,12 @@ default layer) explain the *predicted* class (threshold-aware). Then:
 
 * **Deletion at 20 %.** The 20 % of pixels the map ranks highest are replaced with a blurred
   copy of the image (RISE's deletion baseline, :func:`cxr_viewer.core.evaluate.trust.baseline_image`) and
-  the drop of the predicted class's probability is recorded. The reference is a **random map of
-  the same resolution** as the Grad-CAM layer (uniform noise on its grid, upsampled the same
-  way), so the removed region is as contiguous as Grad-CAM's: scattered random pixels would
-  hardly change a blurred-in image and flatter any map. A faithful map drops p more than random.
+  the drop of the predicted class's probability is recorded, then again with the removed
+  pixels set to the image mean and to black (:data:`FILLS`: a lead that holds under one fill
+  only measures the fill). The reference is a **random map of the same resolution** as the
+  Grad-CAM layer (uniform noise on its grid, upsampled the same way), so the removed region is
+  as contiguous as Grad-CAM's: scattered random pixels would hardly change a blurred-in image
+  and flatter any map. A faithful map drops p more than random.
 * **Centre mass.** The share of the map's mass inside the central 80 % of the image (10 %
   margins on every side). A uniform map puts 64 % there; a map that sits on the film border,
   burned-in markers or the collimation edge puts less.
@@ -76,12 +78,32 @@ def gradcam_check(
     return measure_gradcam(clf, gather_inputs(data.cache.images, rows, clf.spec), seed=seed)
 
 
-def measure_gradcam(clf, x: np.ndarray, *, seed: int = 0) -> dict:
+#: the fills the deletion test is repeated with (the first is the headline's): RISE's blur, the
+#: image mean and black (display value 0). Deletion results depend on what the removed pixels
+#: become (Hooker et al., NeurIPS 2019; Rong et al., ICML 2022, "ROAD"): blur looks like an
+#: opacity to some chest models, black like a collimated border. A map whose lead over random
+#: holds under every fill is faithful; one that wins under one fill only measures the fill.
+FILLS = ("blur", "mean", "black")
+#: how the report names each fill
+FILL_TEXT = {
+    "blur": "blurred copy (RISE deletion baseline)",
+    "mean": "the image's mean",
+    "black": "black (display value 0)",
+}
+
+
+def measure_gradcam(clf, x: np.ndarray, *, seed: int = 0, fills: tuple[str, ...] = FILLS) -> dict:
     """Deletion at 20 % (Grad-CAM vs a random map of the layer's grid) and centre mass for
-    model inputs ``x`` (n, h, w, c), explaining each film's predicted class."""
+    model inputs ``x`` (n, h, w, c), explaining each film's predicted class.
+
+    The top-level figures are those of ``fills[0]``; ``by_fill`` holds every fill's, with the
+    paired figure ``median_log_odds_margin`` (the median over films of Grad-CAM's drop minus the
+    random map's, in log-odds)."""
     from cxr_viewer.core.evaluate.trust import baseline_image
     from cxr_viewer.core.explain.gradcam import GradCamExplainer
 
+    if not fills:
+        raise ValueError("measure_gradcam needs at least one fill")
     explainer = GradCamExplainer(clf)
     layer = explainer.default_layer()
     shape = explainer.model.get_layer(layer).output.shape
@@ -89,48 +111,79 @@ def measure_gradcam(clf, x: np.ndarray, *, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     probs = clf.predict_inputs(x)
     spec = clf.spec
-    perturbed, targets, centre, base_p = [], [], [], []
+    masks, targets, centre, base_p = [], [], [], []
     for i in range(len(x)):
         target = clf.make_prediction(probs[i]).predicted_index
         sal = explainer.explain(x[i], target).values
-        blurred = baseline_image(x[i], spec, "blur")
-        for saliency in (sal, random_map(sal.shape, grid, rng)):
-            mask = top_mask(saliency, FRACTION, seed + i)[..., None]
-            perturbed.append(np.where(mask, blurred, x[i]))
+        masks.append(
+            [
+                top_mask(saliency, FRACTION, seed + i)[..., None]
+                for saliency in (sal, random_map(sal.shape, grid, rng))
+            ]
+        )
         targets.append(target)
         centre.append(centre_mass(sal))
         base_p.append(float(probs[i, target]))
-    after = clf.predict_inputs(np.stack(perturbed))
     t = np.asarray(targets)
     p0 = np.asarray(base_p)
-    p_cam, p_rand = after[0::2][np.arange(len(t)), t], after[1::2][np.arange(len(t)), t]
-    drop_cam, drop_rand = p0 - p_cam, p0 - p_rand
-    med_cam, med_rand = float(np.median(drop_cam)), float(np.median(drop_rand))
-    # the same drops in log-odds, the score the viewer's faithfulness figure uses: a confident
-    # model's p moves little near 0 or 1 however much evidence is removed
-    lo_cam, lo_rand = _log_odds(p0) - _log_odds(p_cam), _log_odds(p0) - _log_odds(p_rand)
-    lo_med_cam, lo_med_rand = float(np.median(lo_cam)), float(np.median(lo_rand))
+    by_fill = {}
+    for fill in fills:
+        perturbed = [
+            np.where(m, baseline_image(x[i], spec, fill), x[i])
+            for i in range(len(x))
+            for m in masks[i]
+        ]
+        after = clf.predict_inputs(np.stack(perturbed)) if perturbed else np.zeros((0, 1))
+        by_fill[fill] = _deletion_figures(
+            p0, after[0::2][np.arange(len(t)), t], after[1::2][np.arange(len(t)), t]
+        )
     uniform = (1 - 2 * CENTRE_MARGIN) ** 2
+    c = np.asarray(centre, np.float64)
     return {
         "images": int(len(t)),
         "layer": layer,
         "fraction_removed": FRACTION,
-        "fill": "blurred copy (RISE deletion baseline)",
+        "fill": FILL_TEXT.get(fills[0], fills[0]),
         "random_reference": f"top {FRACTION:.0%} of uniform noise on the {grid[0]}×{grid[1]} "
         "layer grid, upsampled",
+        **by_fill[fills[0]],
+        "by_fill": by_fill,
+        # maps without mass (a flat film's Grad-CAM) have no centre share
+        "median_centre_mass": _median(c[np.isfinite(c)]),
+        "centre_mass_uniform_map": uniform,
+        "share_centre_mass_below_uniform": float(np.mean(c[np.isfinite(c)] < uniform))
+        if np.isfinite(c).any()
+        else float("nan"),
+    }
+
+
+def _deletion_figures(p0: np.ndarray, p_cam: np.ndarray, p_rand: np.ndarray) -> dict:
+    """Drops of the explained class's p and log-odds after Grad-CAM's and the random map's
+    removal (one entry per film)."""
+    drop_cam, drop_rand = p0 - p_cam, p0 - p_rand
+    med_cam, med_rand = _median(drop_cam), _median(drop_rand)
+    # the same drops in log-odds, the score the viewer's faithfulness figure uses: a confident
+    # model's p moves little near 0 or 1 however much evidence is removed
+    lo_cam, lo_rand = _log_odds(p0) - _log_odds(p_cam), _log_odds(p0) - _log_odds(p_rand)
+    lo_med_cam, lo_med_rand = _median(lo_cam), _median(lo_rand)
+    return {
         "median_drop_gradcam": med_cam,
         "median_drop_random": med_rand,
-        "mean_drop_gradcam": float(drop_cam.mean()),
-        "mean_drop_random": float(drop_rand.mean()),
+        "mean_drop_gradcam": float(drop_cam.mean()) if drop_cam.size else float("nan"),
+        "mean_drop_random": float(drop_rand.mean()) if drop_rand.size else float("nan"),
         "ratio_median_drop": _ratio(med_cam, med_rand),
-        "share_gradcam_beats_random": float(np.mean(drop_cam > drop_rand)),
+        "share_gradcam_beats_random": float(np.mean(drop_cam > drop_rand))
+        if drop_cam.size
+        else float("nan"),
         "median_log_odds_drop_gradcam": lo_med_cam,
         "median_log_odds_drop_random": lo_med_rand,
         "ratio_median_log_odds_drop": _ratio(lo_med_cam, lo_med_rand),
-        "median_centre_mass": float(np.nanmedian(centre)),
-        "centre_mass_uniform_map": uniform,
-        "share_centre_mass_below_uniform": float(np.nanmean(np.asarray(centre) < uniform)),
+        "median_log_odds_margin": _median(lo_cam - lo_rand),
     }
+
+
+def _median(v: np.ndarray) -> float:
+    return float(np.median(v)) if np.size(v) else float("nan")
 
 
 def _log_odds(p: np.ndarray) -> np.ndarray:

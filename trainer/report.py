@@ -219,6 +219,23 @@ def write_report(
             "markers or collimation edge)",
             "",
         ]
+        if g.get("by_fill"):
+            lines += [
+                "The same removal with other fills (what the removed pixels become changes the "
+                "test; a lead over random that holds under every fill is the one to believe):",
+                "",
+                "| removed pixels become | median drop of log-odds, Grad-CAM / random | "
+                "median of (Grad-CAM − random) per film | Grad-CAM beats random |",
+                "|---|---|---|---|",
+            ]
+            for fill, f in g["by_fill"].items():
+                lines.append(
+                    f"| {fill} | {_fmt(f['median_log_odds_drop_gradcam'])} / "
+                    f"{_fmt(f['median_log_odds_drop_random'])} | "
+                    f"{_fmt(f['median_log_odds_margin'])} | "
+                    f"{f['share_gradcam_beats_random']:.0%} of films |"
+                )
+            lines.append("")
     if training.get("box_supervision"):
         b = training["box_supervision"]
         lines += [

@@ -38,7 +38,7 @@ def test_tiny_model_learns_phantom_lesions_and_exports_a_bundle(phantom_csv_64, 
     from cxr_viewer.core.model.inference import load_classifier
     from trainer.run import run_training
 
-    cfg = _phantom_config(phantom_csv_64)
+    cfg = _phantom_config(phantom_csv_64, **{"evaluate.gradcam_check": 12})
     out = run_training(cfg, tmp_path / "run", progress=False)
     test = out.evaluation["test"]
     assert test["accuracy"] >= 0.85, out.evaluation
@@ -58,12 +58,22 @@ def test_tiny_model_learns_phantom_lesions_and_exports_a_bundle(phantom_csv_64, 
     assert load_config(run / "config.resolved.toml") == cfg
     for fig in ("roc_test.png", "pr_val.png", "confusion_test.png", "learning_curves.png"):
         assert (run / "report" / fig).stat().st_size > 1000
-    assert "Test (held out" in (run / "report" / "report.md").read_text()
+    report = (run / "report" / "report.md").read_text()
+    assert "Test (held out" in report
+    # the deletion test of the report, under every fill, in the report and the model card
+    g = out.evaluation["gradcam_check"]
+    assert g["images"] == 12 and list(g["by_fill"]) == ["blur", "mean", "black"]
+    for fill in ("blur", "mean", "black"):
+        assert f"| {fill} | " in report
 
     bundle = open_bundle(run / "bundle")
     meta = bundle.metadata
     assert meta["metrics"]["test_auc"] == pytest.approx(test["auc"])
     assert meta["metrics"]["validation"]["auc"] is not None
+    by_fill = meta["model_card"]["gradcam_deletion_by_fill"]
+    assert by_fill["black"]["share_gradcam_beats_random"] == pytest.approx(
+        g["by_fill"]["black"]["share_gradcam_beats_random"]
+    )
     assert bundle.class_names == ["no_lesion", "lesion"] and bundle.positive_class == "lesion"
     assert bundle.gradcam_layer == "block2_out" and bundle.shap_layers
     assert bundle.background().shape == (8, 64, 64, 3)
