@@ -76,6 +76,32 @@ def test_a_blank_gradcam_map_is_flagged_and_gets_no_trust_figures(dead_relu_bund
     assert ok.status == "ok" and "deletion_auc" in ok.trust
 
 
+def test_a_cam_map_without_evidence_says_so_not_that_the_layer_is_dead():
+    """The shipped adult model's map *is* its decision (a mean-pooled CAM head): on a film
+    where no location scores for Lung Opacity, its Grad-CAM is zero because there is no
+    evidence, which the note says instead of blaming the layer."""
+    from cxr_viewer.core.explain.base import explain_map
+    from cxr_viewer.core.explain.registry import create_explainer
+    from cxr_viewer.core.model.inference import load_classifier
+    from cxr_viewer.core.paths import resources_dir
+
+    clf = load_classifier(resources_dir() / "adult_bundle")
+    s = clf.spec
+    lo, hi = s.channel_range
+    flat = np.full((s.height, s.width, s.channels), (lo + hi) / 2, np.float32)
+    pos = clf.class_names.index("lung_opacity")
+    assert clf.predict_inputs(flat[None])[0, pos] < 0.5
+    hm = explain_map(create_explainer("gradcam", clf), flat, pos)
+    assert hm.status == NO_SIGNAL and hm.settings["no_evidence"] is True
+    assert hm.status_text == (
+        "no signal: the map is zero everywhere; no location at 'head_cam' adds evidence for "
+        "lung_opacity: the model finds none on this film; explain the other class to see what "
+        "the decision rests on"
+    )
+    other = explain_map(create_explainer("gradcam", clf), flat, 1 - pos)
+    assert other.status == "ok" and "no_evidence" not in other.settings
+
+
 def _images(folder, n=2):
     folder.mkdir()
     rng = np.random.default_rng(0)

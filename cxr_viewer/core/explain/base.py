@@ -425,7 +425,15 @@ def explain_map(
     hm.runtime_s = hm.runtime_s or (time.perf_counter() - start)
     problem = signal_problem(hm.values)
     if problem is not None:  # nothing to rank pixels by: deletion/insertion would be noise
-        hm.status, hm.note = NO_SIGNAL, f"{problem}; {no_signal_remedy(hm.method, hm.layer)}"
+        if hm.settings.get("no_evidence"):
+            at = f" at '{hm.layer}'" if hm.layer else ""
+            remedy = (
+                f"no location{at} adds evidence for {hm.class_name}: the model finds none on "
+                "this film; explain the other class to see what the decision rests on"
+            )
+        else:
+            remedy = no_signal_remedy(hm.method, hm.layer)
+        hm.status, hm.note = NO_SIGNAL, f"{problem}; {remedy}"
     return hm
 
 

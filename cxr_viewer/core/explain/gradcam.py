@@ -185,5 +185,10 @@ class GradCamExplainer(Explainer):
         if self.settings.normalize and peak > 0:
             values = values / peak
         settings = {**self.settings.as_dict(), "layer": layer, "score": kind, "cam_max": peak}
+        if peak == 0.0 and bool(np.any(a)) and bool(np.any(g)):
+            # features and gradients are there, yet every location's weighted activation is at
+            # most 0: nothing on this film raises the class's score (a CAM head on a film
+            # without the finding), unlike a dead layer, whose features are all zero
+            settings["no_evidence"] = True
         progress(1.0, "Grad-CAM done")
         return run.heatmap(values, method=variant, layer=layer, settings=settings, seed=None)
