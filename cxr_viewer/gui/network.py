@@ -239,11 +239,17 @@ StepFn = Callable[[int, int], None]
 
 
 def _retrieve_web(
-    endpoint: DicomWebNode, uid: str, folder: Path, step: StepFn, cancel: CancelToken
+    endpoint: DicomWebNode,
+    uid: str,
+    folder: Path,
+    step: StepFn,
+    cancel: CancelToken,
+    patient_id: str | None = None,
 ) -> RetrieveResult:
-    """WADO-RS one instance at a time: progress per instance, a cancel between two."""
+    """WADO-RS one instance at a time: progress per instance, a cancel between two; an
+    instance of another study or patient is refused (``rejected``), never written."""
     from cxr_viewer.core.interop.dicomweb import DicomWebClient
-    from cxr_viewer.core.interop.pacs import RetrieveResult
+    from cxr_viewer.core.interop.pacs import RetrieveResult, refused_text
 
     client = DicomWebClient(endpoint)
     todo = client.find_instances(uid)
@@ -252,11 +258,16 @@ def _retrieve_web(
         if cancel.cancelled:
             result.cancelled = True
             break
-        part = client.retrieve_study(uid, folder, instances=[record])
+        part = client.retrieve_study(uid, folder, instances=[record], patient_id=patient_id)
         result.files.extend(part.files)
         result.failed += part.failed
-        result.problem = part.problem or result.problem
+        result.rejected.extend(part.rejected)
+        if part.problem and not part.rejected:
+            result.problem = part.problem
         step(i + 1, len(todo))
+    if result.rejected:
+        refused = refused_text(result.rejected)
+        result.problem = f"{result.problem}; {refused}" if result.problem else refused
     return result
 
 
@@ -267,7 +278,7 @@ def _raise_incomplete(endpoint: Endpoint, result: RetrieveResult) -> None:
 
     if not isinstance(endpoint, DicomWebNode):
         raise_for_retrieve(endpoint, result)
-    elif result.failed or result.problem:
+    elif result.failed or result.problem or result.rejected:
         why = result.problem or f"{result.failed} instance(s) failed"
         raise PacsError(
             f"The retrieve from {endpoint.label} is incomplete ({len(result.files)} arrived)",
@@ -306,7 +317,7 @@ def retrieve(
             # and confined to the retrieve folder
             folder = retrieve_folder(base, uid)
             if isinstance(endpoint, DicomWebNode):
-                result = _retrieve_web(endpoint, uid, folder, step, cancel)
+                result = _retrieve_web(endpoint, uid, folder, step, cancel, patient_id or None)
             else:
                 result = PacsClient(endpoint).retrieve_study(
                     uid, folder, patient_id=patient_id or None, progress=step, cancel=cancel

@@ -76,6 +76,43 @@ def test_stow_qido_wado_with_basic_and_bearer(server, tmp_path):
     assert np.array_equal(again.pixel_array, src.pixel_array)
 
 
+def test_wado_of_a_study_refuses_another_patients_instance(server, tmp_path):
+    """Two patients' films filed under one Study Instance UID (a mis-merged study): retrieving
+    the study for the first patient keeps only that patient's instance, as C-GET and C-MOVE
+    do; the other is refused, never written, and its identifiers are not echoed."""
+    from pydicom.uid import generate_uid
+
+    from cxr_viewer.core.interop.dicomweb import InstanceRecord
+
+    ours = pydicom.dcmread(samples_dir() / PHANTOMS[1])
+    ours.StudyInstanceUID, ours.SOPInstanceUID = generate_uid(), generate_uid()
+    ours.file_meta.MediaStorageSOPInstanceUID = ours.SOPInstanceUID
+    theirs = pydicom.dcmread(samples_dir() / PHANTOMS[1])
+    theirs.StudyInstanceUID = ours.StudyInstanceUID
+    theirs.SeriesInstanceUID, theirs.SOPInstanceUID = generate_uid(), generate_uid()
+    theirs.file_meta.MediaStorageSOPInstanceUID = theirs.SOPInstanceUID
+    theirs.PatientID, theirs.PatientName = "OTHER-77", "SOMEONE^ELSE"
+    client = _bearer(server)
+    client.raise_if_failed(client.store([ours, theirs]))
+    study = str(ours.StudyInstanceUID)
+    records = [
+        InstanceRecord(
+            study, str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID), str(ds.SOPClassUID)
+        )
+        for ds in (ours, theirs)
+    ]
+    out = tmp_path / "wado"
+    got = client.retrieve_study(study, out, instances=records, patient_id=str(ours.PatientID))
+    assert [p.name for p in out.iterdir()] == [f"{ours.SOPInstanceUID}.dcm"]
+    assert [p.name for p in got.files] == [f"{ours.SOPInstanceUID}.dcm"]
+    assert got.rejected == ["it belongs to another patient than the study's"]
+    assert not got.complete and "1 instance(s) refused and not kept" in got.problem
+    assert "OTHER-77" not in got.problem and "SOMEONE" not in got.problem
+    # without a patient to hold it to, both are the study's
+    both = client.retrieve_study(study, tmp_path / "both", instances=records)
+    assert both.complete and len(both.files) == 2
+
+
 @pytest.mark.parametrize(
     ("node", "why"),
     [

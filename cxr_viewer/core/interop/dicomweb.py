@@ -39,6 +39,8 @@ from cxr_viewer.core.interop.pacs import (
     StudyKeys,
     StudyRecord,
     _record,
+    foreign_instance,
+    refused_text,
     study_filters,
     write_instance,
 )
@@ -347,10 +349,18 @@ class DicomWebClient:
         )
 
     def retrieve_study(
-        self, study_instance_uid: str, dest: str | Path, *, instances: Iterable[InstanceRecord] = ()
+        self,
+        study_instance_uid: str,
+        dest: str | Path,
+        *,
+        instances: Iterable[InstanceRecord] = (),
+        patient_id: str | None = None,
     ) -> RetrieveResult:
         """WADO-RS: the study's instances (or ``instances``) into ``dest``, one file each,
-        written as each arrives; failures are counted, what arrived is kept."""
+        written as each arrives; failures are counted, what arrived is kept. An instance of
+        another study, or of another patient than ``patient_id`` (when given, e.g. from the
+        QIDO-RS match), is refused and listed in ``rejected``, never written — as a C-GET or
+        C-MOVE refuses it (:func:`~cxr_viewer.core.interop.pacs.foreign_instance`)."""
         from pydicom.dataset import FileMetaDataset
 
         folder = Path(dest)
@@ -364,12 +374,24 @@ class DicomWebClient:
                 result.failed += 1
                 result.problem = str(exc)
                 continue
+            foreign = foreign_instance(
+                str(ds.get("StudyInstanceUID", "") or ""),
+                str(ds.get("PatientID", "") or ""),
+                study_instance_uid,
+                patient_id,
+            )
+            if foreign is not None:
+                result.rejected.append(foreign[0])
+                continue
             meta = getattr(ds, "file_meta", None) or FileMetaDataset()
             if "TransferSyntaxUID" not in meta:
                 meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
             meta.MediaStorageSOPClassUID = ds.SOPClassUID
             meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
             result.files.append(write_instance(folder, ds, meta))
+        if result.rejected:
+            refused = refused_text(result.rejected)
+            result.problem = f"{result.problem}; {refused}" if result.problem else refused
         return result
 
     # -- STOW-RS ----------------------------------------------------------------------------

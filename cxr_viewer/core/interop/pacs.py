@@ -1107,9 +1107,7 @@ class PacsClient:
         if not result.files and code == 0 and not result.problem:
             result.problem = "the PACS reported success but sent no instance"
         if result.rejected:
-            refused = f"{len(result.rejected)} instance(s) refused and not kept: " + "; ".join(
-                sorted(set(result.rejected))
-            )
+            refused = refused_text(result.rejected)
             if result.problem == "the PACS reported success but sent no instance":
                 result.problem = ""
             result.problem = f"{result.problem}; {refused}" if result.problem else refused
@@ -1209,6 +1207,24 @@ class PacsClient:
         return result
 
 
+def foreign_instance(
+    study: str, patient: str, study_uid: str, patient_id: str | None
+) -> tuple[str, str] | None:
+    """Why an instance of ``study`` and ``patient`` must not be kept by a retrieve of
+    ``study_uid`` (of ``patient_id``, when known): (the reason for the user, a 64-character
+    status comment), or None. The other patient's identifiers are never echoed."""
+    if study != study_uid:
+        return "it belongs to another study than the one requested", "not the requested study"
+    if patient_id and patient != patient_id:
+        return "it belongs to another patient than the study's", "not the requested patient"
+    return None
+
+
+def refused_text(rejected: Sequence[str]) -> str:
+    """The refused instances in one line ("2 instance(s) refused and not kept: …")."""
+    return f"{len(rejected)} instance(s) refused and not kept: " + "; ".join(sorted(set(rejected)))
+
+
 class _StoreHandler:
     """EVT_C_STORE handler: check that each instance belongs to the requested study (and
     patient), write it at once, remember what arrived and what was refused."""
@@ -1239,15 +1255,9 @@ class _StoreHandler:
             patient = str(dataset.get("PatientID", "") or "")
         except Exception as exc:
             return self._refuse(f"an instance could not be decoded ({exc})", "cannot decode")
-        if study != self.study_uid:
-            return self._refuse(
-                "it belongs to another study than the one requested",
-                "not the requested study",
-            )
-        if self.patient_id is not None and patient != self.patient_id:
-            return self._refuse(
-                "it belongs to another patient than the study's", "not the requested patient"
-            )
+        foreign = foreign_instance(study, patient, self.study_uid, self.patient_id)
+        if foreign is not None:
+            return self._refuse(*foreign)
         try:
             path = write_instance(self.dest, dataset, event.file_meta)
         except Exception as exc:  # a full disk must not kill the association silently
