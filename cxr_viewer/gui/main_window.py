@@ -96,7 +96,9 @@ class MainWindow(QMainWindow):
         self.model_panel = ModelPanel(self.state)
         self.prediction_panel = PredictionPanel(self.state)
         self.overlay_panel = OverlayPanel(self.state)
-        self.stored_panel = StoredOverlayPanel(self.state, self.overlay_view, self.overlays)
+        self.stored_panel = StoredOverlayPanel(
+            self.state, self.overlay_view, self.overlays, submit=self.controller.io_worker.submit
+        )
         self.metadata_panel = MetadataPanel(self.state)
         self.status = StatusArea(self.state, settings=self.settings)
         self.setStatusBar(self.status)

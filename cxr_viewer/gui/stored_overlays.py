@@ -10,14 +10,18 @@ the film next to it), coloured as the viewer colours its own maps
 (:mod:`~cxr_viewer.core.explain.overlay`, with the colour map the object names, else the
 default) and above them, with the same colour bar as a computed map's legend: its ends the
 real-world values of the scale, its caption the meaning and unit the object states
-(:func:`stored_legend`); the layout switches to side by side when the pane is not shown. The same maps are what File ▸ Stored DICOM results… lists.
+(:func:`stored_legend`); the layout switches to side by side when the pane is not shown. The
+same maps are what File ▸ Stored DICOM results… lists. The folder is searched, and the maps
+decoded, on the viewer's I/O worker: a slow disk or share never freezes the window, and a
+search that ends after another film was opened is dropped.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPixmap
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
     from .presenter import OverlayPresenter
     from .state import ViewerState
     from .views import ImageView
+    from .worker import Task
 
 #: a folder with more files than this is not searched when a study opens (File ▸ Stored DICOM
 #: results… still searches it)
@@ -101,10 +106,14 @@ class StoredOverlayPanel(QGroupBox):
         view: ImageView,
         presenter: OverlayPresenter | None = None,
         parent=None,
+        *,
+        submit: Callable[[Task], Task] | None = None,
     ) -> None:
         super().__init__("Stored maps (from DICOM)", parent)
         self.setObjectName("StoredOverlayPanel")
         self.state, self.view, self.presenter = state, view, presenter
+        #: queues the folder scan on a worker thread (the viewer's I/O worker); None: run here
+        self.submit = submit
         self.overlays: list[StoredOverlay] = []
         self.boxes: list[QCheckBox] = []
         self.sliders: list[QSlider] = []
@@ -118,20 +127,51 @@ class StoredOverlayPanel(QGroupBox):
 
     # ------------------------------------------------------------------ finding
     def load_for_study(self) -> None:
-        """Find the stored maps of the current film (a DICOM image) in its folder."""
+        """Find the stored maps of the current film (a DICOM image) in its folder: up to
+        :data:`MAX_FOLDER_FILES` headers read and the maps' pixels decoded, on the worker
+        thread when there is one (the window does not wait for a slow disk or share)."""
         study = self.state.study
-        results = None
-        if study is not None and study.format == "dicom":
-            try:
-                results = self._find(study.path)
-            except (OSError, CxrError, ValueError) as exc:
-                self._clear()
-                self.note.setText(f"Stored maps not read: {exc}")
-                self.setVisible(True)
+        if study is None or study.format != "dicom":
+            self.show_results(None)
+            return
+        path, rows, cols = Path(study.path), int(study.rows), int(study.columns)
+
+        def scan(progress=None, cancel=None, partial=None) -> tuple[Any, Any]:
+            results = self._find(path)
+            if results is None or not results.maps:
+                return results, []
+            return results, results.heatmaps(rows, cols)
+
+        def done(found: tuple[Any, Any]) -> None:
+            current = self.state.study
+            if current is not None and Path(current.path) == path:  # not a film opened since
+                self.show_results(*found)
+
+        def failed(exc: BaseException) -> None:
+            current = self.state.study
+            if current is None or Path(current.path) != path:
                 return
-        self.show_results(results)
+            self._clear()
+            self.note.setText(f"Stored maps not read: {exc}")
+            self.setVisible(True)
+
+        self._clear()
+        self.setVisible(False)
+        if self.submit is None:
+            try:
+                found = scan()
+            except (OSError, CxrError, ValueError) as exc:
+                failed(exc)
+                return
+            done(found)
+            return
+        from .worker import Task
+
+        self.submit(Task(scan, slot="stored-maps", on_done=done, on_error=lambda f: failed(f.exc)))
 
     def _find(self, path: Path) -> ImageResults | None:
+        """The stored results of the film at ``path`` in its folder (None: a derived object
+        itself, or a folder too large to search when a study opens)."""
         import pydicom
 
         from cxr_viewer.core.interop.dicom_overlays import describe_derived, results_for_image
@@ -144,8 +184,11 @@ class StoredOverlayPanel(QGroupBox):
             return None
         return results_for_image(files, str(header.get("SOPInstanceUID", "")))
 
-    def show_results(self, results: ImageResults | None) -> None:
-        """List ``results``' maps (none: the box hides); all start switched off."""
+    def show_results(
+        self, results: ImageResults | None, heatmaps: list[Heatmap] | None = None
+    ) -> None:
+        """List ``results``' maps (none: the box hides), drawn from ``heatmaps`` (decoded at
+        the film's size; None: decoded here); all start switched off."""
         self._clear()
         study = self.state.study
         if results is None or not results.maps or study is None:
@@ -153,7 +196,8 @@ class StoredOverlayPanel(QGroupBox):
             return
         from cxr_viewer.core.explain.overlay import robust_vmax
 
-        heatmaps = results.heatmaps(study.rows, study.columns)
+        if heatmaps is None:
+            heatmaps = results.heatmaps(study.rows, study.columns)
         for i, (m, hm) in enumerate(zip(results.maps, heatmaps, strict=True)):
             ov = StoredOverlay(
                 f"stored:{m.sop_instance_uid}",

@@ -191,3 +191,27 @@ def test_a_stored_map_shown_has_the_legend_of_a_computed_map(
     panel.boxes[1].setChecked(False)
     panel.boxes[0].setChecked(False)
     assert view.legends == []
+
+
+def test_the_stored_maps_are_found_off_the_gui_thread(
+    qtbot, gui, study_with_results, tmp_path, monkeypatch
+):
+    """Up to 400 headers and the maps' pixels are read when a film opens: on the I/O worker,
+    so a slow disk or share never freezes the window."""
+    import threading
+
+    from cxr_viewer.gui.stored_overlays import StoredOverlayPanel
+
+    on_gui_thread: list[bool] = []
+    real = StoredOverlayPanel._find
+
+    def spy(self, path):
+        on_gui_thread.append(threading.current_thread() is threading.main_thread())
+        return real(self, path)
+
+    monkeypatch.setattr(StoredOverlayPanel, "_find", spy)
+    study, _, _ = study_with_results
+    win = gui.make_window(qtbot, tmp_path / "settings")
+    gui.open_study(qtbot, win, study.path, with_prediction=False)
+    qtbot.waitUntil(lambda: len(win.stored_panel.boxes) == 2, timeout=10_000)
+    assert on_gui_thread and not any(on_gui_thread)
