@@ -1128,4 +1128,6 @@ class PacsActions(PacsContext):
         from .stored_results import StoredResultsDialog
 
         study = self._study()
-        return None if study is None else self._open(StoredResultsDialog(study, self.parent))
+        if study is None:
+            return None
+        return self._open(StoredResultsDialog(study, self.parent, network=self.network))

@@ -7,7 +7,9 @@ wrote) are searched for objects that reference the image
 checkbox; the picture is the displayed film with the checked maps drawn as the viewer draws its
 own (:mod:`~cxr_viewer.core.explain.overlay`) and the checked regions outlined. A Parametric Map or
 Segmentation opened on its own says which image it belongs to. The same maps are offered as
-overlays of the main window's Explanations pane (:mod:`.stored_overlays`).
+overlays of the main window's Explanations pane (:mod:`.stored_overlays`). From the File menu
+the folder is searched on the network worker: the dialog shows at once ("Searching…") and
+fills in when the search is done; closing it drops the search.
 """
 
 from __future__ import annotations
@@ -37,13 +39,46 @@ if TYPE_CHECKING:
     from cxr_viewer.core.interop.dicom_overlays import ImageResults
     from cxr_viewer.core.io.study import Study
 
+    from .network import Network
+    from .worker import Task
+
 PICTURE_SIDE = 512
+
+
+def _scan(study: Study) -> ImageResults | str:
+    """The stored results beside ``study`` in its folder, or why there are none to search for
+    (not a DICOM image; a result itself; an unreadable header or folder)."""
+    import pydicom
+
+    from cxr_viewer.core.interop.dicom_overlays import describe_derived, results_for_image
+
+    if study.format != "dicom":
+        return "Stored DICOM results reference DICOM images; this is not one."
+    try:
+        header = pydicom.dcmread(study.path, stop_before_pixels=True, force=True)
+        derived = describe_derived(header)
+    except (OSError, CxrError, ValueError) as exc:
+        return f"Cannot read the file's header: {exc}"
+    if derived is not None:
+        return (
+            f"This file is a result, not an image: a {derived}. Open that image (its study) "
+            "to see this result over it."
+        )
+    try:
+        files = folder_files(Path(study.path))
+    except OSError as exc:
+        return f"Cannot list the film's folder: {exc}"
+    return results_for_image(files, str(header.get("SOPInstanceUID", "")))
 
 
 class StoredResultsDialog(QDialog):
     """The stored maps and regions of one image, as overlays one can switch on and off."""
 
-    def __init__(self, study: Study, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, study: Study, parent: QWidget | None = None, *, network: Network | None = None
+    ) -> None:
+        """``network``: search the folder on its worker (the window does not wait for a
+        large folder or a slow share); None: search here, before the dialog shows."""
         super().__init__(parent)
         self.setWindowTitle("Stored DICOM results")
         self.study = study
@@ -70,31 +105,31 @@ class StoredResultsDialog(QDialog):
         layout.addWidget(self.summary)
         layout.addLayout(row)
         layout.addWidget(buttons)
-        self._load()
+        self.task: Task | None = None
+        self.network = network
+        if network is None:
+            self._found(_scan(study))
+            return
+        self.summary.setText("Searching this film's folder for stored results…")
+        self.task = network.submit(
+            "stored-results",
+            lambda progress, cancel, partial: _scan(study),
+            on_done=self._found,
+            on_error=lambda f: self._found(f"Cannot search the film's folder: {f.exc}"),
+        )
+        self.finished.connect(self._abandon)
+
+    def _abandon(self) -> None:
+        if self.task is not None and self.network is not None:
+            self.network.abandon(self.task)  # closed: the search's callbacks are dropped
 
     # ------------------------------------------------------------------ finding
-    def _load(self) -> None:
-        import pydicom
-
-        from cxr_viewer.core.interop.dicom_overlays import describe_derived, results_for_image
-
-        if self.study.format != "dicom":
-            self.summary.setText("Stored DICOM results reference DICOM images; this is not one.")
+    def _found(self, found: ImageResults | str) -> None:
+        """Show what :func:`_scan` found: the results, or why there are none."""
+        if isinstance(found, str):
+            self.summary.setText(found)
             return
-        try:
-            header = pydicom.dcmread(self.study.path, stop_before_pixels=True, force=True)
-            derived = describe_derived(header)
-        except (OSError, CxrError, ValueError) as exc:
-            self.summary.setText(f"Cannot read the file's header: {exc}")
-            return
-        if derived is not None:
-            self.summary.setText(
-                f"This file is a result, not an image: a {derived}. Open that image (its study) "
-                "to see this result over it."
-            )
-            return
-        uid = str(header.get("SOPInstanceUID", ""))
-        self.results = found = results_for_image(folder_files(Path(self.study.path)), uid)
+        self.results = found
         lines = []
         if found.empty:
             lines.append("No Parametric Map or Segmentation in this folder references this image.")

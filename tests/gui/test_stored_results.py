@@ -215,3 +215,31 @@ def test_the_stored_maps_are_found_off_the_gui_thread(
     gui.open_study(qtbot, win, study.path, with_prediction=False)
     qtbot.waitUntil(lambda: len(win.stored_panel.boxes) == 2, timeout=10_000)
     assert on_gui_thread and not any(on_gui_thread)
+
+
+def test_the_dialog_searches_the_folder_on_the_network_worker(
+    qtbot, network, study_with_results, monkeypatch
+):
+    """File ▸ Stored DICOM results… searches the whole folder (no file limit) on a worker: the
+    dialog shows at once, says it is searching, and fills in when the search is done."""
+    import threading
+
+    from cxr_viewer.gui import stored_results
+    from cxr_viewer.gui.stored_results import StoredResultsDialog
+
+    on_gui_thread: list[bool] = []
+    real = stored_results._scan
+
+    def spy(study):
+        on_gui_thread.append(threading.current_thread() is threading.main_thread())
+        return real(study)
+
+    monkeypatch.setattr(stored_results, "_scan", spy)
+    study, _, _ = study_with_results
+    dialog = StoredResultsDialog(study, network=network)
+    qtbot.addWidget(dialog)
+    assert dialog.summary.text().startswith("Searching this film's folder")
+    qtbot.waitUntil(lambda: len(dialog.map_boxes) == 2, timeout=10_000)
+    assert on_gui_thread == [False] and len(dialog.region_boxes) == 2
+    assert "Report by demo-model 2.1" in dialog.summary.text()
+    assert dialog.picture.pixmap() is not None and not dialog.picture.pixmap().isNull()
