@@ -102,7 +102,7 @@ def main() -> int:
             computed = np.load(npy)
             stored = win.stored_panel.overlays[0].heatmap.values
             print(
-                f"wrote {args.out}: {win.stored_panel.boxes[0].text()}; "
+                f"wrote {args.out}: {win.stored_panel.overlays[0].label}; "
                 f"stored vs computed max |diff| {float(np.abs(stored - computed).max()):.2e}"
             )
             win.close()

@@ -25,7 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPixmap
-from PySide6.QtWidgets import QCheckBox, QGroupBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QSlider,
+    QStyle,
+    QVBoxLayout,
+)
 
 from cxr_viewer.core.errors import CxrError
 
@@ -48,6 +56,8 @@ MAX_FOLDER_FILES = 400
 #: above the computed maps (z 1 + method index) and below the agreement layer (z 50)
 STORED_Z = 20.0
 DEFAULT_OPACITY = 0.6
+#: widest a row of the box may be (the right dock is 350 px wide, less margins and scroll bar)
+LABEL_WIDTH = 300
 
 
 @dataclass
@@ -120,7 +130,7 @@ class StoredOverlayPanel(QGroupBox):
         self._layout = QVBoxLayout(self)
         self.note = QLabel()
         self.note.setWordWrap(True)
-        self.note.setMaximumWidth(300)
+        self.note.setMaximumWidth(LABEL_WIDTH)
         self._layout.addWidget(self.note)
         state.events.study.connect(self.load_for_study)
         self.load_for_study()
@@ -245,7 +255,13 @@ class StoredOverlayPanel(QGroupBox):
         self.view.set_overlay(ov.name, QPixmap.fromImage(rgba_qimage(rgba)), z=STORED_Z + index)
         self.view.set_overlay_opacity(ov.name, ov.opacity)
         self.view.set_overlay_visible(ov.name, False)
-        box = QCheckBox(ov.label)
+        box = QCheckBox()
+        # the right dock has a fixed width and a check box does not wrap: a long label (model
+        # name, date) is shortened at its end, whole in the tooltip and the pane's caption
+        style = box.style()
+        room = LABEL_WIDTH - 12 - style.pixelMetric(QStyle.PixelMetric.PM_IndicatorWidth)
+        room -= style.pixelMetric(QStyle.PixelMetric.PM_CheckBoxLabelSpacing)
+        box.setText(box.fontMetrics().elidedText(ov.label, Qt.TextElideMode.ElideRight, room))
         box.setToolTip(f"{ov.label}\n{ov.legend}")
         box.toggled.connect(lambda on, i=index: self.set_visible(i, on))
         slider = QSlider(Qt.Orientation.Horizontal)

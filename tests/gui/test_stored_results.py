@@ -112,7 +112,12 @@ def test_opening_the_film_offers_its_stored_maps_on_the_explanations_pane(
     panel = win.stored_panel
     qtbot.waitUntil(lambda: len(panel.boxes) == 2, timeout=10_000)
     assert panel.isVisible()
-    labels = [b.text() for b in panel.boxes]
+    labels = [ov.label for ov in panel.overlays]
+    for box, label in zip(panel.boxes, labels, strict=True):
+        # the dock is 350 px wide: a long label is shortened on the box, whole in its tooltip
+        assert box.toolTip().startswith(label + "\n")
+        assert box.text() == label or "…" in box.text()
+        assert box.sizeHint().width() <= 300
     import pydicom
 
     date = str(pydicom.dcmread(written.of_kind("pm")[0], stop_before_pixels=True).ContentDate)
@@ -172,7 +177,7 @@ def test_a_stored_map_shown_has_the_legend_of_a_computed_map(
     assert view.legends == []
     panel.boxes[1].setChecked(True)  # LIME: signed
     (legend,) = view.legends
-    assert legend.title == panel.boxes[1].text()
+    assert legend.title == panel.overlays[1].label
     vmax = robust_vmax(exs[1].values)
     assert (legend.low, legend.high) == (f"{-vmax:.3g}", f"{vmax:.3g}")
     meaning = "LIME attribution for PNEUMONIA, signed (+toward -against)"
@@ -186,7 +191,7 @@ def test_a_stored_map_shown_has_the_legend_of_a_computed_map(
     assert np.array_equal(pixels[:, : 4 * w].reshape(h, w, 4), expected)
     assert legend.strip is win.overlays.strip(True, "RdBu_r")  # the computed maps' own
     panel.boxes[0].setChecked(True)  # Grad-CAM too: two legends, in the panel's order
-    assert [lg.title for lg in view.legends] == [b.text() for b in panel.boxes]
+    assert [lg.title for lg in view.legends] == [ov.label for ov in panel.overlays]
     assert view.legends[0].low == "0"
     panel.boxes[1].setChecked(False)
     panel.boxes[0].setChecked(False)

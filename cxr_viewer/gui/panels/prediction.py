@@ -249,10 +249,8 @@ class PredictionPanel(StatePanel):
                     "File ▸ Model ▸ Open model… tries another bundle."
                 )
             else:
-                self.headline.setText(
-                    "No model loaded — predictions and explanations are unavailable. "
-                    "File ▸ Model ▸ Open model… loads a bundle."
-                )
+                # the model panel above says "No model loaded" and how to load one
+                self.headline.setText("No prediction: predictions and explanations need a model.")
             return
         if pred is None:
             self.headline.setText(
