@@ -249,7 +249,7 @@ def _retrieve_web(
     """WADO-RS one instance at a time: progress per instance, a cancel between two; an
     instance of another study or patient is refused (``rejected``), never written."""
     from cxr_viewer.core.interop.dicomweb import DicomWebClient
-    from cxr_viewer.core.interop.pacs import RetrieveResult, refused_text
+    from cxr_viewer.core.interop.pacs import RetrieveResult
 
     client = DicomWebClient(endpoint)
     todo = client.find_instances(uid)
@@ -265,9 +265,7 @@ def _retrieve_web(
         if part.problem and not part.rejected:
             result.problem = part.problem
         step(i + 1, len(todo))
-    if result.rejected:
-        refused = refused_text(result.rejected)
-        result.problem = f"{result.problem}; {refused}" if result.problem else refused
+    result.note_refused()
     return result
 
 

@@ -40,7 +40,6 @@ from cxr_viewer.core.interop.pacs import (
     StudyRecord,
     _record,
     foreign_instance,
-    refused_text,
     study_filters,
     write_instance,
 )
@@ -389,9 +388,7 @@ class DicomWebClient:
             meta.MediaStorageSOPClassUID = ds.SOPClassUID
             meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
             result.files.append(write_instance(folder, ds, meta))
-        if result.rejected:
-            refused = refused_text(result.rejected)
-            result.problem = f"{result.problem}; {refused}" if result.problem else refused
+        result.note_refused()
         return result
 
     # -- STOW-RS ----------------------------------------------------------------------------

@@ -321,6 +321,12 @@ class RetrieveResult:
     def complete(self) -> bool:
         return not (self.failed or self.cancelled or self.problem or self.rejected)
 
+    def note_refused(self) -> None:
+        """Add the refused instances, if any, to ``problem`` (:func:`refused_text`)."""
+        if self.rejected:
+            refused = refused_text(self.rejected)
+            self.problem = f"{self.problem}; {refused}" if self.problem else refused
+
 
 class _Labelled(Protocol):
     """A node as the user knows it (a DIMSE or a DICOMweb node)."""
@@ -1106,11 +1112,9 @@ class PacsClient:
             result.problem = f"the retrieve failed: {said}"
         if not result.files and code == 0 and not result.problem:
             result.problem = "the PACS reported success but sent no instance"
-        if result.rejected:
-            refused = refused_text(result.rejected)
-            if result.problem == "the PACS reported success but sent no instance":
-                result.problem = ""
-            result.problem = f"{result.problem}; {refused}" if result.problem else refused
+        if result.rejected and result.problem == "the PACS reported success but sent no instance":
+            result.problem = ""  # it sent only what was refused: that is the problem
+        result.note_refused()
         if ours and ours not in result.problem:
             result.problem = f"{result.problem}; {ours}" if result.problem else ours
 
