@@ -77,8 +77,9 @@ def _view_aucs(clf, rows: list[dict], x) -> dict[str, float]:
 def _deletion_by_class(clf, x) -> list[tuple[str, dict]]:
     """The report's deletion test (``trainer.gradcam_check.measure_gradcam``: Grad-CAM's top
     20 % removed vs a random map of the layer's grid, the predicted class explained; the removed
-    pixels blurred, set to the image mean and to black) on *all* test films, and separately on the films predicted Lung Opacity (their maps are the ones the
-    localization scores) and those predicted no opacity."""
+    pixels blurred, set to the image mean and to black) on *all* test films, and separately
+    on the films predicted Lung Opacity (their maps are the ones the localization scores) and
+    those predicted no opacity."""
     import numpy as np
 
     from trainer.gradcam_check import measure_gradcam

@@ -10,8 +10,10 @@ default layer) explain the *predicted* class (threshold-aware). Then:
   pixels set to the image mean and to black (:data:`FILLS`: a lead that holds under one fill
   only measures the fill). The reference is a **random map of the same resolution** as the
   Grad-CAM layer (uniform noise on its grid, upsampled the same way), so the removed region is
-  as contiguous as Grad-CAM's: scattered random pixels would hardly change a blurred-in image
-  and flatter any map. A faithful map drops p more than random.
+  as contiguous as Grad-CAM's. Scattered random pixels are another perturbation altogether:
+  on one model they hardly change a blurred-in image and flatter any map, on another (the
+  box-supervised adult model, README) they read as opacity and lower its "no opacity" score
+  more than any contiguous fifth. A faithful map drops p more than random.
 * **Centre mass.** The share of the map's mass inside the central 80 % of the image (10 %
   margins on every side). A uniform map puts 64 % there; a map that sits on the film border,
   burned-in markers or the collimation edge puts less.
