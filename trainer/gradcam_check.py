@@ -130,11 +130,10 @@ def measure_gradcam(clf, x: np.ndarray, *, seed: int = 0, fills: tuple[str, ...]
     p0 = np.asarray(base_p)
     by_fill = {}
     for fill in fills:
-        perturbed = [
-            np.where(m, baseline_image(x[i], spec, fill), x[i])
-            for i in range(len(x))
-            for m in masks[i]
-        ]
+        perturbed = []
+        for i in range(len(x)):
+            filled = baseline_image(x[i], spec, fill)  # once per film: both masks share it
+            perturbed += [np.where(m, filled, x[i]) for m in masks[i]]
         after = clf.predict_inputs(np.stack(perturbed)) if perturbed else np.zeros((0, 1))
         by_fill[fill] = _deletion_figures(
             p0, after[0::2][np.arange(len(t)), t], after[1::2][np.arange(len(t)), t]
