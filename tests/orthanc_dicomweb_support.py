@@ -168,9 +168,7 @@ def start_orthanc_dicomweb(
         raise FileNotFoundError("Orthanc or libOrthancDicomWeb.so")
     folder.mkdir(parents=True, exist_ok=True)
     http_port = http_port or free_port()
-    dicom_port = free_port()
-    while dicom_port == http_port:
-        dicom_port = free_port()
+    dicom_port = free_port()  # never http_port: the helper hands each port out once
     lua: list[str] = []
     headers = []
     if basic is not None:

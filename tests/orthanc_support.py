@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from ports import free_port
 
 ORTHANC_AE = "ORTHANC"
 OUR_AE = "CXRLENS"
@@ -33,12 +34,6 @@ def orthanc_binary() -> str | None:
     return shutil.which("Orthanc") or (
         "/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").is_file() else None
     )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -97,8 +92,6 @@ def start_orthanc(folder: Path, ports: tuple[int, int, int] | None = None) -> Or
         http_port, dicom_port, storage_port = ports
     else:
         http_port, dicom_port, storage_port = free_port(), free_port(), free_port()
-        while len({http_port, dicom_port, storage_port}) < 3:
-            storage_port = free_port()
     allow = {f"Allow{op}": True for op in ("Echo", "Find", "Get", "Move", "Store")}
     config = {
         "Name": "CXR Lens test PACS",

@@ -9,6 +9,7 @@ import socket
 import threading
 
 import pytest
+from ports import free_port
 
 pytest.importorskip("pynetdicom", reason='the "pacs" extra (pynetdicom) is not installed')
 
@@ -78,15 +79,9 @@ def test_masked_record_hides_every_patient_field():
     assert StudyRecord("1.2.3").masked().patient_name == ""  # nothing to hide stays empty
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_nothing_listening(tmp_path):
     log = tmp_path / "a.log"
-    node = PacsNode("PACS", "127.0.0.1", _free_port())
+    node = PacsNode("PACS", "127.0.0.1", free_port())
     with pytest.raises(PacsError) as info:
         PacsClient(node, timeout=2, log_path=log).echo()
     assert "nothing answers at 127.0.0.1" in info.value.why

@@ -6,13 +6,13 @@ above them stay cheap; benchmarks/probe_pacs_limits.py measures the real large p
 
 from __future__ import annotations
 
-import socket
 import struct
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 pytest.importorskip("pynetdicom", reason='the "pacs" extra (pynetdicom) is not installed')
 
@@ -49,12 +49,6 @@ from cxr_viewer.core.progress import CancelToken  # noqa: E402
 PEER_AE = "HOSTILE"
 OUR_AE = "CXRTEST"
 STUDY = "1.2.826.0.1.3680043.8.498.1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _match(uid: str = STUDY, name: str = "Doe^Jane", pid: str = "P1", **extra) -> Dataset:
@@ -295,7 +289,7 @@ _MOVE_PORT = [0]
 
 def test_our_storage_scp_drops_an_oversized_instance(peers, tmp_path):
     cap = 128 * 1024
-    _MOVE_PORT[0] = _free_port()
+    _MOVE_PORT[0] = free_port()
     peer = _move_peer(peers, [_instance(pixels=1024), _instance(pixels=cap + 1024)])
     client = _client(
         peer,
@@ -360,7 +354,7 @@ def test_our_storage_scp_checks_the_called_ae_and_the_study(peers, tmp_path):
     """During a C-MOVE, a third party calls our SCP with a wrong called AE title, then with a
     spoofed calling AE title and an instance of another study; only the PACS's own instance
     of the requested study is kept."""
-    _MOVE_PORT[0] = _free_port()
+    _MOVE_PORT[0] = free_port()
     attempts: dict[str, bool] = {}
 
     def spoof(called: str, ds) -> None:
@@ -477,7 +471,7 @@ def _our_scp_threads() -> list[threading.Thread]:
 def test_a_half_sent_message_to_our_scp_does_not_outlive_the_move(peers, tmp_path):
     """A third party opens an association with our storage SCP and stops half way through a
     PDU; the move finishes and none of our SCP's threads is left waiting for the rest."""
-    _MOVE_PORT[0] = _free_port()
+    _MOVE_PORT[0] = free_port()
     stalled: list[AE] = []
     ours: list[threading.Thread] = []
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from ports import free_ports
 
 from cxr_viewer.core.errors import TrainingError
 from trainer.config import load_config
@@ -88,17 +88,6 @@ def test_timeout_message_names_the_unreachable_address():
 # --- two local CPU workers ----------------------------------------------------------------
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("localhost", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 #: the shipped tiny phantom config, run on several workers (``_start_worker`` adds the rest)
 TINY_CONFIG = ROOT / "trainer" / "configs" / "phantoms_tiny.toml"
 
@@ -141,7 +130,7 @@ def _finish(procs, deadline, stop_when=None):
 
 @pytest.mark.slow
 def test_an_unreachable_worker_is_named_after_the_timeout(phantom_csv_small, tmp_path):
-    addresses = [f"localhost:{p}" for p in _free_ports(2)]
+    addresses = [f"localhost:{p}" for p in free_ports(2)]
     log = tmp_path / "chief.log"
     # only the chief starts; worker 1 never does
     proc = _start_worker(
@@ -173,7 +162,7 @@ def test_two_workers_killed_mid_run_resume_and_the_chief_exports_a_loadable_bund
     meta = run / "checkpoints" / "backup" / "training_metadata.json"
 
     def start(tag):
-        addresses = [f"localhost:{p}" for p in _free_ports(2)]
+        addresses = [f"localhost:{p}" for p in free_ports(2)]
         return [
             _start_worker(
                 phantom_csv_small,
