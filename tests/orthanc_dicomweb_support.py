@@ -23,9 +23,9 @@ from pathlib import Path
 
 from orthanc_support import (
     ORTHANC_AE,
-    START_TIMEOUT_S,
     Orthanc,
     free_port,
+    launch,
     orthanc_binary,
 )
 
@@ -206,32 +206,13 @@ def start_orthanc_dicomweb(
         "HttpThreadsCount": 4,
         "SaveJobs": False,
     }
-    cfg = folder / "orthanc.json"
-    cfg.write_text(json.dumps(config, indent=2))
-    log = open(folder / "orthanc.log", "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        [exe, str(cfg)], stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True
-    )
-    log.close()
-    orthanc = Orthanc(proc, http_port, dicom_port, 0, folder)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"Orthanc exited at start:\n{orthanc.log_tail()}")
-        try:
-            plugins = orthanc.rest("/plugins")
-            if "dicom-web" not in plugins:
-                orthanc.stop()
-                raise RuntimeError(
-                    f"Orthanc did not load the DICOMweb plugin:\n{orthanc.log_tail()}"
-                )
-            return orthanc
-        except OSError:
-            time.sleep(0.2)
-    orthanc.stop()
-    raise RuntimeError(
-        f"Orthanc did not answer within {START_TIMEOUT_S:g} s:\n{orthanc.log_tail()}"
-    )
+    return launch(exe, folder, config, (http_port, dicom_port, 0), "/plugins", _has_dicomweb)
+
+
+def _has_dicomweb(orthanc: Orthanc, plugins) -> None:
+    if "dicom-web" not in plugins:
+        orthanc.stop()
+        raise RuntimeError(f"Orthanc did not load the DICOMweb plugin:\n{orthanc.log_tail()}")
 
 
 def main(argv: list[str] | None = None) -> int:

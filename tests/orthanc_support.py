@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +123,19 @@ def start_orthanc(folder: Path, ports: tuple[int, int, int] | None = None) -> Or
         "HttpThreadsCount": 4,
         "SaveJobs": False,
     }
+    return launch(exe, folder, config, (http_port, dicom_port, storage_port), "/system")
+
+
+def launch(
+    exe: str,
+    folder: Path,
+    config: dict,
+    ports: tuple[int, int, int],
+    ready: str,
+    check: Callable[[Orthanc, object], None] | None = None,
+) -> Orthanc:
+    """Write ``config`` to ``folder``, start Orthanc on it and wait until the REST path
+    ``ready`` answers (``check`` may then refuse its answer by stopping Orthanc and raising)."""
     cfg = folder / "orthanc.json"
     cfg.write_text(json.dumps(config, indent=2))
     log = open(folder / "orthanc.log", "wb")  # noqa: SIM115 - closed with the process
@@ -129,16 +143,19 @@ def start_orthanc(folder: Path, ports: tuple[int, int, int] | None = None) -> Or
         [exe, str(cfg)], stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True
     )
     log.close()
-    orthanc = Orthanc(proc, http_port, dicom_port, storage_port, folder)
+    orthanc = Orthanc(proc, *ports, folder)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"Orthanc exited at start:\n{orthanc.log_tail()}")
         try:
-            orthanc.rest("/system")
-            return orthanc
+            answer = orthanc.rest(ready)
         except OSError:
             time.sleep(0.2)
+            continue
+        if check is not None:
+            check(orthanc, answer)
+        return orthanc
     orthanc.stop()
     raise RuntimeError(
         f"Orthanc did not answer within {START_TIMEOUT_S:g} s:\n{orthanc.log_tail()}"
