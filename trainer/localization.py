@@ -20,6 +20,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from .boxes import read_boxes_by_path
 from .config import Config, resolve_path
 from .data import PreparedData
 
@@ -75,9 +76,13 @@ def localization_report(
     args = parser.parse_args(argv)
     if command.run(args) != 0:
         return None
+    _, scored = read_boxes_by_path(cfg, data.class_names)
     return {
         "split": "val",
         "boxes": n_val,
+        # the class whose maps are scored: the boxes' finding (a map of another class, e.g.
+        # "no opacity", is not about these boxes)
+        "classes": [data.class_names[scored]],
         "prior_fitted_on": f"training boxes ({n_train} boxes)",
         "command": "cxr-viewer localize " + " ".join(shlex.quote(a) for a in argv),
         "overall": read_summary(out / "val" / "summary.csv"),
@@ -144,6 +149,8 @@ def card_entry(loc: dict[str, Any]) -> dict[str, Any]:
         "boxes": loc["boxes"],
         "prior_fitted_on": loc["prior_fitted_on"],
     }
+    if loc.get("classes"):
+        entry["classes"] = list(loc["classes"])
     for method in ("gradcam", "anatomy_prior", "uniform_random"):
         rec = overall.get(method)
         if rec:

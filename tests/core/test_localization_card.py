@@ -110,3 +110,33 @@ def test_the_trainers_card_entry():
     full = {"localization": {"split": "val", "boxes": 74, "overall": {"gradcam": entry["gradcam"]}}}
     top = localization_card(full)
     assert top is not None and top.figures("gradcam") == card.figures("gradcam")
+
+
+def test_the_figures_are_said_only_next_to_maps_of_the_scored_class():
+    """Boxes of opacities score the opacity maps: next to a map of the other class the viewer
+    says whose maps were measured instead of quoting figures that are not about it."""
+    entry = {"split": "val", "boxes": 74, "classes": ["lung_opacity"],
+             "gradcam": {"energy_inside": 0.55, "pointing_tolerant": 0.86}}  # fmt: skip
+    card = localization_card({"model_card": {"localization": entry}})
+    assert card is not None and card.classes == ("lung_opacity",)
+    assert card.note("gradcam", class_name="lung_opacity") == card.sentence("gradcam")
+    assert card.note("gradcam", class_name="lung_opacity").startswith("On radiologists' boxes")
+    assert card.note("gradcam", class_name="no_opacity") == (
+        "Localization on radiologists' boxes was measured for lung_opacity maps; this map "
+        "explains no_opacity."
+    )
+    assert card.note("lime", class_name="no_opacity") == ""  # no figures for LIME at all
+    assert card.note("gradcam", class_name=None) == card.sentence("gradcam")  # nothing explained
+
+
+def test_a_card_without_classes_is_the_positive_classs_or_anyones():
+    entry = {"gradcam": {"energy_inside": 0.55}}
+    meta = {"positive_class": "lung_opacity", "model_card": {"localization": entry}}
+    card = localization_card(meta)
+    assert card is not None and card.classes == ("lung_opacity",)
+    assert not card.applies_to("no_opacity")
+    anyone = localization_card({"model_card": {"localization": entry}})
+    assert anyone is not None and anyone.classes == ()
+    assert anyone.applies_to("no_opacity") and anyone.note("gradcam", class_name="x") != ""
+    one = localization_card({"model_card": {"localization": {**entry, "class": "nodule"}}})
+    assert one is not None and one.classes == ("nodule",)

@@ -248,3 +248,20 @@ def test_localization_line_only_from_a_card_that_has_it(qtbot, window):
     assert "41 % of its mass inside; a map that ignores the image, 33 %" in ctrl.localization.text()
     win.state.set_model(ModelInfo(**base, settings={"gradcam": {}}))  # a card without figures
     assert ctrl.localization.isHidden() and ctrl.localization.text() == ""
+
+
+def test_localization_figures_only_next_to_the_scored_class(qtbot, window):
+    """The boxes scored class b's maps: explaining a, the line says so instead of the figures."""
+    win = window
+    ctrl = win.overlay_panel.controls["gradcam"]
+    base = dict(name="m", version="1", class_names=["a", "b"], intended_use="research")
+    card = localization_card({"model_card": {"localization": {**LOCALIZATION, "classes": ["b"]}}})
+    win.state.set_model(ModelInfo(**base, settings={"gradcam": {}}, localization=card))
+    win.state.set_visible("gradcam", True)
+    win.state.set_target_class(1)
+    assert "41 % of its mass inside" in ctrl.localization.text()
+    win.state.set_target_class(0)
+    assert ctrl.localization.text() == (
+        "Localization on radiologists' boxes was measured for b maps; this map explains a."
+    )
+    assert not ctrl.localization.isHidden()

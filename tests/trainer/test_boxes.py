@@ -142,6 +142,7 @@ def test_boxes_move_the_map_from_the_decoy_into_the_boxes(phantom_root, tmp_path
     meta = json.loads((tmp_path / "boxed" / "bundle" / "metadata.json").read_text())
     card = meta["model_card"]["localization"]
     assert card["split"] == "val" and "gradcam" in card and "anatomy_prior" in card
+    assert card["classes"] == ["lesion"]  # the boxes score the lesion class's maps
     assert meta["gradcam_layer"] == "head_cam"
     # the supervised map beats the plain one on the report's energy inside the boxes, too
     plain_e = plain.evaluation["localization"]["overall"]["gradcam"]["energy_inside"]

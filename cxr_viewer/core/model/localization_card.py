@@ -20,7 +20,11 @@ Accepted layouts (under ``model_card.localization``, else a top-level ``localiza
 
 A value is a number or ``{"mean": x, "lo": ..., "hi": ...}`` (also ``value``/``estimate``).
 Context keys, all optional: ``split`` ("test", "validation"), ``images``/``n_images``,
-``boxes``/``n_boxes``, ``prior``/``prior_source`` (what the prior was fitted on), ``tolerance``.
+``boxes``/``n_boxes``, ``prior``/``prior_source`` (what the prior was fitted on), ``tolerance``,
+``classes`` (the classes whose maps were scored: the boxes' findings, e.g. ``["lung_opacity"]``;
+a card without them is read as the bundle's positive class's, when it has one). The figures say
+nothing about a map of another class — the "no opacity" map of a finding-vs-rest model is not
+scored against boxes of opacities — so :meth:`LocalizationCard.note` says so instead.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ CONTEXT_KEYS = {
     "images": ("images", "n_images", "films", "n_films"),
     "boxes": ("boxes", "n_boxes"),
     "prior": ("prior_source", "prior", "prior_boxes", "prior_fitted_on"),
+    "classes": ("classes", "class", "explained_class"),
 }
 
 
@@ -106,6 +111,26 @@ class LocalizationCard:
     boxes: int | None = None
     prior_source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the classes whose maps the figures score (empty: not known, taken to be any class)
+    classes: tuple[str, ...] = ()
+
+    def applies_to(self, class_name: str | None) -> bool:
+        """Whether the figures score maps of ``class_name`` (True when either is unknown)."""
+        return not self.classes or class_name is None or class_name in self.classes
+
+    def note(self, method: str, label: str = "", class_name: str | None = None) -> str:
+        """:meth:`sentence` for a map of ``class_name``; for a class the figures do not score,
+        a line saying so (e.g. "Localization on radiologists' boxes was measured for
+        lung_opacity maps; this map explains no_opacity.")."""
+        if self.applies_to(class_name):
+            return self.sentence(method, label)
+        if self.figures(method, label) is None:
+            return ""
+        scored = " and ".join(self.classes)
+        return (
+            f"Localization on radiologists' boxes was measured for {scored} maps; this map "
+            f"explains {class_name}."
+        )
 
     def figures(self, method: str, label: str = "") -> MapFigures | None:
         """The figures of ``method`` (its id, or its label: "gradcam" or "Grad-CAM")."""
@@ -263,6 +288,22 @@ def _take_prior(methods: dict[str, MapFigures], context: Mapping[str, Any]) -> M
     return prior
 
 
+def _classes(context: Mapping[str, Any], meta: Mapping[str, Any]) -> tuple[str, ...]:
+    """The scored classes the card names, else the bundle's positive class, else ()."""
+    for key in CONTEXT_KEYS["classes"]:
+        v = context.get(key)
+        if isinstance(v, str) and v.strip():
+            return (v.strip(),)
+        if isinstance(v, list) and v and all(isinstance(c, str) for c in v):
+            return tuple(v)
+    card = meta.get("model_card")
+    for source in (meta, card if isinstance(card, Mapping) else {}):
+        v = source.get("positive_class")
+        if isinstance(v, str) and v.strip():
+            return (v.strip(),)
+    return ()
+
+
 def localization_card(meta: Mapping[str, Any]) -> LocalizationCard | None:
     """The localization figures of a bundle's metadata, or None when its card has none."""
     card = meta.get("model_card")
@@ -290,4 +331,5 @@ def localization_card(meta: Mapping[str, Any]) -> LocalizationCard | None:
         images=_context_int(context, CONTEXT_KEYS["images"]),
         boxes=_context_int(context, CONTEXT_KEYS["boxes"]),
         prior_source=prior_source,
+        classes=_classes(context, meta),
     )

@@ -133,6 +133,7 @@ class OverlayControls(QFrame):
         self.form = form
         state.events.overlay.connect(self._on_overlay)
         state.events.target_class.connect(self._refresh_trust)
+        state.events.target_class.connect(self._refresh_localization)
         state.events.model.connect(lambda: self.status.setText(self._status_text()))
         state.events.model.connect(self._refresh_localization)
         self._set_expanded(False)
@@ -198,9 +199,11 @@ class OverlayControls(QFrame):
         ("" when the card has no figure for it: nothing is made up)."""
         m = self.state.model
         card = m.localization if m is not None else None
-        if card is None:
+        if m is None or card is None:
             return ""
-        return card.sentence(self.method, self.state.overlays[self.method].label)
+        t = self.state.target_class
+        explained = m.class_names[t] if t is not None and 0 <= t < len(m.class_names) else None
+        return card.note(self.method, self.state.overlays[self.method].label, explained)
 
     def _refresh_localization(self) -> None:
         """Shown with the method's map (its toggle on), when the card has the figures."""
