@@ -149,6 +149,10 @@ class ModelConfig:
     #: manifest label lists an image's findings joined by "|", "no_finding" for none) or "cam"
     #: (the class-activation head): trainer/heads.py
     head: str = "softmax"
+    #: head = "cam" with two classes: how the evidence map is pooled into the decision. 0 =
+    #: its mean; r > 0 = its softmax-weighted mean with sharpness r (each location weighted by
+    #: exp(r·e)), so the decision leans on the locations with the most evidence
+    cam_pool: float = 0.0
     #: head: GAP → Dropout(dropout) → Dense(dense_units, L2) → LeakyReLU → Dense → softmax
     dropout: float = 0.3
     dense_units: int = 64
@@ -371,6 +375,7 @@ def validate(cfg: Config, source: str = "config") -> Config:
         (cfg.model.head != "multilabel" or cfg.data.format in ("csv",),
          "data.format", '"csv" with model.head = "multilabel" (labels are finding sets)'),
         (0 <= cfg.model.dropout < 1, "model.dropout", "in [0, 1)"),
+        (cfg.model.cam_pool >= 0, "model.cam_pool", "≥ 0"),
         (not cfg.boxes.csv or cfg.model.head == "cam", "model.head",
          '"cam" with [boxes] csv set (the loss acts on the class-activation map)'),
         (cfg.boxes.loss_weight >= 0, "boxes.loss_weight", "≥ 0"),

@@ -214,6 +214,12 @@ def _cam_head(features, mc: ModelConfig, n_classes: int):
     what the decision is made of, and Grad-CAM at ``head_cam`` (or at the backbone's last
     feature map: the head is linear up to the softmax) returns it: faithful by construction.
     The per-location logits are also where box supervision acts (:mod:`trainer.boxes`).
+
+    ``model.cam_pool`` = r > 0 (two classes): the decision is instead the softmax-weighted mean
+    Σ softmax(r·e)·e, which leans on the locations with the most evidence; ``head_cam`` then
+    holds each location's share c = softmax(r·e)·e (as ±c/2), summed rather than averaged, so
+    Grad-CAM at ``head_cam`` is still exactly the decision's decomposition. Only the backbone's
+    last feature map no longer gives it (the pooling is not linear); the box loss judges e.
     """
     import keras
     from keras import layers
@@ -228,12 +234,19 @@ def _cam_head(features, mc: ModelConfig, n_classes: int):
         e = layers.Conv2D(
             1, 1, name="head_evidence", dtype="float32", kernel_regularizer=regularizer
         )(x)
+        scale = 1.0
+        if mc.cam_pool > 0:
+            e, scale = _softmax_weighted(e, mc.cam_pool)
         cam = layers.Concatenate(name=CAM_LAYER, dtype="float32")(
             [
                 layers.Rescaling(-0.5, name="head_against", dtype="float32")(e),
                 layers.Rescaling(0.5, name="head_for", dtype="float32")(e),
             ]
         )
+        if scale != 1.0:
+            pooled = layers.GlobalAveragePooling2D(name="head_pool", dtype="float32")(cam)
+            pooled = layers.Rescaling(scale, name="head_sum", dtype="float32")(pooled)
+            return layers.Activation("softmax", dtype="float32", name=OUTPUT_NAME)(pooled)
     else:
         cam = layers.Conv2D(
             n_classes, 1, name=CAM_LAYER, dtype="float32", kernel_regularizer=regularizer
@@ -243,12 +256,38 @@ def _cam_head(features, mc: ModelConfig, n_classes: int):
     return layers.Activation(activation, dtype="float32", name=OUTPUT_NAME)(pooled)
 
 
+def _softmax_weighted(e, sharpness: float):
+    """Each location's share of a softmax-weighted mean of the evidence map ``e``: c = w ⊙ e
+    with w = softmax(sharpness · e) over the locations, so that Σc is the decision. Returns c
+    and the factor (the number of locations) that turns the mean of c into that sum. Standard
+    layers only: the bundle loads in safe mode."""
+    from keras import layers
+
+    rows, cols = int(e.shape[1]), int(e.shape[2])
+    flat = layers.Reshape((rows * cols, 1), name="head_flat", dtype="float32")(e)
+    sharp = layers.Rescaling(float(sharpness), name="head_sharpness", dtype="float32")(flat)
+    weights = layers.Softmax(axis=1, name="head_weights", dtype="float32")(sharp)
+    share = layers.Multiply(name="head_share", dtype="float32")([weights, flat])
+    c = layers.Reshape((rows, cols, 1), name="head_contribution", dtype="float32")(share)
+    return c, float(rows * cols)
+
+
 def cam_training_model(model):
     """The same weights with two outputs: the class probabilities and the per-location class
     logits of ``head_cam`` (what the box loss sees)."""
     import keras
+    from keras import layers
 
-    return keras.Model(model.input, [model.output, model.get_layer(CAM_LAYER).output])
+    names = {layer.name for layer in model.layers}
+    if "head_weights" not in names:
+        return keras.Model(model.input, [model.output, model.get_layer(CAM_LAYER).output])
+    # softmax-weighted pooling: the box loss judges the evidence e at every location, not its
+    # weighted share of the decision
+    e = model.get_layer("head_evidence").output
+    pair = layers.Concatenate(name="head_evidence_pair", dtype="float32")(
+        [layers.Rescaling(-0.5, dtype="float32")(e), layers.Rescaling(0.5, dtype="float32")(e)]
+    )
+    return keras.Model(model.input, [model.output, pair])
 
 
 def is_head_layer(layer) -> bool:

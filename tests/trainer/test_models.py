@@ -93,6 +93,36 @@ def test_two_class_cam_head_logits_are_one_evidence_map():
     np.testing.assert_allclose(p, 1 / (1 + np.exp(-e.mean(axis=(1, 2)))), atol=1e-5)
 
 
+def test_softmax_weighted_cam_pool_sums_its_map_and_loads_in_safe_mode(tmp_path):
+    """model.cam_pool = r: head_cam holds each location's share c = softmax(r e) * e of the
+    decision (so Grad-CAM of it is the decision, as with the mean), the box loss still sees e
+    itself, and the bundle's model loads in safe mode (standard layers only)."""
+    import keras
+    import numpy as np
+
+    from trainer.models import cam_training_model
+
+    model = build_model(
+        ModelConfig(architecture="mobilenet", alpha=0.25, head="cam", dropout=0.0, cam_pool=3.0),
+        InputSpec(64, 64, 1),
+        2,
+    )
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 64, 64, 1)).astype("float32")
+    e = np.asarray(keras.Model(model.input, model.get_layer("head_evidence").output)(x))[..., 0]
+    cam = np.asarray(keras.Model(model.input, model.get_layer("head_cam").output)(x))
+    w = np.exp(3.0 * e.reshape(3, -1))
+    w /= w.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(cam[..., 1].reshape(3, -1), (w * e.reshape(3, -1)) / 2, atol=1e-5)
+    z = (w * e.reshape(3, -1)).sum(axis=1)
+    p = np.asarray(model(x))[:, 1]
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-z)), atol=1e-5)
+    pair = np.asarray(cam_training_model(model)(x)[1])
+    np.testing.assert_allclose(pair[..., 1] - pair[..., 0], e, atol=1e-5)
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
+    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(model(x)), atol=1e-6)
+
+
 def test_feature_layer_reads_an_earlier_finer_backbone_layer():
     model = build_model(
         ModelConfig(
