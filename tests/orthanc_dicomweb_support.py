@@ -168,7 +168,9 @@ def start_orthanc_dicomweb(
         raise FileNotFoundError("Orthanc or libOrthancDicomWeb.so")
     folder.mkdir(parents=True, exist_ok=True)
     http_port = http_port or free_port()
-    dicom_port = free_port()  # never http_port: the helper hands each port out once
+    dicom_port = free_port()
+    while dicom_port == http_port:  # a caller's own http_port may lie in the helper's pool
+        dicom_port = free_port()
     lua: list[str] = []
     headers = []
     if basic is not None:

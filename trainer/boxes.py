@@ -259,6 +259,13 @@ def describe(targets: BoxTargets, cfg: Config) -> dict:
         "share": cfg.boxes.share,
         "boxed_training_films_used": targets.used,
         "boxed_training_films_available": targets.available,
-        "method": "class-activation head (1x1 conv, mean of per-location logits) + per-location "
+        "method": f"class-activation head (1x1 conv, {_pooling(cfg)}) + per-location "
         "multiple-instance loss on box masks (Li et al., CVPR 2018)",
     }
+
+
+def _pooling(cfg: Config) -> str:
+    r = cfg.model.cam_pool
+    if r > 0:
+        return f"softmax(r*e)-weighted sum of per-location evidence, r = {r:g}"
+    return "mean of per-location logits"

@@ -224,6 +224,12 @@ def _cam_head(features, mc: ModelConfig, n_classes: int):
     import keras
     from keras import layers
 
+    if mc.cam_pool > 0 and n_classes != 2:
+        raise TrainingError(
+            "model.cam_pool needs two classes",
+            f"it pools the one evidence map of a two-class CAM head; this model has {n_classes}.",
+            "Set model.cam_pool = 0.",
+        )
     x = layers.Dropout(mc.dropout, name="head_dropout")(features)
     regularizer = keras.regularizers.L2(mc.l2) if mc.l2 > 0 else None
     if n_classes == 2:

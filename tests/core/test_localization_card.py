@@ -140,3 +140,8 @@ def test_a_card_without_classes_is_the_positive_classs_or_anyones():
     assert anyone.applies_to("no_opacity") and anyone.note("gradcam", class_name="x") != ""
     one = localization_card({"model_card": {"localization": {**entry, "class": "nodule"}}})
     assert one is not None and one.classes == ("nodule",)
+    # a finding's name that is not a class of the bundle is dropped for the positive class
+    named = {**meta, "class_names": ["no_opacity", "lung_opacity"]}
+    named["model_card"] = {"localization": {**entry, "classes": ["Lung Opacity"]}}
+    card = localization_card(named)
+    assert card is not None and card.classes == ("lung_opacity",)

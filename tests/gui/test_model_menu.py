@@ -260,8 +260,9 @@ def test_localization_figures_only_next_to_the_scored_class(qtbot, window):
     win.state.set_visible("gradcam", True)
     win.state.set_target_class(1)
     assert "41 % of its mass inside" in ctrl.localization.text()
+    assert "the training boxes" in ctrl.localization.toolTip()
     win.state.set_target_class(0)
     assert ctrl.localization.text() == (
         "Localization on radiologists' boxes was measured for b maps; this map explains a."
     )
-    assert not ctrl.localization.isHidden()
+    assert not ctrl.localization.isHidden() and ctrl.localization.toolTip() == ""

@@ -57,3 +57,29 @@ def test_a_film_of_the_other_class_is_nothing_anywhere():
 def test_the_films_weight_scales_the_loss():
     assert _loss(BOX, 0, True, CLEAR) == 0  # a boxed-class film whose boxes are not used
     assert _loss(0, 0.25, False, np.zeros((4, 4))) == pytest.approx(np.log(2) / 4, rel=1e-4)
+
+
+def test_the_boxed_class_may_be_any_index_and_the_rest_are_pooled():
+    """Class 0 boxed: its own logit minus the other's, so the signs flip with the maps; three
+    classes: the boxed logit against the log-sum-exp of the other two."""
+    first = make_mil_loss(0, 2)
+    flipped = -_maps(LESION)  # (e/2, -e/2): class 0 holds the lesion evidence
+    assert float(np.asarray(first(_target(BOX, 1, True), flipped))[0]) == pytest.approx(0, abs=1e-6)
+    assert float(np.asarray(first(_target(BOX, 1, True), _maps(LESION)))[0]) == pytest.approx(
+        2 * BIG, rel=1e-4
+    )
+    three = make_mil_loss(2, 3)
+    logits = np.zeros((1, 4, 4, 3), np.float32)
+    logits[..., 2] = np.where(BOX > 0, BIG, -BIG)  # the others at 0: lse(0, 0) = log 2
+    got = float(np.asarray(three(_target(BOX, 1, True), logits))[0])
+    d_in, d_out = BIG - np.log(2), -BIG - np.log(2)
+    assert got == pytest.approx(np.log1p(np.exp(-d_in)) + np.log1p(np.exp(d_out)), rel=1e-4)
+
+
+def test_each_film_of_a_batch_has_its_own_weight_and_class():
+    fn = make_mil_loss(1, 2)
+    t = np.concatenate([_target(BOX, 1, True), _target(0, 0.5, False), _target(BOX, 0, True)])
+    e = np.stack([CLEAR, np.zeros((4, 4)), CLEAR])
+    y = np.concatenate([_maps(v) for v in e])
+    got = np.asarray(fn(t, y))
+    np.testing.assert_allclose(got, [BIG, 0.5 * np.log(2), 0.0], rtol=1e-4, atol=1e-6)

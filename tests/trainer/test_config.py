@@ -58,6 +58,9 @@ def test_round_trip(tmp_path):
         ({"split.val_fraction": 0.45, "split.test_fraction": 0.4}, "split"),
         ({"augment.enabled": 1}, "augment.enabled"),
         ({"model": 3}, "model"),
+        ({"model.cam_pool": 3.0}, 'model.cam_pool: must be 0 unless model.head = "cam"'),
+        ({"model.head": "cam", "model.cam_pool": float("inf")}, "model.cam_pool"),
+        ({"model.head": "cam", "model.cam_pool": -1.0}, "model.cam_pool"),
     ],
 )
 def test_bad_values_raise_training_error(overrides, fragment):

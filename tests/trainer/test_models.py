@@ -121,6 +121,15 @@ def test_softmax_weighted_cam_pool_sums_its_map_and_loads_in_safe_mode(tmp_path)
     model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
     np.testing.assert_allclose(np.asarray(again(x)), np.asarray(model(x)), atol=1e-6)
+    from cxr_viewer.core.explain.layers import default_gradcam_layer
+
+    assert default_gradcam_layer(model) == "head_cam"
+    with pytest.raises(TrainingError, match="needs two classes"):
+        build_model(
+            ModelConfig(architecture="mobilenet", alpha=0.25, head="cam", cam_pool=3.0),
+            InputSpec(64, 64, 1),
+            3,
+        )
 
 
 def test_feature_layer_reads_an_earlier_finer_backbone_layer():

@@ -289,13 +289,18 @@ def _take_prior(methods: dict[str, MapFigures], context: Mapping[str, Any]) -> M
 
 
 def _classes(context: Mapping[str, Any], meta: Mapping[str, Any]) -> tuple[str, ...]:
-    """The scored classes the card names, else the bundle's positive class, else ()."""
+    """The scored classes the card names (those that are classes of the bundle, when it lists
+    them: a finding's name such as "Lung Opacity" is not), else the bundle's positive class,
+    else ()."""
+    known = meta.get("class_names")
+    names = {str(c) for c in known} if isinstance(known, list) and known else None
     for key in CONTEXT_KEYS["classes"]:
         v = context.get(key)
-        if isinstance(v, str) and v.strip():
-            return (v.strip(),)
-        if isinstance(v, list) and v and all(isinstance(c, str) for c in v):
-            return tuple(v)
+        listed = [v] if isinstance(v, str) else v if isinstance(v, list) else []
+        found = [c.strip() for c in listed if isinstance(c, str) and c.strip()]
+        found = [c for c in found if names is None or c in names]
+        if found:
+            return tuple(found)
     card = meta.get("model_card")
     for source in (meta, card if isinstance(card, Mapping) else {}):
         v = source.get("positive_class")

@@ -201,18 +201,27 @@ class OverlayControls(QFrame):
         card = m.localization if m is not None else None
         if m is None or card is None:
             return ""
-        t = self.state.target_class
-        explained = m.class_names[t] if t is not None and 0 <= t < len(m.class_names) else None
+        explained = self._explained_class()
+        if explained == "":
+            return ""  # a class index the model does not have: say nothing rather than guess
         return card.note(self.method, self.state.overlays[self.method].label, explained)
+
+    def _explained_class(self) -> str | None:
+        """The explained class's name; None before there is one, "" for an unknown index."""
+        m, t = self.state.model, self.state.target_class
+        if m is None or t is None:
+            return None
+        return m.class_names[t] if 0 <= t < len(m.class_names) else ""
 
     def _refresh_localization(self) -> None:
         """Shown with the method's map (its toggle on), when the card has the figures."""
         text = self.localization_text()
         m = self.state.model
+        card = m.localization if m is not None else None
         self.localization.setText(text)
-        self.localization.setToolTip(
-            m.localization.tooltip() if text and m is not None and m.localization else ""
-        )
+        # what the figures mean, when the line quotes them
+        quoted = bool(text) and card is not None and card.applies_to(self._explained_class())
+        self.localization.setToolTip(card.tooltip() if quoted and card is not None else "")
         self.localization.setVisible(bool(text) and self.state.overlays[self.method].visible)
 
     def _status_text(self) -> str:
