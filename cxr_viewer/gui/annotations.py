@@ -19,6 +19,7 @@ Self-contained so that any image view can host it:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -276,16 +277,30 @@ class AnnotationLayer(QObject):
         lines = []
         findings = list(dict.fromkeys(b.finding for b in boxes))
         for finding in findings:
+            prefix = f"{finding}: " if len(findings) > 1 else ""
+            other = self._other_class(finding, getattr(result.heatmap, "class_name", ""))
+            if other:
+                # a "no opacity" map is not meant to lie in the opacity boxes
+                lines.append(f"{prefix}these boxes mark {finding}; this map explains {other}")
+                continue
             group = [b for b in boxes if b.finding == finding]
             a = loc.box_agreement(values, group)
             share = a["energy_inside"]
             share_txt = "no positive map mass" if share != share else f"{share * 100:.0f} %"
-            prefix = f"{finding}: " if len(findings) > 1 else ""
             lines.append(
                 f"{prefix}peak in box: {'yes' if a['peak_in_box'] else 'no'} · "
                 f"{share_txt} of the map inside the box"
             )
         return "\n".join(lines)
+
+    def _other_class(self, finding: str, explained: str) -> str:
+        """``explained`` when the boxes' finding is one of the model's classes (by name, e.g.
+        "Lung Opacity" ↔ lung_opacity) and the map explains another of them; else ""."""
+        model = self.state.model
+        if model is None or explained not in model.class_names:
+            return ""
+        own = next((c for c in model.class_names if _norm(c) == _norm(finding)), None)
+        return explained if own is not None and own != explained else ""
 
     def _update_line(self, method: str) -> None:
         text = self.agreement_text(method)
@@ -293,6 +308,11 @@ class AnnotationLayer(QObject):
         if label is not None:
             label.setText(text)
             label.setVisible(bool(text))
+
+
+def _norm(name: str) -> str:
+    """ "Lung Opacity" and "lung_opacity" → "lung_opacity"."""
+    return re.sub(r"[^0-9a-z]+", "_", str(name).lower()).strip("_")
 
 
 def install(window) -> AnnotationLayer:

@@ -12,6 +12,7 @@ from cxr_viewer.core.explain.base import Heatmap
 from cxr_viewer.gui.annotations import BoxOutlineItem
 from cxr_viewer.gui.error_dialog import ErrorDialog
 from cxr_viewer.gui.results import OverlayResult
+from cxr_viewer.gui.state import ModelInfo
 
 HEADER = ["filename", "finding", "x", "y", "w", "h", "image_width", "image_height", "patient_id"]
 
@@ -103,6 +104,18 @@ def test_trust_line_says_where_the_peak_is(qtbot, gui, window, studies_dir, tmp_
     assert label.text() == "peak in box: no · 0 % of the map inside the box"
     win.state.set_result("gradcam", None)
     assert label.isHidden()
+
+    # a model whose classes name the boxes' finding: a map of its other class is not meant to
+    # lie in these boxes, so the line says so instead of "peak in box: no"
+    info = dict(name="m", version="1", intended_use="research", settings={"gradcam": {}})
+    win.state.set_model(ModelInfo(class_names=["normal", "PNEUMONIA"], **info))
+    for index, name, text in (
+        (1, "PNEUMONIA", "peak in box: yes · 93 % of the map inside the box"),
+        (0, "normal", "these boxes mark Pneumonia; this map explains normal"),
+    ):
+        hm = Heatmap(values, "gradcam", index, name, signed=False)
+        win.state.set_result("gradcam", OverlayResult.from_heatmap(hm))
+        assert label.text() == text
 
 
 def test_a_bad_annotation_file_is_reported_not_raised(qtbot, window, tmp_path):
