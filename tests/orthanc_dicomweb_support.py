@@ -18,15 +18,16 @@ import socket
 import ssl
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 from orthanc_support import (
     ORTHANC_AE,
     Orthanc,
+    dicom_files,
     free_port,
     launch,
     orthanc_binary,
+    serve,
 )
 
 PLUGIN_PATHS = (
@@ -238,10 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="cxr-orthanc-dicomweb-") as tmp:
         server = start_orthanc_dicomweb(Path(tmp), http_port=args.http_port)
-        try:
-            url = server.url + ROOT
-            files = [f for s in args.seed for f in list_study_files(s)]
-            dicoms = [f for f in files if str(f).lower().endswith((".dcm", ".dicom"))]
+        url = server.url + ROOT
+
+        def setup() -> None:
+            dicoms = dicom_files(args.seed, list_study_files)
             if dicoms:
                 client = DicomWebClient(DicomWebNode(url))
                 client.raise_if_failed(client.store(dicoms))
@@ -250,13 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"DICOMweb: {url} (web view {server.url}); stops in {args.minutes:g} min",
                 flush=True,
             )
-            deadline = time.monotonic() + args.minutes * 60
-            while time.monotonic() < deadline and server.process.poll() is None:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.stop()
+
+        serve(server, args.minutes, setup)
     return 0
 
 

@@ -185,10 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="cxr-orthanc-") as tmp:
         server = start_orthanc(Path(tmp), (args.http_port, args.dicom_port, args.storage_port))
-        try:
+
+        def setup() -> None:
             node = PacsNode(ORTHANC_AE, "127.0.0.1", args.dicom_port, calling_ae=OUR_AE)
-            files = [f for s in args.seed for f in list_study_files(s)]
-            dicoms = [f for f in files if str(f).lower().endswith((".dcm", ".dicom"))]
+            dicoms = dicom_files(args.seed, list_study_files)
             if dicoms:
                 sent = PacsClient(node, timeout=20).store(dicoms)
                 print(f"stored {len(sent.sent)} DICOM file(s)", flush=True)
@@ -198,14 +198,29 @@ def main(argv: list[str] | None = None) -> int:
                 f"stops in {args.minutes:g} min or on Ctrl+C",
                 flush=True,
             )
-            deadline = time.monotonic() + args.minutes * 60
-            while time.monotonic() < deadline and server.process.poll() is None:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.stop()
+
+        serve(server, args.minutes, setup)
     return 0
+
+
+def dicom_files(sources: list[str], list_study_files: Callable) -> list[Path]:
+    """The DICOM files of the --seed files and folders."""
+    files = [f for s in sources for f in list_study_files(s)]
+    return [f for f in files if str(f).lower().endswith((".dcm", ".dicom"))]
+
+
+def serve(server: Orthanc, minutes: float, setup: Callable[[], None]) -> None:
+    """Run ``setup``, then keep ``server`` up for ``minutes`` (or until it exits or Ctrl+C);
+    stop it in every case."""
+    try:
+        setup()
+        deadline = time.monotonic() + minutes * 60
+        while time.monotonic() < deadline and server.process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":

@@ -42,8 +42,8 @@ def _pool() -> range:
     there is no room: :func:`free_port` then asks the kernel)."""
     low, high = _ephemeral_range()
     start, stop = (_LOW, low) if low - _LOW >= 2_000 else (high + 1, 65_536)
-    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")
-    count = max(1, int(count) if count.isdigit() else 1)
+    given = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")
+    count = max(1, int(given) if given.isdigit() else 1)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     # a worker that replaces a crashed one gets a new id (gw2 of 2): wrap it into the slices
     index = (int(worker[2:]) if worker[2:].isdigit() else 0) % count
