@@ -19,7 +19,6 @@ Self-contained so that any image view can host it:
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from PySide6.QtWidgets import (
 
 from cxr_viewer.core.errors import CxrError
 from cxr_viewer.core.evaluate import localize as loc
+from cxr_viewer.core.model.localization_card import class_named
 
 from .events import OverlayChange
 
@@ -299,7 +299,7 @@ class AnnotationLayer(QObject):
         model = self.state.model
         if model is None or explained not in model.class_names:
             return ""
-        own = next((c for c in model.class_names if _norm(c) == _norm(finding)), None)
+        own = class_named(finding, model.class_names)
         return explained if own is not None and own != explained else ""
 
     def _update_line(self, method: str) -> None:
@@ -308,11 +308,6 @@ class AnnotationLayer(QObject):
         if label is not None:
             label.setText(text)
             label.setVisible(bool(text))
-
-
-def _norm(name: str) -> str:
-    """ "Lung Opacity" and "lung_opacity" → "lung_opacity"."""
-    return re.sub(r"[^0-9a-z]+", "_", str(name).lower()).strip("_")
 
 
 def install(window) -> AnnotationLayer:

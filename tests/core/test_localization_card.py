@@ -140,8 +140,13 @@ def test_a_card_without_classes_is_the_positive_classs_or_anyones():
     assert anyone.applies_to("no_opacity") and anyone.note("gradcam", class_name="x") != ""
     one = localization_card({"model_card": {"localization": {**entry, "class": "nodule"}}})
     assert one is not None and one.classes == ("nodule",)
-    # a finding's name that is not a class of the bundle is dropped for the positive class
-    named = {**meta, "class_names": ["no_opacity", "lung_opacity"]}
+    # a finding's name is read as the bundle's class it names; a name of no class is dropped
+    named = {"class_names": ["no_opacity", "lung_opacity"]}
     named["model_card"] = {"localization": {**entry, "classes": ["Lung Opacity"]}}
     card = localization_card(named)
     assert card is not None and card.classes == ("lung_opacity",)
+    named["model_card"] = {"localization": {**entry, "classes": ["Nodule"]}}
+    card = localization_card({**named, "positive_class": "lung_opacity"})
+    assert card is not None and card.classes == ("lung_opacity",)  # the positive class
+    card = localization_card(named)
+    assert card is not None and card.classes == ()  # unknown: said next to every map

@@ -56,6 +56,12 @@ def _norm(name: str) -> str:
     return re.sub(r"[\s_\-]", "", str(name).lower())
 
 
+def class_named(name: str, class_names: list[str]) -> str | None:
+    """The class of ``class_names`` that a finding or class ``name`` names, ignoring case,
+    spaces, "_" and "-" ("Lung Opacity" → "lung_opacity"); None when none does."""
+    return next((c for c in class_names if _norm(c) == _norm(name)), None)
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, Mapping):
         for key in ("mean", "value", "estimate"):
@@ -289,18 +295,19 @@ def _take_prior(methods: dict[str, MapFigures], context: Mapping[str, Any]) -> M
 
 
 def _classes(context: Mapping[str, Any], meta: Mapping[str, Any]) -> tuple[str, ...]:
-    """The scored classes the card names (those that are classes of the bundle, when it lists
-    them: a finding's name such as "Lung Opacity" is not), else the bundle's positive class,
-    else ()."""
+    """The scored classes the card names (as the bundle spells them, when it lists its classes:
+    "Lung Opacity" → "lung_opacity"; names that are no class of it are dropped), else the
+    bundle's positive class, else ()."""
     known = meta.get("class_names")
-    names = {str(c) for c in known} if isinstance(known, list) and known else None
+    names = [str(c) for c in known] if isinstance(known, list) and known else None
     for key in CONTEXT_KEYS["classes"]:
         v = context.get(key)
         listed = [v] if isinstance(v, str) else v if isinstance(v, list) else []
         found = [c.strip() for c in listed if isinstance(c, str) and c.strip()]
-        found = [c for c in found if names is None or c in names]
+        if names is not None:  # the bundle's own spelling; names that are no class dropped
+            found = [n for c in found if (n := class_named(c, names)) is not None]
         if found:
-            return tuple(found)
+            return tuple(dict.fromkeys(found))
     card = meta.get("model_card")
     for source in (meta, card if isinstance(card, Mapping) else {}):
         v = source.get("positive_class")
