@@ -232,6 +232,7 @@ def _cam_head(features, mc: ModelConfig, n_classes: int):
         )
     x = layers.Dropout(mc.dropout, name="head_dropout")(features)
     regularizer = keras.regularizers.L2(mc.l2) if mc.l2 > 0 else None
+    scale = 1.0  # what turns the mean of head_cam into the decision (1: it is the mean)
     if n_classes == 2:
         # One evidence map e, and logits (-e/2, +e/2): the softmax is sigmoid(mean e), and each
         # class's logit map is exactly its share of the decision. Two free channels would leave
@@ -240,7 +241,6 @@ def _cam_head(features, mc: ModelConfig, n_classes: int):
         e = layers.Conv2D(
             1, 1, name="head_evidence", dtype="float32", kernel_regularizer=regularizer
         )(x)
-        scale = 1.0
         if mc.cam_pool > 0:
             e, scale = _softmax_weighted(e, mc.cam_pool)
         cam = layers.Concatenate(name=CAM_LAYER, dtype="float32")(
@@ -249,15 +249,13 @@ def _cam_head(features, mc: ModelConfig, n_classes: int):
                 layers.Rescaling(0.5, name="head_for", dtype="float32")(e),
             ]
         )
-        if scale != 1.0:
-            pooled = layers.GlobalAveragePooling2D(name="head_pool", dtype="float32")(cam)
-            pooled = layers.Rescaling(scale, name="head_sum", dtype="float32")(pooled)
-            return layers.Activation("softmax", dtype="float32", name=OUTPUT_NAME)(pooled)
     else:
         cam = layers.Conv2D(
             n_classes, 1, name=CAM_LAYER, dtype="float32", kernel_regularizer=regularizer
         )(x)
     pooled = layers.GlobalAveragePooling2D(name="head_pool", dtype="float32")(cam)
+    if scale != 1.0:  # softmax-weighted: the decision is the sum of the shares, not their mean
+        pooled = layers.Rescaling(scale, name="head_sum", dtype="float32")(pooled)
     activation = "sigmoid" if n_classes == 1 else "softmax"
     return layers.Activation(activation, dtype="float32", name=OUTPUT_NAME)(pooled)
 
@@ -280,7 +278,8 @@ def _softmax_weighted(e, sharpness: float):
 
 def cam_training_model(model):
     """The same weights with two outputs: the class probabilities and the per-location class
-    logits of ``head_cam`` (what the box loss sees)."""
+    logits the box loss sees — ``head_cam``, or with ``model.cam_pool`` the evidence map e
+    itself as (−e/2, +e/2), not its weighted shares."""
     import keras
     from keras import layers
 
